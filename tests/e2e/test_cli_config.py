@@ -1,0 +1,131 @@
+"""`mxgate check`, `mxgate which`, `mxgate reference`: exit codes and what users read."""
+import re
+
+EXCHANGE_EXAMPLE = """
+    hostname = "mx.example.test"
+    accepted-domains = { "example.test" }
+    connector "Default Frontend" {
+      usage = custom
+      permission-groups = { anonymous-users }
+      bindings = { "0.0.0.0:25", "[::]:25" }
+      remote-ip-ranges = { "0.0.0.0-255.255.255.255" }
+    }
+    connector "Subnet" {
+      usage = custom
+      permission-groups = { anonymous-users }
+      bindings = { "0.0.0.0:25" }
+      remote-ip-ranges = { "192.168.1.0-192.168.1.255" }
+    }
+    connector "One host" {
+      usage = internal
+      auth-mechanism = { none }
+      bindings = { "0.0.0.0:25" }
+      remote-ip-ranges = { "192.168.1.75" }
+    }
+"""
+
+
+def test_check_ok_prints_summary_per_connector(mxgate, write_conf):
+    conf = write_conf(EXCHANGE_EXAMPLE)
+    r = mxgate("check", "-c", conf)
+    assert r.rc == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0] == "configuration OK"
+    assert len(lines) == 4
+    assert lines[1].startswith('connector "Default Frontend": custom, bindings 0.0.0.0:25 [::]:25')
+    assert "permissions exchange-servers" in lines[3]
+    # the whole-internet anonymous connector is only a warning
+    assert re.search(r"mxgate.conf:7: warning: .*opens the server to anyone", r.err)
+
+
+def test_which_exchange_documented_example(mxgate, write_conf):
+    conf = write_conf(EXCHANGE_EXAMPLE)
+    for remote, want in (("192.168.1.75", "One host"), ("192.168.1.100", "Subnet"),
+                         ("10.0.0.1", "Default Frontend")):
+        r = mxgate("which", "-c", conf, "10.0.0.5:25", remote)
+        assert (r.rc, r.out) == (0, want + "\n"), (remote, r.out, r.err)
+
+
+def test_which_none_exits_3(mxgate, write_conf):
+    conf = write_conf(EXCHANGE_EXAMPLE)
+    r = mxgate("which", "-c", conf, "10.0.0.5:2525", "10.0.0.1")
+    assert (r.rc, r.out) == (3, "none\n")
+    # "0.0.0.0-255.255.255.255" is IPv4 only, as in Exchange: IPv6 clients find nothing
+    r = mxgate("which", "-c", conf, "[::1]:25", "2001:db8::1")
+    assert (r.rc, r.out) == (3, "none\n")
+    assert "has no IPv6 range: binding [::]:25 takes no client" in r.err
+
+
+def test_which_verbose_explains(mxgate, write_conf):
+    conf = write_conf(EXCHANGE_EXAMPLE)
+    r = mxgate("which", "-v", "-c", conf, "10.0.0.5:25", "192.168.1.100")
+    assert r.rc == 0
+    assert 'candidate "Default Frontend" (wildcard binding): smallest containing range 0.0.0.0/0' in r.out
+    assert 'candidate "Subnet" (wildcard binding): smallest containing range 192.168.1.0/24 (/24)' in r.out
+    assert 'candidate "One host" (wildcard binding): no range contains 192.168.1.100' in r.out
+    assert 'selected "Subnet"' in r.out
+    assert r.out.rstrip().endswith("Subnet")
+
+
+def test_which_usage_errors_exit_2(mxgate, write_conf):
+    conf = write_conf(EXCHANGE_EXAMPLE)
+    assert mxgate("which", "-c", conf, "10.0.0.5", "1.2.3.4").rc == 2
+    assert mxgate("which", "-c", conf, "10.0.0.5:25", "not-an-ip").rc == 2
+    assert mxgate("which", "-c", conf, "10.0.0.5:25").rc == 2
+    assert mxgate("check", "-c", conf, "extra").rc == 2
+    assert mxgate("check", "-x").rc == 2
+    assert mxgate("frobnicate").rc == 2
+    assert mxgate().rc == 2
+
+
+def test_check_reports_every_error_with_file_and_line(mxgate, write_conf):
+    conf = write_conf("""
+        hostname = "mx.example.test"
+        max-mesage-size = 10
+        connector "A" {
+          usage = custom
+          permission-groups = { anonymous-users }
+          bindings = { "0.0.0.0:25" }
+          remote-ip-ranges = { "10.0.0.0/33", "10.0.0.0/16" }
+          banner = "250 nope"
+        }
+        connector "B" {
+          usage = custom
+          permission-groups = { anonymous-users }
+          bindings = { "0.0.0.0:25" }
+          remote-ip-ranges = { "10.0.128.0-10.1.0.255" }
+          connection-timeout = 1m
+        }
+    """)
+    r = mxgate("check", "-c", conf)
+    assert r.rc == 1
+    assert r.out == ""
+    errors = [l for l in r.err.splitlines() if ": error: " in l]
+    assert len(errors) == 5, r.err
+    for line_no, text in ((2, "unknown key 'max-mesage-size'"), (7, "prefix length 33"),
+                          (8, "must start with \"220 \""), (14, "partly overlaps"),
+                          (15, "connection-timeout (60s) must be above")):
+        assert any(e.startswith(f"{conf}:{line_no}: error: ") and text in e for e in errors), \
+            (line_no, text, r.err)
+    assert r.err.rstrip().endswith("5 errors; the configuration was not accepted")
+
+
+def test_check_missing_file(mxgate, tmp_path):
+    r = mxgate("check", "-c", str(tmp_path / "nope.conf"))
+    assert r.rc == 1
+    assert "cannot read the configuration" in r.err
+
+
+def test_reference_and_version(mxgate):
+    r = mxgate("reference")
+    assert r.rc == 0 and "| `max-inbound-connection-per-source` |" in r.out
+    r = mxgate("version")
+    assert r.rc == 0 and re.match(r"mxgate \d+\.\d+\.\d+\n$", r.out)
+
+
+def test_docs_config_md_is_the_reference(mxgate):
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "CONFIG.md")
+    with open(path) as f:
+        assert f.read() == mxgate("reference").out, \
+            "docs/CONFIG.md is stale: run `mxgate reference > docs/CONFIG.md`"

@@ -1,0 +1,437 @@
+/* Unit tests: loading mxgate.conf — defaults, presets, value syntax, and every error,
+ * each checked for its line number. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "helpers.h"
+#include "selector.h"
+
+#define ERR(line, text)                                                                            \
+	cr_expect(helper_has(&d, DIAG_ERROR, NULL, line, text), "missing error at line %d: %s",    \
+	          line, text)
+#define WARN(line, text)                                                                           \
+	cr_expect(helper_has(&d, DIAG_WARNING, NULL, line, text),                                  \
+	          "missing warning at line %d: %s", line, text)
+
+static void
+tls_files(void)
+{
+	char *c = helper_write_temp("cert.pem", "not checked here\n");
+	char *k = helper_write_temp("key.pem", "not checked here\n");
+	chmod(k, 0600);
+	free(c);
+	free(k);
+}
+
+Test(config, minimal_config_gets_exchange_defaults)
+{
+	struct diag d;
+	diag_init(&d);
+	struct config *c = helper_load("hostname = \"mx.example.com\"\n"
+	                               "accepted-domains = { \"Example.COM\" }\n"
+	                               "connector \"Only\" {\n"
+	                               "  usage = custom\n"
+	                               "  permission-groups = { anonymous-users }\n"
+	                               "  bindings = { \"127.0.0.1:2525\" }\n"
+	                               "  remote-ip-ranges = { \"127.0.0.0/8\" }\n"
+	                               "}\n",
+	                               &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	const struct connector *k = &c->connectors[0];
+	cr_expect_str_eq(k->name, "Only");
+	cr_expect_eq(k->at.line, 3);
+	cr_expect(k->enabled);
+	cr_expect_eq(k->max_message_size, 37748736u);
+	cr_expect_eq(k->max_header_size, 262144u);
+	cr_expect_eq(k->max_recipients_per_message, 200u);
+	cr_expect_eq(k->max_inbound_connection, 5000u);
+	cr_expect_eq(k->max_inbound_connection_per_source, 20u);
+	cr_expect_eq(k->max_inbound_connection_percentage_per_source, 2u);
+	cr_expect_eq(k->connection_timeout_ms, 600000u);
+	cr_expect_eq(k->connection_inactivity_timeout_ms, 300000u);
+	cr_expect_eq(k->tarpit_interval_ms, 5000u);
+	cr_expect_eq(k->max_protocol_errors, 5u);
+	cr_expect_eq(k->max_hop_count, 60u);
+	cr_expect_eq(k->message_rate_limit, CONFIG_UNLIMITED);
+	cr_expect(k->pipelining_enabled && k->eight_bit_mime_enabled &&
+	          k->enhanced_status_codes_enabled && k->smtp_utf8_enabled);
+	cr_expect(!k->require_tls);
+	cr_expect_eq(k->auth_mechanisms, AUTH_NONE);
+	cr_expect_eq(k->permission_groups, PERM_ANONYMOUS_USERS);
+	cr_expect_str_eq(k->fqdn, "mx.example.com");
+	cr_expect_str_eq(k->banner, "220 mx.example.com ESMTP ready");
+	cr_expect_str_eq(c->spool, "/var/spool/mxgate");
+	cr_expect_str_eq(c->maildir, "/var/spool/mxgate/maildir/%d/%u");
+	cr_expect(config_accepts_domain(c, "example.com", 11));
+	cr_expect(config_accepts_domain(c, "EXAMPLE.com.", 12));
+	cr_expect(!config_accepts_domain(c, "sub.example.com", 15));
+	cr_expect(!config_accepts_domain(c, "example.co", 10));
+	config_unref(c);
+	diag_release(&d);
+}
+
+Test(config, usage_presets)
+{
+	struct diag d;
+	tls_files();
+	diag_init(&d);
+	struct config *c = helper_load(
+	        "tls { certificate = \"cert.pem\"\n key = \"key.pem\" }\n"
+	        "connector \"i\" { usage = internet\n"
+	        "  bindings = { \"0.0.0.0:25\" }\n"
+	        "  remote-ip-ranges = { \"67.231.152.0/24\" } }\n"
+	        "connector \"p\" { usage = Partner\n"
+	        "  bindings = { \"0.0.0.0:26\" } remote-ip-ranges = { \"10.0.0.1\" } }\n"
+	        "connector \"n\" { usage = internal\n"
+	        "  bindings = { \"0.0.0.0:27\" } remote-ip-ranges = { \"10.0.0.2\" } }\n"
+	        "connector \"c\" { usage = custom\n"
+	        "  bindings = { \"0.0.0.0:28\" } remote-ip-ranges = { \"10.0.0.3\" } }\n"
+	        "connector \"x\" { usage = internet auth-mechanism = { none }\n"
+	        "  permission-groups = { AnonymousUsers, Partners }\n"
+	        "  bindings = { \"0.0.0.0:29\" } remote-ip-ranges = { \"10.0.0.4\" } }\n",
+	        &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->connectors[0].permission_groups, PERM_ANONYMOUS_USERS);
+	cr_expect_eq(c->connectors[0].auth_mechanisms, AUTH_TLS);
+	cr_expect_eq(c->connectors[1].permission_groups, PERM_PARTNERS);
+	cr_expect_eq(c->connectors[1].auth_mechanisms, AUTH_TLS);
+	cr_expect_eq(c->connectors[2].permission_groups, PERM_EXCHANGE_SERVERS);
+	cr_expect_eq(c->connectors[2].auth_mechanisms, AUTH_TLS);
+	cr_expect_eq(c->connectors[3].permission_groups, 0u);
+	cr_expect_eq(c->connectors[3].auth_mechanisms, AUTH_NONE);
+	cr_expect_eq(c->connectors[4].permission_groups, PERM_ANONYMOUS_USERS | PERM_PARTNERS);
+	cr_expect_eq(c->connectors[4].auth_mechanisms, AUTH_NONE);
+	/* the custom connector has no permission group: warned */
+	WARN(10, "accepts no mail");
+	/* relative paths are relative to the config file */
+	cr_expect(strncmp(c->tls_key, helper_tmpdir(), strlen(helper_tmpdir())) == 0);
+	config_unref(c);
+	diag_release(&d);
+}
+
+Test(config, sizes_and_durations)
+{
+	static const struct {
+		const char *s;
+		uint64_t v;
+	} sizes[] = {{"36MB", 37748736}, {"36 MB", 37748736}, {"37748736", 37748736},
+	             {"256KB", 262144},  {"256 kb", 262144},  {"1GB", 1073741824},
+	             {"64KiB", 65536},   {"10 B", 10},        {"2147483647", 2147483647}};
+	static const char *const badsizes[] = {
+	        "", "MB", "36 XB", "-1", "1.5MB", "36MBB", "99999999999999999999"};
+	static const struct {
+		const char *s;
+		uint64_t ms;
+	} durs[] = {{"5m", 300000},
+	            {"300s", 300000},
+	            {"00:05:00", 300000},
+	            {"1.00:00:00", 86400000},
+	            {"1h30m", 5400000},
+	            {"500ms", 500},
+	            {"0s", 0},
+	            {"00:00:05", 5000},
+	            {"2d", 172800000}};
+	static const char *const baddurs[] = {"5",   "",  "5x",  "00:60:00",  "24:00:00",
+	                                      "1:2", "m", "5m5", "00:05:00x", "-5m"};
+	uint64_t v;
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		cr_expect_eq(config_parse_size(sizes[i].s, &v), 0, "%s", sizes[i].s);
+		cr_expect_eq(v, sizes[i].v, "%s", sizes[i].s);
+	}
+	for (size_t i = 0; i < sizeof(badsizes) / sizeof(badsizes[0]); i++)
+		cr_expect_eq(config_parse_size(badsizes[i], &v), -1, "'%s' accepted", badsizes[i]);
+	for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
+		cr_expect_eq(config_parse_duration(durs[i].s, &v), 0, "%s", durs[i].s);
+		cr_expect_eq(v, durs[i].ms, "%s", durs[i].s);
+	}
+	for (size_t i = 0; i < sizeof(baddurs) / sizeof(baddurs[0]); i++)
+		cr_expect_eq(config_parse_duration(baddurs[i], &v), -1, "'%s' accepted",
+		             baddurs[i]);
+}
+
+/* Every error in one file; all are reported, each on its line. */
+Test(config, every_error_with_its_line)
+{
+	struct diag d;
+	char *key;
+
+	helper_write_temp("cert.pem", "x\n");
+	key = helper_write_temp("loose-key.pem", "x\n");
+	chmod(key, 0644);
+	free(key);
+	diag_init(&d);
+	struct config *c = helper_load(
+	        /*  1 */ "hostname = \"mx.example.com\"\n"
+	                 /*  2 */ "frobnicate = 1\n"
+	                 /*  3 */ "accepted-domains = { \"example.com\", \"bad_domain\" }\n"
+	                 /*  4 */ "tls {\n"
+	                 /*  5 */ "  certificate = \"cert.pem\"\n"
+	                 /*  6 */ "  key = \"loose-key.pem\"\n"
+	                 /*  7 */ "}\n"
+	                 /*  8 */ "connector \"A\" {\n"
+	                 /*  9 */ "  usage = internet\n"
+	                 /* 10 */ "  bindings = { \"0.0.0.0:25\", \"1.2.3.4\" }\n"
+	                 /* 11 */ "  remote-ip-ranges = { \"10.0.0.0/33\", \"10.1.0.0 "
+	                          "255.0.255.0\" }\n"
+	                 /* 12 */ "  max-message-size = \"lots\"\n"
+	                 /* 13 */ "  max-recipients-per-message = 0\n"
+	                 /* 14 */ "  connection-timeout = \"00:01:00\"\n"
+	                 /* 15 */ "  banner = \"250 hello\"\n"
+	                 /* 16 */ "  require-tls = maybe\n"
+	                 /* 17 */ "  max-mesage-size = 10MB\n"
+	                 /* 18 */ "}\n"
+	                 /* 19 */ "connector \"a\" {\n"
+	                 /* 20 */ "  usage = custom\n"
+	                 /* 21 */ "  permission-groups = { anonymous-users }\n"
+	                 /* 22 */ "  require-tls = true\n"
+	                 /* 23 */ "  bindings = { \"0.0.0.0:25\" }\n"
+	                 /* 24 */ "  remote-ip-ranges = { \"10.2.0.0/16\" }\n"
+	                 /* 25 */ "}\n"
+	                 /* 26 */ "connector \"B\" {\n"
+	                 /* 27 */ "  usage = custom\n"
+	                 /* 28 */ "  permission-groups = { anonymous-users }\n"
+	                 /* 29 */ "  bindings = { \"0.0.0.0:25\" }\n"
+	                 /* 30 */ "  remote-ip-ranges = { \"10.2.0.0-10.2.255.255\",\n"
+	                 /* 31 */ "                       \"10.2.128.0-10.3.0.255\" }\n"
+	                 /* 32 */ "  tarpit-interval = 5\n"
+	                 /* 33 */ "  auth-mechanism = { none, tls }\n"
+	                 /* 34 */ "}\n"
+	                 /* 35 */ "connector \"T\" {\n"
+	                 /* 36 */ "  usage = client\n"
+	                 /* 37 */ "  bindings = { \"0.0.0.0:26\" }\n"
+	                 /* 38 */ "  max-hop-count = 60\n"
+	                 /* 39 */ "  max-hop-count = 61\n"
+	                 /* 40 */ "}\n",
+	        &d);
+	cr_expect_null(c);
+	ERR(2, "unknown key 'frobnicate'");
+	ERR(3, "bad_domain");
+	ERR(6, "readable by group or others");
+	ERR(10, "missing :PORT");
+	ERR(11, "prefix length 33");
+	ERR(11, "not contiguous");
+	ERR(12, "bad max-message-size 'lots'");
+	ERR(13, "out of range: 1 to 512000");
+	ERR(14, "must be above connection-inactivity-timeout");
+	ERR(15, "must start with \"220 \"");
+	ERR(16, "write true or false");
+	ERR(17, "did you mean 'max-message-size'");
+	ERR(19, "name 'a' is already used on line 8");
+	ERR(22, "require-tls needs 'tls'");
+	ERR(30, "both take binding 0.0.0.0:25 with the same remote range");
+	ERR(31, "partly overlaps");
+	ERR(32, "bad tarpit-interval '5'");
+	ERR(33, "'none' must stand alone");
+	ERR(36, "usage 'client'");
+	ERR(39, "set twice (first on line 38)");
+	if (diag_errors(&d) < 20)
+		helper_dump(&d);
+	diag_release(&d);
+}
+
+Test(config, tls_without_certificate_and_missing_files)
+{
+	struct diag d;
+	diag_init(&d);
+	struct config *c = helper_load("connector \"in\" {\n"
+	                               "  usage = internet\n"
+	                               "  bindings = { \"0.0.0.0:25\" }\n"
+	                               "  remote-ip-ranges = { \"10.0.0.0/8\" }\n"
+	                               "}\n"
+	                               "connector \"x\" {\n"
+	                               "  auth-mechanism = { tls }\n"
+	                               "  bindings = { \"0.0.0.0:26\" }\n"
+	                               "}\n",
+	                               &d);
+	cr_expect_null(c);
+	ERR(1, "offers tls (from its usage) but there is no tls");
+	ERR(7, "offers tls but there is no tls");
+	diag_release(&d);
+
+	diag_init(&d);
+	c = helper_load("tls {\n  certificate = \"/nonexistent/c.pem\"\n}\n"
+	                "connector \"x\" { bindings = { \"0.0.0.0:26\" } }\n",
+	                &d);
+	cr_expect_null(c);
+	ERR(2, "cannot read certificate /nonexistent/c.pem");
+	ERR(1, "the tls section needs a key");
+	diag_release(&d);
+}
+
+Test(config, warnings_do_not_reject)
+{
+	struct diag d;
+	tls_files();
+	diag_init(&d);
+	struct config *c = helper_load("tls { certificate = \"cert.pem\"  key = \"key.pem\" }\n"
+	                               "accepted-domains = { \"example.com\" }\n"
+	                               "connector \"open\" {\n"
+	                               "  usage = internet\n"
+	                               "  bindings = { \"0.0.0.0:25\" }\n"
+	                               "}\n"
+	                               "connector \"wide\" {\n"
+	                               "  usage = internet\n"
+	                               "  bindings = { \"0.0.0.0:26\" }\n"
+	                               "  remote-ip-ranges = { \"0.0.0.0-255.255.255.255\",\n"
+	                               "    \"192.168.1.1/24\", \"0.0.0.0\" }\n"
+	                               "}\n",
+	                               &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	WARN(3, "opens the server to anyone");
+	WARN(10, "opens the server to anyone");
+	WARN(11, "host bits set; it means 192.168.1.0/24");
+	WARN(11, "single address 0.0.0.0");
+	cr_expect(c->connectors[0].all_remote);
+	config_unref(c);
+	diag_release(&d);
+}
+
+Test(config, ranges_file_errors_name_that_file)
+{
+	struct diag d;
+	char *rf = helper_write_temp("ranges.txt", "# Proofpoint Essentials US\n"
+	                                           "67.231.152.0/24\n"
+	                                           "\n"
+	                                           "67.231.153.0/24   # trailing comment\n"
+	                                           "67.231.999.0/24\n"
+	                                           "2001:db8::/32\n");
+	free(rf);
+	diag_init(&d);
+	struct config *c = helper_load("connector \"pp\" {\n"
+	                               "  usage = custom\n"
+	                               "  permission-groups = { anonymous-users }\n"
+	                               "  bindings = { \"0.0.0.0:25\", \"[::]:25\" }\n"
+	                               "  remote-ip-ranges-file = \"ranges.txt\"\n"
+	                               "  remote-ip-ranges-file += \"missing.txt\"\n"
+	                               "}\n",
+	                               &d);
+	cr_expect_null(c);
+	cr_expect(helper_has(&d, DIAG_ERROR, "ranges.txt", 5, "67.231.999.0"));
+	cr_expect(
+	        helper_has(&d, DIAG_ERROR, "mxgate.conf", 6, "cannot read remote-ip-ranges-file"));
+	diag_release(&d);
+
+	rf = helper_write_temp("ranges.txt", "67.231.152.0/24\n67.231.153.0/24\n2001:db8::/32\n");
+	free(rf);
+	diag_init(&d);
+	c = helper_load("connector \"pp\" {\n"
+	                "  usage = custom\n"
+	                "  permission-groups = { anonymous-users }\n"
+	                "  bindings = { \"0.0.0.0:25\", \"[::]:25\" }\n"
+	                "  remote-ip-ranges = { \"10.9.9.9\" }\n"
+	                "  remote-ip-ranges-file = \"ranges.txt\"\n"
+	                "}\n",
+	                &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->connectors[0].n_ranges, 4);
+	cr_expect_eq(c->connectors[0].ranges[3].at.line, 3);
+	cr_expect(strstr(c->connectors[0].ranges[3].at.file, "ranges.txt") != NULL);
+	config_unref(c);
+	diag_release(&d);
+}
+
+Test(config, syntax_errors_and_unknown_sections)
+{
+	struct diag d;
+
+	diag_init(&d);
+	cr_expect_null(helper_load("hostname = \"a.example\"\n"
+	                           "connector \"x\" {\n"
+	                           "  bindings = { \"0.0.0.0:25\" \n"
+	                           "}\n",
+	                           &d));
+	ERR(2, "never closed");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(helper_load("hostname = = \"a.example\"\n", &d));
+	ERR(1, "syntax error");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(helper_load("hostname = \"a.example\"\n"
+	                           "relay-settings {\n  x = 1\n}\n",
+	                           &d));
+	ERR(2, "unknown section 'relay-settings'");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(helper_load("connector {\n}\n", &d));
+	ERR(1, "needs a name");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(config_load("/nonexistent/mxgate.conf", &d));
+	cr_expect(helper_has(&d, DIAG_ERROR, "/nonexistent/mxgate.conf", 0, "cannot read"));
+	diag_release(&d);
+}
+
+Test(config, duplicate_connector_and_list_reassignment)
+{
+	struct diag d;
+
+	diag_init(&d);
+	cr_expect_null(helper_load("connector \"x\" {\n"
+	                           "  bindings = { \"0.0.0.0:25\" }\n"
+	                           "}\n"
+	                           "connector \"x\" {\n"
+	                           "  bindings = { \"0.0.0.0:26\" }\n"
+	                           "  bindings = { \"0.0.0.0:27\" }\n"
+	                           "}\n",
+	                           &d));
+	ERR(4, "connector 'x' is defined twice (first on line 1)");
+	ERR(6, "use '+=' to add to a list");
+	diag_release(&d);
+}
+
+Test(config, reference_lists_every_key)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&buf, &len);
+
+	config_print_reference(fp);
+	fclose(fp);
+	static const char *const keys[] = {"usage",
+	                                   "enabled",
+	                                   "bindings",
+	                                   "remote-ip-ranges",
+	                                   "remote-ip-ranges-file",
+	                                   "auth-mechanism",
+	                                   "permission-groups",
+	                                   "require-tls",
+	                                   "banner",
+	                                   "fqdn",
+	                                   "max-message-size",
+	                                   "max-header-size",
+	                                   "max-recipients-per-message",
+	                                   "max-inbound-connection",
+	                                   "max-inbound-connection-per-source",
+	                                   "max-inbound-connection-percentage-per-source",
+	                                   "connection-timeout",
+	                                   "connection-inactivity-timeout",
+	                                   "message-rate-limit",
+	                                   "tarpit-interval",
+	                                   "max-protocol-errors",
+	                                   "max-hop-count",
+	                                   "pipelining-enabled",
+	                                   "eight-bit-mime-enabled",
+	                                   "enhanced-status-codes-enabled",
+	                                   "smtp-utf8-enabled",
+	                                   "protocol-logging-level"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char pat[96];
+		snprintf(pat, sizeof(pat), "| `%s` |", keys[i]);
+		cr_expect(strstr(buf, pat) != NULL, "reference lacks %s", keys[i]);
+	}
+	free(buf);
+}

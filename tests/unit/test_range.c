@@ -1,0 +1,208 @@
+/* Unit tests: ipaddr and range parsing, every Exchange form, valid and invalid. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "range.h"
+
+static struct range
+must_parse(const char *text, unsigned *flags)
+{
+	struct range r;
+	char err[256];
+	unsigned f = 0;
+
+	cr_assert_eq(range_parse(text, &r, &f, err, sizeof(err)), 0, "'%s' refused: %s", text, err);
+	if (flags)
+		*flags = f;
+	return r;
+}
+
+static void
+expect_canon(const char *text, const char *canon, unsigned want_flags)
+{
+	unsigned flags;
+	struct range r = must_parse(text, &flags);
+	char buf[128];
+
+	range_format(&r, buf, sizeof(buf));
+	cr_expect_str_eq(buf, canon, "'%s' became '%s', expected '%s'", text, buf, canon);
+	cr_expect_eq(flags, want_flags, "'%s' flags %u, expected %u", text, flags, want_flags);
+}
+
+Test(range, every_valid_form)
+{
+	static const struct {
+		const char *text, *canon;
+		unsigned flags;
+	} cases[] = {
+	        {"192.168.1.75", "192.168.1.75/32", 0},
+	        {"  192.168.1.75\t", "192.168.1.75/32", 0},
+	        {"67.231.152.0/24", "67.231.152.0/24", 0},
+	        {"148.163.128.0/19", "148.163.128.0/19", 0},
+	        {"0.0.0.0/0", "0.0.0.0/0", 0},
+	        {"10.1.2.3/32", "10.1.2.3/32", 0},
+	        {"192.168.1.1/24", "192.168.1.0/24", RANGE_HOST_BITS},
+	        {"0.0.0.0-255.255.255.255", "0.0.0.0/0", 0},
+	        {"67.231.153.0-67.231.153.255", "67.231.153.0/24", 0},
+	        {"192.168.1.1-192.168.1.254", "192.168.1.1-192.168.1.254", 0},
+	        {"10.0.0.5 - 10.0.0.9", "10.0.0.5-10.0.0.9", 0},
+	        {"10.0.0.7-10.0.0.7", "10.0.0.7/32", 0},
+	        {"10.1.0.0 255.255.0.0", "10.1.0.0/16", 0},
+	        {"67.231.152.0 255.255.255.0", "67.231.152.0/24", 0},
+	        {"10.1.2.3 255.255.0.0", "10.1.0.0/16", RANGE_HOST_BITS},
+	        {"10.0.0.0\t255.0.0.0", "10.0.0.0/8", 0},
+	        {"10.0.0.0(255.0.0.0)", "10.0.0.0/8", 0},
+	        {"192.0.2.0(255.255.255.128)", "192.0.2.0/25", 0},
+	        {"2001:db8::7", "2001:db8::7/128", 0},
+	        {"2001:DB8::/32", "2001:db8::/32", 0},
+	        {"2001:0DB8::CD3/60", "2001:db8::/60", RANGE_HOST_BITS},
+	        {"::/0", "::/0", 0},
+	        {"::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::/0", 0},
+	        {"2a01:111:f400::/48", "2a01:111:f400::/48", 0},
+	        {"2001:db8::1-2001:db8::ff", "2001:db8::1-2001:db8::ff", 0},
+	        {"2001:DB8::2AA:FF:C0A8:640A(FFFF:FFFF:FFFF:FFFF::)", "2001:db8::/64",
+	         RANGE_HOST_BITS},
+	        {"0.0.0.0", "0.0.0.0/32", RANGE_ZERO_SINGLE},
+	        {"::", "::/128", RANGE_ZERO_SINGLE},
+	        /* IPv4-mapped IPv6 is IPv4 */
+	        {"::ffff:192.0.2.1", "192.0.2.1/32", 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		expect_canon(cases[i].text, cases[i].canon, cases[i].flags);
+}
+
+Test(range, every_invalid_form_says_why)
+{
+	static const struct {
+		const char *text, *why;
+	} cases[] = {
+	        {"", "empty"},
+	        {"   ", "empty"},
+	        {"10.0.0", "not an IPv4 or IPv6 address"},
+	        {"10.0.0.256", "not an IPv4 or IPv6 address"},
+	        {"010.0.0.1", "not an IPv4 or IPv6 address"},
+	        {"10.0.0.1.", "not an IPv4 or IPv6 address"},
+	        {"example.com", "not an IPv4 or IPv6 address"},
+	        {"10.0.0.0/33", "prefix length 33 is over 32"},
+	        {"2001:db8::/129", "prefix length 129 is over 128"},
+	        {"10.0.0.0/", "prefix length"},
+	        {"10.0.0.0/x", "prefix length"},
+	        {"10.0.0.0/-1", "prefix length"},
+	        {"10.0.0.0/1234", "prefix length"},
+	        {"10.0.0.9-10.0.0.1", "start is after end"},
+	        {"10.0.0.1-2001:db8::1", "different families"},
+	        {"10.0.0.1-", "START-END"},
+	        {"-10.0.0.1", "START-END"},
+	        {"10.0.0.0 255.0.255.0", "not contiguous"},
+	        {"10.0.0.0 0.255.255.255", "not contiguous"},
+	        {"10.0.0.0(255.0.0.255)", "not contiguous"},
+	        {"10.0.0.0(ffff::)", "same family"},
+	        {"10.0.0.0(255.0.0.0", "ADDRESS(MASK)"},
+	        {"(255.0.0.0)", "ADDRESS(MASK)"},
+	        {"2001:db8:: ffff::", "IPv4 only"},
+	        {"fe80::1%11", "zone index"},
+	        {"fe80::1%eth0/64", "zone index"},
+	        {"10.0.0.0 255.255.255.0 extra", "not an IPv4 or IPv6 address"},
+	        {"10.0.0.1\n", "not an IPv4 or IPv6 address"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct range r;
+		char err[256] = "";
+		int rc = range_parse(cases[i].text, &r, NULL, err, sizeof(err));
+		cr_expect_eq(rc, -1, "'%s' was accepted", cases[i].text);
+		cr_expect(strstr(err, cases[i].why) != NULL, "'%s': reason '%s' lacks '%s'",
+		          cases[i].text, err, cases[i].why);
+	}
+}
+
+Test(range, contains_and_span)
+{
+	struct range r = must_parse("192.168.1.0/24", NULL);
+	struct ipaddr a;
+
+	cr_assert_eq(ipaddr_parse("192.168.1.255", 13, &a), 0);
+	cr_expect(range_contains(&r, &a));
+	cr_assert_eq(ipaddr_parse("192.168.2.0", 11, &a), 0);
+	cr_expect(!range_contains(&r, &a));
+	cr_expect(range_span(&r) == 255);
+	/* a mapped client is IPv4 and is contained */
+	cr_assert_eq(ipaddr_parse("::ffff:192.168.1.7", 18, &a), 0);
+	cr_expect_eq(a.family, AF_INET);
+	cr_expect(range_contains(&r, &a));
+	/* an IPv6 range never contains an IPv4 address */
+	r = must_parse("::/0", NULL);
+	cr_expect(!range_contains(&r, &a));
+	cr_expect(range_is_all(&r));
+}
+
+static int
+collect_cb(const struct range *c, void *arg)
+{
+	char *out = arg, buf[64];
+
+	range_format(c, buf, sizeof(buf));
+	strcat(out, buf);
+	strcat(out, " ");
+	return 0;
+}
+
+Test(range, cidr_cover)
+{
+	static const struct {
+		const char *text, *cidrs;
+	} cases[] = {
+	        {"10.0.0.0/8", "10.0.0.0/8 "},
+	        {"192.168.1.1-192.168.1.254",
+	         "192.168.1.1/32 192.168.1.2/31 192.168.1.4/30 192.168.1.8/29 192.168.1.16/28 "
+	         "192.168.1.32/27 192.168.1.64/26 192.168.1.128/26 192.168.1.192/27 "
+	         "192.168.1.224/28 192.168.1.240/29 192.168.1.248/30 192.168.1.252/31 "
+	         "192.168.1.254/32 "},
+	        {"0.0.0.0-255.255.255.255", "0.0.0.0/0 "},
+	        {"255.255.255.255", "255.255.255.255/32 "},
+	        {"::/0", "::/0 "},
+	        {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+	         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127 "},
+	        {"10.0.0.0-10.0.2.255", "10.0.0.0/23 10.0.2.0/24 "},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[1024] = "";
+		struct range r = must_parse(cases[i].text, NULL);
+		range_each_cidr(&r, collect_cb, out);
+		cr_expect_str_eq(out, cases[i].cidrs, "%s", cases[i].text);
+	}
+}
+
+Test(ipaddr, endpoints)
+{
+	static const struct {
+		const char *text, *canon, *err;
+	} cases[] = {
+	        {"0.0.0.0:25", "0.0.0.0:25", NULL},
+	        {"127.0.0.1:2525", "127.0.0.1:2525", NULL},
+	        {"[::]:25", "[::]:25", NULL},
+	        {"[2001:db8::1]:587", "[2001:db8::1]:587", NULL},
+	        {"1.2.3.4", NULL, "missing :PORT"},
+	        {"1.2.3.4:", NULL, "missing port"},
+	        {"1.2.3.4:0", NULL, "1 to 65535"},
+	        {"1.2.3.4:65536", NULL, "1 to 65535"},
+	        {"1.2.3.4:2x", NULL, "1 to 65535"},
+	        {"::1:25", NULL, "[ADDRESS]:PORT"},
+	        {"[::1]25", NULL, "[ADDRESS]:PORT"},
+	        {"[1.2.3.4]:25", NULL, "must be an IPv6"},
+	        {"host:25", NULL, "not an IP address"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct endpoint ep;
+		char err[256] = "", buf[ENDPOINT_STRLEN];
+		int rc = endpoint_parse(cases[i].text, &ep, err, sizeof(err));
+		if (cases[i].canon) {
+			cr_expect_eq(rc, 0, "%s: %s", cases[i].text, err);
+			endpoint_format(&ep, buf, sizeof(buf));
+			cr_expect_str_eq(buf, cases[i].canon);
+		} else {
+			cr_expect_eq(rc, -1, "%s accepted", cases[i].text);
+			cr_expect(strstr(err, cases[i].err) != NULL, "%s: '%s' lacks '%s'",
+			          cases[i].text, err, cases[i].err);
+		}
+	}
+}

@@ -1,0 +1,370 @@
+/* Unit tests: the compiled most-specific-match table and its conflict checks, including a
+ * randomized comparison against a brute-force reference (fixed seed, printed on failure). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "rangeset.h"
+
+static struct rangeset_entry
+ent(const char *text, uint16_t owner, uint8_t prio)
+{
+	struct rangeset_entry e = {.owner = owner, .prio = prio};
+	char err[256];
+
+	cr_assert_eq(range_parse(text, &e.r, NULL, err, sizeof(err)), 0, "%s: %s", text, err);
+	return e;
+}
+
+static unsigned
+look(const struct rangeset *rs, const char *addr)
+{
+	struct ipaddr a;
+
+	cr_assert_eq(ipaddr_parse(addr, strlen(addr), &a), 0, "%s", addr);
+	return rangeset_lookup(rs, &a);
+}
+
+struct seen {
+	int partial, identical;
+	size_t a[16], b[16];
+	int n;
+};
+
+static void
+record_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
+{
+	struct seen *s = arg;
+
+	if (kind == RANGESET_PARTIAL)
+		s->partial++;
+	else
+		s->identical++;
+	if (s->n < 16) {
+		s->a[s->n] = a;
+		s->b[s->n] = b;
+		s->n++;
+	}
+}
+
+/* Exchange's documented example: three connectors on one binding. */
+Test(rangeset, exchange_documented_example)
+{
+	struct rangeset_entry e[] = {
+	        ent("0.0.0.0-255.255.255.255", 0, 0),
+	        ent("192.168.1.0-192.168.1.255", 1, 0),
+	        ent("192.168.1.75", 2, 0),
+	};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, 3, record_cb, &s);
+
+	cr_assert_not_null(rs);
+	cr_expect_eq(s.partial + s.identical, 0);
+	cr_expect_eq(look(rs, "192.168.1.75"), 2);
+	cr_expect_eq(look(rs, "192.168.1.100"), 1);
+	cr_expect_eq(look(rs, "10.0.0.1"), 0);
+	cr_expect_eq(look(rs, "192.168.1.74"), 1);
+	cr_expect_eq(look(rs, "192.168.1.76"), 1);
+	cr_expect_eq(look(rs, "192.168.0.255"), 0);
+	cr_expect_eq(look(rs, "192.168.2.0"), 0);
+	cr_expect_eq(look(rs, "255.255.255.255"), 0);
+	cr_expect_eq(look(rs, "0.0.0.0"), 0);
+	/* no IPv6 range was given */
+	cr_expect_eq(look(rs, "2001:db8::1"), RANGESET_NONE);
+	/* a mapped client is IPv4 */
+	cr_expect_eq(look(rs, "::ffff:192.168.1.75"), 2);
+	rangeset_free(rs);
+}
+
+Test(rangeset, empty_and_none)
+{
+	struct rangeset *rs = rangeset_build(NULL, 0, NULL, NULL);
+
+	cr_assert_not_null(rs);
+	cr_expect_eq(look(rs, "1.2.3.4"), RANGESET_NONE);
+	cr_expect_eq(look(rs, "::1"), RANGESET_NONE);
+	rangeset_free(rs);
+	rangeset_free(NULL);
+}
+
+Test(rangeset, ipv6_and_edges_of_the_space)
+{
+	struct rangeset_entry e[] = {
+	        ent("::/0", 0, 0),
+	        ent("2001:db8::/32", 1, 0),
+	        ent("2001:db8:1::/48", 2, 0),
+	        ent("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00/120", 3, 0),
+	        ent("::/127", 4, 0),
+	};
+	struct rangeset *rs = rangeset_build(e, 5, NULL, NULL);
+
+	cr_expect_eq(look(rs, "2001:db8:1::5"), 2);
+	cr_expect_eq(look(rs, "2001:db8:2::5"), 1);
+	cr_expect_eq(look(rs, "2001:db9::"), 0);
+	cr_expect_eq(look(rs, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 3);
+	cr_expect_eq(look(rs, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:feff"), 0);
+	cr_expect_eq(look(rs, "::1"), 4);
+	cr_expect_eq(look(rs, "::2"), 0);
+	cr_expect_eq(look(rs, "10.0.0.1"), RANGESET_NONE);
+	rangeset_free(rs);
+}
+
+Test(rangeset, tie_goes_to_the_lower_priority)
+{
+	struct rangeset_entry e[] = {
+	        ent("10.0.0.0/8", 0, 1), /* wildcard binding */
+	        ent("10.0.0.0/8", 1, 0), /* exact binding */
+	};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, 2, record_cb, &s);
+
+	cr_expect_eq(s.partial + s.identical, 0);
+	cr_expect_eq(look(rs, "10.1.2.3"), 1);
+	rangeset_free(rs);
+}
+
+Test(rangeset, identical_ranges_with_equal_priority_conflict)
+{
+	struct rangeset_entry e[] = {ent("10.0.0.0/8", 0, 0), ent("10.0.0.0-10.255.255.255", 1, 0)};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, 2, record_cb, &s);
+
+	cr_expect_eq(s.identical, 1);
+	cr_expect_eq(s.partial, 0);
+	rangeset_free(rs);
+}
+
+Test(rangeset, partial_overlaps_between_owners_conflict)
+{
+	struct rangeset_entry e[] = {
+	        ent("10.0.0.0/16", 0, 0), ent("10.0.128.0-10.1.0.255", 1, 0),
+	        ent("10.0.5.0/24", 1, 0), /* nested: fine */
+	};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, 3, record_cb, &s);
+
+	cr_expect_eq(s.partial, 1);
+	cr_expect_eq(s.identical, 0);
+	cr_expect((s.a[0] == 0 && s.b[0] == 1) || (s.a[0] == 1 && s.b[0] == 0));
+	rangeset_free(rs);
+}
+
+Test(rangeset, overlaps_within_one_owner_are_fine)
+{
+	struct rangeset_entry e[] = {
+	        ent("10.0.0.0-10.0.0.100", 0, 0),
+	        ent("10.0.0.50-10.0.0.200", 0, 0),
+	        ent("10.0.0.60-10.0.0.70", 1, 0),
+	};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, 3, record_cb, &s);
+
+	cr_expect_eq(s.partial + s.identical, 0);
+	cr_expect_eq(look(rs, "10.0.0.65"), 1);
+	cr_expect_eq(look(rs, "10.0.0.150"), 0);
+	cr_expect_eq(look(rs, "10.0.0.201"), RANGESET_NONE);
+	rangeset_free(rs);
+}
+
+/* ---- randomized comparison against a brute-force reference -------------------------- */
+
+static uint64_t rng_state;
+
+static uint64_t
+rng(void)
+{
+	/* xorshift64* */
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 2685821657736338717ull;
+}
+
+static u128
+rand_addr(int family, u128 base, unsigned spread_bits)
+{
+	u128 r = ((u128)rng() << 64) | rng();
+	u128 m = spread_bits >= 128 ? ~(u128)0 : (((u128)1 << spread_bits) - 1);
+	u128 v = base + (r & m);
+	return v & ipaddr_max(family);
+}
+
+static unsigned
+brute_lookup(const struct rangeset_entry *e, size_t n, const struct ipaddr *a)
+{
+	long best = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!range_contains(&e[i].r, a))
+			continue;
+		if (best < 0)
+			best = (long)i;
+		else {
+			const struct rangeset_entry *x = &e[i], *y = &e[best];
+			u128 sx = range_span(&x->r), sy = range_span(&y->r);
+			if (sx < sy || (sx == sy && (x->prio < y->prio ||
+			                             (x->prio == y->prio && x->owner < y->owner))))
+				best = (long)i;
+		}
+	}
+	return best < 0 ? RANGESET_NONE : e[best].owner;
+}
+
+static bool
+partial(const struct range *a, const struct range *b)
+{
+	bool overlap = a->family == b->family && a->lo <= b->hi && b->lo <= a->hi;
+	bool nested = (a->lo <= b->lo && b->hi <= a->hi) || (b->lo <= a->lo && a->hi <= b->hi);
+	return overlap && !nested;
+}
+
+static bool
+brute_identical(const struct rangeset_entry *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int best = 256;
+		for (size_t j = 0; j < n; j++)
+			if (e[j].r.family == e[i].r.family && e[j].r.lo == e[i].r.lo &&
+			    e[j].r.hi == e[i].r.hi && e[j].prio < best)
+				best = e[j].prio;
+		for (size_t j = 0; j < n; j++)
+			if (e[i].prio == best && e[j].prio == best && e[i].owner != e[j].owner &&
+			    e[j].r.family == e[i].r.family && e[j].r.lo == e[i].r.lo &&
+			    e[j].r.hi == e[i].r.hi)
+				return true;
+	}
+	return false;
+}
+
+static void
+check_one(uint64_t seed)
+{
+	struct rangeset_entry e[48];
+	size_t n;
+	struct seen s = {0};
+	bool want_partial = false;
+	int family;
+	u128 base;
+	unsigned spread;
+
+	rng_state = seed;
+	n = 1 + rng() % 40;
+	family = (rng() & 1) ? AF_INET : AF_INET6;
+	/* small spaces provoke overlaps; bases near 0 and near the top test the edges */
+	switch (rng() % 4) {
+	case 0:
+		base = 0;
+		break;
+	case 1:
+		base = ipaddr_max(family) - 511;
+		break;
+	default:
+		base = rand_addr(family, 0, 128) & ~(u128)0xffff;
+		break;
+	}
+	spread = (rng() % 3 == 0) ? (unsigned)ipaddr_bits(family) : 9;
+	uint16_t owners = (uint16_t)(1 + rng() % 4);
+	for (size_t i = 0; i < n; i++) {
+		u128 a = rand_addr(family, base, spread), b;
+		switch (rng() % 3) {
+		case 0: /* CIDR-aligned block */ {
+			int plen = (int)(rng() % (unsigned)(ipaddr_bits(family) + 1));
+			if (spread < 128 && plen < ipaddr_bits(family) - (int)spread)
+				plen = ipaddr_bits(family) - (int)spread;
+			unsigned host = (unsigned)(ipaddr_bits(family) - plen);
+			u128 m = host >= 128 ? ~(u128)0 : (((u128)1 << host) - 1);
+			a &= ~m;
+			b = a | (m & ipaddr_max(family));
+			break;
+		}
+		case 1:
+			b = a;
+			break;
+		default:
+			b = rand_addr(family, base, spread);
+			if (b < a) {
+				u128 t = a;
+				a = b;
+				b = t;
+			}
+		}
+		e[i] = (struct rangeset_entry){.r = {.family = (uint8_t)family, .lo = a, .hi = b},
+		                               .owner = (uint16_t)(rng() % owners),
+		                               .prio = (uint8_t)(rng() % 2)};
+		/* now and then an exact duplicate of an earlier range */
+		if (i > 0 && rng() % 8 == 0)
+			e[i].r = e[rng() % i].r;
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < n; j++)
+			if (e[i].owner != e[j].owner && partial(&e[i].r, &e[j].r))
+				want_partial = true;
+
+	struct rangeset *rs = rangeset_build(e, n, record_cb, &s);
+	cr_assert_not_null(rs);
+	cr_assert_eq(s.partial > 0, want_partial, "seed %llu: partial conflict %d, expected %d",
+	             (unsigned long long)seed, s.partial, want_partial);
+	cr_assert_eq(s.identical > 0, brute_identical(e, n),
+	             "seed %llu: identical conflict %d, expected %d", (unsigned long long)seed,
+	             s.identical, brute_identical(e, n));
+	for (int k = 0; k < s.n; k++) {
+		const struct rangeset_entry *x = &e[s.a[k]], *y = &e[s.b[k]];
+		cr_assert_neq(x->owner, y->owner, "seed %llu: conflict within one owner",
+		              (unsigned long long)seed);
+	}
+	/* every boundary, its neighbours, and random points */
+	for (size_t i = 0; i < n; i++) {
+		u128 pts[6] = {e[i].r.lo,
+		               e[i].r.hi,
+		               e[i].r.lo - 1,
+		               e[i].r.hi + 1,
+		               rand_addr(family, base, spread),
+		               rand_addr(family, 0, 128)};
+		for (int p = 0; p < 6; p++) {
+			struct ipaddr a = {.family = (uint8_t)family,
+			                   .v = pts[p] & ipaddr_max(family)};
+			unsigned got = rangeset_lookup(rs, &a), want = brute_lookup(e, n, &a);
+			cr_assert_eq(got, want,
+			             "seed %llu: lookup of point %d of entry %zu: %u, "
+			             "expected %u",
+			             (unsigned long long)seed, p, i, got, want);
+		}
+	}
+	rangeset_free(rs);
+}
+
+Test(rangeset, randomized_against_brute_force)
+{
+	const uint64_t seed0 = 20261128;
+
+	for (uint64_t i = 0; i < 5000; i++)
+		check_one(seed0 + i * 7919);
+}
+
+/* Large sets exercise the radix index (many buckets, shared prefixes). */
+Test(rangeset, large_sets_against_brute_force_samples)
+{
+	enum { N = 20000 };
+	struct rangeset_entry *e = calloc(N, sizeof(*e));
+
+	cr_assert_not_null(e);
+	rng_state = 77;
+	for (size_t i = 0; i < N; i++) {
+		/* disjoint /28 blocks of one owner each, inside 10.0.0.0/8 or 2001:db8::/32 */
+		int family = i % 2 ? AF_INET : AF_INET6;
+		u128 base = family == AF_INET ? (u128)0x0a000000u : ((u128)0x20010db8u << 96);
+		u128 blk = base + (((u128)(i / 2) * 97 % 65536) << 4);
+		e[i] = (struct rangeset_entry){
+		        .r = {.family = (uint8_t)family, .lo = blk, .hi = blk + 15},
+		        .owner = (uint16_t)(i % 7)};
+	}
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build(e, N, record_cb, &s);
+	cr_assert_not_null(rs);
+	for (int k = 0; k < 20000; k++) {
+		size_t i = rng() % N;
+		struct ipaddr a = {.family = e[i].r.family, .v = e[i].r.lo + (rng() % 40) - 12};
+		cr_assert_eq(rangeset_lookup(rs, &a), brute_lookup(e, N, &a), "sample %d", k);
+	}
+	rangeset_free(rs);
+	free(e);
+}
