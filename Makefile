@@ -15,7 +15,7 @@ DESTDIR     ?=
 CC          ?= cc
 FUZZ_SECONDS ?= 60
 
-PKGS        := openssl libevent libconfuse
+PKGS        := openssl libevent libevent_pthreads libconfuse
 PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 

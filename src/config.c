@@ -15,6 +15,7 @@
 
 #include "rangeset.h"
 #include "selector.h"
+#include "tls.h"
 
 /* ---- the option table --------------------------------------------------------------- */
 
@@ -33,9 +34,10 @@ enum kind {
 	K_DOMAINS,  /* a list of domain names */
 };
 
-enum section { SEC_ROOT, SEC_TLS, SEC_DELIVER, SEC_CONNECTOR, SEC_COUNT };
+enum section { SEC_ROOT, SEC_TLS, SEC_DELIVER, SEC_CONNECTOR, SEC_DOMAIN, SEC_COUNT };
 
-static const char *const section_names[SEC_COUNT] = {"root", "tls", "deliver", "connector"};
+static const char *const section_names[SEC_COUNT] = {"root", "tls", "deliver", "connector",
+                                                     "domain"};
 
 struct keyword {
 	const char *name; /* as written in the config; matched ignoring case and '-' */
@@ -88,6 +90,20 @@ static const struct keyword perm_words[] = {
         {NULL, 0, NULL},
 };
 
+static const struct keyword logtarget_words[] = {
+        {"stderr", LOG_TO_STDERR, "one line per event on standard error"},
+        {"syslog", LOG_TO_SYSLOG, "syslog(3), facility mail"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword loglevelconf_words[] = {
+        {"error", LOGLEVEL_ERROR, "only errors"},
+        {"warning", LOGLEVEL_WARNING, "errors and warnings"},
+        {"info", LOGLEVEL_INFO, "also every connection decision and message"},
+        {"debug", LOGLEVEL_DEBUG, "also internals"},
+        {NULL, 0, NULL},
+};
+
 static const struct keyword loglevel_words[] = {
         {"none", PROTOLOG_NONE, "one log line per connection and per message"},
         {"verbose", PROTOLOG_VERBOSE, "also every command and reply of the session"},
@@ -102,6 +118,7 @@ static int check_name_text(struct loader *, const char *, char *, size_t);
 
 #define ROOT(f) offsetof(struct config, f)
 #define CONN(f) offsetof(struct connector, f)
+#define DOM(f)  offsetof(struct domain_conf, f)
 #define MAXI32  2147483647u
 
 static const struct option options[] = {
@@ -118,6 +135,15 @@ static const struct option options[] = {
          NULL,
          "Domains this server takes mail for (Exchange's accepted domains). `*.example.com` "
          "covers the subdomains of example.com."},
+        {SEC_ROOT, "workers", K_COUNT, "0", ROOT(workers), 0, 64, false, NULL, NULL,
+         "Threads that run SMTP sessions, each with its own event loop; 0: one per CPU."},
+        {SEC_ROOT, "log", K_ENUM, "stderr", ROOT(log_target), 0, 0, false, logtarget_words, NULL,
+         "Where the daemon logs."},
+        {SEC_ROOT, "log-level", K_ENUM, "info", ROOT(log_level), 0, 0, false, loglevelconf_words,
+         NULL, "The least severe events logged."},
+        {SEC_ROOT, "drain-timeout", K_DURATION, "30s", ROOT(drain_timeout_ms), 0, 3600000, false,
+         NULL, NULL,
+         "On SIGTERM, how long open sessions may finish before they are closed with 421."},
         /* tls { } */
         {SEC_TLS, "certificate", K_PATH, NULL, ROOT(tls_certificate), 0, 0, false, NULL, NULL,
          "PEM certificate chain, leaf first."},
@@ -128,6 +154,11 @@ static const struct option options[] = {
          "Maildir path template: `%d` is the recipient's domain, `%u` its local part (both "
          "encoded so they are always one safe path component), `%%` a percent sign. Default: "
          "`<spool>/maildir/%d/%u`."},
+        /* domain "name" { } */
+        {SEC_DOMAIN, "recipients-file", K_PATH, NULL, DOM(recipients_file), 0, 0, false, NULL, NULL,
+         "Valid local parts of this domain, one a line (`user` or `user@domain`), `#` comments; "
+         "RCPT to anyone else gets `550 5.1.1 User unknown`. Without it every local part is "
+         "taken."},
         /* connector "name" { } */
         {SEC_CONNECTOR, "usage", K_ENUM, "custom", CONN(usage), 0, 0, false, usage_words, NULL,
          "Exchange's usage type; presets `auth-mechanism` and `permission-groups` when they are "
@@ -230,6 +261,8 @@ struct loader {
 	size_t n_seen;
 	int *open_lines; /* from scan_sections(): where each connector section opens */
 	size_t n_open_lines;
+	int *domain_lines; /* and each domain section */
+	size_t n_domain_lines;
 	int tls_line, deliver_line; /* where those sections open */
 	int unclosed_line;          /* a '{' never closed, or 0 */
 	size_t n_done;              /* connector sections parsed so far */
@@ -467,6 +500,13 @@ scan_sections(struct loader *L)
 					L->open_lines = ol;
 					ol[L->n_open_lines++] = kwline;
 				}
+			} else if (strcmp(kw, "domain") == 0) {
+				int *dl = realloc(L->domain_lines,
+				                  (L->n_domain_lines + 1) * sizeof(*dl));
+				if (dl) {
+					L->domain_lines = dl;
+					dl[L->n_domain_lines++] = kwline;
+				}
 			} else if (strcmp(kw, "tls") == 0 && !L->tls_line) {
 				L->tls_line = kwline;
 			} else if (strcmp(kw, "deliver") == 0 && !L->deliver_line) {
@@ -556,7 +596,7 @@ build_opts(struct loader *L, enum section sec)
 
 	for (size_t i = 0; i < N_OPTIONS; i++)
 		n += options[i].sec == sec;
-	n += L->n_unknown[sec] + (sec == SEC_ROOT ? 3 : 0) + 1;
+	n += L->n_unknown[sec] + (sec == SEC_ROOT ? 4 : 0) + 1;
 	o = calloc(n, sizeof(*o));
 	if (!o)
 		return NULL;
@@ -580,9 +620,9 @@ build_opts(struct loader *L, enum section sec)
 	}
 	if (sec == SEC_ROOT) {
 		cfg_opt_t *tls = build_opts(L, SEC_TLS), *del = build_opts(L, SEC_DELIVER),
-		          *con = build_opts(L, SEC_CONNECTOR);
-		if (!tls || !del || !con) {
-			free(tls), free(del), free(con), free(o);
+		          *con = build_opts(L, SEC_CONNECTOR), *dom = build_opts(L, SEC_DOMAIN);
+		if (!tls || !del || !con || !dom) {
+			free(tls), free(del), free(con), free(dom), free(o);
 			return NULL;
 		}
 		o[k++] = (cfg_opt_t){.name = "tls", .type = CFGT_SEC, .subopts = tls};
@@ -592,6 +632,10 @@ build_opts(struct loader *L, enum section sec)
 		                     .flags = CFGF_MULTI | CFGF_TITLE,
 		                     .subopts = con,
 		                     .validcb = connector_done_cb};
+		o[k++] = (cfg_opt_t){.name = "domain",
+		                     .type = CFGT_SEC,
+		                     .flags = CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES,
+		                     .subopts = dom};
 	}
 	o[k] = (cfg_opt_t){.type = CFGT_NONE};
 	return o;
@@ -724,6 +768,13 @@ parse_file(struct loader *L)
 				diag_error(L->d, L->file, L->cfg_error_line,
 				           "syntax error: write %s%s { ... }", name,
 				           strcmp(name, "connector") == 0 ? " \"NAME\"" : "");
+			return NULL;
+		}
+		if (parse_quoted(L->cfg_error, "found duplicate title '", name, sizeof(name))) {
+			diag_error(
+			        L->d, L->file, L->cfg_error_line,
+			        "domain '%s' is defined twice; the rest of the file was not read",
+			        name);
 			return NULL;
 		}
 		if (parse_quoted(L->cfg_error, "missing title for section '", name, sizeof(name))) {
@@ -1308,6 +1359,82 @@ opt_given(cfg_t *cfg, const char *name)
 }
 
 static int
+str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads a recipients-file: one local part (or local@domain of this domain) a line. */
+static int
+load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
+{
+	const char *file = intern_file(L, dc->recipients_file);
+	char *line = NULL;
+	size_t lcap = 0, cap = 0;
+	int lineno = 0;
+	FILE *fp;
+
+	if (!file)
+		return -1;
+	if (!(fp = fopen(dc->recipients_file, "r"))) {
+		diag_error(L->d, L->file, cfgline, "cannot read recipients-file %s: %s",
+		           dc->recipients_file, strerror(errno));
+		return 0;
+	}
+	dc->recipients = calloc(1, sizeof(*dc->recipients));
+	if (!dc->recipients)
+		goto nomem;
+	while (getline(&line, &lcap, fp) >= 0) {
+		char *p = line, *end, *at;
+		lineno++;
+		if ((end = strchr(p, '#')))
+			*end = '\0';
+		p[strcspn(p, "\r\n")] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!*p)
+			continue;
+		if ((at = strrchr(p, '@'))) {
+			if (strcasecmp(at + 1, dc->name) != 0) {
+				diag_error(L->d, file, lineno,
+				           "'%s' is not in domain %s; list only its local parts", p,
+				           dc->name);
+				continue;
+			}
+			*at = '\0';
+		}
+		if (!*p || strlen(p) > 64 || strpbrk(p, " \t\"<>")) {
+			diag_error(L->d, file, lineno, "'%s' is not a local part", p);
+			continue;
+		}
+		if (dc->n_recipients + 1 >= cap) {
+			size_t nc = cap ? 2 * cap : 64;
+			char **nr = realloc(dc->recipients, nc * sizeof(*nr));
+			if (!nr)
+				goto nomem;
+			dc->recipients = nr;
+			cap = nc;
+		}
+		for (char *q = p; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		if (!(dc->recipients[dc->n_recipients] = strdup(p)))
+			goto nomem;
+		dc->n_recipients++;
+	}
+	free(line);
+	fclose(fp);
+	qsort(dc->recipients, dc->n_recipients, sizeof(*dc->recipients), str_cmp);
+	return 0;
+nomem:
+	free(line);
+	fclose(fp);
+	return -1;
+}
+
+static int
 load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 {
 	char err[256];
@@ -1452,6 +1579,7 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 	struct config *c = L->c;
 	cfg_t *sec;
 	unsigned n;
+	char err[512];
 
 	if (apply_section(L, cfg, SEC_ROOT, c, NULL) < 0)
 		return -1;
@@ -1486,6 +1614,11 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 				           "key %s is readable by group or others (mode %04o); "
 				           "run: chmod 600 %s",
 				           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
+			else if (c->tls_certificate &&
+			         tls_check_pair(c->tls_certificate, c->tls_key, err, sizeof(err)) <
+			                 0)
+				diag_error(L->d, L->file, opt_line(sec, "certificate", sec->line),
+				           "%s", err);
 		}
 	}
 	if ((sec = cfg_getsec(cfg, "deliver")) && sec->line > 0) {
@@ -1496,7 +1629,31 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 		c->maildir = NULL;
 		return -1;
 	}
-	if (c->n_accepted_domains == 0)
+	n = cfg_size(cfg, "domain");
+	c->domains = calloc(n ? n : 1, sizeof(*c->domains));
+	if (!c->domains)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		struct domain_conf *dc = &c->domains[c->n_domains++];
+		sec = cfg_getnsec(cfg, "domain", i);
+		dc->at = (struct origin){L->file,
+		                         i < L->n_domain_lines ? L->domain_lines[i] : sec->line};
+		if (!(dc->name = strdup(sec->title ? sec->title : "")))
+			return -1;
+		for (char *q = dc->name; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		if (!valid_domain(dc->name, false))
+			diag_error(
+			        L->d, L->file, dc->at.line,
+			        "bad domain section '%s': write a domain name such as example.com",
+			        dc->name);
+		if (apply_section(L, sec, SEC_DOMAIN, dc, NULL) < 0)
+			return -1;
+		if (dc->recipients_file &&
+		    load_recipients(L, dc, opt_line(sec, "recipients-file", dc->at.line)) < 0)
+			return -1;
+	}
+	if (c->n_accepted_domains == 0 && c->n_domains == 0)
 		diag_warn(L->d, L->file, 0,
 		          "no accepted-domains: anonymous and partner senders can deliver to no "
 		          "one");
@@ -1545,6 +1702,15 @@ config_free(struct config *c)
 		free(k->fqdn);
 	}
 	free(c->connectors);
+	for (size_t i = 0; i < c->n_domains; i++) {
+		struct domain_conf *dc = &c->domains[i];
+		for (size_t j = 0; j < dc->n_recipients; j++)
+			free(dc->recipients[j]);
+		free(dc->recipients);
+		free(dc->recipients_file);
+		free(dc->name);
+	}
+	free(c->domains);
 	for (size_t i = 0; i < c->n_accepted_domains; i++)
 		free(c->accepted_domains[i]);
 	free(c->accepted_domains);
@@ -1603,6 +1769,7 @@ out:
 	free(L.cfg_error);
 	free(L.seen);
 	free(L.open_lines);
+	free(L.domain_lines);
 	free(L.slot_open);
 	free(L.slot_close);
 	free(L.dir);
@@ -1638,11 +1805,16 @@ config_connector(const struct config *c, const char *name)
 	return NULL;
 }
 
+static const struct domain_conf *find_domain(const struct config *c, const char *domain,
+                                             size_t len);
+
 bool
 config_accepts_domain(const struct config *c, const char *domain, size_t len)
 {
 	while (len > 0 && domain[len - 1] == '.')
 		len--;
+	if (find_domain(c, domain, len))
+		return true;
 	for (size_t i = 0; i < c->n_accepted_domains; i++) {
 		const char *a = c->accepted_domains[i];
 		size_t al = strlen(a);
@@ -1656,6 +1828,49 @@ config_accepts_domain(const struct config *c, const char *domain, size_t len)
 		}
 	}
 	return false;
+}
+
+static const struct domain_conf *
+find_domain(const struct config *c, const char *domain, size_t len)
+{
+	for (size_t i = 0; i < c->n_domains; i++)
+		if (strlen(c->domains[i].name) == len &&
+		    strncasecmp(c->domains[i].name, domain, len) == 0)
+			return &c->domains[i];
+	return NULL;
+}
+
+int
+config_recipient_known(const struct config *c, const char *domain, size_t dlen, const char *local,
+                       size_t llen)
+{
+	const struct domain_conf *dc;
+	char key[65];
+	size_t lo, hi;
+
+	while (dlen > 0 && domain[dlen - 1] == '.')
+		dlen--;
+	dc = find_domain(c, domain, dlen);
+	if (!dc || !dc->recipients)
+		return -1;
+	if (llen >= sizeof(key))
+		return 0;
+	for (size_t i = 0; i < llen; i++)
+		key[i] = (char)tolower((unsigned char)local[i]);
+	key[llen] = '\0';
+	lo = 0;
+	hi = dc->n_recipients;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int r = strcmp(dc->recipients[mid], key);
+		if (r == 0)
+			return 1;
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
 }
 
 const char *
@@ -1730,8 +1945,9 @@ config_print_reference(FILE *fp)
 	                                    [K_BINDINGS] = "list of IP:PORT",
 	                                    [K_RANGES] = "list of ranges",
 	                                    [K_DOMAINS] = "list of domains"};
-	static const char *const heads[SEC_COUNT] = {"Top level", "`tls { }`", "`deliver { }`",
-	                                             "`connector \"NAME\" { }`"};
+	static const char *const heads[SEC_COUNT] = {
+	        "Top level", "`tls { }`", "`deliver { }`", "`connector \"NAME\" { }`",
+	        "`domain \"NAME\" { }` (an accepted domain with settings of its own)"};
 
 	fprintf(fp, "# mxgate.conf reference\n\n"
 	            "Generated by `mxgate reference` from the option table in src/config.c.\n"

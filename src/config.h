@@ -91,6 +91,18 @@ struct connector {
 	enum protocol_log_level protocol_logging_level;
 };
 
+/* An accepted domain with its own settings: domain "example.com" { ... }. */
+struct domain_conf {
+	char *name; /* lower case */
+	struct origin at;
+	char **recipients; /* sorted, lower case local parts; NULL: any local part */
+	size_t n_recipients;
+	char *recipients_file;
+};
+
+enum log_target { LOG_TO_STDERR, LOG_TO_SYSLOG };
+enum log_level_conf { LOGLEVEL_ERROR, LOGLEVEL_WARNING, LOGLEVEL_INFO, LOGLEVEL_DEBUG };
+
 struct selector;
 
 struct config {
@@ -106,7 +118,13 @@ struct config {
 	size_t n_accepted_domains;
 	char *tls_certificate; /* NULL when no tls section */
 	char *tls_key;
-	char *maildir; /* template with %d and %u */
+	char *maildir;       /* template with %d and %u */
+	uint64_t workers;    /* session threads; 0: one per CPU */
+	unsigned log_target; /* enum log_target */
+	unsigned log_level;  /* enum log_level_conf */
+	uint64_t drain_timeout_ms;
+	struct domain_conf *domains;
+	size_t n_domains;
 
 	struct connector *connectors;
 	size_t n_connectors;
@@ -124,8 +142,14 @@ void config_unref(struct config *c);
 /* The connector by exact name, or NULL. */
 const struct connector *config_connector(const struct config *c, const char *name);
 
-/* True if domain (any case, no trailing dot) is an accepted domain. */
+/* True if domain (any case, no trailing dot) is an accepted domain: listed in
+ * accepted-domains or given a domain section. */
 bool config_accepts_domain(const struct config *c, const char *domain, size_t len);
+
+/* For an accepted domain with a recipients-file: 1 if local (any case) is listed, 0 if not.
+ * -1 when the domain has no recipients-file (any local part is taken). */
+int config_recipient_known(const struct config *c, const char *domain, size_t dlen,
+                           const char *local, size_t llen);
 
 /* One line describing the connector, for `mxgate check`. */
 void config_describe_connector(const struct connector *k, char *buf, size_t size);

@@ -115,7 +115,8 @@ diag_each(struct diag *d,
           void (*fn)(enum diag_severity, const char *file, int line, const char *text, void *arg),
           void *arg)
 {
-	qsort(d->msgs, d->n, sizeof(*d->msgs), msg_cmp);
+	if (d->n > 1)
+		qsort(d->msgs, d->n, sizeof(*d->msgs), msg_cmp);
 	for (size_t i = 0; i < d->n; i++)
 		fn(d->msgs[i].severity, d->files[d->msgs[i].file], d->msgs[i].line, d->msgs[i].text,
 		   arg);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "selector.h"
+#include "server.h"
 
 #define EXIT_USAGE 2
 #define EXIT_NO    3
@@ -23,6 +24,7 @@ struct cmd {
 	const char *summary;
 };
 
+static int cmd_run(int argc, char **argv);
 static int cmd_check(int argc, char **argv);
 static int cmd_which(int argc, char **argv);
 static int cmd_reference(int argc, char **argv);
@@ -30,6 +32,8 @@ static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct cmd cmds[] = {
+        {"run", cmd_run, "run [-c FILE]",
+         "run the gateway in the foreground (SIGHUP reloads, SIGTERM drains and stops)"},
         {"check", cmd_check, "check [-c FILE]",
          "validate the configuration; every error as FILE:LINE on stderr"},
         {"which", cmd_which, "which [-c FILE] [-v] LOCAL REMOTE",
@@ -105,6 +109,18 @@ load(const char *path, struct diag *d)
 
 	diag_print(d, stderr);
 	return c;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+
+	if (parse_opts("run", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind != argc)
+		return usage_error("run", "unexpected argument '%s'", argv[optind]);
+	return server_run(path) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 static int

@@ -1,8 +1,12 @@
 #include "helpers.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char tmpdir[256];
 
@@ -75,4 +79,37 @@ helper_load(const char *text, struct diag *d)
 
 	free(path);
 	return c;
+}
+
+void
+helper_make_cert(const char *cert_name, const char *key_name)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	char *cp = helper_write_temp(cert_name, ""), *kp = helper_write_temp(key_name, "");
+	FILE *fp;
+
+	if (!key || !x)
+		abort();
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, key);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"mx.test", -1,
+	                           -1, 0);
+	X509_set_issuer_name(x, name);
+	if (!X509_sign(x, key, EVP_sha256()))
+		abort();
+	if (!(fp = fopen(cp, "w")) || !PEM_write_X509(fp, x))
+		abort();
+	fclose(fp);
+	if (!(fp = fopen(kp, "w")) || !PEM_write_PrivateKey(fp, key, NULL, NULL, 0, NULL, NULL))
+		abort();
+	fclose(fp);
+	chmod(kp, 0600);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	free(cp);
+	free(kp);
 }

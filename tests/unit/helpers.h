@@ -21,6 +21,10 @@ bool helper_has(struct diag *d, enum diag_severity sev, const char *file, int li
 /* Prints d to stderr (for failure context). */
 void helper_dump(struct diag *d);
 
+/* Writes a self-signed certificate and its key (mode 0600) into the temporary directory as
+ * cert_name and key_name. */
+void helper_make_cert(const char *cert_name, const char *key_name);
+
 /* Loads text as a config file; returns the snapshot (or NULL) and fills d. */
 struct config *helper_load(const char *text, struct diag *d);
 

@@ -18,11 +18,7 @@
 static void
 tls_files(void)
 {
-	char *c = helper_write_temp("cert.pem", "not checked here\n");
-	char *k = helper_write_temp("key.pem", "not checked here\n");
-	chmod(k, 0600);
-	free(c);
-	free(k);
+	helper_make_cert("cert.pem", "key.pem");
 }
 
 Test(config, minimal_config_gets_exchange_defaults)
@@ -179,7 +175,7 @@ Test(config, every_error_with_its_line)
 	                 /*  9 */ "  usage = internet\n"
 	                 /* 10 */ "  bindings = { \"0.0.0.0:25\", \"1.2.3.4\" }\n"
 	                 /* 11 */ "  remote-ip-ranges = { \"10.0.0.0/33\", \"10.1.0.0 "
-	                          "255.0.255.0\" }\n"
+	                 "255.0.255.0\" }\n"
 	                 /* 12 */ "  max-message-size = \"lots\"\n"
 	                 /* 13 */ "  max-recipients-per-message = 0\n"
 	                 /* 14 */ "  connection-timeout = \"00:01:00\"\n"

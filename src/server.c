@@ -1,0 +1,1600 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+/* embedded struct event: one allocation per session instead of six */
+#include <event2/event_struct.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "conn.h"
+#include "deliver.h"
+#include "log.h"
+#include "selector.h"
+#include "smtp.h"
+#include "spool.h"
+#include "tls.h"
+
+#define ACCEPT_BURST 64
+#define SRC_BUCKETS  4096
+#define READ_CHUNK   32768
+
+/* ---- shared state ----------------------------------------------------------------------- */
+
+struct listener {
+	struct endpoint ep;
+	int fd;
+	struct event *ev;
+	const struct selector_table *table; /* in the current snapshot */
+	bool keep;                          /* reload bookkeeping */
+};
+
+/* Concurrent sessions and message rate, per connector and client address. */
+struct src {
+	char *connector;
+	struct ipaddr addr;
+	uint64_t sessions;
+	time_t rate_window;
+	uint64_t rate_count;
+	struct src *next;
+};
+
+struct conncount {
+	char *connector;
+	uint64_t sessions;
+	struct conncount *next;
+};
+
+struct worker;
+
+struct server {
+	const char *path;
+	struct event_base *base;
+	pthread_mutex_t mu; /* guards cfg, tls and the counters */
+	struct config *cfg;
+	struct tls_ctx *tls;
+	struct src *srcs[SRC_BUCKETS];
+	struct conncount *conns;
+
+	struct listener *ls;
+	size_t n_ls;
+
+	struct worker *workers;
+	size_t n_workers, next_worker;
+	atomic_long sessions;
+
+	struct spool *spool;
+	struct deliver *deliver;
+	bool draining;
+	struct timespec drain_deadline;
+	struct event *drain_timer;
+	atomic_uint_fast64_t session_seq;
+};
+
+static struct server S;
+
+static struct config *
+snapshot_config(void *arg)
+{
+	struct config *c;
+
+	(void)arg;
+	pthread_mutex_lock(&S.mu);
+	c = config_ref(S.cfg);
+	pthread_mutex_unlock(&S.mu);
+	return c;
+}
+
+/* ---- per-source and per-connector accounting -------------------------------------------- */
+
+static unsigned
+src_hash(const char *connector, const struct ipaddr *a)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *p = connector; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h ^= (uint64_t)a->v ^ (uint64_t)(a->v >> 64) ^ a->family;
+	h *= 0x9e3779b97f4a7c15ull;
+	return (unsigned)(h >> 52) % SRC_BUCKETS;
+}
+
+static struct src *
+src_get(const char *connector, const struct ipaddr *a, bool create)
+{
+	unsigned h = src_hash(connector, a);
+	struct src *s;
+
+	for (s = S.srcs[h]; s; s = s->next)
+		if (ipaddr_equal(&s->addr, a) && strcmp(s->connector, connector) == 0)
+			return s;
+	if (!create || !(s = calloc(1, sizeof(*s))) || !(s->connector = strdup(connector))) {
+		free(s);
+		return NULL;
+	}
+	s->addr = *a;
+	s->next = S.srcs[h];
+	S.srcs[h] = s;
+	return s;
+}
+
+static void
+src_maybe_free(struct src *s)
+{
+	unsigned h;
+	struct src **p;
+
+	if (s->sessions || time(NULL) - s->rate_window < 120)
+		return;
+	h = src_hash(s->connector, &s->addr);
+	for (p = &S.srcs[h]; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			free(s->connector);
+			free(s);
+			return;
+		}
+	}
+}
+
+static struct conncount *
+conncount_get(const char *connector)
+{
+	struct conncount *c;
+
+	for (c = S.conns; c; c = c->next)
+		if (strcmp(c->connector, connector) == 0)
+			return c;
+	if (!(c = calloc(1, sizeof(*c))) || !(c->connector = strdup(connector))) {
+		free(c);
+		return NULL;
+	}
+	c->next = S.conns;
+	S.conns = c;
+	return c;
+}
+
+enum admit { ADMIT_OK, ADMIT_CONNECTOR_FULL, ADMIT_SOURCE_FULL, ADMIT_NOMEM };
+
+/* Exchange's MaxInboundConnection, ...PerSource and ...PercentagePerSource.  The
+ * percentage is of the connector's free slots, and always allows one. */
+static enum admit
+admit(const struct connector *k, const struct ipaddr *a)
+{
+	enum admit r = ADMIT_OK;
+
+	pthread_mutex_lock(&S.mu);
+	struct conncount *cc = conncount_get(k->name);
+	struct src *s = src_get(k->name, a, true);
+	if (!cc || !s) {
+		r = ADMIT_NOMEM;
+		goto out;
+	}
+	if (k->max_inbound_connection != CONFIG_UNLIMITED &&
+	    cc->sessions >= k->max_inbound_connection) {
+		r = ADMIT_CONNECTOR_FULL;
+		goto out;
+	}
+	uint64_t cap = k->max_inbound_connection_per_source;
+	if (k->max_inbound_connection != CONFIG_UNLIMITED) {
+		uint64_t free_slots = k->max_inbound_connection - cc->sessions;
+		uint64_t pct = free_slots * k->max_inbound_connection_percentage_per_source / 100;
+		if (pct < 1)
+			pct = 1;
+		if (cap == CONFIG_UNLIMITED || pct < cap)
+			cap = pct;
+	}
+	if (cap != CONFIG_UNLIMITED && s->sessions >= cap) {
+		r = ADMIT_SOURCE_FULL;
+		goto out;
+	}
+	cc->sessions++;
+	s->sessions++;
+out:
+	if (s && r != ADMIT_OK)
+		src_maybe_free(s);
+	pthread_mutex_unlock(&S.mu);
+	return r;
+}
+
+static void
+release(const char *connector, const struct ipaddr *a)
+{
+	pthread_mutex_lock(&S.mu);
+	struct conncount *cc = conncount_get(connector);
+	struct src *s = src_get(connector, a, false);
+	if (cc && cc->sessions)
+		cc->sessions--;
+	if (s) {
+		if (s->sessions)
+			s->sessions--;
+		src_maybe_free(s);
+	}
+	pthread_mutex_unlock(&S.mu);
+}
+
+/* Exchange's MessageRateLimit: messages a minute from one address, counted at MAIL. */
+static bool
+rate_allows(const struct connector *k, const struct ipaddr *a)
+{
+	bool ok = true;
+	time_t now = time(NULL);
+
+	if (k->message_rate_limit == CONFIG_UNLIMITED)
+		return true;
+	pthread_mutex_lock(&S.mu);
+	struct src *s = src_get(k->name, a, true);
+	if (s) {
+		if (now - s->rate_window >= 60) {
+			s->rate_window = now;
+			s->rate_count = 0;
+		}
+		if (s->rate_count >= k->message_rate_limit)
+			ok = false;
+		else
+			s->rate_count++;
+	}
+	pthread_mutex_unlock(&S.mu);
+	return ok;
+}
+
+/* ---- workers and sessions --------------------------------------------------------------- */
+
+enum inbox_kind { IN_SESSION, IN_COMMITTED, IN_SHUTDOWN, IN_FORCE, IN_STOP };
+
+struct session;
+
+struct inbox_item {
+	enum inbox_kind kind;
+	int fd;
+	struct ipaddr remote;
+	uint16_t rport;
+	struct endpoint local;
+	struct config *cfg;  /* IN_SESSION: a reference for the session */
+	struct tls_ctx *tls; /* IN_SESSION: a reference, or NULL */
+	int connector;
+	struct session *sess; /* IN_COMMITTED */
+	int err;
+	struct inbox_item *next;
+};
+
+struct worker {
+	unsigned index;
+	pthread_t thread;
+	struct event_base *base;
+	struct event *ev_inbox;
+	pthread_mutex_t mu;
+	struct inbox_item *head, *tail;
+	struct session *sessions; /* doubly linked */
+	atomic_long n_sessions;
+	bool shutting_down;
+};
+
+struct session {
+	struct worker *w;
+	struct config *cfg;
+	const struct connector *k;
+	struct tls_ctx *tls;
+	struct conn c;
+	struct smtp *smtp;
+	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit;
+	bool read_on, write_on, idle_on;
+	char id[20];
+	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
+	char client_ip[IPADDR_STRLEN];
+	char local_text[ENDPOINT_STRLEN];
+	struct ipaddr remote;
+	struct endpoint local;
+	struct log_ctx lc;
+
+	char *out;
+	size_t out_len, out_cap, out_off;
+	char *tarpit_text; /* a delayed reply */
+	size_t tarpit_len;
+	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
+
+	struct spool_msg *msg;
+	char msg_id[SPOOL_ID_LEN + 1];
+	bool maildir_prefix;
+	unsigned messages;
+	struct session *prev, *next;
+};
+
+static void session_run(struct session *s);
+static void session_free(struct session *s);
+
+static void
+post(struct worker *w, struct inbox_item *it)
+{
+	pthread_mutex_lock(&w->mu);
+	it->next = NULL;
+	if (w->tail)
+		w->tail->next = it;
+	else
+		w->head = it;
+	w->tail = it;
+	pthread_mutex_unlock(&w->mu);
+	event_active(w->ev_inbox, EV_READ, 0);
+}
+
+/* -- output -- */
+
+static bool
+out_append(struct session *s, const char *text, size_t len)
+{
+	if (s->out_len + len > s->out_cap) {
+		size_t nc = s->out_cap ? s->out_cap : 512;
+		while (nc < s->out_len + len)
+			nc *= 2;
+		char *n = realloc(s->out, nc);
+		if (!n)
+			return false;
+		s->out = n;
+		s->out_cap = nc;
+	}
+	memcpy(s->out + s->out_len, text, len);
+	s->out_len += len;
+	return true;
+}
+
+static void
+want_write(struct session *s, bool on)
+{
+	if (on && !s->write_on)
+		event_add(&s->ev_write, NULL);
+	else if (!on && s->write_on)
+		event_del(&s->ev_write);
+	s->write_on = on;
+}
+
+static void
+want_read(struct session *s, bool on)
+{
+	if (on && !s->read_on)
+		event_add(&s->ev_read, NULL);
+	else if (!on && s->read_on)
+		event_del(&s->ev_read);
+	s->read_on = on;
+}
+
+static void
+idle_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_idle, &tv);
+	} else if (s->idle_on) {
+		event_del(&s->ev_idle);
+	}
+	s->idle_on = on;
+}
+
+/* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
+ * a broken connection. */
+static int
+flush_out(struct session *s)
+{
+	while (s->out_off < s->out_len) {
+		ssize_t n = s->c.write(&s->c, s->out + s->out_off, s->out_len - s->out_off);
+		if (n < 0 && errno == EAGAIN) {
+			/* a TLS write may need the socket readable; both wake us */
+			want_write(s, s->c.want == CONN_WANT_WRITE);
+			if (s->c.want == CONN_WANT_READ)
+				want_read(s, true);
+			return 0;
+		}
+		if (n <= 0)
+			return -1;
+		s->out_off += (size_t)n;
+	}
+	s->out_off = s->out_len = 0;
+	if (s->out_cap > 4096) {
+		free(s->out);
+		s->out = NULL;
+		s->out_cap = 0;
+	}
+	want_write(s, false);
+	return 1;
+}
+
+/* -- closing -- */
+
+static void
+session_close(struct session *s, const char *why)
+{
+	if (s->closed)
+		return;
+	s->closed = true;
+	if (why)
+		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
+		            s->messages == 1 ? "" : "s");
+	if (s->msg && !s->commit_pending) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+	}
+	want_read(s, false);
+	want_write(s, false);
+	idle_timer(s, false);
+	event_del(&s->ev_life);
+	event_del(&s->ev_tarpit);
+	conn_release(&s->c);
+	if (s->c.fd >= 0)
+		close(s->c.fd);
+	s->c.fd = -1;
+	if (s->commit_pending) {
+		/* the spool still answers for a message: free on its callback */
+		s->zombie = true;
+		return;
+	}
+	session_free(s);
+}
+
+static void
+session_free(struct session *s)
+{
+	struct worker *w = s->w;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	release(s->k->name, &s->remote);
+	smtp_free(s->smtp);
+	tls_ctx_unref(s->tls);
+	config_unref(s->cfg);
+	free(s->out);
+	free(s->tarpit_text);
+	free(s);
+	atomic_fetch_sub(&w->n_sessions, 1);
+	atomic_fetch_sub(&S.sessions, 1);
+}
+
+/* -- the message -- */
+
+static void
+rfc5322_date(char *buf, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(buf, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+static bool
+begin_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	char date[64], hdr[2048], tlsinfo[160] = "";
+	int n;
+
+	s->msg = spool_msg_new(S.spool);
+	if (!s->msg) {
+		log_session(&s->lc, LOG_LVL_ERROR, "cannot start a message in the spool: %s",
+		            strerror(errno));
+		return false;
+	}
+	memcpy(s->msg_id, spool_msg_id(s->msg), SPOOL_ID_LEN + 1);
+	rfc5322_date(date, sizeof(date));
+	if (smtp_in_tls(s->smtp))
+		snprintf(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s (%d/%d bits))",
+		         tls_version(s->c.tls), tls_cipher(s->c.tls), tls_cipher_bits(s->c.tls),
+		         tls_cipher_bits(s->c.tls));
+	const char *proto = env->smtputf8 ? (smtp_in_tls(s->smtp) ? "UTF8SMTPS" : "UTF8SMTP")
+	                    : smtp_esmtp(s->smtp) ? (smtp_in_tls(s->smtp) ? "ESMTPS" : "ESMTP")
+	                                          : "SMTP";
+	/* Maildir delivery keeps the envelope sender in the message (RFC 5321 §4.4) */
+	s->maildir_prefix = true;
+	size_t prefix = 0;
+	if (s->maildir_prefix) {
+		n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n", env->mail_from);
+		if (n > 0 && (size_t)n < sizeof(hdr)) {
+			spool_msg_write(s->msg, hdr, (size_t)n);
+			prefix = (size_t)n;
+		}
+	}
+	n = snprintf(hdr, sizeof(hdr),
+	             "Received: from %s ([%s])\r\n\tby %s (mxgate, connector \"%s\") with %s id "
+	             "%s%s%s%s%s;"
+	             "\r\n\t%s\r\n",
+	             env->helo, s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
+	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
+	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
+	             date);
+	if (n > 0 && (size_t)n < sizeof(hdr))
+		spool_msg_write(s->msg, hdr, (size_t)n);
+	spool_msg_set_prefix(s->msg, prefix);
+	return true;
+}
+
+static void
+committed_cb(void *arg, int err)
+{
+	struct session *s = arg;
+	struct inbox_item *it = calloc(1, sizeof(*it));
+
+	if (!it) {
+		/* cannot tell the session; it will time out, the message is safe or gone */
+		return;
+	}
+	it->kind = IN_COMMITTED;
+	it->sess = s;
+	it->err = err;
+	post(s->w, it);
+}
+
+static void
+end_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	struct spool_entry e = {0};
+	char *rcpts[1];
+	char **list = env->n_rcpts <= 1 ? rcpts : calloc(env->n_rcpts, sizeof(char *));
+
+	if (!list) {
+		smtp_msg_committed(s->smtp, false, NULL);
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		return;
+	}
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		list[i] = env->rcpts[i].addr;
+	e.received = time(NULL);
+	e.sender = (char *)(uintptr_t)env->mail_from;
+	e.rcpts = list;
+	e.n_rcpts = env->n_rcpts;
+	e.connector = s->k->name;
+	e.client = s->client_ip;
+	e.helo = (char *)(uintptr_t)env->helo;
+	e.smtputf8 = env->smtputf8;
+	e.body_8bit = env->body_8bit;
+	s->commit_pending = true;
+	spool_msg_commit(s->msg, &e, committed_cb, s);
+	s->msg = NULL;
+	if (list != rcpts)
+		free(list);
+}
+
+static void
+message_committed(struct session *s, int err)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+
+	s->commit_pending = false;
+	if (s->zombie) {
+		log_session(&s->lc, LOG_LVL_INFO, "message %s %s after the client left", s->msg_id,
+		            err ? "failed" : "committed");
+		session_free(s);
+		return;
+	}
+	if (err) {
+		log_session(&s->lc, LOG_LVL_ERROR,
+		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
+		            env->mail_from, strerror(err));
+	} else {
+		s->messages++;
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
+		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
+		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
+	}
+	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
+	session_run(s);
+}
+
+/* -- TLS -- */
+
+static void
+drive_handshake(struct session *s)
+{
+	int r = conn_handshake(&s->c);
+
+	if (r == 0) {
+		want_read(s, s->c.want == CONN_WANT_READ);
+		want_write(s, s->c.want == CONN_WANT_WRITE);
+		return;
+	}
+	s->handshake = false;
+	want_write(s, false);
+	if (r < 0) {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
+		smtp_tls_done(s->smtp, false);
+	} else {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
+		            tls_cipher(s->c.tls));
+		smtp_tls_done(s->smtp, true);
+	}
+	idle_timer(s, false);
+	session_run(s);
+}
+
+/* -- the action loop -- */
+
+static void
+session_run(struct session *s)
+{
+	struct smtp_action a;
+
+	if (s->closed)
+		return;
+	while (!s->tarpit_wait && !s->handshake && !s->closing) {
+		enum smtp_kind k = smtp_next(s->smtp, &a);
+		switch (k) {
+		case SMTP_NONE:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, true);
+			want_read(s, !s->eof && !smtp_input_paused(s->smtp));
+			/* decrypted bytes already inside TLS raise no socket event */
+			if (conn_pending(&s->c) && !smtp_input_paused(s->smtp)) {
+				event_active(&s->ev_read, EV_READ, 0);
+			}
+			return;
+		case SMTP_WAIT:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, false);
+			want_read(s, false);
+			return;
+		case SMTP_REPLY:
+			if (a.delay_ms > 0) {
+				free(s->tarpit_text);
+				s->tarpit_text = malloc(a.len);
+				if (s->tarpit_text) {
+					memcpy(s->tarpit_text, a.text, a.len);
+					s->tarpit_len = a.len;
+					s->tarpit_wait = true;
+					struct timeval tv = {.tv_sec = a.delay_ms / 1000,
+					                     .tv_usec = (a.delay_ms % 1000) * 1000};
+					if (flush_out(s) < 0) {
+						session_close(s, "write failed");
+						return;
+					}
+					idle_timer(s, false);
+					want_read(s, false);
+					event_add(&s->ev_tarpit, &tv);
+					return;
+				}
+			}
+			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
+				            a.text);
+			if (!out_append(s, a.text, a.len)) {
+				session_close(s, "out of memory");
+				return;
+			}
+			break;
+		case SMTP_STARTTLS:
+			if (flush_out(s) != 1) {
+				/* 220 must leave in plaintext before the handshake */
+				session_close(s, "client did not read the STARTTLS reply");
+				return;
+			}
+			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0) {
+				session_close(s, "cannot start TLS");
+				return;
+			}
+			s->handshake = true;
+			idle_timer(s, true);
+			drive_handshake(s);
+			return;
+		case SMTP_MSG_BEGIN:
+			smtp_msg_begun(s->smtp, begin_message(s));
+			break;
+		case SMTP_MSG_DATA:
+			if (s->msg)
+				spool_msg_write(s->msg, a.text, a.len);
+			break;
+		case SMTP_MSG_END:
+			end_message(s);
+			break;
+		case SMTP_MSG_ABORT:
+			if (s->msg) {
+				spool_msg_abort(s->msg);
+				s->msg = NULL;
+			}
+			break;
+		case SMTP_LOG:
+			log_session(&s->lc, (enum log_level)a.level, "%.*s", (int)a.len, a.text);
+			break;
+		case SMTP_CLOSE:
+			s->closing = true;
+			want_read(s, false);
+			idle_timer(s, false);
+			int r = s->eof ? 1 : flush_out(s);
+			if (r != 0)
+				session_close(s, s->eof  ? "client disconnected"
+				                 : r < 0 ? "write failed"
+				                         : "closed by the server");
+			return;
+		}
+	}
+}
+
+static void
+read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	bool got = false;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	if (s->out_off < s->out_len && s->c.want == CONN_WANT_READ) {
+		/* a TLS write that waited for the socket to be readable */
+		if (flush_out(s) < 0) {
+			session_close(s, "write failed");
+			return;
+		}
+	}
+	for (int rounds = 0; rounds < 4; rounds++) {
+		size_t space;
+		char *buf;
+		if (smtp_input_paused(s->smtp))
+			break;
+		buf = smtp_input_space(s->smtp, &space);
+		if (space == 0)
+			break;
+		ssize_t n = s->c.read(&s->c, buf, space);
+		if (n > 0) {
+			smtp_input_commit(s->smtp, (size_t)n);
+			got = true;
+			if ((size_t)n < space && !conn_pending(&s->c))
+				break;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			if (s->c.want == CONN_WANT_WRITE)
+				want_write(s, true);
+			break;
+		}
+		if (n == 0) {
+			/* what was sent before the close still runs; then the core closes */
+			smtp_eof(s->smtp);
+			s->eof = true;
+			want_read(s, false);
+			break;
+		}
+		session_close(s, s->c.error[0] ? s->c.error : "read failed");
+		return;
+	}
+	if (got)
+		idle_timer(s, false);
+	session_run(s);
+}
+
+static void
+write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	int r;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	r = flush_out(s);
+	if (r < 0) {
+		session_close(s, "write failed");
+		return;
+	}
+	if (r == 1 && s->closing) {
+		session_close(s, "closed by the server");
+		return;
+	}
+	if (r == 1)
+		session_run(s);
+}
+
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->idle_on = false;
+	if (s->handshake) {
+		session_close(s, "TLS handshake timed out");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_INFO, "connection-inactivity-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000);
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_IDLE);
+	session_run(s);
+}
+
+static void
+life_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	log_session(&s->lc, LOG_LVL_INFO, "connection-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_timeout_ms / 1000);
+	if (s->handshake || s->tarpit_wait || s->closing) {
+		session_close(s, "connection-timeout");
+		return;
+	}
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_SESSION);
+	session_run(s);
+}
+
+static void
+tarpit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->tarpit_wait = false;
+	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
+		            s->tarpit_text);
+	if (!out_append(s, s->tarpit_text, s->tarpit_len)) {
+		session_close(s, "out of memory");
+		return;
+	}
+	free(s->tarpit_text);
+	s->tarpit_text = NULL;
+	session_run(s);
+}
+
+static bool
+rate_cb(void *arg)
+{
+	struct session *s = arg;
+	return rate_allows(s->k, &s->remote);
+}
+
+static void
+start_session(struct worker *w, struct inbox_item *it)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[IPADDR_STRLEN];
+
+	if (!s) {
+		close(it->fd);
+		config_unref(it->cfg);
+		tls_ctx_unref(it->tls);
+		return;
+	}
+	s->w = w;
+	s->cfg = it->cfg;
+	s->tls = it->tls;
+	s->k = &s->cfg->connectors[it->connector];
+	s->remote = it->remote;
+	s->local = it->local;
+	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
+		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
+	conn_init(&s->c, it->fd);
+	ipaddr_format(&s->remote, ip, sizeof(ip));
+	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
+	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
+	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
+	snprintf(s->id, sizeof(s->id), "%08llX",
+	         (unsigned long long)atomic_fetch_add(&S.session_seq, 1));
+	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
+
+	struct smtp_params p = {.cfg = s->cfg,
+	                        .conn = s->k,
+	                        .client_ip = s->client_ip,
+	                        .tls_available = s->tls != NULL,
+	                        .rate_ok = rate_cb,
+	                        .arg = s};
+	s->smtp = smtp_new(&p);
+	if (!s->smtp) {
+		release(s->k->name, &s->remote);
+		close(it->fd);
+		config_unref(s->cfg);
+		tls_ctx_unref(s->tls);
+		free(s);
+		return;
+	}
+	event_assign(&s->ev_read, w->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
+	event_assign(&s->ev_write, w->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
+	evtimer_assign(&s->ev_idle, w->base, idle_cb, s);
+	evtimer_assign(&s->ev_life, w->base, life_cb, s);
+	evtimer_assign(&s->ev_tarpit, w->base, tarpit_cb, s);
+	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
+	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
+	event_add(&s->ev_life, &life);
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	atomic_fetch_add(&w->n_sessions, 1);
+	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
+	if (w->shutting_down)
+		smtp_shutdown(s->smtp);
+	session_run(s);
+}
+
+static void
+inbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct inbox_item *items;
+
+	(void)fd, (void)what;
+	pthread_mutex_lock(&w->mu);
+	items = w->head;
+	w->head = w->tail = NULL;
+	pthread_mutex_unlock(&w->mu);
+	for (struct inbox_item *it = items, *next; it; it = next) {
+		next = it->next;
+		switch (it->kind) {
+		case IN_SESSION:
+			start_session(w, it);
+			break;
+		case IN_COMMITTED:
+			message_committed(it->sess, it->err);
+			break;
+		case IN_SHUTDOWN:
+			w->shutting_down = true;
+			for (struct session *s = w->sessions, *n; s; s = n) {
+				n = s->next;
+				if (s->closed)
+					continue;
+				smtp_shutdown(s->smtp);
+				if (!s->tarpit_wait && !s->handshake)
+					session_run(s);
+			}
+			break;
+		case IN_FORCE:
+			for (struct session *s = w->sessions, *n; s; s = n) {
+				n = s->next;
+				if (!s->closed) {
+					static const char bye[] =
+					        "421 4.3.2 Service shutting down, "
+					        "closing transmission channel\r\n";
+					if (!s->c.tls && !s->handshake)
+						(void)!write(s->c.fd, bye, sizeof(bye) - 1);
+					session_close(s, "drain-timeout reached");
+				}
+			}
+			break;
+		case IN_STOP:
+			event_base_loopbreak(w->base);
+			break;
+		}
+		free(it);
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+/* ---- listeners and the accept decision --------------------------------------------------- */
+
+static void
+refuse(int fd, const char *text)
+{
+	/* best effort: the socket is fresh, a short write fits */
+	(void)!send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct listener *l = arg;
+	char ip[IPADDR_STRLEN], ep[ENDPOINT_STRLEN];
+
+	(void)what;
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	log_batch_begin();
+	for (int i = 0; i < ACCEPT_BURST; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		struct ipaddr remote;
+		uint16_t rport = 0;
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_msg(LOG_LVL_ERROR, "accept on %s: %s; raise the fd limit", ep,
+				        strerror(errno));
+			break;
+		}
+		if (ipaddr_from_sockaddr((struct sockaddr *)&ss, &remote, &rport) < 0) {
+			close(fd);
+			continue;
+		}
+		int k = l->table ? selector_table_select(l->table, &remote) : -1;
+		if (k < 0) {
+			/* no connector: closed without a byte, as Exchange does */
+			close(fd);
+			if (log_enabled(LOG_LVL_INFO)) {
+				ipaddr_format(&remote, ip, sizeof(ip));
+				log_msg(LOG_LVL_INFO, "refused [%s]:%u on %s: no connector", ip,
+				        rport, ep);
+			}
+			continue;
+		}
+		const struct connector *kc = &S.cfg->connectors[k];
+		enum admit ad = admit(kc, &remote);
+		if (ad != ADMIT_OK) {
+			ipaddr_format(&remote, ip, sizeof(ip));
+			if (ad == ADMIT_SOURCE_FULL) {
+				refuse(fd, "421 4.3.2 The maximum number of concurrent server "
+				           "connections has exceeded a per-source limit, closing "
+				           "transmission channel\r\n");
+				log_msg(LOG_LVL_INFO,
+				        "refused [%s]:%u on %s: connector \"%s\" per-source limit",
+				        ip, rport, ep, kc->name);
+			} else {
+				refuse(fd,
+				       "421 4.3.2 The maximum number of concurrent connections "
+				       "has exceeded a limit, closing transmission channel\r\n");
+				log_msg(LOG_LVL_INFO,
+				        "refused [%s]:%u on %s: connector \"%s\" is at "
+				        "max-inbound-connection",
+				        ip, rport, ep, kc->name);
+			}
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (!it) {
+			release(kc->name, &remote);
+			close(fd);
+			continue;
+		}
+		*it = (struct inbox_item){.kind = IN_SESSION,
+		                          .fd = fd,
+		                          .remote = remote,
+		                          .rport = rport,
+		                          .local = l->ep,
+		                          .cfg = config_ref(S.cfg),
+		                          .tls = S.tls ? tls_ctx_ref(S.tls) : NULL,
+		                          .connector = k};
+		atomic_fetch_add(&S.sessions, 1);
+		/* the worker with the fewest sessions, round robin among equals */
+		size_t best = S.next_worker;
+		for (size_t j = 0; j < S.n_workers; j++) {
+			size_t c = (S.next_worker + j) % S.n_workers;
+			if (atomic_load(&S.workers[c].n_sessions) <
+			    atomic_load(&S.workers[best].n_sessions))
+				best = c;
+		}
+		S.next_worker = (best + 1) % S.n_workers;
+		post(&S.workers[best], it);
+	}
+	log_batch_end();
+}
+
+static int
+open_listener(struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = endpoint_to_sockaddr(&l->ep, &ss);
+	char ep[ENDPOINT_STRLEN];
+	int one = 1, fd;
+
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	fd = socket(l->ep.addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::] means IPv6 only, so it can sit beside 0.0.0.0 on the same port */
+	if (l->ep.addr.family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
+		goto fail;
+	l->fd = fd;
+	l->ev = event_new(S.base, fd, EV_READ | EV_PERSIST, accept_cb, l);
+	if (!l->ev || event_add(l->ev, NULL) < 0)
+		goto fail;
+	log_msg(LOG_LVL_INFO, "listening on %s", ep);
+	return 0;
+fail:
+	log_msg(LOG_LVL_ERROR, "cannot listen on %s: %s", ep, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	l->fd = -1;
+	return -1;
+}
+
+static void
+close_listener(struct listener *l)
+{
+	char ep[ENDPOINT_STRLEN];
+
+	if (l->ev)
+		event_free(l->ev);
+	if (l->fd >= 0)
+		close(l->fd);
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	log_msg(LOG_LVL_INFO, "stopped listening on %s", ep);
+	l->ev = NULL;
+	l->fd = -1;
+}
+
+/* Makes the listener set match cfg: keeps common endpoints, opens new ones, closes the
+ * rest.  Returns the number of listeners open. */
+static size_t
+reconcile_listeners(struct config *cfg)
+{
+	const struct endpoint *eps;
+	size_t n = selector_endpoints(cfg->selector, &eps), open = 0, nn = 0;
+	struct listener *nl = calloc(n ? n : 1, sizeof(*nl));
+
+	if (!nl)
+		return S.n_ls;
+	for (size_t i = 0; i < S.n_ls; i++)
+		S.ls[i].keep = false;
+	for (size_t i = 0; i < n; i++) {
+		struct listener *old = NULL;
+		for (size_t j = 0; j < S.n_ls; j++)
+			if (S.ls[j].fd >= 0 && S.ls[j].ep.port == eps[i].port &&
+			    ipaddr_equal(&S.ls[j].ep.addr, &eps[i].addr))
+				old = &S.ls[j];
+		if (old) {
+			old->keep = true;
+			nl[nn] = *old;
+		} else {
+			nl[nn] = (struct listener){.ep = eps[i], .fd = -1};
+			if (open_listener(&nl[nn]) < 0)
+				continue;
+		}
+		nn++;
+	}
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (!S.ls[i].keep && S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	free(S.ls);
+	S.ls = nl;
+	S.n_ls = nn;
+	for (size_t i = 0; i < nn; i++) {
+		/* listener structs moved: their events must point at the new place */
+		if (S.ls[i].ev) {
+			event_del(S.ls[i].ev);
+			event_assign(S.ls[i].ev, S.base, S.ls[i].fd, EV_READ | EV_PERSIST,
+			             accept_cb, &S.ls[i]);
+			event_add(S.ls[i].ev, NULL);
+		}
+		S.ls[i].table = selector_table(cfg->selector, &S.ls[i].ep);
+		open++;
+	}
+	return open;
+}
+
+/* ---- reload and drain --------------------------------------------------------------------- */
+
+static void
+log_diag(enum diag_severity sev, const char *file, int line, const char *text, void *arg)
+{
+	(void)arg;
+	if (line > 0)
+		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s:%d: %s", file,
+		        line, text);
+	else
+		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s: %s", file, text);
+}
+
+static struct tls_ctx *
+load_tls(const struct config *c, bool *ok)
+{
+	char err[512];
+	struct tls_ctx *t;
+
+	*ok = true;
+	if (!c->tls_certificate)
+		return NULL;
+	t = tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err));
+	if (!t) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
+		*ok = false;
+	}
+	return t;
+}
+
+static void
+reload(void)
+{
+	struct diag d;
+	struct config *c, *old;
+	struct tls_ctx *t, *oldt;
+	bool ok;
+
+	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", S.path);
+	diag_init(&d);
+	c = config_load(S.path, &d);
+	diag_each(&d, log_diag, NULL);
+	if (!c) {
+		log_msg(LOG_LVL_ERROR,
+		        "reload refused: %zu error%s in %s; the running configuration stays",
+		        d.errors, d.errors == 1 ? "" : "s", S.path);
+		diag_release(&d);
+		return;
+	}
+	diag_release(&d);
+	t = load_tls(c, &ok);
+	if (!ok) {
+		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
+		                       "loaded; the running configuration stays");
+		config_unref(c);
+		return;
+	}
+	if (c->workers && c->workers != S.n_workers)
+		log_msg(LOG_LVL_WARNING, "workers = %llu takes effect at the next start",
+		        (unsigned long long)c->workers);
+	pthread_mutex_lock(&S.mu);
+	old = S.cfg;
+	oldt = S.tls;
+	S.cfg = c;
+	S.tls = t;
+	pthread_mutex_unlock(&S.mu);
+	log_set_level((enum log_level)c->log_level);
+	size_t n = reconcile_listeners(c);
+	deliver_prepare(S.deliver, c, -1, -1);
+	log_msg(LOG_LVL_INFO,
+	        "configuration reloaded: %zu connector%s, %zu listener%s; open sessions keep "
+	        "the configuration they started with",
+	        c->n_connectors, c->n_connectors == 1 ? "" : "s", n, n == 1 ? "" : "s");
+	config_unref(old);
+	tls_ctx_unref(oldt);
+}
+
+static bool force_sent;
+static struct timespec force_deadline;
+
+static bool
+past(const struct timespec *now, const struct timespec *t)
+{
+	return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+static void
+drain_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct timespec now;
+
+	(void)fd, (void)what, (void)arg;
+	if (atomic_load(&S.sessions) == 0) {
+		event_base_loopbreak(S.base);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (force_sent) {
+		if (past(&now, &force_deadline))
+			event_base_loopbreak(S.base); /* stop regardless */
+		return;
+	}
+	if (!past(&now, &S.drain_deadline))
+		return;
+	log_msg(LOG_LVL_WARNING, "drain-timeout reached: closing %ld open session%s",
+	        (long)atomic_load(&S.sessions), atomic_load(&S.sessions) == 1 ? "" : "s");
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_FORCE;
+			post(&S.workers[i], it);
+		}
+	}
+	force_sent = true;
+	force_deadline = now;
+	force_deadline.tv_sec += 5;
+}
+
+static void
+start_drain(void)
+{
+	struct timeval tick = {0, 100000};
+	struct config *c = S.cfg;
+
+	if (S.draining)
+		return;
+	S.draining = true;
+	log_msg(LOG_LVL_INFO,
+	        "stopping: no new connections; %ld open session%s may finish "
+	        "within %llus",
+	        (long)atomic_load(&S.sessions), atomic_load(&S.sessions) == 1 ? "" : "s",
+	        (unsigned long long)c->drain_timeout_ms / 1000);
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_SHUTDOWN;
+			post(&S.workers[i], it);
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &S.drain_deadline);
+	S.drain_deadline.tv_sec += (time_t)(c->drain_timeout_ms / 1000);
+	S.drain_deadline.tv_nsec += (long)(c->drain_timeout_ms % 1000) * 1000000;
+	if (S.drain_deadline.tv_nsec >= 1000000000) {
+		S.drain_deadline.tv_sec++;
+		S.drain_deadline.tv_nsec -= 1000000000;
+	}
+	S.drain_timer = event_new(S.base, -1, EV_PERSIST, drain_check, NULL);
+	event_add(S.drain_timer, &tick);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what, (void)arg;
+	if (sig == SIGHUP) {
+		if (!S.draining)
+			reload();
+	} else {
+		start_drain();
+	}
+}
+
+/* ---- privileges --------------------------------------------------------------------------- */
+
+/* Switches to user, keeping only CAP_NET_BIND_SERVICE (for listeners a reload adds). */
+static int
+drop_privileges(const struct config *c, long *uid, long *gid)
+{
+	struct passwd *pw;
+
+	*uid = *gid = -1;
+	if (geteuid() != 0) {
+		if (c->user)
+			log_msg(LOG_LVL_INFO,
+			        "running as uid %d; user = \"%s\" applies only when "
+			        "started as root",
+			        (int)geteuid(), c->user);
+		return 0;
+	}
+	if (!c->user) {
+		log_msg(LOG_LVL_ERROR,
+		        "refusing to run as root: set user = \"...\" in %s (an "
+		        "unprivileged account such as mxgate)",
+		        S.path);
+		return -1;
+	}
+	if (!(pw = getpwnam(c->user))) {
+		log_msg(LOG_LVL_ERROR, "user \"%s\" does not exist", c->user);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
+}
+
+static int
+become_user(long uid, long gid)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2] = {{0}};
+	gid_t g = (gid_t)gid;
+
+	if (uid < 0)
+		return 0;
+	if (setgroups(1, &g) < 0 || setgid(g) < 0 || prctl(PR_SET_KEEPCAPS, 1) < 0 ||
+	    setuid((uid_t)uid) < 0) {
+		log_msg(LOG_LVL_ERROR, "cannot switch to uid %ld gid %ld: %s", uid, gid,
+		        strerror(errno));
+		return -1;
+	}
+	data[0].permitted = data[0].effective = 1u << CAP_NET_BIND_SERVICE;
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		log_msg(LOG_LVL_WARNING,
+		        "cannot keep CAP_NET_BIND_SERVICE: %s; a reload cannot "
+		        "open new ports below 1024",
+		        strerror(errno));
+	prctl(PR_SET_KEEPCAPS, 0);
+	if (setuid(0) == 0) {
+		log_msg(LOG_LVL_ERROR, "privileges could be regained after dropping them");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the spool's hook ----------------------------------------------------------------- */
+
+static void
+committed_hook(struct spool_entry *e, void *arg)
+{
+	(void)arg;
+	deliver_submit(S.deliver, e);
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+int
+server_run(const char *path)
+{
+	struct diag d;
+	struct event *sigs[4] = {0};
+	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
+	char err[512];
+	long uid, gid;
+	bool ok;
+	int rc = 1;
+
+	memset(&S, 0, sizeof(S));
+	S.path = path;
+	pthread_mutex_init(&S.mu, NULL);
+	log_init("mxgate", false, LOG_LVL_INFO);
+	diag_init(&d);
+	S.cfg = config_load(path, &d);
+	diag_each(&d, log_diag, NULL);
+	if (!S.cfg) {
+		log_msg(LOG_LVL_ERROR, "%zu error%s in %s; not starting", d.errors,
+		        d.errors == 1 ? "" : "s", path);
+		diag_release(&d);
+		return 1;
+	}
+	diag_release(&d);
+	log_init("mxgate", S.cfg->log_target == LOG_TO_SYSLOG, (enum log_level)S.cfg->log_level);
+	S.tls = load_tls(S.cfg, &ok);
+	if (!ok)
+		goto out;
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new())) {
+		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
+		goto out;
+	}
+	if (drop_privileges(S.cfg, &uid, &gid) < 0)
+		goto out;
+	S.spool = spool_open(S.cfg->spool, uid, gid, committed_hook, NULL, err, sizeof(err));
+	if (!S.spool) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
+		goto out;
+	}
+	S.deliver = deliver_new(S.spool, snapshot_config, NULL);
+	if (!S.deliver)
+		goto out;
+	deliver_prepare(S.deliver, S.cfg, uid, gid);
+	if (reconcile_listeners(S.cfg) == 0) {
+		log_msg(LOG_LVL_ERROR, "no listener could be opened; not starting");
+		goto out;
+	}
+	if (become_user(uid, gid) < 0)
+		goto out;
+
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	S.n_workers = S.cfg->workers ? (size_t)S.cfg->workers : (size_t)(ncpu > 0 ? ncpu : 1);
+	S.workers = calloc(S.n_workers, sizeof(*S.workers));
+	if (!S.workers)
+		goto out;
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct worker *w = &S.workers[i];
+		w->index = (unsigned)i;
+		pthread_mutex_init(&w->mu, NULL);
+		if (!(w->base = event_base_new()) ||
+		    !(w->ev_inbox = event_new(w->base, -1, EV_READ, inbox_cb, w)) ||
+		    pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			log_msg(LOG_LVL_ERROR, "cannot start worker %zu", i);
+			S.n_workers = i;
+			goto stop;
+		}
+	}
+	spool_recover(S.spool);
+	for (int i = 0; signums[i]; i++) {
+		sigs[i] = evsignal_new(S.base, signums[i], signal_cb, NULL);
+		event_add(sigs[i], NULL);
+	}
+	log_msg(LOG_LVL_INFO, "mxgate %s ready: %zu connector%s, %zu listener%s, %zu worker%s%s",
+	        MXGATE_VERSION, S.cfg->n_connectors, S.cfg->n_connectors == 1 ? "" : "s", S.n_ls,
+	        S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s",
+	        S.tls ? ", STARTTLS available" : "");
+	event_base_dispatch(S.base);
+	rc = 0;
+	log_msg(LOG_LVL_INFO, "stopped");
+stop:
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_STOP;
+			post(&S.workers[i], it);
+		}
+		pthread_join(S.workers[i].thread, NULL);
+	}
+	/* the syncer finishes what waits (its callbacks only post to the stopped workers'
+	 * inboxes), then delivery stops after its batch */
+	spool_stop(S.spool);
+	deliver_free(S.deliver);
+	S.deliver = NULL;
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct worker *w = &S.workers[i];
+		for (struct inbox_item *it = w->head, *n; it; it = n) {
+			n = it->next;
+			if (it->kind == IN_SESSION) {
+				close(it->fd);
+				release(it->cfg->connectors[it->connector].name, &it->remote);
+				config_unref(it->cfg);
+				tls_ctx_unref(it->tls);
+				atomic_fetch_sub(&S.sessions, 1);
+			} else if (it->kind == IN_COMMITTED) {
+				it->sess->commit_pending = false;
+			}
+			free(it);
+		}
+		w->head = w->tail = NULL;
+		while (w->sessions) {
+			struct session *s = w->sessions;
+			s->commit_pending = false;
+			if (s->msg)
+				spool_msg_abort(s->msg);
+			s->msg = NULL;
+			conn_release(&s->c);
+			if (s->c.fd >= 0)
+				close(s->c.fd);
+			event_del(&s->ev_read);
+			event_del(&s->ev_write);
+			event_del(&s->ev_idle);
+			event_del(&s->ev_life);
+			event_del(&s->ev_tarpit);
+			session_free(s);
+		}
+		if (w->ev_inbox)
+			event_free(w->ev_inbox);
+		if (w->base)
+			event_base_free(w->base);
+		pthread_mutex_destroy(&w->mu);
+	}
+	free(S.workers);
+out:
+	for (int i = 0; sigs[i]; i++)
+		event_free(sigs[i]);
+	if (S.drain_timer)
+		event_free(S.drain_timer);
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	free(S.ls);
+	spool_stop(S.spool);
+	deliver_free(S.deliver);
+	spool_close(S.spool);
+	for (size_t i = 0; i < SRC_BUCKETS; i++)
+		for (struct src *s = S.srcs[i], *n; s; s = n) {
+			n = s->next;
+			free(s->connector);
+			free(s);
+		}
+	for (struct conncount *c = S.conns, *n; c; c = n) {
+		n = c->next;
+		free(c->connector);
+		free(c);
+	}
+	if (S.base)
+		event_base_free(S.base);
+	tls_ctx_unref(S.tls);
+	config_unref(S.cfg);
+	libevent_global_shutdown();
+	return rc;
+}

@@ -1,0 +1,1126 @@
+#include "smtp.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "mailaddr.h"
+
+#define CMD_LINE_MAX  512  /* RFC 5321 §4.5.3.1.4, with CRLF */
+#define TEXT_LINE_MAX 1000 /* RFC 5321 §4.5.3.1.6, with CRLF */
+#define IN_CMD_SIZE   2048 /* input buffer between messages */
+#define IN_DATA_SIZE  32768
+#define MAX_ACTIONS   16
+#define TEXT_ARENA    4096
+
+enum state {
+	ST_CMD,    /* reading commands */
+	ST_BEGIN,  /* waiting for smtp_msg_begun() */
+	ST_DATA,   /* reading message text */
+	ST_COMMIT, /* waiting for smtp_msg_committed() */
+	ST_TLS,    /* waiting for smtp_tls_done() */
+	ST_CLOSED, /* closing: nothing more is read */
+};
+
+struct smtp {
+	struct smtp_params p;
+	enum state st;
+	bool tls, esmtp, closed_sent, eof, shutdown;
+	char *helo;
+
+	/* input */
+	char *in;
+	size_t in_cap, in_len, in_off;
+	bool discarding; /* inside an over-long line */
+	bool discard_cr; /* its last byte was CR */
+	bool line_too_long;
+
+	/* transaction */
+	char *mail_from;
+	bool have_mail, smtputf8, body_8bit;
+	uint64_t declared_size;
+	struct smtp_rcpt *rcpts;
+	size_t n_rcpts, cap_rcpts;
+	struct smtp_envelope env;
+
+	/* message text */
+	bool in_header, aborted, too_big, long_line, has_nul, header_too_big;
+	uint64_t msg_size, header_size;
+	unsigned hops;
+
+	/* accounting */
+	uint64_t errors;
+
+	/* queued actions and the text they point into */
+	struct smtp_action q[MAX_ACTIONS];
+	size_t qhead, qlen;
+	char arena[TEXT_ARENA];
+	size_t arena_len;
+};
+
+/* ---- action queue ------------------------------------------------------------------- */
+
+static void
+push(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, unsigned delay, int level)
+{
+	if (s->qlen == MAX_ACTIONS)
+		return; /* cannot happen: each step queues a few actions at most */
+	s->q[(s->qhead + s->qlen) % MAX_ACTIONS] = (struct smtp_action){
+	        .kind = kind, .text = text, .len = len, .delay_ms = delay, .level = level};
+	s->qlen++;
+}
+
+static char *arena_printf(struct smtp *s, size_t *len, const char *fmt, va_list ap)
+        __attribute__((format(printf, 3, 0)));
+
+static char *
+arena_printf(struct smtp *s, size_t *len, const char *fmt, va_list ap)
+{
+	char *p = s->arena + s->arena_len;
+	size_t room = TEXT_ARENA - s->arena_len;
+	int n = vsnprintf(p, room, fmt, ap);
+
+	if (n < 0 || (size_t)n >= room) {
+		*len = 0;
+		return p;
+	}
+	s->arena_len += (size_t)n + 1;
+	*len = (size_t)n;
+	return p;
+}
+
+static bool
+bypasses_tarpit(const struct smtp *s)
+{
+	return (s->p.conn->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+}
+
+/*
+ * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
+ * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
+ * sessions get the tarpit delay (Exchange's TarpitInterval).
+ */
+static void
+reply_raw(struct smtp *s, const char *line, unsigned delay)
+{
+	size_t room = TEXT_ARENA - s->arena_len;
+	char *text = s->arena + s->arena_len;
+	int n = snprintf(text, room, "%s\r\n", line);
+
+	if (n < 0 || (size_t)n >= room)
+		return;
+	s->arena_len += (size_t)n + 1;
+	push(s, SMTP_REPLY, text, (size_t)n, delay, 0);
+}
+
+/*
+ * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
+ * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
+ * sessions get the tarpit delay (Exchange's TarpitInterval); 421 goodbyes do not.
+ */
+static void reply(struct smtp *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+reply(struct smtp *s, const char *fmt, ...)
+{
+	char line[600];
+	unsigned delay = 0;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (!s->p.conn->enhanced_status_codes_enabled && strlen(line) > 4 &&
+	    isdigit((unsigned char)line[4])) {
+		/* "550 5.7.1 text" -> "550 text" */
+		char *sp = strchr(line + 4, ' ');
+		if (sp)
+			memmove(line + 4, sp + 1, strlen(sp + 1) + 1);
+	}
+	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
+	    !bypasses_tarpit(s))
+		delay = (unsigned)s->p.conn->tarpit_interval_ms;
+	reply_raw(s, line, delay);
+}
+
+static void slog(struct smtp *s, int level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void
+slog(struct smtp *s, int level, const char *fmt, ...)
+{
+	va_list ap;
+	size_t len;
+	char *text;
+
+	va_start(ap, fmt);
+	text = arena_printf(s, &len, fmt, ap);
+	va_end(ap);
+	push(s, SMTP_LOG, text, len, 0, level);
+}
+
+static void
+close_session(struct smtp *s)
+{
+	if (s->st == ST_DATA || s->st == ST_BEGIN || s->st == ST_COMMIT) {
+		if (!s->aborted && s->st != ST_BEGIN)
+			push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
+	}
+	s->st = ST_CLOSED;
+	push(s, SMTP_CLOSE, NULL, 0, 0, 0);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+struct smtp *
+smtp_new(const struct smtp_params *p)
+{
+	struct smtp *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->p = *p;
+	s->in_cap = IN_CMD_SIZE;
+	if (!(s->in = malloc(s->in_cap))) {
+		free(s);
+		return NULL;
+	}
+	s->st = ST_CMD;
+	reply_raw(s, p->conn->banner, 0);
+	return s;
+}
+
+static void
+reset_transaction(struct smtp *s)
+{
+	for (size_t i = 0; i < s->n_rcpts; i++)
+		free(s->rcpts[i].addr);
+	s->n_rcpts = 0;
+	free(s->mail_from);
+	s->mail_from = NULL;
+	s->have_mail = s->smtputf8 = s->body_8bit = false;
+	s->declared_size = 0;
+}
+
+void
+smtp_free(struct smtp *s)
+{
+	if (!s)
+		return;
+	reset_transaction(s);
+	free(s->rcpts);
+	free(s->helo);
+	free(s->in);
+	free(s);
+}
+
+/* ---- input ---------------------------------------------------------------------------- */
+
+char *
+smtp_input_space(struct smtp *s, size_t *space)
+{
+	if (s->in_off > 0) {
+		memmove(s->in, s->in + s->in_off, s->in_len - s->in_off);
+		s->in_len -= s->in_off;
+		s->in_off = 0;
+	}
+	/* message text streams through a larger buffer; commands need little */
+	size_t want = s->st == ST_DATA ? IN_DATA_SIZE : IN_CMD_SIZE;
+	if (want != s->in_cap && s->in_len <= want) {
+		char *n = realloc(s->in, want);
+		if (n) {
+			s->in = n;
+			s->in_cap = want;
+		}
+	}
+	*space = s->in_cap - s->in_len;
+	return s->in + s->in_len;
+}
+
+void
+smtp_input_commit(struct smtp *s, size_t n)
+{
+	s->in_len += n;
+}
+
+bool
+smtp_input_paused(const struct smtp *s)
+{
+	return s->st == ST_CLOSED || s->st == ST_TLS || s->qlen > 0 ||
+	       (s->in_off == 0 && s->in_len == s->in_cap);
+}
+
+void
+smtp_eof(struct smtp *s)
+{
+	s->eof = true;
+}
+
+/* ---- command helpers ------------------------------------------------------------------ */
+
+static void
+protocol_error(struct smtp *s)
+{
+	s->errors++;
+	if (s->p.conn->max_protocol_errors != CONFIG_UNLIMITED &&
+	    s->errors >=
+	            s->p.conn->max_protocol_errors + (s->p.conn->max_protocol_errors ? 0 : 1)) {
+		reply(s, "421 4.7.0 Too many errors on this connection, closing transmission "
+		         "channel");
+		slog(s, LOG_LVL_INFO, "closed after %llu protocol errors",
+		     (unsigned long long)s->errors);
+		close_session(s);
+	}
+}
+
+static bool
+word_is(const char *arg, size_t len, const char *word)
+{
+	size_t wl = strlen(word);
+	return len >= wl && strncasecmp(arg, word, wl) == 0;
+}
+
+static bool
+valid_helo(const char *a, size_t len)
+{
+	if (len == 0 || len > 255)
+		return false;
+	if (a[0] == '[')
+		return len > 2 && a[len - 1] == ']';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)a[i];
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+static void
+cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
+{
+	while (len > 0 && arg[len - 1] == ' ')
+		len--;
+	if (!valid_helo(arg, len)) {
+		reply(s, "501 5.5.4 Invalid domain name");
+		protocol_error(s);
+		return;
+	}
+	reset_transaction(s);
+	free(s->helo);
+	s->helo = strndup(arg, len);
+	s->esmtp = ehlo;
+	if (!ehlo) {
+		reply(s, "250 %s Hello [%s]", s->p.conn->fqdn, s->p.client_ip);
+		return;
+	}
+	/* One reply, several lines: build it whole. */
+	const struct connector *k = s->p.conn;
+	char buf[1024];
+	size_t n = 0;
+	const char *kw[8];
+	char sizekw[32];
+	size_t nk = 0;
+
+	if (k->permission_groups & PERM_EXCHANGE_SERVERS)
+		snprintf(sizekw, sizeof(sizekw), "SIZE");
+	else
+		snprintf(sizekw, sizeof(sizekw), "SIZE %llu",
+		         (unsigned long long)k->max_message_size);
+	kw[nk++] = sizekw;
+	if (k->pipelining_enabled)
+		kw[nk++] = "PIPELINING";
+	if (k->enhanced_status_codes_enabled)
+		kw[nk++] = "ENHANCEDSTATUSCODES";
+	if ((k->auth_mechanisms & AUTH_TLS) && s->p.tls_available && !s->tls)
+		kw[nk++] = "STARTTLS";
+	if (k->eight_bit_mime_enabled)
+		kw[nk++] = "8BITMIME";
+	if (k->smtp_utf8_enabled)
+		kw[nk++] = "SMTPUTF8";
+	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250%c%s Hello [%s]\r\n", nk ? '-' : ' ',
+	                      k->fqdn, s->p.client_ip);
+	for (size_t i = 0; i < nk && n < sizeof(buf); i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250%c%s\r\n",
+		                      i + 1 < nk ? '-' : ' ', kw[i]);
+	if (n >= sizeof(buf) || s->arena_len + n + 1 > TEXT_ARENA)
+		return;
+	char *text = s->arena + s->arena_len;
+	memcpy(text, buf, n + 1);
+	s->arena_len += n + 1;
+	push(s, SMTP_REPLY, text, n, 0, 0);
+}
+
+/* Parses " KEY=VALUE KEY" ESMTP parameters after a path.  Returns 0, or -1 after it has
+ * replied. */
+static int
+mail_params(struct smtp *s, const char *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		while (i < len && p[i] == ' ')
+			i++;
+		if (i >= len)
+			break;
+		size_t start = i;
+		while (i < len && p[i] != ' ')
+			i++;
+		const char *kv = p + start;
+		size_t kl = i - start;
+		const char *eq = memchr(kv, '=', kl);
+		size_t nl = eq ? (size_t)(eq - kv) : kl;
+		const char *val = eq ? eq + 1 : NULL;
+		size_t vl = eq ? kl - nl - 1 : 0;
+
+		if (nl == 4 && strncasecmp(kv, "SIZE", 4) == 0 && val) {
+			uint64_t v = 0;
+			if (vl == 0 || vl > 15) {
+				reply(s, "501 5.5.4 Invalid SIZE parameter");
+				return -1;
+			}
+			for (size_t j = 0; j < vl; j++) {
+				if (!isdigit((unsigned char)val[j])) {
+					reply(s, "501 5.5.4 Invalid SIZE parameter");
+					return -1;
+				}
+				v = v * 10 + (uint64_t)(val[j] - '0');
+			}
+			s->declared_size = v;
+		} else if (nl == 4 && strncasecmp(kv, "BODY", 4) == 0 && val) {
+			if (vl == 4 && strncasecmp(val, "7BIT", 4) == 0)
+				s->body_8bit = false;
+			else if (vl == 8 && strncasecmp(val, "8BITMIME", 8) == 0 &&
+			         s->p.conn->eight_bit_mime_enabled)
+				s->body_8bit = true;
+			else {
+				reply(s, "555 5.5.4 Unsupported BODY type");
+				return -1;
+			}
+		} else if (kl == 8 && strncasecmp(kv, "SMTPUTF8", 8) == 0 &&
+		           s->p.conn->smtp_utf8_enabled) {
+			s->smtputf8 = true;
+		} else {
+			reply(s, "555 5.5.4 Unsupported parameter %.*s", (int)(nl < 40 ? nl : 40),
+			      kv);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Finds the path after "FROM:" / "TO:" (one space of slack, as real clients send). */
+static const char *
+path_start(const char *arg, size_t len, size_t prefix, size_t *rest)
+{
+	size_t i = prefix;
+	if (i < len && arg[i] == ' ')
+		i++;
+	*rest = len - i;
+	return arg + i;
+}
+
+static void
+cmd_mail(struct smtp *s, const char *arg, size_t len)
+{
+	const struct connector *k = s->p.conn;
+	struct mailaddr a;
+	size_t used, rest;
+	const char *path;
+
+	if (!s->helo) {
+		reply(s, "503 5.5.2 Send hello first");
+		protocol_error(s);
+		return;
+	}
+	if (s->have_mail) {
+		reply(s, "503 5.5.1 Sender already specified");
+		protocol_error(s);
+		return;
+	}
+	if (k->require_tls && !s->tls) {
+		reply(s, "451 5.7.3 Must issue a STARTTLS command first");
+		return;
+	}
+	if (k->permission_groups == 0) {
+		reply(s, "530 5.7.1 Client was not authenticated");
+		return;
+	}
+	if (!word_is(arg, len, "FROM:")) {
+		reply(s, "501 5.5.4 Invalid arguments");
+		protocol_error(s);
+		return;
+	}
+	path = path_start(arg, len, 5, &rest);
+	s->smtputf8 = false;
+	s->declared_size = 0;
+	s->body_8bit = false;
+	switch (mailaddr_parse(path, rest, true, true, &a, &used)) {
+	case MAILADDR_OK:
+		break;
+	case MAILADDR_TOO_LONG:
+		reply(s, "550 5.1.7 Invalid address: too long");
+		return;
+	default:
+		reply(s, "550 5.1.7 Invalid address");
+		protocol_error(s);
+		return;
+	}
+	if (used < rest && path[used] != ' ') {
+		reply(s, "501 5.5.4 Invalid arguments");
+		protocol_error(s);
+		return;
+	}
+	if (mail_params(s, path + used, rest - used) < 0) {
+		protocol_error(s);
+		return;
+	}
+	if (a.utf8 && !s->smtputf8) {
+		reply(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter");
+		return;
+	}
+	if (!(k->permission_groups & PERM_EXCHANGE_SERVERS) &&
+	    s->declared_size > k->max_message_size) {
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+		return;
+	}
+	if (s->p.rate_ok && !s->p.rate_ok(s->p.arg)) {
+		reply(s, "421 4.4.2 Message submission rate for this client has exceeded the "
+		         "configured limit");
+		slog(s, LOG_LVL_INFO, "message-rate-limit of %llu a minute exceeded",
+		     (unsigned long long)k->message_rate_limit);
+		close_session(s);
+		return;
+	}
+	char buf[MAILADDR_LOCAL_MAX * 2 + MAILADDR_DOMAIN_MAX + 8];
+	mailaddr_format(&a, buf, sizeof(buf));
+	if (!(s->mail_from = strdup(buf)))
+		return;
+	s->have_mail = true;
+	reply(s, "250 2.1.0 Sender OK");
+}
+
+static void
+cmd_rcpt(struct smtp *s, const char *arg, size_t len)
+{
+	const struct connector *k = s->p.conn;
+	const struct config *cfg = s->p.cfg;
+	bool trusted = (k->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+	struct mailaddr a;
+	size_t used, rest;
+	const char *path;
+
+	if (!s->have_mail) {
+		reply(s, "503 5.5.1 Need MAIL command");
+		protocol_error(s);
+		return;
+	}
+	if (!word_is(arg, len, "TO:")) {
+		reply(s, "501 5.5.4 Invalid arguments");
+		protocol_error(s);
+		return;
+	}
+	path = path_start(arg, len, 3, &rest);
+	if (rest >= 12 && strncasecmp(path, "<postmaster>", 12) == 0 &&
+	    (rest == 12 || path[12] == ' ')) {
+		/* RFC 5321 §4.5.1: <postmaster> without a domain must be taken */
+		memset(&a, 0, sizeof(a));
+		snprintf(a.local, sizeof(a.local), "postmaster");
+		if (cfg->n_domains)
+			snprintf(a.domain, sizeof(a.domain), "%s", cfg->domains[0].name);
+		else if (cfg->n_accepted_domains && cfg->accepted_domains[0][0] != '*')
+			snprintf(a.domain, sizeof(a.domain), "%s", cfg->accepted_domains[0]);
+		else
+			snprintf(a.domain, sizeof(a.domain), "%s", k->fqdn);
+		used = 12;
+	} else {
+		switch (mailaddr_parse(path, rest, false, s->smtputf8, &a, &used)) {
+		case MAILADDR_OK:
+			break;
+		case MAILADDR_NEED_UTF8:
+			reply(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter");
+			return;
+		case MAILADDR_TOO_LONG:
+			reply(s, "501 5.1.3 Invalid address: too long");
+			return;
+		default:
+			reply(s, "501 5.1.3 Invalid address");
+			protocol_error(s);
+			return;
+		}
+	}
+	for (size_t i = used; i < rest; i++) {
+		if (path[i] != ' ') {
+			reply(s, "555 5.5.4 Unsupported parameter");
+			protocol_error(s);
+			return;
+		}
+	}
+	if (s->n_rcpts >= k->max_recipients_per_message) {
+		reply(s, "452 4.5.3 Too many recipients");
+		return;
+	}
+	bool accepted = !a.literal && config_accepts_domain(cfg, a.domain, strlen(a.domain));
+	if (!trusted) {
+		if (!accepted) {
+			reply(s,
+			      "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain");
+			slog(s, LOG_LVL_INFO, "relay denied for <%s@%s>", a.local, a.domain);
+			return;
+		}
+		if (mailaddr_has_routing(&a)) {
+			reply(s,
+			      "550 5.1.3 Routing characters (%%, !, @) in the local part are not "
+			      "accepted");
+			return;
+		}
+	}
+	if (accepted && config_recipient_known(cfg, a.domain, strlen(a.domain), a.local,
+	                                       strlen(a.local)) == 0) {
+		reply(s, "550 5.1.1 User unknown");
+		return;
+	}
+	char buf[MAILADDR_LOCAL_MAX * 2 + MAILADDR_DOMAIN_MAX + 8];
+	size_t n = mailaddr_format(&a, buf, sizeof(buf));
+	for (size_t i = 0; i < s->n_rcpts; i++) {
+		if (strcasecmp(s->rcpts[i].addr, buf) == 0) {
+			reply(s, "250 2.1.5 Recipient OK"); /* a duplicate: delivered once */
+			return;
+		}
+	}
+	if (s->n_rcpts == s->cap_rcpts) {
+		size_t nc = s->cap_rcpts ? 2 * s->cap_rcpts : 4;
+		struct smtp_rcpt *nr = realloc(s->rcpts, nc * sizeof(*nr));
+		if (!nr) {
+			reply(s, "452 4.3.1 Insufficient system resources");
+			return;
+		}
+		s->rcpts = nr;
+		s->cap_rcpts = nc;
+	}
+	char *addr = strdup(buf);
+	if (!addr) {
+		reply(s, "452 4.3.1 Insufficient system resources");
+		return;
+	}
+	s->rcpts[s->n_rcpts++] = (struct smtp_rcpt){addr, n - strlen(a.domain) - 1};
+	reply(s, "250 2.1.5 Recipient OK");
+}
+
+static void
+cmd_data(struct smtp *s, bool has_more)
+{
+	if (!s->have_mail) {
+		reply(s, "503 5.5.1 Need MAIL command");
+		protocol_error(s);
+		return;
+	}
+	if (s->n_rcpts == 0) {
+		reply(s, "503 5.5.2 Need rcpt command");
+		protocol_error(s);
+		return;
+	}
+	if (has_more) {
+		/* RFC 2920 §3.1: DATA ends a group; text sent before 354 is an attack or a
+		 * broken client, and cannot be told apart from commands */
+		reply(s, "421 4.5.0 SMTP synchronization error: data sent before the 354 reply, "
+		         "closing transmission channel");
+		slog(s, LOG_LVL_WARNING, "client sent text behind DATA before the 354 reply");
+		close_session(s);
+		return;
+	}
+	s->env = (struct smtp_envelope){.helo = s->helo,
+	                                .mail_from = s->mail_from,
+	                                .rcpts = s->rcpts,
+	                                .n_rcpts = s->n_rcpts,
+	                                .smtputf8 = s->smtputf8,
+	                                .body_8bit = s->body_8bit};
+	s->st = ST_BEGIN;
+	push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+}
+
+static void
+cmd_starttls(struct smtp *s, const char *arg, size_t len, bool has_more)
+{
+	const struct connector *k = s->p.conn;
+
+	if (len > 0) {
+		reply(s, "501 5.5.4 Syntax: STARTTLS");
+		protocol_error(s);
+		return;
+	}
+	if (s->tls) {
+		reply(s, "503 5.5.1 TLS already active");
+		protocol_error(s);
+		return;
+	}
+	if (!(k->auth_mechanisms & AUTH_TLS) || !s->p.tls_available) {
+		reply(s, "454 4.7.0 TLS not available");
+		return;
+	}
+	(void)arg;
+	if (has_more) {
+		/* RFC 3207 §4.2 / CVE-2011-0411: plaintext behind STARTTLS is never run */
+		slog(s, LOG_LVL_WARNING,
+		     "dropped %zu bytes the client sent behind STARTTLS (command injection?)",
+		     s->in_len - s->in_off);
+	}
+	s->in_off = s->in_len = 0;
+	reply(s, "220 2.0.0 SMTP server ready");
+	s->st = ST_TLS;
+	push(s, SMTP_STARTTLS, NULL, 0, 0, 0);
+}
+
+/* Runs one complete command line (without CRLF). */
+static void
+command(struct smtp *s, const char *line, size_t len, bool has_more)
+{
+	size_t vl = 0;
+	const char *arg;
+	size_t alen;
+
+	while (vl < len && line[vl] != ' ')
+		vl++;
+	arg = line + vl + (vl < len ? 1 : 0);
+	alen = len - (size_t)(arg - line);
+
+	if (s->p.conn->protocol_logging_level == PROTOLOG_VERBOSE)
+		slog(s, LOG_LVL_INFO, "< %.*s", (int)(len < 200 ? len : 200), line);
+
+	if (memchr(line, '\0', len)) {
+		reply(s, "500 5.5.2 NUL in command");
+		protocol_error(s);
+		return;
+	}
+#define VERB(w) (vl == sizeof(w) - 1 && strncasecmp(line, w, vl) == 0)
+	if (VERB("EHLO"))
+		cmd_helo(s, arg, alen, true);
+	else if (VERB("HELO"))
+		cmd_helo(s, arg, alen, false);
+	else if (VERB("MAIL"))
+		cmd_mail(s, arg, alen);
+	else if (VERB("RCPT"))
+		cmd_rcpt(s, arg, alen);
+	else if (VERB("DATA")) {
+		if (alen) {
+			reply(s, "501 5.5.4 Syntax: DATA");
+			protocol_error(s);
+		} else {
+			cmd_data(s, has_more);
+		}
+	} else if (VERB("RSET")) {
+		reset_transaction(s);
+		reply(s, "250 2.0.0 Resetting");
+	} else if (VERB("NOOP")) {
+		reply(s, "250 2.0.0 OK");
+	} else if (VERB("QUIT")) {
+		reply(s, "221 2.0.0 Service closing transmission channel");
+		close_session(s);
+	} else if (VERB("VRFY")) {
+		reply(s, "252 2.1.5 Cannot VRFY user, but will accept message for delivery");
+	} else if (VERB("HELP")) {
+		reply(s, "214-This server supports the following commands:");
+		reply(s, "214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP NOOP VRFY");
+	} else if (VERB("STARTTLS")) {
+		cmd_starttls(s, arg, alen, has_more);
+	} else if (VERB("EXPN") || VERB("TURN") || VERB("ETRN") || VERB("AUTH") || VERB("BDAT") ||
+	           VERB("ATRN")) {
+		reply(s, "502 5.3.3 Command not implemented");
+		protocol_error(s);
+	} else {
+		reply(s, "500 5.3.3 Unrecognized command");
+		protocol_error(s);
+	}
+#undef VERB
+}
+
+static void
+bare_newline(struct smtp *s)
+{
+	reply(s, "421 4.5.0 Bare CR or LF in the SMTP stream; only CRLF ends a line, closing "
+	         "transmission channel");
+	slog(s, LOG_LVL_WARNING, "bare CR or LF from the client (SMTP smuggling attempt?)");
+	close_session(s);
+}
+
+/*
+ * Continues an over-long line that is being skipped: looks for its end in the buffer.
+ * Returns true when the line ended (or the session closed), false when more is needed.
+ */
+/*
+ * Continues an over-long line that is being skipped: looks for its end in the buffer,
+ * still insisting on CRLF.  Returns true when the line ended (or the session closed),
+ * false when more input is needed.
+ */
+static bool
+skip_long_line(struct smtp *s)
+{
+	const char *b = s->in + s->in_off;
+	size_t avail = s->in_len - s->in_off;
+
+	for (size_t i = 0; i < avail; i++) {
+		bool after_cr = i > 0 ? b[i - 1] == '\r' : s->discard_cr;
+		if (after_cr && b[i] != '\n') {
+			bare_newline(s);
+			return true;
+		}
+		if (b[i] == '\n') {
+			if (!after_cr) {
+				bare_newline(s);
+				return true;
+			}
+			s->in_off += i + 1;
+			s->discarding = false;
+			return true;
+		}
+	}
+	s->discard_cr = avail > 0 && b[avail - 1] == '\r';
+	s->in_off = s->in_len;
+	return false;
+}
+
+/* Processes buffered commands until an action is queued or input runs out. */
+static void
+run_commands(struct smtp *s)
+{
+	while (s->st == ST_CMD && s->qlen == 0) {
+		if (s->discarding) {
+			if (!skip_long_line(s))
+				return;
+			if (s->st == ST_CLOSED)
+				return;
+			reply(s, "500 5.5.2 Line too long");
+			protocol_error(s);
+			continue;
+		}
+		const char *b = s->in + s->in_off;
+		size_t avail = s->in_len - s->in_off;
+		const char *nl = memchr(b, '\n', avail);
+		const char *cr = memchr(b, '\r', nl ? (size_t)(nl - b) : avail);
+
+		if (cr && (cr + 1 < b + avail) && cr[1] != '\n') {
+			bare_newline(s);
+			return;
+		}
+		if (!nl) {
+			if (avail >= CMD_LINE_MAX) {
+				s->discarding = true;
+				s->discard_cr = b[avail - 1] == '\r';
+				s->in_off = s->in_len;
+			} else if (s->eof) {
+				close_session(s);
+			}
+			return;
+		}
+		size_t linelen = (size_t)(nl - b) + 1;
+		if (linelen < 2 || nl[-1] != '\r') {
+			bare_newline(s);
+			return;
+		}
+		s->in_off += linelen;
+		if (linelen > CMD_LINE_MAX) {
+			reply(s, "500 5.5.2 Line too long");
+			protocol_error(s);
+			continue;
+		}
+		command(s, b, linelen - 2, s->in_off < s->in_len);
+	}
+}
+
+/* ---- message text ----------------------------------------------------------------- */
+
+static void
+stop_message(struct smtp *s)
+{
+	if (!s->aborted) {
+		s->aborted = true;
+		push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
+	}
+}
+
+static void
+end_of_data(struct smtp *s)
+{
+	const struct connector *k = s->p.conn;
+
+	s->env.size = s->msg_size;
+	s->env.received_hops = s->hops;
+	if (s->too_big) {
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+	} else if (s->long_line) {
+		reply(s, "554 5.6.0 Message has a line longer than %d characters",
+		      TEXT_LINE_MAX - 2);
+	} else if (s->has_nul) {
+		reply(s, "554 5.6.0 Message contains NUL characters");
+	} else if (s->hops > k->max_hop_count) {
+		reply(s, "554 5.4.6 Hop count exceeded - possible mail loop");
+	} else {
+		s->st = ST_COMMIT;
+		push(s, SMTP_MSG_END, NULL, 0, 0, 0);
+		return;
+	}
+	slog(s, LOG_LVL_INFO, "message from <%s> refused after DATA: %s", s->mail_from,
+	     s->too_big     ? "too big"
+	     : s->long_line ? "line too long"
+	     : s->has_nul   ? "NUL"
+	                    : "hops");
+	stop_message(s);
+	reset_transaction(s);
+	s->st = ST_CMD;
+}
+
+/* One complete line of message text, CRLF included. */
+static bool
+text_line(struct smtp *s, const char *line, size_t len)
+{
+	const struct connector *k = s->p.conn;
+	bool bypass = (k->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+
+	if (len > TEXT_LINE_MAX)
+		s->long_line = true;
+	if (memchr(line, '\0', len))
+		s->has_nul = true;
+	s->msg_size += len;
+	if (!bypass && s->msg_size > k->max_message_size && !s->too_big) {
+		s->too_big = true;
+		stop_message(s);
+	}
+	if (s->in_header) {
+		if (len == 2) {
+			s->in_header = false;
+		} else {
+			s->header_size += len;
+			if (len >= 9 && strncasecmp(line, "Received:", 9) == 0)
+				s->hops++;
+			if (s->header_size > k->max_header_size) {
+				stop_message(s);
+				reply(s,
+				      "552 5.3.4 Message header size exceeds fixed maximum size");
+				slog(s, LOG_LVL_INFO, "header over max-header-size (%llu bytes)",
+				     (unsigned long long)k->max_header_size);
+				close_session(s);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* Streams buffered message text: emits runs of lines as SMTP_MSG_DATA pointing into the
+ * input buffer, unstuffing dots, until the end of data or the end of the buffer. */
+static void
+run_data(struct smtp *s)
+{
+	while (s->st == ST_DATA && s->qlen == 0) {
+		if (s->discarding) {
+			if (!skip_long_line(s))
+				return;
+			continue;
+		}
+		const char *b = s->in + s->in_off, *run = NULL;
+		size_t avail = s->in_len - s->in_off, i = 0, runlen = 0;
+
+		while (i < avail) {
+			const char *line = b + i;
+			const char *nl = memchr(line, '\n', avail - i);
+			if (!nl) {
+				if (avail - i >= TEXT_LINE_MAX) {
+					/* an over-long line: refuse the message, skip the line */
+					const char *cr = memchr(line, '\r', avail - i - 1);
+					if (cr) {
+						bare_newline(s);
+						return;
+					}
+					s->long_line = true;
+					stop_message(s);
+					s->discarding = true;
+					s->discard_cr = b[avail - 1] == '\r';
+					s->msg_size += avail - i;
+					i = avail;
+				}
+				break;
+			}
+			size_t len = (size_t)(nl - line) + 1;
+			const char *cr = memchr(line, '\r', len - 1);
+			if (len < 2 || nl[-1] != '\r' || cr != nl - 1) {
+				bare_newline(s);
+				return;
+			}
+			if (line[0] == '.') {
+				/* flush the run before this line */
+				if (runlen) {
+					if (!s->aborted)
+						push(s, SMTP_MSG_DATA, run, runlen, 0, 0);
+					run = NULL;
+					runlen = 0;
+					if (s->qlen >= MAX_ACTIONS - 4) {
+						s->in_off += i; /* this line again next time */
+						return;
+					}
+				}
+				if (len == 3) {
+					s->in_off += i + len;
+					end_of_data(s);
+					return;
+				}
+				line++, len--; /* RFC 5321 §4.5.2: a leading dot is removed */
+				i++;
+			}
+			if (!text_line(s, line, len))
+				return;
+			if (!run)
+				run = line;
+			runlen += len;
+			i += len;
+		}
+		s->in_off += i;
+		if (runlen && !s->aborted)
+			push(s, SMTP_MSG_DATA, run, runlen, 0, 0);
+		if (s->qlen == 0) {
+			if (s->eof)
+				close_session(s);
+			return;
+		}
+		return;
+	}
+}
+
+/* ---- the driver ----------------------------------------------------------------------- */
+
+enum smtp_kind
+smtp_next(struct smtp *s, struct smtp_action *a)
+{
+	if (s->qlen == 0) {
+		s->arena_len = 0;
+		switch (s->st) {
+		case ST_CMD:
+			if (s->shutdown) {
+				reply(s, "421 4.3.2 Service shutting down, closing transmission "
+				         "channel");
+				close_session(s);
+				break;
+			}
+			run_commands(s);
+			break;
+		case ST_DATA:
+			run_data(s);
+			break;
+		case ST_BEGIN:
+		case ST_COMMIT:
+		case ST_TLS:
+			return SMTP_WAIT;
+		case ST_CLOSED:
+			break;
+		}
+	}
+	if (s->qlen == 0)
+		return s->st == ST_CLOSED ? SMTP_WAIT : SMTP_NONE;
+	*a = s->q[s->qhead];
+	s->qhead = (s->qhead + 1) % MAX_ACTIONS;
+	s->qlen--;
+	return a->kind;
+}
+
+const struct smtp_envelope *
+smtp_envelope(const struct smtp *s)
+{
+	return &s->env;
+}
+
+void
+smtp_msg_begun(struct smtp *s, bool ok)
+{
+	if (s->st != ST_BEGIN)
+		return;
+	if (!ok) {
+		reply(s, "452 4.3.1 Insufficient system resources");
+		reset_transaction(s);
+		s->st = ST_CMD;
+		return;
+	}
+	s->in_header = true;
+	s->aborted = s->too_big = s->long_line = s->has_nul = false;
+	s->msg_size = s->header_size = 0;
+	s->hops = 0;
+	s->st = ST_DATA;
+	reply(s, "354 Start mail input; end with <CRLF>.<CRLF>");
+}
+
+void
+smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
+{
+	if (s->st != ST_COMMIT)
+		return;
+	if (ok) {
+		reply(s, "250 2.6.0 <%s> Queued mail for delivery", queue_id);
+	} else {
+		reply(s, "452 4.3.1 Insufficient system resources");
+	}
+	reset_transaction(s);
+	s->st = ST_CMD;
+}
+
+void
+smtp_tls_done(struct smtp *s, bool ok)
+{
+	if (s->st != ST_TLS)
+		return;
+	if (!ok) {
+		s->st = ST_CLOSED;
+		push(s, SMTP_CLOSE, NULL, 0, 0, 0);
+		return;
+	}
+	/* RFC 3207 §4.2: forget everything learnt before the handshake */
+	reset_transaction(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	s->in_off = s->in_len = 0;
+	s->discarding = false;
+	s->tls = true;
+	s->st = ST_CMD;
+}
+
+void
+smtp_timeout(struct smtp *s, enum smtp_timeout which)
+{
+	if (s->st == ST_CLOSED)
+		return;
+	if (which == SMTP_TIMEOUT_IDLE)
+		reply(s, "451 4.7.0 Timeout waiting for client input");
+	else
+		reply(s, "421 4.4.1 Connection timed out");
+	/* never tarpit a goodbye */
+	s->q[(s->qhead + s->qlen - 1) % MAX_ACTIONS].delay_ms = 0;
+	close_session(s);
+}
+
+void
+smtp_shutdown(struct smtp *s)
+{
+	s->shutdown = true;
+}
+
+bool
+smtp_in_tls(const struct smtp *s)
+{
+	return s->tls;
+}
+
+const char *
+smtp_helo(const struct smtp *s)
+{
+	return s->helo;
+}
+
+bool
+smtp_esmtp(const struct smtp *s)
+{
+	return s->esmtp;
+}

@@ -1,0 +1,887 @@
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define WBUF_SIZE 65536
+
+struct spool {
+	char *path;
+	int dirfd, tmpfd, queuefd, corruptfd;
+	spool_committed_hook hook;
+	void *hook_arg;
+	pthread_t syncer;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct spool_msg *head, *tail;
+	bool stop;
+	atomic_uint_fast32_t seq;
+	struct spool_stats stats;
+};
+
+struct spool_msg {
+	struct spool *sp;
+	char id[SPOOL_ID_LEN + 1];
+	int fd;
+	char *buf;
+	size_t blen;
+	uint64_t written, prefix;
+	int err;
+	struct spool_entry *env;
+	spool_done_cb done;
+	void *arg;
+	struct spool_msg *next;
+};
+
+/* ---- entries -------------------------------------------------------------------------- */
+
+struct spool_entry *
+spool_entry_new(void)
+{
+	return calloc(1, sizeof(struct spool_entry));
+}
+
+void
+spool_entry_free(struct spool_entry *e)
+{
+	if (!e)
+		return;
+	free(e->sender);
+	for (size_t i = 0; i < e->n_rcpts; i++)
+		free(e->rcpts[i]);
+	free(e->rcpts);
+	free(e->connector);
+	free(e->client);
+	free(e->helo);
+	free(e);
+}
+
+static struct spool_entry *
+entry_copy(const struct spool_entry *src)
+{
+	struct spool_entry *e = spool_entry_new();
+
+	if (!e)
+		return NULL;
+	*e = *src;
+	e->sender = e->connector = e->client = e->helo = NULL;
+	e->rcpts = calloc(src->n_rcpts ? src->n_rcpts : 1, sizeof(*e->rcpts));
+	e->n_rcpts = 0;
+	if (!e->rcpts || !(e->sender = strdup(src->sender ? src->sender : "")) ||
+	    !(e->connector = strdup(src->connector ? src->connector : "")) ||
+	    !(e->client = strdup(src->client ? src->client : "")) ||
+	    !(e->helo = strdup(src->helo ? src->helo : "")))
+		goto fail;
+	for (size_t i = 0; i < src->n_rcpts; i++) {
+		if (!(e->rcpts[i] = strdup(src->rcpts[i])))
+			goto fail;
+		e->n_rcpts++;
+	}
+	return e;
+fail:
+	spool_entry_free(e);
+	return NULL;
+}
+
+/*
+ * The envelope file, one "key value" a line; values never hold CR or LF (addresses and
+ * names are checked before they get here, and the writer refuses them anyway):
+ *   mxgate-envelope 1
+ *   id 18AB3C4D5E6F7001
+ *   received 1764320000
+ *   size 1234
+ *   prefix 40
+ *   flags smtputf8 8bitmime
+ *   connector From Proofpoint
+ *   client 67.231.152.10
+ *   helo mx1.example.net
+ *   from sender@example.net          (empty for <>)
+ *   rcpt user@example.com            (one line each)
+ *   end
+ */
+static bool
+one_line(const char *s)
+{
+	return !strpbrk(s, "\r\n");
+}
+
+static char *
+format_envelope(const struct spool_entry *e, size_t *len)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *fp = open_memstream(&buf, &size);
+
+	if (!fp)
+		return NULL;
+	if (!one_line(e->sender) || !one_line(e->connector) || !one_line(e->client) ||
+	    !one_line(e->helo)) {
+		fclose(fp);
+		free(buf);
+		return NULL;
+	}
+	fprintf(fp,
+	        "mxgate-envelope 1\nid %s\nreceived %lld\nsize %llu\nprefix %llu\nflags%s%s\n"
+	        "connector %s\nclient %s\nhelo %s\nfrom %s\n",
+	        e->id, (long long)e->received, (unsigned long long)e->size,
+	        (unsigned long long)e->prefix_len, e->smtputf8 ? " smtputf8" : "",
+	        e->body_8bit ? " 8bitmime" : "", e->connector, e->client, e->helo, e->sender);
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!one_line(e->rcpts[i])) {
+			fclose(fp);
+			free(buf);
+			return NULL;
+		}
+		fprintf(fp, "rcpt %s\n", e->rcpts[i]);
+	}
+	fprintf(fp, "end\n");
+	if (fclose(fp) != 0) {
+		free(buf);
+		return NULL;
+	}
+	*len = size;
+	return buf;
+}
+
+static struct spool_entry *
+parse_envelope(char *text)
+{
+	struct spool_entry *e = spool_entry_new();
+	size_t cap = 0;
+	bool ended = false, magic = false;
+	char *save = NULL;
+
+	if (!e)
+		return NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *v = strchr(line, ' ');
+		char *val = v ? v + 1 : line + strlen(line);
+		size_t kl = v ? (size_t)(v - line) : strlen(line);
+#define KEY(k) (kl == sizeof(k) - 1 && strncmp(line, k, kl) == 0)
+		if (ended)
+			goto bad;
+		if (!magic) {
+			if (strcmp(line, "mxgate-envelope 1") != 0)
+				goto bad;
+			magic = true;
+		} else if (KEY("id")) {
+			if (strlen(val) != SPOOL_ID_LEN)
+				goto bad;
+			memcpy(e->id, val, SPOOL_ID_LEN + 1);
+		} else if (KEY("received")) {
+			e->received = (time_t)strtoll(val, NULL, 10);
+		} else if (KEY("size")) {
+			e->size = strtoull(val, NULL, 10);
+		} else if (KEY("prefix")) {
+			e->prefix_len = strtoull(val, NULL, 10);
+		} else if (KEY("flags")) {
+			e->smtputf8 = strstr(val, "smtputf8") != NULL;
+			e->body_8bit = strstr(val, "8bitmime") != NULL;
+		} else if (KEY("connector")) {
+			if (!(e->connector = strdup(val)))
+				goto bad;
+		} else if (KEY("client")) {
+			if (!(e->client = strdup(val)))
+				goto bad;
+		} else if (KEY("helo")) {
+			if (!(e->helo = strdup(val)))
+				goto bad;
+		} else if (KEY("from")) {
+			if (!(e->sender = strdup(val)))
+				goto bad;
+		} else if (KEY("rcpt")) {
+			if (e->n_rcpts == cap) {
+				size_t nc = cap ? 2 * cap : 4;
+				char **nr = realloc(e->rcpts, nc * sizeof(*nr));
+				if (!nr)
+					goto bad;
+				e->rcpts = nr;
+				cap = nc;
+			}
+			if (!(e->rcpts[e->n_rcpts] = strdup(val)))
+				goto bad;
+			e->n_rcpts++;
+		} else if (KEY("end")) {
+			ended = true;
+		}
+#undef KEY
+	}
+	if (!ended || !e->id[0] || !e->sender || e->n_rcpts == 0 || !e->connector || !e->client ||
+	    !e->helo || e->prefix_len > e->size)
+		goto bad;
+	return e;
+bad:
+	spool_entry_free(e);
+	return NULL;
+}
+
+/* Reads queue/<name> whole (envelopes are small). */
+static char *
+read_small(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	char *buf;
+	struct stat st;
+	ssize_t n;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0 || st.st_size > 16 * 1024 * 1024 ||
+	    !(buf = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		return NULL;
+	}
+	n = read(fd, buf, (size_t)st.st_size);
+	close(fd);
+	if (n != st.st_size) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	if (memchr(buf, '\0', (size_t)n)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- opening -------------------------------------------------------------------------- */
+
+static int
+open_subdir(int dirfd, const char *name, long uid, long gid)
+{
+	int fd;
+
+	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+		return -1;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && uid >= 0 && fchown(fd, (uid_t)uid, (gid_t)gid) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void *syncer_main(void *arg);
+
+struct spool *
+spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void *hook_arg,
+           char *err, size_t errlen)
+{
+	struct spool *sp = calloc(1, sizeof(*sp));
+
+	if (!sp) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
+	sp->hook = hook;
+	sp->hook_arg = hook_arg;
+	pthread_mutex_init(&sp->mu, NULL);
+	pthread_cond_init(&sp->cv, NULL);
+	if (!(sp->path = strdup(path)))
+		goto fail_errno;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot make spool directory %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	sp->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sp->dirfd < 0) {
+		snprintf(err, errlen, "cannot open spool directory %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (uid >= 0 && fchown(sp->dirfd, (uid_t)uid, (gid_t)gid) < 0) {
+		snprintf(err, errlen, "cannot give spool %s to uid %ld: %s", path, uid,
+		         strerror(errno));
+		goto fail;
+	}
+	if ((sp->tmpfd = open_subdir(sp->dirfd, "tmp", uid, gid)) < 0 ||
+	    (sp->queuefd = open_subdir(sp->dirfd, "queue", uid, gid)) < 0 ||
+	    (sp->corruptfd = open_subdir(sp->dirfd, "corrupt", uid, gid)) < 0) {
+		snprintf(err, errlen, "cannot prepare spool directory %s: %s", path,
+		         strerror(errno));
+		goto fail;
+	}
+	if (pthread_create(&sp->syncer, NULL, syncer_main, sp) != 0) {
+		snprintf(err, errlen, "cannot start the spool syncer thread");
+		goto fail;
+	}
+	sp->started = true;
+	return sp;
+fail_errno:
+	snprintf(err, errlen, "%s", strerror(errno));
+fail:
+	spool_close(sp);
+	return NULL;
+}
+
+void
+spool_stop(struct spool *sp)
+{
+	if (!sp || !sp->started)
+		return;
+	pthread_mutex_lock(&sp->mu);
+	sp->stop = true;
+	pthread_cond_signal(&sp->cv);
+	pthread_mutex_unlock(&sp->mu);
+	pthread_join(sp->syncer, NULL);
+	sp->started = false;
+}
+
+void
+spool_close(struct spool *sp)
+{
+	if (!sp)
+		return;
+	spool_stop(sp);
+	if (sp->tmpfd >= 0)
+		close(sp->tmpfd);
+	if (sp->queuefd >= 0)
+		close(sp->queuefd);
+	if (sp->corruptfd >= 0)
+		close(sp->corruptfd);
+	if (sp->dirfd >= 0)
+		close(sp->dirfd);
+	pthread_mutex_destroy(&sp->mu);
+	pthread_cond_destroy(&sp->cv);
+	free(sp->path);
+	free(sp);
+}
+
+/* ---- writing a message ----------------------------------------------------------------- */
+
+static void
+make_id(struct spool *sp, char *id)
+{
+	struct timeval tv;
+	uint64_t us;
+	unsigned seq = (unsigned)atomic_fetch_add(&sp->seq, 1) & 0xfff;
+
+	gettimeofday(&tv, NULL);
+	us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	snprintf(id, SPOOL_ID_LEN + 1, "%013llX%03X", (unsigned long long)(us & 0xfffffffffffffull),
+	         seq);
+}
+
+struct spool_msg *
+spool_msg_new(struct spool *sp)
+{
+	struct spool_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	m->sp = sp;
+	for (int tries = 0; tries < 8; tries++) {
+		make_id(sp, m->id);
+		m->fd = openat(sp->tmpfd, m->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (m->fd >= 0 || errno != EEXIST)
+			break;
+	}
+	if (m->fd < 0) {
+		int e = errno;
+		free(m);
+		errno = e;
+		return NULL;
+	}
+	return m;
+}
+
+const char *
+spool_msg_id(const struct spool_msg *m)
+{
+	return m->id;
+}
+
+static void
+flush_buf(struct spool_msg *m)
+{
+	size_t off = 0;
+
+	while (off < m->blen && !m->err) {
+		ssize_t n = write(m->fd, m->buf + off, m->blen - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			m->err = n < 0 ? errno : EIO;
+		else
+			off += (size_t)n;
+	}
+	m->blen = 0;
+}
+
+void
+spool_msg_write(struct spool_msg *m, const void *data, size_t len)
+{
+	if (m->err)
+		return;
+	m->written += len;
+	if (!m->buf && !(m->buf = malloc(WBUF_SIZE))) {
+		m->err = ENOMEM;
+		return;
+	}
+	if (m->blen + len > WBUF_SIZE) {
+		flush_buf(m);
+		if (len >= WBUF_SIZE) {
+			/* large pieces go straight through */
+			const char *p = data;
+			while (len > 0 && !m->err) {
+				ssize_t n = write(m->fd, p, len);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					m->err = n < 0 ? errno : EIO;
+				else
+					p += n, len -= (size_t)n;
+			}
+			return;
+		}
+	}
+	memcpy(m->buf + m->blen, data, len);
+	m->blen += len;
+}
+
+void
+spool_msg_set_prefix(struct spool_msg *m, uint64_t prefix)
+{
+	m->prefix = prefix;
+}
+
+static void
+discard(struct spool_msg *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	unlinkat(m->sp->tmpfd, m->id, 0);
+	free(m->buf);
+	spool_entry_free(m->env);
+	free(m);
+}
+
+void
+spool_msg_abort(struct spool_msg *m)
+{
+	if (m)
+		discard(m);
+}
+
+void
+spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_cb done, void *arg)
+{
+	struct spool *sp = m->sp;
+
+	flush_buf(m);
+	free(m->buf);
+	m->buf = NULL;
+	m->done = done;
+	m->arg = arg;
+	if (!m->err) {
+		if (!(m->env = entry_copy(env))) {
+			m->err = ENOMEM;
+		} else {
+			memcpy(m->env->id, m->id, SPOOL_ID_LEN + 1);
+			m->env->size = m->written;
+			m->env->prefix_len = m->prefix;
+			m->env->recovered = false;
+		}
+	}
+	pthread_mutex_lock(&sp->mu);
+	if (sp->tail)
+		sp->tail->next = m;
+	else
+		sp->head = m;
+	sp->tail = m;
+	pthread_cond_signal(&sp->cv);
+	pthread_mutex_unlock(&sp->mu);
+}
+
+/* ---- the syncer ------------------------------------------------------------------------ */
+
+static int
+write_envelope(struct spool *sp, struct spool_msg *m)
+{
+	char name[SPOOL_ID_LEN + 8];
+	size_t len, off = 0;
+	char *text = format_envelope(m->env, &len);
+	int fd, err = 0;
+
+	if (!text)
+		return EINVAL;
+	snprintf(name, sizeof(name), "%s.env", m->id);
+	fd = openat(sp->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		free(text);
+		return errno;
+	}
+	while (off < len && !err) {
+		ssize_t n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			err = n < 0 ? errno : EIO;
+		else
+			off += (size_t)n;
+	}
+	if (!err && fsync(fd) < 0)
+		err = errno;
+	if (close(fd) < 0 && !err)
+		err = errno;
+	free(text);
+	if (err)
+		unlinkat(sp->tmpfd, name, 0);
+	return err;
+}
+
+static void
+fail_files(struct spool *sp, struct spool_msg *m, bool in_queue)
+{
+	char name[SPOOL_ID_LEN + 8];
+	int dfd = in_queue ? sp->queuefd : sp->tmpfd;
+
+	snprintf(name, sizeof(name), "%s.env", m->id);
+	unlinkat(dfd, name, 0);
+	unlinkat(dfd, m->id, 0);
+	unlinkat(sp->tmpfd, name, 0);
+	unlinkat(sp->tmpfd, m->id, 0);
+}
+
+static void
+commit_group(struct spool *sp, struct spool_msg *group)
+{
+	char name[SPOOL_ID_LEN + 8];
+	bool any = false;
+	int direrr = 0;
+
+	/* 1. data and envelope of every message on disk */
+	for (struct spool_msg *m = group; m; m = m->next) {
+		if (!m->err && fdatasync(m->fd) < 0)
+			m->err = errno;
+		if (m->fd >= 0 && close(m->fd) < 0 && !m->err)
+			m->err = errno;
+		m->fd = -1;
+		if (!m->err)
+			m->err = write_envelope(sp, m);
+	}
+	/* 2. into the queue, data first: the envelope is the commit record */
+	for (struct spool_msg *m = group; m; m = m->next) {
+		if (m->err)
+			continue;
+		snprintf(name, sizeof(name), "%s.env", m->id);
+		if (renameat(sp->tmpfd, m->id, sp->queuefd, m->id) < 0 ||
+		    renameat(sp->tmpfd, name, sp->queuefd, name) < 0) {
+			m->err = errno;
+			fail_files(sp, m, true);
+			continue;
+		}
+		any = true;
+	}
+	/* 3. one directory sync makes the whole group durable */
+	if (any && fsync(sp->queuefd) < 0)
+		direrr = errno;
+
+	sp->stats.groups++;
+	for (struct spool_msg *m = group; m;) {
+		struct spool_msg *next = m->next;
+		int err = m->err ? m->err : direrr;
+		if (err) {
+			fail_files(sp, m, !m->err);
+			sp->stats.failed++;
+			log_msg(LOG_LVL_ERROR, "spool: message %s not committed: %s", m->id,
+			        strerror(err));
+			spool_entry_free(m->env);
+			m->env = NULL;
+		} else {
+			sp->stats.messages++;
+			if (sp->hook) {
+				sp->hook(m->env, sp->hook_arg);
+				m->env = NULL;
+			}
+		}
+		if (m->done)
+			m->done(m->arg, err);
+		free(m->buf);
+		spool_entry_free(m->env);
+		free(m);
+		m = next;
+	}
+}
+
+static void *
+syncer_main(void *arg)
+{
+	struct spool *sp = arg;
+
+	for (;;) {
+		struct spool_msg *group;
+
+		pthread_mutex_lock(&sp->mu);
+		while (!sp->head && !sp->stop)
+			pthread_cond_wait(&sp->cv, &sp->mu);
+		group = sp->head;
+		sp->head = sp->tail = NULL;
+		bool stop = sp->stop;
+		pthread_mutex_unlock(&sp->mu);
+		if (group)
+			commit_group(sp, group);
+		else if (stop)
+			return NULL;
+	}
+}
+
+void
+spool_get_stats(struct spool *sp, struct spool_stats *st)
+{
+	pthread_mutex_lock(&sp->mu);
+	*st = sp->stats;
+	pthread_mutex_unlock(&sp->mu);
+}
+
+/* ---- recovery, removal, scanning --------------------------------------------------------- */
+
+static bool
+is_id(const char *s, size_t len)
+{
+	if (len != SPOOL_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return true;
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The ids of queue/ that have an envelope, sorted; orphaned data files are listed in
+ * *orphans.  Returns the count or -1. */
+static long
+list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
+{
+	int fd = dup(qfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	char **ids = NULL, **data = NULL;
+	size_t n = 0, cap = 0, nd = 0, capd = 0;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		char ***arr;
+		size_t *an, *ac;
+		if (len == SPOOL_ID_LEN + 4 && strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0 &&
+		    is_id(de->d_name, SPOOL_ID_LEN))
+			arr = &ids, an = &n, ac = &cap;
+		else if (is_id(de->d_name, len))
+			arr = &data, an = &nd, ac = &capd;
+		else
+			continue;
+		if (*an == *ac) {
+			size_t nc = *ac ? 2 * *ac : 64;
+			char **na = realloc(*arr, nc * sizeof(*na));
+			if (!na)
+				break;
+			*arr = na;
+			*ac = nc;
+		}
+		(*arr)[*an] = strndup(de->d_name, SPOOL_ID_LEN);
+		if ((*arr)[*an])
+			(*an)++;
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), name_cmp);
+	/* data files without an envelope: removal interrupted by a crash */
+	size_t no = 0;
+	for (size_t i = 0; i < nd; i++) {
+		if (n > 0 && bsearch(&data[i], ids, n, sizeof(*ids), name_cmp)) {
+			free(data[i]);
+			continue;
+		}
+		data[no++] = data[i];
+	}
+	*out = ids;
+	*orphans = data;
+	*n_orphans = no;
+	return (long)n;
+}
+
+static struct spool_entry *
+load_entry(int qfd, const char *id, char *why, size_t whylen)
+{
+	char name[SPOOL_ID_LEN + 8];
+	struct spool_entry *e;
+	struct stat st;
+	char *text;
+
+	snprintf(name, sizeof(name), "%s.env", id);
+	if (!(text = read_small(qfd, name))) {
+		snprintf(why, whylen, "unreadable envelope: %s", strerror(errno));
+		return NULL;
+	}
+	e = parse_envelope(text);
+	free(text);
+	if (!e) {
+		snprintf(why, whylen, "malformed envelope");
+		return NULL;
+	}
+	if (strcmp(e->id, id) != 0) {
+		snprintf(why, whylen, "envelope names id %s", e->id);
+		spool_entry_free(e);
+		return NULL;
+	}
+	if (fstatat(qfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size != e->size) {
+		snprintf(why, whylen, "data file missing or not %llu bytes",
+		         (unsigned long long)e->size);
+		spool_entry_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+size_t
+spool_recover(struct spool *sp)
+{
+	char **ids = NULL, **orphans = NULL;
+	size_t n_orphans = 0, handed = 0;
+	long n;
+	int fd = dup(sp->tmpfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	size_t cleaned = 0;
+
+	if (d) {
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.' && unlinkat(sp->tmpfd, de->d_name, 0) == 0)
+				cleaned++;
+		closedir(d);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	if (cleaned)
+		log_msg(LOG_LVL_INFO,
+		        "spool: removed %zu unfinished files from %s/tmp (never "
+		        "acknowledged)",
+		        cleaned, sp->path);
+	n = list_queue(sp->queuefd, &ids, &orphans, &n_orphans);
+	if (n < 0) {
+		log_msg(LOG_LVL_ERROR, "spool: cannot read %s/queue: %s", sp->path,
+		        strerror(errno));
+		return 0;
+	}
+	for (size_t i = 0; i < n_orphans; i++) {
+		unlinkat(sp->queuefd, orphans[i], 0);
+		free(orphans[i]);
+	}
+	free(orphans);
+	for (long i = 0; i < n; i++) {
+		char why[128];
+		struct spool_entry *e = load_entry(sp->queuefd, ids[i], why, sizeof(why));
+		if (!e) {
+			char name[SPOOL_ID_LEN + 8];
+			snprintf(name, sizeof(name), "%s.env", ids[i]);
+			renameat(sp->queuefd, ids[i], sp->corruptfd, ids[i]);
+			renameat(sp->queuefd, name, sp->corruptfd, name);
+			log_msg(LOG_LVL_ERROR,
+			        "spool: queued message %s moved to %s/corrupt: %s; inspect it by "
+			        "hand",
+			        ids[i], sp->path, why);
+		} else {
+			e->recovered = true;
+			handed++;
+			if (sp->hook)
+				sp->hook(e, sp->hook_arg);
+			else
+				spool_entry_free(e);
+		}
+		free(ids[i]);
+	}
+	free(ids);
+	if (handed)
+		log_msg(LOG_LVL_INFO, "spool: %zu queued messages recovered for delivery", handed);
+	return handed;
+}
+
+int
+spool_remove(struct spool *sp, const char *id)
+{
+	char name[SPOOL_ID_LEN + 8];
+	int rc = 0;
+
+	snprintf(name, sizeof(name), "%s.env", id);
+	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
+		rc = -1;
+	if (unlinkat(sp->queuefd, id, 0) < 0 && errno != ENOENT)
+		rc = -1;
+	return rc;
+}
+
+int
+spool_open_data(struct spool *sp, const char *id)
+{
+	return openat(sp->queuefd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+int
+spool_queue_fd(const struct spool *sp)
+{
+	return sp->queuefd;
+}
+
+long
+spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *arg), void *arg,
+           char *err, size_t errlen)
+{
+	char qpath[4096];
+	char **ids = NULL, **orphans = NULL;
+	size_t n_orphans = 0;
+	long n, count = 0;
+	int qfd;
+
+	snprintf(qpath, sizeof(qpath), "%s/queue", path);
+	qfd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (qfd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", qpath, strerror(errno));
+		return -1;
+	}
+	n = list_queue(qfd, &ids, &orphans, &n_orphans);
+	for (size_t i = 0; i < n_orphans; i++)
+		free(orphans[i]);
+	free(orphans);
+	for (long i = 0; i < n; i++) {
+		char why[128];
+		struct spool_entry *e = load_entry(qfd, ids[i], why, sizeof(why));
+		if (e) {
+			fn(e, arg);
+			spool_entry_free(e);
+			count++;
+		}
+		free(ids[i]);
+	}
+	free(ids);
+	close(qfd);
+	if (n < 0) {
+		snprintf(err, errlen, "cannot read %s", qpath);
+		return -1;
+	}
+	return count;
+}

@@ -1,0 +1,120 @@
+/*
+ * spool — the durable message store.  No message is answered 250 before this module has
+ * said it is on stable storage.
+ *
+ * Layout under the spool directory (made at start, mode 0700):
+ *   tmp/     messages being received, and their envelopes being written
+ *   queue/   committed messages: <id> (the message exactly as it will be delivered)
+ *            and <id>.env (sender, recipients, size, origin; see spool.c)
+ *
+ * DURABILITY PROTOCOL
+ *   1. spool_msg_new() creates tmp/<id> with O_EXCL, mode 0600; the session appends the
+ *      message with spool_msg_write() as it arrives.
+ *   2. spool_msg_commit() writes the envelope to tmp/<id>.env and hands both to the
+ *      syncer thread, where other sessions' messages wait with it.
+ *   3. Group commit: the syncer takes every waiting message at once; for each it
+ *      fdatasync()s the data and fsync()s the envelope, then renames the data and then
+ *      the envelope into queue/; then it fsync()s queue/ once for the whole group.
+ *      Only after that fsync returns does any of those sessions learn its message is
+ *      committed — and only then does it reply 250.  One fsync of the directory (and
+ *      one journal commit) serves every message of the group.
+ *   4. A failure at any step (ENOSPC, EIO, ...) fails that message alone: its files are
+ *      removed and its session replies 452 4.3.1.  Nothing answered 250 depends on it.
+ *   Invariant: queue/ holds only complete, synced messages.  A message is queued iff
+ *   queue/<id>.env exists; its data file's size must match the envelope.
+ *   RECOVERY (spool_recover(), at start): tmp/ is emptied — nothing there was ever
+ *   answered.  Every envelope in queue/ is read and handed to delivery again; an
+ *   envelope that does not parse, or whose data is missing or of the wrong size, is
+ *   moved aside to corrupt/ and logged, never silently deleted.
+ *   REMOVAL: when every recipient is delivered, spool_remove() unlinks <id>.env, then
+ *   <id>.  A crash in between leaves a data file without an envelope, removed at the
+ *   next start.  (Delivery must therefore be idempotent; see deliver.h.)
+ *
+ * Threads: the session thread owns a spool_msg until spool_msg_commit() or
+ * spool_msg_abort(); the syncer thread owns it afterwards and frees it after calling the
+ * done callback.  The done callback and the committed hook run on the syncer thread and
+ * must only post work elsewhere.
+ */
+#ifndef MXGATE_SPOOL_H
+#define MXGATE_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define SPOOL_ID_LEN 16
+
+/* What is known about a queued message; owned by whoever holds it. */
+struct spool_entry {
+	char id[SPOOL_ID_LEN + 1];
+	time_t received;
+	uint64_t size;       /* bytes of the data file */
+	uint64_t prefix_len; /* leading bytes only a Maildir delivery keeps
+	                             (Return-Path:); a relay skips them */
+	char *sender;        /* "" for the null sender */
+	char **rcpts;        /* local@domain */
+	size_t n_rcpts;
+	char *connector, *client, *helo;
+	bool smtputf8, body_8bit;
+	bool recovered; /* found at start, not received by this process */
+};
+
+struct spool_entry *spool_entry_new(void);
+void spool_entry_free(struct spool_entry *e); /* NULL is a no-op */
+
+struct spool;
+struct spool_msg;
+
+/* Called once per committed message on the syncer thread; takes ownership of e. */
+typedef void (*spool_committed_hook)(struct spool_entry *e, void *arg);
+/* Called once per spool_msg_commit() on the syncer thread: err 0 or an errno. */
+typedef void (*spool_done_cb)(void *arg, int err);
+
+/* Opens (creating as needed) the spool at path; with uid/gid >= 0, the directories are
+ * given to that owner.  Starts the syncer thread.  NULL with a reason in err. */
+struct spool *spool_open(const char *path, long uid, long gid, spool_committed_hook hook,
+                         void *hook_arg, char *err, size_t errlen);
+/* Stops the syncer after it has committed (or failed) every waiting message.  The
+ * spool's directories stay usable (delivery can still remove messages). */
+void spool_stop(struct spool *sp);
+/* spool_stop(), then frees the spool.  NULL is a no-op. */
+void spool_close(struct spool *sp);
+
+/* Empties tmp/ and hands every queued message to the committed hook (recovered = true).
+ * Returns the number of messages handed over. */
+size_t spool_recover(struct spool *sp);
+
+/* Starts a message in tmp/.  NULL with errno set (the session replies 452). */
+struct spool_msg *spool_msg_new(struct spool *sp);
+const char *spool_msg_id(const struct spool_msg *m);
+/* Appends; failures are remembered and reported by the commit. */
+void spool_msg_write(struct spool_msg *m, const void *data, size_t len);
+/* Marks the first prefix bytes written as delivery-only (see spool_entry.prefix_len). */
+void spool_msg_set_prefix(struct spool_msg *m, uint64_t prefix);
+/* Queues the message for the next group commit; env is copied (its id and size are
+ * filled in).  done runs once with the outcome; m is then gone. */
+void spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_cb done,
+                      void *arg);
+void spool_msg_abort(struct spool_msg *m);
+
+/* Deletes a delivered message (envelope first). */
+int spool_remove(struct spool *sp, const char *id);
+
+/* Opens the data file of a queued message read-only, for delivery. */
+int spool_open_data(struct spool *sp, const char *id);
+/* The queue directory fd (for linkat()); borrowed. */
+int spool_queue_fd(const struct spool *sp);
+
+/* Reads every queued envelope (for `mxgate queue list` with the daemon stopped).
+ * Calls fn for each; returns the count, or -1 when the spool cannot be read. */
+long spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *arg), void *arg,
+                char *err, size_t errlen);
+
+/* Statistics for tests and the log. */
+struct spool_stats {
+	uint64_t groups, messages, failed;
+};
+void spool_get_stats(struct spool *sp, struct spool_stats *st);
+
+#endif
