@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "providers.h"
 #include "rangeset.h"
 #include "selector.h"
 #include "tls.h"
@@ -1292,6 +1293,20 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 			break;
 		}
 		case K_RANGES:
+			if (text[0] == '@') {
+				/* a provider preset: its file, read like a ranges file */
+				char path[4096];
+				if (providers_find(text + 1, path, sizeof(path)) < 0) {
+					diag_error(L->d, L->file, line,
+					           "unknown provider preset '%s' (in %s; `mxgate "
+					           "providers` lists them)",
+					           text, providers_dir());
+					break;
+				}
+				if (load_ranges_file(L, k, &cap, path, line) < 0)
+					return -1;
+				break;
+			}
 			if (add_range(L, k, &cap, text, L->file, line) < 0)
 				return -1;
 			break;

@@ -4,10 +4,13 @@ MXGATE_BIN names the binary under test (tests/run sets it per build variant). Ev
 command's stderr is checked for sanitizer reports, so the ASan+UBSan run fails on them.
 """
 import os
+import sys
 import subprocess
 import textwrap
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 BIN = os.environ.get("MXGATE_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "release", "mxgate")
@@ -61,3 +64,19 @@ def tls_pair(tmp_path):
                    check=True, capture_output=True)
     os.chmod(key, 0o600)
     return str(cert), str(key)
+
+
+@pytest.fixture
+def daemon():
+    """A Daemon (daemon.py) with its own directory; stopped and removed after the test,
+    failing the test on sanitizer reports."""
+    from daemon import Daemon
+    d = Daemon()
+    yield d
+    try:
+        if d.proc and d.proc.poll() is None:
+            d.stop()
+        elif d.proc:
+            d.check_sanitizers()
+    finally:
+        d.cleanup()
