@@ -91,6 +91,15 @@ static const struct keyword perm_words[] = {
         {NULL, 0, NULL},
 };
 
+static const struct keyword relaytls_words[] = {
+        {"none", RELAY_TLS_NONE, "never STARTTLS to the next hop"},
+        {"opportunistic", RELAY_TLS_OPPORTUNISTIC,
+         "STARTTLS when the next hop offers it, plaintext otherwise"},
+        {"required", RELAY_TLS_REQUIRED,
+         "send nothing unless STARTTLS succeeds; mail waits in the queue"},
+        {NULL, 0, NULL},
+};
+
 static const struct keyword logtarget_words[] = {
         {"stderr", LOG_TO_STDERR, "one line per event on standard error"},
         {"syslog", LOG_TO_SYSLOG, "syslog(3), facility mail"},
@@ -116,6 +125,7 @@ static int check_banner(struct loader *, const char *, char *, size_t);
 static int check_user(struct loader *, const char *, char *, size_t);
 static int check_maildir(struct loader *, const char *, char *, size_t);
 static int check_name_text(struct loader *, const char *, char *, size_t);
+static int check_relay(struct loader *, const char *, char *, size_t);
 
 #define ROOT(f) offsetof(struct config, f)
 #define CONN(f) offsetof(struct connector, f)
@@ -155,6 +165,30 @@ static const struct option options[] = {
          "Maildir path template: `%d` is the recipient's domain, `%u` its local part (both "
          "encoded so they are always one safe path component), `%%` a percent sign. Default: "
          "`<spool>/maildir/%d/%u`."},
+        {SEC_DELIVER, "relay", K_STR, NULL, ROOT(relay), 0, 0, false, NULL, check_relay,
+         "Next hop `HOST:PORT` (an address, `[IPv6]:PORT`, or a name) that every accepted "
+         "message is relayed to instead of a Maildir."},
+        {SEC_DELIVER, "relay-tls", K_ENUM, "opportunistic", ROOT(relay_tls), 0, 0, false,
+         relaytls_words, NULL, "STARTTLS towards the next hop."},
+        {SEC_DELIVER, "relay-tls-verify", K_BOOL, "false", ROOT(relay_tls_verify), 0, 0, false,
+         NULL, NULL,
+         "Verify the next hop's certificate chain and name (the relay host); a failure is a "
+         "temporary error."},
+        {SEC_DELIVER, "relay-ca-file", K_PATH, NULL, ROOT(relay_ca_file), 0, 0, false, NULL, NULL,
+         "PEM CA certificates for relay-tls-verify. Default: the system's trust store."},
+        {SEC_DELIVER, "relay-connections", K_COUNT, "4", ROOT(relay_connections), 1, 100, false,
+         NULL, NULL, "Parallel connections to the next hop (read at start)."},
+        {SEC_DELIVER, "relay-timeout", K_DURATION, "2m", ROOT(relay_timeout_ms), 1000, 3600000,
+         false, NULL, NULL,
+         "Longest wait for the next hop at any step (connect, each reply, each write)."},
+        {SEC_DELIVER, "retry-interval", K_DURATION, "1m", ROOT(retry_interval_ms), 1000, 86400000,
+         false, NULL, NULL,
+         "First retry after a temporary failure; each later one waits twice as long, up to "
+         "1 hour."},
+        {SEC_DELIVER, "message-expiration-timeout", K_DURATION, "2d",
+         ROOT(message_expiration_timeout_ms), 60000, 7776000000ull, false, NULL, NULL,
+         "A message not delivered by then is returned to its sender (Exchange's default, 2 "
+         "days)."},
         /* domain "name" { } */
         {SEC_DOMAIN, "recipients-file", K_PATH, NULL, DOM(recipients_file), 0, 0, false, NULL, NULL,
          "Valid local parts of this domain, one a line (`user` or `user@domain`), `#` comments; "
@@ -1019,6 +1053,53 @@ check_banner(struct loader *L, const char *s, char *err, size_t errlen)
 }
 
 static int
+check_relay(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	const char *colon = strrchr(s, ':');
+	char host[256];
+	size_t hl;
+
+	(void)L;
+	if (!colon || !colon[1]) {
+		snprintf(err, errlen,
+		         "write HOST:PORT, e.g. 10.0.0.5:25 or [2001:db8::5]:25 or "
+		         "exchange.example.com:25");
+		return -1;
+	}
+	hl = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (hl < 3 || s[hl - 1] != ']') {
+			snprintf(err, errlen, "an IPv6 next hop is written [ADDRESS]:PORT");
+			return -1;
+		}
+		struct ipaddr a;
+		if (ipaddr_parse(s + 1, hl - 2, &a) < 0) {
+			snprintf(err, errlen, "'%.*s' is not an IPv6 address", (int)hl - 2, s + 1);
+			return -1;
+		}
+	} else {
+		if (hl == 0 || hl >= sizeof(host) || memchr(s, ':', hl)) {
+			snprintf(err, errlen, "write HOST:PORT (IPv6 in brackets)");
+			return -1;
+		}
+		memcpy(host, s, hl);
+		host[hl] = '\0';
+		struct ipaddr a;
+		if (ipaddr_parse(host, hl, &a) < 0 && !valid_domain(host, false)) {
+			snprintf(err, errlen, "'%s' is neither an address nor a host name", host);
+			return -1;
+		}
+	}
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || port == 0 || port > 65535) {
+		snprintf(err, errlen, "port '%s' is not a number from 1 to 65535", colon + 1);
+		return -1;
+	}
+	return 0;
+}
+
+static int
 check_user(struct loader *L, const char *s, char *err, size_t errlen)
 {
 	(void)L;
@@ -1640,6 +1721,22 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 		if (apply_section(L, sec, SEC_DELIVER, c, NULL) < 0)
 			return -1;
 	}
+	if (c->relay) {
+		const char *colon = strrchr(c->relay, ':');
+		const char *h = c->relay;
+		size_t hl = colon ? (size_t)(colon - h) : 0;
+		if (colon && h[0] == '[' && hl >= 2) {
+			h++;
+			hl -= 2;
+		}
+		if (colon && !(c->relay_host = strndup(h, hl)))
+			return -1;
+		if (colon)
+			c->relay_port = (uint16_t)strtoul(colon + 1, NULL, 10);
+	}
+	if (c->relay_tls_verify && c->relay_tls == RELAY_TLS_NONE)
+		diag_warn(L->d, L->file, L->deliver_line,
+		          "relay-tls-verify has no effect with relay-tls = none");
 	if (!c->maildir && asprintf(&c->maildir, "%s/maildir/%%d/%%u", c->spool) < 0) {
 		c->maildir = NULL;
 		return -1;
@@ -1739,6 +1836,9 @@ config_free(struct config *c)
 	free(c->tls_certificate);
 	free(c->tls_key);
 	free(c->maildir);
+	free(c->relay);
+	free(c->relay_host);
+	free(c->relay_ca_file);
 	free(c);
 }
 

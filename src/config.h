@@ -101,6 +101,7 @@ struct domain_conf {
 };
 
 enum log_target { LOG_TO_STDERR, LOG_TO_SYSLOG };
+enum relay_tls { RELAY_TLS_NONE, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED };
 enum log_level_conf { LOGLEVEL_ERROR, LOGLEVEL_WARNING, LOGLEVEL_INFO, LOGLEVEL_DEBUG };
 
 struct selector;
@@ -118,7 +119,17 @@ struct config {
 	size_t n_accepted_domains;
 	char *tls_certificate; /* NULL when no tls section */
 	char *tls_key;
-	char *maildir;       /* template with %d and %u */
+	char *maildir;    /* template with %d and %u */
+	char *relay;      /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */
+	char *relay_host; /* its host part (an address or a name, no brackets) */
+	uint16_t relay_port;
+	unsigned relay_tls; /* enum relay_tls */
+	bool relay_tls_verify;
+	char *relay_ca_file; /* NULL: the system's trust store */
+	uint64_t relay_connections;
+	uint64_t relay_timeout_ms;
+	uint64_t retry_interval_ms;
+	uint64_t message_expiration_timeout_ms;
 	uint64_t workers;    /* session threads; 0: one per CPU */
 	unsigned log_target; /* enum log_target */
 	unsigned log_level;  /* enum log_level_conf */

@@ -11,21 +11,24 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dsn.h"
 #include "log.h"
 #include "maildir.h"
+#include "queue.h"
+#include "relay.h"
+#include "tls.h"
 
-#define BATCH_MAX       256
-#define RETRY_FIRST_S   60
+#define MAILDIR_BATCH   256
+#define RELAY_BATCH     64
 #define RETRY_MAX_S     3600
 #define BASE_CACHE_SIZE 8
 
 struct job {
-	struct spool_entry *e;
-	bool *done;
-	unsigned attempts;
+	struct spool_entry *e; /* e->rcpt_state always allocated */
 	time_t due;
-	char last_error[768];
-	struct job *next;
+	bool busy;         /* in a batch being delivered */
+	struct job *next;  /* in ready, waiting, or a batch */
+	struct job *bnext; /* in busy, while busy */
 };
 
 struct base {
@@ -33,25 +36,41 @@ struct base {
 	int fd;
 };
 
+/* The outcome of one attempt for one recipient. */
+struct outcome {
+	int code; /* 2xx, 4xx, 5xx; 0: not attempted / connection lost */
+	char text[600];
+	const char *remote; /* the server that answered, or NULL (Maildir) */
+};
+
 struct deliver {
 	struct spool *sp;
 	deliver_config_fn get_config;
 	void *arg;
-	pthread_t thread;
+	pthread_t *threads;
+	unsigned n_threads;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct job *ready, *ready_tail;
 	struct job *waiting; /* sorted by due */
+	struct job *busy;    /* being delivered; listed but not touched */
+	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
 	bool stop;
 	struct deliver_stats stats;
+
+	pthread_mutex_t base_mu;
 	struct base bases[BASE_CACHE_SIZE];
 	size_t n_bases;
+
+	pthread_mutex_t tls_mu;
+	struct tls_ctx *tls; /* relay client context, for tls_key */
+	char tls_key[1100];  /* "verify|cafile" it was made for */
 };
 
 static void *deliver_main(void *arg);
 
 struct deliver *
-deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg)
+deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg, unsigned threads)
 {
 	struct deliver *d = calloc(1, sizeof(*d));
 
@@ -62,7 +81,21 @@ deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg)
 	d->arg = arg;
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
-	if (pthread_create(&d->thread, NULL, deliver_main, d) != 0) {
+	pthread_mutex_init(&d->base_mu, NULL);
+	pthread_mutex_init(&d->tls_mu, NULL);
+	if (threads < 1)
+		threads = 1;
+	if (!(d->threads = calloc(threads, sizeof(*d->threads)))) {
+		free(d);
+		return NULL;
+	}
+	for (unsigned i = 0; i < threads; i++) {
+		if (pthread_create(&d->threads[i], NULL, deliver_main, d) != 0)
+			break;
+		d->n_threads++;
+	}
+	if (d->n_threads == 0) {
+		free(d->threads);
 		free(d);
 		return NULL;
 	}
@@ -73,8 +106,16 @@ static void
 free_job(struct job *j)
 {
 	spool_entry_free(j->e);
-	free(j->done);
 	free(j);
+}
+
+static void
+free_list(struct job *j)
+{
+	for (struct job *n; j; j = n) {
+		n = j->next;
+		free_job(j);
+	}
 }
 
 void
@@ -84,45 +125,51 @@ deliver_free(struct deliver *d)
 		return;
 	pthread_mutex_lock(&d->mu);
 	d->stop = true;
-	pthread_cond_signal(&d->cv);
+	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
-	pthread_join(d->thread, NULL);
-	for (struct job *j = d->ready, *n; j; j = n) {
-		n = j->next;
-		free_job(j);
-	}
-	for (struct job *j = d->waiting, *n; j; j = n) {
-		n = j->next;
-		free_job(j);
-	}
+	for (unsigned i = 0; i < d->n_threads; i++)
+		pthread_join(d->threads[i], NULL);
+	free(d->threads);
+	free_list(d->ready);
+	free_list(d->waiting);
 	for (size_t i = 0; i < d->n_bases; i++)
 		close(d->bases[i].fd);
+	tls_ctx_unref(d->tls);
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
+	pthread_mutex_destroy(&d->base_mu);
+	pthread_mutex_destroy(&d->tls_mu);
 	free(d);
 }
 
+/* ---- Maildir base directories -------------------------------------------------------------- */
+
 /* The fd of a Maildir base directory, opened once and kept (so it still works after
- * privileges are dropped).  Called on the delivery thread, or before it runs. */
+ * privileges are dropped). */
 static int
 base_fd(struct deliver *d, const char *path, long uid, long gid)
 {
 	bool made = false;
-	int fd;
+	int fd = -1;
 
-	for (size_t i = 0; i < d->n_bases; i++)
-		if (strcmp(d->bases[i].path, path) == 0)
-			return d->bases[i].fd;
+	pthread_mutex_lock(&d->base_mu);
+	for (size_t i = 0; i < d->n_bases; i++) {
+		if (strcmp(d->bases[i].path, path) == 0) {
+			fd = d->bases[i].fd;
+			goto out;
+		}
+	}
 	if (mkdir(path, 0700) == 0)
 		made = true;
 	else if (errno != EEXIST)
-		return -1;
+		goto out;
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
-		return -1;
+		goto out;
 	if (made && uid >= 0 && fchown(fd, (uid_t)uid, (gid_t)gid) < 0) {
 		close(fd);
-		return -1;
+		fd = -1;
+		goto out;
 	}
 	if (d->n_bases == BASE_CACHE_SIZE) {
 		close(d->bases[0].fd);
@@ -131,6 +178,8 @@ base_fd(struct deliver *d, const char *path, long uid, long gid)
 	}
 	snprintf(d->bases[d->n_bases].path, sizeof(d->bases[0].path), "%s", path);
 	d->bases[d->n_bases++].fd = fd;
+out:
+	pthread_mutex_unlock(&d->base_mu);
 	return fd;
 }
 
@@ -140,20 +189,22 @@ deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid)
 	char base[1024];
 	const char *rest;
 
-	pthread_mutex_lock(&d->mu);
+	if (cfg->relay)
+		return;
 	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0 &&
 	    base_fd(d, base, uid, gid) < 0)
 		log_msg(LOG_LVL_WARNING, "maildir base %s cannot be opened: %s", base,
 		        strerror(errno));
-	pthread_mutex_unlock(&d->mu);
 }
+
+/* ---- the queue ---------------------------------------------------------------------------- */
 
 void
 deliver_submit(struct deliver *d, struct spool_entry *e)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
-	if (!j || !(j->done = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool)))) {
+	if (!j || (!e->rcpt_state && !(e->rcpt_state = calloc(e->n_rcpts ? e->n_rcpts : 1, 1)))) {
 		/* stays in the spool; the next start delivers it */
 		log_msg(LOG_LVL_ERROR, "out of memory: message %s waits for the next start", e->id);
 		free(j);
@@ -178,7 +229,7 @@ deliver_flush(struct deliver *d)
 	pthread_mutex_lock(&d->mu);
 	for (struct job *j = d->waiting; j; j = j->next)
 		j->due = 0;
-	pthread_cond_signal(&d->cv);
+	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -190,20 +241,115 @@ deliver_get_stats(struct deliver *d, struct deliver_stats *st)
 	pthread_mutex_unlock(&d->mu);
 }
 
-static void
-schedule_retry(struct deliver *d, struct job *j)
+static bool
+unlink_job(struct job **list, struct job **tail, const char *id, struct job **out)
 {
-	unsigned shift = j->attempts < 7 ? j->attempts : 6;
-	time_t delay = (time_t)RETRY_FIRST_S << shift;
+	struct job *prev = NULL;
+
+	for (struct job *j = *list; j; prev = j, j = j->next) {
+		if (strcmp(j->e->id, id) != 0)
+			continue;
+		if (prev)
+			prev->next = j->next;
+		else
+			*list = j->next;
+		if (tail && *tail == j)
+			*tail = prev;
+		j->next = NULL;
+		*out = j;
+		return true;
+	}
+	return false;
+}
+
+int
+deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
+{
+	struct job *j = NULL;
+
+	pthread_mutex_lock(&d->mu);
+	for (struct job *b = d->busy; b; b = b->bnext) {
+		if (strcmp(b->e->id, id) == 0) {
+			pthread_mutex_unlock(&d->mu);
+			snprintf(err, errlen, "message %s is being delivered right now; try again",
+			         id);
+			return -1;
+		}
+	}
+	if (!unlink_job(&d->ready, &d->ready_tail, id, &j))
+		unlink_job(&d->waiting, NULL, id, &j);
+	pthread_mutex_unlock(&d->mu);
+	if (!j) {
+		snprintf(err, errlen, "no message %s in the queue", id);
+		return -1;
+	}
+	if (spool_remove(d->sp, id) < 0 || spool_sync(d->sp) < 0) {
+		snprintf(err, errlen, "cannot remove message %s: %s", id, strerror(errno));
+		free_job(j);
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO,
+	        "message %s removed from the queue by the administrator (from <%s>, "
+	        "%zu recipient%s)",
+	        id, j->e->sender, j->e->n_rcpts, j->e->n_rcpts == 1 ? "" : "s");
+	free_job(j);
+	return 0;
+}
+
+size_t
+deliver_list(struct deliver *d, FILE *fp)
+{
+	time_t now = time(NULL);
+	size_t n = 0;
+
+	queue_format_header(fp);
+	pthread_mutex_lock(&d->mu);
+	for (struct job *j = d->busy; j; j = j->bnext, n++)
+		queue_format(fp, j->e, now, 0, true, true);
+	for (struct job *j = d->ready; j; j = j->next, n++)
+		queue_format(fp, j->e, now, 0, false, true);
+	for (struct job *j = d->waiting; j; j = j->next, n++)
+		queue_format(fp, j->e, now, j->due, false, true);
+	pthread_mutex_unlock(&d->mu);
+	return n;
+}
+
+/* ---- settling a message after an attempt ----------------------------------------------- */
+
+/* Takes j off the busy list (it is about to be freed or requeued). */
+static void
+unbusy(struct deliver *d, struct job *j)
+{
+	pthread_mutex_lock(&d->mu);
+	if (j->busy) {
+		for (struct job **p = &d->busy; *p; p = &(*p)->bnext) {
+			if (*p == j) {
+				*p = j->bnext;
+				break;
+			}
+		}
+		j->busy = false;
+		j->bnext = NULL;
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void
+reschedule(struct deliver *d, struct job *j, const struct config *cfg)
+{
+	time_t delay = (time_t)(cfg->retry_interval_ms / 1000);
 	struct job **p;
 
+	unbusy(d, j);
+	if (delay < 1)
+		delay = 1;
+	for (unsigned a = 1; a < j->e->attempts && delay < RETRY_MAX_S; a++)
+		delay *= 2;
 	if (delay > RETRY_MAX_S)
 		delay = RETRY_MAX_S;
-	j->attempts++;
 	j->due = time(NULL) + delay;
-	j->next = NULL;
 	log_msg(LOG_LVL_WARNING, "message %s deferred (attempt %u): %s; next try in %lds", j->e->id,
-	        j->attempts, j->last_error, (long)delay);
+	        j->e->attempts, j->e->last_error ? j->e->last_error : "?", (long)delay);
 	pthread_mutex_lock(&d->mu);
 	for (p = &d->waiting; *p && (*p)->due <= j->due; p = &(*p)->next)
 		;
@@ -213,70 +359,318 @@ schedule_retry(struct deliver *d, struct job *j)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* The header section of a queued message (for the bounce), at most 64 KiB. */
+static char *
+read_headers(struct deliver *d, const struct spool_entry *e, size_t *len)
+{
+	int fd = spool_open_data(d->sp, e->id);
+	size_t cap = 65536, n = 0;
+	char *buf;
+
+	*len = 0;
+	if (fd < 0 || !(buf = malloc(cap))) {
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (lseek(fd, (off_t)e->prefix_len, SEEK_SET) < 0) {
+		close(fd);
+		free(buf);
+		return NULL;
+	}
+	while (n < cap) {
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	/* up to the empty line that ends the header */
+	for (size_t i = 0; i + 3 < n; i++) {
+		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' &&
+		    buf[i + 3] == '\n') {
+			*len = i + 2;
+			return buf;
+		}
+	}
+	*len = n;
+	return buf;
+}
+
+/* Queues the bounce for the failed recipients.  Returns 0 when it is safely queued (or
+ * when there is nobody to return it to), -1 when it could not be queued. */
+static int
+bounce(struct deliver *d, const struct config *cfg, struct job *j, const struct dsn_rcpt *r,
+       size_t n)
+{
+	struct spool_entry *e = j->e, b = {0};
+	const char *at = strrchr(e->sender, '@');
+	char *rcpts[1];
+	size_t hlen, len;
+	char *hdrs, *text;
+
+	if (!e->sender[0]) {
+		log_msg(LOG_LVL_WARNING,
+		        "message %s: %zu recipient%s failed; no bounce for the "
+		        "null sender",
+		        e->id, n, n == 1 ? "" : "s");
+		return 0;
+	}
+	if (!cfg->relay && (!at || !config_accepts_domain(cfg, at + 1, strlen(at + 1)))) {
+		log_msg(LOG_LVL_WARNING,
+		        "message %s: %zu recipient%s failed; not returned to <%s>: "
+		        "not in an accepted domain and no relay is configured",
+		        e->id, n, n == 1 ? "" : "s", e->sender);
+		return 0;
+	}
+	hdrs = read_headers(d, e, &hlen);
+	text = dsn_build(e, r, n, cfg->hostname, hdrs, hlen, time(NULL), &len);
+	free(hdrs);
+	if (!text)
+		return -1;
+	rcpts[0] = e->sender;
+	b.sender = (char *)(uintptr_t) "";
+	b.rcpts = rcpts;
+	b.n_rcpts = 1;
+	b.connector = (char *)(uintptr_t) "(bounce)";
+	b.client = (char *)(uintptr_t) "127.0.0.1";
+	b.helo = cfg->hostname;
+	int rc = spool_inject(d->sp, &b, text, len);
+	free(text);
+	if (rc < 0) {
+		log_msg(LOG_LVL_ERROR, "message %s: cannot queue the bounce to <%s>: %s", e->id,
+		        e->sender, strerror(errno));
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO, "message %s: bounce %s queued to <%s> for %zu failed recipient%s",
+	        e->id, b.id, e->sender, n, n == 1 ? "" : "s");
+	struct spool_entry *copy = spool_entry_new();
+	if (copy) {
+		*copy = b;
+		copy->sender = strdup("");
+		copy->rcpts = calloc(1, sizeof(char *));
+		if (copy->rcpts && (copy->rcpts[0] = strdup(e->sender)))
+			copy->n_rcpts = 1;
+		copy->connector = strdup("(bounce)");
+		copy->client = strdup("127.0.0.1");
+		copy->helo = strdup(cfg->hostname);
+		copy->rcpt_state = NULL;
+		copy->rcpt_note = NULL;
+		copy->last_error = NULL;
+		if (copy->sender && copy->n_rcpts && copy->connector && copy->client && copy->helo)
+			deliver_submit(d, copy);
+		else
+			spool_entry_free(copy); /* queued on disk: the next start delivers it */
+	}
+	pthread_mutex_lock(&d->mu);
+	d->stats.bounces++;
+	pthread_mutex_unlock(&d->mu);
+	return 0;
+}
+
+static void
+clean_text(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			*s = '?';
+}
+
+/*
+ * Records one attempt's outcomes (see deliver.h) and decides the message's fate.
+ * Returns true when the message left the spool (the caller syncs the queue directory
+ * once for the batch).
+ */
+static bool
+settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcome *o,
+       const char *how)
+{
+	struct spool_entry *e = j->e;
+	time_t now = time(NULL);
+	bool expired = (uint64_t)(now - e->received) * 1000 >= cfg->message_expiration_timeout_ms;
+	struct dsn_rcpt *failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*failed));
+	bool *newly_failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
+	char *lines = NULL, last[700] = "ok";
+	size_t nf = 0, n_del = 0, n_pend = 0, llen = 0;
+	FILE *fp;
+
+	if (!failed || !newly_failed || !(fp = open_memstream(&lines, &llen))) {
+		free(failed);
+		free(newly_failed);
+		reschedule(d, j, cfg);
+		return false;
+	}
+	e->attempts++;
+	e->last_attempt = now;
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (e->rcpt_state[i] != SPOOL_RCPT_PENDING)
+			continue;
+		clean_text(o[i].text);
+		if (o[i].code >= 200 && o[i].code < 300) {
+			e->rcpt_state[i] = SPOOL_RCPT_DELIVERED;
+			fprintf(fp, "delivered %zu %lld %d %s\n", i, (long long)now, o[i].code,
+			        o[i].text);
+			n_del++;
+			continue;
+		}
+		if (o[i].code >= 500 || expired) {
+			if (o[i].code < 500) {
+				/* RFC 3463 4.4.7: delivery time expired */
+				char t[sizeof(o[i].text)];
+				snprintf(t, sizeof(t),
+				         "4.4.7 message expired after %llus in the queue; "
+				         "last error: %.400s",
+				         (unsigned long long)(now - e->received),
+				         o[i].text[0] ? o[i].text : "none");
+				snprintf(o[i].text, sizeof(o[i].text), "%s", t);
+				if (o[i].code == 0)
+					o[i].code = 451;
+			}
+			failed[nf++] = (struct dsn_rcpt){.addr = e->rcpts[i],
+			                                 .code = o[i].code,
+			                                 .text = o[i].text,
+			                                 .remote = o[i].remote};
+			newly_failed[i] = true;
+			continue;
+		}
+		snprintf(last, sizeof(last), "%s%s%d %s", o[i].remote ? o[i].remote : "",
+		         o[i].remote ? ": " : "", o[i].code, o[i].text);
+		if (o[i].code == 0)
+			snprintf(last, sizeof(last), "%s", o[i].text);
+		n_pend++;
+	}
+	/* the bounce is queued before the failures are recorded: a crash in between
+	 * retries the recipient rather than losing its bounce */
+	if (nf > 0 && bounce(d, cfg, j, failed, nf) < 0) {
+		for (size_t i = 0; i < e->n_rcpts; i++)
+			if (newly_failed[i])
+				n_pend++;
+		nf = 0;
+		memset(newly_failed, 0, e->n_rcpts * sizeof(bool));
+		snprintf(last, sizeof(last), "cannot queue a bounce");
+	}
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!newly_failed[i])
+			continue;
+		e->rcpt_state[i] = SPOOL_RCPT_FAILED;
+		fprintf(fp, "failed %zu %lld %d %s\n", i, (long long)now, o[i].code, o[i].text);
+	}
+	fprintf(fp, "attempt %lld %s", (long long)now, n_pend ? last : "ok");
+	fclose(fp);
+	free(e->last_error);
+	e->last_error = n_pend ? strdup(last) : NULL;
+
+	pthread_mutex_lock(&d->mu);
+	d->stats.delivered_rcpts += n_del;
+	d->stats.failed_rcpts += nf;
+	pthread_mutex_unlock(&d->mu);
+
+	if (n_del || nf)
+		log_msg(LOG_LVL_INFO,
+		        "message %s %s: %zu delivered, %zu failed, %zu waiting (from "
+		        "<%s>, %llu bytes)",
+		        e->id, how, n_del, nf, n_pend, e->sender, (unsigned long long)e->size);
+	free(failed);
+	free(newly_failed);
+	if (n_pend == 0) {
+		free(lines);
+		if (spool_remove(d->sp, e->id) < 0)
+			log_msg(LOG_LVL_ERROR,
+			        "message %s settled but not removed from the spool: %s", e->id,
+			        strerror(errno));
+		pthread_mutex_lock(&d->mu);
+		d->stats.delivered_msgs++;
+		pthread_mutex_unlock(&d->mu);
+		unbusy(d, j);
+		free_job(j);
+		return true;
+	}
+	if (spool_state_append(d->sp, e->id, lines) < 0)
+		log_msg(LOG_LVL_ERROR,
+		        "message %s: cannot record its delivery state: %s; "
+		        "recipients already delivered may be sent again",
+		        e->id, strerror(errno));
+	free(lines);
+	reschedule(d, j, cfg);
+	return false;
+}
+
+/* ---- Maildir --------------------------------------------------------------------------- */
+
 struct syncdir {
 	int fd;
 	dev_t dev;
 	ino_t ino;
-	bool failed;
 };
 
 static void
-deliver_batch(struct deliver *d, struct job *jobs)
+maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 {
-	struct config *cfg = d->get_config(d->arg);
 	struct syncdir *dirs = NULL;
-	size_t n_dirs = 0, cap_dirs = 0;
+	size_t n_dirs = 0, cap_dirs = 0, n_jobs = 0;
 	char base[1024];
 	const char *rest = NULL;
-	int bfd = -1;
+	int bfd = -1, base_err = 0;
 
-	if (cfg && maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0)
+	for (struct job *j = jobs; j; j = j->next)
+		n_jobs++;
+	struct outcome **outs = calloc(n_jobs ? n_jobs : 1, sizeof(*outs));
+	if (!outs)
+		return;
+	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0)
 		bfd = base_fd(d, base, -1, -1);
-	for (struct job *j = jobs; j; j = j->next) {
+	base_err = bfd < 0 ? errno : 0;
+	size_t k = 0;
+	for (struct job *j = jobs; j; j = j->next, k++) {
 		struct spool_entry *e = j->e;
-		j->last_error[0] = '\0';
-		if (bfd < 0) {
-			snprintf(j->last_error, sizeof(j->last_error),
-			         "maildir base %.300s cannot be opened: %s", cfg ? base : "?",
-			         strerror(errno));
+		struct outcome *o = outs[k] = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*o));
+		if (!o)
 			continue;
-		}
 		for (size_t i = 0; i < e->n_rcpts; i++) {
-			char rel[2048], name[256], local[128];
+			char rel[2048], name[256], local[200];
 			const char *at = strrchr(e->rcpts[i], '@');
 			int mdfd = -1, newfd;
 			struct stat st;
 
-			if (j->done[i])
+			if (e->rcpt_state[i] != SPOOL_RCPT_PENDING)
 				continue;
+			o[i].code = 451;
+			if (bfd < 0) {
+				snprintf(o[i].text, sizeof(o[i].text),
+				         "4.3.0 Maildir base %.300s cannot be opened: %s", base,
+				         strerror(base_err));
+				continue;
+			}
 			if (!at || (size_t)(at - e->rcpts[i]) >= sizeof(local)) {
-				snprintf(j->last_error, sizeof(j->last_error), "bad recipient %s",
-				         e->rcpts[i]);
+				o[i].code = 550;
+				snprintf(o[i].text, sizeof(o[i].text),
+				         "5.1.3 bad recipient address");
 				continue;
 			}
 			memcpy(local, e->rcpts[i], (size_t)(at - e->rcpts[i]));
 			local[at - e->rcpts[i]] = '\0';
 			/* a quoted local part is delivered by its content */
 			if (local[0] == '"') {
-				size_t l = strlen(local), k = 0;
+				size_t l = strlen(local), w = 0;
 				for (size_t q = 1; q + 1 < l; q++) {
 					if (local[q] == '\\' && q + 2 < l)
 						q++;
-					local[k++] = local[q];
+					local[w++] = local[q];
 				}
-				local[k] = '\0';
+				local[w] = '\0';
 			}
 			if (maildir_expand(rest, local, at + 1, rel, sizeof(rel)) < 0) {
-				snprintf(j->last_error, sizeof(j->last_error),
-				         "maildir path for %s too long", e->rcpts[i]);
+				o[i].code = 550;
+				snprintf(o[i].text, sizeof(o[i].text),
+				         "5.1.3 Maildir path for the recipient is too long");
 				continue;
 			}
 			newfd = maildir_open(bfd, rel, &mdfd);
 			if (newfd < 0) {
 				int e2 = errno;
-				snprintf(j->last_error, sizeof(j->last_error),
-				         "cannot open Maildir %.200s/%.200s for %.200s: %s%s", base,
-				         rel, e->rcpts[i], strerror(e2),
+				snprintf(o[i].text, sizeof(o[i].text),
+				         "4.3.0 cannot open Maildir %.200s/%.200s: %s%s", base, rel,
+				         strerror(e2),
 				         e2 == EACCES
 				                 ? " (the Maildir tree must be writable by the "
 				                   "user mxgate runs as)"
@@ -287,24 +681,24 @@ deliver_batch(struct deliver *d, struct job *jobs)
 			             cfg->hostname);
 			if (maildir_deliver(mdfd, newfd, spool_queue_fd(d->sp), e->id, name,
 			                    e->recovered) < 0) {
-				snprintf(j->last_error, sizeof(j->last_error),
-				         "cannot deliver to Maildir %.200s/%.200s for %.200s: %s",
-				         base, rel, e->rcpts[i], strerror(errno));
+				snprintf(o[i].text, sizeof(o[i].text),
+				         "4.3.0 cannot deliver to Maildir %.200s/%.200s: %s", base,
+				         rel, strerror(errno));
 				close(newfd);
 				close(mdfd);
 				continue;
 			}
 			close(mdfd);
-			/* new/ is synced once per batch, for all that went into it */
+			/* new/ is synced once per batch, for everything that went into it */
 			if (fstat(newfd, &st) < 0) {
 				close(newfd);
 				continue;
 			}
-			size_t k;
-			for (k = 0; k < n_dirs; k++)
-				if (dirs[k].dev == st.st_dev && dirs[k].ino == st.st_ino)
+			size_t x;
+			for (x = 0; x < n_dirs; x++)
+				if (dirs[x].dev == st.st_dev && dirs[x].ino == st.st_ino)
 					break;
-			if (k == n_dirs) {
+			if (x == n_dirs) {
 				if (n_dirs == cap_dirs) {
 					size_t nc = cap_dirs ? 2 * cap_dirs : 16;
 					struct syncdir *nd = realloc(dirs, nc * sizeof(*nd));
@@ -315,59 +709,152 @@ deliver_batch(struct deliver *d, struct job *jobs)
 					dirs = nd;
 					cap_dirs = nc;
 				}
-				dirs[n_dirs++] =
-				        (struct syncdir){newfd, st.st_dev, st.st_ino, false};
+				dirs[n_dirs++] = (struct syncdir){newfd, st.st_dev, st.st_ino};
 			} else {
 				close(newfd);
 			}
-			j->done[i] = true;
+			o[i].code = 250;
+			snprintf(o[i].text, sizeof(o[i].text),
+			         "2.0.0 delivered to Maildir %.200s/%.200s", base, rel);
 		}
 	}
-	for (size_t k = 0; k < n_dirs; k++) {
-		if (fsync(dirs[k].fd) < 0)
-			dirs[k].failed = true;
-		close(dirs[k].fd);
+	bool sync_failed = false;
+	for (size_t x = 0; x < n_dirs; x++) {
+		if (fsync(dirs[x].fd) < 0)
+			sync_failed = true;
+		close(dirs[x].fd);
 	}
-	bool any_failed_sync = false;
-	for (size_t k = 0; k < n_dirs; k++)
-		any_failed_sync |= dirs[k].failed;
 	free(dirs);
+	bool removed = false;
+	k = 0;
+	for (struct job *j = jobs, *next; j; j = next, k++) {
+		next = j->next;
+		struct outcome *o = outs[k];
+		if (!o) {
+			reschedule(d, j, cfg);
+			continue;
+		}
+		if (sync_failed) {
+			/* which links are durable is unknown: all again (idempotent) */
+			for (size_t i = 0; i < j->e->n_rcpts; i++) {
+				if (o[i].code / 100 == 2) {
+					o[i].code = 451;
+					snprintf(o[i].text, sizeof(o[i].text),
+					         "4.3.0 fsync of a Maildir directory failed");
+				}
+			}
+		}
+		removed |= settle(d, cfg, j, o, "delivered by maildir");
+		free(o);
+	}
+	free(outs);
+	if (removed)
+		spool_sync(d->sp);
+}
 
+/* ---- relay ----------------------------------------------------------------------------- */
+
+static struct tls_ctx *
+relay_tls_ctx(struct deliver *d, const struct config *cfg, char *err, size_t errlen)
+{
+	char key[1100];
+	struct tls_ctx *t = NULL;
+
+	if (cfg->relay_tls == RELAY_TLS_NONE)
+		return NULL;
+	snprintf(key, sizeof(key), "%d|%s", cfg->relay_tls_verify,
+	         cfg->relay_ca_file ? cfg->relay_ca_file : "");
+	pthread_mutex_lock(&d->tls_mu);
+	if (!d->tls || strcmp(key, d->tls_key) != 0) {
+		struct tls_ctx *n =
+		        tls_client_ctx_new(cfg->relay_tls_verify, cfg->relay_ca_file, err, errlen);
+		if (n) {
+			tls_ctx_unref(d->tls);
+			d->tls = n;
+			snprintf(d->tls_key, sizeof(d->tls_key), "%s", key);
+		}
+	}
+	if (d->tls && strcmp(key, d->tls_key) == 0)
+		t = tls_ctx_ref(d->tls);
+	pthread_mutex_unlock(&d->tls_mu);
+	return t;
+}
+
+static void
+relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
+{
+	char err[600] = "", peer[320] = "";
+	struct tls_ctx *tctx = relay_tls_ctx(d, cfg, err, sizeof(err));
+	struct relay_conn *c = NULL;
+	bool removed = false, broken = false;
+
+	if (cfg->relay_tls == RELAY_TLS_NONE || tctx) {
+		struct relay_opts o = {.host = cfg->relay_host,
+		                       .port = cfg->relay_port,
+		                       .helo = cfg->hostname,
+		                       .tls = cfg->relay_tls,
+		                       .tls_ctx = tctx,
+		                       .timeout_ms = cfg->relay_timeout_ms};
+		c = relay_open(&o, err, sizeof(err));
+		if (c)
+			snprintf(peer, sizeof(peer), "%s", relay_peer(c));
+	}
 	for (struct job *j = jobs, *next; j; j = next) {
 		struct spool_entry *e = j->e;
-		size_t ok = 0;
+		struct outcome *o = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*o));
+		bool *pending = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
+		struct relay_result *res = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*res));
 		next = j->next;
-		if (any_failed_sync) {
-			/* which links are durable is unknown: do them all again (idempotent) */
-			memset(j->done, 0, e->n_rcpts * sizeof(bool));
-			snprintf(j->last_error, sizeof(j->last_error),
-			         "fsync of a Maildir directory failed");
+		if (!o || !pending || !res) {
+			free(o), free(pending), free(res);
+			reschedule(d, j, cfg);
+			continue;
 		}
 		for (size_t i = 0; i < e->n_rcpts; i++)
-			ok += j->done[i];
-		if (ok == e->n_rcpts) {
-			if (spool_remove(d->sp, e->id) < 0)
-				log_msg(LOG_LVL_ERROR,
-				        "message %s delivered but not removed from "
-				        "the spool: %s",
-				        e->id, strerror(errno));
-			log_msg(LOG_LVL_INFO,
-			        "message %s delivered to %zu recipient%s by maildir (from <%s>, "
-			        "%llu "
-			        "bytes%s)",
-			        e->id, e->n_rcpts, e->n_rcpts == 1 ? "" : "s", e->sender,
-			        (unsigned long long)e->size, j->attempts ? ", after retries" : "");
-			pthread_mutex_lock(&d->mu);
-			d->stats.delivered_msgs++;
-			d->stats.delivered_rcpts += e->n_rcpts;
-			pthread_mutex_unlock(&d->mu);
-			free_job(j);
-		} else {
-			schedule_retry(d, j);
+			pending[i] = e->rcpt_state[i] == SPOOL_RCPT_PENDING;
+		if (c && !broken) {
+			int fd = spool_open_data(d->sp, e->id);
+			if (fd < 0) {
+				snprintf(err, sizeof(err),
+				         "cannot open message %s in the spool: %s", e->id,
+				         strerror(errno));
+			} else {
+				if (relay_send(c, e, fd, pending, res, err, sizeof(err)) < 0)
+					broken = true;
+				close(fd);
+			}
 		}
+		for (size_t i = 0; i < e->n_rcpts; i++) {
+			if (!pending[i])
+				continue;
+			if (res[i].code) {
+				o[i].code = res[i].code;
+				snprintf(o[i].text, sizeof(o[i].text), "%s", res[i].text);
+				o[i].remote = peer[0] ? peer : NULL;
+			} else {
+				o[i].code = 0;
+				snprintf(o[i].text, sizeof(o[i].text), "%s",
+				         err[0] ? err : "not attempted");
+			}
+		}
+		char how[400];
+		snprintf(how, sizeof(how), "relayed to %s (TLS %s)", peer[0] ? peer : cfg->relay,
+		         c ? relay_tls_info(c) : "none");
+		removed |= settle(d, cfg, j, o, how);
+		free(o);
+		free(pending);
+		free(res);
 	}
-	config_unref(cfg);
+	if (broken)
+		relay_abort(c);
+	else
+		relay_close(c);
+	tls_ctx_unref(tctx);
+	if (removed)
+		spool_sync(d->sp);
 }
+
+/* ---- the threads ----------------------------------------------------------------------- */
 
 static void *
 deliver_main(void *arg)
@@ -389,8 +876,13 @@ deliver_main(void *arg)
 		}
 		if (d->stop)
 			break;
-		if (!d->ready) {
-			if (d->waiting) {
+		pthread_mutex_unlock(&d->mu);
+		struct config *cfg = d->get_config(d->arg);
+		pthread_mutex_lock(&d->mu);
+		bool relay = cfg && cfg->relay;
+		if (!cfg || !d->ready || (!relay && d->maildir_busy)) {
+			config_unref(cfg);
+			if (d->waiting && !d->ready) {
 				struct timespec ts = {.tv_sec = d->waiting->due};
 				pthread_cond_timedwait(&d->cv, &d->mu, &ts);
 			} else {
@@ -398,10 +890,10 @@ deliver_main(void *arg)
 			}
 			continue;
 		}
-		/* take up to BATCH_MAX due jobs */
+		/* take a batch; list it as busy (copies of the entries' pointers) */
+		size_t max = relay ? RELAY_BATCH : MAILDIR_BATCH, n = 1;
 		struct job *batch = d->ready, *last = batch;
-		size_t n = 1;
-		while (last->next && n < BATCH_MAX) {
+		while (last->next && n < max) {
 			last = last->next;
 			n++;
 		}
@@ -409,10 +901,24 @@ deliver_main(void *arg)
 		if (!d->ready)
 			d->ready_tail = NULL;
 		last->next = NULL;
+		for (struct job *j = batch; j; j = j->next) {
+			j->busy = true;
+			j->bnext = d->busy;
+			d->busy = j;
+		}
+		if (!relay)
+			d->maildir_busy = true;
 		d->stats.batches++;
 		pthread_mutex_unlock(&d->mu);
-		deliver_batch(d, batch);
+		if (relay)
+			relay_batch(d, cfg, batch);
+		else
+			maildir_batch(d, cfg, batch);
+		config_unref(cfg);
 		pthread_mutex_lock(&d->mu);
+		if (!relay)
+			d->maildir_busy = false;
+		pthread_cond_broadcast(&d->cv);
 	}
 	pthread_mutex_unlock(&d->mu);
 	return NULL;

@@ -1,20 +1,30 @@
 /*
- * deliver — takes committed messages from the spool and delivers them into Maildirs, on
- * a thread of its own, with retries.
+ * deliver — takes committed messages from the spool and delivers them: into Maildirs, or
+ * to the next hop when deliver { relay } is set; with retries, bounces and expiry.
  *
  * Messages come in through deliver_submit() (from the spool's syncer thread, or its
- * recovery at start).  The thread takes every message that is due at once, delivers each
- * recipient (maildir.h: a hard link of the spooled file, or a synced copy), then
- * fsync()s each Maildir's new/ directory once for the whole batch, and only then removes
- * the messages whose recipients are all delivered from the spool.  A recipient that
- * fails is retried after 1 minute, then 2, 4, ... up to 1 hour, with each failure logged
- * with its reason.  Delivery is idempotent (fixed file names), so a message delivered
- * again after a crash is not duplicated.
+ * recovery at start).  Delivery threads take every due message at once:
+ *   Maildir  one thread at a time delivers the batch (maildir.h: a hard link of the
+ *            spooled file, or a synced copy), then fsync()s each Maildir's new/ once.
+ *   relay    relay-connections threads each take a batch, open one connection, and send
+ *            the messages one after the other (relay.h).
+ * Then each message is settled per recipient: accepted (2xx) → delivered; refused for good
+ * (5xx), or still failing when message-expiration-timeout has passed → failed; otherwise
+ * it waits, retry-interval after the first failure, doubling up to 1 hour.  For failed
+ * recipients a bounce (dsn.h) is queued to the sender first — none for the null sender,
+ * and in Maildir mode only for senders in an accepted domain (there is no route to others).
+ * The outcome is recorded in the spool (spool_state_append) before anything else happens,
+ * and a message leaves the spool only when every recipient is settled.
+ *
+ * Crash safety: Maildir delivery is idempotent (fixed file names).  A relayed recipient is
+ * recorded right after the next hop's reply; a crash between that reply and the record (a
+ * few milliseconds) makes it go again: at most twice.
  */
 #ifndef MXGATE_DELIVER_H
 #define MXGATE_DELIVER_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "spool.h"
@@ -24,9 +34,10 @@ struct deliver;
 /* Returns a referenced config snapshot (the caller unrefs it). */
 typedef struct config *(*deliver_config_fn)(void *arg);
 
-/* Starts the delivery thread.  sp is borrowed until deliver_free(). */
-struct deliver *deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg);
-/* Stops the thread (a batch under way finishes; the rest stays in the spool). */
+/* Starts threads threads (at least 1).  sp is borrowed until deliver_free(). */
+struct deliver *deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg,
+                            unsigned threads);
+/* Stops the threads (batches under way finish; the rest stays in the spool). */
 void deliver_free(struct deliver *d);
 
 /* Opens the Maildir base of cfg now (call before dropping privileges); a base it has to
@@ -37,9 +48,14 @@ void deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long
 void deliver_submit(struct deliver *d, struct spool_entry *e);
 /* Makes every waiting message due now. */
 void deliver_flush(struct deliver *d);
+/* Removes a queued message that is not being delivered right now.  Returns 0, or -1
+ * with a reason in err. */
+int deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen);
+/* Writes the queue (queue.h format); returns the number of messages. */
+size_t deliver_list(struct deliver *d, FILE *fp);
 
 struct deliver_stats {
-	uint64_t delivered_msgs, delivered_rcpts, deferred, batches, queued;
+	uint64_t delivered_msgs, delivered_rcpts, failed_rcpts, deferred, batches, queued, bounces;
 };
 void deliver_get_stats(struct deliver *d, struct deliver_stats *st);
 

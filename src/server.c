@@ -20,7 +20,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 #include "conn.h"
 #include "deliver.h"
 #include "log.h"
+#include "queue.h"
 #include "selector.h"
 #include "smtp.h"
 #include "spool.h"
@@ -83,6 +86,9 @@ struct server {
 
 	struct spool *spool;
 	struct deliver *deliver;
+	int control_fd;
+	struct event *control_ev;
+	char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	bool draining;
 	struct timespec drain_deadline;
 	struct event *drain_timer;
@@ -506,7 +512,7 @@ begin_message(struct session *s)
 	                    : smtp_esmtp(s->smtp) ? (smtp_in_tls(s->smtp) ? "ESMTPS" : "ESMTP")
 	                                          : "SMTP";
 	/* Maildir delivery keeps the envelope sender in the message (RFC 5321 §4.4) */
-	s->maildir_prefix = true;
+	s->maildir_prefix = s->cfg->relay == NULL;
 	size_t prefix = 0;
 	if (s->maildir_prefix) {
 		n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n", env->mail_from);
@@ -1361,6 +1367,99 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* ---- the control socket (mxgate queue) ----------------------------------------------------- */
+
+static void
+control_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	char cmd[128], *answer = NULL;
+	size_t len = 0, alen = 0;
+	struct timeval tv = {1, 0};
+	FILE *fp;
+	int fd;
+
+	(void)what, (void)arg;
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* a local administrator's tool: short blocking reads and writes are fine */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	tv.tv_sec = 10;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (len < sizeof(cmd) - 1) {
+		ssize_t n = read(fd, cmd + len, sizeof(cmd) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(cmd, '\n', len))
+			break;
+	}
+	cmd[len] = '\0';
+	cmd[strcspn(cmd, "\r\n")] = '\0';
+	if (!(fp = open_memstream(&answer, &alen))) {
+		close(fd);
+		return;
+	}
+	if (strcmp(cmd, "list") == 0) {
+		size_t n = deliver_list(S.deliver, fp);
+		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
+	} else if (strcmp(cmd, "flush") == 0) {
+		deliver_flush(S.deliver);
+		log_msg(LOG_LVL_INFO, "queue flush requested: every waiting message is due now");
+		fprintf(fp, "every waiting message is due now\nok\n");
+	} else if (strncmp(cmd, "remove ", 7) == 0) {
+		char err[256];
+		if (deliver_remove(S.deliver, cmd + 7, err, sizeof(err)) == 0)
+			fprintf(fp, "removed %s\nok\n", cmd + 7);
+		else
+			fprintf(fp, "error: %s\n", err);
+	} else {
+		fprintf(fp, "error: unknown command '%.60s'\n", cmd);
+	}
+	fclose(fp);
+	for (size_t off = 0; off < alen;) {
+		ssize_t n = write(fd, answer + off, alen - off);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	free(answer);
+	close(fd);
+}
+
+static int
+open_control(const char *spool, long uid, long gid)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd;
+
+	S.control_fd = -1;
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool,
+	                     QUEUE_CONTROL_NAME) >= sizeof(sun.sun_path)) {
+		log_msg(LOG_LVL_WARNING, "spool path too long for the control socket; `mxgate "
+		                         "queue` will read the spool directly");
+		return 0;
+	}
+	unlink(sun.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	mode_t old = umask(0177);
+	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc < 0 || listen(fd, 16) < 0 ||
+	    (uid >= 0 && chown(sun.sun_path, (uid_t)uid, (gid_t)gid) < 0)) {
+		log_msg(LOG_LVL_ERROR, "cannot open the control socket %s: %s", sun.sun_path,
+		        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	S.control_fd = fd;
+	snprintf(S.control_path, sizeof(S.control_path), "%s", sun.sun_path);
+	S.control_ev = event_new(S.base, fd, EV_READ | EV_PERSIST, control_cb, NULL);
+	event_add(S.control_ev, NULL);
+	return 0;
+}
+
 /* ---- privileges --------------------------------------------------------------------------- */
 
 /* Switches to user, keeping only CAP_NET_BIND_SERVICE (for listeners a reload adds). */
@@ -1447,6 +1546,7 @@ server_run(const char *path)
 
 	memset(&S, 0, sizeof(S));
 	S.path = path;
+	S.control_fd = -1;
 	pthread_mutex_init(&S.mu, NULL);
 	log_init("mxgate", false, LOG_LVL_INFO);
 	diag_init(&d);
@@ -1475,8 +1575,11 @@ server_run(const char *path)
 		log_msg(LOG_LVL_ERROR, "%s", err);
 		goto out;
 	}
-	S.deliver = deliver_new(S.spool, snapshot_config, NULL);
+	S.deliver = deliver_new(S.spool, snapshot_config, NULL,
+	                        (unsigned)(S.cfg->relay ? S.cfg->relay_connections : 1));
 	if (!S.deliver)
+		goto out;
+	if (open_control(S.cfg->spool, uid, gid) < 0)
 		goto out;
 	deliver_prepare(S.deliver, S.cfg, uid, gid);
 	if (reconcile_listeners(S.cfg) == 0) {
@@ -1569,6 +1672,12 @@ stop:
 	}
 	free(S.workers);
 out:
+	if (S.control_ev)
+		event_free(S.control_ev);
+	if (S.control_fd >= 0) {
+		close(S.control_fd);
+		unlink(S.control_path);
+	}
 	for (int i = 0; sigs[i]; i++)
 		event_free(sigs[i]);
 	if (S.drain_timer)

@@ -65,6 +65,12 @@ spool_entry_free(struct spool_entry *e)
 	free(e->connector);
 	free(e->client);
 	free(e->helo);
+	if (e->rcpt_note)
+		for (size_t i = 0; i < e->n_rcpts; i++)
+			free(e->rcpt_note[i]);
+	free(e->rcpt_note);
+	free(e->rcpt_state);
+	free(e->last_error);
 	free(e);
 }
 
@@ -77,6 +83,9 @@ entry_copy(const struct spool_entry *src)
 		return NULL;
 	*e = *src;
 	e->sender = e->connector = e->client = e->helo = NULL;
+	e->rcpt_state = NULL;
+	e->rcpt_note = NULL;
+	e->last_error = NULL;
 	e->rcpts = calloc(src->n_rcpts ? src->n_rcpts : 1, sizeof(*e->rcpts));
 	e->n_rcpts = 0;
 	if (!e->rcpts || !(e->sender = strdup(src->sender ? src->sender : "")) ||
@@ -89,6 +98,13 @@ entry_copy(const struct spool_entry *src)
 			goto fail;
 		e->n_rcpts++;
 	}
+	if (src->rcpt_state) {
+		if (!(e->rcpt_state = malloc(src->n_rcpts)))
+			goto fail;
+		memcpy(e->rcpt_state, src->rcpt_state, src->n_rcpts);
+	}
+	if (src->last_error && !(e->last_error = strdup(src->last_error)))
+		goto fail;
 	return e;
 fail:
 	spool_entry_free(e);
@@ -690,7 +706,10 @@ list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
 		if (len == SPOOL_ID_LEN + 4 && strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0 &&
 		    is_id(de->d_name, SPOOL_ID_LEN))
 			arr = &ids, an = &n, ac = &cap;
-		else if (is_id(de->d_name, len))
+		else if (is_id(de->d_name, len) ||
+		         (len == SPOOL_ID_LEN + 6 &&
+		          strcmp(de->d_name + SPOOL_ID_LEN, ".state") == 0 &&
+		          is_id(de->d_name, SPOOL_ID_LEN)))
 			arr = &data, an = &nd, ac = &capd;
 		else
 			continue;
@@ -724,6 +743,42 @@ list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
 	return (long)n;
 }
 
+/* Applies queue/<id>.state to e (see spool.h for the lines). */
+static void
+apply_state(struct spool_entry *e, char *text)
+{
+	char *save = NULL;
+
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *rest;
+		if (strncmp(line, "attempt ", 8) == 0) {
+			e->attempts++;
+			e->last_attempt = (time_t)strtoll(line + 8, &rest, 10);
+			free(e->last_error);
+			e->last_error = (*rest == ' ' && strcmp(rest + 1, "ok") != 0)
+			                        ? strdup(rest + 1)
+			                        : NULL;
+			continue;
+		}
+		bool delivered = strncmp(line, "delivered ", 10) == 0;
+		bool failed = strncmp(line, "failed ", 7) == 0;
+		if (!delivered && !failed)
+			continue;
+		unsigned long idx = strtoul(line + (delivered ? 10 : 7), &rest, 10);
+		if (idx >= e->n_rcpts)
+			continue;
+		if (!e->rcpt_state && !(e->rcpt_state = calloc(e->n_rcpts, 1)))
+			continue;
+		if (!e->rcpt_note && !(e->rcpt_note = calloc(e->n_rcpts, sizeof(char *))))
+			continue;
+		e->rcpt_state[idx] = delivered ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_FAILED;
+		/* skip the time */
+		(void)strtoll(rest, &rest, 10);
+		free(e->rcpt_note[idx]);
+		e->rcpt_note[idx] = *rest == ' ' ? strdup(rest + 1) : NULL;
+	}
+}
+
 static struct spool_entry *
 load_entry(int qfd, const char *id, char *why, size_t whylen)
 {
@@ -754,6 +809,11 @@ load_entry(int qfd, const char *id, char *why, size_t whylen)
 		         (unsigned long long)e->size);
 		spool_entry_free(e);
 		return NULL;
+	}
+	snprintf(name, sizeof(name), "%s.state", id);
+	if ((text = read_small(qfd, name))) {
+		apply_state(e, text);
+		free(text);
 	}
 	return e;
 }
@@ -789,7 +849,11 @@ spool_recover(struct spool *sp)
 		return 0;
 	}
 	for (size_t i = 0; i < n_orphans; i++) {
+		/* removal interrupted by a crash: the envelope went first */
+		char st[SPOOL_ID_LEN + 8];
+		snprintf(st, sizeof(st), "%s.state", orphans[i]);
 		unlinkat(sp->queuefd, orphans[i], 0);
+		unlinkat(sp->queuefd, st, 0);
 		free(orphans[i]);
 	}
 	free(orphans);
@@ -830,9 +894,99 @@ spool_remove(struct spool *sp, const char *id)
 	snprintf(name, sizeof(name), "%s.env", id);
 	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
 		rc = -1;
+	snprintf(name, sizeof(name), "%s.state", id);
+	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
+		rc = -1;
 	if (unlinkat(sp->queuefd, id, 0) < 0 && errno != ENOENT)
 		rc = -1;
 	return rc;
+}
+
+int
+spool_sync(struct spool *sp)
+{
+	return fsync(sp->queuefd);
+}
+
+int
+spool_state_append(struct spool *sp, const char *id, const char *line)
+{
+	char name[SPOOL_ID_LEN + 8];
+	size_t len = strlen(line);
+	int fd, err = 0;
+
+	if (strchr(line, '\r') || len == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	snprintf(name, sizeof(name), "%s.state", id);
+	fd = openat(sp->queuefd, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+	            0600);
+	if (fd < 0)
+		return -1;
+	char *buf = malloc(len + 1);
+	if (!buf) {
+		close(fd);
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(buf, line, len);
+	buf[len] = '\n';
+	if (write(fd, buf, len + 1) != (ssize_t)(len + 1))
+		err = errno ? errno : EIO;
+	else if (fsync(fd) < 0)
+		err = errno;
+	free(buf);
+	close(fd);
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t len)
+{
+	struct spool_msg *m = spool_msg_new(sp);
+	char name[SPOOL_ID_LEN + 8];
+	int err = 0;
+
+	if (!m)
+		return -1;
+	spool_msg_write(m, data, len);
+	flush_buf(m);
+	free(m->buf);
+	m->buf = NULL;
+	memcpy(e->id, m->id, SPOOL_ID_LEN + 1);
+	e->size = m->written;
+	e->prefix_len = 0;
+	e->received = time(NULL);
+	if (!(m->env = entry_copy(e)))
+		err = ENOMEM;
+	if (!err && !m->err && fdatasync(m->fd) < 0)
+		err = errno;
+	if (!err && m->err)
+		err = m->err;
+	close(m->fd);
+	m->fd = -1;
+	if (!err)
+		err = write_envelope(sp, m);
+	snprintf(name, sizeof(name), "%s.env", m->id);
+	if (!err && (renameat(sp->tmpfd, m->id, sp->queuefd, m->id) < 0 ||
+	             renameat(sp->tmpfd, name, sp->queuefd, name) < 0))
+		err = errno;
+	if (!err && fsync(sp->queuefd) < 0)
+		err = errno;
+	if (err)
+		fail_files(sp, m, true);
+	spool_entry_free(m->env);
+	free(m);
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
 }
 
 int

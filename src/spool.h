@@ -45,6 +45,8 @@
 
 #define SPOOL_ID_LEN 16
 
+enum spool_rcpt_state { SPOOL_RCPT_PENDING, SPOOL_RCPT_DELIVERED, SPOOL_RCPT_FAILED };
+
 /* What is known about a queued message; owned by whoever holds it. */
 struct spool_entry {
 	char id[SPOOL_ID_LEN + 1];
@@ -58,6 +60,12 @@ struct spool_entry {
 	char *connector, *client, *helo;
 	bool smtputf8, body_8bit;
 	bool recovered; /* found at start, not received by this process */
+	/* delivery state, kept in queue/<id>.state (spool_state_append) */
+	uint8_t *rcpt_state; /* enum spool_rcpt_state per recipient; NULL: all pending */
+	char **rcpt_note;    /* last reply per recipient, or NULL entries */
+	unsigned attempts;
+	time_t last_attempt;
+	char *last_error; /* NULL: none */
 };
 
 struct spool_entry *spool_entry_new(void);
@@ -98,8 +106,27 @@ void spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_
                       void *arg);
 void spool_msg_abort(struct spool_msg *m);
 
-/* Deletes a delivered message (envelope first). */
+/* Deletes a settled message (envelope first, then its state and data).  The removal is
+ * durable after the next spool_sync(). */
 int spool_remove(struct spool *sp, const char *id);
+/* fsync()s queue/: makes removals and state files created since durable. */
+int spool_sync(struct spool *sp);
+
+/*
+ * Per-recipient delivery state survives restarts in queue/<id>.state, one line appended
+ * (and fsync()ed) per event:
+ *   attempt TIME TEXT          an attempt ended (TEXT: the last error, or "ok")
+ *   delivered INDEX TIME TEXT  recipient INDEX accepted by the next hop / Maildir
+ *   failed INDEX TIME TEXT     recipient INDEX failed for good (its bounce is queued)
+ * line may hold several lines separated by '\n' (one write, one fsync).  Returns 0 or -1
+ * with errno.  A recipient recorded as delivered or failed is never tried again after a
+ * restart.
+ */
+int spool_state_append(struct spool *sp, const char *id, const char *line);
+
+/* Queues a message made here (a bounce): e gives sender and recipients; its id, size and
+ * received time are filled in.  Synchronous: durable when it returns 0. */
+int spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t len);
 
 /* Opens the data file of a queued message read-only, for delivery. */
 int spool_open_data(struct spool *sp, const char *id);

@@ -1,7 +1,9 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +118,81 @@ tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)
 	return 0;
 }
 
+struct tls_ctx *
+tls_client_ctx_new(bool verify, const char *cafile, char *err, size_t errlen)
+{
+	struct tls_ctx *t = calloc(1, sizeof(*t));
+
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ERR_clear_error();
+	if (!(t->ctx = SSL_CTX_new(TLS_client_method()))) {
+		take_errors(err, errlen, "cannot make a TLS client context");
+		free(t);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(t->ctx, SSL_MODE_AUTO_RETRY);
+	if (verify) {
+		int ok = cafile ? SSL_CTX_load_verify_locations(t->ctx, cafile, NULL)
+		                : SSL_CTX_set_default_verify_paths(t->ctx);
+		if (ok != 1) {
+			char e[160];
+			take_errors(e, sizeof(e), "unreadable");
+			snprintf(err, errlen, "cannot load CA certificates %s: %s",
+			         cafile ? cafile : "(system store)", e);
+			SSL_CTX_free(t->ctx);
+			free(t);
+			return NULL;
+		}
+		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
+	}
+	atomic_init(&t->refs, 1);
+	return t;
+}
+
+struct tls_conn *
+tls_client_conn_new(struct tls_ctx *t, int fd, const char *host)
+{
+	struct tls_conn *c = calloc(1, sizeof(*c));
+	unsigned char buf[16];
+	bool is_ip = inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+
+	if (!c)
+		return NULL;
+	ERR_clear_error();
+	if (!(c->ssl = SSL_new(t->ctx)) || SSL_set_fd(c->ssl, fd) != 1)
+		goto fail;
+	if (!is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)
+		goto fail;
+	if (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER) {
+		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+		if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1
+		          : X509_VERIFY_PARAM_set1_host(vp, host, 0) != 1)
+			goto fail;
+	}
+	SSL_set_connect_state(c->ssl);
+	return c;
+fail:
+	ERR_clear_error();
+	SSL_free(c->ssl);
+	free(c);
+	return NULL;
+}
+
+void
+tls_shutdown(struct tls_conn *c)
+{
+	ERR_clear_error();
+	(void)SSL_shutdown(c->ssl);
+	ERR_clear_error();
+}
+
 struct tls_conn *
 tls_conn_new(struct tls_ctx *t, int fd)
 {
@@ -176,8 +253,13 @@ tls_handshake(struct tls_conn *c, char *err, size_t errlen)
 	if (rc == 1)
 		return TLS_IO_OK;
 	r = result(c, rc);
-	if (r == TLS_IO_ERROR || r == TLS_IO_CLOSED)
-		snprintf(err, errlen, "%s", r == TLS_IO_CLOSED ? "closed by the client" : c->err);
+	if (r == TLS_IO_ERROR || r == TLS_IO_CLOSED) {
+		long v = SSL_get_verify_result(c->ssl);
+		if (v != X509_V_OK && (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER))
+			snprintf(c->err, sizeof(c->err), "certificate verification failed: %s",
+			         X509_verify_cert_error_string(v));
+		snprintf(err, errlen, "%s", r == TLS_IO_CLOSED ? "closed by the peer" : c->err);
+	}
 	return r;
 }
 

@@ -25,11 +25,21 @@ void tls_ctx_unref(struct tls_ctx *t); /* NULL is a no-op */
 /* For `mxgate check`: 0 if the pair loads and matches, else -1 with a reason. */
 int tls_check_pair(const char *cert, const char *key, char *err, size_t errlen);
 
+/* A client context for relaying: TLS 1.2 and up; with verify, the peer's chain must lead
+ * to a CA in cafile (or the system store when NULL) and name the host given to
+ * tls_client_conn_new().  NULL with a reason in err. */
+struct tls_ctx *tls_client_ctx_new(bool verify, const char *cafile, char *err, size_t errlen);
+
 enum tls_io { TLS_IO_OK, TLS_IO_WANT_READ, TLS_IO_WANT_WRITE, TLS_IO_CLOSED, TLS_IO_ERROR };
 
 /* A server-side TLS connection on fd (borrowed: the caller closes it). */
 struct tls_conn *tls_conn_new(struct tls_ctx *t, int fd);
 void tls_conn_free(struct tls_conn *c); /* NULL is a no-op */
+/* A client-side TLS connection; host is sent as SNI (when a name) and checked when the
+ * context verifies. */
+struct tls_conn *tls_client_conn_new(struct tls_ctx *t, int fd, const char *host);
+/* Sends close_notify (best effort). */
+void tls_shutdown(struct tls_conn *c);
 
 enum tls_io tls_handshake(struct tls_conn *c, char *err, size_t errlen);
 /* Reads up to len bytes; *n is set on TLS_IO_OK. */
