@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "queue.h"
 #include "selector.h"
 #include "server.h"
 
@@ -26,6 +27,7 @@ struct cmd {
 
 static int cmd_run(int argc, char **argv);
 static int cmd_check(int argc, char **argv);
+static int cmd_queue(int argc, char **argv);
 static int cmd_which(int argc, char **argv);
 static int cmd_reference(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
@@ -38,6 +40,8 @@ static const struct cmd cmds[] = {
          "validate the configuration; every error as FILE:LINE on stderr"},
         {"which", cmd_which, "which [-c FILE] [-v] LOCAL REMOTE",
          "name the connector that takes a connection (exit 3: none)"},
+        {"queue", cmd_queue, "queue [-c FILE] [list|flush|remove ID]",
+         "show the queue, retry it now, or remove a message"},
         {"reference", cmd_reference, "reference", "print the configuration reference (Markdown)"},
         {"version", cmd_version, "version", "print the version"},
         {"help", cmd_help, "help", "this text"},
@@ -191,6 +195,41 @@ cmd_which(int argc, char **argv)
 	printf("%s\n", k >= 0 ? c->connectors[k].name : "none");
 	config_unref(c);
 	return k >= 0 ? EXIT_SUCCESS : EXIT_NO;
+}
+
+static int
+cmd_queue(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	char command[64];
+	struct config *c;
+	struct diag d;
+	int rc;
+
+	if (parse_opts("queue", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind == argc || strcmp(argv[optind], "list") == 0) {
+		if (optind < argc && optind + 1 != argc)
+			return usage_error("queue", "unexpected argument '%s'", argv[optind + 1]);
+		snprintf(command, sizeof(command), "list");
+	} else if (strcmp(argv[optind], "flush") == 0 && optind + 1 == argc) {
+		snprintf(command, sizeof(command), "flush");
+	} else if (strcmp(argv[optind], "remove") == 0 && optind + 2 == argc) {
+		snprintf(command, sizeof(command), "remove %.40s", argv[optind + 1]);
+	} else {
+		return usage_error("queue", "%s", "expects list, flush or remove ID");
+	}
+	/* the spool's location comes from the configuration; its warnings are check's job */
+	diag_init(&d);
+	c = config_load(path, &d);
+	if (!c)
+		diag_print(&d, stderr);
+	diag_release(&d);
+	if (!c)
+		return EXIT_FAILURE;
+	rc = queue_command(c->spool, command, stdout, stderr);
+	config_unref(c);
+	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 static int
