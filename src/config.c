@@ -1861,9 +1861,13 @@ config_load(const char *path, struct diag *d)
 		goto out;
 	if ((slash = strrchr(L.dir, '/')))
 		slash[slash == L.dir ? 1 : 0] = '\0';
-	else {
+	else
+		snprintf(L.dir, strlen(L.dir) + 1, ".");
+	/* relative paths in the file stay valid whatever the daemon's working directory */
+	char *abs = realpath(L.dir, NULL);
+	if (abs) {
 		free(L.dir);
-		L.dir = NULL;
+		L.dir = abs;
 	}
 	current = &L;
 	scan_sections(&L);

@@ -617,9 +617,13 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 	struct outcome **outs = calloc(n_jobs ? n_jobs : 1, sizeof(*outs));
 	if (!outs)
 		return;
-	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0)
+	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0) {
 		bfd = base_fd(d, base, -1, -1);
-	base_err = bfd < 0 ? errno : 0;
+		base_err = bfd < 0 ? errno : 0;
+	} else {
+		snprintf(base, sizeof(base), "%s", cfg->maildir);
+		base_err = EINVAL; /* not an absolute path: config.c makes sure it is */
+	}
 	size_t k = 0;
 	for (struct job *j = jobs; j; j = j->next, k++) {
 		struct spool_entry *e = j->e;
