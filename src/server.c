@@ -47,7 +47,8 @@ struct listener {
 	int fd;
 	struct event *ev;
 	const struct selector_table *table; /* in the current snapshot */
-	bool keep;                          /* reload bookkeeping */
+	bool covers_exact; /* a wildcard that also serves exact bindings on its port */
+	bool keep;         /* reload bookkeeping */
 };
 
 /* Concurrent sessions and message rate, per connector and client address. */
@@ -1042,7 +1043,20 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		int k = l->table ? selector_table_select(l->table, &remote) : -1;
+		int k;
+		if (l->covers_exact) {
+			/* Linux will not listen on 0.0.0.0:P and 10.0.0.5:P at once: this wildcard
+			 * socket serves both, and the local address picks the table */
+			struct sockaddr_storage ls;
+			socklen_t lsl = sizeof(ls);
+			struct endpoint local = l->ep;
+			if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0)
+				ipaddr_from_sockaddr((struct sockaddr *)&ls, &local.addr,
+				                     &local.port);
+			k = selector_select(S.cfg->selector, &local, &remote);
+		} else {
+			k = l->table ? selector_table_select(l->table, &remote) : -1;
+		}
 		if (k < 0) {
 			/* no connector: closed without a byte, as Exchange does */
 			close(fd);
@@ -1153,21 +1167,37 @@ close_listener(struct listener *l)
 	l->fd = -1;
 }
 
+/* True if eps holds the wildcard of ep's family on ep's port. */
+static bool
+has_wildcard(const struct endpoint *eps, size_t n, const struct endpoint *ep)
+{
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].port == ep->port && eps[i].addr.family == ep->addr.family &&
+		    ipaddr_is_any(&eps[i].addr))
+			return true;
+	return false;
+}
+
 /* Makes the listener set match cfg: keeps common endpoints, opens new ones, closes the
- * rest.  Returns the number of listeners open. */
+ * rest.  An exact binding whose family's wildcard is bound on the same port is served by
+ * the wildcard socket.  Returns the number of listeners open; *failed counts those that
+ * could not be opened. */
 static size_t
-reconcile_listeners(struct config *cfg)
+reconcile_listeners(struct config *cfg, size_t *failed)
 {
 	const struct endpoint *eps;
 	size_t n = selector_endpoints(cfg->selector, &eps), open = 0, nn = 0;
 	struct listener *nl = calloc(n ? n : 1, sizeof(*nl));
 
+	*failed = 0;
 	if (!nl)
 		return S.n_ls;
 	for (size_t i = 0; i < S.n_ls; i++)
 		S.ls[i].keep = false;
 	for (size_t i = 0; i < n; i++) {
 		struct listener *old = NULL;
+		if (!ipaddr_is_any(&eps[i].addr) && has_wildcard(eps, n, &eps[i]))
+			continue;
 		for (size_t j = 0; j < S.n_ls; j++)
 			if (S.ls[j].fd >= 0 && S.ls[j].ep.port == eps[i].port &&
 			    ipaddr_equal(&S.ls[j].ep.addr, &eps[i].addr))
@@ -1177,8 +1207,10 @@ reconcile_listeners(struct config *cfg)
 			nl[nn] = *old;
 		} else {
 			nl[nn] = (struct listener){.ep = eps[i], .fd = -1};
-			if (open_listener(&nl[nn]) < 0)
+			if (open_listener(&nl[nn]) < 0) {
+				(*failed)++;
 				continue;
+			}
 		}
 		nn++;
 	}
@@ -1189,14 +1221,19 @@ reconcile_listeners(struct config *cfg)
 	S.ls = nl;
 	S.n_ls = nn;
 	for (size_t i = 0; i < nn; i++) {
+		struct listener *l = &S.ls[i];
 		/* listener structs moved: their events must point at the new place */
-		if (S.ls[i].ev) {
-			event_del(S.ls[i].ev);
-			event_assign(S.ls[i].ev, S.base, S.ls[i].fd, EV_READ | EV_PERSIST,
-			             accept_cb, &S.ls[i]);
-			event_add(S.ls[i].ev, NULL);
+		if (l->ev) {
+			event_del(l->ev);
+			event_assign(l->ev, S.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+			event_add(l->ev, NULL);
 		}
-		S.ls[i].table = selector_table(cfg->selector, &S.ls[i].ep);
+		l->table = selector_table(cfg->selector, &l->ep);
+		l->covers_exact = false;
+		for (size_t j = 0; ipaddr_is_any(&l->ep.addr) && j < n; j++)
+			if (!ipaddr_is_any(&eps[j].addr) && eps[j].port == l->ep.port &&
+			    eps[j].addr.family == l->ep.addr.family)
+				l->covers_exact = true;
 		open++;
 	}
 	return open;
@@ -1269,7 +1306,13 @@ reload(void)
 	S.tls = t;
 	pthread_mutex_unlock(&S.mu);
 	log_set_level((enum log_level)c->log_level);
-	size_t n = reconcile_listeners(c);
+	size_t failed;
+	size_t n = reconcile_listeners(c, &failed);
+	if (failed)
+		log_msg(LOG_LVL_ERROR,
+		        "reload: %zu binding%s could not be opened (see above); the "
+		        "others serve",
+		        failed, failed == 1 ? "" : "s");
 	deliver_prepare(S.deliver, c, -1, -1);
 	log_msg(LOG_LVL_INFO,
 	        "configuration reloaded: %zu connector%s, %zu listener%s; open sessions keep "
@@ -1582,8 +1625,11 @@ server_run(const char *path)
 	if (open_control(S.cfg->spool, uid, gid) < 0)
 		goto out;
 	deliver_prepare(S.deliver, S.cfg, uid, gid);
-	if (reconcile_listeners(S.cfg) == 0) {
-		log_msg(LOG_LVL_ERROR, "no listener could be opened; not starting");
+	size_t failed;
+	reconcile_listeners(S.cfg, &failed);
+	if (failed) {
+		log_msg(LOG_LVL_ERROR, "%zu binding%s could not be opened; not starting", failed,
+		        failed == 1 ? "" : "s");
 		goto out;
 	}
 	if (become_user(uid, gid) < 0)

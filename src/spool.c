@@ -865,6 +865,8 @@ spool_recover(struct spool *sp)
 			snprintf(name, sizeof(name), "%s.env", ids[i]);
 			renameat(sp->queuefd, ids[i], sp->corruptfd, ids[i]);
 			renameat(sp->queuefd, name, sp->corruptfd, name);
+			snprintf(name, sizeof(name), "%s.state", ids[i]);
+			renameat(sp->queuefd, name, sp->corruptfd, name); /* ENOENT: none */
 			log_msg(LOG_LVL_ERROR,
 			        "spool: queued message %s moved to %s/corrupt: %s; inspect it by "
 			        "hand",

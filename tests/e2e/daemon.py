@@ -44,7 +44,9 @@ def make_cert(directory):
     """A self-signed certificate for mx.example.test, its key mode 0600 (given to nobody
     when running as root, so a reload after the privilege drop can read it)."""
     if "pair" not in _CERT_CACHE:
+        import atexit
         src = tempfile.mkdtemp(prefix="mxgate-cert-")
+        atexit.register(shutil.rmtree, src, True)
         cert, key = os.path.join(src, "cert.pem"), os.path.join(src, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
                         "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -226,6 +228,14 @@ class Daemon:
             time.sleep(0.02)
         raise AssertionError(f"{n} messages expected for {user}@{domain}, found "
                              f"{len(self.messages(user, domain))}:\n{self.log()}")
+
+    def wait_queue_empty(self, timeout=10):
+        """Waits until the spool's queue/ is empty (delivery also removes the files a
+        moment after the message lands)."""
+        deadline = time.time() + timeout
+        while self.queued() and time.time() < deadline:
+            time.sleep(0.02)
+        return self.queued()
 
     def queued(self):
         q = os.path.join(self.spool, "queue")

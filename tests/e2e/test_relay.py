@@ -78,7 +78,7 @@ def test_relay_to_a_real_postfix_with_starttls(daemon, postfix):
     # the gateway's Maildir-only Return-Path is not sent to a next hop
     assert not msg.startswith(b"Return-Path: <sender@example.test>\r\nReceived: from client")
     daemon.wait_log(rf"message {qid} relayed to \[127\.0\.0\.1\]:{postfix.port} \(TLS TLSv1\.[23]")
-    assert daemon.queued() == []
+    assert daemon.wait_queue_empty() == []
 
 
 def test_refused_recipient_bounces_for_that_recipient_only(daemon, postfix):
@@ -116,7 +116,7 @@ def test_soft_refusal_is_retried_until_accepted(daemon, sink):
     assert rc == 0
     daemon.wait_log(rf"message {qid} relayed to .*: 1 delivered", timeout=30)
     assert sink.queue_ids() == [qid]
-    assert daemon.queued() == []
+    assert daemon.wait_queue_empty() == []
 
 
 def test_hard_refusal_bounces_and_null_sender_does_not(daemon, sink):

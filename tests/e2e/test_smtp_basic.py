@@ -20,7 +20,7 @@ def test_smtplib_delivers_into_the_maildir(daemon):
     assert b"Subject: smtplib" in msgs[0]
     assert msgs[0].startswith(b"Return-Path: <sender@remote.example>\r\nReceived: from client.example ([127.0.0.2])")
     assert b'by mx.example.test (mxgate, connector "Test") with ESMTP id ' in msgs[0]
-    assert daemon.queued() == []
+    assert daemon.wait_queue_empty() == []
 
 
 def test_smtplib_starttls(daemon):

@@ -1,0 +1,298 @@
+"""Durability and recovery of the spool, on the real daemon (spool.h's protocol).
+
+A process crash is simulated with kill -9 (SIGKILL: no handler, no flush). What these
+tests cannot show is survival of a power loss (that needs the fsyncs to reach a disk and
+a machine to lose its page cache); they show that a 250 is never given for a message
+that is not complete in spool/queue, that recovery delivers what was queued, and that a
+delivery repeated after a crash does not duplicate mail.
+"""
+import os
+import random
+import re
+import threading
+import time
+
+from helpers_ops import (IS_ROOT, block_delivery, chown_nobody, envelope_size,
+                         free_bytes, maildir_files, queue_id, queued_ids, restart,
+                         restore_queue, send_one, session, settle, snapshot_queue, spool_dir,
+                         tmpfs, token_counts, transaction, unblock_delivery)
+
+
+def assert_exactly_once(counts, tokens, log=""):
+    for t in tokens:
+        assert counts.get(t, 0) == 1, f"{t} delivered {counts.get(t, 0)} times: {counts}\n{log}"
+
+
+def test_kill9_right_after_250_delivers_exactly_once(daemon):
+    """kill -9 the moment the 250 arrives: after a restart on the same spool the message
+    is in the Maildir exactly once.
+
+    Where the kill lands is a race with the delivery thread (it usually has linked the
+    message into new/ already; sometimes the message is still only queued, or linked and
+    not yet removed from the spool), so five rounds with growing delays cover the windows.
+    The still-queued case is made certain in test_failed_delivery_stays_queued_across_kill9.
+    """
+    daemon.configure()
+    daemon.start()
+    tokens = []
+    for i in range(5):
+        token = f"tok-kill-{i}"
+        c = session(daemon)
+        code, text = transaction(c, token)
+        if i:
+            time.sleep(0.001 * i)
+        daemon.kill9()
+        c.close()
+        assert code == 250, text
+        tokens.append(token)
+        restart(daemon)
+        counts = settle(daemon, n_expected=len(tokens))
+        assert_exactly_once(counts, tokens, daemon.log())
+        assert sum(counts.values()) == len(tokens), counts
+    files = maildir_files(daemon)
+    assert files["tmp"] == [], files
+    assert spool_dir(daemon, "tmp") == []
+
+
+def test_kill9_during_concurrent_sends(daemon):
+    """50 messages from 5 threads, kill -9 at a random point. After the restart every
+    message that got 250 is in the Maildir exactly once, and no message is there twice.
+
+    A message that did not get its 250 may still be delivered: the daemon can die after
+    the commit and before the reply reached the client. The client then sends it again
+    (a duplicate the protocol cannot avoid), but mxgate itself never delivers twice, and
+    nothing appears that was never sent."""
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    daemon.configure(connectors="""
+        connector "Test" {
+          usage = internet
+          bindings = { "127.0.0.1:{port}" }
+          remote-ip-ranges = { "127.0.0.2" }
+          tarpit-interval = 0s
+          max-inbound-connection-per-source = unlimited
+          max-inbound-connection-percentage-per-source = 100
+        }
+    """)
+    daemon.start()
+    n_threads, per_thread = 5, 10
+    lock = threading.Condition()
+    acked, sent = set(), set()
+    kill_after = rnd.randrange(1, 40)
+
+    def worker(t):
+        try:
+            c = session(daemon)
+        except OSError:
+            return
+        try:
+            for i in range(per_thread):
+                token = f"tok-t{t}-m{i}"
+                with lock:
+                    sent.add(token)
+                code, text = transaction(c, token)
+                if code != 250:
+                    return
+                with lock:
+                    acked.add(token)
+                    lock.notify_all()
+        except (OSError, AssertionError):
+            return   # the daemon died under us
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    with lock:
+        lock.wait_for(lambda: len(acked) >= kill_after, timeout=60)
+    time.sleep(rnd.random() * 0.01)
+    daemon.kill9()
+    for th in threads:
+        th.join(timeout=30)
+    with lock:
+        acked_now, sent_now = set(acked), set(sent)
+    ctx = f"seed {seed}, kill after {kill_after} acks, acked {len(acked_now)}"
+    assert len(acked_now) >= kill_after, ctx
+
+    restart(daemon)
+    counts = settle(daemon, n_expected=len(acked_now))
+    missing = sorted(t for t in acked_now if counts.get(t, 0) != 1)
+    assert not missing, f"{ctx}: acknowledged but not delivered once: {missing}: {counts}"
+    twice = sorted(t for t, n in counts.items() if n != 1)
+    assert not twice, f"{ctx}: delivered more than once: {twice}"
+    invented = sorted(set(counts) - sent_now)
+    assert not invented, f"{ctx}: delivered but never sent: {invented}"
+    assert spool_dir(daemon, "tmp") == [], ctx
+    assert maildir_files(daemon)["tmp"] == [], ctx
+
+
+def test_failed_delivery_stays_queued_across_kill9(daemon, tmp_path):
+    """Delivery fails (the Maildir cannot be made): the message stays in spool/queue and
+    the log says it is deferred. kill -9, repair, restart: delivered exactly once, and the
+    queue is empty. Then the state of a crash between the Maildir link and the removal
+    from the spool is recreated by hand (the queue files put back): the next start finds
+    the message delivered already, in new/ and after a reader moved it to cur/, and does
+    not duplicate it."""
+    daemon.configure()
+    block_delivery(daemon)
+    daemon.start()
+    qid = send_one(daemon, "tok-deferred")
+    daemon.wait_log(rf"message {qid} deferred .*next try", timeout=20)
+    assert qid in queued_ids(daemon)
+    assert os.path.getsize(os.path.join(daemon.spool, "queue", qid)) == \
+        envelope_size(daemon, qid)
+    assert daemon.messages() == []
+    daemon.kill9()
+    snap = str(tmp_path / "queue-snapshot")
+    assert f"{qid}.env" in snapshot_queue(daemon, snap)
+
+    unblock_delivery(daemon)
+    restart(daemon)
+    daemon.wait_log(r"1 queued messages? recovered")
+    counts = settle(daemon, n_expected=1)
+    assert counts == {"tok-deferred": 1}, counts
+    assert daemon.queued() == []
+
+    # a crash after the link into new/ and before the spool removal
+    daemon.kill9()
+    restore_queue(daemon, snap)
+    restart(daemon)
+    counts = settle(daemon)
+    assert counts == {"tok-deferred": 1}, f"{counts}\n{daemon.log()}"
+
+    # the same after a mail reader moved the message to cur/ (and marked it seen)
+    daemon.kill9()
+    md = daemon.maildir()
+    [name] = os.listdir(os.path.join(md, "new"))
+    os.rename(os.path.join(md, "new", name), os.path.join(md, "cur", name + ":2,S"))
+    restore_queue(daemon, snap)
+    restart(daemon)
+    counts = settle(daemon)
+    assert counts == {"tok-deferred": 1}, f"{counts}\n{daemon.log()}"
+    files = maildir_files(daemon)
+    assert files["new"] == [] and files["cur"] == [name + ":2,S"], files
+    assert daemon.queued() == []
+
+
+def test_full_spool_answers_452_and_loses_nothing(daemon):
+    """The spool on a 2 MB tmpfs, delivery held back so messages pile up: messages are
+    accepted until the file system is full, then refused with 452 4.3.1. Every 250 has
+    its complete message in spool/queue, nothing is left half-written, and once space is
+    freed a new message is accepted. After a restart with delivery repaired, every
+    acknowledged message is delivered exactly once."""
+    assert IS_ROOT, "mounting the small tmpfs for the spool needs root (the CI runs as root)"
+    os.makedirs(daemon.spool)
+    with tmpfs(daemon.spool, "2m"):
+        try:
+            # room to free later: the test's own file beside the spool's directories
+            filler = os.path.join(daemon.spool, "filler")
+            with open(filler, "wb") as f:
+                f.write(b"\0" * (384 * 1024))
+            daemon.configure()
+            block_delivery(daemon)
+            daemon.start()
+            acked = {}   # token -> queue id
+            refused_reply = None
+            c = session(daemon)
+            for i in range(40):
+                token = f"tok-full-{i}"
+                code, text = transaction(c, token, size=100 * 1024)
+                if code == 250:
+                    acked[token] = queue_id(text)
+                    continue
+                refused_reply = text
+                break
+            c.close()
+            assert refused_reply is not None, \
+                f"40 messages of 100 KB fit a 2 MB spool?\n{daemon.log()}"
+            assert refused_reply.startswith("452 4.3.1 Insufficient system resources"), \
+                refused_reply
+            assert len(acked) >= 5, f"only {len(acked)} accepted\n{daemon.log()}"
+            daemon.wait_log(r"not queued: No space left on device; replied 452 4.3.1")
+            # nothing half-written: tmp/ is empty, queue/ holds exactly the acknowledged
+            # messages, each complete
+            assert spool_dir(daemon, "tmp") == []
+            assert queued_ids(daemon) == sorted(acked.values())
+            for qid in acked.values():
+                assert os.path.getsize(os.path.join(daemon.spool, "queue", qid)) == \
+                    envelope_size(daemon, qid), qid
+            # the refused message's data is gone: what is left is the filler's room
+            os.unlink(filler)
+            assert free_bytes(daemon.spool) >= 300 * 1024
+            qid = send_one(daemon, "tok-after-free", size=100 * 1024)
+            acked["tok-after-free"] = qid
+            assert queued_ids(daemon) == sorted(acked.values())
+
+            daemon.stop()
+            unblock_delivery(daemon)
+            restart(daemon)
+            counts = settle(daemon, n_expected=len(acked))
+            assert_exactly_once(counts, acked, daemon.log())
+            assert sum(counts.values()) == len(acked), counts
+            assert spool_dir(daemon, "tmp") == []
+            assert daemon.stop() == 0
+        finally:
+            if daemon.proc and daemon.proc.poll() is None:
+                daemon.proc.kill()
+                daemon.proc.wait()
+
+
+def test_restart_cleans_tmp_and_quarantines_corrupt_envelopes(daemon):
+    """At start, spool/tmp is emptied (nothing there was ever acknowledged); a queued
+    message whose envelope does not parse, or whose data does not match it, is moved to
+    spool/corrupt (not deleted) with an error line; good messages are still delivered."""
+    daemon.configure()
+    block_delivery(daemon)
+    daemon.start()
+    ids = {t: send_one(daemon, t) for t in ("tok-good", "tok-trunc-env", "tok-short-data")}
+    for qid in ids.values():
+        daemon.wait_log(rf"message {qid} deferred")
+    daemon.kill9()
+
+    q = os.path.join(daemon.spool, "queue")
+    # an envelope cut short (its "end" line lost)
+    env = os.path.join(q, ids["tok-trunc-env"] + ".env")
+    with open(env) as f:
+        text = f.read()
+    assert text.endswith("end\n"), text
+    with open(env, "w") as f:
+        f.write(text[:-len("end\n")])
+    # a data file one byte shorter than its envelope says
+    data = os.path.join(q, ids["tok-short-data"])
+    os.truncate(data, os.path.getsize(data) - 1)
+    # an envelope that is not one at all, with a data file
+    garbage = "0123456789ABCDEF"
+    with open(os.path.join(q, garbage + ".env"), "w") as f:
+        f.write("this is not an envelope\n")
+    with open(os.path.join(q, garbage), "w") as f:
+        f.write("Subject: tok-garbage\r\n\r\nx\r\n")
+    # leftovers of messages being received when the process died
+    tmpd = os.path.join(daemon.spool, "tmp")
+    for name in ("FEDCBA9876543210", "FEDCBA9876543210.env", "junk"):
+        with open(os.path.join(tmpd, name), "w") as f:
+            f.write("partial")
+    chown_nobody(daemon.spool)
+
+    unblock_delivery(daemon)
+    restart(daemon)
+    daemon.wait_log(r"spool: removed 3 unfinished files from .*/tmp")
+    bad = {"malformed envelope": [ids["tok-trunc-env"], garbage],
+           "data file missing or not": [ids["tok-short-data"]]}
+    for why, qids in bad.items():
+        for qid in qids:
+            daemon.wait_log(rf"error: spool: queued message {qid} moved to "
+                            rf"{re.escape(daemon.spool)}/corrupt: {why}")
+    daemon.wait_messages(1)
+    daemon.wait_log(rf"message {ids['tok-good']} delivered")
+    assert token_counts(daemon) == {"tok-good": 1}, daemon.log()
+    assert spool_dir(daemon, "tmp") == []
+    # the quarantined messages leave nothing behind in queue/ (a queue/<id>.state left
+    # there would be deleted as an orphan at the next start: the record of which
+    # recipients were already delivered would be lost, silently)
+    assert daemon.queued() == [], daemon.log()
+    corrupt = spool_dir(daemon, "corrupt")
+    for qid in (ids["tok-trunc-env"], ids["tok-short-data"], garbage):
+        assert qid in corrupt and qid + ".env" in corrupt, corrupt
+    with open(os.path.join(daemon.spool, "corrupt", garbage + ".env")) as f:
+        assert f.read() == "this is not an envelope\n"
