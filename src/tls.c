@@ -168,8 +168,13 @@ tls_client_conn_new(struct tls_ctx *t, int fd, const char *host)
 	ERR_clear_error();
 	if (!(c->ssl = SSL_new(t->ctx)) || SSL_set_fd(c->ssl, fd) != 1)
 		goto fail;
-	if (!is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)
-		goto fail;
+	if (!is_ip) {
+		/* the macro casts away const; give it a copy */
+		char sni[256];
+		snprintf(sni, sizeof(sni), "%s", host);
+		if (SSL_set_tlsext_host_name(c->ssl, sni) != 1)
+			goto fail;
+	}
 	if (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER) {
 		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
 		if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, host) != 1
@@ -234,7 +239,7 @@ result(struct tls_conn *c, int rc)
 		ERR_clear_error();
 		return TLS_IO_CLOSED;
 	case SSL_ERROR_SYSCALL:
-		take_errors(c->err, sizeof(c->err), "connection closed by the client");
+		take_errors(c->err, sizeof(c->err), "connection closed by the peer");
 		return TLS_IO_ERROR;
 	default:
 		take_errors(c->err, sizeof(c->err), "TLS protocol error");

@@ -1,0 +1,59 @@
+# mxgate receive connectors for Exchange Server 2013 and later, from mxgate.conf
+# (mxgate firewall --format exchange).
+#
+# Run in the Exchange Management Shell on the Mailbox server: .\FILE.ps1 [-Server NAME]
+# Each connector below is made in the Frontend Transport service (New-ReceiveConnector
+# -Custom), or updated when the server has one of that name (Set-ReceiveConnector);
+# running it again changes nothing.  Exchange picks the connector with the most specific
+# remote range, as mxgate does: the built-in "Default Frontend SERVER" connector still
+# takes every other client on port 25 until you narrow its RemoteIPRanges or firewall
+# the port (mxgate firewall --format windows).
+
+param([string]$Server = $env:COMPUTERNAME)
+$ErrorActionPreference = 'Stop'
+
+function Set-MxgateReceiveConnector([string]$Name, [hashtable]$Settings) {
+	$id = "$Server\$Name"
+	$existing = Get-ReceiveConnector -Identity $id -ErrorAction SilentlyContinue
+	if ($existing) {
+		if ($existing.TransportRole -ne 'FrontendTransport') {
+			Write-Warning "$id runs in $($existing.TransportRole); a port 25 connector belongs in FrontendTransport"
+		}
+		Set-ReceiveConnector -Identity $id @Settings
+	} else {
+		New-ReceiveConnector -Name $Name -Server $Server -TransportRole FrontendTransport -Custom @Settings | Out-Null
+	}
+}
+
+# connector "Wide", line 1
+Set-MxgateReceiveConnector 'Wide' @{
+	Bindings = @('0.0.0.0:25')
+	RemoteIPRanges = @(
+		'192.0.2.10-192.0.2.20',
+		'10.0.0.0/8',
+		'11.0.0.0/8',
+		'172.16.0.0-172.16.5.255',
+		'172.16.4.0-172.16.9.255',
+		'172.16.9.255',
+		'198.51.100.1-198.51.100.254'
+	)
+	AuthMechanism = 'None'
+	PermissionGroups = 'AnonymousUsers'
+	RequireTLS = $false
+	MaxMessageSize = 36MB
+	MaxRecipientsPerMessage = 200
+}
+
+# connector "Narrow", line 10
+Set-MxgateReceiveConnector 'Narrow' @{
+	Bindings = @('0.0.0.0:25')
+	RemoteIPRanges = @(
+		'10.1.2.0/24',
+		'192.0.2.15'
+	)
+	AuthMechanism = 'None'
+	PermissionGroups = 'AnonymousUsers'
+	RequireTLS = $false
+	MaxMessageSize = 36MB
+	MaxRecipientsPerMessage = 200
+}
