@@ -3,6 +3,9 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+
+#include "ipaddr.h"
 
 static bool
 is_atext(unsigned char c)
@@ -105,6 +108,28 @@ parse_domain(struct cur *c, char *out, size_t outsize)
 	return 0;
 }
 
+/* What is inside the brackets (RFC 5321 §4.1.3): an IPv4 address, "IPv6:" and an IPv6
+ * address, or Standardized-tag ":" 1*dcontent with the tag an Ldh-str. */
+static bool
+valid_literal(const char *p, size_t n)
+{
+	const char *colon = memchr(p, ':', n);
+	struct ipaddr a;
+	size_t tl;
+
+	if (!colon)
+		return ipaddr_parse(p, n, &a) == 0 && a.family == AF_INET;
+	tl = (size_t)(colon - p);
+	if (tl == 4 && strncasecmp(p, "IPv6", 4) == 0)
+		return ipaddr_parse(colon + 1, n - 5, &a) == 0 && memchr(colon + 1, ':', n - 5);
+	if (tl == 0 || tl + 1 == n || p[tl - 1] == '-')
+		return false;
+	for (size_t i = 0; i < tl; i++)
+		if (!isalnum((unsigned char)p[i]) && p[i] != '-')
+			return false;
+	return true;
+}
+
 /* address-literal = "[" ( IPv4 / "IPv6:" IPv6 / tag ":" dcontent ) "]" */
 static int
 parse_literal(struct cur *c, char *out, size_t outsize)
@@ -118,7 +143,7 @@ parse_literal(struct cur *c, char *out, size_t outsize)
 			return -1;
 		c->i++;
 	}
-	if (c->i >= c->len || c->i == start + 1)
+	if (c->i >= c->len || !valid_literal((const char *)c->s + start + 1, c->i - start - 1))
 		return -1;
 	c->i++; /* ']' */
 	size_t n = c->i - start;

@@ -117,6 +117,26 @@ reply_raw(struct smtp *s, const char *line, unsigned delay)
 	push(s, SMTP_REPLY, text, (size_t)n, delay, 0);
 }
 
+/* Length of the RFC 3463 code "class.subject.detail " at p, or 0 when there is none (a
+ * host name after the reply code may start with a digit too). */
+static size_t
+enhanced_code_len(const char *p)
+{
+	size_t i = 2;
+
+	if (p[0] < '2' || p[0] > '5' || p[1] != '.')
+		return 0;
+	for (int part = 0; part < 2; part++) {
+		size_t start = i;
+		while (isdigit((unsigned char)p[i]) && i - start < 3)
+			i++;
+		if (i == start || p[i] != (part == 0 ? '.' : ' '))
+			return 0;
+		i++;
+	}
+	return i;
+}
+
 /*
  * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
  * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
@@ -137,12 +157,10 @@ reply(struct smtp *s, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		return;
-	if (!s->p.conn->enhanced_status_codes_enabled && strlen(line) > 4 &&
-	    isdigit((unsigned char)line[4])) {
+	size_t el = (size_t)n > 4 ? enhanced_code_len(line + 4) : 0;
+	if (!s->p.conn->enhanced_status_codes_enabled && el > 0) {
 		/* "550 5.7.1 text" -> "550 text" */
-		char *sp = strchr(line + 4, ' ');
-		if (sp)
-			memmove(line + 4, sp + 1, strlen(sp + 1) + 1);
+		memmove(line + 4, line + 4 + el, strlen(line + 4 + el) + 1);
 	}
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
 	    !bypasses_tarpit(s))
@@ -169,10 +187,10 @@ slog(struct smtp *s, int level, const char *fmt, ...)
 static void
 close_session(struct smtp *s)
 {
-	if (s->st == ST_DATA || s->st == ST_BEGIN || s->st == ST_COMMIT) {
-		if (!s->aborted && s->st != ST_BEGIN)
-			push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
-	}
+	/* a message not begun needs no abort; one whose SMTP_MSG_END went out is the
+	 * daemon's to finish: each begun message gets one SMTP_MSG_END or SMTP_MSG_ABORT */
+	if (s->st == ST_DATA && !s->aborted)
+		push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
 	s->st = ST_CLOSED;
 	push(s, SMTP_CLOSE, NULL, 0, 0, 0);
 }
@@ -253,8 +271,9 @@ smtp_input_commit(struct smtp *s, size_t n)
 bool
 smtp_input_paused(const struct smtp *s)
 {
-	return s->st == ST_CLOSED || s->st == ST_TLS || s->qlen > 0 ||
-	       (s->in_off == 0 && s->in_len == s->in_cap);
+	if (s->st != ST_CMD && s->st != ST_DATA)
+		return true; /* waiting for an answer, or closing */
+	return s->qlen > 0 || (s->in_off == 0 && s->in_len == s->in_cap);
 }
 
 void
@@ -268,10 +287,9 @@ smtp_eof(struct smtp *s)
 static void
 protocol_error(struct smtp *s)
 {
-	s->errors++;
-	if (s->p.conn->max_protocol_errors != CONFIG_UNLIMITED &&
-	    s->errors >=
-	            s->p.conn->max_protocol_errors + (s->p.conn->max_protocol_errors ? 0 : 1)) {
+	/* max-protocol-errors are tolerated; the one after them closes */
+	if (++s->errors > s->p.conn->max_protocol_errors &&
+	    s->p.conn->max_protocol_errors != CONFIG_UNLIMITED) {
 		reply(s, "421 4.7.0 Too many errors on this connection, closing transmission "
 		         "channel");
 		slog(s, LOG_LVL_INFO, "closed after %llu protocol errors",
@@ -292,8 +310,16 @@ valid_helo(const char *a, size_t len)
 {
 	if (len == 0 || len > 255)
 		return false;
-	if (a[0] == '[')
-		return len > 2 && a[len - 1] == ']';
+	if (a[0] == '[') {
+		/* it goes verbatim into "Received: from": an address literal by the grammar
+		 * mailaddr checks (RFC 5321 §4.1.3), not any text in brackets */
+		char path[MAILADDR_DOMAIN_MAX + 8];
+		struct mailaddr m;
+		size_t used;
+		int n = snprintf(path, sizeof(path), "<x@%.*s>", (int)len, a);
+		return mailaddr_parse(path, (size_t)n, false, false, &m, &used) == MAILADDR_OK &&
+		       used == (size_t)n;
+	}
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)a[i];
 		if (!(isalnum(c) || c == '.' || c == '-' || c == '_'))
@@ -314,7 +340,11 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 	}
 	reset_transaction(s);
 	free(s->helo);
-	s->helo = strndup(arg, len);
+	/* arg is not NUL-terminated: strndup() would read past it */
+	if ((s->helo = malloc(len + 1))) {
+		memcpy(s->helo, arg, len);
+		s->helo[len] = '\0';
+	}
 	s->esmtp = ehlo;
 	if (!ehlo) {
 		reply(s, "250 %s Hello [%s]", s->p.conn->fqdn, s->p.client_ip);
@@ -532,12 +562,14 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 		/* RFC 5321 §4.5.1: <postmaster> without a domain must be taken */
 		memset(&a, 0, sizeof(a));
 		snprintf(a.local, sizeof(a.local), "postmaster");
-		if (cfg->n_domains)
-			snprintf(a.domain, sizeof(a.domain), "%s", cfg->domains[0].name);
-		else if (cfg->n_accepted_domains && cfg->accepted_domains[0][0] != '*')
-			snprintf(a.domain, sizeof(a.domain), "%s", cfg->accepted_domains[0]);
-		else
-			snprintf(a.domain, sizeof(a.domain), "%s", k->fqdn);
+		const char *dom = cfg->n_domains ? cfg->domains[0].name : k->fqdn;
+		for (size_t i = 0; !cfg->n_domains && i < cfg->n_accepted_domains; i++) {
+			if (cfg->accepted_domains[i][0] != '*') { /* a name, not a wildcard */
+				dom = cfg->accepted_domains[i];
+				break;
+			}
+		}
+		snprintf(a.domain, sizeof(a.domain), "%s", dom);
 		used = 12;
 	} else {
 		switch (mailaddr_parse(path, rest, false, s->smtputf8, &a, &used)) {
@@ -581,8 +613,10 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 			return;
 		}
 	}
-	if (accepted && config_recipient_known(cfg, a.domain, strlen(a.domain), a.local,
-	                                       strlen(a.local)) == 0) {
+	/* RFC 5321 §4.5.1: postmaster of a domain served here is taken, listed or not */
+	if (accepted && strcasecmp(a.local, "postmaster") != 0 &&
+	    config_recipient_known(cfg, a.domain, strlen(a.domain), a.local, strlen(a.local)) ==
+	            0) {
 		reply(s, "550 5.1.1 User unknown");
 		return;
 	}
@@ -690,8 +724,12 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 	arg = line + vl + (vl < len ? 1 : 0);
 	alen = len - (size_t)(arg - line);
 
-	if (s->p.conn->protocol_logging_level == PROTOLOG_VERBOSE)
-		slog(s, LOG_LVL_INFO, "< %.*s", (int)(len < 200 ? len : 200), line);
+	if (s->p.conn->protocol_logging_level == PROTOLOG_VERBOSE) {
+		/* an AUTH argument is a credential, refused or not: never logged */
+		bool auth = vl == 4 && strncasecmp(line, "AUTH", 4) == 0 && vl < len;
+		size_t shown = auth ? vl : len < 200 ? len : 200;
+		slog(s, LOG_LVL_INFO, "< %.*s%s", (int)shown, line, auth ? " ***" : "");
+	}
 
 	if (memchr(line, '\0', len)) {
 		reply(s, "500 5.5.2 NUL in command");
@@ -725,8 +763,11 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 	} else if (VERB("VRFY")) {
 		reply(s, "252 2.1.5 Cannot VRFY user, but will accept message for delivery");
 	} else if (VERB("HELP")) {
-		reply(s, "214-This server supports the following commands:");
-		reply(s, "214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP NOOP VRFY");
+		/* one action holds the whole reply, as for EHLO */
+		reply_raw(s,
+		          "214-This server supports the following commands:\r\n"
+		          "214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP NOOP VRFY",
+		          0);
 	} else if (VERB("STARTTLS")) {
 		cmd_starttls(s, arg, alen, has_more);
 	} else if (VERB("EXPN") || VERB("TURN") || VERB("ETRN") || VERB("AUTH") || VERB("BDAT") ||
@@ -749,14 +790,12 @@ bare_newline(struct smtp *s)
 	close_session(s);
 }
 
-/*
- * Continues an over-long line that is being skipped: looks for its end in the buffer.
- * Returns true when the line ended (or the session closed), false when more is needed.
- */
+static void count_text(struct smtp *s, size_t n);
+
 /*
  * Continues an over-long line that is being skipped: looks for its end in the buffer,
  * still insisting on CRLF.  Returns true when the line ended (or the session closed),
- * false when more input is needed.
+ * false when more input is needed.  Skipped message text still counts to its size.
  */
 static bool
 skip_long_line(struct smtp *s)
@@ -777,11 +816,16 @@ skip_long_line(struct smtp *s)
 			}
 			s->in_off += i + 1;
 			s->discarding = false;
+			if (s->st == ST_DATA)
+				count_text(s, i + 1);
 			return true;
 		}
 	}
-	s->discard_cr = avail > 0 && b[avail - 1] == '\r';
+	if (avail > 0) /* called again with nothing new: the last byte is still the last */
+		s->discard_cr = b[avail - 1] == '\r';
 	s->in_off = s->in_len;
+	if (s->st == ST_DATA)
+		count_text(s, avail);
 	return false;
 }
 
@@ -791,8 +835,11 @@ run_commands(struct smtp *s)
 {
 	while (s->st == ST_CMD && s->qlen == 0) {
 		if (s->discarding) {
-			if (!skip_long_line(s))
+			if (!skip_long_line(s)) {
+				if (s->eof)
+					close_session(s); /* its end can no longer come */
 				return;
+			}
 			if (s->st == ST_CLOSED)
 				return;
 			reply(s, "500 5.5.2 Line too long");
@@ -844,6 +891,20 @@ stop_message(struct smtp *s)
 	}
 }
 
+/* Message text counts to its size; past max-message-size the message is refused. */
+static void
+count_text(struct smtp *s, size_t n)
+{
+	const struct connector *k = s->p.conn;
+
+	s->msg_size += n;
+	if (!(k->permission_groups & PERM_EXCHANGE_SERVERS) && s->msg_size > k->max_message_size &&
+	    !s->too_big) {
+		s->too_big = true;
+		stop_message(s);
+	}
+}
+
 static void
 end_of_data(struct smtp *s)
 {
@@ -875,22 +936,15 @@ end_of_data(struct smtp *s)
 	s->st = ST_CMD;
 }
 
-/* One complete line of message text, CRLF included. */
+/* One complete line of message text, CRLF included, unstuffed and not over-long. */
 static bool
 text_line(struct smtp *s, const char *line, size_t len)
 {
 	const struct connector *k = s->p.conn;
-	bool bypass = (k->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
 
-	if (len > TEXT_LINE_MAX)
-		s->long_line = true;
 	if (memchr(line, '\0', len))
 		s->has_nul = true;
-	s->msg_size += len;
-	if (!bypass && s->msg_size > k->max_message_size && !s->too_big) {
-		s->too_big = true;
-		stop_message(s);
-	}
+	count_text(s, len);
 	if (s->in_header) {
 		if (len == 2) {
 			s->in_header = false;
@@ -919,8 +973,11 @@ run_data(struct smtp *s)
 {
 	while (s->st == ST_DATA && s->qlen == 0) {
 		if (s->discarding) {
-			if (!skip_long_line(s))
+			if (!skip_long_line(s)) {
+				if (s->eof)
+					close_session(s);
 				return;
+			}
 			continue;
 		}
 		const char *b = s->in + s->in_off, *run = NULL;
@@ -928,21 +985,24 @@ run_data(struct smtp *s)
 
 		while (i < avail) {
 			const char *line = b + i;
-			const char *nl = memchr(line, '\n', avail - i);
+			/* RFC 5321 §4.5.3.1.6: 1000 octets with CRLF, not counting a stuffed dot.
+			 * A line is over-long once that many octets came without LF, however the
+			 * input was cut, so it is handled in one way only. */
+			size_t limit = TEXT_LINE_MAX + (line[0] == '.' ? 1 : 0);
+			const char *nl = memchr(line, '\n', avail - i < limit ? avail - i : limit);
 			if (!nl) {
-				if (avail - i >= TEXT_LINE_MAX) {
-					/* an over-long line: refuse the message, skip the line */
-					const char *cr = memchr(line, '\r', avail - i - 1);
-					if (cr) {
+				if (avail - i >= limit) {
+					/* refuse the message, skip the line without keeping it */
+					if (memchr(line, '\r', limit - 1)) {
 						bare_newline(s);
 						return;
 					}
 					s->long_line = true;
 					stop_message(s);
 					s->discarding = true;
-					s->discard_cr = b[avail - 1] == '\r';
-					s->msg_size += avail - i;
-					i = avail;
+					s->discard_cr = line[limit - 1] == '\r';
+					count_text(s, limit - (line[0] == '.' ? 1 : 0));
+					i += limit;
 				}
 				break;
 			}
@@ -982,11 +1042,10 @@ run_data(struct smtp *s)
 		s->in_off += i;
 		if (runlen && !s->aborted)
 			push(s, SMTP_MSG_DATA, run, runlen, 0, 0);
-		if (s->qlen == 0) {
-			if (s->eof)
-				close_session(s);
-			return;
-		}
+		if (s->qlen == 0 && s->discarding)
+			continue; /* the rest of an over-long line may be buffered */
+		if (s->qlen == 0 && s->eof)
+			close_session(s);
 		return;
 	}
 }

@@ -1,0 +1,543 @@
+/* Unit tests: the sans-I/O SMTP core, driven by golden transcripts
+ * (tests/unit/transcripts/, run whole, byte by byte and cut at every offset) and by
+ * tables of hostile input. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp.h"
+#include "transcript.h"
+
+static void
+check_file(const char *file)
+{
+	struct tx_script *sc = tx_load(file);
+
+	cr_assert_not_null(sc, "%s does not parse", file);
+	cr_expect(tx_check(sc), "%s: see the record above", file);
+	tx_free(sc);
+}
+
+/* Every file in tests/unit/transcripts/, one test each. */
+#define TRANSCRIPTS(X)                                                                             \
+	X(esmtp_basic)                                                                             \
+	X(helo_basic)                                                                              \
+	X(pipelining)                                                                              \
+	X(ehlo_minimal)                                                                            \
+	X(ehlo_exchange_servers)                                                                   \
+	X(mail_params)                                                                             \
+	X(message_answers)                                                                         \
+	X(command_errors)                                                                          \
+	X(protocol_error_limit)                                                                    \
+	X(protocol_error_zero)                                                                     \
+	X(protocol_error_one)                                                                      \
+	X(quit_pipelined)                                                                          \
+	X(eof_cases)                                                                               \
+	X(eof_in_data)                                                                             \
+	X(eof_in_long_line)                                                                        \
+	X(eof_in_long_text_line)                                                                   \
+	X(timeouts)                                                                                \
+	X(timeout_idle)                                                                            \
+	X(shutdown)                                                                                \
+	X(shutdown_idle)                                                                           \
+	X(rate_limit)                                                                              \
+	X(bare_lf_command)                                                                         \
+	X(bare_cr_command)                                                                         \
+	X(bare_cr_before_crlf)                                                                     \
+	X(bare_lf_header)                                                                          \
+	X(bare_cr_body)                                                                            \
+	X(bare_lf_in_long_command)                                                                 \
+	X(bare_cr_in_long_command)                                                                 \
+	X(bare_lf_in_long_text_line)                                                               \
+	X(bare_cr_in_long_text_line)                                                               \
+	X(smuggle_lf_dot_lf)                                                                       \
+	X(dot_stuffing)                                                                            \
+	X(text_line_limit)                                                                         \
+	X(command_line_limit)                                                                      \
+	X(message_size)                                                                            \
+	X(message_size_long_line)                                                                  \
+	X(message_size_exchange)                                                                   \
+	X(header_size)                                                                             \
+	X(max_recipients)                                                                          \
+	X(hop_count)                                                                               \
+	X(no_permission)                                                                           \
+	X(require_tls)                                                                             \
+	X(starttls_injection)                                                                      \
+	X(starttls_failed)                                                                         \
+	X(starttls_syntax)                                                                         \
+	X(data_sync_error)                                                                         \
+	X(data_then_quit_sync)                                                                     \
+	X(tarpit)                                                                                  \
+	X(tarpit_bare_lf)                                                                          \
+	X(tarpit_exchange_servers)                                                                 \
+	X(recipients_file)                                                                         \
+	X(numeric_fqdn)                                                                            \
+	X(postmaster_without_domains)                                                              \
+	X(helo_literals)
+
+#define TRANSCRIPT_TEST(name)                                                                      \
+	Test(smtp_transcript, name)                                                                \
+	{                                                                                          \
+		check_file(#name ".txt");                                                          \
+	}
+TRANSCRIPTS(TRANSCRIPT_TEST)
+
+#define TRANSCRIPT_NAME(name) #name ".txt",
+static const char *const listed[] = {TRANSCRIPTS(TRANSCRIPT_NAME)};
+
+Test(smtp_transcript, every_file_is_run)
+{
+	DIR *dir = opendir(tx_dir());
+	struct dirent *e;
+	size_t seen = 0;
+
+	cr_assert_not_null(dir, "cannot open %s", tx_dir());
+	while ((e = readdir(dir))) {
+		if (e->d_name[0] == '.')
+			continue;
+		bool found = false;
+		for (size_t i = 0; i < sizeof(listed) / sizeof(listed[0]); i++)
+			found = found || strcmp(listed[i], e->d_name) == 0;
+		cr_expect(found, "%s/%s is not run by any test (add it to TRANSCRIPTS)", tx_dir(),
+		          e->d_name);
+		seen++;
+	}
+	closedir(dir);
+	cr_expect_eq(seen, sizeof(listed) / sizeof(listed[0]), "a listed transcript is missing");
+}
+
+/* ---- tables, each case a small transcript run with every feed ---------------------- */
+
+static void
+check_text(const char *name, const char *text)
+{
+	struct tx_script *sc = tx_parse(name, text);
+
+	cr_assert_not_null(sc, "%s does not parse:\n%s", name, text);
+	cr_expect(tx_check(sc), "%s: see the record above", name);
+	tx_free(sc);
+}
+
+#define GREETING                                                                                   \
+	"S: 220 mx.example.com ESMTP ready\n"                                                      \
+	"C: HELO c.example\n"                                                                      \
+	"S: 250 mx.example.com Hello [192.0.2.1]\n"
+#define BEGIN_MESSAGE                                                                              \
+	"A: MSG_BEGIN ok\n"                                                                        \
+	"E: helo=c.example from=<a@c.example> to=<%s>\n"                                           \
+	"S: 354 Start mail input; end with <CRLF>.<CRLF>\n"
+
+static const char relay_denied[] = "550 5.7.54 SMTP; Unable to relay recipient in non-accepted "
+                                   "domain";
+static const char routing[] = "550 5.1.3 Routing characters (%, !, @) in the local part are not "
+                              "accepted";
+static const char bad_address[] = "501 5.1.3 Invalid address";
+
+/* RCPT TO forms that try to make the gateway relay: none may reach the envelope of an
+ * anonymous session except as a local recipient of an accepted domain.  `rcpt` is in
+ * transcript syntax; `delivered` is the envelope address, or NULL when refused. */
+static const struct relay_case {
+	const char *rcpt, *reply, *delivered;
+} relay_cases[] = {
+        {"<user@example.com>", NULL, "user@example.com"},
+        {"<User@EXAMPLE.Com>", NULL, "User@example.com"},
+        {"<user@example.com>   ", NULL, "user@example.com"},
+        {"<user+tag@example.com>", NULL, "user+tag@example.com"},
+        {"<user@deep.sub.example.net>", NULL, "user@deep.sub.example.net"},
+        {"<\"user\"@example.com>", NULL, "user@example.com"},
+        {"<\"us er\"@example.com>", NULL, "\"us er\"@example.com"},
+        {"<@other.example:user@example.com>", NULL, "user@example.com"},
+        {"<@a.example,@b.example:user@example.com>", NULL, "user@example.com"},
+        {"<postmaster>", NULL, "postmaster@corp.example"},
+        {"<PostMaster>", NULL, "postmaster@corp.example"},
+        {"<user@other.example>", relay_denied, NULL},
+        {"<user@example.net>", relay_denied, NULL},
+        {"<user@sub.example.com>", relay_denied, NULL},
+        {"<user@example.com.other.example>", relay_denied, NULL},
+        {"<user@xexample.com>", relay_denied, NULL},
+        {"<user@localhost>", relay_denied, NULL},
+        {"<user@127.0.0.1>", relay_denied, NULL},
+        {"<user@[192.0.2.1]>", relay_denied, NULL},
+        {"<user@[127.0.0.1]>", relay_denied, NULL},
+        {"<user@[IPv6:2001:db8::1]>", relay_denied, NULL},
+        {"<postmaster@other.example>", relay_denied, NULL},
+        {"<@example.com:user@other.example>", relay_denied, NULL},
+        {"<@example.com,@example.com:user@other.example>", relay_denied, NULL},
+        {"<user%other.example@example.com>", routing, NULL},
+        {"<%user@example.com>", routing, NULL},
+        {"<other.example!user@example.com>", routing, NULL},
+        {"<\"user@other.example\"@example.com>", routing, NULL},
+        {"<\"user\\\\@other.example\"@example.com>", routing, NULL},
+        {"<\"user%other.example\"@example.com>", routing, NULL},
+        {"<\"user\\\\\"@other.example\"@example.com>", routing, NULL},
+        {"<\"@other.example:user\"@example.com>", routing, NULL},
+        {"<user@other.example@example.com>", bad_address, NULL},
+        {"<user@example.com@other.example>", bad_address, NULL},
+        {"<user@example.com.>", bad_address, NULL},
+        {"<user@.example.com>", bad_address, NULL},
+        {"<user@-example.com>", bad_address, NULL},
+        {"<user@exa_mple.com>", bad_address, NULL},
+        {"<user@exam ple.com>", bad_address, NULL},
+        {"<us er@example.com>", bad_address, NULL},
+        {"<user\\\\@other.example@example.com>", bad_address, NULL},
+        {"<user@example.com", bad_address, NULL},
+        {"user@example.com", bad_address, NULL},
+        {"<>", bad_address, NULL},
+        {"<@other.example>", bad_address, NULL},
+        {"<@[192.0.2.1]:user@example.com>", bad_address, NULL},
+        {"<user@[192.0.2.1>", bad_address, NULL},
+        {"<user@ex\\xc3\\xa4mple.com>", "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter",
+         NULL},
+        {"<user@example.com> NOTIFY=SUCCESS", "555 5.5.4 Unsupported parameter", NULL},
+        {"<user@example.com>\\0", "500 5.5.2 NUL in command", NULL},
+};
+
+static void
+relay_case(const char *connector, size_t i, const struct relay_case *c)
+{
+	char text[4096], name[200];
+	int n;
+
+	snprintf(name, sizeof(name), "relay case %zu: RCPT TO:%s (%s)", i, c->rcpt,
+	         connector ? connector : "anonymous-users\n");
+	n = snprintf(text, sizeof(text),
+	             "%s"
+	             "connector: max-protocol-errors = unlimited\n" GREETING
+	             "C: MAIL FROM:<a@c.example>\n"
+	             "S: 250 2.1.0 Sender OK\n"
+	             "C: RCPT TO:%s\n"
+	             "S: %s\n"
+	             "C: DATA\n",
+	             connector ? connector : "", c->rcpt,
+	             c->reply ? c->reply : "250 2.1.5 Recipient OK");
+	if (c->delivered)
+		snprintf(text + n, sizeof(text) - (size_t)n, BEGIN_MESSAGE, c->delivered);
+	else
+		snprintf(text + n, sizeof(text) - (size_t)n, "S: 503 5.5.2 Need rcpt command\n");
+	check_text(name, text);
+}
+
+Test(smtp_relay, anonymous_never_relays)
+{
+	for (size_t i = 0; i < sizeof(relay_cases) / sizeof(relay_cases[0]); i++)
+		relay_case(NULL, i, &relay_cases[i]);
+}
+
+Test(smtp_relay, partners_never_relay)
+{
+	for (size_t i = 0; i < sizeof(relay_cases) / sizeof(relay_cases[0]); i++)
+		relay_case("connector: permission-groups = { partners }\n", i, &relay_cases[i]);
+}
+
+/* exchange-servers may relay anywhere, routing characters and literals included; the
+ * syntax rules still hold. */
+static const struct relay_case trusted_cases[] = {
+        {"<user@other.example>", NULL, "user@other.example"},
+        {"<user%other.example@example.com>", NULL, "user%other.example@example.com"},
+        {"<other.example!user@relay.example>", NULL, "other.example!user@relay.example"},
+        {"<\"user@other.example\"@example.com>", NULL, "\"user@other.example\"@example.com"},
+        {"<user@[192.0.2.1]>", NULL, "user@[192.0.2.1]"},
+        {"<@hop.example:user@other.example>", NULL, "user@other.example"},
+        {"<carol@corp.example>", "550 5.1.1 User unknown", NULL},
+        {"<user@other.example@example.com>", bad_address, NULL},
+};
+
+Test(smtp_relay, exchange_servers_may_relay)
+{
+	for (size_t i = 0; i < sizeof(trusted_cases) / sizeof(trusted_cases[0]); i++)
+		relay_case("connector: permission-groups = { exchange-servers }\n", i,
+		           &trusted_cases[i]);
+}
+
+/* SMTP smuggling (smtpsmug and the 2023 "SMTP smuggling" variants): each end of data that
+ * is not CRLF "." CRLF, followed by a hidden second transaction.  None may end the message
+ * early or make two messages: a bare CR or LF closes the session (421, message aborted),
+ * and a NUL near the dot keeps it text (the one message is refused for the NUL). */
+static const struct smuggle_case {
+	const char *end; /* in transcript syntax */
+	enum { BARE, NUL, TEXT } outcome;
+} smuggle_cases[] = {
+        {"\\n.\\n", BARE},
+        {"\\n.\\r\\n", BARE},
+        {"\\r.\\r", BARE},
+        {"\\r.\\n", BARE},
+        {"\\r\\n.\\r", BARE},
+        {"\\r\\n.\\n", BARE},
+        {"\\n.\\r", BARE},
+        {"\\r.\\r\\n", BARE},
+        {"\\r\\n.\\r\\r\\n", BARE},
+        {"\\r\\r\\n.\\r\\r\\n", BARE},
+        {"\\n\\r\\n.\\r\\n", BARE},
+        {"\\r\\n.\\n\\r\\n", BARE},
+        {"\\r\\n\\0.\\r\\n", NUL},
+        {"\\r\\n.\\0\\r\\n", NUL},
+        {"\\r\\n\\0.\\0\\r\\n", NUL},
+        {"\\r\\n..\\r\\n", TEXT},
+        {"\\r\\n .\\r\\n", TEXT},
+        {"\\r\\n.x\\r\\n", TEXT},
+};
+
+/* Length of transcript text with only one-character escapes (\\r, \\n, \\0, \\\\). */
+static size_t
+unescaped_len(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++, n++)
+		if (*s == '\\')
+			s++;
+	return n;
+}
+
+Test(smtp_framing, smuggling_never_makes_two_messages)
+{
+	static const char hidden[] = "MAIL FROM:<admin@example.com>\\r\\n"
+	                             "RCPT TO:<victim@example.com>\\r\\n"
+	                             "DATA\\r\\n"
+	                             "From: admin@example.com\\r\\n\\r\\nforged\\r\\n";
+
+	for (size_t i = 0; i < sizeof(smuggle_cases) / sizeof(smuggle_cases[0]); i++) {
+		const struct smuggle_case *c = &smuggle_cases[i];
+		char text[4096], name[64];
+		int n;
+
+		snprintf(name, sizeof(name), "smuggling case %zu (%s)", i, c->end);
+		n = snprintf(text, sizeof(text),
+		             GREETING "C: MAIL FROM:<a@c.example>\n"
+		                      "C: RCPT TO:<b@example.com>\n"
+		                      "C: DATA\n"
+		                      "S: 250 2.1.0 Sender OK\n"
+		                      "S: 250 2.1.5 Recipient OK\n" BEGIN_MESSAGE
+		                      "R: Subject: x\\r\\n\\r\\nfirst%s%s.\\r\\n\n",
+		             "b@example.com", c->end, hidden);
+		if (c->outcome == BARE)
+			snprintf(text + n, sizeof(text) - (size_t)n,
+			         "S: 421 4.5.0 Bare CR or LF in the SMTP stream; only CRLF ends a "
+			         "line, closing transmission channel\n"
+			         "A: MSG_ABORT\nA: CLOSE\n");
+		else if (c->outcome == NUL)
+			snprintf(text + n, sizeof(text) - (size_t)n,
+			         "S: 554 5.6.0 Message contains NUL characters\n"
+			         "A: MSG_ABORT\n"
+			         "C: NOOP\nS: 250 2.0.0 OK\n");
+		else {
+			/* the whole is one message; the hidden commands are its text */
+			char body[1024];
+			snprintf(body, sizeof(body), "Subject: x\\r\\n\\r\\nfirst%s%s",
+			         strstr(c->end, "..")   ? "\\r\\n.\\r\\n"
+			         : strstr(c->end, " .") ? "\\r\\n .\\r\\n"
+			                                : "\\r\\nx\\r\\n",
+			         hidden);
+			snprintf(text + n, sizeof(text) - (size_t)n,
+			         "A: MSG_DATA %s\n"
+			         "A: MSG_END ok ONE\n"
+			         "E: size=%zu hops=0\n"
+			         "S: 250 2.6.0 <ONE> Queued mail for delivery\n"
+			         "C: NOOP\nS: 250 2.0.0 OK\n",
+			         body, unescaped_len(body));
+		}
+		check_text(name, text);
+	}
+}
+
+/* ---- the interface, driven by hand ------------------------------------------------- */
+
+static void
+put(struct smtp *s, const char *text)
+{
+	size_t n = strlen(text), space;
+	char *p = smtp_input_space(s, &space);
+
+	cr_assert_geq(space, n);
+	memcpy(p, text, n);
+	smtp_input_commit(s, n);
+}
+
+/* The next action, which must be of kind k (and, for a reply, start with text). */
+static struct smtp_action
+expect_action(struct smtp *s, enum smtp_kind k, const char *text)
+{
+	struct smtp_action a = {0};
+	enum smtp_kind got = smtp_next(s, &a);
+
+	cr_assert_eq(got, k, "action %d, expected %d (%.*s)", got, k,
+	             got == SMTP_REPLY ? (int)a.len : 0, got == SMTP_REPLY ? a.text : "");
+	if (text)
+		cr_assert(a.len >= strlen(text) && memcmp(a.text, text, strlen(text)) == 0,
+		          "got %.*s, expected %s", (int)a.len, a.text, text);
+	return a;
+}
+
+/* Skips the banner and greets. */
+static void
+greet(struct smtp *s, const char *cmds)
+{
+	expect_action(s, SMTP_REPLY, "220 ");
+	expect_action(s, SMTP_NONE, NULL);
+	put(s, cmds);
+}
+
+Test(smtp_api, free_null_and_first_action)
+{
+	struct tx_session *t = tx_session_new("client: 203.0.113.9\n");
+
+	smtp_free(NULL);
+	cr_assert_not_null(t);
+	cr_expect(smtp_input_paused(t->smtp), "the banner is queued: paused");
+	expect_action(t->smtp, SMTP_REPLY, "220 mx.example.com ESMTP ready\r\n");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	cr_expect(!smtp_input_paused(t->smtp));
+	cr_expect_null(smtp_helo(t->smtp));
+	cr_expect(!smtp_in_tls(t->smtp) && !smtp_esmtp(t->smtp));
+	put(t->smtp, "EHLO c.example\r\n");
+	struct smtp_action a = expect_action(t->smtp, SMTP_REPLY, "250-mx.example.com Hello");
+	cr_expect(strstr(a.text, "[203.0.113.9]") != NULL);
+	cr_expect_str_eq(smtp_helo(t->smtp), "c.example");
+	cr_expect(smtp_esmtp(t->smtp));
+	tx_session_free(t);
+}
+
+/* A daemon that read while the handshake was pending (against smtp_input_paused()) must
+ * not get those bytes run: smtp_tls_done() drops them too. */
+Test(smtp_api, bytes_read_during_the_handshake_are_dropped)
+{
+	struct tx_session *t = tx_session_new("tls: yes\nconnector: auth-mechanism = { tls }\n");
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "EHLO c.example\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250-");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "STARTTLS\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "220 2.0.0");
+	expect_action(t->smtp, SMTP_STARTTLS, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(t->smtp));
+	put(t->smtp, "EHLO evil.example\r\nMAIL FROM:<evil@evil.example>\r\n");
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_tls_done(t->smtp, true);
+	cr_expect(smtp_in_tls(t->smtp));
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "MAIL FROM:<a@c.example>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "503 5.5.2 Send hello first");
+	tx_session_free(t);
+}
+
+static void
+to_data(struct smtp *s)
+{
+	greet(s,
+	      "HELO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
+	expect_action(s, SMTP_REPLY, "250 ");
+	expect_action(s, SMTP_REPLY, "250 2.1.0");
+	expect_action(s, SMTP_REPLY, "250 2.1.5");
+	expect_action(s, SMTP_MSG_BEGIN, NULL);
+	cr_expect(smtp_input_paused(s), "no input while the message is being opened");
+	expect_action(s, SMTP_WAIT, NULL);
+	smtp_msg_begun(s, true);
+	expect_action(s, SMTP_REPLY, "354 ");
+	expect_action(s, SMTP_NONE, NULL);
+}
+
+/* A timeout while the daemon commits: the goodbye goes out, but no MSG_ABORT follows the
+ * MSG_END (the commit is the daemon's to finish), and the late answer changes nothing. */
+Test(smtp_api, timeout_while_committing)
+{
+	struct tx_session *t = tx_session_new("connector: tarpit-interval = 5s\n");
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	put(t->smtp, "Subject: x\r\n\r\nbody\r\n.\r\n");
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	expect_action(t->smtp, SMTP_MSG_END, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_SESSION);
+	struct smtp_action a = expect_action(t->smtp, SMTP_REPLY, "421 4.4.1");
+	cr_expect_eq(a.delay_ms, 0u);
+	expect_action(t->smtp, SMTP_CLOSE, NULL);
+	smtp_msg_committed(t->smtp, true, "LATE");
+	for (int i = 0; i < 3; i++)
+		expect_action(t->smtp, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(t->smtp));
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE); /* closed: nothing more */
+	smtp_shutdown(t->smtp);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	tx_session_free(t);
+}
+
+/* The session freed in the middle of a message (the daemon drops a connection). */
+Test(smtp_api, free_in_the_middle_of_a_message)
+{
+	struct tx_session *t = tx_session_new("");
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	put(t->smtp, "Subject: x\r\n\r\npartial li");
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	const struct smtp_envelope *e = smtp_envelope(t->smtp);
+	cr_expect_str_eq(e->mail_from, "a@c.example");
+	cr_expect_eq(e->n_rcpts, 1u);
+	tx_session_free(t);
+}
+
+/* Thousands of pipelined commands in reads as large as the core allows: every one is
+ * answered, in order, and the input never stalls. */
+Test(smtp_api, long_pipeline)
+{
+	struct tx_session *t = tx_session_new("");
+	size_t sent = 0, answered = 0, total = 5000;
+	char cmd[32];
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "");
+	while (answered < total) {
+		struct smtp_action a;
+		enum smtp_kind k;
+		while ((k = smtp_next(t->smtp, &a)) == SMTP_REPLY) {
+			snprintf(cmd, sizeof(cmd), "250 2.0.0 OK\r\n");
+			cr_assert(a.len == strlen(cmd) && memcmp(a.text, cmd, a.len) == 0);
+			answered++;
+		}
+		cr_assert_eq(k, SMTP_NONE);
+		cr_assert(!smtp_input_paused(t->smtp));
+		size_t space;
+		char *p = smtp_input_space(t->smtp, &space);
+		size_t n = 0;
+		cr_assert_gt(space, 0u);
+		while (sent < total && n + 6 <= space) {
+			memcpy(p + n, "NOOP\r\n", 6);
+			n += 6;
+			sent++;
+		}
+		if (n == 0 && sent == total && answered < total)
+			cr_assert_fail("%zu commands sent, %zu answered", sent, answered);
+		smtp_input_commit(t->smtp, n);
+	}
+	tx_session_free(t);
+}
+
+/* protocol-logging-level verbose logs each command, but never an AUTH argument: it is a
+ * credential even though AUTH is refused (STYLE.md habit 10). */
+Test(smtp_api, verbose_log_hides_credentials)
+{
+	struct tx_session *t = tx_session_new("connector: protocol-logging-level = verbose\n");
+	char logs[4096] = "";
+	struct smtp_action a;
+	enum smtp_kind k;
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "NOOP hello\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nauth login\r\n");
+	while ((k = smtp_next(t->smtp, &a)) != SMTP_NONE) {
+		cr_assert_neq(k, SMTP_WAIT);
+		if (k == SMTP_LOG)
+			snprintf(logs + strlen(logs), sizeof(logs) - strlen(logs), "%.*s\n",
+			         (int)a.len, a.text);
+	}
+	cr_expect(strstr(logs, "< NOOP hello\n") != NULL, "%s", logs);
+	cr_expect(strstr(logs, "AGFsaWNlAHNlY3JldA==") == NULL, "a credential was logged:\n%s",
+	          logs);
+	cr_expect(strstr(logs, "< AUTH") != NULL, "%s", logs);
+	cr_expect(strstr(logs, "< auth") != NULL, "%s", logs);
+	tx_session_free(t);
+}
