@@ -530,8 +530,10 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 	}
 	char buf[MAILADDR_LOCAL_MAX * 2 + MAILADDR_DOMAIN_MAX + 8];
 	mailaddr_format(&a, buf, sizeof(buf));
-	if (!(s->mail_from = strdup(buf)))
+	if (!(s->mail_from = strdup(buf))) {
+		reply(s, "452 4.3.1 Insufficient system resources");
 		return;
+	}
 	s->have_mail = true;
 	reply(s, "250 2.1.0 Sender OK");
 }
@@ -594,10 +596,6 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 			return;
 		}
 	}
-	if (s->n_rcpts >= k->max_recipients_per_message) {
-		reply(s, "452 4.5.3 Too many recipients");
-		return;
-	}
 	bool accepted = !a.literal && config_accepts_domain(cfg, a.domain, strlen(a.domain));
 	if (!trusted) {
 		if (!accepted) {
@@ -627,6 +625,10 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 			reply(s, "250 2.1.5 Recipient OK"); /* a duplicate: delivered once */
 			return;
 		}
+	}
+	if (s->n_rcpts >= k->max_recipients_per_message) {
+		reply(s, "452 4.5.3 Too many recipients");
+		return;
 	}
 	if (s->n_rcpts == s->cap_rcpts) {
 		size_t nc = s->cap_rcpts ? 2 * s->cap_rcpts : 4;
@@ -1059,7 +1061,8 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		s->arena_len = 0;
 		switch (s->st) {
 		case ST_CMD:
-			if (s->shutdown) {
+			/* stopping: close between transactions, never in the middle of one */
+			if (s->shutdown && !s->have_mail) {
 				reply(s, "421 4.3.2 Service shutting down, closing transmission "
 				         "channel");
 				close_session(s);

@@ -42,6 +42,7 @@ check_file(const char *file)
 	X(timeout_idle)                                                                            \
 	X(shutdown)                                                                                \
 	X(shutdown_idle)                                                                           \
+	X(shutdown_between_mail_and_data)                                                          \
 	X(rate_limit)                                                                              \
 	X(bare_lf_command)                                                                         \
 	X(bare_cr_command)                                                                         \
