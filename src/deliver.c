@@ -683,8 +683,9 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 			}
 			maildir_name(name, sizeof(name), (long long)e->received, e->id, i,
 			             cfg->hostname);
-			if (maildir_deliver(mdfd, newfd, spool_queue_fd(d->sp), e->id, name,
-			                    e->recovered) < 0) {
+			int how = maildir_deliver(mdfd, newfd, spool_queue_fd(d->sp), e->id, name,
+			                          e->recovered);
+			if (how < 0) {
 				snprintf(o[i].text, sizeof(o[i].text),
 				         "4.3.0 cannot deliver to Maildir %.200s/%.200s: %s", base,
 				         rel, strerror(errno));
@@ -693,8 +694,19 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 				continue;
 			}
 			close(mdfd);
-			/* new/ is synced once per batch, for everything that went into it */
+			o[i].code = 250;
+			snprintf(o[i].text, sizeof(o[i].text),
+			         "2.0.0 delivered to Maildir %.200s/%.200s", base, rel);
+			if (how == 0) {
+				/* a link: ordered after the spool's sync (maildir.h) */
+				close(newfd);
+				continue;
+			}
+			/* a copy: new/ is synced once per batch, before the spool file goes */
 			if (fstat(newfd, &st) < 0) {
+				o[i].code = 451;
+				snprintf(o[i].text, sizeof(o[i].text), "4.3.0 cannot stat new/: %s",
+				         strerror(errno));
 				close(newfd);
 				continue;
 			}
@@ -707,6 +719,7 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 					size_t nc = cap_dirs ? 2 * cap_dirs : 16;
 					struct syncdir *nd = realloc(dirs, nc * sizeof(*nd));
 					if (!nd) {
+						o[i].code = 451; /* cannot promise its sync */
 						close(newfd);
 						continue;
 					}
@@ -717,9 +730,6 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 			} else {
 				close(newfd);
 			}
-			o[i].code = 250;
-			snprintf(o[i].text, sizeof(o[i].text),
-			         "2.0.0 delivered to Maildir %.200s/%.200s", base, rel);
 		}
 	}
 	bool sync_failed = false;

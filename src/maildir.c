@@ -253,5 +253,5 @@ maildir_deliver(int maildirfd, int newfd, int queuefd, const char *id, const cha
 		return 0; /* delivered before a crash */
 	if (errno != EXDEV && errno != EPERM && errno != EMLINK)
 		return -1;
-	return copy_into(maildirfd, newfd, queuefd, id, name);
+	return copy_into(maildirfd, newfd, queuefd, id, name) < 0 ? -1 : 1;
 }

@@ -36,8 +36,13 @@ int maildir_expand(const char *rest, const char *local, const char *domain, char
 int maildir_open(int basefd, const char *rel, int *dirfd);
 
 /* Delivers: links queuefd/id into new/<name>, or copies it there through tmp/.  Returns
- * 0 (also when it was already delivered), or -1 with errno.  *synced_copy is set when
- * the file was copied and synced here (a link needs only new/ to be synced). */
+ * 0 for a link (or when it was already delivered), 1 for a copy, -1 with errno.
+ *
+ * A link needs no sync of its own: the file's data was synced when it was spooled, and
+ * journalling file systems (ext4, XFS, btrfs) commit metadata operations in order, so
+ * the spool file's later unlink cannot become durable before the link.  A copy lives on
+ * another file system, where that order does not hold: the caller must fsync new/
+ * before it removes the spooled file. */
 int maildir_deliver(int maildirfd, int newfd, int queuefd, const char *id, const char *name,
                     bool check_cur);
 
