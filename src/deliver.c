@@ -607,7 +607,7 @@ static void
 maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 {
 	struct syncdir *dirs = NULL;
-	size_t n_dirs = 0, cap_dirs = 0, n_jobs = 0;
+	size_t n_dirs = 0, cap_dirs = 0, n_jobs = 0, links = 0;
 	char base[1024];
 	const char *rest = NULL;
 	int bfd = -1, base_err = 0;
@@ -698,7 +698,8 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 			snprintf(o[i].text, sizeof(o[i].text),
 			         "2.0.0 delivered to Maildir %.200s/%.200s", base, rel);
 			if (how == 0) {
-				/* a link: ordered after the spool's sync (maildir.h) */
+				/* a link: made durable by one syncfs() for the batch */
+				links++;
 				close(newfd);
 				continue;
 			}
@@ -733,6 +734,8 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		}
 	}
 	bool sync_failed = false;
+	if (links > 0 && bfd >= 0 && syncfs(bfd) < 0)
+		sync_failed = true;
 	for (size_t x = 0; x < n_dirs; x++) {
 		if (fsync(dirs[x].fd) < 0)
 			sync_failed = true;
@@ -754,7 +757,7 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 				if (o[i].code / 100 == 2) {
 					o[i].code = 451;
 					snprintf(o[i].text, sizeof(o[i].text),
-					         "4.3.0 fsync of a Maildir directory failed");
+					         "4.3.0 syncing the Maildir file system failed");
 				}
 			}
 		}

@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#ifdef SYS_openat2
+#include <linux/openat2.h>
+#endif
 
 size_t
 maildir_encode(const char *in, size_t len, char *out, size_t size)
@@ -106,11 +110,66 @@ open_dir(int dirfd, const char *name)
 	return fd;
 }
 
+/* Every component of rel fits and is neither "." nor "..". */
+static bool
+rel_ok(const char *rel)
+{
+	for (const char *p = rel; *p;) {
+		const char *slash = strchr(p, '/');
+		size_t len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len >= 256 || (len == 1 && p[0] == '.') ||
+		    (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	return true;
+}
+
+/* The common case, an existing Maildir, in two system calls: openat2() resolves the whole
+ * path at once and refuses any symlink on the way or an escape from basefd.  -1 (and the
+ * walk below) when the kernel lacks openat2 or the Maildir is not complete yet. */
+static int
+open_existing(int basefd, const char *rel, int *dirfd)
+{
+#ifdef SYS_openat2
+	struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+	                       .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	                                  RESOLVE_NO_MAGICLINKS};
+	int fd = (int)syscall(SYS_openat2, basefd, rel, &how, sizeof(how));
+	if (fd < 0)
+		return -1;
+	int nw = openat(fd, "new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nw < 0) {
+		close(fd);
+		return -1;
+	}
+	*dirfd = fd;
+	return nw;
+#else
+	(void)basefd;
+	(void)rel;
+	(void)dirfd;
+	return -1;
+#endif
+}
+
 int
 maildir_open(int basefd, const char *rel, int *dirfd)
 {
 	char comp[256];
 	const char *p = rel;
+
+	if (!rel_ok(rel)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (*rel) {
+		int nw = open_existing(basefd, rel, dirfd);
+		if (nw >= 0)
+			return nw;
+	}
 	int fd = dup(basefd);
 
 	if (fd < 0)
@@ -195,7 +254,7 @@ copy_into(int maildirfd, int newfd, int queuefd, const char *id, const char *nam
 
 	if (in < 0)
 		return -1;
-	tmpfd = openat(maildirfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	tmpfd = open_dir(maildirfd, "tmp"); /* made here if someone removed it */
 	if (tmpfd < 0)
 		goto fail;
 	out = openat(tmpfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);

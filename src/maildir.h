@@ -7,9 +7,10 @@
  * '/', '%', control bytes and non-ASCII) becomes %XX, and a leading '.' becomes %2E, so
  * "." and ".." can never appear.
  *
- * Directories are walked and made component by component with openat(O_NOFOLLOW) from
- * the template's fixed prefix, so a symlink planted inside the mail store cannot redirect
- * a delivery.  A message is delivered by hard-linking the spooled file (already synced)
+ * An existing Maildir is opened with one openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+ * otherwise directories are walked and made component by component with
+ * openat(O_NOFOLLOW) from the template's fixed prefix.  Either way a symlink planted
+ * inside the mail store cannot redirect a delivery.  A message is delivered by hard-linking the spooled file (already synced)
  * into new/ under a name fixed by its queue id and recipient index; on another file
  * system it is copied into tmp/, synced and renamed into new/.  Because the name is
  * fixed, delivering the same recipient twice finds it there and does nothing: a delivery
@@ -38,11 +39,11 @@ int maildir_open(int basefd, const char *rel, int *dirfd);
 /* Delivers: links queuefd/id into new/<name>, or copies it there through tmp/.  Returns
  * 0 for a link (or when it was already delivered), 1 for a copy, -1 with errno.
  *
- * A link needs no sync of its own: the file's data was synced when it was spooled, and
- * journalling file systems (ext4, XFS, btrfs) commit metadata operations in order, so
- * the spool file's later unlink cannot become durable before the link.  A copy lives on
- * another file system, where that order does not hold: the caller must fsync new/
- * before it removes the spooled file. */
+ * The file's data was synced when it was spooled; the new name is not durable yet.  The
+ * caller makes it so before the spool lets go of the message: one syncfs() of the
+ * Maildirs' file system for a whole batch of links (journalling file systems would keep
+ * the link and the later unlink in order, but ext4 without a journal, or ext2, do not),
+ * and an fsync of new/ for a copy, which lives on another file system. */
 int maildir_deliver(int maildirfd, int newfd, int queuefd, const char *id, const char *name,
                     bool check_cur);
 

@@ -15,10 +15,12 @@
 #include "log.h"
 
 #define WBUF_SIZE 65536
+/* Envelope files kept in free/ for reuse; beyond this, removal unlinks. */
+#define FREE_POOL_MAX 4096
 
 struct spool {
 	char *path;
-	int dirfd, tmpfd, queuefd, corruptfd;
+	int dirfd, tmpfd, queuefd, corruptfd, freefd;
 	spool_committed_hook hook;
 	void *hook_arg;
 	pthread_t syncer;
@@ -30,12 +32,19 @@ struct spool {
 	atomic_uint_fast32_t seq;
 	bool use_syncfs; /* one syncfs() per group instead of an fsync per file */
 	struct spool_stats stats;
+	/* free/: settled envelope files waiting to be rewritten (see recycling below) */
+	pthread_mutex_t freemu;
+	uint64_t *free_names; /* a stack of numbers: free/<n> */
+	size_t n_free;
+	uint64_t next_free_name;
 };
 
 struct spool_msg {
 	struct spool *sp;
 	char id[SPOOL_ID_LEN + 1];
 	int fd;
+	int envdir; /* where the envelope was written: tmpfd or freefd */
+	char envname[24];
 	char *buf;
 	size_t blen;
 	uint64_t written, prefix;
@@ -291,6 +300,48 @@ open_subdir(int dirfd, const char *name, long uid, long gid)
 	return fd;
 }
 
+/*
+ * Recycling.  A settled message's envelope file is renamed into free/ rather than
+ * unlinked, and the next group commit rewrites it in place for a new message instead of
+ * creating a file.  File systems pay for every inode freed and allocated (ext4 without a
+ * journal scans past every recently freed inode on each create), so steady traffic then
+ * allocates one inode per message (its data, which lives on in the Maildir) and frees
+ * none.  free/<n> names come from a counter and are never reused.  A free/ file with a
+ * second link (a crash in the middle of a rename on a file system that does not make
+ * renames atomic) is dropped, never rewritten: it may be a queued envelope.
+ */
+static void
+load_free_pool(struct spool *sp)
+{
+	int fd = dup(sp->freefd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+		char *end;
+		if (de->d_name[0] == '.')
+			continue;
+		errno = 0;
+		unsigned long long n = strtoull(de->d_name, &end, 10);
+		bool ok = !errno && *end == '\0' && de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+		          fstatat(sp->freefd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		          S_ISREG(st.st_mode) && st.st_nlink == 1;
+		if (n >= sp->next_free_name && !errno)
+			sp->next_free_name = n + 1;
+		if (ok && sp->n_free < FREE_POOL_MAX)
+			sp->free_names[sp->n_free++] = n;
+		else
+			unlinkat(sp->freefd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
 static void *syncer_main(void *arg);
 
 struct spool *
@@ -303,13 +354,15 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = -1;
+	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = sp->freefd = -1;
 	sp->use_syncfs = true;
 	sp->hook = hook;
 	sp->hook_arg = hook_arg;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
-	if (!(sp->path = strdup(path)))
+	pthread_mutex_init(&sp->freemu, NULL);
+	if (!(sp->path = strdup(path)) ||
+	    !(sp->free_names = calloc(FREE_POOL_MAX, sizeof(*sp->free_names))))
 		goto fail_errno;
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "cannot make spool directory %s: %s", path, strerror(errno));
@@ -329,11 +382,13 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 	}
 	if ((sp->tmpfd = open_subdir(sp->dirfd, "tmp", uid, gid)) < 0 ||
 	    (sp->queuefd = open_subdir(sp->dirfd, "queue", uid, gid)) < 0 ||
-	    (sp->corruptfd = open_subdir(sp->dirfd, "corrupt", uid, gid)) < 0) {
+	    (sp->corruptfd = open_subdir(sp->dirfd, "corrupt", uid, gid)) < 0 ||
+	    (sp->freefd = open_subdir(sp->dirfd, "free", uid, gid)) < 0) {
 		snprintf(err, errlen, "cannot prepare spool directory %s: %s", path,
 		         strerror(errno));
 		goto fail;
 	}
+	load_free_pool(sp);
 	if (pthread_create(&sp->syncer, NULL, syncer_main, sp) != 0) {
 		snprintf(err, errlen, "cannot start the spool syncer thread");
 		goto fail;
@@ -380,6 +435,10 @@ spool_close(struct spool *sp)
 		close(sp->queuefd);
 	if (sp->corruptfd >= 0)
 		close(sp->corruptfd);
+	if (sp->freefd >= 0)
+		close(sp->freefd);
+	pthread_mutex_destroy(&sp->freemu);
+	free(sp->free_names);
 	if (sp->dirfd >= 0)
 		close(sp->dirfd);
 	pthread_mutex_destroy(&sp->mu);
@@ -413,7 +472,7 @@ spool_msg_new(struct spool *sp)
 	m->sp = sp;
 	for (int tries = 0; tries < 8; tries++) {
 		make_id(sp, m->id);
-		m->fd = openat(sp->tmpfd, m->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		m->fd = openat(sp->queuefd, m->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (m->fd >= 0 || errno != EEXIST)
 			break;
 	}
@@ -491,7 +550,7 @@ discard(struct spool_msg *m)
 {
 	if (m->fd >= 0)
 		close(m->fd);
-	unlinkat(m->sp->tmpfd, m->id, 0);
+	unlinkat(m->sp->queuefd, m->id, 0);
 	free(m->buf);
 	spool_entry_free(m->env);
 	free(m);
@@ -536,52 +595,84 @@ spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_
 
 /* ---- the syncer ------------------------------------------------------------------------ */
 
+/* Takes a recycled envelope file's number from free/; false when there is none. */
+static bool
+take_free(struct spool *sp, uint64_t *n)
+{
+	bool got = false;
+
+	pthread_mutex_lock(&sp->freemu);
+	if (sp->n_free > 0) {
+		*n = sp->free_names[--sp->n_free];
+		got = true;
+	}
+	pthread_mutex_unlock(&sp->freemu);
+	return got;
+}
+
+/* Writes m's envelope into a recycled free/<n> (rewritten in place, then cut to length)
+ * or, with none left, into a new tmp/<id>.env; m->envdir and m->envname say which.  With
+ * sync, fsync()s it.  Returns 0 or an errno; on failure the file is gone. */
 static int
 write_envelope(struct spool *sp, struct spool_msg *m, bool sync)
 {
-	char name[SPOOL_ID_LEN + 8];
 	size_t len, off = 0;
 	char *text = format_envelope(m->env, &len);
-	int fd, err = 0;
+	int fd = -1, err = 0;
+	uint64_t n;
 
 	if (!text)
 		return EINVAL;
-	snprintf(name, sizeof(name), "%s.env", m->id);
-	fd = openat(sp->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	while (fd < 0 && take_free(sp, &n)) {
+		snprintf(m->envname, sizeof(m->envname), "%llu", (unsigned long long)n);
+		m->envdir = sp->freefd;
+		fd = openat(sp->freefd, m->envname, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	}
 	if (fd < 0) {
+		snprintf(m->envname, sizeof(m->envname), "%s.env", m->id);
+		m->envdir = sp->tmpfd;
+		fd = openat(sp->tmpfd, m->envname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		m->envname[0] = '\0';
 		free(text);
 		return errno;
 	}
 	while (off < len && !err) {
-		ssize_t n = write(fd, text + off, len - off);
-		if (n < 0 && errno == EINTR)
+		ssize_t k = pwrite(fd, text + off, len - off, (off_t)off);
+		if (k < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			err = n < 0 ? errno : EIO;
+		if (k <= 0)
+			err = k < 0 ? errno : EIO;
 		else
-			off += (size_t)n;
+			off += (size_t)k;
 	}
+	/* a recycled file may be longer; cutting it keeps its (single) block */
+	if (!err && ftruncate(fd, (off_t)len) < 0)
+		err = errno;
 	if (!err && sync && fsync(fd) < 0)
 		err = errno;
 	if (close(fd) < 0 && !err)
 		err = errno;
 	free(text);
-	if (err)
-		unlinkat(sp->tmpfd, name, 0);
+	if (err) {
+		unlinkat(m->envdir, m->envname, 0);
+		m->envname[0] = '\0';
+	}
 	return err;
 }
 
+/* Removes every file of a message that failed to commit, wherever it got to. */
 static void
-fail_files(struct spool *sp, struct spool_msg *m, bool in_queue)
+fail_files(struct spool *sp, struct spool_msg *m)
 {
 	char name[SPOOL_ID_LEN + 8];
-	int dfd = in_queue ? sp->queuefd : sp->tmpfd;
 
 	snprintf(name, sizeof(name), "%s.env", m->id);
-	unlinkat(dfd, name, 0);
-	unlinkat(dfd, m->id, 0);
-	unlinkat(sp->tmpfd, name, 0);
-	unlinkat(sp->tmpfd, m->id, 0);
+	unlinkat(sp->queuefd, name, 0);
+	unlinkat(sp->queuefd, m->id, 0);
+	if (m->envname[0])
+		unlinkat(m->envdir, m->envname, 0); /* ENOENT once renamed */
 }
 
 static void
@@ -609,17 +700,17 @@ commit_group(struct spool *sp, struct spool_msg *group)
 			if (!m->err)
 				m->err = e;
 	}
-	/* 2. into the queue, data first: the envelope is the commit record */
+	/* 2. the envelope into the queue beside its data: the commit record */
 	for (struct spool_msg *m = group; m; m = m->next) {
 		if (m->err)
 			continue;
 		snprintf(name, sizeof(name), "%s.env", m->id);
-		if (renameat(sp->tmpfd, m->id, sp->queuefd, m->id) < 0 ||
-		    renameat(sp->tmpfd, name, sp->queuefd, name) < 0) {
+		if (renameat(m->envdir, m->envname, sp->queuefd, name) < 0) {
 			m->err = errno;
-			fail_files(sp, m, true);
+			fail_files(sp, m);
 			continue;
 		}
+		m->envname[0] = '\0';
 		any = true;
 	}
 	/* 3. one directory sync makes the whole group durable */
@@ -631,7 +722,7 @@ commit_group(struct spool *sp, struct spool_msg *group)
 		struct spool_msg *next = m->next;
 		int err = m->err ? m->err : direrr;
 		if (err) {
-			fail_files(sp, m, !m->err);
+			fail_files(sp, m);
 			sp->stats.failed++;
 			log_msg(LOG_LVL_ERROR, "spool: message %s not committed: %s", m->id,
 			        strerror(err));
@@ -907,6 +998,33 @@ spool_recover(struct spool *sp)
 	return handed;
 }
 
+/* Moves queue/<name> into free/ for reuse; false when the pool is full or it failed. */
+static bool
+recycle_envelope(struct spool *sp, const char *name)
+{
+	char fname[24];
+	uint64_t n;
+
+	pthread_mutex_lock(&sp->freemu);
+	bool room = sp->n_free < FREE_POOL_MAX;
+	n = sp->next_free_name++;
+	pthread_mutex_unlock(&sp->freemu);
+	if (!room)
+		return false;
+	snprintf(fname, sizeof(fname), "%llu", (unsigned long long)n);
+	if (renameat(sp->queuefd, name, sp->freefd, fname) < 0)
+		return false;
+	pthread_mutex_lock(&sp->freemu);
+	if (sp->n_free < FREE_POOL_MAX) {
+		sp->free_names[sp->n_free++] = n;
+		n = UINT64_MAX;
+	}
+	pthread_mutex_unlock(&sp->freemu);
+	if (n != UINT64_MAX)
+		unlinkat(sp->freefd, fname, 0); /* the pool filled up meanwhile */
+	return true;
+}
+
 int
 spool_remove(struct spool *sp, const char *id)
 {
@@ -914,7 +1032,7 @@ spool_remove(struct spool *sp, const char *id)
 	int rc = 0;
 
 	snprintf(name, sizeof(name), "%s.env", id);
-	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
+	if (!recycle_envelope(sp, name) && unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
 		rc = -1;
 	snprintf(name, sizeof(name), "%s.state", id);
 	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
@@ -995,13 +1113,14 @@ spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t l
 	if (!err)
 		err = write_envelope(sp, m, true);
 	snprintf(name, sizeof(name), "%s.env", m->id);
-	if (!err && (renameat(sp->tmpfd, m->id, sp->queuefd, m->id) < 0 ||
-	             renameat(sp->tmpfd, name, sp->queuefd, name) < 0))
+	if (!err && renameat(m->envdir, m->envname, sp->queuefd, name) < 0)
 		err = errno;
+	else if (!err)
+		m->envname[0] = '\0';
 	if (!err && fsync(sp->queuefd) < 0)
 		err = errno;
 	if (err)
-		fail_files(sp, m, true);
+		fail_files(sp, m);
 	spool_entry_free(m->env);
 	free(m);
 	if (err) {

@@ -3,32 +3,38 @@
  * said it is on stable storage.
  *
  * Layout under the spool directory (made at start, mode 0700):
- *   tmp/     messages being received, and their envelopes being written
- *   queue/   committed messages: <id> (the message exactly as it will be delivered)
- *            and <id>.env (sender, recipients, size, origin; see spool.c)
+ *   queue/   messages: <id> (the message exactly as it will be delivered, written there
+ *            as it arrives) and, once committed, <id>.env (sender, recipients, size,
+ *            origin; see spool.c) and maybe <id>.state (delivery progress)
+ *   tmp/     envelopes being written when free/ has none to reuse
+ *   free/    envelope files of settled messages, kept to be rewritten (see spool.c)
+ *   corrupt/ queued messages recovery could not read, set aside for the admin
  *
  * DURABILITY PROTOCOL
- *   1. spool_msg_new() creates tmp/<id> with O_EXCL, mode 0600; the session appends the
- *      message with spool_msg_write() as it arrives.
- *   2. spool_msg_commit() writes the envelope to tmp/<id>.env and hands both to the
- *      syncer thread, where other sessions' messages wait with it.
- *   3. Group commit: the syncer takes every waiting message at once; for each it
- *      fdatasync()s the data and fsync()s the envelope, then renames the data and then
- *      the envelope into queue/; then it fsync()s queue/ once for the whole group.
- *      Only after that fsync returns does any of those sessions learn its message is
- *      committed — and only then does it reply 250.  One fsync of the directory (and
- *      one journal commit) serves every message of the group.
+ *   1. spool_msg_new() creates queue/<id> with O_EXCL, mode 0600; the session appends the
+ *      message with spool_msg_write() as it arrives.  Without an envelope it is not a
+ *      queued message: nothing reads it but its own session.
+ *   2. spool_msg_commit() hands it to the syncer thread, where other sessions' messages
+ *      wait with it.
+ *   3. Group commit: the syncer takes every waiting message at once; it writes each
+ *      envelope (into a recycled free/ file, or a new tmp/ one), makes every data file
+ *      and envelope of the group durable with one syncfs() (an fdatasync/fsync per file
+ *      where the kernel has no syncfs), renames each envelope to queue/<id>.env — the
+ *      commit record —, then fsync()s queue/ once for the whole group.  Only after that
+ *      fsync returns does any of those sessions learn its message is committed — and
+ *      only then does it reply 250.
  *   4. A failure at any step (ENOSPC, EIO, ...) fails that message alone: its files are
  *      removed and its session replies 452 4.3.1.  Nothing answered 250 depends on it.
- *   Invariant: queue/ holds only complete, synced messages.  A message is queued iff
- *   queue/<id>.env exists; its data file's size must match the envelope.
- *   RECOVERY (spool_recover(), at start): tmp/ is emptied — nothing there was ever
- *   answered.  Every envelope in queue/ is read and handed to delivery again; an
- *   envelope that does not parse, or whose data is missing or of the wrong size, is
- *   moved aside to corrupt/ and logged, never silently deleted.
- *   REMOVAL: when every recipient is delivered, spool_remove() unlinks <id>.env, then
- *   <id>.  A crash in between leaves a data file without an envelope, removed at the
- *   next start.  (Delivery must therefore be idempotent; see deliver.h.)
+ *   Invariant: a message is queued iff queue/<id>.env exists, and then its data is
+ *   complete and synced; the data file's size must match the envelope.
+ *   RECOVERY (spool_recover(), at start): tmp/ is emptied and data files in queue/
+ *   without an envelope are removed — none was ever answered 250 (or it was settled and
+ *   its removal interrupted).  Every envelope in queue/ is read and handed to delivery
+ *   again; an envelope that does not parse, or whose data is missing or of the wrong
+ *   size, is moved aside to corrupt/ and logged, never silently deleted.
+ *   REMOVAL: when every recipient is delivered, spool_remove() moves <id>.env to free/
+ *   (or unlinks it), then unlinks <id>.state and <id>.  (Delivery must be idempotent: a
+ *   crash before the removal is durable delivers again; see deliver.h.)
  *
  * Threads: the session thread owns a spool_msg until spool_msg_commit() or
  * spool_msg_abort(); the syncer thread owns it afterwards and frees it after calling the

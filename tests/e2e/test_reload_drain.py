@@ -281,7 +281,8 @@ def test_privileges_are_dropped_to_the_configured_user(daemon):
         assert st["Groups"].split() in ([str(gid)], []), (tid, st["Groups"])
         for cap in ("CapEff", "CapPrm"):
             assert int(st[cap], 16) & ~(1 << 10) == 0, (tid, cap, st[cap])
-    owned = [daemon.spool] + [os.path.join(daemon.spool, d) for d in ("tmp", "queue", "corrupt")]
+    owned = [daemon.spool] + [os.path.join(daemon.spool, d)
+                              for d in ("tmp", "queue", "corrupt", "free")]
     md = daemon.maildir()
     owned += [daemon.mail, os.path.dirname(md), md] + \
         [os.path.join(md, d) for d in ("tmp", "new", "cur")]

@@ -1,0 +1,861 @@
+#!/usr/bin/python3
+"""mxgate and Postfix side by side, in one run, on loopback (issue 6).
+
+Each scenario runs mxgate, then a Postfix instance configured to do the same work, each
+from an empty directory on the real disk (BENCH_DIR), each stopped and removed afterwards.
+It prints a table per scenario as it goes, then one combined table, also written to
+build/bench/results.md.  A benchmark asserts nothing about speed, but a server that did not
+do the work (messages missing from the Maildir, a session dropped, a client refused that
+should not be) makes the scenario FAILED, and the run ends with exit status 1.
+
+Scenarios (BENCH_SCENARIOS, default all): accept shed memory latency reload.
+Sizes (environment):
+  BENCH_MESSAGES=20000 BENCH_SESSIONS=20 BENCH_SIZES="1024 65536"     accept
+  BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
+  BENCH_IDLE=10000 BENCH_POSTFIX_PROCS=100                             memory
+  BENCH_RATE=200 BENCH_LATENCY_SECONDS=20 BENCH_LATENCY_WARMUP=2       latency
+  BENCH_RANGES=1000000 BENCH_RELOAD_SESSIONS=50 BENCH_RELOADS=3        reload
+  BENCH_DIR=/var/tmp/mxgate-bench  BENCH_RESULTS=build/bench/results.md
+  MXGATE_BIN=build/release/mxgate  BENCH_BIN=build/release/bench
+Runs as root (Postfix needs it; mxgate starts as root and drops to nobody).
+"""
+import datetime
+import fcntl
+import os
+import platform
+import random
+import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from servers import (RCPT, SENDER, BenchError, Mxgate, Postfix, check_maildir_sizes,  # noqa
+                     make_cert, proc_cpu_seconds, proc_pss_kib, proc_rss_kib,
+                     stop_leftovers)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env_num(name, default, kind=int):
+    v = os.environ.get(name)
+    return kind(v) if v not in (None, "") else default
+
+
+ROOT = os.environ.get("BENCH_DIR") or "/var/tmp/mxgate-bench"
+MXGATE_BIN = os.environ.get("MXGATE_BIN") or os.path.join(REPO, "build/release/mxgate")
+BENCH_BIN = os.environ.get("BENCH_BIN") or os.path.join(REPO, "build/release/bench")
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(REPO, "build/bench/results.md")
+SCENARIOS = (os.environ.get("BENCH_SCENARIOS") or "accept shed memory latency reload").split()
+
+MESSAGES = env_num("BENCH_MESSAGES", 20000)
+SESSIONS = env_num("BENCH_SESSIONS", 20)
+SIZES = [int(x) for x in (os.environ.get("BENCH_SIZES") or "1024 65536").split()]
+FLOOD_SECONDS = env_num("BENCH_FLOOD_SECONDS", 10.0, float)
+FLOOD_WARMUP = env_num("BENCH_FLOOD_WARMUP", 2.0, float)
+FLOOD_INFLIGHT = env_num("BENCH_FLOOD_INFLIGHT", 50)
+IDLE = env_num("BENCH_IDLE", 10000)
+POSTFIX_PROCS = env_num("BENCH_POSTFIX_PROCS", 100)
+RATE = env_num("BENCH_RATE", 200.0, float)
+LATENCY_SECONDS = env_num("BENCH_LATENCY_SECONDS", 20.0, float)
+LATENCY_WARMUP = env_num("BENCH_LATENCY_WARMUP", 2.0, float)
+RANGES = env_num("BENCH_RANGES", 1000000)
+RELOAD_SESSIONS = env_num("BENCH_RELOAD_SESSIONS", 50)
+RELOADS = env_num("BENCH_RELOADS", 3)
+
+DENIED = "127.0.0.3"      # no mxgate connector covers it; postscreen drops it
+CLIENT = "127.0.0.2"      # the usual allowed client
+MARKER = "127.0.0.9"      # reload probe: allowed or refused depending on the config
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def sync():
+    """Every run starts with clean page cache writeback, so no run pays for the last one."""
+    os.sync()
+
+
+def kib(n):
+    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
+
+
+# ---- results -----------------------------------------------------------------------------
+
+class Row:
+    def __init__(self, scenario, figure, mx, pf, unit, better, note=""):
+        self.scenario, self.figure, self.mx, self.pf = scenario, figure, mx, pf
+        self.unit, self.better, self.note = unit, better, note
+
+    def ratio(self):
+        if not isinstance(self.mx, (int, float)) or not isinstance(self.pf, (int, float)):
+            return "n/a"
+        if self.pf == 0:
+            return "n/a" if self.mx == 0 else "inf"
+        return f"{self.mx / self.pf:.2f}x"
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if unit in ("msg/s", "conn/s", "tx"):
+        return f"{v:,.0f}"
+    if unit == "sessions":
+        return f"{v:d}"
+    if unit in ("µs/conn",):
+        return f"{v:.1f}"
+    if unit == "KiB":
+        return f"{v:,.1f}"
+    if unit == "MiB":
+        return f"{v:,.1f}"
+    if unit == "ms":
+        return f"{v:.2f}"
+    if unit == "s":
+        return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+    if unit == "x":
+        return f"{v:.2f}"
+    return f"{v}"
+
+
+def table(rows, with_scenario=False):
+    head = (["scenario"] if with_scenario else []) + [
+        "figure", "unit", "mxgate", "Postfix", "mxgate/Postfix", "better", "notes"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * (1 if with_scenario else 0) +
+                            ["---", "---", "---:", "---:", "---:", "---", "---"]) + "|"]
+    for r in rows:
+        cells = ([r.scenario] if with_scenario else []) + [
+            r.figure, r.unit, fmt(r.mx, r.unit), fmt(r.pf, r.unit), r.ratio(), r.better,
+            r.note]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+ROWS = []
+FAILED = []
+
+
+def report(title, rows):
+    ROWS.extend(rows)
+    log(f"\n### {title}\n\n{table(rows)}\n")
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+def tool(name):
+    path = os.path.join(BENCH_BIN, name)
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"{path} is missing: build it with `make bench`")
+    return path
+
+
+def keyvals(line):
+    out = {}
+    for m in re.finditer(r'(\w+)=("([^"]*)"|\S+)', line):
+        out[m.group(1)] = m.group(3) if m.group(3) is not None else m.group(2)
+    return out
+
+
+def mxgate(label, **conf):
+    s = Mxgate(ROOT, MXGATE_BIN, label)
+    s.configure(**conf)
+    return s
+
+
+def postfix(label, **conf):
+    s = Postfix(ROOT, label)
+    s.configure(**conf)
+    return s
+
+
+def run_server(server, body):
+    """Starts server from its empty directory, runs body(server), always stops and removes
+    it.  Returns what body returns."""
+    sync()
+    try:
+        server.start()
+        return body(server)
+    finally:
+        server.cleanup()
+
+
+def certs():
+    """One certificate for both servers: mxgate's key belongs to nobody (it reads it after
+    dropping privileges on reload), Postfix's to root."""
+    d = os.path.join(ROOT, "tls")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    cert, key = make_cert(d)
+    mxkey = os.path.join(d, "mxgate-key.pem")
+    with open(key, "rb") as f, open(mxkey, "wb") as g:
+        g.write(f.read())
+    os.chmod(mxkey, 0o600)
+    os.chown(mxkey, 65534, 65534)
+    return (cert, mxkey), (cert, key)
+
+
+# ---- 1. accepted mail --------------------------------------------------------------------
+
+def smtp_source(server, size, reuse):
+    cmd = ["smtp-source", "-s", str(SESSIONS), "-m", str(MESSAGES), "-l", str(size), "-f",
+           SENDER, "-t", RCPT] + (["-d"] if reuse else []) + [f"127.0.0.1:{server.port}"]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    t1 = time.time()
+    if r.returncode != 0 or "fatal" in r.stderr or "warning" in r.stderr:
+        raise BenchError(f"{server.name}: smtp-source failed ({r.returncode}): "
+                         f"{r.stderr.strip()[:500]}")
+    t_last = server.wait_delivered(MESSAGES, timeout=max(120.0, 10 * (t1 - t0)))
+    got = server.delivered()
+    if got != MESSAGES:
+        raise BenchError(f"{server.name}: {got} messages in the Maildir, {MESSAGES} sent")
+    short = check_maildir_sizes(server.maildir(), size)
+    if short:
+        raise BenchError(f"{server.name}: {short} delivered messages shorter than {size} B")
+    return MESSAGES / (t1 - t0), t_last - t0
+
+
+def scenario_accept():
+    rows = []
+    for size in SIZES:
+        for reuse in (False, True):
+            how = "many msgs/conn (-d)" if reuse else "1 msg/conn"
+            label = f"{kib(size)}, {how}"
+            res = {}
+            for kind in ("mxgate", "postfix"):
+                srv = mxgate("mxgate-accept") if kind == "mxgate" else postfix("postfix-accept")
+                log(f"  accept {label}: {srv.name}, smtp-source -s {SESSIONS} -m {MESSAGES} "
+                    f"-l {size}{' -d' if reuse else ''}")
+                res[kind] = run_server(srv, lambda s: smtp_source(s, size, reuse))
+                log(f"    {res[kind][0]:,.0f} msg/s at the client, last message in the "
+                    f"Maildir after {res[kind][1]:.2f} s")
+            rows.append(Row("accept", f"{label}: messages/s at the client", res["mxgate"][0],
+                            res["postfix"][0], "msg/s", "higher"))
+            rows.append(Row("accept", f"{label}: last message in the Maildir", res["mxgate"][1],
+                            res["postfix"][1], "s", "lower",
+                            f"{MESSAGES} messages, from the client's start"))
+    report(f"1. Accepted mail: smtp-source -s {SESSIONS} -m {MESSAGES}, into a Maildir, "
+           "fsync before 250", rows)
+
+
+# ---- 2. shedding denied clients ----------------------------------------------------------
+
+def flood(port, cpu_of, quit=False):
+    cmd = [tool("flood")] + (["-q"] if quit else []) + ["-s", DENIED, "-c", str(FLOOD_INFLIGHT), "-w", str(FLOOD_WARMUP),
+           "-d", str(FLOOD_SECONDS), f"127.0.0.1:{port}"]
+    c0 = cpu_of()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=FLOOD_SECONDS * 3 + 60)
+    c1 = cpu_of()
+    if r.returncode != 0:
+        raise BenchError(f"flood failed: {r.stderr.strip()} {r.stdout.strip()}")
+    kv = keyvals(r.stdout)
+    total = int(kv["total"])
+    kv["cpu_us"] = (c1 - c0) / total * 1e6 if total else 0.0
+    return kv
+
+
+def scenario_shed():
+    res = {}
+    log(f"  shed: mxgate, {FLOOD_INFLIGHT} in flight from {DENIED}, {FLOOD_WARMUP:g} s warm-up "
+        f"+ {FLOOD_SECONDS:g} s")
+    res["mxgate"] = run_server(mxgate("mxgate-shed"), lambda s: flood(s.port, s.cpu_seconds))
+    log(f"    {res['mxgate']}")
+    if float(res["mxgate"]["bytes_per_conn"]) != 0:
+        raise BenchError(f"mxgate sent bytes to the denied client: {res['mxgate']}")
+
+    log("  shed: Postfix postscreen, access list rejects it, denylist action drop")
+    res["postfix"] = run_server(postfix("postfix-shed", mode="postscreen"),
+                                lambda s: flood(s.port, s.cpu_seconds))
+    log(f"    {res['postfix']}")
+    if not res["postfix"]["first_reply"].startswith("521"):
+        raise BenchError(f"postscreen did not refuse the denied client: {res['postfix']}")
+
+    log("  shed: Postfix smtpd, check_client_access rejects it at connect (554 banner; the "
+        "client sends QUIT)")
+    access = os.path.join(ROOT, "smtpd_client_access.cidr")
+    with open(access, "w") as f:
+        f.write(f"{DENIED}/32 REJECT\n")
+
+    def smtpd_flood(s):
+        return flood(s.port, s.cpu_seconds, quit=True)
+    res["smtpd"] = run_server(postfix("postfix-shed-smtpd", client_access=access,
+                                      process_limit=FLOOD_INFLIGHT + 10), smtpd_flood)
+    log(f"    {res['smtpd']}")
+    if not res["smtpd"]["first_reply"].startswith("554"):
+        raise BenchError(f"smtpd did not refuse the denied client: {res['smtpd']}")
+
+    log("  shed: bare accept-and-close loop")
+    port = __import__("servers").free_port()
+    loop = subprocess.Popen([tool("acceptloop"), f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        if loop.stdout.readline().strip() != "listening":
+            raise BenchError("acceptloop did not start")
+        res["loop"] = flood(port, lambda: proc_cpu_seconds(loop.pid))
+    finally:
+        loop.terminate()
+        loop.wait(timeout=10)
+    log(f"    {res['loop']}")
+
+    mx, pf, sd, lp = (float(res[k]["rate"]) for k in ("mxgate", "postfix", "smtpd", "loop"))
+    notes = {k: f"{res[k]['stalls']} stalled, {res[k]['connect_errors']} connect errors"
+             for k in res}
+    rows = [
+        Row("shed", "denied connections/s vs Postfix smtpd refusing at connect", mx, sd,
+            "conn/s", "higher",
+            f"bare accept loop {lp:,.0f}/s; mxgate = {mx / lp * 100:.0f} % of it"),
+        Row("shed", "denied connections/s vs Postfix postscreen (drop)", mx, pf, "conn/s",
+            "higher", "postscreen: one event-driven process, Postfix's cheapest refusal"),
+        Row("shed", "server CPU per denied connection vs smtpd", res["mxgate"]["cpu_us"],
+            res["smtpd"]["cpu_us"], "µs/conn", "lower",
+            f"bare accept loop {res['loop']['cpu_us']:.1f} µs; Postfix: every process of "
+            "the instance"),
+        Row("shed", "server CPU per denied connection vs postscreen", res["mxgate"]["cpu_us"],
+            res["postfix"]["cpu_us"], "µs/conn", "lower"),
+        Row("shed", "what the client got", "close, 0 B",
+            f"smtpd {res['smtpd']['first_reply'][:20]}…; postscreen "
+            f"{res['postfix']['first_reply'][:20]}…", "", "",
+            f"mxgate {notes['mxgate']}; smtpd {notes['smtpd']}; postscreen "
+            f"{notes['postfix']}"),
+    ]
+    report(f"2. Shedding a denied client: {FLOOD_INFLIGHT} connections in flight from "
+           f"{DENIED}, {FLOOD_SECONDS:g} s after {FLOOD_WARMUP:g} s warm-up", rows)
+
+
+# ---- 3. memory per connection ------------------------------------------------------------
+
+def idle_sessions(server, n, tls, measure, naddrs):
+    cmd = [tool("idleconns"), "-n", str(n), "-a", str(naddrs), "-b", "127.0.1.1"] + \
+          (["-t"] if tls else []) + [f"127.0.0.1:{server.port}"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 600)
+        line = p.stdout.readline() if ready else ""
+        if not line.startswith("ready"):
+            p.kill()
+            raise BenchError(f"{server.name}: {n} idle sessions could not be set up "
+                             f"({line.strip() or 'timeout'})")
+        time.sleep(1.0)
+        figures = measure()
+        p.stdin.close()
+        final = p.stdout.readline()
+        rc = p.wait(timeout=60)
+        if rc != 0:
+            raise BenchError(f"{server.name}: the server closed idle sessions: {final.strip()}")
+        figures["setup"] = keyvals(line).get("setup_seconds")
+        return figures
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def mx_memory(server, tls):
+    time.sleep(0.5)
+    rss0 = server.rss_kib()
+
+    def measure():
+        return {"rss0": rss0, "rss1": server.rss_kib()}
+    f = idle_sessions(server, IDLE, tls, measure, naddrs=max(1, IDLE // 2000 + 1))
+    f["per_conn"] = (f["rss1"] - f["rss0"]) / IDLE
+    return f
+
+
+def pf_memory(server, tls):
+    def measure():
+        pids = server.smtpd_pids()
+        if len(pids) != POSTFIX_PROCS:
+            raise BenchError(f"Postfix: {len(pids)} smtpd processes for {POSTFIX_PROCS} "
+                             "connections")
+        return {"rss": sum(proc_rss_kib(p) for p in pids),
+                "pss": sum(proc_pss_kib(p) for p in pids)}
+    f = idle_sessions(server, POSTFIX_PROCS, tls, measure, naddrs=1)
+    f["per_conn"] = f["rss"] / POSTFIX_PROCS
+    f["pss_per_conn"] = f["pss"] / POSTFIX_PROCS
+    return f
+
+
+def scenario_memory():
+    mxtls, pftls = certs()
+    res = {}
+    for tls in (False, True):
+        what = "after STARTTLS" if tls else "plaintext"
+        log(f"  memory {what}: mxgate, {IDLE} idle sessions")
+        res[("mx", tls)] = run_server(mxgate("mxgate-memory", tls=mxtls),
+                                      lambda s: mx_memory(s, tls))
+        log(f"    {res[('mx', tls)]}")
+        log(f"  memory {what}: Postfix, {POSTFIX_PROCS} idle sessions (its process limit)")
+        res[("pf", tls)] = run_server(
+            postfix("postfix-memory", tls=pftls, process_limit=POSTFIX_PROCS),
+            lambda s: pf_memory(s, tls))
+        log(f"    {res[('pf', tls)]}")
+    rows = []
+    for tls in (False, True):
+        what = "after STARTTLS" if tls else "plaintext"
+        mx, pf = res[("mx", tls)], res[("pf", tls)]
+        rows.append(Row("memory", f"{what}: resident memory per idle connection",
+                        mx["per_conn"], pf["per_conn"], "KiB", "lower",
+                        f"mxgate: VmRSS growth {mx['rss0']:,} → {mx['rss1']:,} KiB over "
+                        f"{IDLE:,} sessions; Postfix: VmRSS sum of {POSTFIX_PROCS} smtpd "
+                        f"/ {POSTFIX_PROCS}"))
+        rows.append(Row("memory", f"{what}: proportional (PSS) per idle connection",
+                        mx["per_conn"], pf["pss_per_conn"], "KiB", "lower",
+                        "Postfix PSS counts shared pages once; mxgate's figure is the same "
+                        "RSS growth (all private)"))
+    report(f"3. Memory per idle connection after the banner (mxgate {IDLE:,} sessions, "
+           f"Postfix {POSTFIX_PROCS} = its process limit)", rows)
+
+
+# ---- 4. latency --------------------------------------------------------------------------
+
+def latency(server):
+    cmd = [tool("latency"), "-r", str(RATE), "-d", str(LATENCY_SECONDS), "-w",
+           str(LATENCY_WARMUP), "-l", "1024", "-s", CLIENT, "-f", SENDER, "-t", RCPT,
+           f"127.0.0.1:{server.port}"]
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       timeout=LATENCY_SECONDS + LATENCY_WARMUP + 180)
+    if r.returncode != 0:
+        raise BenchError(f"{server.name}: {r.stderr.strip()} {r.stdout.strip()}")
+    kv = keyvals(r.stdout)
+    total = int((LATENCY_WARMUP + LATENCY_SECONDS) * RATE)
+    server.wait_delivered(total, timeout=120)
+    if server.delivered() != total:
+        raise BenchError(f"{server.name}: {server.delivered()} messages delivered, {total} sent")
+    return kv
+
+
+def scenario_latency():
+    res = {}
+    for kind in ("mxgate", "postfix"):
+        srv = mxgate("mxgate-latency") if kind == "mxgate" else postfix("postfix-latency")
+        log(f"  latency: {srv.name}, {RATE:g} transactions/s for {LATENCY_SECONDS:g} s")
+        res[kind] = run_server(srv, latency)
+        log(f"    {res[kind]}")
+    mx, pf = res["mxgate"], res["postfix"]
+    rows = []
+    for key, name in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"),
+                      ("max_ms", "max")):
+        rows.append(Row("latency", f"{name} of a whole transaction", float(mx[key]),
+                        float(pf[key]), "ms", "lower",
+                        "connect → 221 after QUIT, from the scheduled start"
+                        if name == "p50" else ""))
+    rows.append(Row("latency", "p99 / p50", float(mx["p99_ms"]) / float(mx["p50_ms"]),
+                    float(pf["p99_ms"]) / float(pf["p50_ms"]), "x", "lower",
+                    f"{mx['count']} / {pf['count']} transactions recorded"))
+    report(f"4. Latency: 1 KiB transactions (connect … QUIT), open loop at {RATE:g}/s for "
+           f"{LATENCY_SECONDS:g} s", rows)
+
+
+# ---- 5. reload with 1M ranges ------------------------------------------------------------
+
+def gen_ranges(n, seed):
+    """n random CIDR blocks, half IPv4 (/16–/32, mostly /24) and half IPv6 (/32–/128,
+    mostly /48), as bench/rangeset generates them; none in 0/8 or 127/8, so they never
+    overlap the benchmark connector's loopback ranges."""
+    r = random.Random(seed)
+    v4 = (16, 20, 22, 24, 24, 24, 24, 26, 28, 29, 32, 32)
+    v6 = (32, 36, 40, 44, 48, 48, 48, 56, 64, 64, 128)
+    out = []
+    for _ in range(n):
+        if r.getrandbits(1):
+            p = r.choice(v4)
+            while True:
+                a = r.getrandbits(32) & (0xffffffff << (32 - p)) & 0xffffffff
+                if a >> 24 not in (0, 127):
+                    break
+            out.append(f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{p}")
+        else:
+            p = r.choice(v6)
+            a = (r.getrandbits(125) | (1 << 125)) & ((1 << 128) - (1 << (128 - p)))
+            out.append(":".join(f"{(a >> s) & 0xffff:x}" for s in range(112, -16, -16)) +
+                       f"/{p}")
+    return out
+
+
+class Sessions:
+    """RELOAD_SESSIONS SMTP sessions from 127.0.0.2 that stay open across every reload.
+    Per cycle each one opens a transaction and sends half the message (ready), finishes it
+    once the reload has begun (go), then keeps sending whole transactions until stop."""
+
+    def __init__(self, port, n, cycles):
+        self.port, self.n = port, n
+        self.go = [threading.Event() for _ in range(cycles)]
+        self.stop = [threading.Event() for _ in range(cycles)]
+        self.quit = threading.Event()
+        self.cv = threading.Condition()
+        self.ready = [0] * cycles
+        self.done = [0] * cycles
+        self.accepted = []            # time.time() of every 250 after the dot
+        self.dropped = []             # (session, error)
+        self.body = ("From: <%s>\r\nTo: <%s>\r\nSubject: reload\r\n\r\n" % (SENDER, RCPT) +
+                     ("y" * 70 + "\r\n") * 13).encode()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
+                        for i in range(n)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def wait(self, counter, cycle, timeout=60):
+        deadline = time.time() + timeout
+        with self.cv:
+            while counter[cycle] + len(self.dropped) < self.n:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise BenchError(f"sessions stuck: {counter[cycle]} of {self.n} reached "
+                                     f"cycle {cycle}")
+                self.cv.wait(left)
+
+    def bump(self, counter, cycle):
+        with self.cv:
+            counter[cycle] += 1
+            self.cv.notify_all()
+
+    def run(self, i):
+        buf = b""
+        s = None
+
+        def reply(expect):
+            nonlocal buf
+            while True:
+                while b"\r\n" not in buf:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError(f"closed by the server (waiting for {expect})")
+                    buf += chunk
+                line, buf = buf.split(b"\r\n", 1)
+                if line[3:4] != b"-":
+                    if not line.startswith(str(expect).encode()):
+                        raise ConnectionError(f"expected {expect}, got {line!r}")
+                    return
+
+        def cmd(text, expect):
+            s.sendall(text.encode() + b"\r\n")
+            reply(expect)
+
+        half = len(self.body) // 2
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=60,
+                                         source_address=(CLIENT, 0))
+            reply(220)
+            cmd("EHLO reload.bench.example.test", 250)
+            for c in range(len(self.go)):
+                cmd(f"MAIL FROM:<{SENDER}>", 250)
+                cmd(f"RCPT TO:<{RCPT}>", 250)
+                cmd("DATA", 354)
+                s.sendall(self.body[:half])
+                self.bump(self.ready, c)
+                self.go[c].wait()
+                s.sendall(self.body[half:] + b".\r\n")
+                reply(250)
+                self.accepted.append(time.time())
+                while not self.stop[c].is_set():
+                    cmd(f"MAIL FROM:<{SENDER}>", 250)
+                    cmd(f"RCPT TO:<{RCPT}>", 250)
+                    cmd("DATA", 354)
+                    s.sendall(self.body + b".\r\n")
+                    reply(250)
+                    self.accepted.append(time.time())
+                self.bump(self.done, c)
+            self.quit.wait()
+            cmd("QUIT", 221)
+        except Exception as e:  # a dropped session, whatever the cause
+            with self.cv:
+                self.dropped.append((i, str(e)))
+                self.cv.notify_all()
+        finally:
+            if s:
+                s.close()
+
+
+def probe(port, want_banner, t_hup, timeout=120):
+    """Connects from MARKER until the answer is the new configuration's: a 220 banner
+    (want_banner) or a refusal (mxgate: closed without a byte; Postfix: a 554 greeting).
+    Returns seconds since t_hup."""
+    deadline = t_hup + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                          source_address=(MARKER, 0)) as s:
+                data = b""
+                while b"\n" not in data:
+                    chunk = s.recv(512)
+                    if not chunk:
+                        break
+                    data += chunk
+                t = time.time()
+                got_banner = data.startswith(b"220")
+                if got_banner:
+                    s.sendall(b"QUIT\r\n")
+        except ConnectionResetError:
+            t, got_banner = time.time(), False
+        if got_banner == want_banner:
+            return t - t_hup
+        time.sleep(0.005)
+    raise BenchError(f"the new configuration did not serve {MARKER} within {timeout}s")
+
+
+def log_time(line):
+    ts = line.split(" ", 1)[0]
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def wait_log_line(path, offset, pattern, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            for line in f:
+                if "reload refused" in line:
+                    raise BenchError(f"mxgate refused the reload: {line.strip()}")
+                if pattern in line:
+                    return line
+        time.sleep(0.01)
+    raise BenchError(f"no '{pattern}' in the mxgate log within {timeout}s")
+
+
+def reload_cycles(server, configs, apply, after_hup=None):
+    """Runs len(configs) reloads with the sessions open; configs[i] = (want_banner, ...).
+    apply(i) installs configuration i+1, then SIGHUP is sent.  Returns figures."""
+    sess = Sessions(server.port, RELOAD_SESSIONS, len(configs))
+    sess.start()
+    served, logged, during, extra = [], [], [], []
+    try:
+        for c, want_banner in enumerate(configs):
+            sess.wait(sess.ready, c)
+            apply(c)
+            offset = os.path.getsize(server.log_path()) if isinstance(server, Mxgate) else 0
+            t_hup = time.time()
+            server.reload()
+            sess.go[c].set()
+            served.append(probe(server.port, want_banner, t_hup))
+            if isinstance(server, Mxgate):
+                line = wait_log_line(server.log_path(), offset, "configuration reloaded")
+                start = wait_log_line(server.log_path(), offset, "SIGHUP: reloading")
+                logged.append((log_time(line) - t_hup, log_time(line) - log_time(start)))
+            t_end = t_hup + max(served[-1], logged[-1][0] if logged else 0)
+            if after_hup:
+                extra.append(after_hup())
+            time.sleep(0.3)
+            sess.stop[c].set()
+            sess.wait(sess.done, c)
+            during.append(sum(1 for t in sess.accepted if t_hup <= t <= t_end))
+    finally:
+        for e in sess.go + sess.stop:
+            e.set()
+        sess.quit.set()
+        for t in sess.threads:
+            t.join(timeout=60)
+    total = len(sess.accepted)
+    server.wait_delivered(total, timeout=120)
+    if server.delivered() != total:
+        raise BenchError(f"{server.name}: {server.delivered()} messages delivered, {total} "
+                         "accepted during the reload scenario")
+    return {"served": served, "logged": logged, "during": during, "extra": extra,
+            "dropped": sess.dropped, "messages": total}
+
+
+class _Reloadable:
+    """Adds reload() to an Mxgate: SIGHUP to the daemon."""
+
+
+def scenario_reload():
+    log(f"  reload: generating two files of {RANGES:,} random CIDR ranges")
+    work = os.path.join(ROOT, "ranges")
+    os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o755)
+    files = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        ranges = gen_ranges(RANGES, seed)
+        plain, cidr = os.path.join(work, f"{name}.txt"), os.path.join(work, f"{name}.cidr")
+        with open(plain, "w") as f:
+            f.write("\n".join(ranges) + "\n")
+        with open(cidr, "w") as f:
+            if name == "a":        # table a refuses the marker client (first match)
+                f.write(f"{MARKER}/32 REJECT reload marker\n")
+            f.write(" OK\n".join(ranges) + " OK\n")
+        os.chmod(plain, 0o644)
+        os.chmod(cidr, 0o644)
+        files[name] = (plain, cidr)
+    del ranges
+    # start small; then a (1M, marker refused), b (1M, marker served), a again...
+    seq = ["a" if i % 2 == 0 else "b" for i in range(RELOADS)]
+    want_banner = [name == "b" for name in seq]
+    res = {}
+
+    # mxgate: the marker is outside the benchmark connector in configuration a
+    allowed = ('"127.0.0.1-127.0.0.2"', '"127.0.0.4-127.255.255.254"')
+    refused = ('"127.0.0.1-127.0.0.2"', '"127.0.0.4-127.0.0.8"', '"127.0.0.10-127.255.255.254"')
+    mx = Mxgate(ROOT, MXGATE_BIN, "mxgate-reload")
+    mx.configure(log_level="info")
+
+    def mx_apply(c):
+        name = seq[c]
+        mx.configure(log_level="info", ranges=refused if name == "a" else allowed,
+                     extra=f'connector "Million" {{\n  usage = custom\n'
+                           f'  permission-groups = {{ anonymous-users }}\n'
+                           f'  bindings = {{ "127.0.0.1:{mx.port}" }}\n'
+                           f'  remote-ip-ranges-file = "{files[name][0]}"\n}}\n')
+
+    mx.reload = lambda: os.kill(mx.pid, __import__("signal").SIGHUP)
+    rss = {}
+
+    def mx_rss():
+        rss.setdefault("before", mx.rss_kib())
+        return mx.rss_kib()
+    log(f"  reload: mxgate, {RELOAD_SESSIONS} sessions mid-transaction, {RELOADS} reloads")
+
+    def mx_body(s):
+        rss["start"] = s.rss_kib()
+        return reload_cycles(s, want_banner, mx_apply, after_hup=s.rss_kib)
+    res["mxgate"] = run_server(mx, mx_body)
+    res["mxgate"]["rss_start"] = rss["start"]
+    log(f"    {res['mxgate']}")
+
+    pf = Postfix(ROOT, "postfix-reload")
+    small = os.path.join(pf.etc, "small.cidr")
+    with open(small, "w") as f:
+        f.write("192.0.2.0/24 OK\n")
+    pf.configure(client_access=small)
+
+    def pf_apply(c):
+        pf.set_main("smtpd_client_restrictions",
+                    f"check_client_access cidr:{files[seq[c]][1]}")
+
+    def pf_rss():
+        return max((proc_rss_kib(p) for p in pf.smtpd_pids()), default=0)
+    log(f"  reload: Postfix, {RELOAD_SESSIONS} sessions mid-transaction, {RELOADS} reloads "
+        "(SIGHUP to the master, as `postfix reload`)")
+    res["postfix"] = run_server(pf, lambda s: reload_cycles(s, want_banner, pf_apply,
+                                                             after_hup=pf_rss))
+    log(f"    {res['postfix']}")
+
+    m, p = res["mxgate"], res["postfix"]
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    rows = [
+        Row("reload", f"reload to {RANGES:,} ranges: SIGHUP → 'configuration reloaded' "
+            "logged (median)", med([x[0] for x in m["logged"]]), "n/a", "s", "lower",
+            f"each: {', '.join(f'{x[0]:.3f}' for x in m['logged'])} s; in the log, "
+            f"'reloading' → 'reloaded': {', '.join(f'{x[1]:.3f}' for x in m['logged'])} s. "
+            "Postfix has no such moment: each new smtpd loads the table itself"),
+        Row("reload", "SIGHUP → a new connection sees the new config (median)",
+            med(m["served"]), med(p["served"]), "s", "lower",
+            f"mxgate {', '.join(f'{x:.3f}' for x in m['served'])}; Postfix "
+            f"{', '.join(f'{x:.3f}' for x in p['served'])} (a new smtpd reading the cidr: "
+            "table)"),
+        Row("reload", "sessions dropped (mid-transaction at SIGHUP)", len(m["dropped"]),
+            len(p["dropped"]), "sessions", "lower",
+            f"{RELOAD_SESSIONS} sessions × {RELOADS} reloads"),
+        Row("reload", "messages accepted by open sessions during the reloads",
+            sum(m["during"]), sum(p["during"]), "tx", "higher",
+            f"from SIGHUP to the new config serving; {m['messages']} / {p['messages']} "
+            "messages in all, all in the Maildir"),
+        Row("reload", f"memory for a {RANGES:,}-range table",
+            (max(m["extra"]) - m["rss_start"]) / 1024, max(p["extra"]) / 1024, "MiB", "lower",
+            "mxgate: daemon VmRSS growth after the reloads (one shared table); Postfix: "
+            "VmRSS of one smtpd holding the cidr: table — every smtpd process pays it"),
+    ]
+    report(f"5. Reload: {RANGES:,} random CIDR ranges, {RELOAD_SESSIONS} sessions "
+           f"mid-transaction at SIGHUP, {RELOADS} reloads", rows)
+    for name, r in (("mxgate", m), ("Postfix", p)):
+        if r["dropped"]:
+            FAILED.append(f"reload: {name} dropped {len(r['dropped'])} sessions: "
+                          f"{r['dropped'][:3]}")
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+def describe():
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except OSError:
+            return ""
+    cpu = re.search(r"Model name:\s*(.*)", out(["lscpu"]))
+    mem = re.search(r"MemTotal:\s*(\d+)", open("/proc/meminfo").read())
+    fs = out(["findmnt", "-T", os.path.dirname(ROOT) or "/", "-no", "SOURCE,FSTYPE"]).split()
+    return [
+        f"Machine: {os.cpu_count()} cores ({cpu.group(1).strip() if cpu else '?'}), "
+        f"{int(mem.group(1)) // 1024 // 1024 if mem else '?'} GiB RAM, kernel "
+        f"{platform.release()}; data on {' '.join(fs) or '?'} ({os.path.dirname(ROOT)})",
+        f"Versions: {out([MXGATE_BIN, 'version']).strip()}, Postfix "
+        f"{out(['postconf', '-dh', 'mail_version']).strip()}, "
+        f"{out(['openssl', 'version']).strip()}",
+        f"Sizes: BENCH_MESSAGES={MESSAGES} BENCH_SESSIONS={SESSIONS} "
+        f"BENCH_SIZES=\"{' '.join(map(str, SIZES))}\" BENCH_FLOOD_SECONDS={FLOOD_SECONDS:g} "
+        f"BENCH_FLOOD_INFLIGHT={FLOOD_INFLIGHT} BENCH_IDLE={IDLE} "
+        f"BENCH_POSTFIX_PROCS={POSTFIX_PROCS} BENCH_RATE={RATE:g} "
+        f"BENCH_LATENCY_SECONDS={LATENCY_SECONDS:g} BENCH_RANGES={RANGES} "
+        f"BENCH_RELOAD_SESSIONS={RELOAD_SESSIONS} BENCH_RELOADS={RELOADS}",
+    ]
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench/sidebyside.py: run as root (Postfix's master, mxgate's user switch)")
+    for s in SCENARIOS:
+        if s not in ("accept", "shed", "memory", "latency", "reload"):
+            sys.exit(f"bench/sidebyside.py: unknown scenario {s}")
+    lock = open(ROOT.rstrip("/") + ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        sys.exit(f"bench/sidebyside.py: another run holds {lock.name}")
+    if stop_leftovers(ROOT):
+        # see servers.set_aside(): let the inodes just freed stop being "recent"
+        log(f"(removed an earlier run's {ROOT}; waiting 40 s for the file system to settle)")
+        sync()
+        time.sleep(40)
+    os.makedirs(ROOT)
+    os.chmod(ROOT, 0o755)
+    started = time.time()
+    head = describe()
+    log("## mxgate and Postfix side by side\n")
+    for line in head:
+        log(line)
+    funcs = {"accept": scenario_accept, "shed": scenario_shed, "memory": scenario_memory,
+             "latency": scenario_latency, "reload": scenario_reload}
+    try:
+        for s in SCENARIOS:
+            log(f"\n== {s}")
+            t0 = time.time()
+            try:
+                funcs[s]()
+            except BenchError as e:
+                FAILED.append(f"{s}: {e}")
+                log(f"!! {s} FAILED: {e}")
+            except Exception:
+                FAILED.append(f"{s}: {traceback.format_exc()}")
+                log(f"!! {s} FAILED:\n{traceback.format_exc()}")
+            log(f"   ({s}: {time.time() - t0:.0f} s)")
+    finally:
+        stop_leftovers(ROOT)
+    combined = table(ROWS, with_scenario=True)
+    elapsed = time.time() - started
+    log(f"\n## All scenarios ({elapsed / 60:.1f} min)\n\n{combined}\n")
+    for f in FAILED:
+        log(f"FAILED: {f}")
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        f.write(f"# mxgate and Postfix side by side — "
+                f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n\n")
+        f.write("\n".join(f"- {line}" for line in head) + "\n")
+        f.write(f"- Command: make bench (bench/run → bench/sidebyside.py), "
+                f"{elapsed / 60:.1f} min\n\n")
+        f.write(combined + "\n")
+        for line in FAILED:
+            f.write(f"\nFAILED: {line}\n")
+    log(f"(written to {RESULTS})")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+/* The spool's files: where a message lives at each step, envelope recycling, recovery. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spool.h"
+
+static char root[256];
+
+static void
+make_root(void)
+{
+	snprintf(root, sizeof(root), "/tmp/mxgate-spool-XXXXXX");
+	cr_assert_not_null(mkdtemp(root));
+}
+
+static void
+remove_root(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static size_t
+count_in(const char *sub, const char *suffix)
+{
+	char path[512];
+	size_t n = 0;
+	snprintf(path, sizeof(path), "%s/%s", root, sub);
+	DIR *d = opendir(path);
+	cr_assert_not_null(d, "%s: %s", path, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name), sl = suffix ? strlen(suffix) : 0;
+		if (de->d_name[0] == '.')
+			continue;
+		if (suffix && (l < sl || strcmp(de->d_name + l - sl, suffix) != 0))
+			continue;
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+struct collected {
+	struct spool_entry *e[16];
+	size_t n;
+};
+
+static void
+collect(struct spool_entry *e, void *arg)
+{
+	struct collected *c = arg;
+	cr_assert_lt(c->n, 16);
+	c->e[c->n++] = e;
+}
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done, err;
+};
+
+static void
+on_done(void *arg, int err)
+{
+	struct waiter *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	w->err = err;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Receives one message through the session path and waits for its commit. */
+static void
+commit_one(struct spool *sp, const char *rcpt, const char *body, char *id_out)
+{
+	struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+	char rcptbuf[256], sender[] = "s@example.net", connector[] = "Default",
+	                   client[] = "192.0.2.1", helo[] = "mx.example.net";
+	snprintf(rcptbuf, sizeof(rcptbuf), "%s", rcpt);
+	char *rcpts[] = {rcptbuf};
+	struct spool_entry env = {.received = 1700000000,
+	                          .sender = sender,
+	                          .rcpts = rcpts,
+	                          .n_rcpts = 1,
+	                          .connector = connector,
+	                          .client = client,
+	                          .helo = helo};
+	struct spool_msg *m = spool_msg_new(sp);
+	cr_assert_not_null(m, "spool_msg_new: %s", strerror(errno));
+	snprintf(id_out, SPOOL_ID_LEN + 1, "%s", spool_msg_id(m));
+	spool_msg_write(m, body, strlen(body));
+	spool_msg_commit(m, &env, on_done, &w);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	cr_assert_eq(w.err, 0, "commit: %s", strerror(w.err));
+}
+
+static char *
+slurp(const char *sub, const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s/%s", root, sub, name);
+	FILE *fp = fopen(path, "r");
+	cr_assert_not_null(fp, "%s: %s", path, strerror(errno));
+	static char buf[4096];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+	buf[n] = 0;
+	fclose(fp);
+	return buf;
+}
+
+Test(spool, envelopes_are_recycled_and_rewritten_exactly, .init = make_root, .fini = remove_root)
+{
+	char err[256], id1[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1], name[64];
+	struct collected got = {0};
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+
+	/* a long recipient first, so the recycled file is longer than the next envelope */
+	commit_one(sp, "a-very-long-local-part-to-make-the-envelope-long@example.com",
+	           "Subject: one\r\n\r\nbody\r\n", id1);
+	cr_assert_eq(count_in("queue", ".env"), 1);
+	cr_assert_eq(count_in("tmp", NULL), 0);
+	cr_assert_eq(spool_remove(sp, id1), 0);
+	cr_assert_eq(spool_sync(sp), 0);
+	cr_assert_eq(count_in("queue", NULL), 0, "the message left the queue");
+	cr_assert_eq(count_in("free", NULL), 1, "its envelope waits in free/");
+
+	commit_one(sp, "b@example.com", "Subject: two\r\n\r\nbody\r\n", id2);
+	cr_assert_eq(count_in("free", NULL), 0, "the free envelope was taken");
+	cr_assert_eq(count_in("tmp", NULL), 0, "no new file was made for it");
+	snprintf(name, sizeof(name), "%s.env", id2);
+	char *text = slurp("queue", name);
+	cr_assert_not_null(strstr(text, "rcpt b@example.com\nend\n"), "%s", text);
+	cr_assert_null(strstr(text, "a-very-long"), "old bytes left behind:\n%s", text);
+	cr_assert_eq(strcmp(text + strlen(text) - 4, "end\n"), 0, "%s", text);
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
+
+	/* after a restart the queued message comes back whole */
+	struct collected again = {0};
+	sp = spool_open(root, -1, -1, collect, &again, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	cr_assert_eq(spool_recover(sp), 1);
+	cr_assert_str_eq(again.e[0]->id, id2);
+	cr_assert_str_eq(again.e[0]->rcpts[0], "b@example.com");
+	spool_close(sp);
+	spool_entry_free(again.e[0]);
+}
+
+Test(spool, recovery_drops_unacknowledged_data_and_doubly_linked_free_files, .init = make_root,
+     .fini = remove_root)
+{
+	char err[256], id[SPOOL_ID_LEN + 1], path[512], path2[512];
+	struct collected got = {0};
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	commit_one(sp, "c@example.com", "Subject: kept\r\n\r\nbody\r\n", id);
+	/* a message still arriving when the process died: its data, no envelope */
+	const char *partial = "0000000000001ABC";
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
+	snprintf(path, sizeof(path), "%s/queue/%s", root, partial);
+	FILE *fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fputs("Subject: half", fp);
+	fclose(fp);
+	cr_assert_eq(access(path, F_OK), 0, "the partial message is in queue/");
+
+	/* a free/ file that is also a queued envelope (a torn rename) must never be reused */
+	snprintf(path, sizeof(path), "%s/queue/%s.env", root, id);
+	snprintf(path2, sizeof(path2), "%s/free/77", root);
+	cr_assert_eq(link(path, path2), 0, "%s", strerror(errno));
+
+	struct collected again = {0};
+	sp = spool_open(root, -1, -1, collect, &again, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	cr_assert_eq(access(path2, F_OK), -1, "the doubly linked free file was dropped");
+	cr_assert_eq(spool_recover(sp), 1);
+	cr_assert_str_eq(again.e[0]->id, id);
+	snprintf(path, sizeof(path), "%s/queue/%s", root, partial);
+	cr_assert_eq(access(path, F_OK), -1, "the unacknowledged data was removed");
+	/* a new message gets a new name, never free/77 again */
+	char id3[SPOOL_ID_LEN + 1];
+	commit_one(sp, "d@example.com", "Subject: three\r\n\r\nbody\r\n", id3);
+	cr_assert_eq(spool_remove(sp, id3), 0);
+	cr_assert_eq(count_in("free", NULL), 1);
+	snprintf(path, sizeof(path), "%s/free/78", root);
+	cr_assert_eq(access(path, F_OK), 0, "free names continue after the highest seen");
+	cr_assert_str_eq(again.e[0]->rcpts[0], "c@example.com");
+	snprintf(path, sizeof(path), "%s/queue/%s.env", root, id);
+	cr_assert_not_null(strstr(slurp("queue", strrchr(path, '/') + 1), "rcpt c@example.com"));
+	spool_close(sp);
+	for (size_t i = 0; i < again.n; i++)
+		spool_entry_free(again.e[i]);
+}
