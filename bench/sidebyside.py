@@ -11,6 +11,7 @@ should not be) makes the scenario FAILED, and the run ends with exit status 1.
 Scenarios (BENCH_SCENARIOS, default all): accept shed memory latency reload.
 Sizes (environment):
   BENCH_MESSAGES=20000 BENCH_SESSIONS=20 BENCH_SIZES="1024 65536"     accept
+  BENCH_MODES="1 d" BENCH_REPEAT=3 BENCH_SETTLE=6 (seconds after each server's run)
   BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
   BENCH_IDLE=10000 BENCH_POSTFIX_PROCS=100                             memory
   BENCH_RATE=200 BENCH_LATENCY_SECONDS=20 BENCH_LATENCY_WARMUP=2       latency
@@ -55,6 +56,9 @@ SCENARIOS = (os.environ.get("BENCH_SCENARIOS") or "accept shed memory latency re
 MESSAGES = env_num("BENCH_MESSAGES", 20000)
 SESSIONS = env_num("BENCH_SESSIONS", 20)
 SIZES = [int(x) for x in (os.environ.get("BENCH_SIZES") or "1024 65536").split()]
+MODES = (os.environ.get("BENCH_MODES") or "1 d").split()   # 1: a message a connection; d: -d
+REPEAT = env_num("BENCH_REPEAT", 3)                          # accept runs per server, median
+SETTLE = env_num("BENCH_SETTLE", 6.0, float)                 # pause after each server
 FLOOD_SECONDS = env_num("BENCH_FLOOD_SECONDS", 10.0, float)
 FLOOD_WARMUP = env_num("BENCH_FLOOD_WARMUP", 2.0, float)
 FLOOD_INFLIGHT = env_num("BENCH_FLOOD_INFLIGHT", 50)
@@ -79,6 +83,11 @@ def log(msg):
 def sync():
     """Every run starts with clean page cache writeback, so no run pays for the last one."""
     os.sync()
+
+
+def touch(path):
+    with open(path, "w"):
+        pass
 
 
 def kib(n):
@@ -184,6 +193,11 @@ def run_server(server, body):
         return body(server)
     finally:
         server.cleanup()
+        # Postfix deletes a queue file per message: let those inodes stop counting as
+        # recently freed (ext4: 5 s once the inode table is written) before the next
+        # server creates files — the deletions are this server's cost, not the next's
+        sync()
+        time.sleep(SETTLE)
 
 
 def certs():
@@ -222,25 +236,49 @@ def smtp_source(server, size, reuse):
     return MESSAGES / (t1 - t0), t_last - t0
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def scenario_accept():
+    """Each configuration REPEAT times, mxgate and Postfix alternating (a virtual disk's
+    speed drifts; alternating spreads the drift over both), each from an empty
+    directory; the median of the runs goes in the table and every run in the notes."""
     rows = []
     for size in SIZES:
-        for reuse in (False, True):
+        for mode in MODES:
+            reuse = mode == "d"
             how = "many msgs/conn (-d)" if reuse else "1 msg/conn"
             label = f"{kib(size)}, {how}"
-            res = {}
-            for kind in ("mxgate", "postfix"):
-                srv = mxgate("mxgate-accept") if kind == "mxgate" else postfix("postfix-accept")
-                log(f"  accept {label}: {srv.name}, smtp-source -s {SESSIONS} -m {MESSAGES} "
-                    f"-l {size}{' -d' if reuse else ''}")
-                res[kind] = run_server(srv, lambda s: smtp_source(s, size, reuse))
-                log(f"    {res[kind][0]:,.0f} msg/s at the client, last message in the "
-                    f"Maildir after {res[kind][1]:.2f} s")
-            rows.append(Row("accept", f"{label}: messages/s at the client", res["mxgate"][0],
-                            res["postfix"][0], "msg/s", "higher"))
-            rows.append(Row("accept", f"{label}: last message in the Maildir", res["mxgate"][1],
-                            res["postfix"][1], "s", "lower",
-                            f"{MESSAGES} messages, from the client's start"))
+            res = {"mxgate": [], "postfix": []}
+            for rep in range(REPEAT):
+                for kind in ("mxgate", "postfix"):
+                    srv = mxgate("mxgate-accept") if kind == "mxgate" else \
+                        postfix("postfix-accept")
+                    log(f"  accept {label}: {srv.name}, smtp-source -s {SESSIONS} "
+                        f"-m {MESSAGES} -l {size}{' -d' if reuse else ''} "
+                        f"(run {rep + 1}/{REPEAT})")
+                    r = run_server(srv, lambda s: smtp_source(s, size, reuse))
+                    res[kind].append(r)
+                    log(f"    {r[0]:,.0f} msg/s at the client, last message in the "
+                        f"Maildir after {r[1]:.2f} s")
+            rate = {k: [r[0] for r in v] for k, v in res.items()}
+            last = {k: [r[1] for r in v] for k, v in res.items()}
+
+            def runs(xs, f):
+                return " / ".join(f.format(x) for x in xs)
+            rows.append(Row("accept", f"{label}: messages/s at the client",
+                            median(rate["mxgate"]), median(rate["postfix"]), "msg/s",
+                            "higher",
+                            f"median of {REPEAT}; mxgate {runs(rate['mxgate'], '{:,.0f}')}; "
+                            f"Postfix {runs(rate['postfix'], '{:,.0f}')}"))
+            rows.append(Row("accept", f"{label}: last message in the Maildir",
+                            median(last["mxgate"]), median(last["postfix"]), "s", "lower",
+                            f"{MESSAGES} messages, from the client's start; mxgate "
+                            f"{runs(last['mxgate'], '{:.2f}')}; Postfix "
+                            f"{runs(last['postfix'], '{:.2f}')}"))
     report(f"1. Accepted mail: smtp-source -s {SESSIONS} -m {MESSAGES}, into a Maildir, "
            "fsync before 250", rows)
 
@@ -789,7 +827,7 @@ def describe():
         f"Versions: {out([MXGATE_BIN, 'version']).strip()}, Postfix "
         f"{out(['postconf', '-dh', 'mail_version']).strip()}, "
         f"{out(['openssl', 'version']).strip()}",
-        f"Sizes: BENCH_MESSAGES={MESSAGES} BENCH_SESSIONS={SESSIONS} "
+        f"Sizes: BENCH_MESSAGES={MESSAGES} BENCH_SESSIONS={SESSIONS} BENCH_REPEAT={REPEAT} "
         f"BENCH_SIZES=\"{' '.join(map(str, SIZES))}\" BENCH_FLOOD_SECONDS={FLOOD_SECONDS:g} "
         f"BENCH_FLOOD_INFLIGHT={FLOOD_INFLIGHT} BENCH_IDLE={IDLE} "
         f"BENCH_POSTFIX_PROCS={POSTFIX_PROCS} BENCH_RATE={RATE:g} "
@@ -809,11 +847,21 @@ def main():
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         sys.exit(f"bench/sidebyside.py: another run holds {lock.name}")
+    # see servers.set_aside(): inodes freed in the last seconds tax every file create, so
+    # the first server must not start right after a mass deletion (an earlier run's
+    # leftovers here, or its own clean-up at its end, stamped in CLEANED)
+    cleaned = ROOT.rstrip("/") + ".cleaned"
     if stop_leftovers(ROOT):
-        # see servers.set_aside(): let the inodes just freed stop being "recent"
-        log(f"(removed an earlier run's {ROOT}; waiting 40 s for the file system to settle)")
+        touch(cleaned)
+    try:
+        wait = 40 - (time.time() - os.path.getmtime(cleaned))
+    except OSError:
+        wait = 0
+    if wait > 0:
+        log(f"(an earlier run's files were deleted moments ago; waiting {wait:.0f} s for "
+            "the file system to settle)")
         sync()
-        time.sleep(40)
+        time.sleep(wait)
     os.makedirs(ROOT)
     os.chmod(ROOT, 0o755)
     started = time.time()
@@ -838,6 +886,7 @@ def main():
             log(f"   ({s}: {time.time() - t0:.0f} s)")
     finally:
         stop_leftovers(ROOT)
+        touch(cleaned)
     combined = table(ROWS, with_scenario=True)
     elapsed = time.time() - started
     log(f"\n## All scenarios ({elapsed / 60:.1f} min)\n\n{combined}\n")

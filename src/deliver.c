@@ -734,8 +734,16 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		}
 	}
 	bool sync_failed = false;
-	if (links > 0 && bfd >= 0 && syncfs(bfd) < 0)
-		sync_failed = true;
+	if (links > 0 && bfd >= 0) {
+		/* the spool's next group commit syncs the Maildirs too when they share its
+		 * file system: one sync for both, instead of two competing */
+		struct stat bst;
+		dev_t sdev;
+		bool shared = fstat(bfd, &bst) == 0 && spool_dev(d->sp, &sdev) == 0 &&
+		              bst.st_dev == sdev;
+		if ((shared ? spool_barrier(d->sp) : syncfs(bfd)) < 0)
+			sync_failed = true;
+	}
 	for (size_t x = 0; x < n_dirs; x++) {
 		if (fsync(dirs[x].fd) < 0)
 			sync_failed = true;

@@ -49,6 +49,8 @@ struct spool_msg {
 	size_t blen;
 	uint64_t written, prefix;
 	int err;
+	bool barrier;  /* spool_barrier(): no files, only wants the group's sync */
+	bool prepared; /* data closed and envelope written by spool_msg_commit() */
 	struct spool_entry *env;
 	spool_done_cb done;
 	void *arg;
@@ -563,6 +565,8 @@ spool_msg_abort(struct spool_msg *m)
 		discard(m);
 }
 
+static int write_envelope(struct spool *sp, struct spool_msg *m, bool sync);
+
 void
 spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_cb done, void *arg)
 {
@@ -582,6 +586,17 @@ spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_
 			m->env->prefix_len = m->prefix;
 			m->env->recovered = false;
 		}
+	}
+	if (sp->use_syncfs) {
+		/* the per-message file work happens here, in parallel across the sessions'
+		 * threads; the syncer keeps only what the group shares (syncfs, renames and
+		 * one directory fsync) */
+		if (close(m->fd) < 0 && !m->err)
+			m->err = errno;
+		m->fd = -1;
+		if (!m->err)
+			m->err = write_envelope(sp, m, false);
+		m->prepared = true;
 	}
 	pthread_mutex_lock(&sp->mu);
 	if (sp->tail)
@@ -684,8 +699,14 @@ commit_group(struct spool *sp, struct spool_msg *group)
 
 	/* 1. data and envelope of every message on disk: one syncfs() for the whole
 	 * group where the kernel has it (per-file fsyncs cost a journal wait each) */
-	bool per_file = !sp->use_syncfs;
+	bool per_file = !sp->use_syncfs, barriers = false;
 	for (struct spool_msg *m = group; m; m = m->next) {
+		if (m->barrier) {
+			barriers = true;
+			continue;
+		}
+		if (m->prepared)
+			continue;
 		if (!m->err && per_file && fdatasync(m->fd) < 0)
 			m->err = errno;
 		if (m->fd >= 0 && close(m->fd) < 0 && !m->err)
@@ -699,10 +720,12 @@ commit_group(struct spool *sp, struct spool_msg *group)
 		for (struct spool_msg *m = group; m; m = m->next)
 			if (!m->err)
 				m->err = e;
+	} else if (per_file && barriers) {
+		sync(); /* no syncfs(): only the whole system's sync covers the barrier */
 	}
 	/* 2. the envelope into the queue beside its data: the commit record */
 	for (struct spool_msg *m = group; m; m = m->next) {
-		if (m->err)
+		if (m->err || m->barrier)
 			continue;
 		snprintf(name, sizeof(name), "%s.env", m->id);
 		if (renameat(m->envdir, m->envname, sp->queuefd, name) < 0) {
@@ -720,6 +743,12 @@ commit_group(struct spool *sp, struct spool_msg *group)
 	sp->stats.groups++;
 	for (struct spool_msg *m = group; m;) {
 		struct spool_msg *next = m->next;
+		if (m->barrier) {
+			m->done(m->arg, m->err);
+			free(m);
+			m = next;
+			continue;
+		}
 		int err = m->err ? m->err : direrr;
 		if (err) {
 			fail_files(sp, m);
@@ -764,6 +793,79 @@ syncer_main(void *arg)
 		else if (stop)
 			return NULL;
 	}
+}
+
+struct barrier_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int err;
+};
+
+static void
+barrier_done(void *arg, int err)
+{
+	struct barrier_wait *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->err = err;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int
+spool_barrier(struct spool *sp)
+{
+	struct barrier_wait w = {.done = false};
+	struct spool_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -1;
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	m->sp = sp;
+	m->fd = -1;
+	m->barrier = true;
+	m->done = barrier_done;
+	m->arg = &w;
+	pthread_mutex_lock(&sp->mu);
+	if (sp->stop || !sp->started) {
+		pthread_mutex_unlock(&sp->mu);
+		free(m);
+		pthread_mutex_destroy(&w.mu);
+		pthread_cond_destroy(&w.cv);
+		return syncfs(sp->dirfd); /* no syncer: do it here */
+	}
+	if (sp->tail)
+		sp->tail->next = m;
+	else
+		sp->head = m;
+	sp->tail = m;
+	pthread_cond_signal(&sp->cv);
+	pthread_mutex_unlock(&sp->mu);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	if (w.err) {
+		errno = w.err;
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_dev(const struct spool *sp, dev_t *dev)
+{
+	struct stat st;
+
+	if (fstat(sp->dirfd, &st) < 0)
+		return -1;
+	*dev = st.st_dev;
+	return 0;
 }
 
 void

@@ -14,12 +14,13 @@
  *   1. spool_msg_new() creates queue/<id> with O_EXCL, mode 0600; the session appends the
  *      message with spool_msg_write() as it arrives.  Without an envelope it is not a
  *      queued message: nothing reads it but its own session.
- *   2. spool_msg_commit() hands it to the syncer thread, where other sessions' messages
+ *   2. spool_msg_commit() closes it, writes its envelope (into a recycled free/ file, or
+ *      a new tmp/ one) and hands both to the syncer thread, where other sessions' messages
  *      wait with it.
- *   3. Group commit: the syncer takes every waiting message at once; it writes each
- *      envelope (into a recycled free/ file, or a new tmp/ one), makes every data file
- *      and envelope of the group durable with one syncfs() (an fdatasync/fsync per file
- *      where the kernel has no syncfs), renames each envelope to queue/<id>.env — the
+ *      (Where the kernel has no syncfs(), the syncer does the writing, with an
+ *      fdatasync/fsync per file.)
+ *   3. Group commit: the syncer takes every waiting message at once; it makes every data
+ *      file and envelope of the group durable with one syncfs(), renames each envelope to queue/<id>.env — the
  *      commit record —, then fsync()s queue/ once for the whole group.  Only after that
  *      fsync returns does any of those sessions learn its message is committed — and
  *      only then does it reply 250.
@@ -47,6 +48,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define SPOOL_ID_LEN 16
@@ -117,6 +119,13 @@ void spool_msg_abort(struct spool_msg *m);
 int spool_remove(struct spool *sp, const char *id);
 /* fsync()s queue/: makes removals and state files created since durable. */
 int spool_sync(struct spool *sp);
+/* Blocks until the syncer's next syncfs() of the spool's file system has completed, so
+ * that changes made before the call anywhere on that file system (Maildir links) are
+ * durable; shares the sync with the messages committing meanwhile.  0, or -1 with errno.
+ * Any thread but the syncer. */
+int spool_barrier(struct spool *sp);
+/* The device of the spool's file system (to know what spool_barrier() covers). */
+int spool_dev(const struct spool *sp, dev_t *dev);
 
 /*
  * Per-recipient delivery state survives restarts in queue/<id>.state, one line appended
