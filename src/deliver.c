@@ -283,7 +283,7 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 		snprintf(err, errlen, "no message %s in the queue", id);
 		return -1;
 	}
-	if (spool_remove(d->sp, id) < 0 || spool_sync(d->sp) < 0) {
+	if (spool_remove(d->sp, j->e) < 0 || spool_sync(d->sp) < 0) {
 		snprintf(err, errlen, "cannot remove message %s: %s", id, strerror(errno));
 		free_job(j);
 		return -1;
@@ -574,7 +574,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	free(newly_failed);
 	if (n_pend == 0) {
 		free(lines);
-		if (spool_remove(d->sp, e->id) < 0)
+		if (spool_remove(d->sp, e) < 0)
 			log_msg(LOG_LVL_ERROR,
 			        "message %s settled but not removed from the spool: %s", e->id,
 			        strerror(errno));
@@ -585,7 +585,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 		free_job(j);
 		return true;
 	}
-	if (spool_state_append(d->sp, e->id, lines) < 0)
+	if (spool_state_append(d->sp, e, lines) < 0)
 		log_msg(LOG_LVL_ERROR,
 		        "message %s: cannot record its delivery state: %s; "
 		        "recipients already delivered may be sent again",
@@ -739,8 +739,8 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		 * file system: one sync for both, instead of two competing */
 		struct stat bst;
 		dev_t sdev;
-		bool shared = fstat(bfd, &bst) == 0 && spool_dev(d->sp, &sdev) == 0 &&
-		              bst.st_dev == sdev;
+		bool shared =
+		        fstat(bfd, &bst) == 0 && spool_dev(d->sp, &sdev) == 0 && bst.st_dev == sdev;
 		if ((shared ? spool_barrier(d->sp) : syncfs(bfd)) < 0)
 			sync_failed = true;
 	}
@@ -886,6 +886,7 @@ static void *
 deliver_main(void *arg)
 {
 	struct deliver *d = arg;
+	pthread_setname_np(pthread_self(), "mxgate-deliver"); /* top(1), perf, /proc */
 
 	pthread_mutex_lock(&d->mu);
 	for (;;) {

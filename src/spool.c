@@ -777,6 +777,7 @@ static void *
 syncer_main(void *arg)
 {
 	struct spool *sp = arg;
+	pthread_setname_np(pthread_self(), "mxgate-syncer"); /* top(1), perf, /proc */
 
 	for (;;) {
 		struct spool_msg *group;
@@ -1024,9 +1025,13 @@ load_entry(int qfd, const char *id, char *why, size_t whylen)
 		return NULL;
 	}
 	snprintf(name, sizeof(name), "%s.state", id);
+	errno = 0;
 	if ((text = read_small(qfd, name))) {
+		e->has_state = true;
 		apply_state(e, text);
 		free(text);
+	} else if (errno != ENOENT) {
+		e->has_state = true; /* there but unreadable: still remove it with the rest */
 	}
 	return e;
 }
@@ -1128,16 +1133,17 @@ recycle_envelope(struct spool *sp, const char *name)
 }
 
 int
-spool_remove(struct spool *sp, const char *id)
+spool_remove(struct spool *sp, const struct spool_entry *e)
 {
 	char name[SPOOL_ID_LEN + 8];
+	const char *id = e->id;
 	int rc = 0;
 
 	snprintf(name, sizeof(name), "%s.env", id);
 	if (!recycle_envelope(sp, name) && unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
 		rc = -1;
 	snprintf(name, sizeof(name), "%s.state", id);
-	if (unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
+	if (e->has_state && unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
 		rc = -1;
 	if (unlinkat(sp->queuefd, id, 0) < 0 && errno != ENOENT)
 		rc = -1;
@@ -1151,8 +1157,9 @@ spool_sync(struct spool *sp)
 }
 
 int
-spool_state_append(struct spool *sp, const char *id, const char *line)
+spool_state_append(struct spool *sp, struct spool_entry *e, const char *line)
 {
+	const char *id = e->id;
 	char name[SPOOL_ID_LEN + 8];
 	size_t len = strlen(line);
 	int fd, err = 0;
@@ -1166,6 +1173,7 @@ spool_state_append(struct spool *sp, const char *id, const char *line)
 	            0600);
 	if (fd < 0)
 		return -1;
+	e->has_state = true; /* from here on, a removal must look for it */
 	char *buf = malloc(len + 1);
 	if (!buf) {
 		close(fd);

@@ -68,6 +68,7 @@ struct spool_entry {
 	char *connector, *client, *helo;
 	bool smtputf8, body_8bit;
 	bool recovered; /* found at start, not received by this process */
+	bool has_state; /* queue/<id>.state exists (spool_state_append, or recovered) */
 	/* delivery state, kept in queue/<id>.state (spool_state_append) */
 	uint8_t *rcpt_state; /* enum spool_rcpt_state per recipient; NULL: all pending */
 	char **rcpt_note;    /* last reply per recipient, or NULL entries */
@@ -116,7 +117,7 @@ void spool_msg_abort(struct spool_msg *m);
 
 /* Deletes a settled message (envelope first, then its state and data).  The removal is
  * durable after the next spool_sync(). */
-int spool_remove(struct spool *sp, const char *id);
+int spool_remove(struct spool *sp, const struct spool_entry *e);
 /* fsync()s queue/: makes removals and state files created since durable. */
 int spool_sync(struct spool *sp);
 /* Blocks until the syncer's next syncfs() of the spool's file system has completed, so
@@ -137,7 +138,7 @@ int spool_dev(const struct spool *sp, dev_t *dev);
  * with errno.  A recipient recorded as delivered or failed is never tried again after a
  * restart.
  */
-int spool_state_append(struct spool *sp, const char *id, const char *line);
+int spool_state_append(struct spool *sp, struct spool_entry *e, const char *line);
 
 /* Queues a message made here (a bounce): e gives sender and recipients; its id, size and
  * received time are filled in.  Synchronous: durable when it returns 0. */
