@@ -13,6 +13,7 @@ makes sure no process of theirs is left.  Standard library only (Debian's python
 import glob
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -31,9 +32,32 @@ class BenchError(Exception):
     """A server did not do the work, or could not be set up: the run is not valid."""
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+_PORT_RNG = random.Random()
+
+
+def free_port(host="127.0.0.1"):
+    """A port for a server the benchmark starts later.  Picked below the kernel's ephemeral
+    range: a port the kernel handed out by bind(0) can be taken in the meantime as the
+    source port of some client's connection (a load generator's), and the server
+    then fails with EADDRINUSE."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = min(low, 32768) - 1
+    for _ in range(200):
+        port = _PORT_RNG.randint(max(1024, top - 12000), top)
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+                s.listen(1)
+            except OSError:
+                continue
+            return port
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 

@@ -9,6 +9,7 @@ Clients bind to chosen loopback source addresses: 127.0.0.2 is the usual allowed
 127.0.0.3 a denied one.
 """
 import os
+import random
 import re
 import shutil
 import signal
@@ -30,8 +31,30 @@ ALLOWED = "127.0.0.2"
 DENIED = "127.0.0.3"
 
 
+_PORT_RNG = random.Random()
+
+
 def free_port(host="127.0.0.1"):
+    """A port for a server the test starts later.  Picked below the kernel's ephemeral
+    range: a port the kernel handed out by bind(0) can be taken in the meantime as the
+    source port of some client's connection (the next hop's, a probe's), and the server
+    then fails with EADDRINUSE."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = min(low, 32768) - 1
+    for _ in range(200):
+        port = _PORT_RNG.randint(max(1024, top - 12000), top)
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+                s.listen(1)
+            except OSError:
+                continue
+            return port
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
