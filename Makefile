@@ -36,7 +36,7 @@ LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/*.c))
-HDRS      := $(wildcard src/*.h tests/unit/*.h)
+HDRS      := $(wildcard src/*.h tests/unit/*.h bench/*.h)
 
 .PHONY: all run check asan fuzz bench format format-check install clean deps-build deps-check \
 	unit-release unit-asan test-release test-asan

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 static volatile sig_atomic_t stop;
 
 static void
@@ -30,21 +32,11 @@ int
 main(int argc, char **argv)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
-	char host[64];
-	const char *colon;
 	unsigned long long accepted = 0;
 	int one = 1, lfd;
 
-	if (argc != 2 || !(colon = strrchr(argv[1], ':')) ||
-	    (size_t)(colon - argv[1]) >= sizeof(host)) {
-		fprintf(stderr, "usage: acceptloop HOST:PORT\n");
-		return 2;
-	}
-	memcpy(host, argv[1], (size_t)(colon - argv[1]));
-	host[colon - argv[1]] = 0;
-	sa.sin_port = htons((uint16_t)atoi(colon + 1));
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-		fprintf(stderr, "acceptloop: bad address %s\n", host);
+	if (argc != 2 || bench_parse_endpoint(argv[1], &sa) < 0) {
+		fprintf(stderr, "usage: acceptloop HOST:PORT (an IPv4 address)\n");
 		return 2;
 	}
 

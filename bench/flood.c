@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -45,30 +47,6 @@ static struct slot slots[MAX_INFLIGHT];
 /* figures: totals, and the part that fell inside the window */
 static unsigned long long completed, in_window, connect_errors, resets, bytes, stalls;
 static char first_reply[128];
-
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-parse_endpoint(const char *text, struct sockaddr_in *sa)
-{
-	char host[64];
-	const char *colon = strrchr(text, ':');
-
-	if (!colon || (size_t)(colon - text) >= sizeof(host))
-		return -1;
-	memcpy(host, text, (size_t)(colon - text));
-	host[colon - text] = 0;
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)atoi(colon + 1));
-	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
 
 static int
 open_one(struct slot *s, int idx)
@@ -96,7 +74,7 @@ open_one(struct slot *s, int idx)
 	}
 	s->connected = 0;
 	s->quit_sent = 0;
-	s->started = now();
+	s->started = bench_now();
 	epoll_ctl(epfd, EPOLL_CTL_ADD, s->fd, &ev);
 	return 0;
 }
@@ -205,21 +183,21 @@ main(int argc, char **argv)
 			goto usage;
 		}
 	}
-	if (optind != argc - 1 || parse_endpoint(argv[optind], &dst) < 0 || inflight < 1 ||
+	if (optind != argc - 1 || bench_parse_endpoint(argv[optind], &dst) < 0 || inflight < 1 ||
 	    inflight > MAX_INFLIGHT || duration <= 0)
 		goto usage;
 
 	epfd = epoll_create1(EPOLL_CLOEXEC);
-	double t0 = now(), w0 = t0 + warmup, w1 = w0 + duration;
+	double t0 = bench_now(), w0 = t0 + warmup, w1 = w0 + duration;
 	for (int i = 0; i < inflight; i++)
 		if (open_one(&slots[i], i) < 0)
 			return 1;
 	for (;;) {
-		double t = now();
+		double t = bench_now();
 		if (t >= w1)
 			break;
 		int n = epoll_wait(epfd, evs, 256, 100);
-		t = now();
+		t = bench_now();
 		for (int i = 0; i < n; i++) {
 			struct slot *s = &slots[evs[i].data.u32];
 			int ok = 0;

@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -48,14 +50,6 @@ static int epfd;
 static SSL_CTX *tls_ctx;
 static int use_tls;
 static char failure[512];
-
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void
 watch(struct sess *s, uint32_t events, int op)
@@ -232,8 +226,6 @@ main(int argc, char **argv)
 	int n = 10000, parallel = 100, naddrs = 8, opt;
 	double timeout = 300;
 	struct sockaddr_in base = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
-	char host[64];
-	const char *colon;
 	struct epoll_event evs[512];
 
 	inet_pton(AF_INET, "127.0.1.1", &base.sin_addr);
@@ -263,12 +255,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1 || n < 1 || parallel < 1 || naddrs < 1 ||
-	    !(colon = strrchr(argv[optind], ':')) || (size_t)(colon - argv[optind]) >= sizeof(host))
-		goto usage;
-	memcpy(host, argv[optind], (size_t)(colon - argv[optind]));
-	host[colon - argv[optind]] = 0;
-	dst.sin_port = htons((uint16_t)atoi(colon + 1));
-	if (inet_pton(AF_INET, host, &dst.sin_addr) != 1)
+	    bench_parse_endpoint(argv[optind], &dst) < 0)
 		goto usage;
 
 	struct rlimit rl;
@@ -290,7 +277,7 @@ main(int argc, char **argv)
 	sessions = calloc((size_t)n, sizeof(*sessions));
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 
-	double t0 = now();
+	double t0 = bench_now();
 	int opened = 0, settingup = 0, idle = 0;
 	uint32_t base_ip = ntohl(base.sin_addr.s_addr);
 	while (idle < n && !failure[0]) {
@@ -304,7 +291,7 @@ main(int argc, char **argv)
 		}
 		if (failure[0])
 			break;
-		if (now() - t0 > timeout) {
+		if (bench_now() - t0 > timeout) {
 			snprintf(failure, sizeof(failure),
 			         "only %d of %d sessions set up in %.0f s", idle, n, timeout);
 			break;
@@ -332,7 +319,7 @@ main(int argc, char **argv)
 		printf("failed established=%d\n", idle);
 		return 1;
 	}
-	printf("ready established=%d tls=%d setup_seconds=%.2f\n", idle, use_tls, now() - t0);
+	printf("ready established=%d tls=%d setup_seconds=%.2f\n", idle, use_tls, bench_now() - t0);
 	fflush(stdout);
 
 	/* idle until told to stop; any event on a session means the server closed it */

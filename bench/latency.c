@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -52,14 +54,6 @@ static double *lat;
 static size_t nlat, errors;
 static char first_error[300];
 
-static double
-now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -77,7 +71,7 @@ end_tx(int slot, const char *error)
 		if (!first_error[0])
 			snprintf(first_error, sizeof(first_error), "%s", error);
 	} else if (t->record) {
-		lat[nlat++] = now() - t->scheduled;
+		lat[nlat++] = bench_now() - t->scheduled;
 	}
 	epoll_ctl(epfd, EPOLL_CTL_DEL, t->fd, NULL);
 	close(t->fd);
@@ -221,21 +215,6 @@ advance(int slot)
 	t->st++;
 }
 
-static int
-parse_endpoint(const char *text, struct sockaddr_in *sa)
-{
-	char host[64];
-	const char *colon = strrchr(text, ':');
-
-	if (!colon || (size_t)(colon - text) >= sizeof(host))
-		return -1;
-	memcpy(host, text, (size_t)(colon - text));
-	host[colon - text] = 0;
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)atoi(colon + 1));
-	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
-}
-
 static void
 build_message(size_t bytes, const char *from, const char *to)
 {
@@ -295,7 +274,7 @@ main(int argc, char **argv)
 			goto usage;
 		}
 	}
-	if (optind != argc - 1 || parse_endpoint(argv[optind], &dst) < 0 || rate <= 0 ||
+	if (optind != argc - 1 || bench_parse_endpoint(argv[optind], &dst) < 0 || rate <= 0 ||
 	    duration <= 0 || warmup < 0)
 		goto usage;
 	snprintf(mail, sizeof(mail), "MAIL FROM:<%s>\r\n", from);
@@ -305,11 +284,11 @@ main(int argc, char **argv)
 	size_t total = (size_t)((warmup + duration) * rate), started = 0, recorded = 0;
 	lat = malloc((total + 1) * sizeof(*lat));
 	epfd = epoll_create1(EPOLL_CLOEXEC);
-	double t0 = now() + 0.01, late = 0, max_late = 0;
+	double t0 = bench_now() + 0.01, late = 0, max_late = 0;
 	int active = 0, peak = 0;
 
 	for (;;) {
-		double t = now();
+		double t = bench_now();
 		while (started < total && t0 + (double)started / rate <= t) {
 			double sched = t0 + (double)started / rate;
 			int record = sched >= t0 + warmup;
@@ -340,7 +319,7 @@ main(int argc, char **argv)
 		}
 		int timeout = 100;
 		if (started < total) {
-			double wait = t0 + (double)started / rate - now();
+			double wait = t0 + (double)started / rate - bench_now();
 			timeout = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
 		}
 		int k = epoll_wait(epfd, evs, 256, timeout);
