@@ -162,8 +162,9 @@ cmd_run(int argc, char **argv)
 		return usage_error("run", "unexpected argument '%s'", argv[optind]);
 	/* Sessions free a message's write buffer as the next one allocates it; with glibc's
 	 * default threshold each free can hand the top of a thread's heap back to the kernel
-	 * (madvise) only to fault it in again.  Keep up to 32 MiB of free heap. */
-	mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+	 * (madvise) only to fault it in again.  Keep up to 4 MiB of free heap at its top
+	 * (a reload trims explicitly, see server.c). */
+	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 	return server_run(path) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

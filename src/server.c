@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -1322,6 +1323,9 @@ reload(void)
 	        c->n_connectors, c->n_connectors == 1 ? "" : "s", n, n == 1 ? "" : "s");
 	config_unref(old);
 	tls_ctx_unref(oldt);
+	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
+	 * threshold is raised in main.c): give them back now, once per reload */
+	malloc_trim(0);
 }
 
 static bool force_sent;
