@@ -43,4 +43,23 @@ bench_parse_endpoint(const char *text, struct sockaddr_in *sa)
 	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
+/* The code of the SMTP reply at the start of buf[0..len), once its last line is complete:
+ * 0 while it is incomplete, -1 when it is not a reply. */
+static inline int
+bench_reply_code(const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len;
+
+	for (;;) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			return 0;
+		if (eol - p < 4 || p[0] < '2' || p[0] > '5')
+			return -1;
+		if (p[3] == ' ' || p[3] == '\r')
+			return atoi(p);
+		p = eol + 1;
+	}
+}
+
 #endif

@@ -66,24 +66,6 @@ fail(struct sess *s, const char *what)
 	s->st = ST_DEAD;
 }
 
-/* The code of the whole reply in s->buf, 0 while it is incomplete, -1 on garbage. */
-static int
-reply_code(struct sess *s)
-{
-	char *p = s->buf, *end = s->buf + s->len;
-
-	for (;;) {
-		char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			return 0;
-		if (eol - p < 4 || p[0] < '2' || p[0] > '5')
-			return -1;
-		if (p[3] == ' ' || p[3] == '\r')
-			return atoi(p);
-		p = eol + 1;
-	}
-}
-
 static int
 send_line(struct sess *s, const char *line)
 {
@@ -141,7 +123,7 @@ step(struct sess *s)
 	}
 	s->len += (size_t)n;
 	s->buf[s->len] = 0;
-	int code = reply_code(s);
+	int code = bench_reply_code(s->buf, s->len);
 	if (code == 0 && s->len < BUF_SIZE - 1)
 		return;
 	if (s->st == ST_BANNER && code == 220) {

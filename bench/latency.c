@@ -120,24 +120,6 @@ send_all(int fd, const char *p, size_t len)
 	return write(fd, p, len) == (ssize_t)len ? 0 : -1;
 }
 
-/* The code of the whole reply in t->buf, 0 while incomplete, -1 on garbage. */
-static int
-reply_code(const struct tx *t)
-{
-	const char *p = t->buf, *end = t->buf + t->len;
-
-	for (;;) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			return 0;
-		if (eol - p < 4 || p[0] < '2' || p[0] > '5')
-			return -1;
-		if (p[3] == ' ' || p[3] == '\r')
-			return atoi(p);
-		p = eol + 1;
-	}
-}
-
 static void
 advance(int slot)
 {
@@ -169,7 +151,7 @@ advance(int slot)
 	}
 	t->len += (size_t)n;
 	t->buf[t->len] = 0;
-	int code = reply_code(t);
+	int code = bench_reply_code(t->buf, t->len);
 	if (code == 0 && t->len < sizeof(t->buf) - 1)
 		return;
 	if (code != expect[t->st]) {

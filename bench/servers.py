@@ -61,6 +61,17 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def read_line(sock):
+    """What the server sends up to and including its first LF (less at EOF)."""
+    data = b""
+    while b"\n" not in data:
+        chunk = sock.recv(512)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def wait_banner(port, source="127.0.0.2", timeout=30, what="server"):
     """Waits until the server answers with a 220 banner; says QUIT politely."""
     deadline = time.time() + timeout
@@ -69,12 +80,7 @@ def wait_banner(port, source="127.0.0.2", timeout=30, what="server"):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5,
                                           source_address=(source, 0)) as s:
-                data = b""
-                while b"\n" not in data:
-                    chunk = s.recv(512)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = read_line(s)
                 if data.startswith(b"220"):
                     s.sendall(b"QUIT\r\n")
                     try:

@@ -36,7 +36,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from servers import (RCPT, SENDER, BenchError, Mxgate, Postfix, check_maildir_sizes,  # noqa
-                     make_cert, proc_cpu_seconds, proc_pss_kib, proc_rss_kib,
+                     make_cert, proc_cpu_seconds, read_line, proc_pss_kib, proc_rss_kib,
                      stop_leftovers)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -626,12 +626,7 @@ def probe(port, want_banner, t_hup, timeout=120):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                           source_address=(MARKER, 0)) as s:
-                data = b""
-                while b"\n" not in data:
-                    chunk = s.recv(512)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = read_line(s)
                 t = time.time()
                 got_banner = data.startswith(b"220")
                 if got_banner:

@@ -567,6 +567,18 @@ spool_msg_abort(struct spool_msg *m)
 
 static int write_envelope(struct spool *sp, struct spool_msg *m, bool sync);
 
+/* Appends m to the syncer's list and wakes it; sp->mu is held. */
+static void
+enqueue_locked(struct spool *sp, struct spool_msg *m)
+{
+	if (sp->tail)
+		sp->tail->next = m;
+	else
+		sp->head = m;
+	sp->tail = m;
+	pthread_cond_signal(&sp->cv);
+}
+
 void
 spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_cb done, void *arg)
 {
@@ -599,12 +611,7 @@ spool_msg_commit(struct spool_msg *m, const struct spool_entry *env, spool_done_
 		m->prepared = true;
 	}
 	pthread_mutex_lock(&sp->mu);
-	if (sp->tail)
-		sp->tail->next = m;
-	else
-		sp->head = m;
-	sp->tail = m;
-	pthread_cond_signal(&sp->cv);
+	enqueue_locked(sp, m);
 	pthread_mutex_unlock(&sp->mu);
 }
 
@@ -838,12 +845,7 @@ spool_barrier(struct spool *sp)
 		pthread_cond_destroy(&w.cv);
 		return syncfs(sp->dirfd); /* no syncer: do it here */
 	}
-	if (sp->tail)
-		sp->tail->next = m;
-	else
-		sp->head = m;
-	sp->tail = m;
-	pthread_cond_signal(&sp->cv);
+	enqueue_locked(sp, m);
 	pthread_mutex_unlock(&sp->mu);
 	pthread_mutex_lock(&w.mu);
 	while (!w.done)
