@@ -17,6 +17,7 @@
 #include "rangeset.h"
 #include "selector.h"
 #include "tls.h"
+#include "vec.h"
 
 /* ---- the option table --------------------------------------------------------------- */
 
@@ -304,6 +305,7 @@ struct loader {
 	int *slot_open;             /* per connector slot: opening line */
 	int *slot_close; /* and closing line, which changes when a duplicate replaces it */
 	size_t n_slots;
+	size_t ranges_cap; /* capacity of the connector being loaded's ranges array */
 };
 
 static struct loader *current; /* libConfuse callbacks carry no user pointer */
@@ -1162,8 +1164,7 @@ resolve_path(struct loader *L, const char *p)
 }
 
 static int
-add_range(struct loader *L, struct connector *k, size_t *cap, const char *text, const char *file,
-          int line)
+add_range(struct loader *L, struct connector *k, const char *text, const char *file, int line)
 {
 	char err[256];
 	unsigned flags;
@@ -1183,20 +1184,14 @@ add_range(struct loader *L, struct connector *k, size_t *cap, const char *text, 
 		diag_warn(L->d, file, line,
 		          "'%s' is the single address %s; for every address write %s", text, text,
 		          r.family == AF_INET ? "0.0.0.0/0" : "::/0");
-	if (k->n_ranges == *cap) {
-		size_t nc = *cap ? 2 * *cap : 16;
-		struct conf_range *nr = realloc(k->ranges, nc * sizeof(*nr));
-		if (!nr)
-			return -1;
-		k->ranges = nr;
-		*cap = nc;
-	}
+	if (VEC_RESERVE(k->ranges, L->ranges_cap, k->n_ranges + 1) < 0)
+		return -1;
 	k->ranges[k->n_ranges++] = (struct conf_range){.r = r, .at = {file, line}};
 	return 0;
 }
 
 static int
-load_ranges_file(struct loader *L, struct connector *k, size_t *cap, const char *path, int cfgline)
+load_ranges_file(struct loader *L, struct connector *k, const char *path, int cfgline)
 {
 	const char *file = intern_file(L, path);
 	char *line = NULL;
@@ -1222,7 +1217,7 @@ load_ranges_file(struct loader *L, struct connector *k, size_t *cap, const char 
 			s++;
 		if (!*s)
 			continue;
-		if ((rc = add_range(L, k, cap, s, file, lineno)) < 0)
+		if ((rc = add_range(L, k, s, file, lineno)) < 0)
 			break;
 	}
 	if (ferror(fp))
@@ -1239,7 +1234,6 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 	unsigned n = cfg_opt_size(co);
 	char err[512], words[256];
 	char *p = (char *)base + o->off;
-	size_t cap = 0;
 
 	if (!is_list_kind(o->kind) && n == 0) {
 		if (!o->def)
@@ -1274,7 +1268,7 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 			char *path = resolve_path(L, text);
 			if (!path)
 				return -1;
-			int rc = k ? load_ranges_file(L, k, &cap, path, line) : 0;
+			int rc = k ? load_ranges_file(L, k, path, line) : 0;
 			free(path);
 			if (rc < 0)
 				return -1;
@@ -1384,11 +1378,11 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 					           text, providers_dir());
 					break;
 				}
-				if (load_ranges_file(L, k, &cap, path, line) < 0)
+				if (load_ranges_file(L, k, path, line) < 0)
 					return -1;
 				break;
 			}
-			if (add_range(L, k, &cap, text, L->file, line) < 0)
+			if (add_range(L, k, text, L->file, line) < 0)
 				return -1;
 			break;
 		case K_DOMAINS: {
@@ -1536,6 +1530,7 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 	char err[256];
 
 	k->at = (struct origin){L->file, k->index < L->n_slots ? L->slot_open[k->index] : cs->line};
+	L->ranges_cap = 0; /* k->ranges starts empty */
 	if (!(k->name = strdup(cs->title ? cs->title : "")))
 		return -1;
 	if (!*k->name || strlen(k->name) > CONNECTOR_NAME_MAX ||

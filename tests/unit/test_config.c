@@ -431,3 +431,34 @@ Test(config, reference_lists_every_key)
 	}
 	free(buf);
 }
+
+/* Issue 16, defect 1: inline ranges, then a ranges file that takes the total past the
+ * first allocation (16 slots then).  Each option used to restart its own capacity at 0
+ * while the array already held 16, and add_range wrote past its end. */
+Test(config, inline_ranges_then_a_ranges_file_past_the_first_allocation)
+{
+	struct diag d;
+	char text[4096];
+	size_t len = 0;
+
+	for (int i = 0; i < 20; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "10.%d.0.0/16\n", i);
+	free(helper_write_temp("more.txt", text));
+	diag_init(&d);
+	struct config *c = helper_load("connector \"pp\" {\n"
+	                               "  usage = custom\n"
+	                               "  permission-groups = { anonymous-users }\n"
+	                               "  bindings = { \"0.0.0.0:25\" }\n"
+	                               "  remote-ip-ranges = { \"192.0.2.1\", \"192.0.2.2\" }\n"
+	                               "  remote-ip-ranges-file = \"more.txt\"\n"
+	                               "  remote-ip-ranges += { \"192.0.2.3\" }\n"
+	                               "}\n",
+	                               &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->connectors[0].n_ranges, 23);
+	cr_expect_eq(c->connectors[0].ranges[22].at.line, 20);
+	config_unref(c);
+	diag_release(&d);
+}
