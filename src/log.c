@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -9,7 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level min_level = LOG_LVL_INFO;
+/* written by a reload on the main thread while every thread reads it */
+static _Atomic int min_level = LOG_LVL_INFO;
 static bool to_syslog;
 static const char *ident_name = "mxgate";
 
@@ -24,7 +26,7 @@ void
 log_init(const char *ident, bool use_syslog, enum log_level min)
 {
 	ident_name = ident;
-	min_level = min;
+	atomic_store_explicit(&min_level, (int)min, memory_order_relaxed);
 	if (use_syslog && !to_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 	to_syslog = use_syslog;
@@ -33,13 +35,13 @@ log_init(const char *ident, bool use_syslog, enum log_level min)
 void
 log_set_level(enum log_level min)
 {
-	min_level = min;
+	atomic_store_explicit(&min_level, (int)min, memory_order_relaxed);
 }
 
 bool
 log_enabled(enum log_level lvl)
 {
-	return lvl <= min_level;
+	return (int)lvl <= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
 static void
@@ -127,7 +129,7 @@ log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (lvl > min_level)
+	if (!log_enabled(lvl))
 		return;
 	va_start(ap, fmt);
 	emit(lvl, "", fmt, ap);
@@ -140,7 +142,7 @@ log_session(const struct log_ctx *ctx, enum log_level lvl, const char *fmt, ...)
 	char prefix[256];
 	va_list ap;
 
-	if (lvl > min_level)
+	if (!log_enabled(lvl))
 		return;
 	snprintf(prefix, sizeof(prefix),
 	         "session=%s client=%s connector=\"%s\": ", ctx->session ? ctx->session : "-",
