@@ -4,6 +4,7 @@
 #   make run        install missing packages, build, run on etc/mxgate.example.conf (loopback:2525)
 #   make check      install missing packages, build, run every test plain and under ASan+UBSan
 #   make asan       build and test only the ASan+UBSan variant
+#   make tsan       build and run the threaded e2e suites under ThreadSanitizer
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      run the benchmarks in bench/ (not part of check)
 #   make format     reformat the sources with clang-format
@@ -28,8 +29,10 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DMXGATE_VERSION='"$(VERSION)"' \
 release_CFLAGS := $(BASE_CFLAGS) -O2
 asan_CFLAGS    := $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all
+tsan_CFLAGS    := $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=thread
 release_LDFLAGS :=
 asan_LDFLAGS    := -fsanitize=address,undefined
+tsan_LDFLAGS    := -fsanitize=thread
 
 SRCS      := $(sort $(wildcard src/*.c))
 LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
@@ -38,17 +41,17 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/*.c))
 HDRS      := $(wildcard src/*.h tests/unit/*.h bench/*.h)
 
-.PHONY: all run check asan fuzz bench format format-check install clean deps-build deps-check \
+.PHONY: all run check asan tsan fuzz bench format format-check install clean deps-build deps-check \
 	unit-release unit-asan test-release test-asan
 
 all: build/release/mxgate
 
 # ---- per-variant build (release, asan) -------------------------------------------------
 define variant
-build/$(1)/obj/%.o: %.c $(HDRS) Makefile
+build/$(1)/obj/%.o: %.c Makefile
 	@mkdir -p $$(dir $$@)
 	@echo "  CC [$(1)] $$<"
-	@$$(CC) $$($(1)_CFLAGS) -c $$< -o $$@
+	@$$(CC) $$($(1)_CFLAGS) -MMD -MP -c $$< -o $$@
 
 build/$(1)/libmxgate.a: $(patsubst %.c,build/$(1)/obj/%.o,$(LIB_SRCS))
 	@rm -f $$@
@@ -72,6 +75,10 @@ test-$(1): build/$(1)/mxgate build/$(1)/unit-tests
 endef
 $(eval $(call variant,release))
 $(eval $(call variant,asan))
+$(eval $(call variant,tsan))
+
+# header dependencies, written by -MMD beside each object
+-include $(shell find build -name '*.d' 2>/dev/null)
 
 # ---- fuzzing (clang libFuzzer) ----------------------------------------------------------
 FUZZ_CFLAGS := $(filter-out -O2,$(BASE_CFLAGS)) -O1 -fno-omit-frame-pointer \
@@ -94,14 +101,19 @@ run: deps-build
 	@scripts/run-example
 
 check: deps-check
+	@tests/preflight
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory build/release/mxgate build/release/unit-tests \
-		build/asan/mxgate build/asan/unit-tests $(FUZZERS)
+		build/asan/mxgate build/asan/unit-tests build/tsan/mxgate $(FUZZERS)
 	@tests/run all
 
 asan: deps-check
 	@$(MAKE) --no-print-directory build/asan/mxgate build/asan/unit-tests
 	@tests/run asan
+
+tsan: deps-check
+	@$(MAKE) --no-print-directory build/tsan/mxgate
+	@tests/run tsan
 
 fuzz: deps-check $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do \

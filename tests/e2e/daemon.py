@@ -25,7 +25,8 @@ BIN = os.environ.get("MXGATE_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "release", "mxgate")
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                   "SUMMARY: UndefinedBehaviorSanitizer")
+                   "SUMMARY: UndefinedBehaviorSanitizer", "WARNING: ThreadSanitizer",
+                   "SUMMARY: ThreadSanitizer")
 
 ALLOWED = "127.0.0.2"
 DENIED = "127.0.0.3"
