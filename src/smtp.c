@@ -12,10 +12,43 @@
 
 #define CMD_LINE_MAX  512  /* RFC 5321 §4.5.3.1.4, with CRLF */
 #define TEXT_LINE_MAX 1000 /* RFC 5321 §4.5.3.1.6, with CRLF */
+#define REPLY_LINE    510  /* RFC 5321 §4.5.3.1.5: 512 octets with CRLF */
+#define REPLY_MAX     1024 /* one reply, all its lines with their CRLFs (EHLO's is longest) */
+#define LOG_MAX       512  /* one log line; a longer one is cut and ends in "..." */
 #define IN_CMD_SIZE   2048 /* input buffer between messages */
 #define IN_DATA_SIZE  32768
-#define MAX_ACTIONS   16
-#define TEXT_ARENA    4096
+
+/*
+ * The action queue and the text arena are fixed; these are their bounds.
+ *
+ * A step (what one smtp_next() runs, or one of the smtp_msg_begun(), smtp_msg_committed(),
+ * smtp_tls_done() answers) begins with the queue empty: smtp_next() starts one only when
+ * everything queued was taken, and each request is the last action of its step, so its
+ * answer comes with the queue empty too.  The arena is emptied at the start of a step.
+ *
+ * Queue: a command step queues at most 5 actions (a verbose log line, its reply, the 421
+ * of too many errors, a log line, SMTP_CLOSE).  A data step queues one SMTP_MSG_DATA per
+ * run of lines before each stuffed dot line; after each it stops when fewer than
+ * DATA_TAIL + 1 slots are free.  Between two such checks at most DATA_TAIL actions follow
+ * (SMTP_MSG_ABORT once per message, then a reply, a log line and SMTP_CLOSE, or the next
+ * run), so a data step leaves the queue at most MAX_ACTIONS - 1 full.
+ *
+ * Arena: a step writes at most 2 replies (an error reply and the 421 that follows it)
+ * and 2 log lines (the verbose copy of the command and one more), each within REPLY_MAX
+ * and LOG_MAX.
+ *
+ * Should either bound ever be broken, nothing is dropped in silence: push() and the
+ * arena refuse the action, every later one of the step is refused too, and once the
+ * queue is empty the session ends with "421 4.3.0", an error log line and SMTP_CLOSE.
+ */
+#define MAX_ACTIONS 16
+#define DATA_TAIL   4
+#define TEXT_ARENA  4096
+_Static_assert(MAX_ACTIONS >= DATA_TAIL + 2 && MAX_ACTIONS >= 5,
+               "the action queue must hold one step");
+_Static_assert(TEXT_ARENA >= 2 * (REPLY_MAX + 1) + 2 * (LOG_MAX + 1),
+               "the text arena must hold one step");
+_Static_assert(REPLY_LINE + 3 <= REPLY_MAX, "a reply line fits a reply");
 
 enum state {
 	ST_CMD,    /* reading commands */
@@ -29,7 +62,7 @@ enum state {
 struct smtp {
 	struct smtp_params p;
 	enum state st;
-	bool tls, esmtp, closed_sent, eof, shutdown;
+	bool tls, esmtp, eof, shutdown, close_queued;
 	char *helo;
 
 	/* input */
@@ -48,6 +81,7 @@ struct smtp {
 	struct smtp_envelope env;
 
 	/* message text */
+	bool msg_open; /* begun, and no SMTP_MSG_END or SMTP_MSG_ABORT queued yet */
 	bool in_header, aborted, too_big, long_line, has_nul, header_too_big;
 	uint64_t msg_size, header_size;
 	unsigned hops;
@@ -60,61 +94,76 @@ struct smtp {
 	size_t qhead, qlen;
 	char arena[TEXT_ARENA];
 	size_t arena_len;
+	/* a bound above was broken: what, and its size; the session ends (see above) */
+	const char *failed;
+	size_t failed_size;
 };
 
 /* ---- action queue ------------------------------------------------------------------- */
 
+/* A step begins (see the bounds above): text of actions already taken can go. */
+static void
+step_begin(struct smtp *s)
+{
+	if (s->qlen == 0)
+		s->arena_len = 0;
+}
+
+/* Records that a bound was broken; the first reason is kept.  From here on nothing is
+ * queued until smtp_next() has given out what was queued before and ends the session. */
+static void
+fail(struct smtp *s, const char *what, size_t size)
+{
+	if (!s->failed) {
+		s->failed = what;
+		s->failed_size = size;
+	}
+}
+
 static void
 push(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, unsigned delay, int level)
 {
-	if (s->qlen == MAX_ACTIONS)
-		return; /* cannot happen: each step queues a few actions at most */
+	if (s->failed)
+		return; /* ending: see fail() */
+	if (s->qlen == MAX_ACTIONS) {
+		fail(s, "the action queue is full", MAX_ACTIONS);
+		return;
+	}
+	if (kind == SMTP_MSG_END || kind == SMTP_MSG_ABORT)
+		s->msg_open = false;
+	if (kind == SMTP_CLOSE)
+		s->close_queued = true;
 	s->q[(s->qhead + s->qlen) % MAX_ACTIONS] = (struct smtp_action){
 	        .kind = kind, .text = text, .len = len, .delay_ms = delay, .level = level};
 	s->qlen++;
 }
 
-static char *arena_printf(struct smtp *s, size_t *len, const char *fmt, va_list ap)
-        __attribute__((format(printf, 3, 0)));
-
-static char *
-arena_printf(struct smtp *s, size_t *len, const char *fmt, va_list ap)
+/* Queues a reply: text (whole lines, the last without its CRLF) is copied to the arena
+ * and ended with CRLF. */
+static void
+reply_text(struct smtp *s, const char *text, size_t len, unsigned delay)
 {
-	char *p = s->arena + s->arena_len;
-	size_t room = TEXT_ARENA - s->arena_len;
-	int n = vsnprintf(p, room, fmt, ap);
-
-	if (n < 0 || (size_t)n >= room) {
-		*len = 0;
-		return p;
+	if (s->failed)
+		return;
+	if (len + 2 > REPLY_MAX) {
+		fail(s, "a reply is longer than its bound", len + 2);
+		return;
 	}
-	s->arena_len += (size_t)n + 1;
-	*len = (size_t)n;
-	return p;
+	if (len + 3 > TEXT_ARENA - s->arena_len) {
+		fail(s, "the text arena is full", s->arena_len + len + 3);
+		return;
+	}
+	char *p = s->arena + s->arena_len;
+	memcpy(p, text, len);
+	memcpy(p + len, "\r\n", 3);
+	s->arena_len += len + 3;
+	push(s, SMTP_REPLY, p, len + 2, delay, 0);
 }
 
 static bool
 bypasses_tarpit(const struct smtp *s)
 {
 	return (s->p.conn->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
-}
-
-/*
- * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
- * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
- * sessions get the tarpit delay (Exchange's TarpitInterval).
- */
-static void
-reply_raw(struct smtp *s, const char *line, unsigned delay)
-{
-	size_t room = TEXT_ARENA - s->arena_len;
-	char *text = s->arena + s->arena_len;
-	int n = snprintf(text, room, "%s\r\n", line);
-
-	if (n < 0 || (size_t)n >= room)
-		return;
-	s->arena_len += (size_t)n + 1;
-	push(s, SMTP_REPLY, text, (size_t)n, delay, 0);
 }
 
 /* Length of the RFC 3463 code "class.subject.detail " at p, or 0 when there is none (a
@@ -137,6 +186,33 @@ enhanced_code_len(const char *p)
 	return i;
 }
 
+static void vreply(struct smtp *s, bool may_tarpit, const char *fmt, va_list ap)
+        __attribute__((format(printf, 3, 0)));
+
+static void
+vreply(struct smtp *s, bool may_tarpit, const char *fmt, va_list ap)
+{
+	char line[REPLY_LINE + 1];
+	unsigned delay = 0;
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+
+	if (n < 0 || (size_t)n > REPLY_LINE) {
+		fail(s, "a reply line is longer than RFC 5321 allows", n < 0 ? 0 : (size_t)n + 2);
+		return;
+	}
+	size_t len = (size_t)n;
+	size_t el = len > 4 ? enhanced_code_len(line + 4) : 0;
+	if (!s->p.conn->enhanced_status_codes_enabled && el > 0) {
+		/* "550 5.7.1 text" -> "550 text" */
+		memmove(line + 4, line + 4 + el, len - 4 - el + 1);
+		len -= el;
+	}
+	if (may_tarpit && (line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
+	    !bypasses_tarpit(s))
+		delay = (unsigned)s->p.conn->tarpit_interval_ms;
+	reply_text(s, line, len, delay);
+}
+
 /*
  * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
  * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
@@ -147,25 +223,24 @@ static void reply(struct smtp *s, const char *fmt, ...) __attribute__((format(pr
 static void
 reply(struct smtp *s, const char *fmt, ...)
 {
-	char line[600];
-	unsigned delay = 0;
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
+	vreply(s, true, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	size_t el = (size_t)n > 4 ? enhanced_code_len(line + 4) : 0;
-	if (!s->p.conn->enhanced_status_codes_enabled && el > 0) {
-		/* "550 5.7.1 text" -> "550 text" */
-		memmove(line + 4, line + 4 + el, strlen(line + 4 + el) + 1);
-	}
-	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
-	    !bypasses_tarpit(s))
-		delay = (unsigned)s->p.conn->tarpit_interval_ms;
-	reply_raw(s, line, delay);
+}
+
+/* A reply the session closes after: never tarpitted, whatever its code. */
+static void goodbye(struct smtp *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+goodbye(struct smtp *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreply(s, false, fmt, ap);
+	va_end(ap);
 }
 
 static void slog(struct smtp *s, int level, const char *fmt, ...)
@@ -174,14 +249,33 @@ static void slog(struct smtp *s, int level, const char *fmt, ...)
 static void
 slog(struct smtp *s, int level, const char *fmt, ...)
 {
+	char line[LOG_MAX + 1];
 	va_list ap;
-	size_t len;
-	char *text;
+	int n;
 
+	if (s->failed)
+		return;
 	va_start(ap, fmt);
-	text = arena_printf(s, &len, fmt, ap);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	push(s, SMTP_LOG, text, len, 0, level);
+	if (n < 0) {
+		fail(s, "a log line cannot be formatted", 0);
+		return;
+	}
+	size_t len = (size_t)n;
+	if (len > LOG_MAX) {
+		len = LOG_MAX; /* cut, and says so */
+		memcpy(line + len - 3, "...", 3);
+	}
+	if (len + 1 > TEXT_ARENA - s->arena_len) {
+		fail(s, "the text arena is full", s->arena_len + len + 1);
+		return;
+	}
+	char *p = s->arena + s->arena_len;
+	memcpy(p, line, len);
+	p[len] = '\0';
+	s->arena_len += len + 1;
+	push(s, SMTP_LOG, p, len, 0, level);
 }
 
 static void
@@ -189,10 +283,28 @@ close_session(struct smtp *s)
 {
 	/* a message not begun needs no abort; one whose SMTP_MSG_END went out is the
 	 * daemon's to finish: each begun message gets one SMTP_MSG_END or SMTP_MSG_ABORT */
-	if (s->st == ST_DATA && !s->aborted)
+	if (s->msg_open)
 		push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
 	s->st = ST_CLOSED;
 	push(s, SMTP_CLOSE, NULL, 0, 0, 0);
+}
+
+/* After a broken bound (fail()), with the queue empty: the session ends, loudly. */
+static void
+end_failed(struct smtp *s)
+{
+	const char *what = s->failed;
+	size_t size = s->failed_size;
+
+	s->failed = NULL;
+	if (s->close_queued)
+		return; /* what was refused came after the end: nothing to tell */
+	goodbye(s, "421 4.3.0 Internal server limit reached, closing transmission channel");
+	slog(s, LOG_LVL_ERROR,
+	     "internal limit: %s (%zu); the session is closed with 421 4.3.0 in place of "
+	     "what did not fit. This is a bug in mxgate: please report this line",
+	     what, size);
+	close_session(s);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -211,7 +323,11 @@ smtp_new(const struct smtp_params *p)
 		return NULL;
 	}
 	s->st = ST_CMD;
-	reply_raw(s, p->conn->banner, 0);
+	size_t blen = strlen(p->conn->banner);
+	if (blen > REPLY_LINE)
+		fail(s, "the banner is longer than a reply line", blen + 2);
+	else
+		reply_text(s, p->conn->banner, blen, 0);
 	return s;
 }
 
@@ -271,7 +387,7 @@ smtp_input_commit(struct smtp *s, size_t n)
 bool
 smtp_input_paused(const struct smtp *s)
 {
-	if (s->st != ST_CMD && s->st != ST_DATA)
+	if ((s->st != ST_CMD && s->st != ST_DATA) || s->failed)
 		return true; /* waiting for an answer, or closing */
 	return s->qlen > 0 || (s->in_off == 0 && s->in_len == s->in_cap);
 }
@@ -352,8 +468,8 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 	}
 	/* One reply, several lines: build it whole. */
 	const struct connector *k = s->p.conn;
-	char buf[1024];
-	size_t n = 0;
+	char buf[REPLY_MAX - 2];
+	size_t n;
 	const char *kw[8];
 	char sizekw[32];
 	size_t nk = 0;
@@ -374,17 +490,25 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 		kw[nk++] = "8BITMIME";
 	if (k->smtp_utf8_enabled)
 		kw[nk++] = "SMTPUTF8";
-	n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250%c%s Hello [%s]\r\n", nk ? '-' : ' ',
-	                      k->fqdn, s->p.client_ip);
-	for (size_t i = 0; i < nk && n < sizeof(buf); i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "250%c%s\r\n",
-		                      i + 1 < nk ? '-' : ' ', kw[i]);
-	if (n >= sizeof(buf) || s->arena_len + n + 1 > TEXT_ARENA)
+	int first = snprintf(buf, sizeof(buf), "250%c%s Hello [%s]", nk ? '-' : ' ', k->fqdn,
+	                     s->p.client_ip);
+	if (first < 0 || (size_t)first > REPLY_LINE) {
+		fail(s, "the EHLO greeting line is longer than RFC 5321 allows",
+		     first < 0 ? 0 : (size_t)first + 2);
 		return;
-	char *text = s->arena + s->arena_len;
-	memcpy(text, buf, n + 1);
-	s->arena_len += n + 1;
-	push(s, SMTP_REPLY, text, n, 0, 0);
+	}
+	n = (size_t)first;
+	for (size_t i = 0; i < nk; i++) {
+		/* each keyword line is short: the whole reply stays within REPLY_MAX */
+		int m = snprintf(buf + n, sizeof(buf) - n, "\r\n250%c%s", i + 1 < nk ? '-' : ' ',
+		                 kw[i]);
+		if (m < 0 || (size_t)m >= sizeof(buf) - n) {
+			fail(s, "the EHLO reply is longer than its bound", sizeof(buf));
+			return;
+		}
+		n += (size_t)m;
+	}
+	reply_text(s, buf, n, 0);
 }
 
 /* Parses " KEY=VALUE KEY" ESMTP parameters after a path.  Returns 0, or -1 after it has
@@ -766,10 +890,10 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 		reply(s, "252 2.1.5 Cannot VRFY user, but will accept message for delivery");
 	} else if (VERB("HELP")) {
 		/* one action holds the whole reply, as for EHLO */
-		reply_raw(s,
-		          "214-This server supports the following commands:\r\n"
-		          "214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP NOOP VRFY",
-		          0);
+		static const char help[] =
+		        "214-This server supports the following commands:\r\n"
+		        "214 HELO EHLO STARTTLS RCPT DATA RSET MAIL QUIT HELP NOOP VRFY";
+		reply_text(s, help, sizeof(help) - 1, 0);
 	} else if (VERB("STARTTLS")) {
 		cmd_starttls(s, arg, alen, has_more);
 	} else if (VERB("EXPN") || VERB("TURN") || VERB("ETRN") || VERB("AUTH") || VERB("BDAT") ||
@@ -835,7 +959,7 @@ skip_long_line(struct smtp *s)
 static void
 run_commands(struct smtp *s)
 {
-	while (s->st == ST_CMD && s->qlen == 0) {
+	while (s->st == ST_CMD && s->qlen == 0 && !s->failed) {
 		if (s->discarding) {
 			if (!skip_long_line(s)) {
 				if (s->eof)
@@ -973,7 +1097,7 @@ text_line(struct smtp *s, const char *line, size_t len)
 static void
 run_data(struct smtp *s)
 {
-	while (s->st == ST_DATA && s->qlen == 0) {
+	while (s->st == ST_DATA && s->qlen == 0 && !s->failed) {
 		if (s->discarding) {
 			if (!skip_long_line(s)) {
 				if (s->eof)
@@ -1021,7 +1145,7 @@ run_data(struct smtp *s)
 						push(s, SMTP_MSG_DATA, run, runlen, 0, 0);
 					run = NULL;
 					runlen = 0;
-					if (s->qlen >= MAX_ACTIONS - 4) {
+					if (MAX_ACTIONS - s->qlen < DATA_TAIL + 1) {
 						s->in_off += i; /* this line again next time */
 						return;
 					}
@@ -1058,8 +1182,8 @@ enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
 	if (s->qlen == 0) {
-		s->arena_len = 0;
-		switch (s->st) {
+		step_begin(s);
+		switch (s->failed ? ST_CLOSED : s->st) {
 		case ST_CMD:
 			/* stopping: close between transactions, never in the middle of one */
 			if (s->shutdown && !s->have_mail) {
@@ -1080,6 +1204,8 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		case ST_CLOSED:
 			break;
 		}
+		if (s->failed && s->qlen == 0)
+			end_failed(s);
 	}
 	if (s->qlen == 0)
 		return s->st == ST_CLOSED ? SMTP_WAIT : SMTP_NONE;
@@ -1100,13 +1226,14 @@ smtp_msg_begun(struct smtp *s, bool ok)
 {
 	if (s->st != ST_BEGIN)
 		return;
+	step_begin(s);
 	if (!ok) {
 		reply(s, "452 4.3.1 Insufficient system resources");
 		reset_transaction(s);
 		s->st = ST_CMD;
 		return;
 	}
-	s->in_header = true;
+	s->msg_open = s->in_header = true;
 	s->aborted = s->too_big = s->long_line = s->has_nul = false;
 	s->msg_size = s->header_size = 0;
 	s->hops = 0;
@@ -1119,8 +1246,9 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 {
 	if (s->st != ST_COMMIT)
 		return;
+	step_begin(s);
 	if (ok) {
-		reply(s, "250 2.6.0 <%s> Queued mail for delivery", queue_id);
+		reply(s, "250 2.6.0 <%.64s> Queued mail for delivery", queue_id);
 	} else {
 		reply(s, "452 4.3.1 Insufficient system resources");
 	}
@@ -1133,6 +1261,7 @@ smtp_tls_done(struct smtp *s, bool ok)
 {
 	if (s->st != ST_TLS)
 		return;
+	step_begin(s);
 	if (!ok) {
 		s->st = ST_CLOSED;
 		push(s, SMTP_CLOSE, NULL, 0, 0, 0);
@@ -1154,12 +1283,11 @@ smtp_timeout(struct smtp *s, enum smtp_timeout which)
 {
 	if (s->st == ST_CLOSED)
 		return;
+	step_begin(s);
 	if (which == SMTP_TIMEOUT_IDLE)
-		reply(s, "451 4.7.0 Timeout waiting for client input");
+		goodbye(s, "451 4.7.0 Timeout waiting for client input");
 	else
-		reply(s, "421 4.4.1 Connection timed out");
-	/* never tarpit a goodbye */
-	s->q[(s->qhead + s->qlen - 1) % MAX_ACTIONS].delay_ms = 0;
+		goodbye(s, "421 4.4.1 Connection timed out");
 	close_session(s);
 }
 

@@ -29,6 +29,13 @@
  *   - Recipients outside accepted domains, and local parts with routing characters
  *     (%, !, @) or source routes that would reroute them, are refused unless the
  *     connector grants exchange-servers.
+ *   - Memory is fixed per session besides the transaction (its sender and at most
+ *     max-recipients-per-message recipients): a queue of 16 actions and a 4 KiB text
+ *     arena, whose bounds smtp.c proves.  A reply line is at most 512 octets with CRLF
+ *     (RFC 5321 §4.5.3.1.5), a log line at most 512 (a longer one is cut and ends in
+ *     "...").  Nothing is dropped in silence: should a bound be broken (say a banner or
+ *     fqdn longer than config.c allows), every action queued before goes out, then
+ *     "421 4.3.0 Internal server limit reached", an error log line and SMTP_CLOSE.
  */
 #ifndef MXGATE_SMTP_H
 #define MXGATE_SMTP_H
@@ -106,7 +113,8 @@ enum smtp_kind smtp_next(struct smtp *s, struct smtp_action *a);
 const struct smtp_envelope *smtp_envelope(const struct smtp *s);
 
 void smtp_msg_begun(struct smtp *s, bool ok);
-/* ok: on stable storage, queue_id names it in the 250 reply. */
+/* ok: on stable storage; queue_id (borrowed for the call, not NULL when ok) names it in
+ * the 250 reply, at most 64 characters of it. */
 void smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id);
 /* After SMTP_STARTTLS: ok when the handshake completed.  A failed handshake closes. */
 void smtp_tls_done(struct smtp *s, bool ok);

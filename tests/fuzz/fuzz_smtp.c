@@ -8,9 +8,10 @@
  *
  * Invariants, each run: no MSG_DATA outside a begun message or after its MSG_ABORT, one
  * MSG_END or MSG_ABORT per message, no open message at SMTP_CLOSE and nothing after it;
- * replies are whole CRLF lines with the same code, tarpitted only when failures; a
- * committed message is CRLF lines of at most 1000 octets without NUL, bare CR or LF,
- * and its envelope size is the text given; STARTTLS forgets the greeting; the input never
+ * replies are whole CRLF lines with the same code, tarpitted only when failures, and
+ * never the 421 of a broken internal bound (smtp.c); a committed message is CRLF lines
+ * of at most 1000 octets without NUL, bare CR or LF, and its envelope size is the text
+ * given; STARTTLS forgets the greeting; the input never
  * stalls.  Across runs: the same record (replies, requests, committed text), unless a
  * run met the 421 for text sent behind DATA, which depends on what arrives together.
  */
@@ -25,8 +26,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_TURNS 512
-#define SYNC_421  "SMTP synchronization error" /* with or without 4.5.0 */
+#define MAX_TURNS    512
+#define SYNC_421     "SMTP synchronization error" /* with or without 4.5.0 */
+#define INTERNAL_421 "Internal server limit reached"
 
 static char dom1[] = "example.com", dom2[] = "*.example.net", corp[] = "corp.example";
 static char alice[] = "alice", bob[] = "bob";
@@ -158,6 +160,9 @@ check_reply(struct run *r, const struct smtp_action *a)
 		abort();
 	if (memcmp(a->text, "421", 3) == 0 && memmem(a->text, a->len, SYNC_421, strlen(SYNC_421)))
 		r->sync421 = true;
+	/* the queue and arena bounds hold for every connector config.c accepts */
+	if (memmem(a->text, a->len, INTERNAL_421, strlen(INTERNAL_421)))
+		abort();
 }
 
 /* A committed message: CRLF lines of at most 1000 octets, no NUL, no bare CR or LF. */

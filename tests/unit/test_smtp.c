@@ -3,10 +3,13 @@
  * tables of hostile input. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+#include "log.h"
 #include "smtp.h"
 #include "transcript.h"
 
@@ -76,7 +79,8 @@ check_file(const char *file)
 	X(recipients_file)                                                                         \
 	X(numeric_fqdn)                                                                            \
 	X(postmaster_without_domains)                                                              \
-	X(helo_literals)
+	X(helo_literals)                                                                           \
+	X(queue_bound_data)
 
 #define TRANSCRIPT_TEST(name)                                                                      \
 	Test(smtp_transcript, name)                                                                \
@@ -541,4 +545,223 @@ Test(smtp_api, verbose_log_hides_credentials)
 	cr_expect(strstr(logs, "< AUTH") != NULL, "%s", logs);
 	cr_expect(strstr(logs, "< auth") != NULL, "%s", logs);
 	tx_session_free(t);
+}
+
+/* ---- the fixed queue and text arena: nothing is lost in silence ---------------------- */
+
+/* A session on the transcript base config whose connector differs as set (for values
+ * config.c would refuse, as a caller that builds its own connector could pass). */
+struct raw_session {
+	struct tx_session *t;
+	struct connector k;
+	struct smtp *smtp;
+};
+
+static void
+raw_open(struct raw_session *r, const char *banner, const char *fqdn)
+{
+	r->t = tx_session_new("");
+	cr_assert_not_null(r->t);
+	r->k = *config_connector(r->t->cfg, "test");
+	if (banner)
+		r->k.banner = (char *)(uintptr_t)banner;
+	if (fqdn)
+		r->k.fqdn = (char *)(uintptr_t)fqdn;
+	struct smtp_params prm = {.cfg = r->t->cfg, .conn = &r->k, .client_ip = "192.0.2.1"};
+	r->smtp = smtp_new(&prm);
+	cr_assert_not_null(r->smtp);
+}
+
+static void
+raw_close(struct raw_session *r)
+{
+	smtp_free(r->smtp);
+	tx_session_free(r->t);
+}
+
+/* The loud end: 421 4.3.0, an error log line naming the limit, CLOSE, then nothing. */
+static void
+expect_internal_limit(struct smtp *s, const char *what)
+{
+	expect_action(s, SMTP_REPLY,
+	              "421 4.3.0 Internal server limit reached, closing transmission channel\r\n");
+	struct smtp_action a = expect_action(s, SMTP_LOG, NULL);
+	cr_expect_eq(a.level, LOG_LVL_ERROR);
+	cr_expect(strstr(a.text, what) != NULL && strstr(a.text, "421 4.3.0") != NULL, "%s",
+	          a.text);
+	expect_action(s, SMTP_CLOSE, NULL);
+	expect_action(s, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(s));
+}
+
+static char *
+repeat(char c, size_t n, const char *prefix)
+{
+	size_t pl = strlen(prefix);
+	char *p = malloc(pl + n + 1);
+
+	cr_assert_not_null(p);
+	memcpy(p, prefix, pl);
+	memset(p + pl, c, n);
+	p[pl + n] = '\0';
+	return p;
+}
+
+/* A banner larger than the arena was dropped: the client waited for a greeting that
+ * never came. */
+Test(smtp_limits, banner_larger_than_the_arena)
+{
+	struct raw_session r;
+	char *banner = repeat('b', 5000, "220 ");
+
+	raw_open(&r, banner, NULL);
+	expect_internal_limit(r.smtp, "banner");
+	raw_close(&r);
+	free(banner);
+}
+
+/* RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with CRLF. */
+Test(smtp_limits, banner_longer_than_a_reply_line)
+{
+	struct raw_session r;
+	char *ok = repeat('b', 510 - 4, "220 "), *over = repeat('b', 511 - 4, "220 ");
+
+	raw_open(&r, ok, NULL);
+	struct smtp_action a = expect_action(r.smtp, SMTP_REPLY, "220 bbb");
+	cr_expect_eq(a.len, 512u);
+	raw_close(&r);
+	raw_open(&r, over, NULL);
+	expect_internal_limit(r.smtp, "banner");
+	raw_close(&r);
+	free(ok);
+	free(over);
+}
+
+/* An EHLO reply over its buffer was dropped: EHLO went unanswered. */
+Test(smtp_limits, ehlo_reply_over_its_bound)
+{
+	struct raw_session r;
+	char *fqdn = repeat('h', 1100, "mx.");
+
+	raw_open(&r, NULL, fqdn);
+	greet(r.smtp, "EHLO c.example\r\nNOOP\r\n");
+	expect_internal_limit(r.smtp, "EHLO");
+	raw_close(&r);
+	free(fqdn);
+}
+
+/* A HELO reply over the reply buffer was cut short, its "Hello" lost. */
+Test(smtp_limits, helo_reply_over_a_line)
+{
+	struct raw_session r;
+	char *fqdn = repeat('h', 700, "mx.");
+
+	raw_open(&r, NULL, fqdn);
+	greet(r.smtp, "HELO c.example\r\n");
+	expect_internal_limit(r.smtp, "reply line");
+	raw_close(&r);
+	free(fqdn);
+}
+
+/* The queue id is the daemon's; the reply shows at most 64 characters of it. */
+Test(smtp_limits, queue_id_is_shown_cut)
+{
+	struct tx_session *t = tx_session_new("");
+	char *id = repeat('Q', 300, "");
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	put(t->smtp, "x\r\n.\r\n");
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	expect_action(t->smtp, SMTP_MSG_END, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_msg_committed(t->smtp, true, id);
+	struct smtp_action a = expect_action(t->smtp, SMTP_REPLY, "250 2.6.0 <QQQ");
+	cr_expect_eq(a.len, strlen("250 2.6.0 <> Queued mail for delivery\r\n") + 64);
+	tx_session_free(t);
+	free(id);
+}
+
+/* The largest replies and log lines config.c allows (a 253-character fqdn, a 510-character
+ * banner, verbose protocol logging, addresses at their limits), thousands of pipelined
+ * commands of every kind in reads as large as the core takes: every command gets exactly
+ * one reply, in order, and the session never ends on an internal limit. */
+Test(smtp_limits, every_command_answered_at_the_largest_settings)
+{
+	char setup[2048], mail[600], rcpt_far[600];
+	char *banner = repeat('b', 506, "220 "), *long_line = repeat('x', 700, "NOOP ");
+	char domain[256], *label = repeat('d', 63, ""), *local = repeat('l', 64, "");
+
+	snprintf(domain, sizeof(domain), "%s.%s.%s.%.61s", label, label, label, label);
+	cr_assert_eq(strlen(domain), 253u);
+	cr_assert_eq(strlen(local), 64u);
+	snprintf(setup, sizeof(setup),
+	         "connector: fqdn = \"%s\"\n"
+	         "connector: banner = \"%s\"\n"
+	         "connector: protocol-logging-level = verbose\n"
+	         "connector: max-protocol-errors = unlimited\n"
+	         "connector: tarpit-interval = 5s\n",
+	         domain, banner);
+	struct tx_session *t = tx_session_new(setup);
+	cr_assert_not_null(t);
+	snprintf(mail, sizeof(mail), "MAIL FROM:<%s@%s> SIZE=1000 BODY=8BITMIME\r\n", local,
+	         domain);
+	snprintf(rcpt_far, sizeof(rcpt_far), "RCPT TO:<%s@%s>\r\n", local, domain);
+	long_line[strlen(long_line) - 2] = '\r'; /* refused without being run */
+	long_line[strlen(long_line) - 1] = '\n';
+	const char *cmds[] = {"EHLO c.example\r\n",
+	                      mail,
+	                      rcpt_far,
+	                      "RCPT TO:<b@example.com>\r\n",
+	                      "HELP\r\n",
+	                      "VRFY someone\r\n",
+	                      "NOOP\r\n",
+	                      "RSET\r\n",
+	                      "FOO bar\r\n",
+	                      "HELO c.example\r\n",
+	                      long_line,
+	                      "MAIL FROM:<bad\r\n",
+	                      "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+	                      "DATA\r\n"};
+	size_t n_cmds = sizeof(cmds) / sizeof(cmds[0]);
+	size_t sent = 0, answered = 0, total = 3000, pending = 0;
+	struct smtp_action a;
+	enum smtp_kind k;
+
+	expect_action(t->smtp, SMTP_REPLY, "220 bbb");
+	while (answered < total) {
+		while ((k = smtp_next(t->smtp, &a)) != SMTP_NONE) {
+			cr_assert(k == SMTP_REPLY || k == SMTP_LOG, "action %d", k);
+			if (k == SMTP_LOG) {
+				cr_assert(a.len > 0 && a.len <= 512, "log line of %zu", a.len);
+				continue;
+			}
+			cr_assert(memcmp(a.text, "421", 3) != 0, "%.*s", (int)a.len, a.text);
+			answered++;
+			pending--;
+		}
+		size_t space;
+		char *p = smtp_input_space(t->smtp, &space);
+		size_t n = 0;
+		cr_assert(!smtp_input_paused(t->smtp));
+		while (sent < total) {
+			const char *c = cmds[sent % n_cmds];
+			size_t cl = strlen(c);
+			if (n + cl > space)
+				break;
+			memcpy(p + n, c, cl);
+			n += cl;
+			sent++;
+			pending++;
+		}
+		if (n == 0 && pending > 0 && sent == total)
+			cr_assert_fail("%zu commands sent, %zu answered", sent, answered);
+		smtp_input_commit(t->smtp, n);
+	}
+	cr_expect_eq(answered, total);
+	tx_session_free(t);
+	free(label);
+	free(local);
+	free(banner);
+	free(long_line);
 }

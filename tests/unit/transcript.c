@@ -13,6 +13,7 @@
 #include "diag.h"
 #include "helpers.h"
 #include "smtp.h"
+#include "vec.h"
 
 #define MAX_ACTIONS_PER_FEED 2000000
 #define RANDOM_FEEDS         16
@@ -25,19 +26,18 @@ struct buf {
 	size_t len, cap;
 };
 
+/* Room for n more bytes and a NUL. */
+static void
+buf_reserve(struct buf *b, size_t n)
+{
+	if (n > SIZE_MAX - b->len - 1 || VEC_RESERVE(b->p, b->cap, b->len + n + 1) < 0)
+		abort();
+}
+
 static void
 buf_add(struct buf *b, const void *p, size_t n)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t nc = b->cap ? b->cap : 64;
-		while (nc < b->len + n + 1)
-			nc *= 2;
-		char *np = realloc(b->p, nc);
-		if (!np)
-			abort();
-		b->p = np;
-		b->cap = nc;
-	}
+	buf_reserve(b, n);
 	if (n)
 		memcpy(b->p + b->len, p, n);
 	b->len += n;
@@ -55,16 +55,20 @@ static void buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(
 static void
 buf_addf(struct buf *b, const char *fmt, ...)
 {
-	char tmp[512];
-	va_list ap;
+	va_list ap, again;
 	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_copy(again, ap);
+	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		abort();
-	buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+	/* room for the text and vsnprintf's NUL, then drop the NUL from the length */
+	buf_reserve(b, (size_t)n + 1);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, again);
+	va_end(again);
+	b->len += (size_t)n;
 }
 
 static void
