@@ -63,6 +63,8 @@ struct smtp {
 	struct smtp_params p;
 	enum state st;
 	bool tls, esmtp, eof, shutdown, close_queued;
+	bool timeout_pending; /* a timeout came while a message was being opened or committed */
+	enum smtp_timeout timeout_which;
 	char *helo;
 
 	/* input */
@@ -1221,6 +1223,27 @@ smtp_envelope(const struct smtp *s)
 	return &s->env;
 }
 
+/* Ends the session for a timeout: 451 (idle) or 421 (session), never tarpitted. */
+static void
+timeout_goodbye(struct smtp *s, enum smtp_timeout which)
+{
+	if (which == SMTP_TIMEOUT_IDLE)
+		goodbye(s, "451 4.7.0 Timeout waiting for client input");
+	else
+		goodbye(s, "421 4.4.1 Connection timed out");
+	close_session(s);
+}
+
+/* The request a timeout waited for is answered (its reply queued): now the timeout. */
+static void
+late_timeout(struct smtp *s, const char *what, const char *answered)
+{
+	slog(s, LOG_LVL_INFO,
+	     "%s timeout while the message was being %s: %s, then closed the session",
+	     s->timeout_which == SMTP_TIMEOUT_IDLE ? "idle" : "session", what, answered);
+	timeout_goodbye(s, s->timeout_which);
+}
+
 void
 smtp_msg_begun(struct smtp *s, bool ok)
 {
@@ -1228,9 +1251,14 @@ smtp_msg_begun(struct smtp *s, bool ok)
 		return;
 	step_begin(s);
 	if (!ok) {
-		reply(s, "452 4.3.1 Insufficient system resources");
+		if (s->timeout_pending)
+			goodbye(s, "452 4.3.1 Insufficient system resources");
+		else
+			reply(s, "452 4.3.1 Insufficient system resources");
 		reset_transaction(s);
 		s->st = ST_CMD;
+		if (s->timeout_pending)
+			late_timeout(s, "opened", "replied 452 first");
 		return;
 	}
 	s->msg_open = s->in_header = true;
@@ -1238,6 +1266,13 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	s->msg_size = s->header_size = 0;
 	s->hops = 0;
 	s->st = ST_DATA;
+	if (s->timeout_pending) {
+		/* no 354 to a client about to be sent away: the message is dropped unread */
+		s->aborted = true;
+		push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
+		late_timeout(s, "opened", "dropped it without a 354");
+		return;
+	}
 	reply(s, "354 Start mail input; end with <CRLF>.<CRLF>");
 }
 
@@ -1247,13 +1282,16 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 	if (s->st != ST_COMMIT)
 		return;
 	step_begin(s);
-	if (ok) {
+	if (ok)
 		reply(s, "250 2.6.0 <%.64s> Queued mail for delivery", queue_id);
-	} else {
+	else if (s->timeout_pending)
+		goodbye(s, "452 4.3.1 Insufficient system resources");
+	else
 		reply(s, "452 4.3.1 Insufficient system resources");
-	}
 	reset_transaction(s);
 	s->st = ST_CMD;
+	if (s->timeout_pending)
+		late_timeout(s, "committed", ok ? "replied 250 first" : "replied 452 first");
 }
 
 void
@@ -1281,14 +1319,17 @@ smtp_tls_done(struct smtp *s, bool ok)
 void
 smtp_timeout(struct smtp *s, enum smtp_timeout which)
 {
-	if (s->st == ST_CLOSED)
+	if (s->st == ST_CLOSED || s->timeout_pending)
 		return;
+	if (s->st == ST_BEGIN || s->st == ST_COMMIT) {
+		/* the message's outcome goes first: a 421 while it commits anyway would make
+		 * the client send it again, and it would be delivered twice */
+		s->timeout_pending = true;
+		s->timeout_which = which;
+		return;
+	}
 	step_begin(s);
-	if (which == SMTP_TIMEOUT_IDLE)
-		goodbye(s, "451 4.7.0 Timeout waiting for client input");
-	else
-		goodbye(s, "421 4.4.1 Connection timed out");
-	close_session(s);
+	timeout_goodbye(s, which);
 }
 
 void

@@ -2,18 +2,20 @@
  *
  * Input: 4 bytes of set-up (connector settings, a seed), then the client's byte stream.
  * The seed cuts the stream into turns (the client waits for replies after each), places
- * events (EOF, timeouts, shutdown) between turns and scripts every answer (message begun
- * or not, committed or not, handshake ok or not).  The session runs twice: each turn
- * whole, then with extra cuts at seed-derived points and answers given at another moment.
+ * events (EOF, timeouts, shutdown) between turns, or timeouts while the next message is
+ * being opened or committed, and scripts every answer (message begun or not, committed
+ * or not, handshake ok or not).  The session runs twice: each turn whole, then with
+ * extra cuts at seed-derived points and answers given at another moment.
  *
  * Invariants, each run: no MSG_DATA outside a begun message or after its MSG_ABORT, one
  * MSG_END or MSG_ABORT per message, no open message at SMTP_CLOSE and nothing after it;
  * replies are whole CRLF lines with the same code, tarpitted only when failures, and
- * never the 421 of a broken internal bound (smtp.c); a committed message is CRLF lines
- * of at most 1000 octets without NUL, bare CR or LF, and its envelope size is the text
- * given; STARTTLS forgets the greeting; the input never
- * stalls.  Across runs: the same record (replies, requests, committed text), unless a
- * run met the 421 for text sent behind DATA, which depends on what arrives together.
+ * never the 421 of a broken internal bound (smtp.c); a commit answered ok gets its 250
+ * before anything else, timeout or not; a committed message is CRLF lines of at most
+ * 1000 octets without NUL, bare CR or LF, and its envelope size is the text given;
+ * STARTTLS forgets the greeting; the input never stalls.  Across runs: the same record
+ * (replies, requests, committed text), unless a run met the 421 for text sent behind
+ * DATA, which depends on what arrives together.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -95,7 +97,9 @@ rnd(uint64_t *x)
 	return *x;
 }
 
-enum event { EV_NONE, EV_EOF, EV_IDLE, EV_SESSION, EV_SHUTDOWN };
+/* EV_LATE_*: the timeout comes while the next message is being opened or committed,
+ * before the answer (in both runs, whenever the answer is given). */
+enum event { EV_NONE, EV_EOF, EV_IDLE, EV_SESSION, EV_SHUTDOWN, EV_LATE_IDLE, EV_LATE_SESSION };
 
 struct plan {
 	const char *in;
@@ -121,6 +125,8 @@ struct run {
 	bool pending_ok;
 	bool answer_at_once; /* MSG_END and STARTTLS answered when seen, not at SMTP_WAIT */
 	bool in_msg, closed, drop_turn, sync421;
+	bool expect_250; /* a commit was answered ok: its 250 is the next reply */
+	enum event late; /* armed EV_LATE_*, or EV_NONE */
 	unsigned long actions;
 };
 
@@ -144,6 +150,9 @@ check_reply(struct run *r, const struct smtp_action *a)
 
 	if (!a->text || a->len < 6 || memcmp(end - 2, "\r\n", 2) != 0)
 		abort();
+	if (r->expect_250 && memcmp(a->text, "250 ", 4) != 0)
+		abort();
+	r->expect_250 = false;
 	while (p < end) {
 		const char *eol = memchr(p, '\r', (size_t)(end - p));
 		if (!eol || eol + 1 >= end || eol[1] != '\n' || memchr(p, '\n', (size_t)(eol - p)))
@@ -186,10 +195,24 @@ check_body(const char *b, size_t n)
 	}
 }
 
+/* An armed EV_LATE_* timeout, just before the answer to a message request. */
+static void
+late_event(struct run *r)
+{
+	if (r->late != EV_NONE)
+		smtp_timeout(r->s,
+		             r->late == EV_LATE_IDLE ? SMTP_TIMEOUT_IDLE : SMTP_TIMEOUT_SESSION);
+	r->late = EV_NONE;
+}
+
 static void
 answer(struct run *r, enum smtp_kind k, bool ok)
 {
 	if (k == SMTP_MSG_END) {
+		late_event(r);
+		/* a committed message is always told: a 421 instead makes the sender send
+		 * it again (a duplicate) */
+		r->expect_250 = ok;
 		smtp_msg_committed(r->s, ok, "QID");
 	} else {
 		smtp_tls_done(r->s, ok);
@@ -269,6 +292,7 @@ drain(struct run *r)
 			rec_add(&r->rec, 'b', &ok, 1);
 			r->in_msg = ok;
 			r->body_len = 0;
+			late_event(r);
 			smtp_msg_begun(r->s, ok);
 			break;
 		}
@@ -294,8 +318,8 @@ drain(struct run *r)
 				abort();
 			break;
 		case SMTP_CLOSE:
-			if (r->in_msg)
-				abort(); /* a begun message must be aborted first */
+			if (r->in_msg || r->expect_250)
+				abort(); /* a begun message must be aborted first, a committed one told */
 			r->closed = true;
 			rec_add(&r->rec, 'C', "", 0);
 			break;
@@ -365,6 +389,10 @@ run(struct run *r, const struct plan *pl, const struct smtp_params *prm0, uint64
 		case EV_SHUTDOWN:
 			smtp_shutdown(r->s);
 			break;
+		case EV_LATE_IDLE:
+		case EV_LATE_SESSION:
+			r->late = pl->after[t];
+			break;
 		}
 		drain(r);
 	}
@@ -414,6 +442,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			pl.after[pl.n_turns++] = ev == 0   ? EV_IDLE
 			                         : ev == 1 ? EV_SESSION
 			                         : ev == 2 ? EV_SHUTDOWN
+			                         : ev <= 4 ? EV_LATE_SESSION
+			                         : ev == 5 ? EV_LATE_IDLE
 			                                   : EV_NONE;
 		}
 	}

@@ -80,7 +80,12 @@ check_file(const char *file)
 	X(numeric_fqdn)                                                                            \
 	X(postmaster_without_domains)                                                              \
 	X(helo_literals)                                                                           \
-	X(queue_bound_data)
+	X(queue_bound_data)                                                                        \
+	X(timeout_in_commit)                                                                       \
+	X(timeout_in_commit_failed)                                                                \
+	X(timeout_in_begin)                                                                        \
+	X(timeout_in_begin_failed)                                                                 \
+	X(shutdown_in_commit)
 
 #define TRANSCRIPT_TEST(name)                                                                      \
 	Test(smtp_transcript, name)                                                                \
@@ -367,8 +372,8 @@ expect_action(struct smtp *s, enum smtp_kind k, const char *text)
 	struct smtp_action a = {0};
 	enum smtp_kind got = smtp_next(s, &a);
 
-	cr_assert_eq(got, k, "action %d, expected %d (%.*s)", got, k,
-	             got == SMTP_REPLY ? (int)a.len : 0, got == SMTP_REPLY ? a.text : "");
+	cr_assert_eq(got, k, "action %d, expected %d (%.*s)", got, k, a.text ? (int)a.len : 0,
+	             a.text ? a.text : "");
 	if (text)
 		cr_assert(a.len >= strlen(text) && memcmp(a.text, text, strlen(text)) == 0,
 		          "got %.*s, expected %s", (int)a.len, a.text, text);
@@ -445,8 +450,9 @@ to_data(struct smtp *s)
 	expect_action(s, SMTP_NONE, NULL);
 }
 
-/* A timeout while the daemon commits: the goodbye goes out, but no MSG_ABORT follows the
- * MSG_END (the commit is the daemon's to finish), and the late answer changes nothing. */
+/* A timeout while the daemon commits waits for the commit's outcome: a 421 for a message
+ * that commits anyway makes the sender send it again, a duplicate.  The 250 goes first,
+ * then the 421; no MSG_ABORT follows the MSG_END (the commit is the daemon's to finish). */
 Test(smtp_api, timeout_while_committing)
 {
 	struct tx_session *t = tx_session_new("connector: tarpit-interval = 5s\n");
@@ -458,15 +464,47 @@ Test(smtp_api, timeout_while_committing)
 	expect_action(t->smtp, SMTP_MSG_END, NULL);
 	expect_action(t->smtp, SMTP_WAIT, NULL);
 	smtp_timeout(t->smtp, SMTP_TIMEOUT_SESSION);
-	struct smtp_action a = expect_action(t->smtp, SMTP_REPLY, "421 4.4.1");
+	expect_action(t->smtp, SMTP_WAIT, NULL); /* nothing before the commit's outcome */
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE);
+	smtp_shutdown(t->smtp);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(t->smtp));
+	smtp_msg_committed(t->smtp, true, "Q1");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.6.0 <Q1> Queued mail for delivery\r\n");
+	struct smtp_action a = expect_action(t->smtp, SMTP_LOG, NULL);
+	cr_expect(strstr(a.text, "session timeout while the message was being committed") != NULL,
+	          "%s", a.text);
+	a = expect_action(t->smtp, SMTP_REPLY, "421 4.4.1 Connection timed out\r\n");
 	cr_expect_eq(a.delay_ms, 0u);
 	expect_action(t->smtp, SMTP_CLOSE, NULL);
-	smtp_msg_committed(t->smtp, true, "LATE");
+	smtp_msg_committed(t->smtp, true, "LATE"); /* closed: nothing more */
 	for (int i = 0; i < 3; i++)
 		expect_action(t->smtp, SMTP_WAIT, NULL);
-	cr_expect(smtp_input_paused(t->smtp));
-	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE); /* closed: nothing more */
-	smtp_shutdown(t->smtp);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	tx_session_free(t);
+}
+
+/* A failed commit after a timeout: its 452 is not tarpitted, the session closes next. */
+Test(smtp_api, timeout_while_a_commit_fails)
+{
+	struct tx_session *t = tx_session_new("connector: tarpit-interval = 5s\n");
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	put(t->smtp, "body\r\n.\r\n");
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	expect_action(t->smtp, SMTP_MSG_END, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_msg_committed(t->smtp, false, NULL);
+	struct smtp_action a = expect_action(t->smtp, SMTP_REPLY, "452 4.3.1");
+	cr_expect_eq(a.delay_ms, 0u);
+	expect_action(t->smtp, SMTP_LOG, "idle timeout while the message was being committed");
+	a = expect_action(t->smtp, SMTP_REPLY, "451 4.7.0 Timeout waiting for client input");
+	cr_expect_eq(a.delay_ms, 0u);
+	expect_action(t->smtp, SMTP_CLOSE, NULL);
 	expect_action(t->smtp, SMTP_WAIT, NULL);
 	tx_session_free(t);
 }

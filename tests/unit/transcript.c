@@ -196,6 +196,7 @@ struct answer {
 	enum smtp_kind kind;
 	bool ok;
 	char id[64];
+	enum item_kind event; /* IT_BYTES: none; else it comes before the answer */
 };
 
 enum split_mode { SPLIT_EVERY, SPLIT_WHOLE, SPLIT_SAMPLED };
@@ -374,36 +375,71 @@ valid_tag(const char *tag)
 	return strcmp(end, "ms)") == 0;
 }
 
+static const struct {
+	const char *word;
+	enum item_kind kind;
+} events[] = {
+        {"eof", IT_EOF}, {"idle", IT_IDLE}, {"session", IT_SESSION}, {"shutdown", IT_SHUTDOWN}};
+#define N_EVENTS (sizeof(events) / sizeof(events[0]))
+
+/* The event named w, or IT_BYTES when there is none of that name. */
+static enum item_kind
+event_named(const char *w)
+{
+	for (size_t k = 0; k < N_EVENTS; k++)
+		if (strcmp(w, events[k].word) == 0)
+			return events[k].kind;
+	return IT_BYTES;
+}
+
+static const char *
+event_word(enum item_kind kind)
+{
+	for (size_t k = 0; k < N_EVENTS; k++)
+		if (events[k].kind == kind)
+			return events[k].word;
+	return "?";
+}
+
 /* Checks an A: line and takes the answer it scripts. */
 static int
 parse_action(struct tx_script *sc, const struct buf *t, const char **err)
 {
-	struct answer a = {0};
-	char word[32] = "", arg[64] = "", id[64] = "", extra[8] = "";
+	struct answer a = {.event = IT_BYTES};
+	char w[4][64] = {""};
 	int n;
 
 	if (t->len >= 8 && memcmp(t->p, "MSG_DATA", 8) == 0 && (t->len == 8 || t->p[8] == ' '))
 		return 0;
-	n = t->p && t->len < 200 ? sscanf(t->p, "%31s %63s %63s %7s", word, arg, id, extra) : 0;
-	if (n == 1 && (!strcmp(word, "MSG_ABORT") || !strcmp(word, "CLOSE")))
+	n = t->p && t->len < 200 ? sscanf(t->p, "%63s %63s %63s %63s", w[0], w[1], w[2], w[3]) : 0;
+	if (n == 1 && (!strcmp(w[0], "MSG_ABORT") || !strcmp(w[0], "CLOSE")))
 		return 0;
-	if (!strcmp(word, "MSG_BEGIN"))
+	if (!strcmp(w[0], "MSG_BEGIN"))
 		a.kind = SMTP_MSG_BEGIN;
-	else if (!strcmp(word, "MSG_END"))
+	else if (!strcmp(w[0], "MSG_END"))
 		a.kind = SMTP_MSG_END;
-	else if (!strcmp(word, "STARTTLS"))
+	else if (!strcmp(w[0], "STARTTLS"))
 		a.kind = SMTP_STARTTLS;
 	else {
 		*err = "unknown action";
 		return -1;
 	}
-	a.ok = strcmp(arg, "ok") == 0;
-	if ((!a.ok && strcmp(arg, "fail") != 0) ||
+	if (n > 2 && w[n - 1][0] == '+') {
+		a.event = event_named(w[n - 1] + 1);
+		if (a.event == IT_BYTES) {
+			*err = "+EVENT is +eof, +idle, +session or +shutdown";
+			return -1;
+		}
+		n--;
+	}
+	a.ok = strcmp(w[1], "ok") == 0;
+	if ((!a.ok && strcmp(w[1], "fail") != 0) ||
 	    n != 2 + (a.kind == SMTP_MSG_END && a.ok ? 1 : 0)) {
-		*err = "an answer is 'ok' or 'fail' (MSG_END ok takes a queue id)";
+		*err = "an answer is 'ok' or 'fail' (MSG_END ok takes a queue id), then maybe "
+		       "+EVENT";
 		return -1;
 	}
-	snprintf(a.id, sizeof(a.id), "%s", id);
+	snprintf(a.id, sizeof(a.id), "%s", w[2]);
 	add_answer(sc, a);
 	return 0;
 }
@@ -515,22 +551,13 @@ tx_parse(const char *name, const char *text)
 			in_turn = false;
 		}
 		if (!strcmp(tag, "X")) {
-			static const struct {
-				const char *word;
-				enum item_kind kind;
-			} ev[] = {{"eof", IT_EOF},
-			          {"idle", IT_IDLE},
-			          {"session", IT_SESSION},
-			          {"shutdown", IT_SHUTDOWN}};
-			size_t k = 0;
-			while (k < 4 && strcmp(t.p ? t.p : "", ev[k].word) != 0)
-				k++;
+			enum item_kind kind = event_named(t.p ? t.p : "");
 			buf_release(&t);
-			if (k == 4) {
+			if (kind == IT_BYTES) {
 				err = "X: is eof, idle, session or shutdown";
 				goto fail;
 			}
-			add_item(sc, ev[k].kind, 0, 0);
+			add_item(sc, kind, 0, 0);
 		} else if (!strcmp(tag, "L")) {
 			lines_add(&sc->logs, tag, t.p, t.len)->src = lineno;
 			buf_release(&t);
@@ -706,6 +733,7 @@ struct drive {
 	size_t next_answer;
 	enum smtp_kind pending; /* a request answered at SMTP_WAIT */
 	struct answer pending_answer;
+	bool pending_event_done; /* its +EVENT was injected */
 	bool in_msg, closed, dead, drop_turn;
 	long mails; /* rate_ok() calls */
 	unsigned long actions;
@@ -741,7 +769,7 @@ rate_cb(void *arg)
 static struct answer
 take_answer(struct drive *d, enum smtp_kind kind)
 {
-	struct answer a = {.kind = kind, .ok = true};
+	struct answer a = {.kind = kind, .ok = true, .event = IT_BYTES};
 
 	if (d->next_answer < d->sc->n_answers && d->sc->answers[d->next_answer].kind == kind)
 		return d->sc->answers[d->next_answer++];
@@ -806,6 +834,42 @@ record_envelope(struct drive *d)
 	buf_release(&b);
 }
 
+/* One of the server's own events (X: lines, +EVENT answers). */
+static void
+inject(struct drive *d, enum item_kind kind)
+{
+	switch (kind) {
+	case IT_BYTES:
+		break;
+	case IT_EOF:
+		smtp_eof(d->s);
+		break;
+	case IT_IDLE:
+		smtp_timeout(d->s, SMTP_TIMEOUT_IDLE);
+		break;
+	case IT_SESSION:
+		smtp_timeout(d->s, SMTP_TIMEOUT_SESSION);
+		break;
+	case IT_SHUTDOWN:
+		smtp_shutdown(d->s);
+		break;
+	}
+}
+
+/* The A: line of an answer: "WORD ok|fail[ ID][ +EVENT]". */
+static void
+record_answer(struct drive *d, const char *word, const struct answer *ans)
+{
+	char tmp[160];
+
+	snprintf(tmp, sizeof(tmp), "%s %s%s%s%s%s", word, ans->ok ? "ok" : "fail",
+	         ans->kind == SMTP_MSG_END && ans->ok ? " " : "",
+	         ans->kind == SMTP_MSG_END && ans->ok ? ans->id : "",
+	         ans->event != IT_BYTES ? " +" : "",
+	         ans->event != IT_BYTES ? event_word(ans->event) : "");
+	record(d, "A", tmp, strlen(tmp));
+}
+
 static void
 answer_pending(struct drive *d)
 {
@@ -849,6 +913,14 @@ drain(struct drive *d)
 		case SMTP_NONE:
 			return;
 		case SMTP_WAIT:
+			if (d->pending != SMTP_NONE && d->pending_answer.event != IT_BYTES &&
+			    !d->pending_event_done) {
+				/* the event comes while the request waits; the core must
+				 * still wait (or say what it does instead) */
+				d->pending_event_done = true;
+				inject(d, d->pending_answer.event);
+				continue;
+			}
 			if (d->pending != SMTP_NONE) {
 				answer_pending(d);
 				continue;
@@ -863,21 +935,21 @@ drain(struct drive *d)
 			break;
 		case SMTP_STARTTLS:
 			ans = take_answer(d, SMTP_STARTTLS);
-			snprintf(tmp, sizeof(tmp), "STARTTLS %s", ans.ok ? "ok" : "fail");
-			record(d, "A", tmp, strlen(tmp));
+			record_answer(d, "STARTTLS", &ans);
 			d->pending = SMTP_STARTTLS;
 			d->pending_answer = ans;
+			d->pending_event_done = false;
 			d->drop_turn = true;
 			break;
 		case SMTP_MSG_BEGIN:
 			if (d->in_msg)
 				violation(d, "MSG_BEGIN inside a message");
 			ans = take_answer(d, SMTP_MSG_BEGIN);
-			snprintf(tmp, sizeof(tmp), "MSG_BEGIN %s", ans.ok ? "ok" : "fail");
-			record(d, "A", tmp, strlen(tmp));
+			record_answer(d, "MSG_BEGIN", &ans);
 			record_envelope(d);
 			d->body.len = 0;
 			d->in_msg = ans.ok;
+			inject(d, ans.event); /* the event comes while the message opens */
 			smtp_msg_begun(d->s, ans.ok);
 			break;
 		case SMTP_MSG_DATA:
@@ -896,9 +968,7 @@ drain(struct drive *d)
 			/* the committed text, however it was cut into MSG_DATA actions */
 			lines_add(d->rec, "A", "MSG_DATA ", d->body.len ? 9 : 8);
 			buf_add(&d->rec->v[d->rec->n - 1].text, d->body.p, d->body.len);
-			snprintf(tmp, sizeof(tmp), "MSG_END %s%s%s", ans.ok ? "ok" : "fail",
-			         ans.ok ? " " : "", ans.ok ? ans.id : "");
-			record(d, "A", tmp, strlen(tmp));
+			record_answer(d, "MSG_END", &ans);
 			snprintf(tmp, sizeof(tmp), "size=%llu hops=%u", (unsigned long long)e->size,
 			         e->received_hops);
 			record(d, "E", tmp, strlen(tmp));
@@ -908,6 +978,7 @@ drain(struct drive *d)
 			d->in_msg = false;
 			d->pending = SMTP_MSG_END;
 			d->pending_answer = ans;
+			d->pending_event_done = false;
 			break;
 		}
 		case SMTP_MSG_ABORT:
@@ -994,17 +1065,8 @@ run_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
 			}
 			break;
 		}
-		case IT_EOF:
-			smtp_eof(d.s);
-			break;
-		case IT_IDLE:
-			smtp_timeout(d.s, SMTP_TIMEOUT_IDLE);
-			break;
-		case IT_SESSION:
-			smtp_timeout(d.s, SMTP_TIMEOUT_SESSION);
-			break;
-		case IT_SHUTDOWN:
-			smtp_shutdown(d.s);
+		default:
+			inject(&d, it->kind);
 			break;
 		}
 		drain(&d);

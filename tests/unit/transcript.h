@@ -25,6 +25,9 @@
  *   A: MSG_END ok ID|fail  the session asked to commit; the answer (ID names it)
  *   A: MSG_ABORT           the message was discarded (its text is not shown)
  *   A: STARTTLS ok|fail    the session asked for the handshake; its outcome
+ *                          Any of the three answers may end in +eof, +idle, +session
+ *                          or +shutdown: that event comes while the request waits,
+ *                          before its answer (a timeout during a commit)
  *   A: CLOSE               the session closed
  *   E: helo=H from=<F> to=<R>,<R>[ smtputf8][ 8bitmime]
  *                          the envelope, after every A: MSG_BEGIN
