@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ipaddr.h"
 #include "log.h"
 #include "mailaddr.h"
 
@@ -65,6 +66,7 @@ struct smtp {
 	bool tls, esmtp, eof, shutdown, close_queued;
 	bool timeout_pending; /* a timeout came while a message was being opened or committed */
 	enum smtp_timeout timeout_which;
+	unsigned tarpit_ms; /* delay of failure replies: session_tarpit() */
 	char *helo;
 
 	/* input */
@@ -162,10 +164,29 @@ reply_text(struct smtp *s, const char *text, size_t len, unsigned delay)
 	push(s, SMTP_REPLY, p, len + 2, delay, 0);
 }
 
-static bool
-bypasses_tarpit(const struct smtp *s)
+/*
+ * The tarpit delay of this session (Exchange's TarpitInterval rule): failure replies are
+ * delayed only to anonymous sessions, and (as Exchange 2013 on) only from IPv4 and
+ * global IPv6 sources.  A session is authenticated when its connector grants partners
+ * or exchange-servers without anonymous-users: the trust comes from the connector, as
+ * Exchange's Partners and ExchangeServers groups come from authentication.  Link-local
+ * (fe80::/10) and site-local (fec0::/10) IPv6 sources are never delayed.
+ */
+static unsigned
+session_tarpit(const struct smtp_params *p)
 {
-	return (s->p.conn->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+	unsigned g = p->conn->permission_groups;
+	struct ipaddr a;
+
+	if ((g & (PERM_PARTNERS | PERM_EXCHANGE_SERVERS)) && !(g & PERM_ANONYMOUS_USERS))
+		return 0;
+	if (p->client_ip && ipaddr_parse(p->client_ip, strlen(p->client_ip), &a) == 0 &&
+	    a.family == AF_INET6) {
+		unsigned top10 = (unsigned)(a.v >> 118);
+		if (top10 == 0x3fa || top10 == 0x3fb) /* fe80::/10, fec0::/10 */
+			return 0;
+	}
+	return (unsigned)p->conn->tarpit_interval_ms;
 }
 
 /* Length of the RFC 3463 code "class.subject.detail " at p, or 0 when there is none (a
@@ -209,16 +230,15 @@ vreply(struct smtp *s, bool may_tarpit, const char *fmt, va_list ap)
 		memmove(line + 4, line + 4 + el, len - 4 - el + 1);
 		len -= el;
 	}
-	if (may_tarpit && (line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
-	    !bypasses_tarpit(s))
-		delay = (unsigned)s->p.conn->tarpit_interval_ms;
+	if (may_tarpit && (line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
+		delay = s->tarpit_ms;
 	reply_text(s, line, len, delay);
 }
 
 /*
  * Queues one reply line.  fmt is "CODE ENHANCED text" ("250 2.1.0 Sender OK"); without
- * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies to anonymous
- * sessions get the tarpit delay (Exchange's TarpitInterval); 421 goodbyes do not.
+ * ENHANCEDSTATUSCODES the enhanced code is dropped.  Failure replies get the session's
+ * tarpit delay (session_tarpit()); 421 goodbyes do not.
  */
 static void reply(struct smtp *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -325,6 +345,7 @@ smtp_new(const struct smtp_params *p)
 		return NULL;
 	}
 	s->st = ST_CMD;
+	s->tarpit_ms = session_tarpit(p);
 	size_t blen = strlen(p->conn->banner);
 	if (blen > REPLY_LINE)
 		fail(s, "the banner is longer than a reply line", blen + 2);

@@ -29,6 +29,13 @@
  *   - Recipients outside accepted domains, and local parts with routing characters
  *     (%, !, @) or source routes that would reroute them, are refused unless the
  *     connector grants exchange-servers.
+ *   - The tarpit (Exchange's TarpitInterval): failure replies (4xx and 5xx, not the
+ *     goodbyes before a close) wait tarpit-interval, and only in anonymous sessions from
+ *     IPv4 or global IPv6 sources.  A session is authenticated when its connector grants
+ *     partners or exchange-servers without anonymous-users (the trust comes from the
+ *     connector, as Exchange's Partners and ExchangeServers groups come from
+ *     authentication); link-local (fe80::/10) and site-local (fec0::/10) IPv6 sources
+ *     are exempt, as in Exchange 2013.
  *   - Memory is fixed per session besides the transaction (its sender and at most
  *     max-recipients-per-message recipients): a queue of 16 actions and a 4 KiB text
  *     arena, whose bounds smtp.c proves.  A reply line is at most 512 octets with CRLF
@@ -87,7 +94,7 @@ struct smtp_envelope {
 struct smtp_params {
 	const struct config *cfg;     /* borrowed for the session's life */
 	const struct connector *conn; /* borrowed for the session's life */
-	const char *client_ip;        /* for the EHLO greeting, "[ip]" is added */
+	const char *client_ip;        /* for the greeting ("[ip]" is added) and the tarpit */
 	bool tls_available;           /* a certificate is loaded */
 	bool (*rate_ok)(void *arg);   /* message-rate-limit check at MAIL; NULL: none */
 	void *arg;

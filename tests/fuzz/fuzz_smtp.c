@@ -9,11 +9,12 @@
  *
  * Invariants, each run: no MSG_DATA outside a begun message or after its MSG_ABORT, one
  * MSG_END or MSG_ABORT per message, no open message at SMTP_CLOSE and nothing after it;
- * replies are whole CRLF lines with the same code, tarpitted only when failures, and
- * never the 421 of a broken internal bound (smtp.c); a commit answered ok gets its 250
- * before anything else, timeout or not; a committed message is CRLF lines of at most
- * 1000 octets without NUL, bare CR or LF, and its envelope size is the text given;
- * STARTTLS forgets the greeting; the input never stalls.  Across runs: the same record
+ * replies are whole CRLF lines with the same code, tarpitted only when failures to an
+ * anonymous session from IPv4 or a global IPv6 address (Exchange's rule), and never the
+ * 421 of a broken internal bound (smtp.c); a commit answered ok gets its 250 before
+ * anything else, timeout or not; a committed message is CRLF lines of at most 1000
+ * octets without NUL, bare CR or LF, and its envelope size is the text given; STARTTLS
+ * forgets the greeting; the input never stalls.  Across runs: the same record
  * (replies, requests, committed text), unless a run met the 421 for text sent behind
  * DATA, which depends on what arrives together.
  */
@@ -38,6 +39,7 @@ static char *accepted[] = {dom1, dom2};
 static char *recipients[] = {alice, bob};
 static char banner[] = "220 mx.example.com ESMTP ready", fqdn[] = "mx.example.com";
 static char name[] = "fuzz";
+static const char *const clients[] = {"192.0.2.1", "2001:db8::1", "fe80::1", "fec0::1"};
 static struct domain_conf domain = {.name = corp, .recipients = recipients, .n_recipients = 2};
 static struct config cfg = {
         .accepted_domains = accepted, .n_accepted_domains = 2, .domains = &domain, .n_domains = 1};
@@ -415,7 +417,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t b0 = data[0], b1 = data[1], b2 = data[2], b3 = data[3];
 	k.enhanced_status_codes_enabled = b0 & 1;
 	k.pipelining_enabled = b0 & 2;
-	k.permission_groups = groups[(b0 >> 2) & 3];
+	k.permission_groups = groups[(b0 >> 2) & 3] | (b3 & 64 ? PERM_ANONYMOUS_USERS : 0);
 	k.require_tls = b0 & 16;
 	k.auth_mechanisms = b0 & 32 ? AUTH_TLS : AUTH_NONE;
 	pl.tls_available = b0 & 64;
@@ -426,9 +428,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	k.max_recipients_per_message = b1 & 8 ? 2 : 200;
 	k.max_protocol_errors = errs[(b1 >> 4) & 3];
 	k.max_hop_count = b1 & 64 ? 1 : 60;
-	k.tarpit_interval_ms = pl.tarpit = b1 & 128 ? 5000 : 0;
+	k.tarpit_interval_ms = b1 & 128 ? 5000 : 0;
 	k.protocol_logging_level = b3 & 1 ? PROTOLOG_VERBOSE : PROTOLOG_NONE;
 	pl.rate = b3 & 2 ? (b3 >> 2) & 3 : -1;
+	const char *client = clients[(b3 >> 4) & 3];
+	/* the oracle of Exchange's rule: anonymous sessions from IPv4 or global IPv6 only */
+	bool authenticated = (k.permission_groups & (PERM_PARTNERS | PERM_EXCHANGE_SERVERS)) &&
+	                     !(k.permission_groups & PERM_ANONYMOUS_USERS);
+	bool exempt_source = strncmp(client, "fe80:", 5) == 0 || strncmp(client, "fec0:", 5) == 0;
+	pl.tarpit = authenticated || exempt_source ? 0 : (unsigned)k.tarpit_interval_ms;
 
 	pl.in = (const char *)data + 4;
 	pl.len = size - 4;
@@ -452,7 +460,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct smtp_params prm = {.cfg = &cfg,
 	                          .conn = &k,
-	                          .client_ip = "192.0.2.1",
+	                          .client_ip = client,
 	                          .tls_available = pl.tls_available,
 	                          .rate_ok = pl.rate >= 0 ? rate_cb : NULL};
 	run(&a, &pl, &prm, 0);

@@ -85,7 +85,10 @@ check_file(const char *file)
 	X(timeout_in_commit_failed)                                                                \
 	X(timeout_in_begin)                                                                        \
 	X(timeout_in_begin_failed)                                                                 \
-	X(shutdown_in_commit)
+	X(shutdown_in_commit)                                                                      \
+	X(tarpit_partners)                                                                         \
+	X(tarpit_anonymous_and_trusted)                                                            \
+	X(tarpit_ipv6_link_local)
 
 #define TRANSCRIPT_TEST(name)                                                                      \
 	Test(smtp_transcript, name)                                                                \
@@ -348,6 +351,57 @@ Test(smtp_framing, smuggling_never_makes_two_messages)
 			         "C: NOOP\nS: 250 2.0.0 OK\n",
 			         body, unescaped_len(body));
 		}
+		check_text(name, text);
+	}
+}
+
+/* Exchange's TarpitInterval rule: who gets the delay on a failure reply.  Authenticated
+ * (partners or exchange-servers without anonymous-users): never.  Anonymous: from IPv4
+ * and global IPv6 sources, not from link-local (fe80::/10) or site-local (fec0::/10). */
+static const struct tarpit_case {
+	const char *groups, *client;
+	bool delayed;
+} tarpit_cases[] = {
+        {"anonymous-users", "192.0.2.1", true},
+        {"anonymous-users", "2001:db8::1", true},
+        {"anonymous-users", "fe80::1", false},
+        {"anonymous-users", "febf:ffff::1", false}, /* the top of fe80::/10 */
+        {"anonymous-users", "fec0::1", false},      /* site-local */
+        {"anonymous-users", "feff:ffff::1", false}, /* the top of fec0::/10 */
+        {"anonymous-users", "fe7f:ffff::1", true},  /* just below fe80::/10 */
+        {"anonymous-users", "fc00::1", true},       /* unique local: not exempt */
+        {"anonymous-users", "::1", true},
+        {"anonymous-users", "127.0.0.1", true},
+        {"none", "192.0.2.1", true},
+        {"partners", "192.0.2.1", false},
+        {"exchange-servers", "192.0.2.1", false},
+        {"partners, exchange-servers", "2001:db8::1", false},
+        {"anonymous-users, partners", "192.0.2.1", true},
+        {"anonymous-users, exchange-servers", "192.0.2.1", true},
+        {"anonymous-users, exchange-servers", "fe80::2", false},
+};
+
+Test(smtp_tarpit, exchange_rule)
+{
+	for (size_t i = 0; i < sizeof(tarpit_cases) / sizeof(tarpit_cases[0]); i++) {
+		const struct tarpit_case *c = &tarpit_cases[i];
+		char text[1024], name[128];
+
+		snprintf(name, sizeof(name), "tarpit case %zu: { %s } from %s", i, c->groups,
+		         c->client);
+		snprintf(text, sizeof(text),
+		         "connector: tarpit-interval = 7s\n"
+		         "connector: permission-groups = { %s }\n"
+		         "connector: max-protocol-errors = unlimited\n"
+		         "client: %s\n"
+		         "S: 220 mx.example.com ESMTP ready\n"
+		         "C: HELO c.example\n"
+		         "S: 250 mx.example.com Hello [%s]\n"
+		         "C: FOO\n"
+		         "S%s: 500 5.3.3 Unrecognized command\n"
+		         "C: NOOP\n"
+		         "S: 250 2.0.0 OK\n",
+		         c->groups, c->client, c->client, c->delayed ? "(7000ms)" : "");
 		check_text(name, text);
 	}
 }
