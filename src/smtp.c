@@ -10,33 +10,37 @@
 #include "ipaddr.h"
 #include "log.h"
 #include "mailaddr.h"
+#include "vec.h"
 
 #define CMD_LINE_MAX  512  /* RFC 5321 §4.5.3.1.4, with CRLF */
 #define TEXT_LINE_MAX 1000 /* RFC 5321 §4.5.3.1.6, with CRLF */
 #define REPLY_LINE    510  /* RFC 5321 §4.5.3.1.5: 512 octets with CRLF */
 #define REPLY_MAX     1024 /* one reply, all its lines with their CRLFs (EHLO's is longest) */
 #define LOG_MAX       512  /* one log line; a longer one is cut and ends in "..." */
+#define HELO_MAX      255  /* a domain, or an address literal within a command line */
 #define IN_CMD_SIZE   2048 /* input buffer between messages */
 #define IN_DATA_SIZE  32768
 
 /*
  * The action queue and the text arena are fixed; these are their bounds.
  *
- * A step (what one smtp_next() runs, or one of the smtp_msg_begun(), smtp_msg_committed(),
- * smtp_tls_done() answers) begins with the queue empty: smtp_next() starts one only when
- * everything queued was taken, and each request is the last action of its step, so its
- * answer comes with the queue empty too.  The arena is emptied at the start of a step.
+ * A step (what one smtp_next() runs, one of the smtp_msg_begun(), smtp_msg_committed(),
+ * smtp_tls_done() answers, or a timeout's goodbye) begins with the queue empty:
+ * smtp_next() starts one only when everything queued was taken; each request is the last
+ * action of its step, so its answer comes with the queue empty too; and smtp_timeout()
+ * with actions queued waits for them.  The arena is emptied at the start of a step.
  *
  * Queue: a command step queues at most 5 actions (a verbose log line, its reply, the 421
- * of too many errors, a log line, SMTP_CLOSE).  A data step queues one SMTP_MSG_DATA per
+ * of too many errors, a log line, SMTP_CLOSE); an answer or a timeout at most 4 (the
+ * outcome, a log line, a timeout's goodbye, SMTP_CLOSE).  A data step queues one SMTP_MSG_DATA per
  * run of lines before each stuffed dot line; after each it stops when fewer than
  * DATA_TAIL + 1 slots are free.  Between two such checks at most DATA_TAIL actions follow
  * (SMTP_MSG_ABORT once per message, then a reply, a log line and SMTP_CLOSE, or the next
  * run), so a data step leaves the queue at most MAX_ACTIONS - 1 full.
  *
- * Arena: a step writes at most 2 replies (an error reply and the 421 that follows it)
- * and 2 log lines (the verbose copy of the command and one more), each within REPLY_MAX
- * and LOG_MAX.
+ * Arena: a step writes at most 2 replies (an error reply or a message's outcome, and the
+ * 421 that follows it) and 2 log lines (the verbose copy of the command and one more),
+ * each within REPLY_MAX and LOG_MAX.
  *
  * Should either bound ever be broken, nothing is dropped in silence: push() and the
  * arena refuse the action, every later one of the step is refused too, and once the
@@ -66,8 +70,9 @@ struct smtp {
 	bool tls, esmtp, eof, shutdown, close_queued;
 	bool timeout_pending; /* a timeout came while a message was being opened or committed */
 	enum smtp_timeout timeout_which;
-	unsigned tarpit_ms; /* delay of failure replies: session_tarpit() */
-	char *helo;
+	unsigned tarpit_ms;      /* delay of failure replies: session_tarpit() */
+	char helo[HELO_MAX + 1]; /* what HELO/EHLO said, when has_helo */
+	bool has_helo;
 
 	/* input */
 	char *in;
@@ -373,7 +378,6 @@ smtp_free(struct smtp *s)
 		return;
 	reset_transaction(s);
 	free(s->rcpts);
-	free(s->helo);
 	free(s->in);
 	free(s);
 }
@@ -390,7 +394,7 @@ smtp_input_space(struct smtp *s, size_t *space)
 	}
 	/* message text streams through a larger buffer; commands need little */
 	size_t want = s->st == ST_DATA ? IN_DATA_SIZE : IN_CMD_SIZE;
-	if (want != s->in_cap && s->in_len <= want) {
+	if (want != s->in_cap && s->in_len <= want) { /* if it fails, both sizes hold a line */
 		char *n = realloc(s->in, want);
 		if (n) {
 			s->in = n;
@@ -410,7 +414,7 @@ smtp_input_commit(struct smtp *s, size_t n)
 bool
 smtp_input_paused(const struct smtp *s)
 {
-	if ((s->st != ST_CMD && s->st != ST_DATA) || s->failed)
+	if ((s->st != ST_CMD && s->st != ST_DATA) || s->failed || s->timeout_pending)
 		return true; /* waiting for an answer, or closing */
 	return s->qlen > 0 || (s->in_off == 0 && s->in_len == s->in_cap);
 }
@@ -447,7 +451,7 @@ word_is(const char *arg, size_t len, const char *word)
 static bool
 valid_helo(const char *a, size_t len)
 {
-	if (len == 0 || len > 255)
+	if (len == 0 || len > HELO_MAX)
 		return false;
 	if (a[0] == '[') {
 		/* it goes verbatim into "Received: from": an address literal by the grammar
@@ -478,12 +482,10 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 		return;
 	}
 	reset_transaction(s);
-	free(s->helo);
-	/* arg is not NUL-terminated: strndup() would read past it */
-	if ((s->helo = malloc(len + 1))) {
-		memcpy(s->helo, arg, len);
-		s->helo[len] = '\0';
-	}
+	/* held in the session: no allocation that could fail after the 250 */
+	memcpy(s->helo, arg, len);
+	s->helo[len] = '\0';
+	s->has_helo = true;
 	s->esmtp = ehlo;
 	if (!ehlo) {
 		reply(s, "250 %s Hello [%s]", s->p.conn->fqdn, s->p.client_ip);
@@ -611,7 +613,7 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 	size_t used, rest;
 	const char *path;
 
-	if (!s->helo) {
+	if (!s->has_helo) {
 		reply(s, "503 5.5.2 Send hello first");
 		protocol_error(s);
 		return;
@@ -777,15 +779,10 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 		reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
-	if (s->n_rcpts == s->cap_rcpts) {
-		size_t nc = s->cap_rcpts ? 2 * s->cap_rcpts : 4;
-		struct smtp_rcpt *nr = realloc(s->rcpts, nc * sizeof(*nr));
-		if (!nr) {
-			reply(s, "452 4.3.1 Insufficient system resources");
-			return;
-		}
-		s->rcpts = nr;
-		s->cap_rcpts = nc;
+	/* at most max-recipients-per-message of them (checked above) */
+	if (VEC_RESERVE(s->rcpts, s->cap_rcpts, s->n_rcpts + 1) < 0) {
+		reply(s, "452 4.3.1 Insufficient system resources");
+		return;
 	}
 	char *addr = strdup(buf);
 	if (!addr) {
@@ -1199,11 +1196,44 @@ run_data(struct smtp *s)
 	}
 }
 
+/* Ends the session for a timeout: 451 (idle) or 421 (session), never tarpitted. */
+static void
+timeout_goodbye(struct smtp *s, enum smtp_timeout which)
+{
+	if (which == SMTP_TIMEOUT_IDLE)
+		goodbye(s, "451 4.7.0 Timeout waiting for client input");
+	else
+		goodbye(s, "421 4.4.1 Connection timed out");
+	close_session(s);
+}
+
+/* A timeout that waited for the queue to empty, or came with it empty. */
+static void
+timeout_now(struct smtp *s)
+{
+	s->timeout_pending = false;
+	step_begin(s);
+	timeout_goodbye(s, s->timeout_which);
+}
+
+/* The request a timeout waited for is answered (its reply queued): now the timeout. */
+static void
+late_timeout(struct smtp *s, const char *what, const char *answered)
+{
+	slog(s, LOG_LVL_INFO,
+	     "%s timeout while the message was being %s: %s, then closed the session",
+	     s->timeout_which == SMTP_TIMEOUT_IDLE ? "idle" : "session", what, answered);
+	timeout_goodbye(s, s->timeout_which);
+}
+
 /* ---- the driver ----------------------------------------------------------------------- */
 
 enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
+	if (s->qlen == 0 && s->timeout_pending && !s->failed &&
+	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS))
+		timeout_now(s);
 	if (s->qlen == 0) {
 		step_begin(s);
 		switch (s->failed ? ST_CLOSED : s->st) {
@@ -1242,27 +1272,6 @@ const struct smtp_envelope *
 smtp_envelope(const struct smtp *s)
 {
 	return &s->env;
-}
-
-/* Ends the session for a timeout: 451 (idle) or 421 (session), never tarpitted. */
-static void
-timeout_goodbye(struct smtp *s, enum smtp_timeout which)
-{
-	if (which == SMTP_TIMEOUT_IDLE)
-		goodbye(s, "451 4.7.0 Timeout waiting for client input");
-	else
-		goodbye(s, "421 4.4.1 Connection timed out");
-	close_session(s);
-}
-
-/* The request a timeout waited for is answered (its reply queued): now the timeout. */
-static void
-late_timeout(struct smtp *s, const char *what, const char *answered)
-{
-	slog(s, LOG_LVL_INFO,
-	     "%s timeout while the message was being %s: %s, then closed the session",
-	     s->timeout_which == SMTP_TIMEOUT_IDLE ? "idle" : "session", what, answered);
-	timeout_goodbye(s, s->timeout_which);
 }
 
 void
@@ -1304,7 +1313,7 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 		return;
 	step_begin(s);
 	if (ok)
-		reply(s, "250 2.6.0 <%.64s> Queued mail for delivery", queue_id);
+		reply(s, "250 2.6.0 <%.64s> Queued mail for delivery", queue_id ? queue_id : "");
 	else if (s->timeout_pending)
 		goodbye(s, "452 4.3.1 Insufficient system resources");
 	else
@@ -1328,8 +1337,7 @@ smtp_tls_done(struct smtp *s, bool ok)
 	}
 	/* RFC 3207 §4.2: forget everything learnt before the handshake */
 	reset_transaction(s);
-	free(s->helo);
-	s->helo = NULL;
+	s->has_helo = false;
 	s->esmtp = false;
 	s->in_off = s->in_len = 0;
 	s->discarding = false;
@@ -1342,15 +1350,13 @@ smtp_timeout(struct smtp *s, enum smtp_timeout which)
 {
 	if (s->st == ST_CLOSED || s->timeout_pending)
 		return;
-	if (s->st == ST_BEGIN || s->st == ST_COMMIT) {
-		/* the message's outcome goes first: a 421 while it commits anyway would make
-		 * the client send it again, and it would be delivered twice */
-		s->timeout_pending = true;
-		s->timeout_which = which;
-		return;
-	}
-	step_begin(s);
-	timeout_goodbye(s, which);
+	/* the message's outcome goes first: a 421 while it commits anyway would make the
+	 * client send it again, and it would be delivered twice.  Actions still queued go
+	 * first too: the goodbye then starts a step of its own (see the bounds above). */
+	s->timeout_pending = true;
+	s->timeout_which = which;
+	if (s->st != ST_BEGIN && s->st != ST_COMMIT && s->qlen == 0)
+		timeout_now(s);
 }
 
 void
@@ -1368,7 +1374,7 @@ smtp_in_tls(const struct smtp *s)
 const char *
 smtp_helo(const struct smtp *s)
 {
-	return s->helo;
+	return s->has_helo ? s->helo : NULL;
 }
 
 bool

@@ -127,11 +127,11 @@ void smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id);
 void smtp_tls_done(struct smtp *s, bool ok);
 
 /* The idle timeout answers 451 4.7.0, the session timeout 421 4.4.1; either closes, and
- * aborts a message being received.  While a message is being opened or committed (after
- * SMTP_MSG_BEGIN or SMTP_MSG_END, before its answer) the timeout waits for the answer:
- * the message's outcome goes out first (250 or 452), then the timeout's reply and
- * SMTP_CLOSE.  A 421 for a message that commits anyway would make the sender send it
- * again, and it would be delivered twice. */
+ * aborts a message being received.  Actions already queued go out before it.  While a
+ * message is being opened or committed (after SMTP_MSG_BEGIN or SMTP_MSG_END, before its
+ * answer) the timeout waits for the answer: the message's outcome goes out first (250 or
+ * 452), then the timeout's reply and SMTP_CLOSE.  A 421 for a message that commits
+ * anyway would make the sender send it again, and it would be delivered twice. */
 enum smtp_timeout { SMTP_TIMEOUT_IDLE, SMTP_TIMEOUT_SESSION };
 void smtp_timeout(struct smtp *s, enum smtp_timeout which);
 /* The server is stopping: close now when idle, else after the current transaction. */

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "smtp.h"
+#include "vec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,11 +53,8 @@ struct rec {
 static void
 rec_add(struct rec *r, char tag, const void *p, size_t n)
 {
-	if (r->len + n + 16 > r->cap) {
-		r->cap = (r->len + n + 16) * 2;
-		if (!(r->p = realloc(r->p, r->cap)))
-			abort();
-	}
+	if (VEC_RESERVE(r->p, r->cap, r->len + 1 + sizeof(n) + n) < 0)
+		abort();
 	r->p[r->len++] = tag;
 	memcpy(r->p + r->len, &n, sizeof(n));
 	r->len += sizeof(n);
@@ -301,11 +299,8 @@ drain(struct run *r)
 		case SMTP_MSG_DATA:
 			if (!r->in_msg || !a.text || a.len == 0)
 				abort();
-			if (r->body_len + a.len > r->body_cap) {
-				r->body_cap = (r->body_len + a.len) * 2;
-				if (!(r->body = realloc(r->body, r->body_cap)))
-					abort();
-			}
+			if (VEC_RESERVE(r->body, r->body_cap, r->body_len + a.len) < 0)
+				abort();
 			memcpy(r->body + r->body_len, a.text, a.len);
 			r->body_len += a.len;
 			break;

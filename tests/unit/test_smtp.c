@@ -563,6 +563,39 @@ Test(smtp_api, timeout_while_a_commit_fails)
 	tx_session_free(t);
 }
 
+/* A timeout while actions of a step are still queued: they go out first, in order, then
+ * the goodbye as a step of its own; the text still buffered is never run. */
+Test(smtp_api, timeout_while_actions_are_queued)
+{
+	struct tx_session *t = tx_session_new("");
+	size_t space, n = 0, data = 0;
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	char *p = smtp_input_space(t->smtp, &space);
+	for (int i = 0; i < 20; i++) { /* a run ended by a stuffed dot line: one MSG_DATA each */
+		memcpy(p + n, "a\r\n.b\r\n", 8);
+		n += 8;
+	}
+	smtp_input_commit(t->smtp, n);
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_SESSION);
+	cr_expect(smtp_input_paused(t->smtp));
+	struct smtp_action a;
+	enum smtp_kind k;
+	while ((k = smtp_next(t->smtp, &a)) == SMTP_MSG_DATA)
+		data++;
+	cr_expect_gt(data, 5u, "the step's queued text went out first");
+	cr_expect_lt(data, 18u, "no further step ran");
+	cr_assert_eq(k, SMTP_REPLY);
+	cr_expect(a.len > 9 && memcmp(a.text, "421 4.4.1", 9) == 0);
+	expect_action(t->smtp, SMTP_MSG_ABORT, NULL);
+	expect_action(t->smtp, SMTP_CLOSE, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	tx_session_free(t);
+}
+
 /* The session freed in the middle of a message (the daemon drops a connection). */
 Test(smtp_api, free_in_the_middle_of_a_message)
 {

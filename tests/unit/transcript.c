@@ -94,12 +94,8 @@ struct lines {
 static struct line *
 lines_add(struct lines *l, const char *tag, const void *text, size_t len)
 {
-	if (l->n == l->cap) {
-		l->cap = l->cap ? 2 * l->cap : 32;
-		l->v = realloc(l->v, l->cap * sizeof(*l->v));
-		if (!l->v)
-			abort();
-	}
+	if (VEC_RESERVE(l->v, l->cap, l->n + 1) < 0)
+		abort();
 	struct line *x = &l->v[l->n++];
 	*x = (struct line){0};
 	snprintf(x->tag, sizeof(x->tag), "%s", tag);
@@ -225,24 +221,16 @@ struct tx_script {
 static void
 add_item(struct tx_script *sc, enum item_kind kind, size_t off, size_t len)
 {
-	if (sc->n_items == sc->cap_items) {
-		sc->cap_items = sc->cap_items ? 2 * sc->cap_items : 16;
-		sc->items = realloc(sc->items, sc->cap_items * sizeof(*sc->items));
-		if (!sc->items)
-			abort();
-	}
+	if (VEC_RESERVE(sc->items, sc->cap_items, sc->n_items + 1) < 0)
+		abort();
 	sc->items[sc->n_items++] = (struct item){kind, off, len};
 }
 
 static void
 add_answer(struct tx_script *sc, struct answer a)
 {
-	if (sc->n_answers == sc->cap_answers) {
-		sc->cap_answers = sc->cap_answers ? 2 * sc->cap_answers : 8;
-		sc->answers = realloc(sc->answers, sc->cap_answers * sizeof(*sc->answers));
-		if (!sc->answers)
-			abort();
-	}
+	if (VEC_RESERVE(sc->answers, sc->cap_answers, sc->n_answers + 1) < 0)
+		abort();
 	sc->answers[sc->n_answers++] = a;
 }
 
