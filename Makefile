@@ -8,11 +8,22 @@
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench      run the benchmarks in bench/ (not part of check)
 #   make format     reformat the sources with clang-format
-#   make install    install to $(DESTDIR)$(PREFIX)
+#   make install    install to $(DESTDIR)$(PREFIX) (docs/OPERATIONS.md); make uninstall
 
 VERSION     := 0.1.0
 PREFIX      ?= /usr/local
 DESTDIR     ?=
+# Where `make install` puts things.  The presets' directory is compiled into the
+# installed binary (MXGATE_PROVIDERS_DIR overrides it at run time).  systemd looks for
+# units, sysusers.d and tmpfiles.d under /usr/local/lib and /usr/lib: with another PREFIX,
+# set UNITDIR=/etc/systemd/system SYSUSERSDIR=/etc/sysusers.d TMPFILESDIR=/etc/tmpfiles.d.
+SBINDIR     ?= $(PREFIX)/sbin
+PKGDATADIR  ?= $(PREFIX)/share/mxgate
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/mxgate
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CC          ?= cc
 FUZZ_SECONDS ?= 60
 
@@ -24,7 +35,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
 	-Wmissing-prototypes -Wvla -Wformat=2 -Wundef -Wcast-qual -Wwrite-strings \
 	-Wimplicit-fallthrough
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DMXGATE_VERSION='"$(VERSION)"' \
-	-DMXGATE_DATADIR='"$(PREFIX)/share/mxgate"' $(WARN) $(PKG_CFLAGS) -Isrc -g
+	-DMXGATE_DATADIR='"$(PKGDATADIR)"' $(WARN) $(PKG_CFLAGS) -Isrc -g
 
 release_CFLAGS := $(BASE_CFLAGS) -O2
 asan_CFLAGS    := $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer \
@@ -41,8 +52,8 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/*.c))
 HDRS      := $(wildcard src/*.h tests/unit/*.h bench/*.h)
 
-.PHONY: all run check asan tsan fuzz bench format format-check install clean deps-build deps-check \
-	unit-release unit-asan test-release test-asan
+.PHONY: all run check asan tsan fuzz bench format format-check install uninstall clean \
+	deps-build deps-check unit-release unit-asan test-release test-asan FORCE
 
 all: build/release/mxgate
 
@@ -137,13 +148,90 @@ format-check:
 		clang-format --dry-run --Werror $$f 2>&1 >/dev/null | grep -m1 warning; done); \
 	if [ -n "$$out" ]; then echo "$$out"; echo "format-check: run 'make format'"; exit 1; fi
 
-install: build/release/mxgate
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/mxgate/providers \
-		$(DESTDIR)$(PREFIX)/share/doc/mxgate
-	install -m 0755 build/release/mxgate $(DESTDIR)$(PREFIX)/sbin/mxgate
-	if [ -d providers ]; then install -m 0644 providers/*.conf \
-		$(DESTDIR)$(PREFIX)/share/mxgate/providers/; fi
-	install -m 0644 etc/*.conf README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/mxgate/
+# ---- install ---------------------------------------------------------------------------
+# The installed binary is linked from the release objects and a providers.o of its own:
+# providers.c has the presets' directory compiled in, and build/release/mxgate carries
+# the PREFIX that `make` ran with, not the one `make install` is given.
+# build/install/pkgdatadir holds the directory build/install/providers.o was made for and
+# is rewritten only when it changes, so each new PREFIX recompiles that one file.
+INSTALL_OBJS := $(patsubst %.c,build/release/obj/%.o,$(filter-out src/providers.c,$(SRCS))) \
+	build/install/providers.o
+
+build/install/pkgdatadir: FORCE
+	@mkdir -p $(@D)
+	@echo '$(PKGDATADIR)' | cmp -s - $@ || echo '$(PKGDATADIR)' > $@
+
+build/install/providers.o: src/providers.c build/install/pkgdatadir Makefile
+	@echo "  CC [install] $< (presets in $(PKGDATADIR)/providers)"
+	@$(CC) $(release_CFLAGS) -MMD -MP -c $< -o $@
+
+build/install/mxgate: $(INSTALL_OBJS)
+	@echo "  LD [install] $@"
+	@$(CC) $(release_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/install/mxgate.service: etc/systemd/mxgate.service.in FORCE
+	@mkdir -p $(@D)
+	@sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCUMENTATION@|$(UNIT_DOCS)|g' $< > $@
+
+# Manual pages.  MAN5 is the hook for mxgate.conf(5), to be generated from the option
+# table that drives `mxgate reference` (as docs/CONFIG.md is): give it a rule, e.g.
+#   man/mxgate.conf.5: build/release/mxgate ; build/release/mxgate reference --man > $@
+# and set MAN5 := man/mxgate.conf.5.  install, uninstall and the mandoc lint in
+# tests/e2e/test_install.py take every page listed here.
+MAN8 := man/mxgate.8
+MAN5 :=
+# the unit's Documentation=: man:mxgate(8) and every page added above
+UNIT_DOCS := $(foreach p,$(MAN8) $(MAN5),man:$(basename $(notdir $(p)))($(subst .,,$(suffix $(p)))))
+
+# Without systemd-sysusers (no systemd), `make install` creates the user and the
+# directories that the sysusers.d/tmpfiles.d pair declares; with it, it runs the pair.
+# Never with DESTDIR: that tree is someone else's to set up (a package's postinst).
+SYSTEMD_SYSUSERS ?= $(shell command -v systemd-sysusers 2>/dev/null)
+SYSTEMD_TMPFILES ?= $(shell command -v systemd-tmpfiles 2>/dev/null)
+
+install: build/install/mxgate build/install/mxgate.service $(MAN5)
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PKGDATADIR)/providers \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	install -m 0755 build/install/mxgate $(DESTDIR)$(SBINDIR)/mxgate
+	install -m 0644 providers/*.conf $(DESTDIR)$(PKGDATADIR)/providers/
+	install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	$(if $(MAN5),install -d -m 0755 $(DESTDIR)$(MANDIR)/man5 && \
+		install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/)
+	install -m 0644 build/install/mxgate.service $(DESTDIR)$(UNITDIR)/mxgate.service
+	install -m 0644 etc/systemd/mxgate.sysusers $(DESTDIR)$(SYSUSERSDIR)/mxgate.conf
+	install -m 0644 etc/systemd/mxgate.tmpfiles $(DESTDIR)$(TMPFILESDIR)/mxgate.conf
+	install -m 0644 etc/*.conf $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+ifeq ($(DESTDIR),)
+ifneq ($(SYSTEMD_SYSUSERS),)
+	$(SYSTEMD_SYSUSERS) $(SYSUSERSDIR)/mxgate.conf
+	$(SYSTEMD_TMPFILES) --create $(TMPFILESDIR)/mxgate.conf
+else
+	if ! getent passwd mxgate >/dev/null; then \
+		if command -v adduser >/dev/null; then adduser --system --group --no-create-home \
+			--home /var/spool/mxgate --gecos "mxgate SMTP receive gateway" mxgate; \
+		else useradd --system --user-group --no-create-home --home-dir /var/spool/mxgate \
+			--shell /usr/sbin/nologin --comment "mxgate SMTP receive gateway" mxgate; fi; \
+	fi
+	install -d -m 0700 -o mxgate -g mxgate /var/spool/mxgate /var/mail/mxgate
+endif
+	@echo "mxgate installed.  Next: a configuration in /etc/mxgate/mxgate.conf (examples in"
+	@echo "$(DOCDIR)/examples), then: systemctl daemon-reload; systemctl enable --now mxgate"
+endif
+
+# Removes what `make install` put in place; the user, the spool and the Maildirs (mail!)
+# and /etc/mxgate stay, and the last lines say how to remove them.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/mxgate $(DESTDIR)$(UNITDIR)/mxgate.service \
+		$(DESTDIR)$(SYSUSERSDIR)/mxgate.conf $(DESTDIR)$(TMPFILESDIR)/mxgate.conf \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
+		$(addprefix $(DESTDIR)$(PKGDATADIR)/providers/,$(notdir $(wildcard providers/*.conf)))
+	rm -rf $(DESTDIR)$(DOCDIR)
+	rmdir $(DESTDIR)$(PKGDATADIR)/providers $(DESTDIR)$(PKGDATADIR) 2>/dev/null || true
+	@echo "mxgate uninstalled.  Left in place: /etc/mxgate, the spool /var/spool/mxgate and"
+	@echo "the Maildirs (/var/mail/mxgate), and the user mxgate (deluser --system mxgate)."
 
 clean:
 	rm -rf build

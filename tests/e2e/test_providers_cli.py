@@ -149,7 +149,7 @@ def test_shipped_proofpoint_lockdown_config(tmp_path):
         text = f.read()
     for old, new in (("/etc/mxgate/tls/fullchain.pem", cert), ("/etc/mxgate/tls/key.pem", key),
                      ("/var/spool/mxgate", str(tmp_path / "spool")),
-                     ("/var/mail/%d/%u", str(tmp_path / "mail/%d/%u")),
+                     ("/var/mail/mxgate/%d/%u", str(tmp_path / "mail/%d/%u")),
                      ('user = "mxgate"', 'user = "nobody"')):
         assert old in text, old
         text = text.replace(old, new)
