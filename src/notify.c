@@ -77,6 +77,8 @@ notify_send(const char *state)
 	return 0;
 }
 
+static int vsendf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
 static int
 vsendf(const char *fmt, va_list ap)
 {
