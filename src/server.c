@@ -37,10 +37,24 @@
 #include "smtp.h"
 #include "spool.h"
 #include "tls.h"
+#include "vec.h"
 
 #define ACCEPT_BURST 64
 #define SRC_BUCKETS  4096
 #define READ_CHUNK   32768
+
+/* Replies a client has not read.  Past the high-water mark the session stops reading and
+ * stops running commands (each command can only add one reply, of at most the core's 4 KiB
+ * text arena) until the client has read the backlog down to the low-water mark: a client
+ * that pipelines without reading costs at most OUT_HIGH_WATER plus one reply, as with
+ * Postfix's and nginx's blocked writes.  OUT_CAP is the hard bound whatever path appends
+ * (none of today's can pass it: it stands behind the marks): past it the session closes
+ * with 421.  Replies leave in batches of OUT_BATCH (one send for
+ * a pipelined group, RFC 2920 §3.2), which also keeps a reading client's buffer small. */
+#define OUT_BATCH      (2 * 1024)
+#define OUT_HIGH_WATER (16 * 1024)
+#define OUT_LOW_WATER  (4 * 1024)
+#define OUT_CAP        (64 * 1024)
 
 /* ---- shared state ----------------------------------------------------------------------- */
 
@@ -303,8 +317,8 @@ struct session {
 	struct tls_ctx *tls;
 	struct conn c;
 	struct smtp *smtp;
-	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit;
-	bool read_on, write_on, idle_on;
+	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
+	bool read_on, write_on, idle_on, stall_on;
 	char id[20];
 	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
 	char client_ip[IPADDR_STRLEN];
@@ -315,7 +329,8 @@ struct session {
 
 	char *out;
 	size_t out_len, out_cap, out_off;
-	char *tarpit_text; /* a delayed reply */
+	bool out_paused, out_warned; /* backpressure (OUT_HIGH_WATER) */
+	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
 	size_t tarpit_len;
 	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
 
@@ -345,22 +360,32 @@ post(struct worker *w, struct inbox_item *it)
 
 /* -- output -- */
 
-static bool
-out_append(struct session *s, const char *text, size_t len)
+static size_t
+out_pending(const struct session *s)
 {
-	if (s->out_len + len > s->out_cap) {
-		size_t nc = s->out_cap ? s->out_cap : 512;
-		while (nc < s->out_len + len)
-			nc *= 2;
-		char *n = realloc(s->out, nc);
-		if (!n)
-			return false;
-		s->out = n;
-		s->out_cap = nc;
+	return s->out_len - s->out_off;
+}
+
+/* Queues reply text.  Returns 0, or -1 with errno ENOBUFS past OUT_CAP (unless force:
+ * the closing 421 itself) or ENOMEM. */
+static int
+out_append(struct session *s, const char *text, size_t len, bool force)
+{
+	if (!force && out_pending(s) + len > OUT_CAP) {
+		errno = ENOBUFS;
+		return -1;
 	}
+	if (s->out_off > 0 && s->out_len + len > s->out_cap) {
+		/* reuse what the client has read before growing */
+		memmove(s->out, s->out + s->out_off, out_pending(s));
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
+		return -1;
 	memcpy(s->out + s->out_len, text, len);
 	s->out_len += len;
-	return true;
+	return 0;
 }
 
 static void
@@ -398,11 +423,31 @@ idle_timer(struct session *s, bool on)
 	s->idle_on = on;
 }
 
+/* Armed while replies wait for a client that does not read them, and restarted by every
+ * byte it takes: after connection-inactivity-timeout without progress the session ends
+ * (stall_cb).  The idle timer cannot do this: its goodbye would wait behind the backlog. */
+static void
+stall_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_stall, &tv);
+	} else if (s->stall_on) {
+		event_del(&s->ev_stall);
+	}
+	s->stall_on = on;
+}
+
 /* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
  * a broken connection. */
 static int
 flush_out(struct session *s)
 {
+	bool moved = false;
+
 	while (s->out_off < s->out_len) {
 		ssize_t n = s->c.write(&s->c, s->out + s->out_off, s->out_len - s->out_off);
 		if (n < 0 && errno == EAGAIN) {
@@ -410,11 +455,14 @@ flush_out(struct session *s)
 			want_write(s, s->c.want == CONN_WANT_WRITE);
 			if (s->c.want == CONN_WANT_READ)
 				want_read(s, true);
+			if (moved || !s->stall_on)
+				stall_timer(s, true);
 			return 0;
 		}
 		if (n <= 0)
 			return -1;
 		s->out_off += (size_t)n;
+		moved = true;
 	}
 	s->out_off = s->out_len = 0;
 	if (s->out_cap > 4096) {
@@ -423,6 +471,35 @@ flush_out(struct session *s)
 		s->out_cap = 0;
 	}
 	want_write(s, false);
+	stall_timer(s, false);
+	return 1;
+}
+
+/* Backpressure: 1 when the session must wait for the client to read its replies (reading
+ * and commands stop), 0 to go on, -1 on a broken connection. */
+static int
+out_backpressure(struct session *s)
+{
+	size_t mark = s->out_paused ? OUT_LOW_WATER : OUT_HIGH_WATER;
+
+	/* write_on: the socket was full at the last try; write_cb says when it drains */
+	if (out_pending(s) >= OUT_BATCH && !s->write_on && flush_out(s) < 0)
+		return -1;
+	if (out_pending(s) < mark) {
+		s->out_paused = false;
+		return 0;
+	}
+	if (!s->out_paused && !s->out_warned) {
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "client does not read its replies: %zu bytes unsent; reading paused "
+		            "until it does (connection-inactivity-timeout ends the wait)",
+		            out_pending(s));
+		s->out_warned = true;
+	}
+	s->out_paused = true;
+	/* the stall timer (armed by flush_out) takes over from the idle timer */
+	idle_timer(s, false);
+	want_read(s, s->c.want == CONN_WANT_READ);
 	return 1;
 }
 
@@ -444,6 +521,7 @@ session_close(struct session *s, const char *why)
 	want_read(s, false);
 	want_write(s, false);
 	idle_timer(s, false);
+	stall_timer(s, false);
 	event_del(&s->ev_life);
 	event_del(&s->ev_tarpit);
 	conn_release(&s->c);
@@ -456,6 +534,29 @@ session_close(struct session *s, const char *why)
 		return;
 	}
 	session_free(s);
+}
+
+/* A reply could not be queued (errno from out_append): past OUT_CAP the client is told
+ * why, behind what it has not read, and the session ends. */
+static void
+out_failed(struct session *s)
+{
+	static const char bye[] = "421 4.3.2 Too much unread output, closing transmission "
+	                          "channel\r\n";
+	char why[160];
+
+	if (errno != ENOBUFS) {
+		session_close(s, "out of memory");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_WARNING,
+	            "client does not read its replies: %zu bytes unsent, past the cap of %u; "
+	            "replied 421 4.3.2",
+	            out_pending(s), (unsigned)OUT_CAP);
+	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
+	if (out_append(s, bye, sizeof(bye) - 1, true) == 0)
+		(void)flush_out(s);
+	session_close(s, why);
 }
 
 static void
@@ -649,6 +750,12 @@ session_run(struct session *s)
 	if (s->closed)
 		return;
 	while (!s->tarpit_wait && !s->handshake && !s->closing) {
+		int bp = out_backpressure(s);
+		if (bp != 0) {
+			if (bp < 0)
+				session_close(s, "write failed");
+			return;
+		}
 		enum smtp_kind k = smtp_next(s->smtp, &a);
 		switch (k) {
 		case SMTP_NONE:
@@ -694,8 +801,8 @@ session_run(struct session *s)
 			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
 				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
 				            a.text);
-			if (!out_append(s, a.text, a.len)) {
-				session_close(s, "out of memory");
+			if (out_append(s, a.text, a.len, false) < 0) {
+				out_failed(s);
 				return;
 			}
 			break;
@@ -764,6 +871,11 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	}
+	if (s->out_paused) {
+		/* no input while the client owes us a read (backpressure) */
+		session_run(s);
+		return;
+	}
 	for (int rounds = 0; rounds < 4; rounds++) {
 		size_t space;
 		char *buf;
@@ -820,7 +932,7 @@ write_cb(evutil_socket_t fd, short what, void *arg)
 		session_close(s, "closed by the server");
 		return;
 	}
-	if (r == 1)
+	if (r == 1 || (s->out_paused && out_pending(s) < OUT_LOW_WATER))
 		session_run(s);
 }
 
@@ -867,13 +979,28 @@ tarpit_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
 		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
 		            s->tarpit_text);
-	if (!out_append(s, s->tarpit_text, s->tarpit_len)) {
-		session_close(s, "out of memory");
+	if (out_append(s, s->tarpit_text, s->tarpit_len, false) < 0) {
+		out_failed(s);
 		return;
 	}
 	free(s->tarpit_text);
 	s->tarpit_text = NULL;
 	session_run(s);
+}
+
+static void
+stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[160];
+
+	(void)fd, (void)what;
+	s->stall_on = false;
+	snprintf(why, sizeof(why),
+	         "client read none of its replies for %llus (connection-inactivity-timeout); "
+	         "%zu bytes unsent",
+	         (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000, out_pending(s));
+	session_close(s, why);
 }
 
 static bool
@@ -934,6 +1061,7 @@ start_session(struct worker *w, struct inbox_item *it)
 	evtimer_assign(&s->ev_idle, w->base, idle_cb, s);
 	evtimer_assign(&s->ev_life, w->base, life_cb, s);
 	evtimer_assign(&s->ev_tarpit, w->base, tarpit_cb, s);
+	evtimer_assign(&s->ev_stall, w->base, stall_cb, s);
 	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
 	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
 	event_add(&s->ev_life, &life);
@@ -1737,6 +1865,7 @@ stop:
 			event_del(&s->ev_idle);
 			event_del(&s->ev_life);
 			event_del(&s->ev_tarpit);
+			event_del(&s->ev_stall);
 			session_free(s);
 		}
 		if (w->ev_inbox)

@@ -1,0 +1,86 @@
+"""Clients and neighbours that go after the daemon's resources (issue 16): a client that
+pipelines commands and never reads its replies, more connections than the open-file limit
+allows, a reload of a huge configuration, and what a compromised daemon could still do
+(no_new_privs, the capability bounding set).
+"""
+import os
+import re
+import time
+
+from daemon import ALLOWED, Client
+from helpers_hostile import (connect_from, flood_without_reading, start_with_nofile,
+                             thread_status, tls_wrap, vmrss_kib, write_ranges_file)
+from helpers_ops import IS_ROOT, banner, connector, expect, session
+
+MiB = 1024 * 1024
+HELP_CHUNK = b"HELP\r\n" * 10923  # 64 KiB of pipelined commands
+
+
+def _ehlo(s):
+    """Reads the banner and says EHLO on a raw socket (plain or TLS)."""
+    buf = b""
+    while not re.search(rb"(^|\r\n)220 [^\r\n]*\r\n$", buf):
+        buf += s.recv(4096)
+    s.sendall(b"EHLO client.example\r\n")
+    buf = b""
+    while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", buf):
+        buf += s.recv(4096)
+    return buf
+
+
+def _starttls(s):
+    s.sendall(b"STARTTLS\r\n")
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        buf += s.recv(4096)
+    assert buf.startswith(b"220 "), buf
+    t = tls_wrap(s)
+    t.sendall(b"EHLO client.example\r\n")
+    buf = b""
+    while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", buf):
+        buf += t.recv(4096)
+    return t
+
+
+def _quick_session(d):
+    c = session(d)
+    expect(c, 221, "QUIT")
+    c.close()
+
+
+def test_clients_that_never_read_their_replies_cannot_grow_the_daemons_memory(daemon):
+    """Five sessions (one in TLS) pipeline HELP after EHLO and never read a reply: 20 MiB
+    offered, about 370 MiB of replies.  The daemon stops reading each one once its unsent
+    replies pass the high-water mark, so its resident memory stays near where it started
+    (the old daemon buffered every reply: hundreds of MiB).  A session left that way is
+    closed after connection-inactivity-timeout without progress, and others are served."""
+    daemon.configure(connectors=connector("Test", connection_inactivity_timeout="3s",
+                                          connection_timeout="60s"))
+    daemon.start()
+    pid = daemon.proc.pid
+    for _ in range(3):
+        _quick_session(daemon)
+    before = vmrss_kib(pid)
+
+    socks = []
+    for i in range(5):
+        s = connect_from(daemon)
+        _ehlo(s)
+        socks.append(_starttls(s) if i == 0 else s)
+    sent = flood_without_reading(socks, HELP_CHUNK, budget=4 * MiB)
+    peak = before
+    for _ in range(10):  # the daemon may still be working through what it read
+        peak = max(peak, vmrss_kib(pid))
+        time.sleep(0.2)
+    grown = (peak - before) / 1024
+    assert grown < 48, (f"resident memory grew by {grown:.0f} MiB ({before} KiB before, "
+                        f"{peak} KiB at peak) with {sum(sent)} bytes pipelined unread")
+    daemon.wait_log(r"does not read its replies: \d+ bytes? unsent; reading paused",
+                    count=5)
+    # another client is served meanwhile
+    _quick_session(daemon)
+    # nobody reads for connection-inactivity-timeout: the daemon lets go of them
+    daemon.wait_log(r"closed: client read none of its replies for 3s", count=5, timeout=20)
+    for s in socks:
+        s.close()
+    _quick_session(daemon)
