@@ -39,9 +39,11 @@
 #include "tls.h"
 #include "vec.h"
 
-#define ACCEPT_BURST 64
-#define SRC_BUCKETS  4096
-#define READ_CHUNK   32768
+#define ACCEPT_BURST        64
+#define ACCEPT_BACKOFF_MS   250
+#define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
+#define SRC_BUCKETS         4096
+#define READ_CHUNK          32768
 
 /* Replies a client has not read.  Past the high-water mark the session stops reading and
  * stops running commands (each command can only add one reply, of at most the core's 4 KiB
@@ -110,6 +112,17 @@ struct server {
 	struct timespec drain_deadline;
 	struct event *drain_timer;
 	atomic_uint_fast64_t session_seq;
+
+	/* Out of descriptors (or kernel memory) at accept: the listeners are level-triggered
+	 * and the waiting connection stays, so accepting pauses for ACCEPT_BACKOFF_MS instead of
+	 * spinning; the log line is rate-limited. */
+	struct event *accept_timer;
+	bool accept_paused;
+	struct timespec accept_logged; /* when the last such line was written (monotonic) */
+	uint64_t accept_unlogged;
+	/* every accept() that failed for want of descriptors or memory; read by the metrics
+	 * module to come, hence atomic */
+	atomic_uint_fast64_t accept_exhausted;
 };
 
 static struct server S;
@@ -1140,6 +1153,86 @@ worker_main(void *arg)
 
 /* ---- listeners and the accept decision --------------------------------------------------- */
 
+/* Listeners and the control socket on (or off, while accepting is paused). */
+static void
+accepting(bool on)
+{
+	for (size_t i = 0; i < S.n_ls; i++) {
+		if (!S.ls[i].ev)
+			continue;
+		if (on)
+			event_add(S.ls[i].ev, NULL);
+		else
+			event_del(S.ls[i].ev);
+	}
+	if (S.control_ev) {
+		if (on)
+			event_add(S.control_ev, NULL);
+		else
+			event_del(S.control_ev);
+	}
+}
+
+static bool
+accept_exhausted(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what, (void)arg;
+	S.accept_paused = false;
+	accepting(true); /* closed listeners (draining) have no event */
+}
+
+/* accept() on what failed with err, for want of resources: the connection waits in the
+ * backlog, so retrying at once would spin.  Pause, as nginx does, and say what to raise. */
+static void
+pause_accepting(const char *what, int err)
+{
+	struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+	struct timespec now;
+	struct rlimit rl;
+	char more[64] = "", fix[160];
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	atomic_fetch_add(&S.accept_exhausted, 1);
+	if (S.accept_logged.tv_sec &&
+	    (now.tv_sec - S.accept_logged.tv_sec) * 1000 +
+	                    (now.tv_nsec - S.accept_logged.tv_nsec) / 1000000 <
+	            ACCEPT_LOG_INTERVAL * 1000) {
+		S.accept_unlogged++;
+	} else {
+		if (S.accept_unlogged)
+			snprintf(more, sizeof(more), " (%llu more since the last report)",
+			         (unsigned long long)S.accept_unlogged);
+		if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+			snprintf(fix, sizeof(fix),
+			         "open-file limit reached (%llu): raise LimitNOFILE= (systemd) or "
+			         "the hard limit (ulimit -Hn)",
+			         (unsigned long long)rl.rlim_cur);
+		else if (err == ENFILE)
+			snprintf(fix, sizeof(fix),
+			         "the system's file table is full: raise "
+			         "fs.file-max (sysctl) or find what holds the files");
+		else
+			snprintf(fix, sizeof(fix), "the kernel is short of memory");
+		log_msg(LOG_LVL_ERROR,
+		        "accept on %s: %s; %s; waiting clients stay in the backlog while accepting "
+		        "pauses %d ms at a time%s",
+		        what, strerror(err), fix, ACCEPT_BACKOFF_MS, more);
+		S.accept_logged = now;
+		S.accept_unlogged = 0;
+	}
+	if (S.accept_paused)
+		return;
+	S.accept_paused = true;
+	accepting(false);
+	evtimer_add(S.accept_timer, &tv);
+}
+
 static void
 refuse(int fd, const char *text)
 {
@@ -1165,9 +1258,8 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_msg(LOG_LVL_ERROR, "accept on %s: %s; raise the fd limit", ep,
-				        strerror(errno));
+			if (accept_exhausted(errno))
+				pause_accepting(ep, errno);
 			break;
 		}
 		if (ipaddr_from_sockaddr((struct sockaddr *)&ss, &remote, &rport) < 0) {
@@ -1367,6 +1459,8 @@ reconcile_listeners(struct config *cfg, size_t *failed)
 				l->covers_exact = true;
 		open++;
 	}
+	if (S.accept_paused)
+		accepting(false); /* the back-off timer turns them on */
 	return open;
 }
 
@@ -1557,8 +1651,11 @@ control_cb(evutil_socket_t lfd, short what, void *arg)
 
 	(void)what, (void)arg;
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		if (accept_exhausted(errno))
+			pause_accepting(S.control_path, errno);
 		return;
+	}
 	/* a local administrator's tool: short blocking reads and writes are fine */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	tv.tv_sec = 10;
@@ -1764,7 +1861,8 @@ server_run(const char *path)
 		goto out;
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new())) {
+	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new()) ||
+	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL))) {
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
@@ -1886,6 +1984,8 @@ out:
 		event_free(sigs[i]);
 	if (S.drain_timer)
 		event_free(S.drain_timer);
+	if (S.accept_timer)
+		event_free(S.accept_timer);
 	for (size_t i = 0; i < S.n_ls; i++)
 		if (S.ls[i].fd >= 0)
 			close_listener(&S.ls[i]);

@@ -84,3 +84,23 @@ def test_clients_that_never_read_their_replies_cannot_grow_the_daemons_memory(da
     for s in socks:
         s.close()
     _quick_session(daemon)
+
+
+def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(daemon):
+    """With an open-file limit of 128 and 300 clients connected from a listed source, the
+    listener still has connections waiting when accept() fails with EMFILE.  The old
+    daemon retried at once, forever (609,606 log lines in 5 s); now it pauses accepting
+    for a moment, says so at most once every 10 s, and serves again once descriptors are
+    free."""
+    daemon.configure(connectors=connector(
+        "Test", max_inbound_connection_per_source="unlimited",
+        max_inbound_connection_percentage_per_source="100"))
+    start_with_nofile(daemon, 128)
+    socks = [connect_from(daemon) for _ in range(300)]
+    time.sleep(3)  # hold them: the daemon has ~100 descriptors for 300 clients
+    hits = [l for l in daemon.log().splitlines() if "Too many open files" in l]
+    assert 1 <= len(hits) <= 3, f"{len(hits)} EMFILE lines:\n" + "\n".join(hits[:10])
+    assert re.search(r"open-file limit reached.*LimitNOFILE.*ulimit -Hn", hits[0]), hits[0]
+    for s in socks:
+        s.close()
+    _quick_session(daemon)
