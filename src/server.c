@@ -123,6 +123,17 @@ struct server {
 	/* every accept() that failed for want of descriptors or memory; read by the metrics
 	 * module to come, hence atomic */
 	atomic_uint_fast64_t accept_exhausted;
+
+	struct {
+		pthread_t thread;
+		bool running, again; /* main thread only */
+		struct event *done;  /* activated by the reload thread when it has finished */
+		/* the result: written by the reload thread, read after joining it */
+		struct config *cfg; /* NULL: refused */
+		struct tls_ctx *tls;
+		size_t errors;
+		bool tls_failed;
+	} rl;
 };
 
 static struct server S;
@@ -1494,33 +1505,79 @@ load_tls(const struct config *c, bool *ok)
 	return t;
 }
 
-static void
-reload(void)
+/* Reload runs in two halves so that accepting never waits for a parse (a 1M-range file
+ * takes most of a second): a reload thread reads the file and loads the TLS pair, then
+ * wakes the main thread (event_active), which joins it and swaps the snapshot in.  One
+ * reload at a time: config_load() is not reentrant (libConfuse's lexer and the loader's
+ * callbacks use globals), and nothing else in the daemon calls it after start-up.  A
+ * SIGHUP during a reload asks for one more after it. */
+static void *
+reload_main(void *arg)
 {
 	struct diag d;
-	struct config *c, *old;
-	struct tls_ctx *t, *oldt;
 	bool ok;
 
-	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", S.path);
+	(void)arg;
+	pthread_setname_np(pthread_self(), "mxgate-reload");
 	diag_init(&d);
-	c = config_load(S.path, &d);
+	S.rl.cfg = config_load(S.path, &d);
 	diag_each(&d, log_diag, NULL);
-	if (!c) {
-		log_msg(LOG_LVL_ERROR,
-		        "reload refused: %zu error%s in %s; the running configuration stays",
-		        d.errors, d.errors == 1 ? "" : "s", S.path);
-		diag_release(&d);
-		return;
-	}
+	S.rl.errors = d.errors;
 	diag_release(&d);
-	t = load_tls(c, &ok);
-	if (!ok) {
-		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
-		                       "loaded; the running configuration stays");
-		config_unref(c);
+	if (S.rl.cfg) {
+		S.rl.tls = load_tls(S.rl.cfg, &ok);
+		S.rl.tls_failed = !ok;
+	}
+	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
+	 * threshold is raised in main.c): give them back now, once per reload */
+	malloc_trim(0);
+	event_active(S.rl.done, EV_READ, 0);
+	return NULL;
+}
+
+static void
+reload_start(void)
+{
+	int err;
+
+	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", S.path);
+	S.rl.cfg = NULL;
+	S.rl.tls = NULL;
+	S.rl.errors = 0;
+	S.rl.tls_failed = false;
+	err = pthread_create(&S.rl.thread, NULL, reload_main, NULL);
+	if (err) {
+		log_msg(LOG_LVL_ERROR,
+		        "reload refused: cannot start a thread to read %s: %s; the running "
+		        "configuration stays",
+		        S.path, strerror(err));
 		return;
 	}
+	S.rl.running = true;
+}
+
+/* Waits for a reload under way and takes its result (main thread).  Returns false when
+ * none was running. */
+static bool
+reload_join(struct config **c, struct tls_ctx **t)
+{
+	if (!S.rl.running)
+		return false;
+	pthread_join(S.rl.thread, NULL);
+	S.rl.running = false;
+	*c = S.rl.cfg;
+	*t = S.rl.tls;
+	S.rl.cfg = NULL;
+	S.rl.tls = NULL;
+	return true;
+}
+
+static void
+reload_apply(struct config *c, struct tls_ctx *t)
+{
+	struct config *old;
+	struct tls_ctx *oldt;
+
 	if (c->workers && c->workers != S.n_workers)
 		log_msg(LOG_LVL_WARNING, "workers = %llu takes effect at the next start",
 		        (unsigned long long)c->workers);
@@ -1545,9 +1602,39 @@ reload(void)
 	        c->n_connectors, c->n_connectors == 1 ? "" : "s", n, n == 1 ? "" : "s");
 	config_unref(old);
 	tls_ctx_unref(oldt);
-	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
-	 * threshold is raised in main.c): give them back now, once per reload */
-	malloc_trim(0);
+}
+
+static void
+reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct config *c;
+	struct tls_ctx *t;
+
+	(void)fd, (void)what, (void)arg;
+	if (!reload_join(&c, &t))
+		return;
+	if (S.draining) {
+		log_msg(LOG_LVL_INFO, "reload discarded: mxgate is stopping");
+		config_unref(c);
+		tls_ctx_unref(t);
+		return;
+	}
+	if (!c) {
+		log_msg(LOG_LVL_ERROR,
+		        "reload refused: %zu error%s in %s; the running configuration stays",
+		        S.rl.errors, S.rl.errors == 1 ? "" : "s", S.path);
+	} else if (S.rl.tls_failed) {
+		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
+		                       "loaded; the running configuration stays");
+		config_unref(c);
+		tls_ctx_unref(t);
+	} else {
+		reload_apply(c, t);
+	}
+	if (S.rl.again) {
+		S.rl.again = false;
+		reload_start();
+	}
 }
 
 static bool force_sent;
@@ -1631,8 +1718,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what, (void)arg;
 	if (sig == SIGHUP) {
-		if (!S.draining)
-			reload();
+		if (S.draining)
+			return;
+		if (!S.rl.running) {
+			reload_start();
+		} else if (!S.rl.again) {
+			log_msg(LOG_LVL_INFO, "SIGHUP during a reload: one more reload follows it");
+			S.rl.again = true;
+		}
 	} else {
 		start_drain();
 	}
@@ -1862,7 +1955,8 @@ server_run(const char *path)
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new()) ||
-	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL))) {
+	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL)) ||
+	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL))) {
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
@@ -1917,6 +2011,12 @@ server_run(const char *path)
 	        S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s",
 	        S.tls ? ", STARTTLS available" : "");
 	event_base_dispatch(S.base);
+	struct config *rc_cfg;
+	struct tls_ctx *rc_tls;
+	if (reload_join(&rc_cfg, &rc_tls)) {
+		config_unref(rc_cfg);
+		tls_ctx_unref(rc_tls);
+	}
 	rc = 0;
 	log_msg(LOG_LVL_INFO, "stopped");
 stop:
@@ -1986,6 +2086,8 @@ out:
 		event_free(S.drain_timer);
 	if (S.accept_timer)
 		event_free(S.accept_timer);
+	if (S.rl.done)
+		event_free(S.rl.done);
 	for (size_t i = 0; i < S.n_ls; i++)
 		if (S.ls[i].fd >= 0)
 			close_listener(&S.ls[i]);

@@ -7,6 +7,9 @@
  *                    accept(), one table lookup and one close(): nothing is sent.
  *   workers (N)      each an event loop running SMTP sessions handed over by the
  *                    acceptor; a session keeps the config snapshot it started with.
+ *   reload           one at a time, started by SIGHUP: reads the config file and the TLS
+ *                    pair, then hands the snapshot to the main thread, which swaps it in
+ *                    (a parse of a large ranges file never holds up accepting).
  *   spool syncer     group commits (spool.h).
  *   delivery         Maildir delivery with retries (deliver.h).
  *

@@ -5,6 +5,7 @@ allows, a reload of a huge configuration, and what a compromised daemon could st
 """
 import os
 import re
+import signal
 import time
 
 from daemon import ALLOWED, Client
@@ -104,3 +105,51 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(daemon)
     for s in socks:
         s.close()
     _quick_session(daemon)
+
+
+def test_a_reload_that_parses_a_huge_ranges_file_does_not_stop_accepting(daemon):
+    """SIGHUP into a configuration with a 300,000-line ranges file: the parse takes a
+    while (most under ASan), and the old daemon parsed on its accepting thread, so no
+    client got in until it was done.  Clients connect one after another from the moment
+    the reload starts until it ends; the daemon's own log must show one of them accepted
+    between "SIGHUP: reloading" and "configuration reloaded"."""
+    daemon.configure()
+    daemon.start()
+    big = os.path.join(daemon.dir, "big-ranges.txt")
+    write_ranges_file(big, 300_000)
+    daemon.configure(connectors=connector("Test") + connector(
+        "Big", ranges=None, remote_ip_ranges_file=f'{{ "{big}" }}'))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"SIGHUP: reloading")
+    ports = set()
+    deadline = time.time() + 120
+    while "configuration reloaded" not in daemon.log():
+        assert time.time() < deadline, daemon.log()
+        with Client("127.0.0.1", daemon.port, ALLOWED, timeout=60) as c:
+            banner(c)
+            ports.add(c.sock.getsockname()[1])
+            expect(c, 221, "QUIT")
+    lines = daemon.log().splitlines()
+    start = next(i for i, l in enumerate(lines) if "SIGHUP: reloading" in l)
+    done = next(i for i, l in enumerate(lines) if "configuration reloaded" in l)
+    rx = re.compile(rf"client=\[{re.escape(ALLOWED)}\]:(\d+) .*: accepted on")
+    accepted = [i for i, l in enumerate(lines)
+                if (m := rx.search(l)) and int(m.group(1)) in ports and i > start]
+    assert accepted, lines
+    assert any(i < done for i in accepted), "\n".join(lines[start:start + 20])
+    # the new configuration serves
+    daemon.wait_log(r"configuration reloaded: 2 connectors")
+    _quick_session(daemon)
+
+    # SIGHUPs that arrive during a reload ask for one more reload after it, not one each
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"SIGHUP: reloading", count=2)
+    daemon.signal(signal.SIGHUP)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"configuration reloaded", count=3, timeout=120)
+    lines = daemon.log().splitlines()
+    follows = [i for i, l in enumerate(lines) if "SIGHUP during a reload" in l]
+    reloads = [i for i, l in enumerate(lines) if "SIGHUP: reloading" in l]
+    done = [i for i, l in enumerate(lines) if "configuration reloaded" in l]
+    assert len(follows) == 1 and reloads[1] < follows[0] < done[1] < reloads[2] < done[2], \
+        "\n".join(lines[reloads[1]:])
