@@ -1829,6 +1829,42 @@ open_control(const char *spool, long uid, long gid)
 
 /* ---- privileges --------------------------------------------------------------------------- */
 
+/* Before the first thread starts (each thread keeps its own copy, inherited at creation):
+ * no_new_privs, so nothing executed from the daemon could gain privileges from set-user-ID
+ * bits or file capabilities, and — as root — a bounding set of CAP_NET_BIND_SERVICE alone
+ * and no ambient capability, so the permitted set can never grow back past it.  Dropping
+ * from the bounding set needs CAP_SETPCAP, which root has until become_user(); without it
+ * (not started as root) the set is the caller's.  Failing as root refuses to start. */
+static int
+restrict_privileges(void)
+{
+	bool root = geteuid() == 0;
+
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+		if (cap == CAP_NET_BIND_SERVICE || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 0)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (!root && errno == EPERM)
+				break;
+			log_msg(LOG_LVL_ERROR,
+			        "cannot drop capability %d from the bounding set: %s; not starting",
+			        cap, strerror(errno));
+			return -1;
+		}
+	}
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) {
+		log_msg(LOG_LVL_ERROR, "cannot clear the ambient capabilities: %s; not starting",
+		        strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		log_msg(LOG_LVL_ERROR, "cannot set no_new_privs: %s; not starting",
+		        strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* Switches to user, keeping only CAP_NET_BIND_SERVICE (for listeners a reload adds). */
 static int
 drop_privileges(const struct config *c, long *uid, long *gid)
@@ -1960,7 +1996,7 @@ server_run(const char *path)
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
-	if (drop_privileges(S.cfg, &uid, &gid) < 0)
+	if (drop_privileges(S.cfg, &uid, &gid) < 0 || restrict_privileges() < 0)
 		goto out;
 	S.spool = spool_open(S.cfg->spool, uid, gid, committed_hook, NULL, err, sizeof(err));
 	if (!S.spool) {

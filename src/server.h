@@ -13,9 +13,11 @@
  *   spool syncer     group commits (spool.h).
  *   delivery         Maildir delivery with retries (deliver.h).
  *
- * Start-up order: load the config, bind every listener and open the spool and Maildir
- * base while still root, drop to the config's user (keeping only CAP_NET_BIND_SERVICE so
- * a reload can bind new low ports), recover the spool, then serve.
+ * Start-up order: load the config, set no_new_privs and cut the capability bounding set
+ * to CAP_NET_BIND_SERVICE (before any thread exists: threads inherit both), bind every
+ * listener and open the spool and Maildir base while still root, drop to the config's
+ * user (keeping only CAP_NET_BIND_SERVICE so a reload can bind new low ports), recover the
+ * spool, then serve.
  */
 #ifndef MXGATE_SERVER_H
 #define MXGATE_SERVER_H

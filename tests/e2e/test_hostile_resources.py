@@ -153,3 +153,20 @@ def test_a_reload_that_parses_a_huge_ranges_file_does_not_stop_accepting(daemon)
     done = [i for i, l in enumerate(lines) if "configuration reloaded" in l]
     assert len(follows) == 1 and reloads[1] < follows[0] < done[1] < reloads[2] < done[2], \
         "\n".join(lines[reloads[1]:])
+
+
+def test_no_thread_can_gain_privileges_back(daemon):
+    """Every thread has no_new_privs (nothing it could execute would gain privileges from
+    set-user-ID bits or file capabilities) and, started as root, a capability bounding set
+    of CAP_NET_BIND_SERVICE alone (bit 10), with no ambient or inheritable capability."""
+    daemon.configure()
+    daemon.start()
+    _quick_session(daemon)
+    tasks = thread_status(daemon.proc.pid)
+    assert len(tasks) >= 4, tasks  # main, workers, spool syncer, delivery
+    for tid, st in tasks.items():
+        assert st["NoNewPrivs"] == "1", (tid, st["Name"], st["NoNewPrivs"])
+        if IS_ROOT:
+            assert int(st["CapBnd"], 16) == 1 << 10, (tid, st["Name"], st["CapBnd"])
+            assert int(st["CapAmb"], 16) == 0, (tid, st["Name"], st["CapAmb"])
+            assert int(st["CapInh"], 16) == 0, (tid, st["Name"], st["CapInh"])
