@@ -44,6 +44,10 @@
 #define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
 #define SRC_BUCKETS         4096
 #define READ_CHUNK          32768
+/* message-rate-limit counts per minute; a source's counters outlive its sessions by that
+ * much at most: src_sweep_cb frees them once idle, whether the source comes back or not */
+#define RATE_WINDOW_S 60
+#define SRC_SWEEP_S   60
 
 /* Replies a client has not read.  Past the high-water mark the session stops reading and
  * stops running commands (each command can only add one reply, of at most the core's 4 KiB
@@ -124,6 +128,8 @@ struct server {
 	 * module to come, hence atomic */
 	atomic_uint_fast64_t accept_exhausted;
 
+	struct event *src_sweep;
+
 	struct {
 		pthread_t thread;
 		bool running, again; /* main thread only */
@@ -188,7 +194,7 @@ src_maybe_free(struct src *s)
 	unsigned h;
 	struct src **p;
 
-	if (s->sessions || time(NULL) - s->rate_window < 120)
+	if (s->sessions || time(NULL) - s->rate_window < RATE_WINDOW_S)
 		return;
 	h = src_hash(s->connector, &s->addr);
 	for (p = &S.srcs[h]; *p; p = &(*p)->next) {
@@ -199,6 +205,48 @@ src_maybe_free(struct src *s)
 			return;
 		}
 	}
+}
+
+/* Frees the counters no session holds and no rate window needs (main thread, every
+ * SRC_SWEEP_S).  Without it a source that sent mail under message-rate-limit and never
+ * came back kept its entry for good: one for every address ever seen, unbounded with
+ * IPv6.  Connector counters at zero go too (a reload may have renamed the connector). */
+static void
+src_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	time_t now = time(NULL);
+	size_t freed = 0, kept = 0;
+
+	(void)fd, (void)what, (void)arg;
+	pthread_mutex_lock(&S.mu);
+	for (size_t i = 0; i < SRC_BUCKETS; i++) {
+		for (struct src **p = &S.srcs[i]; *p;) {
+			struct src *s = *p;
+			if (!s->sessions && now - s->rate_window >= RATE_WINDOW_S) {
+				*p = s->next;
+				free(s->connector);
+				free(s);
+				freed++;
+			} else {
+				p = &s->next;
+				kept++;
+			}
+		}
+	}
+	for (struct conncount **p = &S.conns; *p;) {
+		struct conncount *c = *p;
+		if (!c->sessions) {
+			*p = c->next;
+			free(c->connector);
+			free(c);
+		} else {
+			p = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&S.mu);
+	if (freed)
+		log_msg(LOG_LVL_DEBUG, "freed %zu idle per-source counter%s; %zu in use", freed,
+		        freed == 1 ? "" : "s", kept);
 }
 
 static struct conncount *
@@ -289,7 +337,7 @@ rate_allows(const struct connector *k, const struct ipaddr *a)
 	pthread_mutex_lock(&S.mu);
 	struct src *s = src_get(k->name, a, true);
 	if (s) {
-		if (now - s->rate_window >= 60) {
+		if (now - s->rate_window >= RATE_WINDOW_S) {
 			s->rate_window = now;
 			s->rate_count = 0;
 		}
@@ -1992,7 +2040,8 @@ server_run(const char *path)
 	raise_fd_limit();
 	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new()) ||
 	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL)) ||
-	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL))) {
+	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL)) ||
+	    !(S.src_sweep = event_new(S.base, -1, EV_PERSIST, src_sweep_cb, NULL))) {
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
@@ -2038,6 +2087,8 @@ server_run(const char *path)
 		}
 	}
 	spool_recover(S.spool);
+	struct timeval sweep = {.tv_sec = SRC_SWEEP_S};
+	event_add(S.src_sweep, &sweep);
 	for (int i = 0; signums[i]; i++) {
 		sigs[i] = evsignal_new(S.base, signums[i], signal_cb, NULL);
 		event_add(sigs[i], NULL);
@@ -2124,6 +2175,8 @@ out:
 		event_free(S.accept_timer);
 	if (S.rl.done)
 		event_free(S.rl.done);
+	if (S.src_sweep)
+		event_free(S.src_sweep);
 	for (size_t i = 0; i < S.n_ls; i++)
 		if (S.ls[i].fd >= 0)
 			close_listener(&S.ls[i]);
