@@ -67,7 +67,7 @@ def tls_wrap(sock):
     return ctx.wrap_socket(sock, server_hostname="mx.example.test")
 
 
-def flood_without_reading(socks, chunk, budget, stall=1.5):
+def flood_without_reading(socks, chunk, budget, stall=2.0):
     """Writes chunk over and over to every socket (plain or TLS) without ever reading,
     until each has taken budget bytes or has accepted nothing for `stall` seconds (the
     daemon stopped reading it).  Returns the bytes each socket took."""
