@@ -43,7 +43,6 @@
 #define ACCEPT_BACKOFF_MS   250
 #define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
 #define SRC_BUCKETS         4096
-#define READ_CHUNK          32768
 /* message-rate-limit counts per minute; a source's counters outlive its sessions by that
  * much at most: src_sweep_cb frees them once idle, whether the source comes back or not */
 #define RATE_WINDOW_S 60
@@ -296,7 +295,8 @@ admit(const struct connector *k, const struct ipaddr *a)
 		if (cap == CONFIG_UNLIMITED || pct < cap)
 			cap = pct;
 	}
-	if (cap != CONFIG_UNLIMITED && s->sessions >= cap) {
+	/* Exchange exempts link-local and site-local IPv6 sources from the per-source limits */
+	if (cap != CONFIG_UNLIMITED && s->sessions >= cap && !ipaddr_is_local_scope(a)) {
 		r = ADMIT_SOURCE_FULL;
 		goto out;
 	}
@@ -411,6 +411,9 @@ struct session {
 	bool maildir_prefix;
 	unsigned messages;
 	struct session *prev, *next;
+	/* the spool's answer travels in this item: posting it can never fail for lack of
+	 * memory (a session has at most one commit under way) */
+	struct inbox_item commit_it;
 };
 
 static void session_run(struct session *s);
@@ -715,16 +718,9 @@ static void
 committed_cb(void *arg, int err)
 {
 	struct session *s = arg;
-	struct inbox_item *it = calloc(1, sizeof(*it));
 
-	if (!it) {
-		/* cannot tell the session; it will time out, the message is safe or gone */
-		return;
-	}
-	it->kind = IN_COMMITTED;
-	it->sess = s;
-	it->err = err;
-	post(s->w, it);
+	s->commit_it = (struct inbox_item){.kind = IN_COMMITTED, .sess = s, .err = err};
+	post(s->w, &s->commit_it);
 }
 
 static void
@@ -1166,8 +1162,9 @@ inbox_cb(evutil_socket_t fd, short what, void *arg)
 			start_session(w, it);
 			break;
 		case IN_COMMITTED:
+			/* embedded in the session, which this may free: never free(it) */
 			message_committed(it->sess, it->err);
-			break;
+			continue;
 		case IN_SHUTDOWN:
 			w->shutting_down = true;
 			for (struct session *s = w->sessions, *n; s; s = n) {
@@ -1182,14 +1179,19 @@ inbox_cb(evutil_socket_t fd, short what, void *arg)
 		case IN_FORCE:
 			for (struct session *s = w->sessions, *n; s; s = n) {
 				n = s->next;
-				if (!s->closed) {
-					static const char bye[] =
-					        "421 4.3.2 Service shutting down, "
-					        "closing transmission channel\r\n";
-					if (!s->c.tls && !s->handshake)
-						(void)!write(s->c.fd, bye, sizeof(bye) - 1);
-					session_close(s, "drain-timeout reached");
-				}
+				if (s->closed)
+					continue;
+				/* a message being committed gets its 250 first (then the
+				 * shutdown's 421): closing now would make the sender send again
+				 * a message that is queued; the final deadline still applies */
+				if (s->commit_pending)
+					continue;
+				static const char bye[] = "421 4.3.2 Service shutting down, "
+				                          "closing transmission channel\r\n";
+				/* never in the middle of a reply the client has not read yet */
+				if (!s->c.tls && !s->handshake && s->out_off == s->out_len)
+					(void)!write(s->c.fd, bye, sizeof(bye) - 1);
+				session_close(s, "drain-timeout reached");
 			}
 			break;
 		case IN_STOP:
@@ -2132,6 +2134,7 @@ stop:
 				atomic_fetch_sub(&S.sessions, 1);
 			} else if (it->kind == IN_COMMITTED) {
 				it->sess->commit_pending = false;
+				continue; /* embedded in its session */
 			}
 			free(it);
 		}

@@ -10,6 +10,7 @@ gate before the final dot, waits until the daemon logs that connection-timeout w
 reached, and only then removes the gate.
 """
 import os
+import signal
 import subprocess
 
 import pytest
@@ -86,3 +87,23 @@ def test_session_timeout_during_commit_answers_250_then_421(daemon, held_sync):
         code, text = send_message(c, message(subject="after"))
         assert code == 250, text
     assert len(daemon.wait_messages(2)) == 2
+
+
+def test_drain_timeout_during_commit_answers_250_before_closing(daemon, held_sync):
+    """SIGTERM's drain-timeout closes the sessions still open, but not one whose message
+    is being committed: it gets its 250 (then the shutdown's 421), so the sender does not
+    send again a message the gateway keeps."""
+    start(daemon, connector())   # drain-timeout = 2s (helpers_security.TOP)
+    with session(daemon) as c:
+        expect(c, 250, cmd="MAIL FROM:<sender@remote.example>")
+        expect(c, 250, cmd="RCPT TO:<user@example.test>")
+        expect(c, 354, cmd="DATA")
+        open(held_sync, "w").close()
+        c.send(message(subject="held-at-drain") + ".\r\n")
+        daemon.signal(signal.SIGTERM)   # the final dot is read long before drain-timeout
+        daemon.wait_log(r"drain-timeout reached", timeout=30)
+        os.unlink(held_sync)
+        expect(c, 250, "2.6.0 <")
+        expect_close(c, 421, "4.3.2")
+    assert daemon.proc.wait(timeout=30) == 0
+    daemon.check_sanitizers()
