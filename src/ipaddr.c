@@ -219,3 +219,11 @@ endpoint_format(const struct endpoint *ep, char *buf, size_t size)
 		return (size_t)snprintf(buf, size, "[%s]:%u", a, ep->port);
 	return (size_t)snprintf(buf, size, "%s:%u", a, ep->port);
 }
+
+bool
+ipaddr_is_local_scope(const struct ipaddr *a)
+{
+	unsigned top10 = (unsigned)(a->v >> 118);
+
+	return a->family == AF_INET6 && (top10 == 0x3fa || top10 == 0x3fb);
+}

@@ -64,4 +64,9 @@ int endpoint_parse(const char *s, struct endpoint *out, char *err, size_t errlen
 /* Writes "a.b.c.d:port" or "[v6]:port".  Returns the length written. */
 size_t endpoint_format(const struct endpoint *ep, char *buf, size_t size);
 
+/* True for IPv6 link-local (fe80::/10) and site-local (fec0::/10) addresses, which
+ * Exchange exempts from tarpitting and the per-source connection limits: they cannot come
+ * from the internet. */
+bool ipaddr_is_local_scope(const struct ipaddr *a);
+
 #endif

@@ -186,11 +186,8 @@ session_tarpit(const struct smtp_params *p)
 	if ((g & (PERM_PARTNERS | PERM_EXCHANGE_SERVERS)) && !(g & PERM_ANONYMOUS_USERS))
 		return 0;
 	if (p->client_ip && ipaddr_parse(p->client_ip, strlen(p->client_ip), &a) == 0 &&
-	    a.family == AF_INET6) {
-		unsigned top10 = (unsigned)(a.v >> 118);
-		if (top10 == 0x3fa || top10 == 0x3fb) /* fe80::/10, fec0::/10 */
-			return 0;
-	}
+	    ipaddr_is_local_scope(&a))
+		return 0;
 	return (unsigned)p->conn->tarpit_interval_ms;
 }
 
