@@ -144,13 +144,48 @@ deliver_free(struct deliver *d)
 
 /* ---- Maildir base directories -------------------------------------------------------------- */
 
+/* A Maildir base inside the spool is part of it (spool.h, TRUST): every directory from
+ * the spool down to the base (open at bfd) must be the run user's alone.  0, or -1 with
+ * the problem in err. */
+static int
+check_base_in_spool(struct deliver *d, const char *base, int bfd, long uid, long gid, char *err,
+                    size_t errlen)
+{
+	const char *sp = spool_path(d->sp);
+	size_t n = strlen(sp);
+	char path[1024];
+
+	while (n > 1 && sp[n - 1] == '/')
+		n--;
+	if (strncmp(base, sp, n) != 0 || base[n] != '/')
+		return 0;
+	for (const char *p = base + n + 1;;) {
+		const char *slash = strchr(p, '/');
+		if (!slash)
+			return spool_check_dir(bfd, base, uid, gid, err, errlen);
+		snprintf(path, sizeof(path), "%.*s", (int)(slash - base), base);
+		int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			snprintf(err, errlen, "cannot open %.900s: %s", path, strerror(errno));
+			return -1;
+		}
+		int rc = spool_check_dir(fd, path, uid, gid, err, errlen);
+		close(fd);
+		if (rc < 0)
+			return -1;
+		p = slash + 1;
+	}
+}
+
 /* The fd of a Maildir base directory, opened once and kept (so it still works after
- * privileges are dropped). */
+ * privileges are dropped).  -1 with errno; EPERM (and an error line) when the base is
+ * inside the spool and others could write it. */
 static int
 base_fd(struct deliver *d, const char *path, long uid, long gid)
 {
 	bool made = false;
 	int fd = -1;
+	char err[1024];
 
 	pthread_mutex_lock(&d->base_mu);
 	for (size_t i = 0; i < d->n_bases; i++) {
@@ -166,6 +201,13 @@ base_fd(struct deliver *d, const char *path, long uid, long gid)
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		goto out;
+	if (check_base_in_spool(d, path, fd, uid, gid, err, sizeof(err)) < 0) {
+		log_msg(LOG_LVL_ERROR, "maildir base refused, no delivery into it: %s", err);
+		close(fd);
+		fd = -1;
+		errno = EPERM;
+		goto out;
+	}
 	if (made && uid >= 0 && fchown(fd, (uid_t)uid, (gid_t)gid) < 0) {
 		close(fd);
 		fd = -1;
@@ -183,18 +225,22 @@ out:
 	return fd;
 }
 
-void
+int
 deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid)
 {
 	char base[1024];
 	const char *rest;
 
 	if (cfg->relay)
-		return;
+		return 0;
 	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0 &&
-	    base_fd(d, base, uid, gid) < 0)
+	    base_fd(d, base, uid, gid) < 0) {
+		if (errno == EPERM)
+			return -1;
 		log_msg(LOG_LVL_WARNING, "maildir base %s cannot be opened: %s", base,
 		        strerror(errno));
+	}
+	return 0;
 }
 
 /* ---- the queue ---------------------------------------------------------------------------- */

@@ -41,8 +41,10 @@ struct deliver *deliver_new(struct spool *sp, deliver_config_fn get_config, void
 void deliver_free(struct deliver *d);
 
 /* Opens the Maildir base of cfg now (call before dropping privileges); a base it has to
- * make is given to uid/gid (when >= 0). */
-void deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid);
+ * make is given to uid/gid (when >= 0).  A base inside the spool is checked as the spool
+ * is (spool.h, TRUST): -1 (and an error line saying what to fix) when another user could
+ * write it; the daemon must not start.  Any other problem is logged, and 0 returned. */
+int deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid);
 
 /* Takes ownership of e.  Thread-safe. */
 void deliver_submit(struct deliver *d, struct spool_entry *e);

@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 struct spool {
 	char *path;
 	int dirfd, tmpfd, queuefd, corruptfd, freefd;
+	uid_t run_uid; /* who must own every file recovery trusts */
 	spool_committed_hook hook;
 	void *hook_arg;
 	pthread_t syncer;
@@ -255,9 +258,9 @@ bad:
 	return NULL;
 }
 
-/* Reads queue/<name> whole (envelopes are small). */
+/* Reads queue/<name> whole (envelopes are small); *owner is its owner's uid. */
 static char *
-read_small(int dirfd, const char *name)
+read_small(int dirfd, const char *name, uid_t *owner)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	char *buf;
@@ -271,6 +274,7 @@ read_small(int dirfd, const char *name)
 		close(fd);
 		return NULL;
 	}
+	*owner = st.st_uid;
 	n = read(fd, buf, (size_t)st.st_size);
 	close(fd);
 	if (n != st.st_size) {
@@ -287,15 +291,103 @@ read_small(int dirfd, const char *name)
 
 /* ---- opening -------------------------------------------------------------------------- */
 
-static int
-open_subdir(int dirfd, const char *name, long uid, long gid)
+/* ---- trusting the spool's directories ----------------------------------------------- */
+
+static void
+user_name(uid_t uid, char *buf, size_t size)
 {
+	struct passwd pw, *res = NULL;
+	char tmp[1024];
+
+	if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &res) == 0 && res)
+		snprintf(buf, size, "%s", pw.pw_name);
+	else
+		snprintf(buf, size, "%u", (unsigned)uid);
+}
+
+static void
+group_name(gid_t gid, char *buf, size_t size)
+{
+	struct group gr, *res = NULL;
+	char tmp[1024];
+
+	if (getgrgid_r(gid, &gr, tmp, sizeof(tmp), &res) == 0 && res)
+		snprintf(buf, size, "%s", gr.gr_name);
+	else
+		snprintf(buf, size, "%u", (unsigned)gid);
+}
+
+int
+spool_check_dir(int fd, const char *path, long uid, long gid, char *err, size_t errlen)
+{
+	uid_t want = uid >= 0 ? (uid_t)uid : geteuid();
+	gid_t wantg = gid >= 0 ? (gid_t)gid : getegid();
+	char who[256], grp[256], owner[256];
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "cannot check spool directory %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "spool path %s is not a directory", path);
+		return -1;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen,
+		         "spool directory %s is writable by %s (mode %04o): another local user "
+		         "could plant forged mail in it. Fix: chmod 0700 %s (and look in it for "
+		         "files mxgate did not make)",
+		         path, st.st_mode & S_IWOTH ? "everyone" : "its group",
+		         (unsigned)(st.st_mode & 07777), path);
+		return -1;
+	}
+	if (st.st_uid == want)
+		return 0;
+	/* root made it (an administrator, or this start): only root could have put anything
+	 * in it, so it is given to the run user, as every start always has */
+	if (st.st_uid == 0 && geteuid() == 0) {
+		if (fchown(fd, want, wantg) < 0 || fchmod(fd, 0700) < 0) {
+			snprintf(err, errlen, "cannot give spool directory %s to uid %u: %s", path,
+			         (unsigned)want, strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	user_name(want, who, sizeof(who));
+	group_name(wantg, grp, sizeof(grp));
+	user_name(st.st_uid, owner, sizeof(owner));
+	snprintf(err, errlen,
+	         "spool directory %s belongs to %s, not to %s that mxgate runs as: its owner "
+	         "could plant forged mail in it. Fix: chown %s:%s %s (and look in it for "
+	         "files mxgate did not make)",
+	         path, owner, who, who, grp, path);
+	return -1;
+}
+
+/* Opens (making it, mode 0700) the spool's subdirectory name and checks it. */
+static int
+open_subdir(struct spool *sp, const char *name, long uid, long gid, char *err, size_t errlen)
+{
+	char path[4096];
 	int fd;
 
-	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+	snprintf(path, sizeof(path), "%s/%s", sp->path, name);
+	if (mkdirat(sp->dirfd, name, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot make spool directory %.1800s: %s", path,
+		         strerror(errno));
 		return -1;
-	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0 && uid >= 0 && fchown(fd, (uid_t)uid, (gid_t)gid) < 0) {
+	}
+	fd = openat(sp->dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open spool directory %.1800s: %s%s", path,
+		         strerror(errno),
+		         errno == ELOOP || errno == ENOTDIR
+		                 ? " (it must be a directory, not a symbolic link or a file)"
+		                 : "");
+		return -1;
+	}
+	if (spool_check_dir(fd, path, uid, gid, err, errlen) < 0) {
 		close(fd);
 		return -1;
 	}
@@ -333,7 +425,7 @@ load_free_pool(struct spool *sp)
 		unsigned long long n = strtoull(de->d_name, &end, 10);
 		bool ok = !errno && *end == '\0' && de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
 		          fstatat(sp->freefd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		          S_ISREG(st.st_mode) && st.st_nlink == 1;
+		          S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == sp->run_uid;
 		if (n >= sp->next_free_name && !errno)
 			sp->next_free_name = n + 1;
 		if (ok && sp->n_free < FREE_POOL_MAX)
@@ -357,6 +449,7 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 		return NULL;
 	}
 	sp->dirfd = sp->tmpfd = sp->queuefd = sp->corruptfd = sp->freefd = -1;
+	sp->run_uid = uid >= 0 ? (uid_t)uid : geteuid();
 	sp->use_syncfs = true;
 	sp->hook = hook;
 	sp->hook_arg = hook_arg;
@@ -367,7 +460,8 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 	    !(sp->free_names = calloc(FREE_POOL_MAX, sizeof(*sp->free_names))))
 		goto fail_errno;
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cannot make spool directory %s: %s", path, strerror(errno));
+		snprintf(err, errlen, "cannot make spool directory %.1800s: %s", path,
+		         strerror(errno));
 		goto fail;
 	}
 	sp->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -377,17 +471,13 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 	}
 	if (syncfs(sp->dirfd) < 0 && errno == ENOSYS)
 		sp->use_syncfs = false;
-	if (uid >= 0 && fchown(sp->dirfd, (uid_t)uid, (gid_t)gid) < 0) {
-		snprintf(err, errlen, "cannot give spool %s to uid %ld: %s", path, uid,
-		         strerror(errno));
-		goto fail;
-	}
-	if ((sp->tmpfd = open_subdir(sp->dirfd, "tmp", uid, gid)) < 0 ||
-	    (sp->queuefd = open_subdir(sp->dirfd, "queue", uid, gid)) < 0 ||
-	    (sp->corruptfd = open_subdir(sp->dirfd, "corrupt", uid, gid)) < 0 ||
-	    (sp->freefd = open_subdir(sp->dirfd, "free", uid, gid)) < 0) {
-		snprintf(err, errlen, "cannot prepare spool directory %s: %s", path,
-		         strerror(errno));
+	char why[2048];
+	if (spool_check_dir(sp->dirfd, path, uid, gid, why, sizeof(why)) < 0 ||
+	    (sp->queuefd = open_subdir(sp, "queue", uid, gid, why, sizeof(why))) < 0 ||
+	    (sp->tmpfd = open_subdir(sp, "tmp", uid, gid, why, sizeof(why))) < 0 ||
+	    (sp->freefd = open_subdir(sp, "free", uid, gid, why, sizeof(why))) < 0 ||
+	    (sp->corruptfd = open_subdir(sp, "corrupt", uid, gid, why, sizeof(why))) < 0) {
+		snprintf(err, errlen, "not starting: %s", why);
 		goto fail;
 	}
 	load_free_pool(sp);
@@ -995,17 +1085,28 @@ apply_state(struct spool_entry *e, char *text)
 	}
 }
 
+/* Reads a queued message; only files of owner are trusted (anyone else's were planted:
+ * the spool's directories are the run user's alone, see spool_check_dir()). */
 static struct spool_entry *
-load_entry(int qfd, const char *id, char *why, size_t whylen)
+load_entry(int qfd, const char *id, uid_t owner, char *why, size_t whylen)
 {
 	char name[SPOOL_ID_LEN + 8];
 	struct spool_entry *e;
 	struct stat st;
 	char *text;
+	uid_t fowner;
 
 	snprintf(name, sizeof(name), "%s.env", id);
-	if (!(text = read_small(qfd, name))) {
+	if (!(text = read_small(qfd, name, &fowner))) {
 		snprintf(why, whylen, "unreadable envelope: %s", strerror(errno));
+		return NULL;
+	}
+	if (fowner != owner) {
+		snprintf(why, whylen,
+		         "envelope owned by uid %u, not by uid %u that mxgate runs as (planted "
+		         "by another user?)",
+		         (unsigned)fowner, (unsigned)owner);
+		free(text);
 		return NULL;
 	}
 	e = parse_envelope(text);
@@ -1026,10 +1127,27 @@ load_entry(int qfd, const char *id, char *why, size_t whylen)
 		spool_entry_free(e);
 		return NULL;
 	}
+	if (st.st_uid != owner) {
+		snprintf(why, whylen,
+		         "data file owned by uid %u, not by uid %u that mxgate runs as (planted "
+		         "by another user?)",
+		         (unsigned)st.st_uid, (unsigned)owner);
+		spool_entry_free(e);
+		return NULL;
+	}
 	snprintf(name, sizeof(name), "%s.state", id);
 	errno = 0;
-	if ((text = read_small(qfd, name))) {
+	if ((text = read_small(qfd, name, &fowner))) {
 		e->has_state = true;
+		if (fowner != owner) {
+			snprintf(why, whylen,
+			         "delivery state owned by uid %u, not by uid %u that mxgate runs "
+			         "as (planted by another user?)",
+			         (unsigned)fowner, (unsigned)owner);
+			free(text);
+			spool_entry_free(e);
+			return NULL;
+		}
 		apply_state(e, text);
 		free(text);
 	} else if (errno != ENOENT) {
@@ -1079,7 +1197,8 @@ spool_recover(struct spool *sp)
 	free(orphans);
 	for (long i = 0; i < n; i++) {
 		char why[128];
-		struct spool_entry *e = load_entry(sp->queuefd, ids[i], why, sizeof(why));
+		struct spool_entry *e =
+		        load_entry(sp->queuefd, ids[i], sp->run_uid, why, sizeof(why));
 		if (!e) {
 			char name[SPOOL_ID_LEN + 8];
 			snprintf(name, sizeof(name), "%s.env", ids[i]);
@@ -1270,13 +1389,20 @@ spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *arg),
 		snprintf(err, errlen, "cannot open %s: %s", qpath, strerror(errno));
 		return -1;
 	}
+	/* offline, the queue's owner is the run user */
+	struct stat qst;
+	if (fstat(qfd, &qst) < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", qpath, strerror(errno));
+		close(qfd);
+		return -1;
+	}
 	n = list_queue(qfd, &ids, &orphans, &n_orphans);
 	for (size_t i = 0; i < n_orphans; i++)
 		free(orphans[i]);
 	free(orphans);
 	for (long i = 0; i < n; i++) {
 		char why[128];
-		struct spool_entry *e = load_entry(qfd, ids[i], why, sizeof(why));
+		struct spool_entry *e = load_entry(qfd, ids[i], qst.st_uid, why, sizeof(why));
 		if (e) {
 			fn(e, arg);
 			spool_entry_free(e);
@@ -1291,4 +1417,10 @@ spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *arg),
 		return -1;
 	}
 	return count;
+}
+
+const char *
+spool_path(const struct spool *sp)
+{
+	return sp->path;
 }

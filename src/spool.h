@@ -2,7 +2,7 @@
  * spool — the durable message store.  No message is answered 250 before this module has
  * said it is on stable storage.
  *
- * Layout under the spool directory (made at start, mode 0700):
+ * Layout under the spool directory (made at start, mode 0700; see TRUST below):
  *   queue/   messages: <id> (the message exactly as it will be delivered, written there
  *            as it arrives) and, once committed, <id>.env (sender, recipients, size,
  *            origin; see spool.c) and maybe <id>.state (delivery progress)
@@ -88,10 +88,33 @@ typedef void (*spool_committed_hook)(struct spool_entry *e, void *arg);
 /* Called once per spool_msg_commit() on the syncer thread: err 0 or an errno. */
 typedef void (*spool_done_cb)(void *arg, int err);
 
-/* Opens (creating as needed) the spool at path; with uid/gid >= 0, the directories are
- * given to that owner.  Starts the syncer thread.  NULL with a reason in err. */
+/*
+ * TRUST.  Whoever can write a spool directory can plant a queued message (an envelope and
+ * its data) that the next start delivers, or rename queue/ away and put another in its
+ * place.  So the spool and every directory of it belong to the run user alone, as Postfix
+ * wants of its queue (`postfix check`):
+ *   - the directories are made mode 0700;
+ *   - the spool, queue/, tmp/, free/ and corrupt/ are refused at start when they are
+ *     writable by group or others, or owned by anyone but the run user (a directory owned
+ *     by root, which only root could have filled, is given to the run user instead, mode
+ *     0700); the error says what is wrong and the chmod or chown that fixes it;
+ *   - recovery trusts only envelopes, data and state files owned by the run user; others
+ *     are quarantined in corrupt/ with an error line.
+ */
+
+/* Opens (creating as needed) the spool at path for a daemon that runs as uid/gid (-1: as
+ * this process), checking its directories (TRUST above).  Starts the syncer thread.  NULL
+ * with a reason in err. */
 struct spool *spool_open(const char *path, long uid, long gid, spool_committed_hook hook,
                          void *hook_arg, char *err, size_t errlen);
+/* Checks the directory open at fd (path names it in err) as TRUST above says: owned by
+ * uid (-1: this process's) and writable by no one else; a directory owned by root, when
+ * this process is root, is given to uid/gid with mode 0700.  0, or -1 with what is wrong
+ * and the command that fixes it in err.  For the spool and directories under it (a
+ * Maildir base inside the spool). */
+int spool_check_dir(int fd, const char *path, long uid, long gid, char *err, size_t errlen);
+/* The spool's path, as given to spool_open(); borrowed. */
+const char *spool_path(const struct spool *sp);
 /* Stops the syncer after it has committed (or failed) every waiting message.  The
  * spool's directories stay usable (delivery can still remove messages). */
 void spool_stop(struct spool *sp);

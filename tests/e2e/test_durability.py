@@ -12,8 +12,8 @@ import re
 import threading
 import time
 
-from helpers_ops import (IS_ROOT, block_delivery, chown_nobody, envelope_size,
-                         free_bytes, maildir_files, queue_id, queued_ids, restart,
+from helpers_ops import (IS_ROOT, block_delivery, body_for, chown_nobody, envelope_size,
+                         free_bytes, maildir_files, nobody, queue_id, queued_ids, restart,
                          restore_queue, send_one, session, settle, snapshot_queue, spool_dir,
                          tmpfs, token_counts, transaction, unblock_delivery)
 
@@ -296,3 +296,121 @@ def test_restart_cleans_tmp_and_quarantines_corrupt_envelopes(daemon):
         assert qid in corrupt and qid + ".env" in corrupt, corrupt
     with open(os.path.join(daemon.spool, "corrupt", garbage + ".env")) as f:
         assert f.read() == "this is not an envelope\n"
+
+
+# ---- trust: a spool others can write is refused (spool.h, TRUST) ----------------------
+
+ATTACKER = 4242   # a local user who is neither root nor the daemon's user
+
+
+def forge(queue_dir, qid, token, uid):
+    """Plants a queued message (envelope and data) in queue_dir, owned by uid."""
+    data = body_for(token).encode()
+    env = (f"mxgate-envelope 1\nid {qid}\nreceived {int(time.time())}\nsize {len(data)}\n"
+           f"prefix 0\nflags\nconnector Test\nclient 127.0.0.2\nhelo forger.example\n"
+           f"from ceo@example.test\nrcpt user@example.test\nend\n")
+    for name, content in ((qid, data), (qid + ".env", env.encode())):
+        path = os.path.join(queue_dir, name)
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chown(path, uid, uid)
+
+
+def test_forged_envelope_in_a_world_writable_spool_is_never_delivered(daemon):
+    """The attack of issue 16 (defect 6): with a 0777 spool, a local user renames queue/
+    away, makes a queue/ of their own with a forged envelope, and waits for the next
+    start. mxgate refuses to start, saying what is wrong and the command that fixes it;
+    fixed one step at a time, it refuses the attacker's queue/, then quarantines the
+    planted message instead of delivering it."""
+    assert IS_ROOT, "making files of another user needs root (the CI runs as root)"
+    import grp
+    import pwd
+    daemon.configure()
+    daemon.start()
+    send_one(daemon, "tok-legit")
+    settle(daemon, n_expected=1)
+    assert daemon.stop() == 0
+
+    os.chmod(daemon.spool, 0o777)
+    q = os.path.join(daemon.spool, "queue")
+    os.rename(q, q + ".old")
+    os.mkdir(q, 0o755)
+    os.chown(q, ATTACKER, ATTACKER)
+    forged = "0123456789ABCDEF"
+    forge(q, forged, "tok-forged", ATTACKER)
+
+    assert daemon.start(expect_fail=True) != 0, daemon.log()
+    daemon.wait_log(rf"error: not starting: spool directory {re.escape(daemon.spool)} is "
+                    rf"writable by everyone \(mode 0777\): .*\. "
+                    rf"Fix: chmod 0700 {re.escape(daemon.spool)} ")
+    assert "ready:" not in daemon.log()
+
+    # the administrator runs the chmod; the attacker's queue/ is still there
+    os.chmod(daemon.spool, 0o700)
+    assert daemon.start(expect_fail=True) != 0, daemon.log()
+    user = "nobody"
+    group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    daemon.wait_log(rf"error: not starting: spool directory {re.escape(q)} belongs to "
+                    rf"{ATTACKER}, not to {user} that mxgate runs as: .*\. "
+                    rf"Fix: chown {user}:{group} {re.escape(q)} ")
+
+    # the chown, but the planted files stay: they are quarantined, never delivered
+    chown_nobody(q)
+    forge(q, forged, "tok-forged", ATTACKER)
+    restart(daemon)
+    daemon.wait_log(rf"error: spool: queued message {forged} moved to "
+                    rf"{re.escape(daemon.spool)}/corrupt: envelope owned by uid {ATTACKER}")
+    send_one(daemon, "tok-after")
+    counts = settle(daemon, n_expected=2)
+    assert counts == {"tok-legit": 1, "tok-after": 1}, f"{counts}\n{daemon.log()}"
+    assert f"{forged}.env" in spool_dir(daemon, "corrupt")
+
+
+def test_world_writable_maildir_base_inside_the_spool_is_refused(daemon):
+    """The Maildir base inside the spool (the default, <spool>/maildir) is part of the
+    spool: writable by others, no message goes into it, and the error says the chmod;
+    after the chmod and a restart, the message waiting in the queue is delivered."""
+    assert IS_ROOT, "the base owned by root and given away needs root (the CI runs as root)"
+    base = os.path.join(daemon.spool, "maildir")
+    os.makedirs(base, mode=0o700)
+    os.chmod(base, 0o777)
+    daemon.configure()
+    text = open(daemon.conf).read().replace(f'"{daemon.mail}/%d/%u"', f'"{base}/%d/%u"')
+    with open(daemon.conf, "w") as f:
+        f.write(text)
+    refusal = (rf"error: maildir base refused, no delivery into it: spool directory "
+               rf"{re.escape(base)} is writable by everyone \(mode 0777\): .* "
+               rf"Fix: chmod 0700 {re.escape(base)} ")
+    daemon.start(wait=False)
+    daemon.wait_log(rf"{refusal}|ready: ", timeout=30)
+    daemon.wait_log(refusal)
+    # the daemon either refuses to start (when the server checks deliver_prepare()) or
+    # runs and keeps the mail queued; either way nothing enters the base
+    token = None
+    if daemon.proc.poll() is None:
+        daemon.wait_log("ready: ", timeout=30)
+        token = "tok-base"
+        qid = send_one(daemon, token)
+        daemon.wait_log(rf"message {qid} deferred .*Maildir base {re.escape(base)} cannot "
+                        rf"be opened: Operation not permitted")
+        assert daemon.stop() == 0
+    assert os.listdir(base) == []
+
+    os.chmod(base, 0o700)
+    restart(daemon)
+    assert refusal_absent(daemon, refusal)
+    if token is None:
+        token = "tok-base"
+        send_one(daemon, token)
+    deadline = time.time() + 20
+    while daemon.queued() and time.time() < deadline:
+        time.sleep(0.05)
+    assert daemon.queued() == [], daemon.log()
+    new = os.path.join(base, "example.test", "user", "new")
+    assert len(os.listdir(new)) == 1, daemon.log()
+    st = os.stat(base)
+    assert (st.st_uid, st.st_mode & 0o7777) == (nobody()[0], 0o700), st
+
+
+def refusal_absent(daemon, pattern):
+    return re.search(pattern, daemon.log()) is None

@@ -217,3 +217,189 @@ Test(spool, recovery_drops_unacknowledged_data_and_doubly_linked_free_files, .in
 	for (size_t i = 0; i < again.n; i++)
 		spool_entry_free(again.e[i]);
 }
+
+/* ---- trust (spool.h): directories and files others could write are refused ---------- */
+
+#define NOBODY 65534
+
+static void
+chmod_sub(const char *sub, mode_t mode)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s%s%s", root, sub[0] ? "/" : "", sub);
+	cr_assert_eq(chmod(path, mode), 0, "%s: %s", path, strerror(errno));
+}
+
+static void
+chown_sub(const char *sub, uid_t uid)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s%s%s", root, sub[0] ? "/" : "", sub);
+	cr_assert_eq(chown(path, uid, (gid_t)-1), 0, "%s: %s", path, strerror(errno));
+}
+
+/* Opens and closes the spool once, so that every directory exists. */
+static void
+make_spool(void)
+{
+	char err[512];
+	struct spool *sp = spool_open(root, -1, -1, NULL, NULL, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	spool_close(sp);
+}
+
+Test(spool, directories_writable_by_others_are_refused_with_the_chmod_that_fixes_them,
+     .init = make_root, .fini = remove_root)
+{
+	static const struct {
+		const char *sub;
+		mode_t mode;
+		const char *who;
+	} cases[] = {
+	        {"", 0777, "everyone"},       {"", 0770, "its group"},
+	        {"queue", 0733, "everyone"},  {"tmp", 0720, "its group"},
+	        {"free", 0702, "everyone"},   {"corrupt", 0777, "everyone"},
+	        {"queue", 01777, "everyone"}, /* sticky does not help: queue/ is renamed away */
+	};
+	make_spool();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char err[512], want[600], path[512];
+		snprintf(path, sizeof(path), "%s%s%s", root, cases[i].sub[0] ? "/" : "",
+		         cases[i].sub);
+		chmod_sub(cases[i].sub, cases[i].mode);
+		struct spool *sp = spool_open(root, -1, -1, NULL, NULL, err, sizeof(err));
+		cr_assert_null(sp, "case %zu: a spool with %s mode %o was opened", i, path,
+		               cases[i].mode);
+		snprintf(want, sizeof(want), "spool directory %s is writable by %s", path,
+		         cases[i].who);
+		cr_assert_not_null(strstr(err, want), "case %zu: %s", i, err);
+		snprintf(want, sizeof(want), "Fix: chmod 0700 %s ", path);
+		cr_assert_not_null(strstr(err, want), "case %zu: %s", i, err);
+		chmod_sub(cases[i].sub, 0700);
+		make_spool(); /* fixed as the error says: opens again */
+	}
+}
+
+Test(spool, directories_are_made_0700_whatever_the_umask, .init = make_root, .fini = remove_root)
+{
+	static const char *const subs[] = {"queue", "tmp", "free", "corrupt"};
+	char path[512];
+	struct stat st;
+	mode_t old = umask(0);
+
+	cr_assert_eq(rmdir(root), 0);
+	make_spool();
+	umask(old);
+	cr_assert_eq(stat(root, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0700, "%s: %o", root, st.st_mode & 07777);
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "%s/%s", root, subs[i]);
+		cr_assert_eq(stat(path, &st), 0);
+		cr_assert_eq(st.st_mode & 07777, 0700, "%s: %o", path, st.st_mode & 07777);
+	}
+}
+
+Test(spool, a_queue_replaced_by_a_symlink_is_refused, .init = make_root, .fini = remove_root)
+{
+	char err[512], path[512], target[512];
+
+	make_spool();
+	snprintf(path, sizeof(path), "%s/queue", root);
+	snprintf(target, sizeof(target), "%s/queue.real", root);
+	cr_assert_eq(rename(path, target), 0);
+	cr_assert_eq(symlink(target, path), 0);
+	cr_assert_null(spool_open(root, -1, -1, NULL, NULL, err, sizeof(err)));
+	cr_assert_not_null(strstr(err, "not a symbolic link"), "%s", err);
+}
+
+Test(spool, directories_of_another_user_are_refused_with_the_chown_that_fixes_them,
+     .init = make_root, .fini = remove_root)
+{
+	static const char *const subs[] = {"", "queue", "tmp", "free", "corrupt"};
+	char err[512], want[600], path[512];
+	struct stat st;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give directories away");
+	/* root's directories are given to the run user (as every start always has) */
+	struct spool *sp = spool_open(root, NOBODY, NOBODY, NULL, NULL, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	spool_close(sp);
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "%s%s%s", root, subs[i][0] ? "/" : "", subs[i]);
+		cr_assert_eq(stat(path, &st), 0);
+		cr_assert_eq(st.st_uid, NOBODY, "%s owned by %u", path, (unsigned)st.st_uid);
+		cr_assert_eq(st.st_mode & 07777, 0700, "%s: %o", path, st.st_mode & 07777);
+	}
+	/* ...but no one else's: root running as itself finds them owned by nobody */
+	sp = spool_open(root, -1, -1, NULL, NULL, err, sizeof(err));
+	cr_assert_null(sp, "a spool owned by another user was opened");
+	snprintf(want, sizeof(want), "spool directory %s belongs to ", root);
+	cr_assert_not_null(strstr(err, want), "%s", err);
+	snprintf(want, sizeof(want), "Fix: chown root:root %s ", root);
+	cr_assert_not_null(strstr(err, want), "%s", err);
+	/* each directory is checked, not only the top */
+	for (size_t i = 0; i < 5; i++)
+		chown_sub(subs[i], 0);
+	make_spool();
+	for (size_t i = 1; i < 5; i++) {
+		chown_sub(subs[i], NOBODY);
+		cr_assert_null(spool_open(root, -1, -1, NULL, NULL, err, sizeof(err)), "%s",
+		               subs[i]);
+		snprintf(want, sizeof(want), "Fix: chown root:root %s/%s ", root, subs[i]);
+		cr_assert_not_null(strstr(err, want), "%s", err);
+		chown_sub(subs[i], 0);
+		make_spool();
+	}
+}
+
+Test(spool, recovery_quarantines_files_not_owned_by_the_run_user, .init = make_root,
+     .fini = remove_root)
+{
+	static const char *const suffix[] = {".env", "", ".state"};
+	char err[512], ids[3][SPOOL_ID_LEN + 1], keep[SPOOL_ID_LEN + 1], path[512];
+	struct collected got = {0};
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to make files of another user");
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	for (size_t i = 0; i < 3; i++)
+		commit_one(sp, "victim@example.com", "Subject: x\r\n\r\nbody\r\n", ids[i]);
+	commit_one(sp, "kept@example.com", "Subject: y\r\n\r\nbody\r\n", keep);
+	cr_assert_eq(got.n, 4);
+	cr_assert_eq(spool_state_append(sp, got.e[2], "attempt 1700000000 ok"), 0);
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
+	/* one file of each message made another user's; and a free/ file */
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/queue/%s%s", root, ids[i], suffix[i]);
+		cr_assert_eq(chown(path, NOBODY, NOBODY), 0, "%s: %s", path, strerror(errno));
+	}
+	snprintf(path, sizeof(path), "%s/free/5", root);
+	FILE *fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fclose(fp);
+	cr_assert_eq(chown(path, NOBODY, NOBODY), 0);
+
+	struct collected again = {0};
+	sp = spool_open(root, -1, -1, collect, &again, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	cr_assert_eq(access(path, F_OK), -1, "another user's free/ file is never rewritten");
+	cr_assert_eq(spool_recover(sp), 1, "only the run user's message is recovered");
+	cr_assert_str_eq(again.e[0]->id, keep);
+	for (size_t i = 0; i < 3; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "%s", ids[i]);
+		snprintf(path, sizeof(path), "%s/corrupt/%s.env", root, ids[i]);
+		cr_assert_eq(access(path, F_OK), 0, "%s%s: its message is in corrupt/", ids[i],
+		             suffix[i]);
+		snprintf(path, sizeof(path), "%s/queue/%s.env", root, ids[i]);
+		cr_assert_eq(access(path, F_OK), -1, "%s%s: left in queue/", ids[i], suffix[i]);
+	}
+	cr_assert_eq(count_in("queue", NULL), 2, "the kept message's data and envelope");
+	spool_close(sp);
+	for (size_t i = 0; i < again.n; i++)
+		spool_entry_free(again.e[i]);
+}
