@@ -50,6 +50,7 @@ LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/*.c))
+FAULT_SRCS := $(sort $(wildcard tests/fault/*.c))
 HDRS      := $(wildcard src/*.h tests/unit/*.h bench/*.h)
 
 .PHONY: all run check asan tsan fuzz bench format format-check install uninstall clean \
@@ -141,10 +142,10 @@ bench: deps-check
 	@bench/run
 
 format:
-	clang-format -i $(SRCS) $(HDRS) $(UNIT_SRCS) $(BENCH_SRCS) $(FUZZ_SRCS)
+	clang-format -i $(SRCS) $(HDRS) $(UNIT_SRCS) $(BENCH_SRCS) $(FUZZ_SRCS) $(FAULT_SRCS)
 
 format-check:
-	@out=$$(for f in $(SRCS) $(HDRS) $(UNIT_SRCS) $(BENCH_SRCS) $(FUZZ_SRCS); do \
+	@out=$$(for f in $(SRCS) $(HDRS) $(UNIT_SRCS) $(BENCH_SRCS) $(FUZZ_SRCS) $(FAULT_SRCS); do \
 		clang-format --dry-run --Werror $$f 2>&1 >/dev/null | grep -m1 warning; done); \
 	if [ -n "$$out" ]; then echo "$$out"; echo "format-check: run 'make format'"; exit 1; fi
 

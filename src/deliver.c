@@ -55,6 +55,7 @@ struct deliver {
 	struct job *waiting; /* sorted by due */
 	struct job *busy;    /* being delivered; listed but not touched */
 	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
+	bool maildir_failed; /* a Maildir sync failed: no Maildir delivery is settled again */
 	bool stop;
 	struct deliver_stats stats;
 
@@ -780,6 +781,7 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		}
 	}
 	bool sync_failed = false;
+	int sync_err = 0;
 	if (links > 0 && bfd >= 0) {
 		/* the spool's next group commit syncs the Maildirs too when they share its
 		 * file system: one sync for both, instead of two competing */
@@ -787,15 +789,35 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		dev_t sdev;
 		bool shared =
 		        fstat(bfd, &bst) == 0 && spool_dev(d->sp, &sdev) == 0 && bst.st_dev == sdev;
-		if ((shared ? spool_barrier(d->sp) : syncfs(bfd)) < 0)
+		if ((shared ? spool_barrier(d->sp) : syncfs(bfd)) < 0) {
 			sync_failed = true;
+			sync_err = errno;
+		}
 	}
 	for (size_t x = 0; x < n_dirs; x++) {
-		if (fsync(dirs[x].fd) < 0)
+		if (fsync(dirs[x].fd) < 0 && !sync_failed) {
 			sync_failed = true;
+			sync_err = errno;
+		}
 		close(dirs[x].fd);
 	}
 	free(dirs);
+	/* A failed sync may have dropped what it could not write, and a repeat finds the
+	 * links in place and syncs nothing new (spool.h, FAILED SYNCS): no Maildir delivery
+	 * counts as done again until a restart. */
+	pthread_mutex_lock(&d->mu);
+	bool first_failure = sync_failed && !d->maildir_failed;
+	if (sync_failed)
+		d->maildir_failed = true;
+	bool failed_before = d->maildir_failed && !sync_failed;
+	pthread_mutex_unlock(&d->mu);
+	if (first_failure)
+		log_msg(LOG_LVL_ERROR,
+		        "maildir: the disk failed: syncing the Maildirs under %s failed: %s.  No "
+		        "delivery into a Maildir is confirmed (the messages stay queued) until "
+		        "mxgate is restarted.  Check the disk (dmesg, smartctl), then restart "
+		        "mxgate",
+		        base, strerror(sync_err));
 	bool removed = false;
 	k = 0;
 	for (struct job *j = jobs, *next; j; j = next, k++) {
@@ -805,13 +827,17 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 			reschedule(d, j, cfg);
 			continue;
 		}
-		if (sync_failed) {
+		if (sync_failed || failed_before) {
 			/* which links are durable is unknown: all again (idempotent) */
 			for (size_t i = 0; i < j->e->n_rcpts; i++) {
 				if (o[i].code / 100 == 2) {
 					o[i].code = 451;
-					snprintf(o[i].text, sizeof(o[i].text),
-					         "4.3.0 syncing the Maildir file system failed");
+					snprintf(o[i].text, sizeof(o[i].text), "%s",
+					         sync_failed ? "4.3.0 syncing the Maildir file "
+					                       "system failed"
+					                     : "4.3.0 a sync of the Maildir file "
+					                       "system failed earlier; waiting for "
+					                       "mxgate to be restarted");
 				}
 			}
 		}

@@ -35,6 +35,10 @@ struct spool {
 	atomic_uint_fast32_t seq;
 	bool use_syncfs; /* one syncfs() per group instead of an fsync per file */
 	struct spool_stats stats;
+	/* the first failed sync's errno: from then on the spool promises nothing (spool.h,
+	 * FAILED SYNCS); any thread sets it */
+	atomic_int failed;
+	atomic_uint_fast64_t sync_failures, refused;
 	/* free/: settled envelope files waiting to be rewritten (see recycling below) */
 	pthread_mutex_t freemu;
 	uint64_t *free_names; /* a stack of numbers: free/<n> */
@@ -59,6 +63,41 @@ struct spool_msg {
 	void *arg;
 	struct spool_msg *next;
 };
+
+/* ---- a failed sync ---------------------------------------------------------------------- */
+
+/*
+ * Called for every fsync(), fdatasync() or syncfs() of the spool that failed.  Linux may
+ * have dropped the pages it could not write and marked them clean, and reports the error
+ * once: a later sync that succeeds does not mean they reached the disk (PostgreSQL's
+ * "fsyncgate", 2018).  So the first failure puts the spool in the failed state for good.
+ */
+static void
+sync_failed(struct spool *sp, const char *what, int err)
+{
+	int none = 0;
+	uint64_t n = atomic_fetch_add(&sp->sync_failures, 1) + 1;
+
+	if (err == 0)
+		err = EIO;
+	if (atomic_compare_exchange_strong(&sp->failed, &none, err))
+		log_msg(LOG_LVL_ERROR,
+		        "spool: the disk failed: %s of %s/queue failed: %s.  Data written "
+		        "since the last good sync may be lost, and a sync retried now would "
+		        "prove nothing, so mxgate accepts no mail (452 4.3.1) until it is "
+		        "restarted.  Check the disk (dmesg, smartctl), then restart mxgate",
+		        what, sp->path, strerror(err));
+	else
+		log_msg(LOG_LVL_ERROR, "spool: %s failed again (%llu failed syncs): %s", what,
+		        (unsigned long long)n, strerror(err));
+}
+
+/* The errno the spool failed with, or 0. */
+static int
+spool_failed(struct spool *sp)
+{
+	return atomic_load(&sp->failed);
+}
 
 /* ---- entries -------------------------------------------------------------------------- */
 
@@ -513,6 +552,14 @@ spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	spool_stop(sp);
+	if (atomic_load(&sp->sync_failures))
+		log_msg(LOG_LVL_ERROR,
+		        "spool: %llu failed sync%s, %llu message%s refused after the first; "
+		        "check the disk before the next start",
+		        (unsigned long long)atomic_load(&sp->sync_failures),
+		        atomic_load(&sp->sync_failures) == 1 ? "" : "s",
+		        (unsigned long long)atomic_load(&sp->refused),
+		        atomic_load(&sp->refused) == 1 ? "" : "s");
 	if (sp->stats.groups)
 		log_msg(LOG_LVL_INFO,
 		        "spool: %llu message%s committed in %llu group commit%s (%.1f a sync), "
@@ -557,9 +604,15 @@ make_id(struct spool *sp, char *id)
 struct spool_msg *
 spool_msg_new(struct spool *sp)
 {
-	struct spool_msg *m = calloc(1, sizeof(*m));
+	struct spool_msg *m;
+	int failed = spool_failed(sp);
 
-	if (!m)
+	if (failed) {
+		atomic_fetch_add(&sp->refused, 1);
+		errno = failed;
+		return NULL;
+	}
+	if (!(m = calloc(1, sizeof(*m))))
 		return NULL;
 	m->sp = sp;
 	for (int tries = 0; tries < 8; tries++) {
@@ -762,8 +815,10 @@ write_envelope(struct spool *sp, struct spool_msg *m, bool sync)
 	/* a recycled file may be longer; cutting it keeps its (single) block */
 	if (!err && ftruncate(fd, (off_t)len) < 0)
 		err = errno;
-	if (!err && sync && fsync(fd) < 0)
+	if (!err && sync && fsync(fd) < 0) {
 		err = errno;
+		sync_failed(sp, "fsync of an envelope", err);
+	}
 	if (close(fd) < 0 && !err)
 		err = errno;
 	free(text);
@@ -787,12 +842,21 @@ fail_files(struct spool *sp, struct spool_msg *m)
 		unlinkat(m->envdir, m->envname, 0); /* ENOENT once renamed */
 }
 
+/* Fails every message of the group (and its barriers) not failed yet, with err. */
+static void
+fail_group(struct spool_msg *group, int err)
+{
+	for (struct spool_msg *m = group; m; m = m->next)
+		if (!m->err)
+			m->err = err;
+}
+
 static void
 commit_group(struct spool *sp, struct spool_msg *group)
 {
 	char name[SPOOL_ID_LEN + 8];
 	bool any = false;
-	int direrr = 0;
+	int direrr = 0, failed;
 
 	/* 1. data and envelope of every message on disk: one syncfs() for the whole
 	 * group where the kernel has it (per-file fsyncs cost a journal wait each) */
@@ -804,22 +868,27 @@ commit_group(struct spool *sp, struct spool_msg *group)
 		}
 		if (m->prepared)
 			continue;
-		if (!m->err && per_file && fdatasync(m->fd) < 0)
+		if (!m->err && per_file && !spool_failed(sp) && fdatasync(m->fd) < 0) {
 			m->err = errno;
+			sync_failed(sp, "fdatasync of a message", m->err);
+		}
 		if (m->fd >= 0 && close(m->fd) < 0 && !m->err)
 			m->err = errno;
 		m->fd = -1;
-		if (!m->err)
+		if (!m->err && !spool_failed(sp))
 			m->err = write_envelope(sp, m, per_file);
 	}
-	if (!per_file && syncfs(sp->dirfd) < 0) {
-		int e = errno;
-		for (struct spool_msg *m = group; m; m = m->next)
-			if (!m->err)
-				m->err = e;
+	if (spool_failed(sp)) {
+		/* nothing synced now proves anything */
+	} else if (!per_file && syncfs(sp->dirfd) < 0) {
+		sync_failed(sp, "syncfs", errno);
 	} else if (per_file && barriers) {
 		sync(); /* no syncfs(): only the whole system's sync covers the barrier */
 	}
+	/* a failed sync fails the whole group: which of its files reached the disk is
+	 * unknown */
+	if ((failed = spool_failed(sp)))
+		fail_group(group, failed);
 	/* 2. the envelope into the queue beside its data: the commit record */
 	for (struct spool_msg *m = group; m; m = m->next) {
 		if (m->err || m->barrier)
@@ -834,8 +903,13 @@ commit_group(struct spool *sp, struct spool_msg *group)
 		any = true;
 	}
 	/* 3. one directory sync makes the whole group durable */
-	if (any && fsync(sp->queuefd) < 0)
+	if (any && fsync(sp->queuefd) < 0) {
 		direrr = errno;
+		sync_failed(sp, "fsync", direrr);
+	}
+	/* a sync failed anywhere meanwhile (a delivery thread's): no 250 from here on */
+	if ((failed = spool_failed(sp)))
+		fail_group(group, failed);
 
 	sp->stats.groups++;
 	for (struct spool_msg *m = group; m;) {
@@ -920,6 +994,11 @@ spool_barrier(struct spool *sp)
 
 	if (!m)
 		return -1;
+	if ((w.err = spool_failed(sp))) {
+		free(m);
+		errno = w.err;
+		return -1;
+	}
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	m->sp = sp;
@@ -933,7 +1012,12 @@ spool_barrier(struct spool *sp)
 		free(m);
 		pthread_mutex_destroy(&w.mu);
 		pthread_cond_destroy(&w.cv);
-		return syncfs(sp->dirfd); /* no syncer: do it here */
+		if (syncfs(sp->dirfd) == 0) /* no syncer: do it here */
+			return 0;
+		w.err = errno;
+		sync_failed(sp, "syncfs", w.err);
+		errno = w.err;
+		return -1;
 	}
 	enqueue_locked(sp, m);
 	pthread_mutex_unlock(&sp->mu);
@@ -967,6 +1051,9 @@ spool_get_stats(struct spool *sp, struct spool_stats *st)
 	pthread_mutex_lock(&sp->mu);
 	*st = sp->stats;
 	pthread_mutex_unlock(&sp->mu);
+	st->sync_failures = atomic_load(&sp->sync_failures);
+	st->refused = atomic_load(&sp->refused);
+	st->failed_errno = spool_failed(sp);
 }
 
 /* ---- recovery, removal, scanning --------------------------------------------------------- */
@@ -1274,7 +1361,14 @@ spool_remove(struct spool *sp, const struct spool_entry *e)
 int
 spool_sync(struct spool *sp)
 {
-	return fsync(sp->queuefd);
+	int err = spool_failed(sp);
+
+	if (!err && fsync(sp->queuefd) == 0)
+		return 0;
+	if (!err)
+		sync_failed(sp, "fsync", err = errno);
+	errno = err;
+	return -1;
 }
 
 int
@@ -1303,10 +1397,12 @@ spool_state_append(struct spool *sp, struct spool_entry *e, const char *line)
 	}
 	memcpy(buf, line, len);
 	buf[len] = '\n';
+	/* in the failed state the line is still written (it survives a restart of the
+	 * process, if not of the machine) but promises nothing */
 	if (write(fd, buf, len + 1) != (ssize_t)(len + 1))
 		err = errno ? errno : EIO;
-	else if (fsync(fd) < 0)
-		err = errno;
+	else if (!(err = spool_failed(sp)) && fsync(fd) < 0)
+		sync_failed(sp, "fsync of a delivery state", err = errno);
 	free(buf);
 	close(fd);
 	if (err) {
@@ -1336,7 +1432,7 @@ spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t l
 	if (!(m->env = entry_copy(e)))
 		err = ENOMEM;
 	if (!err && !m->err && fdatasync(m->fd) < 0)
-		err = errno;
+		sync_failed(sp, "fdatasync of a bounce", err = errno);
 	if (!err && m->err)
 		err = m->err;
 	close(m->fd);
@@ -1349,7 +1445,9 @@ spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t l
 	else if (!err)
 		m->envname[0] = '\0';
 	if (!err && fsync(sp->queuefd) < 0)
-		err = errno;
+		sync_failed(sp, "fsync", err = errno);
+	if (!err)
+		err = spool_failed(sp); /* a sync failed elsewhere meanwhile */
 	if (err)
 		fail_files(sp, m);
 	spool_entry_free(m->env);

@@ -26,6 +26,8 @@
  *      only then does it reply 250.
  *   4. A failure at any step (ENOSPC, EIO, ...) fails that message alone: its files are
  *      removed and its session replies 452 4.3.1.  Nothing answered 250 depends on it.
+ *      A failed sync is worse (FAILED SYNCS below): it fails the whole group, and the
+ *      spool with it.
  *   Invariant: a message is queued iff queue/<id>.env exists, and then its data is
  *   complete and synced; the data file's size must match the envelope.
  *   RECOVERY (spool_recover(), at start): tmp/ is emptied and data files in queue/
@@ -36,6 +38,19 @@
  *   REMOVAL: when every recipient is delivered, spool_remove() moves <id>.env to free/
  *   (or unlinks it), then unlinks <id>.state and <id>.  (Delivery must be idempotent: a
  *   crash before the removal is durable delivers again; see deliver.h.)
+ *
+ * FAILED SYNCS
+ *   When fsync(), fdatasync() or syncfs() of the spool fails, Linux may already have
+ *   dropped the pages it could not write, marked clean, and it reports the error once: a
+ *   sync retried afterwards succeeds and proves nothing (PostgreSQL's "fsyncgate").  So
+ *   the first failure, on any thread, puts the spool in the failed state until the
+ *   process ends: every message of the group being committed fails (452 4.3.1, its
+ *   files removed), and so does every later one (spool_msg_new() and spool_inject() fail
+ *   with the errno, spool_barrier() and spool_sync() too, spool_state_append() writes
+ *   but does not sync and fails).  One error line says the disk failed and mxgate must
+ *   be restarted after checking it; spool_get_stats() counts the failed syncs and the
+ *   messages refused.  Removals still work, so delivery of what was queued before goes
+ *   on (a Maildir delivery needs the spool's sync, so it waits for the restart).
  *
  * Threads: the session thread owns a spool_msg until spool_msg_commit() or
  * spool_msg_abort(); the syncer thread owns it afterwards and frees it after calling the
@@ -125,7 +140,8 @@ void spool_close(struct spool *sp);
  * Returns the number of messages handed over. */
 size_t spool_recover(struct spool *sp);
 
-/* Starts a message in tmp/.  NULL with errno set (the session replies 452). */
+/* Starts a message in queue/.  NULL with errno set (the session replies 452); EIO (or the
+ * failed sync's errno) once the spool has failed. */
 struct spool_msg *spool_msg_new(struct spool *sp);
 const char *spool_msg_id(const struct spool_msg *m);
 /* Appends; failures are remembered and reported by the commit. */
@@ -180,6 +196,9 @@ long spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *
 /* Statistics for tests and the log. */
 struct spool_stats {
 	uint64_t groups, messages, failed;
+	uint64_t sync_failures; /* failed fsync/fdatasync/syncfs calls (FAILED SYNCS) */
+	uint64_t refused;       /* messages refused because the spool had failed */
+	int failed_errno;       /* the first failed sync's errno, or 0 */
 };
 void spool_get_stats(struct spool *sp, struct spool_stats *st);
 

@@ -9,10 +9,15 @@ delivery repeated after a crash does not duplicate mail.
 import os
 import random
 import re
+import subprocess
 import threading
 import time
 
-from helpers_ops import (IS_ROOT, block_delivery, body_for, chown_nobody, envelope_size,
+import pytest
+
+from daemon import Client
+from daemon import BIN
+from helpers_ops import (IS_ROOT, banner, block_delivery, body_for, chown_nobody, envelope_size,
                          free_bytes, maildir_files, nobody, queue_id, queued_ids, restart,
                          restore_queue, send_one, session, settle, snapshot_queue, spool_dir,
                          tmpfs, token_counts, transaction, unblock_delivery)
@@ -414,3 +419,197 @@ def test_world_writable_maildir_base_inside_the_spool_is_refused(daemon):
 
 def refusal_absent(daemon, pattern):
     return re.search(pattern, daemon.log()) is None
+
+
+# ---- a disk that fails its syncs (spool.h, FAILED SYNCS) --------------------------------
+
+FAULT_SRC = os.path.join(os.path.dirname(__file__), "..", "fault", "failsync.c")
+
+CONCURRENT = """
+    connector "Test" {
+      usage = internet
+      bindings = { "127.0.0.1:{port}" }
+      remote-ip-ranges = { "127.0.0.2" }
+      tarpit-interval = 0s
+      max-inbound-connection-per-source = unlimited
+      max-inbound-connection-percentage-per-source = 100
+    }
+"""
+
+
+@pytest.fixture(scope="module")
+def failsync(tmp_path_factory):
+    """tests/fault/failsync.c built as a preloadable shim."""
+    out = str(tmp_path_factory.mktemp("fault") / "failsync.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-std=c11", "-Wall", "-Wextra", "-Werror",
+                    "-o", out, FAULT_SRC, "-ldl"], check=True, capture_output=True)
+    return out
+
+
+def start_with_faults(daemon, shim, monkeypatch, **narrow):
+    """Starts the daemon with the shim preloaded; returns (trigger path, fault log).
+    narrow: more MXGATE_FAULT_* variables (dev_of, dirs_only)."""
+    trigger = os.path.join(daemon.dir, "disk-fails")
+    flog = os.path.join(daemon.dir, "faults.log")
+    open(flog, "w").close()
+    os.chmod(flog, 0o666)   # the daemon writes it as nobody
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    with monkeypatch.context() as m:
+        m.setenv("LD_PRELOAD", shim)
+        m.setenv("MXGATE_FAULT_TRIGGER", trigger)
+        m.setenv("MXGATE_FAULT_LOG", flog)
+        m.setenv("ASAN_OPTIONS", (asan + ":" if asan else "") + "verify_asan_link_order=0")
+        for k, v in narrow.items():
+            m.setenv("MXGATE_FAULT_" + k.upper(), v)
+        daemon.start()
+    return trigger, flog
+
+
+def try_message(c, token, before_dot=None):
+    """RSET, MAIL, RCPT, DATA and the message; (code, text, phase): the code that
+    decided it, 250 or the refusal (at DATA when the spool will not start a message, at
+    the dot when its commit failed), and what before_dot() returned just before the
+    message was sent (or before RSET, for a refusal before the message)."""
+    start = before_dot() if before_dot else None
+    for cmd, want in (("RSET", 250), ("MAIL FROM:<sender@remote.example>", 250),
+                      ("RCPT TO:<user@example.test>", 250), ("DATA", 354)):
+        code, text = c.cmd(cmd)
+        if code != want:
+            return code, text, start
+    after = before_dot() if before_dot else None
+    c.send(body_for(token) + ".\r\n")
+    code, text = c.reply()
+    return code, text, after
+
+
+def test_a_failed_sync_fails_the_spool_until_restart(daemon, failsync, monkeypatch):
+    """The disk fails its syncs (EIO from fsync, fdatasync and syncfs) while four clients
+    send: every message whose data ends after the failure starts gets 452 4.3.1, never
+    250, and so does every message after the disk "recovers" (a sync that succeeds after
+    a failed one proves nothing: the kernel may have dropped the pages it could not
+    write). One error line says to check the disk and restart. After the restart every
+    message that got 250 is delivered exactly once, and none that got 452."""
+    daemon.configure(connectors=CONCURRENT)
+    trigger, flog = start_with_faults(daemon, failsync, monkeypatch)
+    before = [f"tok-before-{i}" for i in range(3)]
+    for t in before:
+        send_one(daemon, t)
+    settle(daemon, n_expected=3)   # delivered while the disk works
+
+    lock = threading.Condition()
+    results = []   # (token, phase when the dot went, code)
+    phase = ["ok"]   # ok -> failing -> recovered -> stop
+
+    def now():
+        with lock:
+            return phase[0]
+
+    def worker(t):
+        c = Client("127.0.0.1", daemon.port, "127.0.0.2", 10)
+        banner(c)
+        assert c.cmd("EHLO client.example")[0] == 250
+        i = 0
+        try:
+            while now() != "stop":
+                token = f"tok-t{t}-m{i}"
+                i += 1
+                code, text, ph = try_message(c, token, now)
+                with lock:
+                    results.append((token, ph, code, text))
+                    lock.notify_all()
+        finally:
+            c.close()
+
+    def count(pred):
+        return sum(1 for r in results if pred(r))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    with lock:
+        assert lock.wait_for(lambda: count(lambda r: r[2] == 250) >= 8, timeout=60), \
+            f"{results}\n{daemon.log()}"
+        open(trigger, "w").close()
+        phase[0] = "failing"
+        assert lock.wait_for(lambda: count(lambda r: r[1] == "failing") >= 12, timeout=60), \
+            f"{results}\n{daemon.log()}"
+        os.unlink(trigger)
+        phase[0] = "recovered"
+        assert lock.wait_for(lambda: count(lambda r: r[1] == "recovered") >= 12,
+                             timeout=60), f"{results}\n{daemon.log()}"
+        phase[0] = "stop"
+    for th in threads:
+        th.join(timeout=30)
+
+    with open(flog) as f:
+        injected = f.read().split()
+    assert injected, "the shim injected no failure: the test proves nothing"
+    bad = [r for r in results if r[2] not in (250, 452)]
+    assert not bad, bad
+    late_250 = [r for r in results if r[1] in ("failing", "recovered") and r[2] == 250]
+    assert not late_250, f"250 after the disk failed: {late_250}\n{daemon.log()}"
+    assert count(lambda r: r[1] == "failing" and r[2] == 452) > 0
+    for r in results:
+        if r[2] == 452:
+            assert r[3].startswith("452 4.3.1 "), r
+    daemon.wait_log(r"error: spool: the disk failed: .* failed: Input/output error\. .* "
+                    r"until it is restarted\.  Check the disk .*then restart mxgate")
+    assert len(daemon.wait_log(r"spool: the disk failed")) == 1
+    acked = before + [r[0] for r in results if r[2] == 250]
+    refused = [r[0] for r in results if r[2] != 250]
+    assert daemon.stop() == 0
+    assert re.search(r"error: spool: \d+ failed syncs?, \d+ messages? refused after the "
+                     r"first", daemon.log()), daemon.log()
+
+    restart(daemon)   # without the shim: the disk was checked
+    counts = settle(daemon, n_expected=len(acked))
+    assert_exactly_once(counts, acked, daemon.log())
+    assert not set(counts) & set(refused), f"refused yet delivered: {set(counts) & set(refused)}"
+    assert spool_dir(daemon, "tmp") == []
+    # and the spool accepts mail again
+    send_one(daemon, "tok-after-restart")
+
+
+def test_a_failed_maildir_sync_holds_deliveries_until_restart(daemon, failsync, monkeypatch):
+    """The Maildirs on a file system of their own whose directory syncs fail: the mail
+    is still accepted (the spool's disk is fine) but no delivery is confirmed, not even
+    after the disk "recovers" (a repeat finds the file in new/ and syncs nothing new);
+    the messages stay queued, and after the restart each is delivered exactly once."""
+    assert IS_ROOT, "mounting a tmpfs for the Maildirs needs root (the CI runs as root)"
+    os.makedirs(daemon.mail)
+    with tmpfs(daemon.mail, "8m"):
+        try:
+            chown_nobody(daemon.mail)
+            daemon.configure()
+            trigger, flog = start_with_faults(daemon, failsync, monkeypatch,
+                                              dev_of=daemon.mail, dirs_only="1")
+            send_one(daemon, "tok-md-ok")
+            settle(daemon, n_expected=1)
+            open(trigger, "w").close()
+            ids = [send_one(daemon, f"tok-md-{i}") for i in range(3)]
+            for qid in ids:
+                daemon.wait_log(rf"message {qid} deferred .*syncing the Maildir file system "
+                                rf"failed")
+            daemon.wait_log(r"error: maildir: the disk failed: syncing the Maildirs under "
+                            rf"{re.escape(daemon.mail)} failed: Input/output error\. .*"
+                            r"until mxgate is restarted")
+            os.unlink(trigger)
+            r = subprocess.run([BIN, "queue", "-c", daemon.conf, "flush"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            for qid in ids:
+                daemon.wait_log(rf"message {qid} deferred .*a sync of the Maildir file "
+                                rf"system failed earlier; waiting for mxgate to be restarted")
+            assert queued_ids(daemon) == sorted(ids)
+            with open(flog) as f:
+                assert "fsync" in f.read()
+            assert daemon.stop() == 0
+            restart(daemon)
+            counts = settle(daemon, n_expected=4)
+            assert counts == {"tok-md-ok": 1, "tok-md-0": 1, "tok-md-1": 1, "tok-md-2": 1}, \
+                f"{counts}\n{daemon.log()}"
+            assert daemon.stop() == 0
+        finally:
+            if daemon.proc and daemon.proc.poll() is None:
+                daemon.proc.kill()
+                daemon.proc.wait()
