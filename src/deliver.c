@@ -17,6 +17,7 @@
 #include "queue.h"
 #include "relay.h"
 #include "tls.h"
+#include "vec.h"
 
 #define MAILDIR_BATCH   256
 #define RELAY_BATCH     64
@@ -763,16 +764,12 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 				if (dirs[x].dev == st.st_dev && dirs[x].ino == st.st_ino)
 					break;
 			if (x == n_dirs) {
-				if (n_dirs == cap_dirs) {
-					size_t nc = cap_dirs ? 2 * cap_dirs : 16;
-					struct syncdir *nd = realloc(dirs, nc * sizeof(*nd));
-					if (!nd) {
-						o[i].code = 451; /* cannot promise its sync */
-						close(newfd);
-						continue;
-					}
-					dirs = nd;
-					cap_dirs = nc;
+				if (VEC_RESERVE(dirs, cap_dirs, n_dirs + 1) < 0) {
+					o[i].code = 451; /* cannot promise its sync */
+					snprintf(o[i].text, sizeof(o[i].text),
+					         "4.3.0 out of memory");
+					close(newfd);
+					continue;
 				}
 				dirs[n_dirs++] = (struct syncdir){newfd, st.st_dev, st.st_ino};
 			} else {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "vec.h"
 
 #define WBUF_SIZE 65536
 /* Envelope files kept in free/ for reuse; beyond this, removal unlinks. */
@@ -272,15 +273,8 @@ parse_envelope(char *text)
 			if (!(e->sender = strdup(val)))
 				goto bad;
 		} else if (KEY("rcpt")) {
-			if (e->n_rcpts == cap) {
-				size_t nc = cap ? 2 * cap : 4;
-				char **nr = realloc(e->rcpts, nc * sizeof(*nr));
-				if (!nr)
-					goto bad;
-				e->rcpts = nr;
-				cap = nc;
-			}
-			if (!(e->rcpts[e->n_rcpts] = strdup(val)))
+			if (VEC_RESERVE(e->rcpts, cap, e->n_rcpts + 1) < 0 ||
+			    !(e->rcpts[e->n_rcpts] = strdup(val)))
 				goto bad;
 			e->n_rcpts++;
 		} else if (KEY("end")) {
@@ -1094,29 +1088,33 @@ list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
 	rewinddir(d);
 	while ((de = readdir(d))) {
 		size_t len = strlen(de->d_name);
-		char ***arr;
-		size_t *an, *ac;
-		if (len == SPOOL_ID_LEN + 4 && strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0 &&
-		    is_id(de->d_name, SPOOL_ID_LEN))
-			arr = &ids, an = &n, ac = &cap;
-		else if (is_id(de->d_name, len) ||
-		         (len == SPOOL_ID_LEN + 6 &&
-		          strcmp(de->d_name + SPOOL_ID_LEN, ".state") == 0 &&
-		          is_id(de->d_name, SPOOL_ID_LEN)))
-			arr = &data, an = &nd, ac = &capd;
-		else
+		bool env = len == SPOOL_ID_LEN + 4 &&
+		           strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0 &&
+		           is_id(de->d_name, SPOOL_ID_LEN);
+		if (!env && !is_id(de->d_name, len) &&
+		    !(len == SPOOL_ID_LEN + 6 && strcmp(de->d_name + SPOOL_ID_LEN, ".state") == 0 &&
+		      is_id(de->d_name, SPOOL_ID_LEN)))
 			continue;
-		if (*an == *ac) {
-			size_t nc = *ac ? 2 * *ac : 64;
-			char **na = realloc(*arr, nc * sizeof(*na));
-			if (!na)
-				break;
-			*arr = na;
-			*ac = nc;
+		/* a partial list would make queued messages' data look orphaned: all or
+		 * nothing */
+		char *name = strndup(de->d_name, SPOOL_ID_LEN);
+		if (!name ||
+		    (env ? VEC_RESERVE(ids, cap, n + 1) : VEC_RESERVE(data, capd, nd + 1)) < 0) {
+			free(name);
+			closedir(d);
+			for (size_t i = 0; i < n; i++)
+				free(ids[i]);
+			for (size_t i = 0; i < nd; i++)
+				free(data[i]);
+			free(ids);
+			free(data);
+			errno = ENOMEM;
+			return -1;
 		}
-		(*arr)[*an] = strndup(de->d_name, SPOOL_ID_LEN);
-		if ((*arr)[*an])
-			(*an)++;
+		if (env)
+			ids[n++] = name;
+		else
+			data[nd++] = name;
 	}
 	closedir(d);
 	if (n > 1)

@@ -403,3 +403,61 @@ Test(spool, recovery_quarantines_files_not_owned_by_the_run_user, .init = make_r
 	for (size_t i = 0; i < again.n; i++)
 		spool_entry_free(again.e[i]);
 }
+
+/* ---- growing lists (vec.h) -------------------------------------------------------------- */
+
+struct counted {
+	size_t n, rcpts;
+	char last[SPOOL_ID_LEN + 1];
+	bool sorted;
+};
+
+static void
+count_entry(struct spool_entry *e, void *arg)
+{
+	struct counted *c = arg;
+	if (c->n && strcmp(c->last, e->id) >= 0)
+		c->sorted = false;
+	snprintf(c->last, sizeof(c->last), "%s", e->id);
+	c->n++;
+	c->rcpts += e->n_rcpts;
+	spool_entry_free(e);
+}
+
+Test(spool, recovery_lists_a_large_queue_and_many_recipients, .init = make_root,
+     .fini = remove_root)
+{
+	enum { MSGS = 40, RCPTS = 50 };
+	char err[512], id[SPOOL_ID_LEN + 1], rcptbuf[RCPTS][32], *rcpts[RCPTS];
+	char sender[] = "s@example.net", connector[] = "Default", client[] = "192.0.2.1",
+	     helo[] = "mx.example.net";
+	struct counted got = {.sorted = true};
+	struct spool *sp = spool_open(root, -1, -1, count_entry, &got, err, sizeof(err));
+
+	cr_assert_not_null(sp, "%s", err);
+	for (size_t i = 0; i < MSGS; i++)
+		commit_one(sp, "r@example.com", "Subject: many\r\n\r\nbody\r\n", id);
+	for (size_t i = 0; i < RCPTS; i++) {
+		snprintf(rcptbuf[i], sizeof(rcptbuf[i]), "user%zu@example.com", i);
+		rcpts[i] = rcptbuf[i];
+	}
+	struct spool_entry env = {.sender = sender,
+	                          .rcpts = rcpts,
+	                          .n_rcpts = RCPTS,
+	                          .connector = connector,
+	                          .client = client,
+	                          .helo = helo};
+	cr_assert_eq(spool_inject(sp, &env, "Subject: wide\r\n\r\nx\r\n", 20), 0, "%s",
+	             strerror(errno));
+	spool_close(sp);
+
+	struct counted again = {.sorted = true};
+	sp = spool_open(root, -1, -1, count_entry, &again, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	cr_assert_eq(spool_recover(sp), MSGS + 1);
+	cr_assert_eq(again.n, MSGS + 1);
+	cr_assert_eq(again.rcpts, MSGS + RCPTS, "every recipient of the wide envelope came back");
+	cr_assert(again.sorted, "recovered in queue order");
+	cr_assert_eq(count_in("queue", NULL), 2 * (MSGS + 1), "no data file taken for an orphan");
+	spool_close(sp);
+}
