@@ -188,8 +188,8 @@ one_line(const char *s)
 	return !strpbrk(s, "\r\n");
 }
 
-static char *
-format_envelope(const struct spool_entry *e, size_t *len)
+char *
+spool_envelope_format(const struct spool_entry *e, size_t *len)
 {
 	char *buf = NULL;
 	size_t size = 0;
@@ -201,6 +201,7 @@ format_envelope(const struct spool_entry *e, size_t *len)
 	    !one_line(e->helo)) {
 		fclose(fp);
 		free(buf);
+		errno = EINVAL;
 		return NULL;
 	}
 	fprintf(fp,
@@ -210,9 +211,10 @@ format_envelope(const struct spool_entry *e, size_t *len)
 	        (unsigned long long)e->prefix_len, e->smtputf8 ? " smtputf8" : "",
 	        e->body_8bit ? " 8bitmime" : "", e->connector, e->client, e->helo, e->sender);
 	for (size_t i = 0; i < e->n_rcpts; i++) {
-		if (!one_line(e->rcpts[i])) {
+		if (!one_line(e->rcpts[i]) || !e->rcpts[i][0]) {
 			fclose(fp);
 			free(buf);
+			errno = EINVAL;
 			return NULL;
 		}
 		fprintf(fp, "rcpt %s\n", e->rcpts[i]);
@@ -226,63 +228,160 @@ format_envelope(const struct spool_entry *e, size_t *len)
 	return buf;
 }
 
-static struct spool_entry *
-parse_envelope(char *text)
+/* A decimal number of at most 20 digits that fits in uint64_t. */
+static bool
+parse_u64(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9' || __builtin_mul_overflow(v, 10, &v) ||
+		    __builtin_add_overflow(v, (uint64_t)(s[i] - '0'), &v))
+			return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool
+is_hex_id(const char *s, size_t len)
+{
+	if (len != SPOOL_ID_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return true;
+}
+
+/* The flags line's value: known words, one space apart. */
+static bool
+parse_flags(struct spool_entry *e, const char *v, size_t n)
+{
+	while (n > 0) {
+		const char *sp = memchr(v, ' ', n);
+		size_t wl = sp ? (size_t)(sp - v) : n;
+		if (wl == 8 && memcmp(v, "smtputf8", 8) == 0 && !e->smtputf8)
+			e->smtputf8 = true;
+		else if (wl == 8 && memcmp(v, "8bitmime", 8) == 0 && !e->body_8bit)
+			e->body_8bit = true;
+		else
+			return false;
+		if (!sp)
+			break;
+		v = sp + 1;
+		n -= wl + 1;
+		if (n == 0)
+			return false; /* a trailing space */
+	}
+	return true;
+}
+
+/* n bytes of a buffer that is not a C string, as one (strndup() may look for a NUL past
+ * them: ASan's strict string checks say so). */
+static char *
+copy_bytes(const char *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+/* A value that must appear once. */
+static bool
+set_once(char **field, const char *v, size_t n)
+{
+	if (*field)
+		return false;
+	return (*field = copy_bytes(v, n)) != NULL;
+}
+
+struct spool_entry *
+spool_envelope_parse(const char *buf, size_t len)
 {
 	struct spool_entry *e = spool_entry_new();
-	size_t cap = 0;
-	bool ended = false, magic = false;
-	char *save = NULL;
+	size_t cap = 0, off = 0;
+	enum { MAGIC, BODY, ENDED } where = MAGIC;
+	bool have_id = false, have_received = false, have_size = false, have_prefix = false,
+	     have_flags = false;
+	uint64_t num;
 
 	if (!e)
 		return NULL;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *v = strchr(line, ' ');
-		char *val = v ? v + 1 : line + strlen(line);
-		size_t kl = v ? (size_t)(v - line) : strlen(line);
-#define KEY(k) (kl == sizeof(k) - 1 && strncmp(line, k, kl) == 0)
-		if (ended)
-			goto bad;
-		if (!magic) {
-			if (strcmp(line, "mxgate-envelope 1") != 0)
+	/* the writer never puts NUL or CR in an envelope, and ends every line with LF: any
+	 * of these is damage (or not an envelope) */
+	if (len == 0 || buf[len - 1] != '\n' || memchr(buf, '\0', len) || memchr(buf, '\r', len))
+		goto bad;
+	while (off < len) {
+		const char *line = buf + off, *nl = memchr(line, '\n', len - off);
+		size_t ll = (size_t)(nl - line);
+		const char *sp = memchr(line, ' ', ll);
+		size_t kl = sp ? (size_t)(sp - line) : ll;
+		const char *v = sp ? sp + 1 : line + ll;
+		size_t vl = sp ? ll - kl - 1 : 0;
+		off += ll + 1;
+#define KEY(k) (kl == sizeof(k) - 1 && memcmp(line, k, kl) == 0)
+		if (where == ENDED)
+			goto bad; /* nothing after "end" */
+		if (where == MAGIC) {
+			if (ll != 17 || memcmp(line, "mxgate-envelope 1", 17) != 0)
 				goto bad;
-			magic = true;
+			where = BODY;
 		} else if (KEY("id")) {
-			if (strlen(val) != SPOOL_ID_LEN)
+			if (have_id || !is_hex_id(v, vl))
 				goto bad;
-			memcpy(e->id, val, SPOOL_ID_LEN + 1);
+			memcpy(e->id, v, SPOOL_ID_LEN);
+			e->id[SPOOL_ID_LEN] = '\0';
+			have_id = true;
 		} else if (KEY("received")) {
-			e->received = (time_t)strtoll(val, NULL, 10);
+			if (have_received || !parse_u64(v, vl, &num) || num > INT64_MAX)
+				goto bad;
+			e->received = (time_t)num;
+			have_received = true;
 		} else if (KEY("size")) {
-			e->size = strtoull(val, NULL, 10);
+			if (have_size || !parse_u64(v, vl, &e->size))
+				goto bad;
+			have_size = true;
 		} else if (KEY("prefix")) {
-			e->prefix_len = strtoull(val, NULL, 10);
+			if (have_prefix || !parse_u64(v, vl, &e->prefix_len))
+				goto bad;
+			have_prefix = true;
 		} else if (KEY("flags")) {
-			e->smtputf8 = strstr(val, "smtputf8") != NULL;
-			e->body_8bit = strstr(val, "8bitmime") != NULL;
+			if (have_flags || (sp && vl == 0) || !parse_flags(e, v, vl))
+				goto bad;
+			have_flags = true;
 		} else if (KEY("connector")) {
-			if (!(e->connector = strdup(val)))
+			if (!sp || !set_once(&e->connector, v, vl))
 				goto bad;
 		} else if (KEY("client")) {
-			if (!(e->client = strdup(val)))
+			if (!sp || !set_once(&e->client, v, vl))
 				goto bad;
 		} else if (KEY("helo")) {
-			if (!(e->helo = strdup(val)))
+			if (!sp || !set_once(&e->helo, v, vl))
 				goto bad;
 		} else if (KEY("from")) {
-			if (!(e->sender = strdup(val)))
+			if (!sp || !set_once(&e->sender, v, vl))
 				goto bad;
 		} else if (KEY("rcpt")) {
-			if (VEC_RESERVE(e->rcpts, cap, e->n_rcpts + 1) < 0 ||
-			    !(e->rcpts[e->n_rcpts] = strdup(val)))
+			if (vl == 0 || VEC_RESERVE(e->rcpts, cap, e->n_rcpts + 1) < 0 ||
+			    !(e->rcpts[e->n_rcpts] = copy_bytes(v, vl)))
 				goto bad;
 			e->n_rcpts++;
-		} else if (KEY("end")) {
-			ended = true;
+		} else if (KEY("end") && !sp) {
+			where = ENDED;
+		} else {
+			goto bad; /* an unknown or damaged line */
 		}
 #undef KEY
 	}
-	if (!ended || !e->id[0] || !e->sender || e->n_rcpts == 0 || !e->connector || !e->client ||
+	if (where != ENDED || !have_id || !have_received || !have_size || !have_prefix ||
+	    !have_flags || !e->sender || e->n_rcpts == 0 || !e->connector || !e->client ||
 	    !e->helo || e->prefix_len > e->size)
 		goto bad;
 	return e;
@@ -291,9 +390,10 @@ bad:
 	return NULL;
 }
 
-/* Reads queue/<name> whole (envelopes are small); *owner is its owner's uid. */
+/* Reads queue/<name> whole (envelopes and states are small): *len bytes (and a NUL
+ * after them), *owner its owner's uid.  NULL with errno. */
 static char *
-read_small(int dirfd, const char *name, uid_t *owner)
+read_small(int dirfd, const char *name, size_t *len, uid_t *owner)
 {
 	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	char *buf;
@@ -302,9 +402,13 @@ read_small(int dirfd, const char *name, uid_t *owner)
 
 	if (fd < 0)
 		return NULL;
-	if (fstat(fd, &st) < 0 || st.st_size > 16 * 1024 * 1024 ||
-	    !(buf = malloc((size_t)st.st_size + 1))) {
+	if (fstat(fd, &st) < 0) {
 		close(fd);
+		return NULL;
+	}
+	if (st.st_size > 16 * 1024 * 1024 || !(buf = malloc((size_t)st.st_size + 1))) {
+		close(fd);
+		errno = st.st_size > 16 * 1024 * 1024 ? EFBIG : ENOMEM;
 		return NULL;
 	}
 	*owner = st.st_uid;
@@ -312,13 +416,11 @@ read_small(int dirfd, const char *name, uid_t *owner)
 	close(fd);
 	if (n != st.st_size) {
 		free(buf);
+		errno = n < 0 ? errno : EIO;
 		return NULL;
 	}
 	buf[n] = '\0';
-	if (memchr(buf, '\0', (size_t)n)) {
-		free(buf);
-		return NULL;
-	}
+	*len = (size_t)n;
 	return buf;
 }
 
@@ -776,7 +878,7 @@ static int
 write_envelope(struct spool *sp, struct spool_msg *m, bool sync)
 {
 	size_t len, off = 0;
-	char *text = format_envelope(m->env, &len);
+	char *text = spool_envelope_format(m->env, &len);
 	int fd = -1, err = 0;
 	uint64_t n;
 
@@ -1052,17 +1154,6 @@ spool_get_stats(struct spool *sp, struct spool_stats *st)
 
 /* ---- recovery, removal, scanning --------------------------------------------------------- */
 
-static bool
-is_id(const char *s, size_t len)
-{
-	if (len != SPOOL_ID_LEN)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
-			return false;
-	return true;
-}
-
 static int
 name_cmp(const void *a, const void *b)
 {
@@ -1090,10 +1181,10 @@ list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
 		size_t len = strlen(de->d_name);
 		bool env = len == SPOOL_ID_LEN + 4 &&
 		           strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0 &&
-		           is_id(de->d_name, SPOOL_ID_LEN);
-		if (!env && !is_id(de->d_name, len) &&
+		           is_hex_id(de->d_name, SPOOL_ID_LEN);
+		if (!env && !is_hex_id(de->d_name, len) &&
 		    !(len == SPOOL_ID_LEN + 6 && strcmp(de->d_name + SPOOL_ID_LEN, ".state") == 0 &&
-		      is_id(de->d_name, SPOOL_ID_LEN)))
+		      is_hex_id(de->d_name, SPOOL_ID_LEN)))
 			continue;
 		/* a partial list would make queued messages' data look orphaned: all or
 		 * nothing */
@@ -1134,39 +1225,65 @@ list_queue(int qfd, char ***out, char ***orphans, size_t *n_orphans)
 	return (long)n;
 }
 
-/* Applies queue/<id>.state to e (see spool.h for the lines). */
-static void
-apply_state(struct spool_entry *e, char *text)
+/* TIME in a state line: a number, then the end or a space and the rest. */
+static bool
+state_number(const char **p, const char *end, uint64_t *out)
 {
-	char *save = NULL;
+	const char *q = *p;
 
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *rest;
-		if (strncmp(line, "attempt ", 8) == 0) {
+	while (q < end && *q != ' ')
+		q++;
+	if (!parse_u64(*p, (size_t)(q - *p), out))
+		return false;
+	*p = q < end ? q + 1 : q;
+	return true;
+}
+
+void
+spool_state_apply(struct spool_entry *e, const char *buf, size_t len)
+{
+	size_t off = 0;
+
+	for (;;) {
+		const char *line = buf + off, *nl = memchr(line, '\n', len - off);
+		if (!nl)
+			break; /* the end, or a line torn by a crash: never trusted */
+		off += (size_t)(nl - line) + 1;
+		if (memchr(line, '\0', (size_t)(nl - line)))
+			continue;
+		const char *p;
+		uint64_t idx, when;
+		bool delivered = false;
+		if ((size_t)(nl - line) >= 8 && memcmp(line, "attempt ", 8) == 0) {
+			p = line + 8;
+			if (!state_number(&p, nl, &when) || when > INT64_MAX)
+				continue;
 			e->attempts++;
-			e->last_attempt = (time_t)strtoll(line + 8, &rest, 10);
+			e->last_attempt = (time_t)when;
 			free(e->last_error);
-			e->last_error = (*rest == ' ' && strcmp(rest + 1, "ok") != 0)
-			                        ? strdup(rest + 1)
+			e->last_error = p < nl && !(nl - p == 2 && memcmp(p, "ok", 2) == 0)
+			                        ? copy_bytes(p, (size_t)(nl - p))
 			                        : NULL;
 			continue;
 		}
-		bool delivered = strncmp(line, "delivered ", 10) == 0;
-		bool failed = strncmp(line, "failed ", 7) == 0;
-		if (!delivered && !failed)
+		if ((size_t)(nl - line) >= 10 && memcmp(line, "delivered ", 10) == 0) {
+			delivered = true;
+			p = line + 10;
+		} else if ((size_t)(nl - line) >= 7 && memcmp(line, "failed ", 7) == 0) {
+			p = line + 7;
+		} else {
 			continue;
-		unsigned long idx = strtoul(line + (delivered ? 10 : 7), &rest, 10);
-		if (idx >= e->n_rcpts)
+		}
+		if (!state_number(&p, nl, &idx) || idx >= e->n_rcpts ||
+		    !state_number(&p, nl, &when))
 			continue;
 		if (!e->rcpt_state && !(e->rcpt_state = calloc(e->n_rcpts, 1)))
 			continue;
 		if (!e->rcpt_note && !(e->rcpt_note = calloc(e->n_rcpts, sizeof(char *))))
 			continue;
 		e->rcpt_state[idx] = delivered ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_FAILED;
-		/* skip the time */
-		(void)strtoll(rest, &rest, 10);
 		free(e->rcpt_note[idx]);
-		e->rcpt_note[idx] = *rest == ' ' ? strdup(rest + 1) : NULL;
+		e->rcpt_note[idx] = p < nl ? copy_bytes(p, (size_t)(nl - p)) : NULL;
 	}
 }
 
@@ -1179,10 +1296,11 @@ load_entry(int qfd, const char *id, uid_t owner, char *why, size_t whylen)
 	struct spool_entry *e;
 	struct stat st;
 	char *text;
+	size_t len;
 	uid_t fowner;
 
 	snprintf(name, sizeof(name), "%s.env", id);
-	if (!(text = read_small(qfd, name, &fowner))) {
+	if (!(text = read_small(qfd, name, &len, &fowner))) {
 		snprintf(why, whylen, "unreadable envelope: %s", strerror(errno));
 		return NULL;
 	}
@@ -1194,7 +1312,7 @@ load_entry(int qfd, const char *id, uid_t owner, char *why, size_t whylen)
 		free(text);
 		return NULL;
 	}
-	e = parse_envelope(text);
+	e = spool_envelope_parse(text, len);
 	free(text);
 	if (!e) {
 		snprintf(why, whylen, "malformed envelope");
@@ -1222,7 +1340,7 @@ load_entry(int qfd, const char *id, uid_t owner, char *why, size_t whylen)
 	}
 	snprintf(name, sizeof(name), "%s.state", id);
 	errno = 0;
-	if ((text = read_small(qfd, name, &fowner))) {
+	if ((text = read_small(qfd, name, &len, &fowner))) {
 		e->has_state = true;
 		if (fowner != owner) {
 			snprintf(why, whylen,
@@ -1233,7 +1351,7 @@ load_entry(int qfd, const char *id, uid_t owner, char *why, size_t whylen)
 			spool_entry_free(e);
 			return NULL;
 		}
-		apply_state(e, text);
+		spool_state_apply(e, text, len);
 		free(text);
 	} else if (errno != ENOENT) {
 		e->has_state = true; /* there but unreadable: still remove it with the rest */

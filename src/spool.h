@@ -179,6 +179,24 @@ int spool_dev(const struct spool *sp, dev_t *dev);
  */
 int spool_state_append(struct spool *sp, struct spool_entry *e, const char *line);
 
+/*
+ * The files on disk, for recovery, `mxgate queue` and the fuzzer.  The envelope file is
+ * "key value" lines (the format is at spool_envelope_format() in spool.c), each ended by
+ * LF.  The parsers take any bytes: a file may be damaged by a crash or planted.
+ */
+/* Parses a whole envelope file of len bytes.  Strict: the magic line first, each key
+ * once (rcpt once or more), numbers that fit, an id of 16 hex digits, no NUL, CR,
+ * unknown line or text after "end".  NULL when it is not exactly an envelope (the caller
+ * quarantines the message).  The entry is the caller's. */
+struct spool_entry *spool_envelope_parse(const char *buf, size_t len);
+/* Writes e as an envelope file (malloc'ed, *len bytes).  NULL with EINVAL when a value
+ * holds CR or LF or a recipient is empty, ENOMEM. */
+char *spool_envelope_format(const struct spool_entry *e, size_t *len);
+/* Applies a state file of len bytes to e (lines above).  A last line without its LF (torn
+ * by a crash) and lines that do not parse are ignored; a recipient they do not mark
+ * stays pending, so the worst a damaged state does is deliver again. */
+void spool_state_apply(struct spool_entry *e, const char *buf, size_t len);
+
 /* Queues a message made here (a bounce): e gives sender and recipients; its id, size and
  * received time are filled in.  Synchronous: durable when it returns 0. */
 int spool_inject(struct spool *sp, struct spool_entry *e, const char *data, size_t len);

@@ -461,3 +461,160 @@ Test(spool, recovery_lists_a_large_queue_and_many_recipients, .init = make_root,
 	cr_assert_eq(count_in("queue", NULL), 2 * (MSGS + 1), "no data file taken for an orphan");
 	spool_close(sp);
 }
+
+/* ---- the envelope and state parsers (crash-damaged and planted files) ----------------- */
+
+static const char good_env[] = "mxgate-envelope 1\n"
+                               "id 18AB3C4D5E6F7001\n"
+                               "received 1764320000\n"
+                               "size 1234\n"
+                               "prefix 40\n"
+                               "flags smtputf8 8bitmime\n"
+                               "connector From Proofpoint\n"
+                               "client 67.231.152.10\n"
+                               "helo mx1.example.net\n"
+                               "from \n"
+                               "rcpt user@example.com\n"
+                               "rcpt other@example.com\n"
+                               "end\n";
+
+/* good_env with the first occurrence of from replaced by to. */
+static struct spool_entry *
+parse_edited(const char *from, const char *to)
+{
+	char buf[1024];
+	const char *at = strstr(good_env, from);
+	cr_assert_not_null(at, "%s", from);
+	int n = snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - good_env), good_env, to,
+	                 at + strlen(from));
+	cr_assert_lt((size_t)n, sizeof(buf));
+	return spool_envelope_parse(buf, (size_t)n);
+}
+
+Test(spool, envelope_parses_and_writes_back_byte_for_byte)
+{
+	struct spool_entry *e = spool_envelope_parse(good_env, strlen(good_env));
+	cr_assert_not_null(e);
+	cr_assert_str_eq(e->id, "18AB3C4D5E6F7001");
+	cr_assert_eq(e->received, 1764320000);
+	cr_assert_eq(e->size, 1234);
+	cr_assert_eq(e->prefix_len, 40);
+	cr_assert(e->smtputf8 && e->body_8bit);
+	cr_assert_str_eq(e->connector, "From Proofpoint");
+	cr_assert_str_eq(e->sender, "");
+	cr_assert_eq(e->n_rcpts, 2);
+	cr_assert_str_eq(e->rcpts[1], "other@example.com");
+	size_t len;
+	char *text = spool_envelope_format(e, &len);
+	cr_assert_not_null(text);
+	cr_assert_eq(len, strlen(good_env));
+	cr_assert_eq(memcmp(text, good_env, len), 0, "%s", text);
+	free(text);
+	spool_entry_free(e);
+	/* no flags: "flags" alone */
+	e = parse_edited("flags smtputf8 8bitmime\n", "flags\n");
+	cr_assert_not_null(e);
+	cr_assert(!e->smtputf8 && !e->body_8bit);
+	spool_entry_free(e);
+}
+
+Test(spool, envelope_cut_anywhere_is_refused)
+{
+	size_t len = strlen(good_env);
+	for (size_t cut = 0; cut < len; cut++) {
+		struct spool_entry *e = spool_envelope_parse(good_env, cut);
+		cr_assert_null(e, "an envelope cut to %zu of %zu bytes parsed", cut, len);
+	}
+}
+
+Test(spool, damaged_envelopes_are_refused)
+{
+	static const struct {
+		const char *from, *to, *why;
+	} cases[] = {
+	        {"rcpt user@example.com\nrcpt other@example.com\n", "", "no recipient"},
+	        {"rcpt user@example.com\n", "rcpt \n", "an empty recipient"},
+	        {"id 18AB3C4D5E6F7001\n", "id 18AB3C4D5E6F7001\nid 18AB3C4D5E6F7002\n", "two ids"},
+	        {"from \n", "from a@b\nfrom c@d\n", "two senders (the first would leak)"},
+	        {"connector From Proofpoint\n", "connector A\nconnector B\n", "two connectors"},
+	        {"helo mx1.example.net\n", "", "no helo"},
+	        {"from \n", "from\n", "from without its space"},
+	        {"size 1234\n", "", "no size"},
+	        {"received 1764320000\n", "", "no received"},
+	        {"flags smtputf8 8bitmime\n", "", "no flags"},
+	        {"size 1234\n", "size 99999999999999999999\n", "a size that overflows"},
+	        {"size 1234\n", "size 123456789012345678901\n", "21 digits"},
+	        {"size 1234\n", "size -1\n", "a negative size"},
+	        {"size 1234\n", "size +5\n", "a sign"},
+	        {"size 1234\n", "size 12 34\n", "two numbers"},
+	        {"size 1234\n", "size \n", "no number"},
+	        {"size 1234\n", "size 0x10\n", "hex"},
+	        {"received 1764320000\n", "received 18446744073709551615\n",
+	         "received past time_t"},
+	        {"prefix 40\n", "prefix 1235\n", "a prefix longer than the message"},
+	        {"id 18AB3C4D5E6F7001\n", "id 18ab3c4d5e6f7001\n", "a lowercase id"},
+	        {"id 18AB3C4D5E6F7001\n", "id 18AB3C4D5E6F700\n", "a short id"},
+	        {"id 18AB3C4D5E6F7001\n", "id ../../etc/passw\n", "an id that is a path"},
+	        {"flags smtputf8 8bitmime\n", "flags smtputf8 smtputf8\n", "a flag twice"},
+	        {"flags smtputf8 8bitmime\n", "flags bogus\n", "an unknown flag"},
+	        {"flags smtputf8 8bitmime\n", "flags smtputf8 \n", "a trailing space"},
+	        {"flags smtputf8 8bitmime\n", "flags \n", "flags with an empty list"},
+	        {"client 67.231.152.10\n", "client 67.231\r.152.10\n", "a CR"},
+	        {"helo mx1.example.net\n", "helo mx1\n\nhelo2 x\n", "an empty line"},
+	        {"helo mx1.example.net\n", "helo mx1.example.net\nbogus line\n", "an unknown key"},
+	        {"end\n", "end\nrcpt late@example.com\n", "a line after end"},
+	        {"end\n", "end \n", "end with a value"},
+	        {"end\n", "end", "end without its LF"},
+	        {"mxgate-envelope 1\n", "mxgate-envelope 2\n", "another version"},
+	        {"mxgate-envelope 1\n", "", "no magic line"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct spool_entry *e = parse_edited(cases[i].from, cases[i].to);
+		cr_assert_null(e, "case %zu (%s) parsed", i, cases[i].why);
+	}
+	/* NULs anywhere */
+	char buf[sizeof(good_env)];
+	memcpy(buf, good_env, sizeof(good_env));
+	for (size_t at = 0; at + 1 < sizeof(good_env); at += 7) {
+		char saved = buf[at];
+		buf[at] = '\0';
+		cr_assert_null(spool_envelope_parse(buf, sizeof(good_env) - 1), "NUL at %zu", at);
+		buf[at] = saved;
+	}
+	/* the biggest numbers that fit still parse */
+	struct spool_entry *e = parse_edited("size 1234\n", "size 18446744073709551615\n");
+	cr_assert_not_null(e);
+	cr_assert_eq(e->size, UINT64_MAX);
+	spool_entry_free(e);
+}
+
+Test(spool, damaged_state_lines_are_ignored_and_a_torn_last_line_never_trusted)
+{
+	struct spool_entry *e = spool_envelope_parse(good_env, strlen(good_env));
+	cr_assert_not_null(e);
+	static const char state[] = "attempt 1764320100 451 4.3.0 busy\n"
+	                            "delivered 7 1764320100 250 out of range\n"
+	                            "delivered 0x 1764320100 250 bad index\n"
+	                            "failed -1 1764320100 550 negative\n"
+	                            "failed 1 abc 550 bad time\n"
+	                            "delivered 99999999999999999999999 1 250 huge\n"
+	                            "bogus 0 1 2\n"
+	                            "delivered 0 1764320200 250 2.0.0 ok\n"
+	                            "attempt 1764320200 ok\n"
+	                            "failed 1"; /* torn: "failed 1x ..." was being written */
+	spool_state_apply(e, state, sizeof(state) - 1);
+	cr_assert_not_null(e->rcpt_state);
+	cr_assert_eq(e->rcpt_state[0], SPOOL_RCPT_DELIVERED);
+	cr_assert_eq(e->rcpt_state[1], SPOOL_RCPT_PENDING, "the torn line marked recipient 1");
+	cr_assert_str_eq(e->rcpt_note[0], "250 2.0.0 ok");
+	cr_assert_eq(e->attempts, 2);
+	cr_assert_eq(e->last_attempt, 1764320200);
+	cr_assert_null(e->last_error);
+	/* a NUL inside a line drops that line only */
+	static const char nul[] = "failed 1 1764320300 550 \0no\nattempt 1764320300 x\n";
+	spool_state_apply(e, nul, sizeof(nul) - 1);
+	cr_assert_eq(e->rcpt_state[1], SPOOL_RCPT_PENDING);
+	cr_assert_eq(e->attempts, 3);
+	cr_assert_str_eq(e->last_error, "x");
+	spool_entry_free(e);
+}
