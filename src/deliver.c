@@ -538,11 +538,16 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	bool expired = (uint64_t)(now - e->received) * 1000 >= cfg->message_expiration_timeout_ms;
 	struct dsn_rcpt *failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*failed));
 	bool *newly_failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
-	char *lines = NULL, last[700] = "ok";
-	size_t nf = 0, n_del = 0, n_pend = 0, llen = 0;
-	FILE *fp;
+	char *lines = NULL, *dlines = NULL, last[700] = "ok";
+	size_t nf = 0, n_del = 0, n_pend = 0, llen = 0, dlen = 0;
+	FILE *fp = NULL, *dfp = NULL; /* the other lines; the "delivered" lines */
+	bool del_recorded = false;
 
-	if (!failed || !newly_failed || !(fp = open_memstream(&lines, &llen))) {
+	if (!failed || !newly_failed || !(fp = open_memstream(&lines, &llen)) ||
+	    !(dfp = open_memstream(&dlines, &dlen))) {
+		if (fp)
+			fclose(fp);
+		free(lines);
 		free(failed);
 		free(newly_failed);
 		reschedule(d, j, cfg);
@@ -556,7 +561,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 		clean_text(o[i].text);
 		if (o[i].code >= 200 && o[i].code < 300) {
 			e->rcpt_state[i] = SPOOL_RCPT_DELIVERED;
-			fprintf(fp, "delivered %zu %lld %d %s\n", i, (long long)now, o[i].code,
+			fprintf(dfp, "delivered %zu %lld %d %s\n", i, (long long)now, o[i].code,
 			        o[i].text);
 			n_del++;
 			continue;
@@ -587,6 +592,20 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 			snprintf(last, sizeof(last), "%s", o[i].text);
 		n_pend++;
 	}
+	if (fclose(dfp) != 0) {
+		free(dlines);
+		dlines = NULL;
+		dlen = 0;
+	}
+	/* What was accepted is recorded before the bounce is queued (its syncs take
+	 * milliseconds): a crash meanwhile must not deliver it again (deliver.h). */
+	if (nf > 0 && n_del > 0 && dlines && dlen > 0) {
+		dlines[dlen - 1] = '\0'; /* spool_state_append() ends the line itself */
+		if (spool_state_append(d->sp, e, dlines) == 0)
+			del_recorded = true;
+		else
+			dlines[dlen - 1] = '\n';
+	}
 	/* the bounce is queued before the failures are recorded: a crash in between
 	 * retries the recipient rather than losing its bounce */
 	if (nf > 0 && bounce(d, cfg, j, failed, nf) < 0) {
@@ -608,11 +627,40 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	free(e->last_error);
 	e->last_error = n_pend ? strdup(last) : NULL;
 
+	/* the record first (the window deliver.h describes), then the log line */
+	bool removed = false;
+	if (n_pend == 0) {
+		if (spool_remove(d->sp, e) < 0)
+			log_msg(LOG_LVL_ERROR,
+			        "message %s settled but not removed from the spool: %s", e->id,
+			        strerror(errno));
+		removed = true;
+	} else {
+		char *all = NULL;
+		if (!del_recorded && dlines && dlen > 0 &&
+		    asprintf(&all, "%s%s", dlines, lines ? lines : "") < 0)
+			all = NULL;
+		if (!lines || (!del_recorded && dlines && dlen > 0 && !all)) {
+			errno = ENOMEM;
+			log_msg(LOG_LVL_ERROR,
+			        "message %s: cannot record its delivery state: %s; "
+			        "recipients already delivered may be sent again",
+			        e->id, strerror(errno));
+		} else if (spool_state_append(d->sp, e, all ? all : lines) < 0) {
+			log_msg(LOG_LVL_ERROR,
+			        "message %s: cannot record its delivery state: %s; "
+			        "recipients already delivered may be sent again",
+			        e->id, strerror(errno));
+		}
+		free(all);
+	}
+
 	pthread_mutex_lock(&d->mu);
 	d->stats.delivered_rcpts += n_del;
 	d->stats.failed_rcpts += nf;
+	if (removed)
+		d->stats.delivered_msgs++;
 	pthread_mutex_unlock(&d->mu);
-
 	if (n_del || nf)
 		log_msg(LOG_LVL_INFO,
 		        "message %s %s: %zu delivered, %zu failed, %zu waiting (from "
@@ -620,25 +668,13 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 		        e->id, how, n_del, nf, n_pend, e->sender, (unsigned long long)e->size);
 	free(failed);
 	free(newly_failed);
-	if (n_pend == 0) {
-		free(lines);
-		if (spool_remove(d->sp, e) < 0)
-			log_msg(LOG_LVL_ERROR,
-			        "message %s settled but not removed from the spool: %s", e->id,
-			        strerror(errno));
-		pthread_mutex_lock(&d->mu);
-		d->stats.delivered_msgs++;
-		pthread_mutex_unlock(&d->mu);
+	free(lines);
+	free(dlines);
+	if (removed) {
 		unbusy(d, j);
 		free_job(j);
 		return true;
 	}
-	if (spool_state_append(d->sp, e, lines) < 0)
-		log_msg(LOG_LVL_ERROR,
-		        "message %s: cannot record its delivery state: %s; "
-		        "recipients already delivered may be sent again",
-		        e->id, strerror(errno));
-	free(lines);
 	reschedule(d, j, cfg);
 	return false;
 }

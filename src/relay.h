@@ -10,7 +10,9 @@
  * Outcomes are per recipient: the reply code and text of the step that decided it.
  * Code 0 means "not decided" (the connection broke first): a temporary failure.  If the
  * connection breaks after the final "." and before its reply, the outcome is unknown and
- * reported as 0: the message is sent again later, so it may arrive twice.
+ * reported as 0: the message is sent again later, so it may arrive twice (RFC 1047; the
+ * delivery is at-least-once, see deliver.h).  relay_send() returns as soon as the reply
+ * to the final "." is read, so the caller records it before the next message is sent.
  */
 #ifndef MXGATE_RELAY_H
 #define MXGATE_RELAY_H

@@ -10,17 +10,20 @@ import os
 import random
 import re
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from daemon import Client
-from daemon import BIN
+from daemon import BIN, Client
 from helpers_ops import (IS_ROOT, banner, block_delivery, body_for, chown_nobody, envelope_size,
                          free_bytes, maildir_files, nobody, queue_id, queued_ids, restart,
                          restore_queue, send_one, session, settle, snapshot_queue, spool_dir,
                          tmpfs, token_counts, transaction, unblock_delivery)
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
+import failsync as fault  # noqa: E402  (tests/fault/failsync.py, the shim's driver)
 
 
 def assert_exactly_once(counts, tokens, log=""):
@@ -423,8 +426,6 @@ def refusal_absent(daemon, pattern):
 
 # ---- a disk that fails its syncs (spool.h, FAILED SYNCS) --------------------------------
 
-FAULT_SRC = os.path.join(os.path.dirname(__file__), "..", "fault", "failsync.c")
-
 CONCURRENT = """
     connector "Test" {
       usage = internet
@@ -440,29 +441,7 @@ CONCURRENT = """
 @pytest.fixture(scope="module")
 def failsync(tmp_path_factory):
     """tests/fault/failsync.c built as a preloadable shim."""
-    out = str(tmp_path_factory.mktemp("fault") / "failsync.so")
-    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-std=c11", "-Wall", "-Wextra", "-Werror",
-                    "-o", out, FAULT_SRC, "-ldl"], check=True, capture_output=True)
-    return out
-
-
-def start_with_faults(daemon, shim, monkeypatch, **narrow):
-    """Starts the daemon with the shim preloaded; returns (trigger path, fault log).
-    narrow: more MXGATE_FAULT_* variables (dev_of, dirs_only)."""
-    trigger = os.path.join(daemon.dir, "disk-fails")
-    flog = os.path.join(daemon.dir, "faults.log")
-    open(flog, "w").close()
-    os.chmod(flog, 0o666)   # the daemon writes it as nobody
-    asan = os.environ.get("ASAN_OPTIONS", "")
-    with monkeypatch.context() as m:
-        m.setenv("LD_PRELOAD", shim)
-        m.setenv("MXGATE_FAULT_TRIGGER", trigger)
-        m.setenv("MXGATE_FAULT_LOG", flog)
-        m.setenv("ASAN_OPTIONS", (asan + ":" if asan else "") + "verify_asan_link_order=0")
-        for k, v in narrow.items():
-            m.setenv("MXGATE_FAULT_" + k.upper(), v)
-        daemon.start()
-    return trigger, flog
+    return fault.build(tmp_path_factory.mktemp("fault"))
 
 
 def try_message(c, token, before_dot=None):
@@ -490,7 +469,7 @@ def test_a_failed_sync_fails_the_spool_until_restart(daemon, failsync, monkeypat
     write). One error line says to check the disk and restart. After the restart every
     message that got 250 is delivered exactly once, and none that got 452."""
     daemon.configure(connectors=CONCURRENT)
-    trigger, flog = start_with_faults(daemon, failsync, monkeypatch)
+    trigger, flog = fault.start(daemon, failsync, monkeypatch)
     before = [f"tok-before-{i}" for i in range(3)]
     for t in before:
         send_one(daemon, t)
@@ -541,9 +520,7 @@ def test_a_failed_sync_fails_the_spool_until_restart(daemon, failsync, monkeypat
     for th in threads:
         th.join(timeout=30)
 
-    with open(flog) as f:
-        injected = f.read().split()
-    assert injected, "the shim injected no failure: the test proves nothing"
+    assert fault.fired(flog), "the shim injected no failure: the test proves nothing"
     bad = [r for r in results if r[2] not in (250, 452)]
     assert not bad, bad
     late_250 = [r for r in results if r[1] in ("failing", "recovered") and r[2] == 250]
@@ -581,7 +558,7 @@ def test_a_failed_maildir_sync_holds_deliveries_until_restart(daemon, failsync, 
         try:
             chown_nobody(daemon.mail)
             daemon.configure()
-            trigger, flog = start_with_faults(daemon, failsync, monkeypatch,
+            trigger, flog = fault.start(daemon, failsync, monkeypatch,
                                               dev_of=daemon.mail, dirs_only="1")
             send_one(daemon, "tok-md-ok")
             settle(daemon, n_expected=1)
@@ -601,8 +578,7 @@ def test_a_failed_maildir_sync_holds_deliveries_until_restart(daemon, failsync, 
                 daemon.wait_log(rf"message {qid} deferred .*a sync of the Maildir file "
                                 rf"system failed earlier; waiting for mxgate to be restarted")
             assert queued_ids(daemon) == sorted(ids)
-            with open(flog) as f:
-                assert "fsync" in f.read()
+            assert any(l.startswith("fsync ") for l in fault.fired(flog))
             assert daemon.stop() == 0
             restart(daemon)
             counts = settle(daemon, n_expected=4)

@@ -9,7 +9,9 @@
  * that is set, so a test can see that the fault fired.
  * Narrower faults: with $MXGATE_FAULT_DEV_OF set to a path, only descriptors on that
  * path's file system fail; with $MXGATE_FAULT_DIRS_ONLY=1, only descriptors of
- * directories.
+ * directories.  With $MXGATE_FAULT_STALL=1 the calls do not fail but wait while the
+ * trigger exists (a slow disk: the test can kill the process in the middle of a sync),
+ * logging "stall <call> <fd>" as they start waiting.
  *
  * Built by the test: cc -shared -fPIC -o failsync.so failsync.c -ldl.  With an ASan
  * build, run with ASAN_OPTIONS=verify_asan_link_order=0 (the shim comes before ASan's
@@ -19,10 +21,12 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int (*real_fsync)(int);
@@ -56,15 +60,25 @@ tripped(const char *call, int fd)
 		errno = saved;
 		return 0;
 	}
+	const char *stall = getenv("MXGATE_FAULT_STALL");
+	bool stalling = stall && strcmp(stall, "1") == 0;
 	if (logpath) {
 		int lfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
 		if (lfd >= 0) {
 			char line[64];
-			int n = snprintf(line, sizeof(line), "%s %d\n", call, fd);
+			int n = snprintf(line, sizeof(line), "%s%s %d\n", stalling ? "stall " : "",
+			                 call, fd);
 			if (n > 0 && write(lfd, line, (size_t)n) < 0)
 				n = 0;
 			close(lfd);
 		}
+	}
+	if (stalling) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		while (stat(trigger, &st) == 0)
+			nanosleep(&ts, NULL);
+		errno = saved;
+		return 0;
 	}
 	errno = EIO;
 	return 1;
