@@ -524,6 +524,50 @@ clean_text(char *s)
 			*s = '?';
 }
 
+/* Turns a temporary failure into RFC 3463's 4.4.7: delivery time expired. */
+static void
+expire(struct outcome *o, time_t age)
+{
+	char t[sizeof(o->text)];
+
+	snprintf(t, sizeof(t), "4.4.7 message expired after %llus in the queue; last error: %.400s",
+	         (unsigned long long)age, o->text[0] ? o->text : "none");
+	snprintf(o->text, sizeof(o->text), "%s", t);
+	if (o->code == 0)
+		o->code = 451;
+}
+
+/* Records a settled attempt in the spool: removes the message when no recipient is
+ * pending, else appends its state lines (dlines, the "delivered" ones, unless already
+ * recorded, then lines).  Returns true when the message was removed. */
+static bool
+record(struct deliver *d, struct spool_entry *e, size_t n_pend, const char *dlines,
+       const char *lines)
+{
+	char *all = NULL;
+
+	if (n_pend == 0) {
+		if (spool_remove(d->sp, e) < 0)
+			log_msg(LOG_LVL_ERROR,
+			        "message %s settled but not removed from the spool: %s", e->id,
+			        strerror(errno));
+		return true;
+	}
+	if (!lines || (dlines && asprintf(&all, "%s%s", dlines, lines) < 0)) {
+		all = NULL;
+		errno = ENOMEM;
+	} else if (spool_state_append(d->sp, e, all ? all : lines) == 0) {
+		free(all);
+		return false;
+	}
+	log_msg(LOG_LVL_ERROR,
+	        "message %s: cannot record its delivery state: %s; recipients already "
+	        "delivered may be sent again",
+	        e->id, strerror(errno));
+	free(all);
+	return false;
+}
+
 /*
  * Records one attempt's outcomes (see deliver.h) and decides the message's fate.
  * Returns true when the message left the spool (the caller syncs the queue directory
@@ -567,18 +611,8 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 			continue;
 		}
 		if (o[i].code >= 500 || expired) {
-			if (o[i].code < 500) {
-				/* RFC 3463 4.4.7: delivery time expired */
-				char t[sizeof(o[i].text)];
-				snprintf(t, sizeof(t),
-				         "4.4.7 message expired after %llus in the queue; "
-				         "last error: %.400s",
-				         (unsigned long long)(now - e->received),
-				         o[i].text[0] ? o[i].text : "none");
-				snprintf(o[i].text, sizeof(o[i].text), "%s", t);
-				if (o[i].code == 0)
-					o[i].code = 451;
-			}
+			if (o[i].code < 500)
+				expire(&o[i], now - e->received);
 			failed[nf++] = (struct dsn_rcpt){.addr = e->rcpts[i],
 			                                 .code = o[i].code,
 			                                 .text = o[i].text,
@@ -628,32 +662,8 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	e->last_error = n_pend ? strdup(last) : NULL;
 
 	/* the record first (the window deliver.h describes), then the log line */
-	bool removed = false;
-	if (n_pend == 0) {
-		if (spool_remove(d->sp, e) < 0)
-			log_msg(LOG_LVL_ERROR,
-			        "message %s settled but not removed from the spool: %s", e->id,
-			        strerror(errno));
-		removed = true;
-	} else {
-		char *all = NULL;
-		if (!del_recorded && dlines && dlen > 0 &&
-		    asprintf(&all, "%s%s", dlines, lines ? lines : "") < 0)
-			all = NULL;
-		if (!lines || (!del_recorded && dlines && dlen > 0 && !all)) {
-			errno = ENOMEM;
-			log_msg(LOG_LVL_ERROR,
-			        "message %s: cannot record its delivery state: %s; "
-			        "recipients already delivered may be sent again",
-			        e->id, strerror(errno));
-		} else if (spool_state_append(d->sp, e, all ? all : lines) < 0) {
-			log_msg(LOG_LVL_ERROR,
-			        "message %s: cannot record its delivery state: %s; "
-			        "recipients already delivered may be sent again",
-			        e->id, strerror(errno));
-		}
-		free(all);
-	}
+	bool removed =
+	        record(d, e, n_pend, del_recorded || !dlines || !dlen ? NULL : dlines, lines);
 
 	pthread_mutex_lock(&d->mu);
 	d->stats.delivered_rcpts += n_del;
@@ -687,171 +697,179 @@ struct syncdir {
 	ino_t ino;
 };
 
+/* One Maildir batch: its base, and what must be synced before its messages leave the
+ * spool. */
+struct mdbatch {
+	struct deliver *d;
+	const struct config *cfg;
+	char base[1024];
+	const char *rest; /* the template after the base */
+	int bfd, base_err;
+	struct syncdir *dirs; /* new/ of each copy, fsync()ed once */
+	size_t n_dirs, cap_dirs;
+	size_t links; /* hard links, made durable by one syncfs() */
+};
+
+/* Delivers recipient i of e into its Maildir; o says how it went. */
+static void
+maildir_rcpt(struct mdbatch *b, struct spool_entry *e, size_t i, struct outcome *o)
+{
+	char rel[2048], name[256], local[200];
+	const char *at = strrchr(e->rcpts[i], '@');
+	int mdfd = -1, newfd;
+	struct stat st;
+
+	o->code = 451;
+	if (b->bfd < 0) {
+		snprintf(o->text, sizeof(o->text), "4.3.0 Maildir base %.300s cannot be opened: %s",
+		         b->base, strerror(b->base_err));
+		return;
+	}
+	if (!at || (size_t)(at - e->rcpts[i]) >= sizeof(local)) {
+		o->code = 550;
+		snprintf(o->text, sizeof(o->text), "5.1.3 bad recipient address");
+		return;
+	}
+	memcpy(local, e->rcpts[i], (size_t)(at - e->rcpts[i]));
+	local[at - e->rcpts[i]] = '\0';
+	/* a quoted local part is delivered by its content */
+	if (local[0] == '"') {
+		size_t l = strlen(local), w = 0;
+		for (size_t q = 1; q + 1 < l; q++) {
+			if (local[q] == '\\' && q + 2 < l)
+				q++;
+			local[w++] = local[q];
+		}
+		local[w] = '\0';
+	}
+	if (maildir_expand(b->rest, local, at + 1, rel, sizeof(rel)) < 0) {
+		o->code = 550;
+		snprintf(o->text, sizeof(o->text),
+		         "5.1.3 Maildir path for the recipient is too long");
+		return;
+	}
+	newfd = maildir_open(b->bfd, rel, &mdfd);
+	if (newfd < 0) {
+		int e2 = errno;
+		snprintf(o->text, sizeof(o->text), "4.3.0 cannot open Maildir %.200s/%.200s: %s%s",
+		         b->base, rel, strerror(e2),
+		         e2 == EACCES ? " (the Maildir tree must be writable by the user mxgate "
+		                        "runs as)"
+		                      : "");
+		return;
+	}
+	maildir_name(name, sizeof(name), (long long)e->received, e->id, i, b->cfg->hostname);
+	int how = maildir_deliver(mdfd, newfd, spool_queue_fd(b->d->sp), e->id, name, e->recovered);
+	int derr = errno;
+	close(mdfd);
+	if (how < 0) {
+		snprintf(o->text, sizeof(o->text),
+		         "4.3.0 cannot deliver to Maildir %.200s/%.200s: %s", b->base, rel,
+		         strerror(derr));
+		close(newfd);
+		return;
+	}
+	o->code = 250;
+	snprintf(o->text, sizeof(o->text), "2.0.0 delivered to Maildir %.200s/%.200s", b->base,
+	         rel);
+	if (how == 0) {
+		/* a link: made durable by one syncfs() for the batch */
+		b->links++;
+		close(newfd);
+		return;
+	}
+	/* a copy: new/ is synced once per batch, before the spool file goes */
+	if (fstat(newfd, &st) < 0) {
+		o->code = 451;
+		snprintf(o->text, sizeof(o->text), "4.3.0 cannot stat new/: %s", strerror(errno));
+		close(newfd);
+		return;
+	}
+	for (size_t x = 0; x < b->n_dirs; x++) {
+		if (b->dirs[x].dev == st.st_dev && b->dirs[x].ino == st.st_ino) {
+			close(newfd);
+			return;
+		}
+	}
+	if (VEC_RESERVE(b->dirs, b->cap_dirs, b->n_dirs + 1) < 0) {
+		o->code = 451; /* cannot promise its sync */
+		snprintf(o->text, sizeof(o->text), "4.3.0 out of memory");
+		close(newfd);
+		return;
+	}
+	b->dirs[b->n_dirs++] = (struct syncdir){newfd, st.st_dev, st.st_ino};
+}
+
+/* Makes the batch's deliveries durable.  Returns 0, or the errno of a failed sync (or
+ * -1 when a sync failed in an earlier batch: see below). */
+static int
+maildir_sync(struct mdbatch *b)
+{
+	int err = 0;
+
+	if (b->links > 0 && b->bfd >= 0) {
+		/* the spool's next group commit syncs the Maildirs too when they share its
+		 * file system: one sync for both, instead of two competing */
+		struct stat bst;
+		dev_t sdev;
+		bool shared = fstat(b->bfd, &bst) == 0 && spool_dev(b->d->sp, &sdev) == 0 &&
+		              bst.st_dev == sdev;
+		if ((shared ? spool_barrier(b->d->sp) : syncfs(b->bfd)) < 0)
+			err = errno ? errno : EIO;
+	}
+	for (size_t x = 0; x < b->n_dirs; x++) {
+		if (fsync(b->dirs[x].fd) < 0 && !err)
+			err = errno ? errno : EIO;
+		close(b->dirs[x].fd);
+	}
+	/* A failed sync may have dropped what it could not write, and a repeat finds the
+	 * links in place and syncs nothing new (spool.h, FAILED SYNCS): no Maildir delivery
+	 * counts as done again until a restart. */
+	pthread_mutex_lock(&b->d->mu);
+	bool first = err && !b->d->maildir_failed;
+	if (err)
+		b->d->maildir_failed = true;
+	else if (b->d->maildir_failed)
+		err = -1;
+	pthread_mutex_unlock(&b->d->mu);
+	if (first)
+		log_msg(LOG_LVL_ERROR,
+		        "maildir: the disk failed: syncing the Maildirs under %s failed: %s.  No "
+		        "delivery into a Maildir is confirmed (the messages stay queued) until "
+		        "mxgate is restarted.  Check the disk (dmesg, smartctl), then restart "
+		        "mxgate",
+		        b->base, strerror(err));
+	return err;
+}
+
 static void
 maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 {
-	struct syncdir *dirs = NULL;
-	size_t n_dirs = 0, cap_dirs = 0, n_jobs = 0, links = 0;
-	char base[1024];
-	const char *rest = NULL;
-	int bfd = -1, base_err = 0;
+	struct mdbatch b = {.d = d, .cfg = cfg, .bfd = -1};
+	size_t n_jobs = 0, k = 0;
 
 	for (struct job *j = jobs; j; j = j->next)
 		n_jobs++;
 	struct outcome **outs = calloc(n_jobs ? n_jobs : 1, sizeof(*outs));
 	if (!outs)
 		return;
-	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0) {
-		bfd = base_fd(d, base, -1, -1);
-		base_err = bfd < 0 ? errno : 0;
+	if (maildir_split(cfg->maildir, b.base, sizeof(b.base), &b.rest) == 0) {
+		b.bfd = base_fd(d, b.base, -1, -1);
+		b.base_err = b.bfd < 0 ? errno : 0;
 	} else {
-		snprintf(base, sizeof(base), "%s", cfg->maildir);
-		base_err = EINVAL; /* not an absolute path: config.c makes sure it is */
+		snprintf(b.base, sizeof(b.base), "%s", cfg->maildir);
+		b.base_err = EINVAL; /* not an absolute path: config.c makes sure it is */
 	}
-	size_t k = 0;
 	for (struct job *j = jobs; j; j = j->next, k++) {
 		struct spool_entry *e = j->e;
-		struct outcome *o = outs[k] = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*o));
-		if (!o)
+		if (!(outs[k] = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(**outs))))
 			continue;
-		for (size_t i = 0; i < e->n_rcpts; i++) {
-			char rel[2048], name[256], local[200];
-			const char *at = strrchr(e->rcpts[i], '@');
-			int mdfd = -1, newfd;
-			struct stat st;
-
-			if (e->rcpt_state[i] != SPOOL_RCPT_PENDING)
-				continue;
-			o[i].code = 451;
-			if (bfd < 0) {
-				snprintf(o[i].text, sizeof(o[i].text),
-				         "4.3.0 Maildir base %.300s cannot be opened: %s", base,
-				         strerror(base_err));
-				continue;
-			}
-			if (!at || (size_t)(at - e->rcpts[i]) >= sizeof(local)) {
-				o[i].code = 550;
-				snprintf(o[i].text, sizeof(o[i].text),
-				         "5.1.3 bad recipient address");
-				continue;
-			}
-			memcpy(local, e->rcpts[i], (size_t)(at - e->rcpts[i]));
-			local[at - e->rcpts[i]] = '\0';
-			/* a quoted local part is delivered by its content */
-			if (local[0] == '"') {
-				size_t l = strlen(local), w = 0;
-				for (size_t q = 1; q + 1 < l; q++) {
-					if (local[q] == '\\' && q + 2 < l)
-						q++;
-					local[w++] = local[q];
-				}
-				local[w] = '\0';
-			}
-			if (maildir_expand(rest, local, at + 1, rel, sizeof(rel)) < 0) {
-				o[i].code = 550;
-				snprintf(o[i].text, sizeof(o[i].text),
-				         "5.1.3 Maildir path for the recipient is too long");
-				continue;
-			}
-			newfd = maildir_open(bfd, rel, &mdfd);
-			if (newfd < 0) {
-				int e2 = errno;
-				snprintf(o[i].text, sizeof(o[i].text),
-				         "4.3.0 cannot open Maildir %.200s/%.200s: %s%s", base, rel,
-				         strerror(e2),
-				         e2 == EACCES
-				                 ? " (the Maildir tree must be writable by the "
-				                   "user mxgate runs as)"
-				                 : "");
-				continue;
-			}
-			maildir_name(name, sizeof(name), (long long)e->received, e->id, i,
-			             cfg->hostname);
-			int how = maildir_deliver(mdfd, newfd, spool_queue_fd(d->sp), e->id, name,
-			                          e->recovered);
-			if (how < 0) {
-				snprintf(o[i].text, sizeof(o[i].text),
-				         "4.3.0 cannot deliver to Maildir %.200s/%.200s: %s", base,
-				         rel, strerror(errno));
-				close(newfd);
-				close(mdfd);
-				continue;
-			}
-			close(mdfd);
-			o[i].code = 250;
-			snprintf(o[i].text, sizeof(o[i].text),
-			         "2.0.0 delivered to Maildir %.200s/%.200s", base, rel);
-			if (how == 0) {
-				/* a link: made durable by one syncfs() for the batch */
-				links++;
-				close(newfd);
-				continue;
-			}
-			/* a copy: new/ is synced once per batch, before the spool file goes */
-			if (fstat(newfd, &st) < 0) {
-				o[i].code = 451;
-				snprintf(o[i].text, sizeof(o[i].text), "4.3.0 cannot stat new/: %s",
-				         strerror(errno));
-				close(newfd);
-				continue;
-			}
-			size_t x;
-			for (x = 0; x < n_dirs; x++)
-				if (dirs[x].dev == st.st_dev && dirs[x].ino == st.st_ino)
-					break;
-			if (x == n_dirs) {
-				if (VEC_RESERVE(dirs, cap_dirs, n_dirs + 1) < 0) {
-					o[i].code = 451; /* cannot promise its sync */
-					snprintf(o[i].text, sizeof(o[i].text),
-					         "4.3.0 out of memory");
-					close(newfd);
-					continue;
-				}
-				dirs[n_dirs++] = (struct syncdir){newfd, st.st_dev, st.st_ino};
-			} else {
-				close(newfd);
-			}
-		}
+		for (size_t i = 0; i < e->n_rcpts; i++)
+			if (e->rcpt_state[i] == SPOOL_RCPT_PENDING)
+				maildir_rcpt(&b, e, i, &outs[k][i]);
 	}
-	bool sync_failed = false;
-	int sync_err = 0;
-	if (links > 0 && bfd >= 0) {
-		/* the spool's next group commit syncs the Maildirs too when they share its
-		 * file system: one sync for both, instead of two competing */
-		struct stat bst;
-		dev_t sdev;
-		bool shared =
-		        fstat(bfd, &bst) == 0 && spool_dev(d->sp, &sdev) == 0 && bst.st_dev == sdev;
-		if ((shared ? spool_barrier(d->sp) : syncfs(bfd)) < 0) {
-			sync_failed = true;
-			sync_err = errno;
-		}
-	}
-	for (size_t x = 0; x < n_dirs; x++) {
-		if (fsync(dirs[x].fd) < 0 && !sync_failed) {
-			sync_failed = true;
-			sync_err = errno;
-		}
-		close(dirs[x].fd);
-	}
-	free(dirs);
-	/* A failed sync may have dropped what it could not write, and a repeat finds the
-	 * links in place and syncs nothing new (spool.h, FAILED SYNCS): no Maildir delivery
-	 * counts as done again until a restart. */
-	pthread_mutex_lock(&d->mu);
-	bool first_failure = sync_failed && !d->maildir_failed;
-	if (sync_failed)
-		d->maildir_failed = true;
-	bool failed_before = d->maildir_failed && !sync_failed;
-	pthread_mutex_unlock(&d->mu);
-	if (first_failure)
-		log_msg(LOG_LVL_ERROR,
-		        "maildir: the disk failed: syncing the Maildirs under %s failed: %s.  No "
-		        "delivery into a Maildir is confirmed (the messages stay queued) until "
-		        "mxgate is restarted.  Check the disk (dmesg, smartctl), then restart "
-		        "mxgate",
-		        base, strerror(sync_err));
-	bool removed = false;
+	int sync_err = maildir_sync(&b);
+	free(b.dirs);
 	k = 0;
 	for (struct job *j = jobs, *next; j; j = next, k++) {
 		next = j->next;
@@ -860,27 +878,23 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 			reschedule(d, j, cfg);
 			continue;
 		}
-		if (sync_failed || failed_before) {
-			/* which links are durable is unknown: all again (idempotent) */
-			for (size_t i = 0; i < j->e->n_rcpts; i++) {
-				if (o[i].code / 100 == 2) {
-					o[i].code = 451;
-					snprintf(o[i].text, sizeof(o[i].text), "%s",
-					         sync_failed ? "4.3.0 syncing the Maildir file "
-					                       "system failed"
-					                     : "4.3.0 a sync of the Maildir file "
-					                       "system failed earlier; waiting for "
-					                       "mxgate to be restarted");
-				}
+		/* which links are durable is unknown: all again (idempotent) */
+		for (size_t i = 0; sync_err && i < j->e->n_rcpts; i++) {
+			if (o[i].code / 100 == 2) {
+				o[i].code = 451;
+				snprintf(o[i].text, sizeof(o[i].text), "%s",
+				         sync_err > 0
+				                 ? "4.3.0 syncing the Maildir file system failed"
+				                 : "4.3.0 a sync of the Maildir file system failed "
+				                   "earlier; waiting for mxgate to be restarted");
 			}
 		}
-		removed |= settle(d, cfg, j, o, "delivered by maildir");
+		/* No sync of the removals: a Maildir delivery repeated after a crash finds
+		 * its fixed name and does nothing, so a lost unlink costs only a retry. */
+		settle(d, cfg, j, o, "delivered by maildir");
 		free(o);
 	}
 	free(outs);
-	/* No sync of the removals: a Maildir delivery repeated after a crash finds its
-	 * fixed name and does nothing, so a lost unlink costs only a retry. */
-	(void)removed;
 }
 
 /* ---- relay ----------------------------------------------------------------------------- */

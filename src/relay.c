@@ -482,6 +482,94 @@ set_all(const struct spool_entry *e, const bool *pending, struct relay_result *r
 	}
 }
 
+/* The envelope when the next hop pipelines (RFC 2920): MAIL, every RCPT and DATA in one
+ * write, the replies read in order.  Returns 1 to send the data (354, and a recipient
+ * accepted), 0 when the message is decided without it (res filled), -1 when the
+ * connection broke. */
+static int
+envelope_pipelined(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
+                   struct relay_result *res, bool *accepted, const char *cmds, size_t clen)
+{
+	char text[512], mail_text[512];
+	size_t n_acc = 0;
+	int code, mail_code;
+
+	if (raw_write(c, cmds, clen) < 0 ||
+	    (mail_code = read_reply(c, text, sizeof(text), NULL)) < 0)
+		return -1;
+	snprintf(mail_text, sizeof(mail_text), "%s", text);
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!pending[i])
+			continue;
+		if ((code = read_reply(c, text, sizeof(text), NULL)) < 0)
+			return -1;
+		if (mail_code / 100 != 2) {
+			res[i].code = mail_code;
+			snprintf(res[i].text, sizeof(res[i].text), "%s", mail_text);
+		} else if (code / 100 == 2) {
+			accepted[i] = true;
+			n_acc++;
+		} else {
+			res[i].code = code;
+			snprintf(res[i].text, sizeof(res[i].text), "%s", text);
+		}
+	}
+	if ((code = read_reply(c, text, sizeof(text), NULL)) < 0)
+		return -1;
+	if (code != 354) {
+		set_all(e, pending, res, code, text, true, accepted);
+		return command(c, "RSET", text, sizeof(text)) < 0 ? -1 : 0;
+	}
+	if (n_acc == 0) {
+		/* 354 with no recipient: end the empty message at once */
+		if (raw_write(c, ".\r\n", 3) < 0 || read_reply(c, text, sizeof(text), NULL) < 0)
+			return -1;
+		return 0;
+	}
+	return 1;
+}
+
+/* The envelope one command at a time (mail_line is the MAIL command); returns as
+ * envelope_pipelined() does. */
+static int
+envelope_stepwise(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
+                  struct relay_result *res, bool *accepted, const char *mail_line)
+{
+	char line[1100], text[512];
+	size_t n_acc = 0;
+	int code;
+
+	if ((code = command(c, mail_line, text, sizeof(text))) < 0)
+		return -1;
+	if (code / 100 != 2) {
+		set_all(e, pending, res, code, text, false, NULL);
+		return command(c, "RSET", text, sizeof(text)) < 0 ? -1 : 0;
+	}
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!pending[i])
+			continue;
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", e->rcpts[i]);
+		if ((code = command(c, line, text, sizeof(text))) < 0)
+			return -1;
+		if (code / 100 == 2) {
+			accepted[i] = true;
+			n_acc++;
+		} else {
+			res[i].code = code;
+			snprintf(res[i].text, sizeof(res[i].text), "%s", text);
+		}
+	}
+	if (n_acc == 0)
+		return command(c, "RSET", text, sizeof(text)) < 0 ? -1 : 0;
+	if ((code = command(c, "DATA", text, sizeof(text))) < 0)
+		return -1;
+	if (code != 354) {
+		set_all(e, pending, res, code, text, true, accepted);
+		return command(c, "RSET", text, sizeof(text)) < 0 ? -1 : 0;
+	}
+	return 1;
+}
+
 int
 relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const bool *pending,
            struct relay_result *res, char *err, size_t errlen)
@@ -489,8 +577,7 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 	uint64_t size = e->size - e->prefix_len;
 	char line[1100], text[512];
 	bool *accepted = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
-	size_t n_acc = 0, n_pend = 0;
-	int code, rc = -1;
+	int code, rc = -1, go;
 
 	if (!accepted) {
 		snprintf(err, errlen, "out of memory");
@@ -499,7 +586,6 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 	for (size_t i = 0; i < e->n_rcpts; i++) {
 		res[i].code = 0;
 		res[i].text[0] = '\0';
-		n_pend += pending[i];
 	}
 	if (e->smtputf8 && !c->smtputf8) {
 		snprintf(text, sizeof(text),
@@ -544,97 +630,18 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 	fclose(fp);
 
 	if (c->pipelining) {
-		if (raw_write(c, cmds, clen) < 0) {
-			free(cmds);
-			goto broken;
-		}
-		free(cmds);
-		code = read_reply(c, text, sizeof(text), NULL);
-		if (code < 0)
-			goto broken;
-		int mail_code = code;
-		char mail_text[512];
-		snprintf(mail_text, sizeof(mail_text), "%s", text);
-		for (size_t i = 0; i < e->n_rcpts; i++) {
-			if (!pending[i])
-				continue;
-			code = read_reply(c, text, sizeof(text), NULL);
-			if (code < 0)
-				goto broken;
-			if (mail_code / 100 != 2) {
-				res[i].code = mail_code;
-				snprintf(res[i].text, sizeof(res[i].text), "%s", mail_text);
-			} else if (code / 100 == 2) {
-				accepted[i] = true;
-				n_acc++;
-			} else {
-				res[i].code = code;
-				snprintf(res[i].text, sizeof(res[i].text), "%s", text);
-			}
-		}
-		code = read_reply(c, text, sizeof(text), NULL);
-		if (code < 0)
-			goto broken;
-		if (code != 354) {
-			set_all(e, pending, res, code, text, true, accepted);
-			if (command(c, "RSET", text, sizeof(text)) < 0)
-				goto broken;
-			rc = 0;
-			goto out;
-		}
-		if (n_acc == 0) {
-			/* 354 with no recipient: end the empty message at once */
-			if (raw_write(c, ".\r\n", 3) < 0 ||
-			    read_reply(c, text, sizeof(text), NULL) < 0)
-				goto broken;
-			rc = 0;
-			goto out;
-		}
+		go = envelope_pipelined(c, e, pending, res, accepted, cmds, clen);
 	} else {
 		memcpy(line, cmds, first_len - 2);
 		line[first_len - 2] = '\0';
-		free(cmds);
-		code = command(c, line, text, sizeof(text));
-		if (code < 0)
-			goto broken;
-		if (code / 100 != 2) {
-			set_all(e, pending, res, code, text, false, NULL);
-			if (command(c, "RSET", text, sizeof(text)) < 0)
-				goto broken;
-			rc = 0;
-			goto out;
-		}
-		for (size_t i = 0; i < e->n_rcpts; i++) {
-			if (!pending[i])
-				continue;
-			snprintf(line, sizeof(line), "RCPT TO:<%s>", e->rcpts[i]);
-			code = command(c, line, text, sizeof(text));
-			if (code < 0)
-				goto broken;
-			if (code / 100 == 2) {
-				accepted[i] = true;
-				n_acc++;
-			} else {
-				res[i].code = code;
-				snprintf(res[i].text, sizeof(res[i].text), "%s", text);
-			}
-		}
-		if (n_acc == 0) {
-			if (command(c, "RSET", text, sizeof(text)) < 0)
-				goto broken;
-			rc = 0;
-			goto out;
-		}
-		code = command(c, "DATA", text, sizeof(text));
-		if (code < 0)
-			goto broken;
-		if (code != 354) {
-			set_all(e, pending, res, code, text, true, accepted);
-			if (command(c, "RSET", text, sizeof(text)) < 0)
-				goto broken;
-			rc = 0;
-			goto out;
-		}
+		go = envelope_stepwise(c, e, pending, res, accepted, line);
+	}
+	free(cmds);
+	if (go < 0)
+		goto broken;
+	if (go == 0) {
+		rc = 0;
+		goto out;
 	}
 	int sd = send_data(c, datafd, e->prefix_len, size);
 	if (sd == -2) {
@@ -652,8 +659,8 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 	goto out;
 broken:
 	snprintf(err, errlen, "connection to %s lost", c->peer);
+	rc = -1;
 out:
-	(void)n_pend;
 	free(accepted);
 	return rc;
 }
