@@ -1645,7 +1645,9 @@ reload_apply(struct config *c, struct tls_ctx *t)
 		        "reload: %zu binding%s could not be opened (see above); the "
 		        "others serve",
 		        failed, failed == 1 ? "" : "s");
-	deliver_prepare(S.deliver, c, -1, -1);
+	if (deliver_prepare(S.deliver, c, -1, -1) < 0)
+		log_msg(LOG_LVL_ERROR, "reload: the new Maildir base cannot be used (see above); "
+		                       "delivery into it waits until it is fixed");
 	log_msg(LOG_LVL_INFO,
 	        "configuration reloaded: %zu connector%s, %zu listener%s; open sessions keep "
 	        "the configuration they started with",
@@ -2060,7 +2062,8 @@ server_run(const char *path)
 		goto out;
 	if (open_control(S.cfg->spool, uid, gid) < 0)
 		goto out;
-	deliver_prepare(S.deliver, S.cfg, uid, gid);
+	if (deliver_prepare(S.deliver, S.cfg, uid, gid) < 0)
+		goto out; /* an unsafe Maildir base: deliver_prepare said why */
 	size_t failed;
 	reconcile_listeners(S.cfg, &failed);
 	if (failed) {
