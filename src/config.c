@@ -289,23 +289,27 @@ struct loader {
 
 	/* libConfuse parse phase */
 	char **unknown[SEC_COUNT]; /* names turned into catch-all options for a re-parse */
-	size_t n_unknown[SEC_COUNT];
+	size_t n_unknown[SEC_COUNT], unknown_cap[SEC_COUNT];
 	char *cfg_error; /* last message libConfuse reported */
 	int cfg_error_line;
 	const char *cfg_error_sec;
 	struct seen *seen; /* list assignments seen, to catch a second "=" */
-	size_t n_seen;
+	size_t n_seen, seen_cap;
 	int *open_lines; /* from scan_sections(): where each connector section opens */
-	size_t n_open_lines;
+	size_t n_open_lines, open_lines_cap;
 	int *domain_lines; /* and each domain section */
-	size_t n_domain_lines;
+	size_t n_domain_lines, domain_lines_cap;
 	int tls_line, deliver_line; /* where those sections open */
 	int unclosed_line;          /* a '{' never closed, or 0 */
 	size_t n_done;              /* connector sections parsed so far */
 	int *slot_open;             /* per connector slot: opening line */
 	int *slot_close; /* and closing line, which changes when a duplicate replaces it */
-	size_t n_slots;
-	size_t ranges_cap; /* capacity of the connector being loaded's ranges array */
+	size_t n_slots, slot_open_cap, slot_close_cap;
+	/* capacities of the arrays being filled (each count is in the array's holder) */
+	size_t files_cap;            /* config.files */
+	size_t accepted_domains_cap; /* config.accepted_domains */
+	size_t ranges_cap;           /* the connector being loaded: its ranges */
+	size_t bindings_cap;         /* and its bindings */
 };
 
 static struct loader *current; /* libConfuse callbacks carry no user pointer */
@@ -454,10 +458,8 @@ capture_cb(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
 			           L->seen[i].line,
 			           (opt->flags & CFGF_LIST) ? "; use '+=' to add to a list" : "");
 		} else {
-			struct seen *s = realloc(L->seen, (L->n_seen + 1) * sizeof(*s));
-			if (!s)
+			if (VEC_RESERVE(L->seen, L->seen_cap, L->n_seen + 1) < 0)
 				return -1;
-			L->seen = s;
 			L->seen[L->n_seen++] = (struct seen){cfg, opt->name, cfg->line};
 		}
 	}
@@ -531,19 +533,13 @@ scan_sections(struct loader *L)
 			const char *kw = prev[0] == '"' ? prev2 : prev;
 			int kwline = prev[0] == '"' ? prev2line : prevline;
 			if (strcmp(kw, "connector") == 0) {
-				int *ol =
-				        realloc(L->open_lines, (L->n_open_lines + 1) * sizeof(*ol));
-				if (ol) {
-					L->open_lines = ol;
-					ol[L->n_open_lines++] = kwline;
-				}
+				if (VEC_RESERVE(L->open_lines, L->open_lines_cap,
+				                L->n_open_lines + 1) == 0)
+					L->open_lines[L->n_open_lines++] = kwline;
 			} else if (strcmp(kw, "domain") == 0) {
-				int *dl = realloc(L->domain_lines,
-				                  (L->n_domain_lines + 1) * sizeof(*dl));
-				if (dl) {
-					L->domain_lines = dl;
-					dl[L->n_domain_lines++] = kwline;
-				}
+				if (VEC_RESERVE(L->domain_lines, L->domain_lines_cap,
+				                L->n_domain_lines + 1) == 0)
+					L->domain_lines[L->n_domain_lines++] = kwline;
 			} else if (strcmp(kw, "tls") == 0 && !L->tls_line) {
 				L->tls_line = kwline;
 			} else if (strcmp(kw, "deliver") == 0 && !L->deliver_line) {
@@ -593,13 +589,9 @@ connector_done_cb(cfg_t *cfg, cfg_opt_t *opt)
 			}
 			continue;
 		}
-		int *so = realloc(L->slot_open, (i + 1) * sizeof(*so));
-		if (so)
-			L->slot_open = so;
-		int *sc = so ? realloc(L->slot_close, (i + 1) * sizeof(*sc)) : NULL;
-		if (!sc)
+		if (VEC_RESERVE(L->slot_open, L->slot_open_cap, i + 1) < 0 ||
+		    VEC_RESERVE(L->slot_close, L->slot_close_cap, i + 1) < 0)
 			return -1;
-		L->slot_close = sc;
 		L->slot_open[i] = open ? open : sec->line;
 		L->slot_close[i] = sec->line;
 		L->n_slots = i + 1;
@@ -690,12 +682,9 @@ free_opts(cfg_opt_t *o)
 static int
 add_unknown(struct loader *L, enum section sec, const char *name)
 {
-	char **u = realloc(L->unknown[sec], (L->n_unknown[sec] + 1) * sizeof(*u));
-
-	if (!u)
+	if (VEC_RESERVE(L->unknown[sec], L->unknown_cap[sec], L->n_unknown[sec] + 1) < 0)
 		return -1;
-	L->unknown[sec] = u;
-	if (!(u[L->n_unknown[sec]] = strdup(name)))
+	if (!(L->unknown[sec][L->n_unknown[sec]] = strdup(name)))
 		return -1;
 	L->n_unknown[sec]++;
 	return 0;
@@ -1137,18 +1126,13 @@ check_maildir(struct loader *L, const char *s, char *err, size_t errlen)
 static const char *
 intern_file(struct loader *L, const char *path)
 {
-	char **f;
-
 	for (size_t i = 0; i < L->c->n_files; i++)
 		if (strcmp(L->c->files[i], path) == 0)
 			return L->c->files[i];
-	f = realloc(L->c->files, (L->c->n_files + 1) * sizeof(*f));
-	if (!f)
+	if (VEC_RESERVE(L->c->files, L->files_cap, L->c->n_files + 1) < 0 ||
+	    !(L->c->files[L->c->n_files] = strdup(path)))
 		return NULL;
-	L->c->files = f;
-	if (!(f[L->c->n_files] = strdup(path)))
-		return NULL;
-	return f[L->c->n_files++];
+	return L->c->files[L->c->n_files++];
 }
 
 static char *
@@ -1359,11 +1343,8 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 				          text);
 				break;
 			}
-			struct endpoint *nb =
-			        realloc(k->bindings, (k->n_bindings + 1) * sizeof(*nb));
-			if (!nb)
+			if (VEC_RESERVE(k->bindings, L->bindings_cap, k->n_bindings + 1) < 0)
 				return -1;
-			k->bindings = nb;
 			k->bindings[k->n_bindings++] = ep;
 			break;
 		}
@@ -1386,7 +1367,7 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 				return -1;
 			break;
 		case K_DOMAINS: {
-			char *dom, **nd;
+			char *dom;
 			if (!valid_domain(text, true)) {
 				diag_error(L->d, L->file, line,
 				           "bad accepted domain '%s': write a domain name such as "
@@ -1398,14 +1379,12 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 				return -1;
 			for (char *q = dom; *q; q++)
 				*q = (char)tolower((unsigned char)*q);
-			nd = realloc(L->c->accepted_domains,
-			             (L->c->n_accepted_domains + 1) * sizeof(*nd));
-			if (!nd) {
+			if (VEC_RESERVE(L->c->accepted_domains, L->accepted_domains_cap,
+			                L->c->n_accepted_domains + 1) < 0) {
 				free(dom);
 				return -1;
 			}
-			L->c->accepted_domains = nd;
-			nd[L->c->n_accepted_domains++] = dom;
+			L->c->accepted_domains[L->c->n_accepted_domains++] = dom;
 			break;
 		}
 		}
@@ -1471,8 +1450,8 @@ load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
 		           dc->recipients_file, strerror(errno));
 		return 0;
 	}
-	dc->recipients = calloc(1, sizeof(*dc->recipients));
-	if (!dc->recipients)
+	/* non-NULL even when empty: the domain has a recipients-file */
+	if (VEC_RESERVE(dc->recipients, cap, 1) < 0)
 		goto nomem;
 	while (getline(&line, &lcap, fp) >= 0) {
 		char *p = line, *end, *at;
@@ -1500,14 +1479,8 @@ load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
 			diag_error(L->d, file, lineno, "'%s' is not a local part", p);
 			continue;
 		}
-		if (dc->n_recipients + 1 >= cap) {
-			size_t nc = cap ? 2 * cap : 64;
-			char **nr = realloc(dc->recipients, nc * sizeof(*nr));
-			if (!nr)
-				goto nomem;
-			dc->recipients = nr;
-			cap = nc;
-		}
+		if (VEC_RESERVE(dc->recipients, cap, dc->n_recipients + 1) < 0)
+			goto nomem;
 		for (char *q = p; *q; q++)
 			*q = (char)tolower((unsigned char)*q);
 		if (!(dc->recipients[dc->n_recipients] = strdup(p)))
@@ -1530,7 +1503,8 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 	char err[256];
 
 	k->at = (struct origin){L->file, k->index < L->n_slots ? L->slot_open[k->index] : cs->line};
-	L->ranges_cap = 0; /* k->ranges starts empty */
+	L->ranges_cap = 0; /* k->ranges and k->bindings start empty */
+	L->bindings_cap = 0;
 	if (!(k->name = strdup(cs->title ? cs->title : "")))
 		return -1;
 	if (!*k->name || strlen(k->name) > CONNECTOR_NAME_MAX ||

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vec.h"
+
 void
 diag_init(struct diag *d)
 {
@@ -26,15 +28,11 @@ diag_release(struct diag *d)
 static int
 file_index(struct diag *d, const char *file)
 {
-	char **f;
-
 	for (size_t i = 0; i < d->nfiles; i++)
 		if (strcmp(d->files[i], file) == 0)
 			return (int)i;
-	f = realloc(d->files, (d->nfiles + 1) * sizeof(*f));
-	if (!f)
+	if (VEC_RESERVE(d->files, d->files_cap, d->nfiles + 1) < 0)
 		return -1;
-	d->files = f;
 	if (!(d->files[d->nfiles] = strdup(file)))
 		return -1;
 	return (int)d->nfiles++;
@@ -46,7 +44,6 @@ static void add(struct diag *d, enum diag_severity sev, const char *file, int li
 static void
 add(struct diag *d, enum diag_severity sev, const char *file, int line, const char *fmt, va_list ap)
 {
-	struct diag_msg *m;
 	char *text;
 	int fi;
 
@@ -61,15 +58,7 @@ add(struct diag *d, enum diag_severity sev, const char *file, int line, const ch
 	if (vasprintf(&text, fmt, ap) < 0)
 		return;
 	fi = file_index(d, file ? file : "-");
-	if (fi >= 0 && d->n == d->cap) {
-		size_t nc = d->cap ? 2 * d->cap : 16;
-		m = realloc(d->msgs, nc * sizeof(*m));
-		if (m) {
-			d->msgs = m;
-			d->cap = nc;
-		}
-	}
-	if (fi < 0 || d->n == d->cap) {
+	if (fi < 0 || VEC_RESERVE(d->msgs, d->cap, d->n + 1) < 0) {
 		free(text);
 		return;
 	}

@@ -25,7 +25,7 @@ struct diag {
 	struct diag_msg *msgs;
 	size_t n, cap;
 	char **files;
-	size_t nfiles;
+	size_t nfiles, files_cap;
 	size_t errors, warnings;
 	size_t max_errors; /* 0: unlimited; past it, further errors are counted, not stored */
 	size_t dropped;

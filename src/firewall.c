@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vec.h"
+
 /* One (port, family, local address) the rules cover. */
 struct entry {
 	uint16_t port;
@@ -13,7 +15,7 @@ struct entry {
 	struct ipaddr dst; /* when !any */
 	unsigned idx;      /* 1-based among the specific addresses of (port, family) */
 	const struct connector **conns; /* bound here, then (specific) the wildcard's */
-	size_t n_conns, n_own;
+	size_t n_conns, n_own, conns_cap;
 	struct range *allow; /* merged: sorted, disjoint, not adjacent */
 	size_t n_allow;
 	bool open; /* allow is the whole family */
@@ -57,14 +59,8 @@ firewall_format_name(enum firewall_format f)
 static int
 rvec_push(struct rvec *rv, const struct range *r)
 {
-	if (rv->n == rv->cap) {
-		size_t nc = rv->cap ? 2 * rv->cap : 16;
-		struct range *nv = realloc(rv->v, nc * sizeof(*nv));
-		if (!nv)
-			return -1;
-		rv->v = nv;
-		rv->cap = nc;
-	}
+	if (VEC_RESERVE(rv->v, rv->cap, rv->n + 1) < 0)
+		return -1;
 	rv->v[rv->n++] = *r;
 	return 0;
 }
@@ -169,14 +165,11 @@ wildcard_of(const struct plan *p, const struct entry *e)
 static int
 add_conn(struct entry *e, const struct connector *k)
 {
-	const struct connector **nc;
-
 	for (size_t i = 0; i < e->n_conns; i++)
 		if (e->conns[i] == k)
 			return 0;
-	if (!(nc = realloc(e->conns, (e->n_conns + 1) * sizeof(*nc))))
+	if (VEC_RESERVE(e->conns, e->conns_cap, e->n_conns + 1) < 0)
 		return -1;
-	e->conns = nc;
 	e->conns[e->n_conns++] = k;
 	return 0;
 }
@@ -239,14 +232,8 @@ plan_build(const struct config *c, struct plan *p, struct diag *d)
 			bool any = ipaddr_is_any(&b->addr);
 			struct entry *e = find_entry(p, b->port, b->addr.family, any, &b->addr);
 			if (!e) {
-				if (p->n == cap) {
-					size_t nc = cap ? 2 * cap : 8;
-					struct entry *ne = realloc(p->e, nc * sizeof(*ne));
-					if (!ne)
-						goto fail;
-					p->e = ne;
-					cap = nc;
-				}
+				if (VEC_RESERVE(p->e, cap, p->n + 1) < 0)
+					goto fail;
 				e = &p->e[p->n++];
 				*e = (struct entry){.port = b->port,
 				                    .family = b->addr.family,

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vec.h"
+
 #ifndef MXGATE_DATADIR
 #define MXGATE_DATADIR "/usr/local/share/mxgate"
 #endif
@@ -88,6 +90,7 @@ struct reader {
 	struct provider *p;
 	struct loaded_range *lr;
 	size_t n, cap;
+	size_t sources_cap;
 	char *err;
 	size_t errlen;
 	bool failed;
@@ -193,16 +196,14 @@ header_line(struct reader *R, char *line, int lineno)
 		return true;
 	}
 	if (strcmp(key, "source") == 0) {
-		char **ns;
 		if (!valid_source(value)) {
 			fail(R, lineno, "source '%s' is not a http(s) URL or dns:NAME", value);
 			return true;
 		}
-		if (!(ns = realloc(p->sources, (p->n_sources + 1) * sizeof(*ns)))) {
+		if (VEC_RESERVE(p->sources, R->sources_cap, p->n_sources + 1) < 0) {
 			fail(R, 0, "out of memory");
 			return true;
 		}
-		p->sources = ns;
 		if (!(p->sources[p->n_sources] = strdup(value))) {
 			fail(R, 0, "out of memory");
 			return true;
@@ -265,15 +266,9 @@ body_line(struct reader *R, char *line, int lineno)
 		fail(R, lineno, "'%s' is the unspecified address, not a sender", s);
 		return;
 	}
-	if (R->n == R->cap) {
-		size_t nc = R->cap ? 2 * R->cap : 32;
-		struct loaded_range *nl = realloc(R->lr, nc * sizeof(*nl));
-		if (!nl) {
-			fail(R, 0, "out of memory");
-			return;
-		}
-		R->lr = nl;
-		R->cap = nc;
+	if (VEC_RESERVE(R->lr, R->cap, R->n + 1) < 0) {
+		fail(R, 0, "out of memory");
+		return;
 	}
 	R->lr[R->n++] = (struct loaded_range){.r = r, .line = lineno};
 }
@@ -294,14 +289,15 @@ static void
 check_overlaps(struct reader *R)
 {
 	struct loaded_range *s;
+	size_t bytes;
 
 	if (R->n < 2)
 		return;
-	if (!(s = malloc(R->n * sizeof(*s)))) {
+	if (vec_bytes(R->n, sizeof(*s), &bytes) < 0 || !(s = malloc(bytes))) {
 		fail(R, 0, "out of memory");
 		return;
 	}
-	memcpy(s, R->lr, R->n * sizeof(*s));
+	memcpy(s, R->lr, bytes);
 	qsort(s, R->n, sizeof(*s), cmp_loaded);
 	for (size_t i = 1; i < R->n; i++) {
 		if (s[i].r.family == s[i - 1].r.family && s[i].r.lo <= s[i - 1].r.hi) {
@@ -401,7 +397,7 @@ providers_load(const char *path, char *err, size_t errlen)
 		fail(&R, 0, "no range");
 	if (!R.failed)
 		check_overlaps(&R);
-	if (!R.failed && !(R.p->ranges = malloc(R.n * sizeof(*R.p->ranges))))
+	if (!R.failed && !(R.p->ranges = calloc(R.n, sizeof(*R.p->ranges))))
 		fail(&R, 0, "out of memory");
 	if (R.failed) {
 		free(R.lr);
@@ -446,7 +442,7 @@ cmp_str(const void *a, const void *b)
 int
 providers_names(char ***names)
 {
-	char **v = NULL, **nv, path[PATH_MAX];
+	char **v = NULL, path[PATH_MAX];
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	struct stat st;
@@ -465,12 +461,8 @@ providers_names(char ***names)
 		            sizeof(path) ||
 		    stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 32;
-			if (!(nv = realloc(v, cap * sizeof(*nv))))
-				goto fail;
-			v = nv;
-		}
+		if (VEC_RESERVE(v, cap, n + 1) < 0)
+			goto fail;
 		if (!(v[n] = strndup(de->d_name, len - 5)))
 			goto fail;
 		n++;

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vec.h"
+
 /* Index granularity: about this many keys per radix bucket (2: 4.3x a plain binary
  * search at 1M ranges for ~1.5 bytes a range; bench/rangeset), and at most 2^MAX_BITS
  * buckets (16 MiB of index). */
@@ -24,6 +26,28 @@ struct table {
 struct rangeset {
 	struct table t4, t6;
 };
+
+/* malloc of n elements, with the product checked (vec.h) */
+static void *
+alloc_array(size_t n, size_t elem)
+{
+	size_t bytes;
+
+	if (vec_bytes(n, elem, &bytes) < 0)
+		return NULL;
+	return malloc(bytes ? bytes : 1);
+}
+
+/* Gives back the unused tail of an array of n elements; NULL (p untouched) on failure. */
+static void *
+shrink_array(void *p, size_t n, size_t elem)
+{
+	size_t bytes;
+
+	if (vec_bytes(n, elem, &bytes) < 0)
+		return NULL;
+	return realloc(p, bytes ? bytes : 1);
+}
 
 struct item {
 	u128 lo, hi;
@@ -222,7 +246,7 @@ check_partial(struct build *b)
 	u128 *his;
 	struct pair *tree;
 
-	his = malloc(b->n * sizeof(*his));
+	his = alloc_array(b->n, sizeof(*his));
 	if (!his)
 		return -1;
 	for (size_t i = 0; i < b->n; i++)
@@ -233,7 +257,7 @@ check_partial(struct build *b)
 			his[m++] = his[i];
 	while (cap < m)
 		cap <<= 1;
-	tree = malloc(2 * cap * sizeof(*tree));
+	tree = alloc_array(2 * cap, sizeof(*tree));
 	if (!tree) {
 		free(his);
 		return -1;
@@ -358,7 +382,7 @@ build_index(struct table *t, const u128 *keys)
 	freebits = t->width - t->cpl;
 	t->bits = want < freebits ? want : freebits;
 	nb = (size_t)1 << t->bits;
-	t->idx = malloc((nb + 1) * sizeof(*t->idx));
+	t->idx = alloc_array(nb + 1, sizeof(*t->idx));
 	if (!t->idx)
 		return -1;
 	u128 base = t->cpl == 0 ? 0 : t->prefix << (t->width - t->cpl);
@@ -405,7 +429,7 @@ emit(struct segs *o, u128 pos, uint16_t owner)
 static int
 sweep_laminar(const struct build *b, struct segs *o, u128 max)
 {
-	const struct item **st = malloc((b->n + 1) * sizeof(*st));
+	const struct item **st = alloc_array(b->n + 1, sizeof(*st));
 	size_t sp = 0;
 
 	if (!st)
@@ -441,8 +465,8 @@ sweep_laminar(const struct build *b, struct segs *o, u128 max)
 static int
 sweep_heap(const struct build *b, struct segs *o, u128 max)
 {
-	u128 *ends = malloc((b->n + 1) * sizeof(*ends));
-	struct heap h = {.it = b->it, .v = malloc((b->n + 1) * sizeof(*h.v))};
+	u128 *ends = alloc_array(b->n + 1, sizeof(*ends));
+	struct heap h = {.it = b->it, .v = alloc_array(b->n + 1, sizeof(*h.v))};
 	size_t ne = 0, si = 0, ei = 0;
 
 	if (!ends || !h.v) {
@@ -493,9 +517,9 @@ build_family(struct table *t, const struct rangeset_entry *e, size_t n, int fami
 	int rc = -1, lam;
 
 	t->width = (unsigned)ipaddr_bits(family);
-	b.it = malloc((n + 1) * sizeof(*b.it));
-	o.keys = malloc((2 * n + 1) * sizeof(*o.keys));
-	o.vals = malloc((2 * n + 1) * sizeof(*o.vals));
+	b.it = alloc_array(n + 1, sizeof(*b.it));
+	o.keys = alloc_array(2 * n + 1, sizeof(*o.keys));
+	o.vals = alloc_array(2 * n + 1, sizeof(*o.vals));
 	if (!b.it || !o.keys || !o.vals)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
@@ -525,7 +549,7 @@ build_family(struct table *t, const struct rangeset_entry *e, size_t n, int fami
 	t->n = o.n;
 	if (build_index(t, o.keys) < 0)
 		goto out;
-	t->vals = realloc(o.vals, o.n * sizeof(*o.vals));
+	t->vals = shrink_array(o.vals, o.n, sizeof(*o.vals));
 	if (!t->vals) {
 		t->vals = o.vals;
 		o.vals = NULL;
@@ -533,13 +557,13 @@ build_family(struct table *t, const struct rangeset_entry *e, size_t n, int fami
 	}
 	o.vals = NULL;
 	if (family == AF_INET) {
-		t->keys4 = malloc(o.n * sizeof(*t->keys4));
+		t->keys4 = alloc_array(o.n, sizeof(*t->keys4));
 		if (!t->keys4)
 			goto out;
 		for (size_t i = 0; i < o.n; i++)
 			t->keys4[i] = (uint32_t)o.keys[i];
 	} else {
-		t->keys6 = realloc(o.keys, o.n * sizeof(*o.keys));
+		t->keys6 = shrink_array(o.keys, o.n, sizeof(*o.keys));
 		if (!t->keys6)
 			goto out;
 		o.keys = NULL;

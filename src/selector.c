@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "rangeset.h"
+#include "vec.h"
 
 struct selector_table {
 	struct endpoint ep; /* a binding of some enabled connector; wildcard when addr is 0 */
@@ -36,7 +37,7 @@ struct conflicts {
 	const struct rangeset_entry *e;
 	struct diag *d;
 	struct pairkey *seen;
-	size_t n_seen;
+	size_t n_seen, seen_cap;
 };
 
 static bool
@@ -104,11 +105,9 @@ conflict_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
 	for (size_t i = 0; i < cf->n_seen; i++)
 		if (memcmp(&cf->seen[i], &key, sizeof(key)) == 0)
 			return;
-	struct pairkey *ns = realloc(cf->seen, (cf->n_seen + 1) * sizeof(*ns));
-	if (ns) {
-		cf->seen = ns;
+	/* without memory the pair may be reported twice, which is harmless */
+	if (VEC_RESERVE(cf->seen, cf->seen_cap, cf->n_seen + 1) == 0)
 		cf->seen[cf->n_seen++] = key;
-	}
 	describe_entry(cf, a, da, sizeof(da));
 	describe_entry(cf, b, db, sizeof(db));
 	endpoint_format(&cf->t->ep, ep, sizeof(ep));
@@ -130,7 +129,7 @@ build_table(struct selector *s, struct selector_table *t, struct diag *d)
 {
 	struct rangeset_entry *e = NULL;
 	struct src *src = NULL;
-	size_t n = 0, cap = 0;
+	size_t n = 0, e_cap = 0, src_cap = 0;
 	int family = t->ep.addr.family;
 	int rc = -1;
 
@@ -140,18 +139,9 @@ build_table(struct selector *s, struct selector_table *t, struct diag *d)
 		size_t need;
 		if (prio < 0)
 			continue;
-		need = n + (k->all_remote ? 1 : k->n_ranges);
-		if (need > cap) {
-			size_t nc = need > 2 * cap ? need : 2 * cap;
-			struct rangeset_entry *ne = realloc(e, nc * sizeof(*ne));
-			struct src *nsrc = ne ? realloc(src, nc * sizeof(*nsrc)) : NULL;
-			if (ne)
-				e = ne;
-			if (!ne || !nsrc)
-				goto out;
-			src = nsrc;
-			cap = nc;
-		}
+		if (__builtin_add_overflow(n, k->all_remote ? 1 : k->n_ranges, &need) ||
+		    VEC_RESERVE(e, e_cap, need) < 0 || VEC_RESERVE(src, src_cap, need) < 0)
+			goto out;
 		if (k->all_remote) {
 			e[n] = (struct rangeset_entry){
 			        .r = {.family = (uint8_t)family, .lo = 0, .hi = ipaddr_max(family)},
@@ -199,14 +189,8 @@ selector_build(const struct connector *conns, size_t n, struct diag *d)
 				dup = ep_equal(&s->tables[i].ep, ep);
 			if (dup)
 				continue;
-			if (s->n_tables == cap) {
-				size_t nc = cap ? 2 * cap : 8;
-				struct selector_table *nt = realloc(s->tables, nc * sizeof(*nt));
-				if (!nt)
-					goto fail;
-				s->tables = nt;
-				cap = nc;
-			}
+			if (VEC_RESERVE(s->tables, cap, s->n_tables + 1) < 0)
+				goto fail;
 			s->tables[s->n_tables++] = (struct selector_table){.ep = *ep};
 		}
 	}
