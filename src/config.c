@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "maildir.h"
 #include "providers.h"
 #include "rangeset.h"
 #include "selector.h"
@@ -164,8 +165,10 @@ static const struct option options[] = {
         /* deliver { } */
         {SEC_DELIVER, "maildir", K_PATH, NULL, ROOT(maildir), 0, 0, false, NULL, check_maildir,
          "Maildir path template: `%d` is the recipient's domain, `%u` its local part (both "
-         "encoded so they are always one safe path component), `%%` a percent sign. Default: "
-         "`<spool>/maildir/%d/%u`."},
+         "encoded so they are always one safe path component), `%%` a percent sign. A "
+         "template that delivery would refuse for every recipient is an error: `.` or `..` "
+         "from the first `%` on, a name over 255 bytes, a directory part over 1023 bytes or "
+         "a templated part over 2047. Default: `<spool>/maildir/%d/%u`."},
         {SEC_DELIVER, "relay", K_STR, NULL, ROOT(relay), 0, 0, false, NULL, check_relay,
          "Next hop `HOST:PORT` (an address, `[IPv6]:PORT`, or a name) that every accepted "
          "message is relayed to instead of a Maildir."},
@@ -1123,6 +1126,60 @@ check_maildir(struct loader *L, const char *s, char *err, size_t errlen)
 
 /* ---- building the snapshot ------------------------------------------------------------ */
 
+/* <spool>/maildir/%d/%u, with the spool's own '%' written as "%%" so that it stays text */
+static char *
+default_maildir(const char *spool)
+{
+	size_t len = strlen(spool), n = 0;
+	char *out;
+
+	while (len > 1 && spool[len - 1] == '/')
+		len--;
+	if (!(out = malloc(2 * len + sizeof("/maildir/%d/%u"))))
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (spool[i] == '%')
+			out[n++] = '%';
+		out[n++] = spool[i];
+	}
+	snprintf(out + n, sizeof("/maildir/%d/%u"), "%s",
+	         n == 1 && out[0] == '/' ? "maildir/%d/%u" : "/maildir/%d/%u");
+	return out;
+}
+
+/* Refuses a template (resolved) that every delivery would refuse: maildir_check, the
+ * Maildir code's own verdict.  Empty components work but are most likely a slip; warn.
+ * spool: the spool the template was made from (the default), or NULL. */
+static void
+check_maildir_template(struct loader *L, const char *tmpl, int line, const char *spool)
+{
+	char err[1024], *fixed;
+	size_t n = 0;
+
+	if (maildir_check(tmpl, err, sizeof(err)) < 0) {
+		if (spool)
+			diag_error(L->d, L->file, line,
+			           "bad spool '%s' for the default maildir %s: %s", spool, tmpl,
+			           err);
+		else
+			diag_error(L->d, L->file, line, "bad maildir '%s': %s", tmpl, err);
+		return;
+	}
+	if (!strstr(tmpl, "//") && !(tmpl[1] && tmpl[strlen(tmpl) - 1] == '/'))
+		return;
+	if (!(fixed = strdup(tmpl)))
+		return;
+	for (const char *p = tmpl; *p; p++)
+		if (!(*p == '/' && n > 0 && fixed[n - 1] == '/'))
+			fixed[n++] = *p;
+	if (n > 1 && fixed[n - 1] == '/')
+		n--;
+	fixed[n] = '\0';
+	diag_warn(L->d, L->file, line, "maildir '%s' has an empty path component; write '%s'", tmpl,
+	          fixed);
+	free(fixed);
+}
+
 static const char *
 intern_file(struct loader *L, const char *path)
 {
@@ -1142,7 +1199,7 @@ resolve_path(struct loader *L, const char *p)
 
 	if (p[0] == '/' || !L->dir)
 		return strdup(p);
-	if (asprintf(&out, "%s/%s", L->dir, p) < 0)
+	if (asprintf(&out, "%s%s%s", L->dir, strcmp(L->dir, "/") == 0 ? "" : "/", p) < 0)
 		return NULL;
 	return out;
 }
@@ -1706,9 +1763,14 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 	if (c->relay_tls_verify && c->relay_tls == RELAY_TLS_NONE)
 		diag_warn(L->d, L->file, L->deliver_line,
 		          "relay-tls-verify has no effect with relay-tls = none");
-	if (!c->maildir && asprintf(&c->maildir, "%s/maildir/%%d/%%u", c->spool) < 0) {
-		c->maildir = NULL;
-		return -1;
+	if (c->maildir) {
+		check_maildir_template(L, c->maildir, opt_line(sec, "maildir", L->deliver_line),
+		                       NULL);
+	} else if (!opt_given(sec, "maildir") && c->spool) {
+		if (!(c->maildir = default_maildir(c->spool)))
+			return -1;
+		if (!c->relay)
+			check_maildir_template(L, c->maildir, opt_line(cfg, "spool", 0), c->spool);
 	}
 	n = cfg_size(cfg, "domain");
 	c->domains = calloc(n ? n : 1, sizeof(*c->domains));

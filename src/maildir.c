@@ -4,7 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -110,6 +112,14 @@ open_dir(int dirfd, const char *name)
 	return fd;
 }
 
+/* A component delivery opens: a file name (at most NAME_MAX bytes), neither "." nor "..". */
+static bool
+component_ok(const char *p, size_t len)
+{
+	return len <= NAME_MAX && !(len == 1 && p[0] == '.') &&
+	       !(len == 2 && p[0] == '.' && p[1] == '.');
+}
+
 /* Every component of rel fits and is neither "." nor "..". */
 static bool
 rel_ok(const char *rel)
@@ -117,8 +127,7 @@ rel_ok(const char *rel)
 	for (const char *p = rel; *p;) {
 		const char *slash = strchr(p, '/');
 		size_t len = slash ? (size_t)(slash - p) : strlen(p);
-		if (len >= 256 || (len == 1 && p[0] == '.') ||
-		    (len == 2 && p[0] == '.' && p[1] == '.'))
+		if (!component_ok(p, len))
 			return false;
 		p += len;
 		if (*p == '/')
@@ -181,8 +190,7 @@ maildir_open(int basefd, const char *rel, int *dirfd)
 			p++;
 			continue;
 		}
-		if (len >= sizeof(comp) || (len == 1 && p[0] == '.') ||
-		    (len == 2 && p[0] == '.' && p[1] == '.')) {
+		if (len >= sizeof(comp) || !component_ok(p, len)) {
 			close(fd);
 			errno = EINVAL;
 			return -1;
@@ -211,6 +219,126 @@ maildir_open(int basefd, const char *rel, int *dirfd)
 	}
 	*dirfd = fd;
 	return nw;
+}
+
+/* The template with its '.' and '..' resolved as words (a '..' takes the component before
+ * it away, as realpath would without symlinks) and its empty components dropped: what the
+ * writer most likely meant.  out has room for the template; starts for its components. */
+static void
+without_dots(const char *tmpl, char *out, size_t *starts)
+{
+	size_t n = 0, depth = 0;
+
+	for (const char *p = tmpl + 1;; p++) {
+		size_t len = strcspn(p, "/");
+		if (len == 2 && p[0] == '.' && p[1] == '.') {
+			if (depth > 0)
+				n = starts[--depth];
+		} else if (len > 0 && !(len == 1 && p[0] == '.')) {
+			starts[depth++] = n;
+			out[n++] = '/';
+			memcpy(out + n, p, len);
+			n += len;
+		}
+		p += len;
+		if (!*p)
+			break;
+	}
+	if (n == 0)
+		out[n++] = '/';
+	out[n] = '\0';
+}
+
+int
+maildir_check(const char *tmpl, char *err, size_t errlen)
+{
+	size_t tl = strlen(tmpl), len;
+	char *base = NULL, *rel = NULL, *fix = NULL;
+	size_t *starts = NULL;
+	const char *rest, *p, *q;
+	int rc = -1;
+
+	if (tmpl[0] != '/') {
+		snprintf(err, errlen,
+		         "'%s' is not an absolute path; write it from the root, e.g. "
+		         "/var/mail/%%d/%%u",
+		         tmpl);
+		return -1;
+	}
+	/* split and expand into buffers that always fit, then hold the results to the
+	 * limits delivery has: the lengths make the messages */
+	if (!(base = malloc(tl + 2)) || !(rel = malloc(tl + 2)) ||
+	    maildir_split(tmpl, base, tl + 2, &rest) < 0 ||
+	    maildir_expand(rest, "a", "a", rel, tl + 2) < 0) {
+		snprintf(err, errlen, "cannot check the maildir template: out of memory");
+		goto out;
+	}
+	if (strlen(base) >= MAILDIR_BASE_MAX) {
+		snprintf(err, errlen,
+		         "its directory part before the first %% is %zu bytes; at most %d: use a "
+		         "shorter path",
+		         strlen(base), MAILDIR_BASE_MAX - 1);
+		goto out;
+	}
+	for (p = base + 1; *p; p += len + (p[len] == '/')) {
+		len = strcspn(p, "/");
+		if (len > NAME_MAX) {
+			snprintf(err, errlen,
+			         "directory name '%.40s...' is %zu bytes; a name has at most %d "
+			         "(NAME_MAX): shorten it",
+			         p, len, NAME_MAX);
+			goto out;
+		}
+	}
+	if (strlen(rel) >= MAILDIR_REL_MAX) {
+		snprintf(err, errlen,
+		         "its part from the first %% on is %zu bytes or more once expanded; at "
+		         "most %d: shorten it",
+		         strlen(rel), MAILDIR_REL_MAX - 1);
+		goto out;
+	}
+	/* rest and its shortest expansion have the same components (an encoded %d or %u
+	 * holds no '/'); what maildir_open refuses here it refuses for every recipient */
+	for (p = rest, q = rel;;) {
+		size_t pl = strcspn(p, "/"), ql = strcspn(q, "/");
+		if (ql > NAME_MAX) {
+			snprintf(
+			        err, errlen,
+			        "component '%.40s...' is %zu bytes or more once expanded (counting "
+			        "%%d and %%u as one); a name has at most %d (NAME_MAX): shorten it",
+			        p, ql, NAME_MAX);
+			goto out;
+		}
+		if (!component_ok(q, ql)) {
+			/* the fix is no longer than the template and has fewer components */
+			if (!(fix = malloc(tl + 2)) ||
+			    !(starts = calloc(tl + 1, sizeof(*starts)))) {
+				snprintf(err, errlen,
+				         "cannot check the maildir template: out of memory");
+				goto out;
+			}
+			without_dots(tmpl, fix, starts);
+			snprintf(err, errlen,
+			         "a '%.*s' component: delivery refuses '.' and '..' in a "
+			         "recipient's "
+			         "path, so every message would wait until it expires; write '%s'",
+			         (int)pl, p, fix);
+			goto out;
+		}
+		if (!p[pl])
+			break;
+		p += pl + 1;
+		q += ql + 1;
+	}
+	rc = rel_ok(rel) ? 0 : -1; /* the walk above is rel_ok's, message by message */
+	if (rc < 0)
+		snprintf(err, errlen, "delivery would refuse every recipient's path '%s'", rel);
+out:
+	free(base);
+	free(rel);
+	free(fix);
+	free(starts);
+	return rc;
 }
 
 void

@@ -1,11 +1,15 @@
 /* Unit tests: loading mxgate.conf — defaults, presets, value syntax, and every error,
  * each checked for its line number. */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "helpers.h"
+#include "maildir.h"
 #include "selector.h"
 
 #define ERR(line, text)                                                                            \
@@ -158,7 +162,7 @@ Test(config, every_error_with_its_line)
 	struct diag d;
 	char *key;
 
-	helper_write_temp("cert.pem", "x\n");
+	free(helper_write_temp("cert.pem", "x\n"));
 	key = helper_write_temp("loose-key.pem", "x\n");
 	chmod(key, 0644);
 	free(key);
@@ -460,5 +464,194 @@ Test(config, inline_ranges_then_a_ranges_file_past_the_first_allocation)
 	cr_expect_eq(c->connectors[0].n_ranges, 23);
 	cr_expect_eq(c->connectors[0].ranges[22].at.line, 20);
 	config_unref(c);
+	diag_release(&d);
+}
+
+/* ---- issue 16, defect 4: maildir templates certain to fail at delivery ---------------- */
+
+/* What delivery does with tmpl for local@domain, step by step as deliver.c does it:
+ * maildir_split, the base directory made and opened, maildir_expand, maildir_open.
+ * Returns 0 when a Maildir was opened. */
+static int
+deliver_open(const char *tmpl, const char *local, const char *domain)
+{
+	char base[MAILDIR_BASE_MAX], rel[MAILDIR_REL_MAX];
+	const char *rest;
+	int bfd, md = -1, nw;
+
+	if (maildir_split(tmpl, base, sizeof(base), &rest) < 0)
+		return -1;
+	if (mkdir(base, 0700) < 0 && errno != EEXIST)
+		return -1;
+	if ((bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	if (maildir_expand(rest, local, domain, rel, sizeof(rel)) < 0) {
+		close(bfd);
+		return -1;
+	}
+	nw = maildir_open(bfd, rel, &md);
+	close(bfd);
+	if (nw < 0)
+		return -1;
+	close(nw);
+	close(md);
+	return 0;
+}
+
+static char *
+repeat(char ch, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	cr_assert_not_null(s);
+	memset(s, ch, n);
+	s[n] = '\0';
+	return s;
+}
+
+/* maildir_check refuses exactly the templates delivery refuses for every recipient, and
+ * each refusal says what is wrong; delivery itself is the judge. */
+Test(config, maildir_check_agrees_with_delivery)
+{
+	char *a255 = repeat('a', 255), *a256 = repeat('a', 256), *a254 = repeat('a', 254);
+	char *b1100 = repeat('b', 1100), *slashes = malloc(2 * 1100 + 1);
+	struct {
+		char suffix[2400];
+		const char *needle; /* NULL: accepted */
+	} cases[] = {
+	        {"/ok/%d/%u", NULL},
+	        {"/../ok2/%d/%u", NULL}, /* the fixed prefix is resolved by the kernel */
+	        {"/ok3/100%%/%d/%u", NULL},
+	        {"/shared", NULL},
+	        {"/ok4/%d-%u", NULL},
+	        {"/x/%d/../%u", "a '..' component"},
+	        {"/x/%d/./%u", "a '.' component"},
+	        {"/x/..", "a '..' component"},
+	        {"/x/%d/%u/..", "a '..' component"},
+	        {"", "NAME_MAX"}, /* a 256-byte directory in the fixed prefix */
+	        {"", "NAME_MAX"}, /* 255 literal bytes and %d in one component */
+	        {"", NULL},       /* 254 literal bytes and %d: 255 for a one-letter domain */
+	        {"", "at most 1023"},
+	        {"", "at most 2047"},
+	};
+	cr_assert_not_null(slashes);
+	for (size_t i = 0; i < 1100; i++)
+		memcpy(slashes + 2 * i, "b/", 2);
+	slashes[2 * 1100] = '\0';
+	snprintf(cases[9].suffix, sizeof(cases[9].suffix), "/%s/%%d", a256);
+	snprintf(cases[10].suffix, sizeof(cases[10].suffix), "/y/%s%%d/%%u", a255);
+	snprintf(cases[11].suffix, sizeof(cases[11].suffix), "/z/%s%%d/%%u", a254);
+	snprintf(cases[12].suffix, sizeof(cases[12].suffix), "/%s/%%d", b1100);
+	snprintf(cases[13].suffix, sizeof(cases[13].suffix), "/w/%%d/%s", slashes);
+
+	free(helper_write_temp("x", ""));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char tmpl[2600], err[1024] = "";
+		/* a directory of its own, which delivery expects to exist above the base */
+		snprintf(tmpl, sizeof(tmpl), "%s/md%zu", helper_tmpdir(), i);
+		cr_assert(mkdir(tmpl, 0700) == 0 || errno == EEXIST);
+		snprintf(tmpl, sizeof(tmpl), "%s/md%zu%s", helper_tmpdir(), i, cases[i].suffix);
+		int rc = maildir_check(tmpl, err, sizeof(err));
+		if (cases[i].needle) {
+			cr_expect_eq(rc, -1, "case %zu accepted: %.80s", i, tmpl);
+			cr_expect(strstr(err, cases[i].needle) != NULL, "case %zu: %s", i, err);
+			/* certain to fail: for a short and for an ordinary recipient */
+			cr_expect_neq(deliver_open(tmpl, "a", "a"), 0, "case %zu delivered", i);
+			cr_expect_neq(deliver_open(tmpl, "user", "example.com"), 0,
+			              "case %zu delivered", i);
+		} else {
+			cr_expect_eq(rc, 0, "case %zu refused: %s", i, err);
+			cr_expect_eq(deliver_open(tmpl, "a", "a"), 0, "case %zu: %s", i,
+			             strerror(errno));
+		}
+	}
+	char err[256];
+	cr_expect_eq(maildir_check("var/mail/%d/%u", err, sizeof(err)), -1);
+	cr_expect(strstr(err, "not an absolute path") != NULL, "%s", err);
+	free(a255), free(a256), free(a254), free(b1100), free(slashes);
+}
+
+Test(config, maildir_templates_certain_to_fail_are_refused_with_their_fix)
+{
+	static const struct {
+		const char *tmpl, *needle;
+	} cases[] = {
+	        {"/x/%d/../%u", "bad maildir '/x/%d/../%u': a '..' component"},
+	        {"/x/%d/../%u", "write '/x/%u'"},
+	        {"/x/%d/./%u", "write '/x/%d/%u'"},
+	        {"/var/mail/%d/%u/..", "write '/var/mail/%d'"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[1024];
+		struct diag d;
+		snprintf(text, sizeof(text),
+		         "hostname = \"mx.example.com\"\n"
+		         "accepted-domains = { \"example.com\" }\n"
+		         "\n"
+		         "deliver {\n"
+		         "  maildir = \"%s\"\n"
+		         "}\n"
+		         "connector \"in\" {\n"
+		         "  usage = custom\n"
+		         "  permission-groups = { anonymous-users }\n"
+		         "  bindings = { \"127.0.0.1:2525\" }\n"
+		         "  remote-ip-ranges = { \"127.0.0.0/8\" }\n"
+		         "}\n",
+		         cases[i].tmpl);
+		diag_init(&d);
+		cr_expect_null(helper_load(text, &d), "%s accepted", cases[i].tmpl);
+		ERR(5, cases[i].needle);
+		diag_release(&d);
+	}
+}
+
+Test(config, maildir_empty_components_warn_and_the_default_keeps_the_spool_as_text)
+{
+	struct diag d;
+	char text[1024], want[512];
+	const char *conn = "connector \"in\" {\n"
+	                   "  usage = custom\n"
+	                   "  permission-groups = { anonymous-users }\n"
+	                   "  bindings = { \"127.0.0.1:2525\" }\n"
+	                   "  remote-ip-ranges = { \"127.0.0.0/8\" }\n"
+	                   "}\n";
+
+	diag_init(&d);
+	snprintf(text, sizeof(text),
+	         "accepted-domains = { \"example.com\" }\n"
+	         "deliver { maildir = \"/var/mail//%%d/%%u/\" }\n%s",
+	         conn);
+	struct config *c = helper_load(text, &d);
+	cr_assert_not_null(c);
+	WARN(2, "empty path component; write '/var/mail/%d/%u'");
+	config_unref(c);
+	diag_release(&d);
+
+	/* a '%' in the spool is text in the default maildir, not a template; a trailing
+	 * '/' makes no empty component */
+	free(helper_write_temp("x", ""));
+	diag_init(&d);
+	snprintf(text, sizeof(text),
+	         "accepted-domains = { \"example.com\" }\n"
+	         "spool = \"%s/100%%d/\"\n%s",
+	         helper_tmpdir(), conn);
+	c = helper_load(text, &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	cr_expect_eq(d.warnings, 0);
+	snprintf(want, sizeof(want), "%s/100%%%%d/maildir/%%d/%%u", helper_tmpdir());
+	cr_expect_str_eq(c->maildir, want);
+	config_unref(c);
+	diag_release(&d);
+
+	/* a spool whose default maildir delivery would refuse */
+	diag_init(&d);
+	snprintf(text, sizeof(text),
+	         "accepted-domains = { \"example.com\" }\n"
+	         "spool = \"/var/%%d/..\"\n%s",
+	         conn);
+	cr_expect_null(helper_load(text, &d));
+	ERR(2, "bad spool '/var/%d/..' for the default maildir");
 	diag_release(&d);
 }
