@@ -17,6 +17,7 @@
 #include "providers.h"
 #include "rangeset.h"
 #include "selector.h"
+#include "sidefile.h"
 #include "tls.h"
 #include "vec.h"
 
@@ -154,6 +155,14 @@ static const struct option options[] = {
          "Where the daemon logs."},
         {SEC_ROOT, "log-level", K_ENUM, "info", ROOT(log_level), 0, 0, false, loglevelconf_words,
          NULL, "The least severe events logged."},
+        {SEC_ROOT, "max-side-file-size", K_SIZE, "256MB", ROOT(max_side_file_size), 1024,
+         17179869184ull, false, NULL, NULL,
+         "Largest `remote-ip-ranges-file`, `recipients-file` or provider preset. One that is "
+         "larger, or that is not a regular file (a device such as /dev/zero, a FIFO, a "
+         "directory), is an error. A list of 1M ranges is about 20MB."},
+        {SEC_ROOT, "max-side-file-line-length", K_COUNT, "4096", ROOT(max_side_file_line_length),
+         64, 1048576, false, NULL, NULL,
+         "Longest line (bytes) of those files; a longer one, or a NUL byte, is an error."},
         {SEC_ROOT, "drain-timeout", K_DURATION, "30s", ROOT(drain_timeout_ms), 0, 3600000, false,
          NULL, NULL,
          "On SIGTERM, how long open sessions may finish before they are closed with 421."},
@@ -1231,41 +1240,71 @@ add_range(struct loader *L, struct connector *k, const char *text, const char *f
 	return 0;
 }
 
+/* Reads a side file named on line cfgline of the main file by option what (the file, its
+ * size and its lines bounded: sidefile.h); each line goes to cb.  A file that cannot be
+ * read is reported, on that config line or on the side file's own line.  Returns -1 only
+ * when cb ran out of memory. */
 static int
-load_ranges_file(struct loader *L, struct connector *k, const char *path, int cfgline)
+read_side_file(struct loader *L, const char *what, const char *path, int cfgline,
+               sidefile_line_cb cb, void *arg)
 {
+	const struct config *c = L->c;
+	struct sidefile_limits lim = {.max_size = c->max_side_file_size ? c->max_side_file_size
+	                                                                : SIDEFILE_DEFAULT_MAX_SIZE,
+	                              .max_line = c->max_side_file_line_length
+	                                                  ? (size_t)c->max_side_file_line_length
+	                                                  : SIDEFILE_DEFAULT_MAX_LINE,
+	                              .size_option = "max-side-file-size",
+	                              .line_option = "max-side-file-line-length"};
+	struct sidefile_error err;
 	const char *file = intern_file(L, path);
-	char *line = NULL;
-	size_t lcap = 0;
-	ssize_t len;
-	int lineno = 0, rc = 0;
-	FILE *fp;
 
 	if (!file)
 		return -1;
-	if (!(fp = fopen(path, "r"))) {
-		diag_error(L->d, L->file, cfgline, "cannot read remote-ip-ranges-file %s: %s", path,
-		           strerror(errno));
+	if (sidefile_read(path, &lim, cb, arg, &err) == 0)
 		return 0;
-	}
-	while ((len = getline(&line, &lcap, fp)) >= 0) {
-		char *s = line, *hash;
-		lineno++;
-		if ((hash = strchr(s, '#')))
-			*hash = '\0';
-		s[strcspn(s, "\r\n")] = '\0';
-		while (*s == ' ' || *s == '\t')
-			s++;
-		if (!*s)
-			continue;
-		if ((rc = add_range(L, k, s, file, lineno)) < 0)
-			break;
-	}
-	if (ferror(fp))
-		diag_error(L->d, file, 0, "read error: %s", strerror(errno));
-	free(line);
-	fclose(fp);
-	return rc;
+	if (!err.text[0])
+		return -1;
+	if (err.line > 0)
+		diag_error(L->d, file, err.line, "cannot read %s: %s", what, err.text);
+	else
+		diag_error(L->d, L->file, cfgline, "cannot read %s %s: %s", what, path, err.text);
+	return 0;
+}
+
+struct ranges_read {
+	struct loader *L;
+	struct connector *k;
+	const char *file;
+};
+
+static int
+range_line_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct ranges_read *R = arg;
+	char *s = line, *hash;
+
+	(void)len;
+	if ((hash = strchr(s, '#')))
+		*hash = '\0';
+	s[strcspn(s, "\r")] = '\0';
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!*s)
+		return 0;
+	return add_range(R->L, R->k, s, R->file, lineno);
+}
+
+/* what: the option that names the file, for messages */
+static int
+load_ranges_file(struct loader *L, struct connector *k, const char *what, const char *path,
+                 int cfgline)
+{
+	struct ranges_read R = {L, k, intern_file(L, path)};
+
+	if (!R.file)
+		return -1;
+	return read_side_file(L, what, path, cfgline, range_line_cb, &R);
 }
 
 /* Converts and stores one option's values; reports bad ones.  Returns -1 only on ENOMEM. */
@@ -1309,7 +1348,7 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 			char *path = resolve_path(L, text);
 			if (!path)
 				return -1;
-			int rc = k ? load_ranges_file(L, k, path, line) : 0;
+			int rc = k ? load_ranges_file(L, k, o->name, path, line) : 0;
 			free(path);
 			if (rc < 0)
 				return -1;
@@ -1416,7 +1455,7 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 					           text, providers_dir());
 					break;
 				}
-				if (load_ranges_file(L, k, path, line) < 0)
+				if (load_ranges_file(L, k, "provider preset", path, line) < 0)
 					return -1;
 				break;
 			}
@@ -1490,68 +1529,68 @@ str_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+struct recipients_read {
+	struct loader *L;
+	struct domain_conf *dc;
+	const char *file;
+	size_t cap;
+};
+
+static int
+recipient_line_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct recipients_read *R = arg;
+	struct domain_conf *dc = R->dc;
+	char *p = line, *end, *at;
+
+	(void)len;
+	if ((end = strchr(p, '#')))
+		*end = '\0';
+	p[strcspn(p, "\r")] = '\0';
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strlen(p);
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+	if (!*p)
+		return 0;
+	if ((at = strrchr(p, '@'))) {
+		if (strcasecmp(at + 1, dc->name) != 0) {
+			diag_error(R->L->d, R->file, lineno,
+			           "'%s' is not in domain %s; list only its local parts", p,
+			           dc->name);
+			return 0;
+		}
+		*at = '\0';
+	}
+	if (!*p || strlen(p) > 64 || strpbrk(p, " \t\"<>")) {
+		diag_error(R->L->d, R->file, lineno, "'%s' is not a local part", p);
+		return 0;
+	}
+	if (VEC_RESERVE(dc->recipients, R->cap, dc->n_recipients + 1) < 0)
+		return -1;
+	for (char *q = p; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (!(dc->recipients[dc->n_recipients] = strdup(p)))
+		return -1;
+	dc->n_recipients++;
+	return 0;
+}
+
 /* Reads a recipients-file: one local part (or local@domain of this domain) a line. */
 static int
 load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
 {
-	const char *file = intern_file(L, dc->recipients_file);
-	char *line = NULL;
-	size_t lcap = 0, cap = 0;
-	int lineno = 0;
-	FILE *fp;
+	struct recipients_read R = {L, dc, intern_file(L, dc->recipients_file), 0};
 
-	if (!file)
-		return -1;
-	if (!(fp = fopen(dc->recipients_file, "r"))) {
-		diag_error(L->d, L->file, cfgline, "cannot read recipients-file %s: %s",
-		           dc->recipients_file, strerror(errno));
-		return 0;
-	}
 	/* non-NULL even when empty: the domain has a recipients-file */
-	if (VEC_RESERVE(dc->recipients, cap, 1) < 0)
-		goto nomem;
-	while (getline(&line, &lcap, fp) >= 0) {
-		char *p = line, *end, *at;
-		lineno++;
-		if ((end = strchr(p, '#')))
-			*end = '\0';
-		p[strcspn(p, "\r\n")] = '\0';
-		while (*p == ' ' || *p == '\t')
-			p++;
-		end = p + strlen(p);
-		while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		if (!*p)
-			continue;
-		if ((at = strrchr(p, '@'))) {
-			if (strcasecmp(at + 1, dc->name) != 0) {
-				diag_error(L->d, file, lineno,
-				           "'%s' is not in domain %s; list only its local parts", p,
-				           dc->name);
-				continue;
-			}
-			*at = '\0';
-		}
-		if (!*p || strlen(p) > 64 || strpbrk(p, " \t\"<>")) {
-			diag_error(L->d, file, lineno, "'%s' is not a local part", p);
-			continue;
-		}
-		if (VEC_RESERVE(dc->recipients, cap, dc->n_recipients + 1) < 0)
-			goto nomem;
-		for (char *q = p; *q; q++)
-			*q = (char)tolower((unsigned char)*q);
-		if (!(dc->recipients[dc->n_recipients] = strdup(p)))
-			goto nomem;
-		dc->n_recipients++;
-	}
-	free(line);
-	fclose(fp);
+	if (!R.file || VEC_RESERVE(dc->recipients, R.cap, 1) < 0)
+		return -1;
+	if (read_side_file(L, "recipients-file", dc->recipients_file, cfgline, recipient_line_cb,
+	                   &R) < 0)
+		return -1;
 	qsort(dc->recipients, dc->n_recipients, sizeof(*dc->recipients), str_cmp);
 	return 0;
-nomem:
-	free(line);
-	fclose(fp);
-	return -1;
 }
 
 static int
@@ -1899,6 +1938,16 @@ config_load(const char *path, struct diag *d)
 	if (abs) {
 		free(L.dir);
 		L.dir = abs;
+	}
+	/* the main file too must be a regular file of a sane size: libConfuse and
+	 * scan_sections() read to the end of whatever it is */
+	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
+	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
+	if (sidefile_check(path, &lim, &serr) < 0) {
+		diag_error(d, L.file, 0, "cannot read the configuration: %s", serr.text);
+		rc = 0;
+		goto out;
 	}
 	current = &L;
 	scan_sections(&L);

@@ -7,7 +7,8 @@
  * returned.  A returned snapshot never changes: the daemon gives each session the snapshot
  * current at accept and swaps in a new one on reload (config_ref/config_unref).
  *
- * Relative paths in the file are resolved against the directory of the file.
+ * Relative paths in the file are resolved against the directory of the file.  The files it
+ * names (ranges, recipients, provider presets) are read with sidefile.h's bounds.
  * Not thread-safe while loading (libConfuse's lexer is global state); a loaded snapshot
  * may be read from any thread.
  */
@@ -134,6 +135,8 @@ struct config {
 	unsigned log_target; /* enum log_target */
 	unsigned log_level;  /* enum log_level_conf */
 	uint64_t drain_timeout_ms;
+	uint64_t max_side_file_size;        /* bytes in a ranges, recipients or preset file */
+	uint64_t max_side_file_line_length; /* bytes in one of their lines */
 	struct domain_conf *domains;
 	size_t n_domains;
 

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sidefile.h"
 #include "vec.h"
 
 #ifndef MXGATE_DATADIR
@@ -94,6 +95,7 @@ struct reader {
 	char *err;
 	size_t errlen;
 	bool failed;
+	bool in_header; /* no body line seen yet */
 };
 
 static void fail(struct reader *R, int line, const char *fmt, ...)
@@ -274,6 +276,20 @@ body_line(struct reader *R, char *line, int lineno)
 }
 
 static int
+preset_line_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct reader *R = arg;
+
+	(void)len;
+	line[strcspn(line, "\r")] = '\0';
+	if (!(R->in_header && header_line(R, line, lineno))) {
+		R->in_header = false;
+		body_line(R, line, lineno);
+	}
+	return R->failed ? -1 : 0;
+}
+
+static int
 cmp_loaded(const void *a, const void *b)
 {
 	const struct loaded_range *x = a, *y = b;
@@ -355,14 +371,12 @@ check_header(struct reader *R)
 struct provider *
 providers_load(const char *path, char *err, size_t errlen)
 {
-	struct reader R = {.path = path, .err = err, .errlen = errlen};
+	struct reader R = {.path = path, .err = err, .errlen = errlen, .in_header = true};
+	const struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
+	                                    .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
 	const char *base = strrchr(path, '/');
 	size_t blen;
-	char *line = NULL;
-	size_t lcap = 0;
-	bool in_header = true;
-	int lineno = 0;
-	FILE *fp;
 
 	base = base ? base + 1 : path;
 	blen = strlen(base);
@@ -374,23 +388,9 @@ providers_load(const char *path, char *err, size_t errlen)
 		providers_free(R.p);
 		return NULL;
 	}
-	if (!(fp = fopen(path, "r"))) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		providers_free(R.p);
-		return NULL;
-	}
-	while (!R.failed && getline(&line, &lcap, fp) >= 0) {
-		lineno++;
-		line[strcspn(line, "\r\n")] = '\0';
-		if (in_header && header_line(&R, line, lineno))
-			continue;
-		in_header = false;
-		body_line(&R, line, lineno);
-	}
-	if (!R.failed && ferror(fp))
-		fail(&R, 0, "read error: %s", strerror(errno));
-	free(line);
-	fclose(fp);
+	/* the shared reader: a regular file, its size and lines bounded */
+	if (sidefile_read(path, &lim, preset_line_cb, &R, &serr) < 0 && serr.text[0])
+		fail(&R, serr.line, "%s", serr.text);
 	if (!R.failed)
 		check_header(&R);
 	if (!R.failed && R.n == 0)

@@ -50,9 +50,10 @@ struct provider {
 	size_t n_ranges;
 };
 
-/* Reads and checks the preset at path (its name is the file name without ".conf").
- * Returns it, or NULL with a sentence in err ("FILE:LINE: ..." when a line is at fault;
- * errlen >= 256 recommended), also when out of memory. */
+/* Reads and checks the preset at path (its name is the file name without ".conf"), with
+ * the side-file reader and its default bounds (sidefile.h: a regular file, 256MB, lines of
+ * 4096 bytes).  Returns it, or NULL with a sentence in err ("FILE:LINE: ..." when a line
+ * is at fault; errlen >= 256 recommended), also when out of memory. */
 struct provider *providers_load(const char *path, char *err, size_t errlen);
 
 /* providers_free(NULL) is a no-op. */

@@ -11,6 +11,7 @@
 #include "helpers.h"
 #include "maildir.h"
 #include "selector.h"
+#include "sidefile.h"
 
 #define ERR(line, text)                                                                            \
 	cr_expect(helper_has(&d, DIAG_ERROR, NULL, line, text), "missing error at line %d: %s",    \
@@ -427,7 +428,9 @@ Test(config, reference_lists_every_key)
 	                                   "eight-bit-mime-enabled",
 	                                   "enhanced-status-codes-enabled",
 	                                   "smtp-utf8-enabled",
-	                                   "protocol-logging-level"};
+	                                   "protocol-logging-level",
+	                                   "max-side-file-size",
+	                                   "max-side-file-line-length"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char pat[96];
 		snprintf(pat, sizeof(pat), "| `%s` |", keys[i]);
@@ -653,5 +656,166 @@ Test(config, maildir_empty_components_warn_and_the_default_keeps_the_spool_as_te
 	         conn);
 	cr_expect_null(helper_load(text, &d));
 	ERR(2, "bad spool '/var/%d/..' for the default maildir");
+	diag_release(&d);
+}
+
+/* ---- issue 16, defect 5: side files that are not regular, or too big ------------------- */
+
+/* A connector whose remote-ip-ranges-file (line 8) is path, after the top-level lines
+ * top (lines 1 and 2). */
+static struct config *
+load_with_ranges_file(const char *top, const char *path, struct diag *d)
+{
+	char text[2048];
+
+	snprintf(text, sizeof(text),
+	         "%s"
+	         "accepted-domains = { \"example.com\" }\n"
+	         "connector \"in\" {\n"
+	         "  usage = custom\n"
+	         "  permission-groups = { anonymous-users }\n"
+	         "  bindings = { \"127.0.0.1:2525\" }\n"
+	         "  remote-ip-ranges-file = \"%s\"\n"
+	         "}\n",
+	         top, path);
+	return helper_load(text, d);
+}
+
+#define NO_TOP "\n\n" /* the default limits */
+
+/* Before the fix each of these read without end (check, start and reload never returned);
+ * the timeout turns such a hang into a failure. */
+Test(config, side_files_that_are_devices_fifos_or_directories_are_refused, .timeout = 60)
+{
+	struct diag d;
+	char fifo[512];
+
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file(NO_TOP, "/dev/zero", &d));
+	ERR(8, "cannot read remote-ip-ranges-file /dev/zero: not a regular file (a character "
+	       "device)");
+	diag_release(&d);
+
+	/* a FIFO with no writer: opening it must not wait for one */
+	free(helper_write_temp("x", ""));
+	snprintf(fifo, sizeof(fifo), "%s/ranges.fifo", helper_tmpdir());
+	unlink(fifo);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file(NO_TOP, "ranges.fifo", &d));
+	ERR(8, "not a regular file (a FIFO)");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file(NO_TOP, helper_tmpdir(), &d));
+	ERR(8, "not a regular file (a directory)");
+	diag_release(&d);
+
+	/* a recipients file from /dev/urandom, and the main file itself */
+	diag_init(&d);
+	cr_expect_null(helper_load("domain \"example.com\" {\n"
+	                           "  recipients-file = \"/dev/urandom\"\n"
+	                           "}\n"
+	                           "connector \"in\" {\n"
+	                           "  bindings = { \"127.0.0.1:2525\" }\n"
+	                           "}\n",
+	                           &d));
+	ERR(2, "cannot read recipients-file /dev/urandom: not a regular file");
+	diag_release(&d);
+
+	diag_init(&d);
+	cr_expect_null(config_load(fifo, &d));
+	cr_expect(helper_has(&d, DIAG_ERROR, "ranges.fifo", 0,
+	                     "cannot read the configuration: not a regular file (a FIFO)"));
+	diag_release(&d);
+	unlink(fifo);
+}
+
+Test(config, side_file_lines_and_sizes_are_bounded_by_options)
+{
+	struct diag d;
+	char *line = repeat('#', 5000), text[8192];
+
+	/* the default line length, 4096 */
+	snprintf(text, sizeof(text), "192.0.2.1\n10.0.0.0/8 %s\n", line);
+	free(helper_write_temp("long.txt", text));
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file(NO_TOP, "long.txt", &d));
+	cr_expect(helper_has(&d, DIAG_ERROR, "long.txt", 2,
+	                     "the line is longer than 4096 bytes (raise "
+	                     "max-side-file-line-length"));
+	diag_release(&d);
+
+	/* a configured line length */
+	free(helper_write_temp(
+	        "medium.txt",
+	        "192.0.2.1\n"
+	        "192.0.2.2\n"
+	        "192.0.2.3   # this comment makes the line longer than 64 bytes, the limit\n"));
+	diag_init(&d);
+	cr_expect_null(
+	        load_with_ranges_file("max-side-file-line-length = 64\n\n", "medium.txt", &d));
+	cr_expect(helper_has(&d, DIAG_ERROR, "medium.txt", 3, "longer than 64 bytes"));
+	diag_release(&d);
+	diag_init(&d);
+	struct config *c =
+	        load_with_ranges_file("max-side-file-line-length = 100\n\n", "medium.txt", &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->max_side_file_line_length, 100);
+	cr_expect_eq(c->connectors[0].n_ranges, 3);
+	config_unref(c);
+	diag_release(&d);
+
+	/* a configured size: 2000 bytes against 1KB, then against 2KB */
+	size_t len = 0;
+	for (int i = 0; len < 2000; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "10.%d.%d.0/24\n", i / 256,
+		                        i % 256);
+	free(helper_write_temp("big.txt", text));
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file("max-side-file-size = 1KB\n\n", "big.txt", &d));
+	ERR(8, "over the limit of 1KB (raise max-side-file-size");
+	diag_release(&d);
+	diag_init(&d);
+	c = load_with_ranges_file("max-side-file-size = 2KB\n\n", "big.txt", &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->max_side_file_size, 2048);
+	config_unref(c);
+	diag_release(&d);
+
+	/* a NUL byte would have cut its line short without a word */
+	FILE *fp;
+	snprintf(text, sizeof(text), "%s/nul.txt", helper_tmpdir());
+	cr_assert_not_null(fp = fopen(text, "w"));
+	fwrite("192.0.2.1\n10.0.0.0/8\0 192.0.2.9\n", 1, 32, fp);
+	fclose(fp);
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file(NO_TOP, "nul.txt", &d));
+	cr_expect(helper_has(&d, DIAG_ERROR, "nul.txt", 2, "a NUL byte"));
+	diag_release(&d);
+
+	/* the bounds of the options themselves */
+	diag_init(&d);
+	cr_expect_null(load_with_ranges_file("max-side-file-size = 100\n"
+	                                     "max-side-file-line-length = 10\n",
+	                                     "big.txt", &d));
+	ERR(1, "max-side-file-size '100' is out of range");
+	ERR(2, "max-side-file-line-length '10' is out of range");
+	diag_release(&d);
+	free(line);
+}
+
+Test(config, side_file_limits_default_to_the_documented_values)
+{
+	struct diag d;
+
+	free(helper_write_temp("one.txt", "192.0.2.1\n"));
+	diag_init(&d);
+	struct config *c = load_with_ranges_file(NO_TOP, "one.txt", &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->max_side_file_size, SIDEFILE_DEFAULT_MAX_SIZE);
+	cr_expect_eq(c->max_side_file_size, 256u * 1024 * 1024);
+	cr_expect_eq(c->max_side_file_line_length, SIDEFILE_DEFAULT_MAX_LINE);
+	config_unref(c);
 	diag_release(&d);
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "providers.h"
@@ -258,4 +260,31 @@ Test(providers, reader_refuses_bad_files)
 	             "# confidence: low\n# status: maybe\n192.0.2.0/24\n",
 	             "status 'maybe'");
 	expect_error("# provider: \n", "has no value");
+}
+
+/* Issue 16, defect 5: the preset reader is the shared side-file reader. */
+Test(providers, reader_refuses_devices_fifos_directories_and_long_lines, .timeout = 60)
+{
+	char err[512], fifo[512], *line = malloc(5001), *text;
+
+	cr_assert_not_null(line);
+	cr_expect_null(providers_load("/dev/zero", err, sizeof(err)));
+	cr_expect(strstr(err, "/dev/zero: not a regular file (a character device)") != NULL, "%s",
+	          err);
+	free(helper_write_temp("x", ""));
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", helper_tmpdir());
+	unlink(fifo);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	cr_expect_null(providers_load(fifo, err, sizeof(err)));
+	cr_expect(strstr(err, "fifo.conf: not a regular file (a FIFO)") != NULL, "%s", err);
+	unlink(fifo);
+	cr_expect_null(providers_load(helper_tmpdir(), err, sizeof(err)));
+	cr_expect(strstr(err, "not a regular file (a directory)") != NULL, "%s", err);
+
+	memset(line, '#', 5000);
+	line[5000] = '\0';
+	cr_assert(asprintf(&text, HEADER "192.0.2.0/24 %s\n", line) > 0);
+	expect_error(text, "bad.conf:7: the line is longer than 4096 bytes");
+	free(text);
+	free(line);
 }

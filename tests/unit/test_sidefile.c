@@ -1,0 +1,175 @@
+/* Unit tests: sidefile, the bounded reader of ranges, recipients and preset files. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "sidefile.h"
+
+struct collect {
+	char *text; /* the lines joined again with '\n' */
+	size_t len, n;
+	int last_lineno;
+	int stop_at; /* the callback stops at this line; 0: never */
+};
+
+static int
+collect_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct collect *c = arg;
+
+	cr_assert_eq(line[len], '\0');
+	cr_assert_null(memchr(line, '\n', len));
+	cr_assert_eq(lineno, c->last_lineno + 1);
+	c->last_lineno = lineno;
+	if (lineno == c->stop_at)
+		return -1;
+	c->text = realloc(c->text, c->len + len + 2);
+	cr_assert_not_null(c->text);
+	memcpy(c->text + c->len, line, len);
+	c->len += len;
+	c->text[c->len++] = '\n';
+	c->n++;
+	return 0;
+}
+
+static const struct sidefile_limits big = {.max_size = 1 << 30, .max_line = 1 << 20};
+
+Test(sidefile, lines_come_out_whole_across_read_boundaries)
+{
+	/* lines of 0 to 70000 bytes, so that some span two or three 64 KiB reads */
+	size_t lens[] = {0, 1, 65535, 65536, 70000, 3, 0, 131072, 5, 65534};
+	size_t total = 0, pos = 0;
+	char *text, *path;
+	struct collect c = {0};
+	struct sidefile_error err;
+
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		total += lens[i] + 1;
+	text = malloc(total + 1);
+	cr_assert_not_null(text);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		for (size_t j = 0; j < lens[i]; j++)
+			text[pos++] = (char)('a' + (i + j) % 26);
+		text[pos++] = '\n';
+	}
+	text[pos] = '\0';
+	path = helper_write_temp("lines.txt", text);
+	cr_assert_eq(sidefile_read(path, &big, collect_cb, &c, &err), 0, "%s", err.text);
+	cr_expect_eq(c.n, sizeof(lens) / sizeof(lens[0]));
+	cr_assert_eq(c.len, total);
+	cr_expect_eq(memcmp(c.text, text, total), 0);
+	free(c.text);
+	free(text);
+	free(path);
+}
+
+Test(sidefile, a_last_line_without_newline_and_crlf)
+{
+	char *path = helper_write_temp("crlf.txt", "one\r\n\r\ntwo\nthree");
+	struct collect c = {0};
+	struct sidefile_error err;
+
+	cr_assert_eq(sidefile_read(path, &big, collect_cb, &c, &err), 0, "%s", err.text);
+	cr_expect_eq(c.n, 4);
+	cr_assert_eq(c.len, strlen("one\r\n\r\ntwo\nthree\n"));
+	cr_expect_eq(memcmp(c.text, "one\r\n\r\ntwo\nthree\n", c.len), 0);
+	free(c.text);
+	free(path);
+
+	/* an empty file has no line */
+	path = helper_write_temp("empty.txt", "");
+	c = (struct collect){0};
+	cr_expect_eq(sidefile_read(path, &big, collect_cb, &c, &err), 0);
+	cr_expect_eq(c.n, 0);
+	free(path);
+}
+
+Test(sidefile, the_callback_stops_the_reading)
+{
+	char *path = helper_write_temp("stop.txt", "a\nb\nc\n");
+	struct collect c = {.stop_at = 2};
+	struct sidefile_error err;
+
+	cr_expect_eq(sidefile_read(path, &big, collect_cb, &c, &err), -1);
+	cr_expect_str_empty(err.text);
+	cr_expect_eq(err.line, 2);
+	cr_expect_eq(c.n, 1);
+	free(c.text);
+	free(path);
+}
+
+Test(sidefile, bounds_name_the_line_and_the_option)
+{
+	struct sidefile_limits lim = {.max_size = 64,
+	                              .max_line = 8,
+	                              .size_option = "max-side-file-size",
+	                              .line_option = "max-side-file-line-length"};
+	struct sidefile_error err;
+	struct collect c = {0};
+	char *path;
+
+	/* exactly at both limits: read */
+	path = helper_write_temp("edge.txt", "12345678\n12345678\n12345678\n12345678\n"
+	                                     "12345678\n12345678\n1234567\n1\n");
+	cr_expect_eq(sidefile_read(path, &lim, collect_cb, &c, &err), 0, "%s", err.text);
+	cr_expect_eq(c.n, 8);
+	free(c.text);
+	free(path);
+
+	path = helper_write_temp("long.txt", "12345678\n123456789\n");
+	c = (struct collect){0};
+	cr_expect_eq(sidefile_read(path, &lim, collect_cb, &c, &err), -1);
+	cr_expect_eq(err.line, 2);
+	cr_expect_str_eq(err.text, "the line is longer than 8 bytes (raise "
+	                           "max-side-file-line-length if the file is right)");
+	cr_expect_eq(c.n, 1);
+	free(c.text);
+	free(path);
+
+	path = helper_write_temp("big.txt", "12345678\n12345678\n12345678\n12345678\n"
+	                                    "12345678\n12345678\n1234567\n12\n");
+	c = (struct collect){0};
+	cr_expect_eq(sidefile_read(path, &lim, collect_cb, &c, &err), -1);
+	cr_expect_eq(err.line, 0);
+	cr_expect_str_eq(err.text, "it is 65 bytes, over the limit of 64 bytes (raise "
+	                           "max-side-file-size if the file is right)");
+	cr_expect_eq(c.n, 0, "nothing is read from a file over the limit");
+	cr_expect_eq(sidefile_check(path, &lim, &err), -1);
+	free(path);
+
+	/* /proc files say they are empty and are not: the bound holds while reading */
+	lim.max_size = 16;
+	lim.max_line = 4096;
+	c = (struct collect){0};
+	cr_expect_eq(sidefile_read("/proc/self/status", &lim, collect_cb, &c, &err), -1);
+	cr_expect(strstr(err.text, "grows past the limit of 16 bytes") != NULL, "%s", err.text);
+	free(c.text);
+}
+
+Test(sidefile, only_regular_files_are_opened, .timeout = 60)
+{
+	struct sidefile_error err;
+	struct collect c = {0};
+	char fifo[512];
+
+	cr_expect_eq(sidefile_read("/dev/zero", &big, collect_cb, &c, &err), -1);
+	cr_expect_str_eq(err.text, "not a regular file (a character device)");
+	cr_expect_eq(sidefile_read("/dev/urandom", &big, collect_cb, &c, &err), -1);
+	cr_expect_eq(sidefile_read("/nonexistent/x", &big, collect_cb, &c, &err), -1);
+	cr_expect_str_eq(err.text, strerror(ENOENT));
+	free(helper_write_temp("x", ""));
+	cr_expect_eq(sidefile_read(helper_tmpdir(), &big, collect_cb, &c, &err), -1);
+	cr_expect_str_eq(err.text, "not a regular file (a directory)");
+	snprintf(fifo, sizeof(fifo), "%s/fifo", helper_tmpdir());
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	cr_expect_eq(sidefile_read(fifo, &big, collect_cb, &c, &err), -1);
+	cr_expect_str_eq(err.text, "not a regular file (a FIFO)");
+	cr_expect_eq(sidefile_check(fifo, &big, &err), -1);
+	unlink(fifo);
+	cr_expect_eq(c.n, 0);
+}
