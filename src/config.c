@@ -157,12 +157,14 @@ static const struct option options[] = {
          NULL, "The least severe events logged."},
         {SEC_ROOT, "max-side-file-size", K_SIZE, "256MB", ROOT(max_side_file_size), 1024,
          17179869184ull, false, NULL, NULL,
-         "Largest `remote-ip-ranges-file`, `recipients-file` or provider preset. One that is "
+         "Largest file the configuration names: `remote-ip-ranges-file`, `recipients-file`, "
+         "a provider preset, the TLS certificate and key, `relay-ca-file`. One that is "
          "larger, or that is not a regular file (a device such as /dev/zero, a FIFO, a "
          "directory), is an error. A list of 1M ranges is about 20MB."},
         {SEC_ROOT, "max-side-file-line-length", K_COUNT, "4096", ROOT(max_side_file_line_length),
          64, 1048576, false, NULL, NULL,
-         "Longest line (bytes) of those files; a longer one, or a NUL byte, is an error."},
+         "Longest line (bytes) of a ranges file, recipients file or preset; a longer one, or "
+         "a NUL byte, is an error."},
         {SEC_ROOT, "drain-timeout", K_DURATION, "30s", ROOT(drain_timeout_ms), 0, 3600000, false,
          NULL, NULL,
          "On SIGTERM, how long open sessions may finish before they are closed with 421."},
@@ -1240,6 +1242,19 @@ add_range(struct loader *L, struct connector *k, const char *text, const char *f
 	return 0;
 }
 
+/* The bounds of side files: the options (0 only after a bad value, already reported). */
+static struct sidefile_limits
+side_limits(const struct config *c)
+{
+	return (struct sidefile_limits){
+	        .max_size =
+	                c->max_side_file_size ? c->max_side_file_size : SIDEFILE_DEFAULT_MAX_SIZE,
+	        .max_line = c->max_side_file_line_length ? (size_t)c->max_side_file_line_length
+	                                                 : SIDEFILE_DEFAULT_MAX_LINE,
+	        .size_option = "max-side-file-size",
+	        .line_option = "max-side-file-line-length"};
+}
+
 /* Reads a side file named on line cfgline of the main file by option what (the file, its
  * size and its lines bounded: sidefile.h); each line goes to cb.  A file that cannot be
  * read is reported, on that config line or on the side file's own line.  Returns -1 only
@@ -1248,14 +1263,7 @@ static int
 read_side_file(struct loader *L, const char *what, const char *path, int cfgline,
                sidefile_line_cb cb, void *arg)
 {
-	const struct config *c = L->c;
-	struct sidefile_limits lim = {.max_size = c->max_side_file_size ? c->max_side_file_size
-	                                                                : SIDEFILE_DEFAULT_MAX_SIZE,
-	                              .max_line = c->max_side_file_line_length
-	                                                  ? (size_t)c->max_side_file_line_length
-	                                                  : SIDEFILE_DEFAULT_MAX_LINE,
-	                              .size_option = "max-side-file-size",
-	                              .line_option = "max-side-file-line-length"};
+	struct sidefile_limits lim = side_limits(L->c);
 	struct sidefile_error err;
 	const char *file = intern_file(L, path);
 
@@ -1270,6 +1278,21 @@ read_side_file(struct loader *L, const char *what, const char *path, int cfgline
 	else
 		diag_error(L->d, L->file, cfgline, "cannot read %s %s: %s", what, path, err.text);
 	return 0;
+}
+
+/* A file the config names for another reader (OpenSSL): true if it is a regular file
+ * within max-side-file-size, which also keeps a FIFO from blocking that reader's open;
+ * else reported on line. */
+static bool
+readable_file(struct loader *L, const char *what, const char *path, int line)
+{
+	struct sidefile_limits lim = side_limits(L->c);
+	struct sidefile_error err;
+
+	if (sidefile_check(path, &lim, &err) == 0)
+		return true;
+	diag_error(L->d, L->file, line, "cannot read %s %s: %s", what, path, err.text);
+	return false;
 }
 
 struct ranges_read {
@@ -1762,11 +1785,11 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
 			           "the tls section needs a key");
 		struct stat st;
-		if (c->tls_certificate && stat(c->tls_certificate, &st) < 0)
-			diag_error(L->d, L->file, opt_line(sec, "certificate", sec->line),
-			           "cannot read certificate %s: %s", c->tls_certificate,
-			           strerror(errno));
-		if (c->tls_key) {
+		bool cert_ok = c->tls_certificate &&
+		               readable_file(L, "certificate", c->tls_certificate,
+		                             opt_line(sec, "certificate", sec->line));
+		if (c->tls_key &&
+		    readable_file(L, "key", c->tls_key, opt_line(sec, "key", sec->line))) {
 			if (stat(c->tls_key, &st) < 0)
 				diag_error(L->d, L->file, opt_line(sec, "key", sec->line),
 				           "cannot read key %s: %s", c->tls_key, strerror(errno));
@@ -1775,9 +1798,8 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 				           "key %s is readable by group or others (mode %04o); "
 				           "run: chmod 600 %s",
 				           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
-			else if (c->tls_certificate &&
-			         tls_check_pair(c->tls_certificate, c->tls_key, err, sizeof(err)) <
-			                 0)
+			else if (cert_ok && tls_check_pair(c->tls_certificate, c->tls_key, err,
+			                                   sizeof(err)) < 0)
 				diag_error(L->d, L->file, opt_line(sec, "certificate", sec->line),
 				           "%s", err);
 		}
@@ -1785,6 +1807,9 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 	if ((sec = cfg_getsec(cfg, "deliver")) && sec->line > 0) {
 		if (apply_section(L, sec, SEC_DELIVER, c, NULL) < 0)
 			return -1;
+		if (c->relay_ca_file)
+			readable_file(L, "relay-ca-file", c->relay_ca_file,
+			              opt_line(sec, "relay-ca-file", sec->line));
 	}
 	if (c->relay) {
 		const char *colon = strrchr(c->relay, ':');

@@ -731,6 +731,46 @@ Test(config, side_files_that_are_devices_fifos_or_directories_are_refused, .time
 	unlink(fifo);
 }
 
+/* OpenSSL opens the TLS files and the relay's CA file without O_NONBLOCK: a FIFO there
+ * blocked check and start until the timeout. */
+Test(config, tls_and_ca_files_must_be_regular_files, .timeout = 60)
+{
+	struct diag d;
+	char fifo[512], text[2048];
+
+	tls_files();
+	snprintf(fifo, sizeof(fifo), "%s/tls.fifo", helper_tmpdir());
+	unlink(fifo);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	static const char *const cases[][2] = {
+	        {"certificate = \"tls.fifo\"\n  key = \"key.pem\"", "cannot read certificate"},
+	        {"certificate = \"cert.pem\"\n  key = \"tls.fifo\"", "cannot read key"},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(text, sizeof(text),
+		         "tls {\n"
+		         "  %s\n"
+		         "}\n"
+		         "connector \"x\" { bindings = { \"0.0.0.0:26\" } }\n",
+		         cases[i][0]);
+		diag_init(&d);
+		cr_expect_null(helper_load(text, &d));
+		ERR(2 + (int)i, cases[i][1]);
+		ERR(2 + (int)i, "not a regular file (a FIFO)");
+		diag_release(&d);
+	}
+	diag_init(&d);
+	cr_expect_null(helper_load("deliver {\n"
+	                           "  relay = \"192.0.2.1:25\"\n"
+	                           "  relay-ca-file = \"/dev/zero\"\n"
+	                           "}\n"
+	                           "connector \"x\" { bindings = { \"0.0.0.0:26\" } }\n",
+	                           &d));
+	ERR(3, "cannot read relay-ca-file /dev/zero: not a regular file (a character device)");
+	diag_release(&d);
+	unlink(fifo);
+}
+
 Test(config, side_file_lines_and_sizes_are_bounded_by_options)
 {
 	struct diag d;
