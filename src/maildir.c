@@ -320,8 +320,8 @@ maildir_check(const char *tmpl, char *err, size_t errlen)
 			without_dots(tmpl, fix, starts);
 			snprintf(err, errlen,
 			         "a '%.*s' component: delivery refuses '.' and '..' in a "
-			         "recipient's "
-			         "path, so every message would wait until it expires; write '%s'",
+			         "recipient's path, so every message would wait until it "
+			         "expires; write '%s'",
 			         (int)pl, p, fix);
 			goto out;
 		}
