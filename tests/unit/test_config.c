@@ -549,11 +549,12 @@ Test(config, maildir_check_agrees_with_delivery)
 
 	free(helper_write_temp("x", ""));
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char tmpl[2600], err[1024] = "";
+		char *tmpl, err[1024] = "";
 		/* a directory of its own, which delivery expects to exist above the base */
-		snprintf(tmpl, sizeof(tmpl), "%s/md%zu", helper_tmpdir(), i);
+		cr_assert(asprintf(&tmpl, "%s/md%zu", helper_tmpdir(), i) > 0);
 		cr_assert(mkdir(tmpl, 0700) == 0 || errno == EEXIST);
-		snprintf(tmpl, sizeof(tmpl), "%s/md%zu%s", helper_tmpdir(), i, cases[i].suffix);
+		free(tmpl);
+		cr_assert(asprintf(&tmpl, "%s/md%zu%s", helper_tmpdir(), i, cases[i].suffix) > 0);
 		int rc = maildir_check(tmpl, err, sizeof(err));
 		if (cases[i].needle) {
 			cr_expect_eq(rc, -1, "case %zu accepted: %.80s", i, tmpl);
@@ -567,6 +568,7 @@ Test(config, maildir_check_agrees_with_delivery)
 			cr_expect_eq(deliver_open(tmpl, "a", "a"), 0, "case %zu: %s", i,
 			             strerror(errno));
 		}
+		free(tmpl);
 	}
 	char err[256];
 	cr_expect_eq(maildir_check("var/mail/%d/%u", err, sizeof(err)), -1);
