@@ -45,13 +45,14 @@ release_LDFLAGS :=
 asan_LDFLAGS    := -fsanitize=address,undefined
 tsan_LDFLAGS    := -fsanitize=thread
 
-SRCS      := $(sort $(wildcard src/*.c))
-LIB_SRCS  := $(filter-out src/main.c,$(SRCS))
+SRCS      := $(sort $(wildcard src/*/*.c))
+LIB_SRCS  := $(filter-out src/cli/%,$(SRCS))
+CLI_SRCS  := $(filter src/cli/%,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/*.c))
 FAULT_SRCS := $(sort $(wildcard tests/fault/*.c))
-HDRS      := $(wildcard src/*.h tests/unit/*.h bench/*.h)
+HDRS      := $(wildcard src/*/*.h tests/unit/*.h bench/*.h)
 
 .PHONY: all run check asan tsan fuzz bench format format-check install uninstall clean \
 	deps-build deps-check unit-release unit-asan test-release test-asan FORCE
@@ -69,7 +70,7 @@ build/$(1)/libmxgate.a: $(patsubst %.c,build/$(1)/obj/%.o,$(LIB_SRCS))
 	@rm -f $$@
 	@ar rcs $$@ $$^
 
-build/$(1)/mxgate: build/$(1)/obj/src/main.o build/$(1)/libmxgate.a
+build/$(1)/mxgate: $(patsubst %.c,build/$(1)/obj/%.o,$(CLI_SRCS)) build/$(1)/libmxgate.a
 	@echo "  LD [$(1)] $$@"
 	@$$(CC) $$($(1)_LDFLAGS) -o $$@ $$^ $$(PKG_LIBS)
 
@@ -155,14 +156,14 @@ format-check:
 # the PREFIX that `make` ran with, not the one `make install` is given.
 # build/install/pkgdatadir holds the directory build/install/providers.o was made for and
 # is rewritten only when it changes, so each new PREFIX recompiles that one file.
-INSTALL_OBJS := $(patsubst %.c,build/release/obj/%.o,$(filter-out src/providers.c,$(SRCS))) \
+INSTALL_OBJS := $(patsubst %.c,build/release/obj/%.o,$(filter-out src/conf/providers.c,$(SRCS))) \
 	build/install/providers.o
 
 build/install/pkgdatadir: FORCE
 	@mkdir -p $(@D)
 	@echo '$(PKGDATADIR)' | cmp -s - $@ || echo '$(PKGDATADIR)' > $@
 
-build/install/providers.o: src/providers.c build/install/pkgdatadir Makefile
+build/install/providers.o: src/conf/providers.c build/install/pkgdatadir Makefile
 	@echo "  CC [install] $< (presets in $(PKGDATADIR)/providers)"
 	@$(CC) $(release_CFLAGS) -MMD -MP -c $< -o $@
 

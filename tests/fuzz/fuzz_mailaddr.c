@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailaddr.h"
+#include "base/mailaddr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

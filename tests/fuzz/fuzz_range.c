@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "range.h"
+#include "base/range.h"
 
 struct tile {
 	const struct range *r;

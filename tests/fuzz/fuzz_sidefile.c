@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sidefile.h"
+#include "base/sidefile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "conf/config.h"
 
 /* Writes text to a new file in a fresh temporary directory; returns its malloc'ed path. */
 char *helper_write_temp(const char *name, const char *text);

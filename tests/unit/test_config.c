@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "maildir.h"
-#include "selector.h"
-#include "sidefile.h"
+#include "queue/maildir.h"
+#include "conf/selector.h"
+#include "base/sidefile.h"
 
 #define ERR(line, text)                                                                            \
 	cr_expect(helper_has(&d, DIAG_ERROR, NULL, line, text), "missing error at line %d: %s",    \

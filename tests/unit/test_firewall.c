@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "firewall.h"
+#include "lockdown/firewall.h"
 #include "helpers.h"
 
 static const struct {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mailaddr.h"
+#include "base/mailaddr.h"
 
 #define OK        MAILADDR_OK
 #define SYNTAX    MAILADDR_SYNTAX

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "notify.h"
+#include "obs/notify.h"
 
 static char dir[64];
 static char path[96];

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "providers.h"
+#include "conf/providers.h"
 
 /* The presets the reference rates high or medium-high, shipped as ready. */
 static const char *const ready[] = {

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "range.h"
+#include "base/range.h"
 
 static struct range
 must_parse(const char *text, unsigned *flags)

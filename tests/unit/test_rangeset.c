@@ -3,7 +3,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "rangeset.h"
+#include "base/rangeset.h"
 
 static struct rangeset_entry
 ent(const char *text, uint16_t owner, uint8_t prio)

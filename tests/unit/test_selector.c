@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "helpers.h"
-#include "selector.h"
+#include "conf/selector.h"
 
 static struct endpoint
 ep(const char *s)

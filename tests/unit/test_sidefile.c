@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "sidefile.h"
+#include "base/sidefile.h"
 
 struct collect {
 	char *text; /* the lines joined again with '\n' */

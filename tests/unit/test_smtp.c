@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "log.h"
-#include "smtp.h"
+#include "conf/config.h"
+#include "base/log.h"
+#include "smtpd/smtp.h"
 #include "transcript.h"
 
 static void

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "vec.h"
+#include "base/vec.h"
 
 Test(vec, grows_geometrically_and_keeps_contents)
 {

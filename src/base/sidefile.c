@@ -1,0 +1,194 @@
+#include "base/sidefile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/vec.h"
+
+#define CHUNK 65536
+
+static void set_error(struct sidefile_error *err, int line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void
+set_error(struct sidefile_error *err, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->line = line;
+	va_start(ap, fmt);
+	vsnprintf(err->text, sizeof(err->text), fmt, ap);
+	va_end(ap);
+}
+
+/* "256MB", "4KB" or "1000 bytes", as the config file writes sizes */
+static void
+size_text(uint64_t n, char *buf, size_t size)
+{
+	if (n >= 1024 * 1024 && n % (1024 * 1024) == 0)
+		snprintf(buf, size, "%lluMB", (unsigned long long)(n / (1024 * 1024)));
+	else if (n >= 1024 && n % 1024 == 0)
+		snprintf(buf, size, "%lluKB", (unsigned long long)(n / 1024));
+	else
+		snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+}
+
+static const char *
+kind_of(mode_t m)
+{
+	return S_ISDIR(m)    ? "a directory"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISSOCK(m) ? "a socket"
+	                     : "not a plain file";
+}
+
+static void
+raise_hint(const char *option, char *buf, size_t size)
+{
+	if (option)
+		snprintf(buf, size, " (raise %s if the file is right)", option);
+	else
+		buf[0] = '\0';
+}
+
+/* Opens path for reading if it is a regular file within the size limit: an fd, or -1. */
+static int
+open_checked(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err)
+{
+	char limit[32], hint[96];
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		set_error(err, 0, "%s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		set_error(err, 0, "%s", strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		set_error(err, 0, "not a regular file (%s)", kind_of(st.st_mode));
+		goto fail;
+	}
+	if ((uint64_t)st.st_size > lim->max_size) {
+		size_text(lim->max_size, limit, sizeof(limit));
+		raise_hint(lim->size_option, hint, sizeof(hint));
+		set_error(err, 0, "it is %llu bytes, over the limit of %s%s",
+		          (unsigned long long)st.st_size, limit, hint);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+int
+sidefile_check(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err)
+{
+	int fd = open_checked(path, lim, err);
+
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+int
+sidefile_read(const char *path, const struct sidefile_limits *lim, sidefile_line_cb cb, void *arg,
+              struct sidefile_error *err)
+{
+	char *chunk = NULL, *line = NULL, limit[32], hint[96];
+	size_t cap = 0, len = 0;
+	uint64_t total = 0;
+	int fd, lineno = 1, rc = -1;
+
+	err->line = 0;
+	err->text[0] = '\0';
+	if ((fd = open_checked(path, lim, err)) < 0)
+		return -1;
+	if (!(chunk = malloc(CHUNK))) {
+		set_error(err, 0, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, chunk, CHUNK);
+		const char *p = chunk, *end;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			set_error(err, lineno, "%s", strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		total += (uint64_t)n;
+		if (total > lim->max_size) {
+			/* it grew since fstat() */
+			size_text(lim->max_size, limit, sizeof(limit));
+			raise_hint(lim->size_option, hint, sizeof(hint));
+			set_error(err, lineno,
+			          "the file grows past the limit of %s as it is read%s", limit,
+			          hint);
+			goto out;
+		}
+		for (end = chunk + n; p < end;) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t seg = (size_t)((nl ? nl : end) - p);
+			if (memchr(p, '\0', seg)) {
+				set_error(err, lineno, "a NUL byte: this is not a text file");
+				goto out;
+			}
+			if (len + seg > lim->max_line) {
+				raise_hint(lim->line_option, hint, sizeof(hint));
+				set_error(err, lineno, "the line is longer than %zu bytes%s",
+				          lim->max_line, hint);
+				goto out;
+			}
+			if (VEC_RESERVE(line, cap, len + seg + 1) < 0) {
+				set_error(err, lineno, "out of memory");
+				goto out;
+			}
+			memcpy(line + len, p, seg);
+			len += seg;
+			if (!nl)
+				break;
+			line[len] = '\0';
+			if (cb(line, len, lineno, arg) < 0) {
+				err->line = lineno;
+				goto out;
+			}
+			if (lineno == INT_MAX) {
+				set_error(err, lineno, "too many lines");
+				goto out;
+			}
+			lineno++;
+			len = 0;
+			p = nl + 1;
+		}
+	}
+	if (len > 0) {
+		line[len] = '\0';
+		if (cb(line, len, lineno, arg) < 0) {
+			err->line = lineno;
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(chunk);
+	free(line);
+	close(fd);
+	return rc;
+}

@@ -1,0 +1,570 @@
+/*
+ * mxgate command line: a table of subcommands, one cmd_<verb>() each.
+ *
+ * Exit codes: 0 success; 1 error (bad configuration, I/O); 2 usage error;
+ * 3 "no" answers (`which`: no connector; `probe`: refused).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf/config.h"
+#include "lockdown/firewall.h"
+#include "lockdown/probe.h"
+#include "conf/providers.h"
+#include "queue/queue.h"
+#include "conf/selector.h"
+#include "smtpd/server.h"
+
+#define EXIT_USAGE 2
+#define EXIT_NO    3
+
+struct cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *synopsis;
+	const char *summary;
+	const char *options; /* NULL, or more lines for the usage text */
+};
+
+static int cmd_run(int argc, char **argv);
+static int cmd_check(int argc, char **argv);
+static int cmd_queue(int argc, char **argv);
+static int cmd_which(int argc, char **argv);
+static int cmd_firewall(int argc, char **argv);
+static int cmd_probe(int argc, char **argv);
+static int cmd_providers(int argc, char **argv);
+static int cmd_reference(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct cmd cmds[] = {
+        {"run", cmd_run, "run [-c FILE]",
+         "run the gateway in the foreground (SIGHUP reloads, SIGTERM drains and stops)", NULL},
+        {"check", cmd_check, "check [-c FILE]",
+         "validate the configuration; every error as FILE:LINE on stderr", NULL},
+        {"which", cmd_which, "which [-c FILE] [-v] LOCAL REMOTE",
+         "name the connector that takes a connection (exit 3: none)", NULL},
+        {"queue", cmd_queue, "queue [-c FILE] [list|flush|remove ID]",
+         "show the queue, retry it now, or remove a message", NULL},
+        {"firewall", cmd_firewall, "firewall [-c FILE] --format FMT",
+         "print the lockdown as firewall rules or Exchange connectors",
+         "FMT: nft, iptables, pf, windows or exchange (docs/FIREWALL.md)"},
+        {"probe", cmd_probe, "probe HOST[:PORT] [options]",
+         "test a server from a source address (exit 0 open, 3 refused)",
+         "--source ADDR  --helo NAME  --starttls  --mail-from ADDR  --rcpt-to ADDR\n"
+         "--timeout SECS (default 30)  --expect open|refused (exit 0 when it matches, else 1)"},
+        {"providers", cmd_providers, "providers [show NAME]",
+         "list the provider presets, or print one", NULL},
+        {"reference", cmd_reference, "reference", "print the configuration reference (Markdown)",
+         NULL},
+        {"version", cmd_version, "version", "print the version", NULL},
+        {"help", cmd_help, "help", "this text", NULL},
+};
+
+/* Prints a command's option lines, indented. */
+static void
+print_options(FILE *fp, const char *indent, const char *options)
+{
+	while (options && *options) {
+		size_t len = strcspn(options, "\n");
+		fprintf(fp, "%s%.*s\n", indent, (int)len, options);
+		options += len + (options[len] == '\n');
+	}
+}
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp, "usage: mxgate COMMAND [options]\n\n");
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		fprintf(fp, "  mxgate %-36s %s\n", cmds[i].synopsis, cmds[i].summary);
+		print_options(fp, "        ", cmds[i].options);
+	}
+	fprintf(fp, "\nDefault configuration: %s\n", CONFIG_DEFAULT_PATH);
+}
+
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "mxgate %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strcmp(cmds[i].name, cmd) == 0) {
+			fprintf(stderr, "usage: mxgate %s\n", cmds[i].synopsis);
+			print_options(stderr, "       ", cmds[i].options);
+		}
+	}
+	return EXIT_USAGE;
+}
+
+/* Parses the options common to the config-reading commands.  Returns -1 on a usage error. */
+static int
+parse_opts(const char *cmd, int argc, char **argv, const char **cfgpath, int *verbose)
+{
+	static const struct option longopts[] = {
+	        {"config", required_argument, NULL, 'c'},
+	        {"verbose", no_argument, NULL, 'v'},
+	        {NULL, 0, NULL, 0},
+	};
+	int ch;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, verbose ? "+c:v" : "+c:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			*cfgpath = optarg;
+			break;
+		case 'v':
+			if (verbose) {
+				*verbose = 1;
+				break;
+			}
+			/* FALLTHROUGH */
+		default:
+			usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static struct config *
+load(const char *path, struct diag *d)
+{
+	struct config *c = config_load(path, d);
+
+	diag_print(d, stderr);
+	return c;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+
+	if (parse_opts("run", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind != argc)
+		return usage_error("run", "unexpected argument '%s'", argv[optind]);
+	/* Sessions free a message's write buffer as the next one allocates it; with glibc's
+	 * default threshold each free can hand the top of a thread's heap back to the kernel
+	 * (madvise) only to fault it in again.  Keep up to 4 MiB of free heap at its top
+	 * (a reload trims explicitly, see server.c). */
+	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+	return server_run(path) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static int
+cmd_check(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	struct config *c;
+	struct diag d;
+
+	if (parse_opts("check", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind != argc)
+		return usage_error("check", "unexpected argument '%s'", argv[optind]);
+	diag_init(&d);
+	c = load(path, &d);
+	if (!c) {
+		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
+		        d.errors, d.errors == 1 ? "" : "s");
+		diag_release(&d);
+		return EXIT_FAILURE;
+	}
+	printf("configuration OK\n");
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		char line[1024];
+		config_describe_connector(&c->connectors[i], line, sizeof(line));
+		printf("%s\n", line);
+	}
+	config_unref(c);
+	diag_release(&d);
+	return EXIT_SUCCESS;
+}
+
+static int
+cmd_which(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH, *rs;
+	struct endpoint local;
+	struct ipaddr remote;
+	struct config *c;
+	struct diag d;
+	char err[256];
+	int verbose = 0, k;
+	size_t rlen;
+
+	if (parse_opts("which", argc, argv, &path, &verbose) < 0)
+		return EXIT_USAGE;
+	if (argc - optind != 2)
+		return usage_error("which", "%s",
+		                   "needs LOCAL (IP:PORT or [IPv6]:PORT) and REMOTE "
+		                   "(an address)");
+	if (endpoint_parse(argv[optind], &local, err, sizeof(err)) < 0)
+		return usage_error("which", "bad LOCAL: %s", err);
+	rs = argv[optind + 1];
+	rlen = strlen(rs);
+	if (rlen > 2 && rs[0] == '[' && rs[rlen - 1] == ']')
+		rs++, rlen -= 2;
+	if (ipaddr_parse(rs, rlen, &remote) < 0)
+		return usage_error("which", "bad REMOTE '%s': not an IP address", argv[optind + 1]);
+
+	diag_init(&d);
+	c = load(path, &d);
+	diag_release(&d);
+	if (!c)
+		return EXIT_FAILURE;
+	if (verbose)
+		selector_explain(c->selector, &local, &remote, stdout);
+	k = selector_select(c->selector, &local, &remote);
+	printf("%s\n", k >= 0 ? c->connectors[k].name : "none");
+	config_unref(c);
+	return k >= 0 ? EXIT_SUCCESS : EXIT_NO;
+}
+
+static int
+cmd_queue(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	char command[64];
+	struct config *c;
+	struct diag d;
+	int rc;
+
+	if (parse_opts("queue", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind == argc || strcmp(argv[optind], "list") == 0) {
+		if (optind < argc && optind + 1 != argc)
+			return usage_error("queue", "unexpected argument '%s'", argv[optind + 1]);
+		snprintf(command, sizeof(command), "list");
+	} else if (strcmp(argv[optind], "flush") == 0 && optind + 1 == argc) {
+		snprintf(command, sizeof(command), "flush");
+	} else if (strcmp(argv[optind], "remove") == 0 && optind + 2 == argc) {
+		snprintf(command, sizeof(command), "remove %.40s", argv[optind + 1]);
+	} else {
+		return usage_error("queue", "%s", "expects list, flush or remove ID");
+	}
+	/* the spool's location comes from the configuration; its warnings are check's job */
+	diag_init(&d);
+	c = config_load(path, &d);
+	if (!c)
+		diag_print(&d, stderr);
+	diag_release(&d);
+	if (!c)
+		return EXIT_FAILURE;
+	rc = queue_command(c->spool, command, stdout, stderr);
+	config_unref(c);
+	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static int
+cmd_firewall(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	        {"config", required_argument, NULL, 'c'},
+	        {"format", required_argument, NULL, 'f'},
+	        {NULL, 0, NULL, 0},
+	};
+	const char *path = CONFIG_DEFAULT_PATH, *fmtname = NULL;
+	enum firewall_format fmt;
+	struct config *c;
+	struct diag d;
+	int ch, rc;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:f:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'f':
+			fmtname = optarg;
+			break;
+		default:
+			return usage_error("firewall", "unknown option or missing value '%s'",
+			                   argv[optind - 1]);
+		}
+	}
+	if (optind != argc)
+		return usage_error("firewall", "unexpected argument '%s'", argv[optind]);
+	if (!fmtname)
+		return usage_error("firewall", "%s", "--format is required");
+	if (firewall_format_parse(fmtname, &fmt) < 0)
+		return usage_error("firewall", "unknown format '%s'", fmtname);
+
+	diag_init(&d);
+	c = load(path, &d);
+	diag_release(&d);
+	if (!c)
+		return EXIT_FAILURE;
+	diag_init(&d);
+	rc = firewall_write(c, fmt, path, stdout, &d);
+	diag_print(&d, stderr);
+	diag_release(&d);
+	config_unref(c);
+	if (rc < 0) {
+		fprintf(stderr, "mxgate firewall: cannot write the rules: %s\n", strerror(errno));
+		return EXIT_FAILURE;
+	}
+	return EXIT_SUCCESS;
+}
+
+static int
+cmd_probe(int argc, char **argv)
+{
+	enum { O_SOURCE = 256, O_HELO, O_STARTTLS, O_MAIL_FROM, O_RCPT_TO, O_TIMEOUT, O_EXPECT };
+	static const struct option longopts[] = {
+	        {"source", required_argument, NULL, O_SOURCE},
+	        {"helo", required_argument, NULL, O_HELO},
+	        {"starttls", no_argument, NULL, O_STARTTLS},
+	        {"mail-from", required_argument, NULL, O_MAIL_FROM},
+	        {"rcpt-to", required_argument, NULL, O_RCPT_TO},
+	        {"timeout", required_argument, NULL, O_TIMEOUT},
+	        {"expect", required_argument, NULL, O_EXPECT},
+	        {NULL, 0, NULL, 0},
+	};
+	static char host[256], source[IPADDR_STRLEN], mail_from[256], rcpt_to[256];
+	struct probe_opts o = {.timeout_ms = 30000};
+	struct probe_result res;
+	enum probe_verdict v;
+	int ch, expect = -1;
+	char err[256], *end;
+	double secs;
+	size_t len;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (ch) {
+		case O_SOURCE:
+			len = strlen(optarg);
+			if (len > 2 && optarg[0] == '[' && optarg[len - 1] == ']')
+				snprintf(source, sizeof(source), "%.*s", (int)(len - 2),
+				         optarg + 1);
+			else
+				snprintf(source, sizeof(source), "%s", optarg);
+			o.source = source;
+			break;
+		case O_HELO:
+			for (const char *p = optarg; *p; p++)
+				if ((unsigned char)*p <= ' ' || *p == 0x7f)
+					return usage_error("probe",
+					                   "--helo '%s': one word, no blanks",
+					                   optarg);
+			if (!*optarg || strlen(optarg) > 255)
+				return usage_error("probe", "%s", "--helo needs a name");
+			o.helo = optarg;
+			break;
+		case O_STARTTLS:
+			o.starttls = true;
+			break;
+		case O_MAIL_FROM:
+			if (probe_parse_path(optarg, mail_from, sizeof(mail_from), err,
+			                     sizeof(err)) < 0)
+				return usage_error("probe", "--mail-from %s", err);
+			o.mail_from = mail_from;
+			break;
+		case O_RCPT_TO:
+			if (probe_parse_path(optarg, rcpt_to, sizeof(rcpt_to), err, sizeof(err)) <
+			            0 ||
+			    !rcpt_to[0])
+				return usage_error("probe", "--rcpt-to '%s': write local@domain",
+				                   optarg);
+			o.rcpt_to = rcpt_to;
+			break;
+		case O_TIMEOUT:
+			errno = 0;
+			secs = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(secs > 0) || secs > 3600)
+				return usage_error("probe",
+				                   "--timeout '%s': seconds, more than 0 and at "
+				                   "most 3600",
+				                   optarg);
+			o.timeout_ms = secs < 0.001 ? 1 : (unsigned)(secs * 1000);
+			break;
+		case O_EXPECT:
+			if (strcmp(optarg, "open") == 0)
+				expect = PROBE_OPEN;
+			else if (strcmp(optarg, "refused") == 0)
+				expect = PROBE_REFUSED;
+			else
+				return usage_error("probe", "--expect '%s': open or refused",
+				                   optarg);
+			break;
+		default:
+			return usage_error("probe", "unknown option or missing value '%s'",
+			                   argv[optind - 1]);
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("probe", "%s", "needs one HOST[:PORT]");
+	if (probe_parse_target(argv[optind], host, sizeof(host), &o.port, err, sizeof(err)) < 0)
+		return usage_error("probe", "%s", err);
+	o.host = host;
+
+	/* a server that resets the connection must not kill us in the middle of a write */
+	signal(SIGPIPE, SIG_IGN);
+	v = probe_run(&o, stdout, &res);
+	if (v == PROBE_ERROR)
+		fprintf(stderr, "mxgate probe: %s\n", res.why);
+	if (expect >= 0)
+		return (int)v == expect ? EXIT_SUCCESS : EXIT_FAILURE;
+	return v == PROBE_OPEN ? EXIT_SUCCESS : v == PROBE_REFUSED ? EXIT_NO : EXIT_FAILURE;
+}
+
+static int
+providers_list(void)
+{
+	struct provider **ps = NULL;
+	char **names;
+	int n, bad = 0, wname = 4, wstat = 6, wconf = 10;
+
+	if ((n = providers_names(&names)) < 0) {
+		fprintf(stderr, "mxgate providers: cannot read %s: %s\n", providers_dir(),
+		        strerror(errno));
+		return EXIT_FAILURE;
+	}
+	if (n && !(ps = calloc((size_t)n, sizeof(*ps)))) {
+		providers_names_free(names, (size_t)n);
+		fprintf(stderr, "mxgate providers: out of memory\n");
+		return EXIT_FAILURE;
+	}
+	for (int i = 0; i < n; i++) {
+		char path[4096], err[512];
+		if (providers_find(names[i], path, sizeof(path)) < 0 ||
+		    !(ps[i] = providers_load(path, err, sizeof(err)))) {
+			fprintf(stderr, "mxgate providers: %s\n", err);
+			bad++;
+			continue;
+		}
+		if ((int)strlen(names[i]) > wname)
+			wname = (int)strlen(names[i]);
+		if ((int)strlen(ps[i]->status) > wstat)
+			wstat = (int)strlen(ps[i]->status);
+		if ((int)strlen(ps[i]->confidence) > wconf)
+			wconf = (int)strlen(ps[i]->confidence);
+	}
+	printf("%-*s  %-*s  %-*s  %-10s  %6s  %s\n", wname, "NAME", wstat, "STATUS", wconf,
+	       "CONFIDENCE", "DATE", "RANGES", "SOURCE");
+	for (int i = 0; i < n; i++) {
+		if (!ps[i])
+			continue;
+		printf("%-*s  %-*s  %-*s  %-10s  %6zu  %s\n", wname, ps[i]->name, wstat,
+		       ps[i]->status, wconf, ps[i]->confidence, ps[i]->source_date, ps[i]->n_ranges,
+		       ps[i]->sources[0]);
+		providers_free(ps[i]);
+	}
+	free(ps);
+	providers_names_free(names, (size_t)n);
+	if (n == 0)
+		fprintf(stderr, "mxgate providers: no preset in %s\n", providers_dir());
+	return bad ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+static int
+providers_show(const char *name)
+{
+	char path[4096], err[512], buf[8192];
+	struct provider *p;
+	size_t n;
+	FILE *fp;
+
+	if (providers_find(name, path, sizeof(path)) < 0) {
+		fprintf(stderr,
+		        "mxgate providers: no preset '%s' in %s (`mxgate providers` lists them)\n",
+		        name, providers_dir());
+		return EXIT_FAILURE;
+	}
+	if (!(p = providers_load(path, err, sizeof(err)))) {
+		fprintf(stderr, "mxgate providers: %s\n", err);
+		return EXIT_FAILURE;
+	}
+	providers_free(p);
+	if (!(fp = fopen(path, "r"))) {
+		fprintf(stderr, "mxgate providers: %s: %s\n", path, strerror(errno));
+		return EXIT_FAILURE;
+	}
+	while ((n = fread(buf, 1, sizeof(buf), fp)) > 0)
+		fwrite(buf, 1, n, stdout);
+	fclose(fp);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "mxgate providers: cannot write: %s\n", strerror(errno));
+		return EXIT_FAILURE;
+	}
+	return EXIT_SUCCESS;
+}
+
+static int
+cmd_providers(int argc, char **argv)
+{
+	if (argc == 1 || (argc == 2 && strcmp(argv[1], "list") == 0))
+		return providers_list();
+	if (strcmp(argv[1], "show") == 0) {
+		if (argc != 3)
+			return usage_error("providers", "%s", "show needs one NAME");
+		return providers_show(argv[2]);
+	}
+	return usage_error("providers", "unexpected argument '%s'", argv[1]);
+}
+
+static int
+cmd_reference(int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 1)
+		return usage_error("reference", "unexpected argument '%s'", argv[1]);
+	config_print_reference(stdout);
+	return EXIT_SUCCESS;
+}
+
+static int
+cmd_version(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	printf("mxgate %s\n", MXGATE_VERSION);
+	return EXIT_SUCCESS;
+}
+
+static int
+cmd_help(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	usage(stdout);
+	return EXIT_SUCCESS;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--version") == 0)
+		return cmd_version(argc - 1, argv + 1);
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+		return cmd_help(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(cmds[i].name, argv[1]) == 0)
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "mxgate: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return EXIT_USAGE;
+}

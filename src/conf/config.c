@@ -1,0 +1,2216 @@
+#include "conf/config.h"
+
+#include <confuse.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "queue/maildir.h"
+#include "conf/providers.h"
+#include "base/rangeset.h"
+#include "conf/selector.h"
+#include "base/sidefile.h"
+#include "net/tls.h"
+#include "base/vec.h"
+
+/* ---- the option table --------------------------------------------------------------- */
+
+enum kind {
+	K_STR,      /* free text, checked by the option's own check */
+	K_PATH,     /* a file or directory; relative to the config file's directory */
+	K_PATHS,    /* a list of K_PATH */
+	K_BOOL,     /* true/false, yes/no, on/off */
+	K_SIZE,     /* bytes: 36MB, 36 MB, 37748736 */
+	K_DURATION, /* 5m, 300s, 00:05:00 */
+	K_COUNT,    /* a whole number */
+	K_ENUM,     /* one keyword */
+	K_FLAGS,    /* a list of keywords, as bits */
+	K_BINDINGS, /* a list of IP:PORT */
+	K_RANGES,   /* a list of remote IP ranges */
+	K_DOMAINS,  /* a list of domain names */
+};
+
+enum section { SEC_ROOT, SEC_TLS, SEC_DELIVER, SEC_CONNECTOR, SEC_DOMAIN, SEC_COUNT };
+
+static const char *const section_names[SEC_COUNT] = {"root", "tls", "deliver", "connector",
+                                                     "domain"};
+
+struct keyword {
+	const char *name; /* as written in the config; matched ignoring case and '-' */
+	unsigned value;
+	const char *doc;
+};
+
+struct loader;
+
+struct option {
+	enum section sec;
+	const char *name;
+	enum kind kind;
+	const char *def; /* default, written as in the file; NULL: none */
+	size_t off;      /* offsetof() in struct config (root, tls, deliver) or struct connector */
+	uint64_t min, max;
+	bool unlimited; /* "unlimited" is accepted */
+	const struct keyword *words;
+	int (*check)(struct loader *, const char *text, char *err, size_t errlen);
+	const char *doc;
+};
+
+static const struct keyword usage_words[] = {
+        {"internet", USAGE_INTERNET,
+         "anonymous-users with tls: mail from the internet or a filtering service"},
+        {"partner", USAGE_PARTNER, "partners with tls"},
+        {"internal", USAGE_INTERNAL,
+         "exchange-servers with tls: another mail server of the organization"},
+        {"custom", USAGE_CUSTOM, "no permission group and no mechanism until you set them"},
+        {"client", USAGE_CLIENT,
+         "refused: authenticated client submission is not offered by mxgate"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword auth_words[] = {
+        {"none", AUTH_NONE, "no mechanism; must stand alone"},
+        {"tls", AUTH_TLS, "offer STARTTLS (needs the tls section)"},
+        {"external-authoritative", AUTH_EXTERNAL_AUTHORITATIVE,
+         "the link is secured outside mxgate (IPsec, a private network); needs tls and "
+         "permission-groups exchange-servers"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword perm_words[] = {
+        {"none", 0, "no group: every MAIL is refused with 530 5.7.1"},
+        {"anonymous-users", PERM_ANONYMOUS_USERS, "may send to accepted domains"},
+        {"partners", PERM_PARTNERS, "may send to accepted domains"},
+        {"exchange-servers", PERM_EXCHANGE_SERVERS,
+         "may relay to any domain and bypass the message size limit"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword relaytls_words[] = {
+        {"none", RELAY_TLS_NONE, "never STARTTLS to the next hop"},
+        {"opportunistic", RELAY_TLS_OPPORTUNISTIC,
+         "STARTTLS when the next hop offers it, plaintext otherwise"},
+        {"required", RELAY_TLS_REQUIRED,
+         "send nothing unless STARTTLS succeeds; mail waits in the queue"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword logtarget_words[] = {
+        {"stderr", LOG_TO_STDERR, "one line per event on standard error"},
+        {"syslog", LOG_TO_SYSLOG, "syslog(3), facility mail"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword loglevelconf_words[] = {
+        {"error", LOGLEVEL_ERROR, "only errors"},
+        {"warning", LOGLEVEL_WARNING, "errors and warnings"},
+        {"info", LOGLEVEL_INFO, "also every connection decision and message"},
+        {"debug", LOGLEVEL_DEBUG, "also internals"},
+        {NULL, 0, NULL},
+};
+
+static const struct keyword loglevel_words[] = {
+        {"none", PROTOLOG_NONE, "one log line per connection and per message"},
+        {"verbose", PROTOLOG_VERBOSE, "also every command and reply of the session"},
+        {NULL, 0, NULL},
+};
+
+static int check_hostname(struct loader *, const char *, char *, size_t);
+static int check_banner(struct loader *, const char *, char *, size_t);
+static int check_user(struct loader *, const char *, char *, size_t);
+static int check_maildir(struct loader *, const char *, char *, size_t);
+static int check_name_text(struct loader *, const char *, char *, size_t);
+static int check_relay(struct loader *, const char *, char *, size_t);
+
+#define ROOT(f) offsetof(struct config, f)
+#define CONN(f) offsetof(struct connector, f)
+#define DOM(f)  offsetof(struct domain_conf, f)
+#define MAXI32  2147483647u
+
+static const struct option options[] = {
+        /* top level */
+        {SEC_ROOT, "hostname", K_STR, NULL, ROOT(hostname), 0, 0, false, NULL, check_hostname,
+         "This server's name: the default `fqdn` of every connector. Default: the system's host "
+         "name."},
+        {SEC_ROOT, "spool", K_PATH, "/var/spool/mxgate", ROOT(spool), 0, 0, false, NULL, NULL,
+         "Directory of the durable message spool."},
+        {SEC_ROOT, "user", K_STR, NULL, ROOT(user), 0, 0, false, NULL, check_user,
+         "User (and its group) the daemon switches to after binding its ports when started as "
+         "root. Unset: it keeps the starting user, and refuses to run as root."},
+        {SEC_ROOT, "accepted-domains", K_DOMAINS, NULL, ROOT(accepted_domains), 0, 0, false, NULL,
+         NULL,
+         "Domains this server takes mail for (Exchange's accepted domains). `*.example.com` "
+         "covers the subdomains of example.com."},
+        {SEC_ROOT, "workers", K_COUNT, "0", ROOT(workers), 0, 64, false, NULL, NULL,
+         "Threads that run SMTP sessions, each with its own event loop; 0: one per CPU."},
+        {SEC_ROOT, "log", K_ENUM, "stderr", ROOT(log_target), 0, 0, false, logtarget_words, NULL,
+         "Where the daemon logs."},
+        {SEC_ROOT, "log-level", K_ENUM, "info", ROOT(log_level), 0, 0, false, loglevelconf_words,
+         NULL, "The least severe events logged."},
+        {SEC_ROOT, "max-side-file-size", K_SIZE, "256MB", ROOT(max_side_file_size), 1024,
+         17179869184ull, false, NULL, NULL,
+         "Largest file the configuration names: `remote-ip-ranges-file`, `recipients-file`, "
+         "a provider preset, the TLS certificate and key, `relay-ca-file`. One that is "
+         "larger, or that is not a regular file (a device such as /dev/zero, a FIFO, a "
+         "directory), is an error. A list of 1M ranges is about 20MB."},
+        {SEC_ROOT, "max-side-file-line-length", K_COUNT, "4096", ROOT(max_side_file_line_length),
+         64, 1048576, false, NULL, NULL,
+         "Longest line (bytes) of a ranges file, recipients file or preset; a longer one, or "
+         "a NUL byte, is an error."},
+        {SEC_ROOT, "drain-timeout", K_DURATION, "30s", ROOT(drain_timeout_ms), 0, 3600000, false,
+         NULL, NULL,
+         "On SIGTERM, how long open sessions may finish before they are closed with 421."},
+        /* tls { } */
+        {SEC_TLS, "certificate", K_PATH, NULL, ROOT(tls_certificate), 0, 0, false, NULL, NULL,
+         "PEM certificate chain, leaf first."},
+        {SEC_TLS, "key", K_PATH, NULL, ROOT(tls_key), 0, 0, false, NULL, NULL,
+         "PEM private key; must not be readable by group or others."},
+        /* deliver { } */
+        {SEC_DELIVER, "maildir", K_PATH, NULL, ROOT(maildir), 0, 0, false, NULL, check_maildir,
+         "Maildir path template: `%d` is the recipient's domain, `%u` its local part (both "
+         "encoded so they are always one safe path component), `%%` a percent sign. A "
+         "template that delivery would refuse for every recipient is an error: `.` or `..` "
+         "from the first `%` on, a name over 255 bytes, a directory part over 1023 bytes or "
+         "a templated part over 2047. Default: `<spool>/maildir/%d/%u`."},
+        {SEC_DELIVER, "relay", K_STR, NULL, ROOT(relay), 0, 0, false, NULL, check_relay,
+         "Next hop `HOST:PORT` (an address, `[IPv6]:PORT`, or a name) that every accepted "
+         "message is relayed to instead of a Maildir."},
+        {SEC_DELIVER, "relay-tls", K_ENUM, "opportunistic", ROOT(relay_tls), 0, 0, false,
+         relaytls_words, NULL, "STARTTLS towards the next hop."},
+        {SEC_DELIVER, "relay-tls-verify", K_BOOL, "false", ROOT(relay_tls_verify), 0, 0, false,
+         NULL, NULL,
+         "Verify the next hop's certificate chain and name (the relay host); a failure is a "
+         "temporary error."},
+        {SEC_DELIVER, "relay-ca-file", K_PATH, NULL, ROOT(relay_ca_file), 0, 0, false, NULL, NULL,
+         "PEM CA certificates for relay-tls-verify. Default: the system's trust store."},
+        {SEC_DELIVER, "relay-connections", K_COUNT, "4", ROOT(relay_connections), 1, 100, false,
+         NULL, NULL, "Parallel connections to the next hop (read at start)."},
+        {SEC_DELIVER, "relay-timeout", K_DURATION, "2m", ROOT(relay_timeout_ms), 1000, 3600000,
+         false, NULL, NULL,
+         "Longest wait for the next hop at any step (connect, each reply, each write)."},
+        {SEC_DELIVER, "retry-interval", K_DURATION, "1m", ROOT(retry_interval_ms), 1000, 86400000,
+         false, NULL, NULL,
+         "First retry after a temporary failure; each later one waits twice as long, up to "
+         "1 hour."},
+        {SEC_DELIVER, "message-expiration-timeout", K_DURATION, "2d",
+         ROOT(message_expiration_timeout_ms), 60000, 7776000000ull, false, NULL, NULL,
+         "A message not delivered by then is returned to its sender (Exchange's default, 2 "
+         "days)."},
+        /* domain "name" { } */
+        {SEC_DOMAIN, "recipients-file", K_PATH, NULL, DOM(recipients_file), 0, 0, false, NULL, NULL,
+         "Valid local parts of this domain, one a line (`user` or `user@domain`), `#` comments; "
+         "RCPT to anyone else gets `550 5.1.1 User unknown`. Without it every local part is "
+         "taken."},
+        /* connector "name" { } */
+        {SEC_CONNECTOR, "usage", K_ENUM, "custom", CONN(usage), 0, 0, false, usage_words, NULL,
+         "Exchange's usage type; presets `auth-mechanism` and `permission-groups` when they are "
+         "not set."},
+        {SEC_CONNECTOR, "enabled", K_BOOL, "true", CONN(enabled), 0, 0, false, NULL, NULL,
+         "A disabled connector takes no part in selection and opens no port."},
+        {SEC_CONNECTOR, "bindings", K_BINDINGS, NULL, CONN(bindings), 0, 0, false, NULL, NULL,
+         "Local `IP:PORT` endpoints (`[IPv6]:PORT`); `0.0.0.0` and `[::]` mean every local "
+         "address of that family. Required."},
+        {SEC_CONNECTOR, "remote-ip-ranges", K_RANGES, NULL, CONN(ranges), 0, 0, false, NULL, NULL,
+         "Client addresses this connector serves: `192.0.2.7`, `192.0.2.0/24`, "
+         "`192.0.2.0-192.0.2.99`, `192.0.2.0(255.255.255.0)`, `192.0.2.0 255.255.255.0`, and the "
+         "IPv6 forms. With neither this nor `remote-ip-ranges-file`: every address."},
+        {SEC_CONNECTOR, "remote-ip-ranges-file", K_PATHS, NULL, 0, 0, 0, false, NULL, NULL,
+         "Files of more ranges: one a line, `#` starts a comment."},
+        {SEC_CONNECTOR, "auth-mechanism", K_FLAGS, NULL, CONN(auth_mechanisms), 0, 0, false,
+         auth_words, NULL, "Exchange's AuthMechanism. Default: from `usage`."},
+        {SEC_CONNECTOR, "permission-groups", K_FLAGS, NULL, CONN(permission_groups), 0, 0, false,
+         perm_words, NULL, "Exchange's PermissionGroups. Default: from `usage`."},
+        {SEC_CONNECTOR, "require-tls", K_BOOL, "false", CONN(require_tls), 0, 0, false, NULL, NULL,
+         "MAIL before STARTTLS gets `451 5.7.3 Must issue a STARTTLS command first`. Needs "
+         "`tls`."},
+        {SEC_CONNECTOR, "banner", K_STR, NULL, CONN(banner), 0, 0, false, NULL, check_banner,
+         "The greeting line; must start with `220`. Default: `220 <fqdn> ESMTP ready`."},
+        {SEC_CONNECTOR, "fqdn", K_STR, NULL, CONN(fqdn), 0, 0, false, NULL, check_hostname,
+         "Name in the banner, the EHLO reply and the Received: header. Default: `hostname`."},
+        {SEC_CONNECTOR, "max-message-size", K_SIZE, "36MB", CONN(max_message_size), 65536, MAXI32,
+         false, NULL, NULL, "Largest message, as declared (SIZE=) and as received."},
+        {SEC_CONNECTOR, "max-header-size", K_SIZE, "256KB", CONN(max_header_size), 1, MAXI32, false,
+         NULL, NULL, "Largest message header; past it the message is refused."},
+        {SEC_CONNECTOR, "max-recipients-per-message", K_COUNT, "200",
+         CONN(max_recipients_per_message), 1, 512000, false, NULL, NULL,
+         "Further RCPTs get `452 4.5.3 Too many recipients`."},
+        {SEC_CONNECTOR, "max-inbound-connection", K_COUNT, "5000", CONN(max_inbound_connection), 1,
+         MAXI32, true, NULL, NULL, "Concurrent sessions on this connector."},
+        {SEC_CONNECTOR, "max-inbound-connection-per-source", K_COUNT, "20",
+         CONN(max_inbound_connection_per_source), 1, 10000, true, NULL, NULL,
+         "Concurrent sessions from one client address."},
+        {SEC_CONNECTOR, "max-inbound-connection-percentage-per-source", K_COUNT, "2",
+         CONN(max_inbound_connection_percentage_per_source), 1, 100, false, NULL, NULL,
+         "Share (percent) of the connector's free connection slots one client may take."},
+        {SEC_CONNECTOR, "connection-timeout", K_DURATION, "10m", CONN(connection_timeout_ms), 1000,
+         86400000, false, NULL, NULL,
+         "Longest session, busy or not: `421 4.4.1 Connection timed out`. Must be above "
+         "`connection-inactivity-timeout`."},
+        {SEC_CONNECTOR, "connection-inactivity-timeout", K_DURATION, "5m",
+         CONN(connection_inactivity_timeout_ms), 1000, 86400000, false, NULL, NULL,
+         "Longest wait for the client: `451 4.7.0 Timeout waiting for client input`."},
+        {SEC_CONNECTOR, "message-rate-limit", K_COUNT, "unlimited", CONN(message_rate_limit), 1,
+         MAXI32, true, NULL, NULL, "Messages per minute from one client address."},
+        {SEC_CONNECTOR, "tarpit-interval", K_DURATION, "5s", CONN(tarpit_interval_ms), 0, 600000,
+         false, NULL, NULL,
+         "Delay before each failure reply to an anonymous session; `0s` turns it off."},
+        {SEC_CONNECTOR, "max-protocol-errors", K_COUNT, "5", CONN(max_protocol_errors), 0, MAXI32,
+         true, NULL, NULL, "Protocol errors a session may make before it is closed with 421."},
+        {SEC_CONNECTOR, "max-hop-count", K_COUNT, "60", CONN(max_hop_count), 1, 500, false, NULL,
+         NULL, "Most `Received:` headers a message may carry (a mail loop beyond)."},
+        {SEC_CONNECTOR, "pipelining-enabled", K_BOOL, "true", CONN(pipelining_enabled), 0, 0, false,
+         NULL, NULL, "Advertise and allow PIPELINING (RFC 2920)."},
+        {SEC_CONNECTOR, "eight-bit-mime-enabled", K_BOOL, "true", CONN(eight_bit_mime_enabled), 0,
+         0, false, NULL, NULL, "Advertise 8BITMIME (RFC 6152)."},
+        {SEC_CONNECTOR, "enhanced-status-codes-enabled", K_BOOL, "true",
+         CONN(enhanced_status_codes_enabled), 0, 0, false, NULL, NULL,
+         "Advertise ENHANCEDSTATUSCODES and put them in replies (RFC 2034)."},
+        {SEC_CONNECTOR, "smtp-utf8-enabled", K_BOOL, "true", CONN(smtp_utf8_enabled), 0, 0, false,
+         NULL, NULL, "Advertise SMTPUTF8 (RFC 6531)."},
+        {SEC_CONNECTOR, "protocol-logging-level", K_ENUM, "none", CONN(protocol_logging_level), 0,
+         0, false, loglevel_words, NULL, "How much of each session is logged."},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+/* ---- loading state ------------------------------------------------------------------ */
+
+/* A value as libConfuse handed it to us, with the line it was on. */
+struct cval {
+	char *text;
+	int line;
+};
+
+struct seen {
+	const void *sec; /* the cfg_t of the section */
+	const char *name;
+	int line;
+};
+
+struct loader {
+	struct diag *d;
+	struct config *c;
+	const char *file; /* the main file's name, owned by c->files */
+	char *dir;        /* its directory, for relative paths */
+
+	/* libConfuse parse phase */
+	char **unknown[SEC_COUNT]; /* names turned into catch-all options for a re-parse */
+	size_t n_unknown[SEC_COUNT], unknown_cap[SEC_COUNT];
+	char *cfg_error; /* last message libConfuse reported */
+	int cfg_error_line;
+	const char *cfg_error_sec;
+	struct seen *seen; /* list assignments seen, to catch a second "=" */
+	size_t n_seen, seen_cap;
+	int *open_lines; /* from scan_sections(): where each connector section opens */
+	size_t n_open_lines, open_lines_cap;
+	int *domain_lines; /* and each domain section */
+	size_t n_domain_lines, domain_lines_cap;
+	int tls_line, deliver_line; /* where those sections open */
+	int unclosed_line;          /* a '{' never closed, or 0 */
+	size_t n_done;              /* connector sections parsed so far */
+	int *slot_open;             /* per connector slot: opening line */
+	int *slot_close; /* and closing line, which changes when a duplicate replaces it */
+	size_t n_slots, slot_open_cap, slot_close_cap;
+	/* capacities of the arrays being filled (each count is in the array's holder) */
+	size_t files_cap;            /* config.files */
+	size_t accepted_domains_cap; /* config.accepted_domains */
+	size_t ranges_cap;           /* the connector being loaded: its ranges */
+	size_t bindings_cap;         /* and its bindings */
+};
+
+static struct loader *current; /* libConfuse callbacks carry no user pointer */
+
+static const struct option *
+find_option(enum section sec, const char *name)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (options[i].sec == sec && strcmp(options[i].name, name) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static enum section
+section_of(const cfg_t *cfg)
+{
+	for (int s = 0; s < SEC_COUNT; s++)
+		if (strcmp(cfg->name, section_names[s]) == 0)
+			return (enum section)s;
+	return SEC_ROOT;
+}
+
+static bool
+is_list_kind(enum kind k)
+{
+	return k == K_PATHS || k == K_FLAGS || k == K_BINDINGS || k == K_RANGES || k == K_DOMAINS;
+}
+
+/* Levenshtein distance, for "did you mean" on unknown keys. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+
+	if (la >= 63 || lb >= 63)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		prev[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		cur[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+			size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+			cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+		}
+		memcpy(prev, cur, (lb + 1) * sizeof(size_t));
+	}
+	return prev[lb];
+}
+
+static const char *
+closest_key(enum section sec, const char *name, size_t maxd)
+{
+	const char *best = NULL;
+	size_t bestd = maxd + 1;
+
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		size_t dd;
+		if (options[i].sec != sec)
+			continue;
+		dd = edit_distance(name, options[i].name);
+		if (dd < bestd) {
+			bestd = dd;
+			best = options[i].name;
+		}
+	}
+	if (sec == SEC_ROOT) {
+		for (int i = SEC_TLS; i < SEC_COUNT; i++) {
+			size_t dd = edit_distance(name, section_names[i]);
+			if (dd < bestd) {
+				bestd = dd;
+				best = section_names[i];
+			}
+		}
+	}
+	return best;
+}
+
+static void
+report_unknown(struct loader *L, enum section sec, const char *name, int line)
+{
+	const char *where = sec == SEC_ROOT ? "the top level" : section_names[sec];
+	const char *best = closest_key(sec, name, 3);
+
+	if (best) {
+		diag_error(L->d, L->file, line, "unknown key '%s' in %s (did you mean '%s'?)", name,
+		           where, best);
+		return;
+	}
+	for (int other = 0; other < SEC_COUNT; other++) {
+		if ((enum section)other == sec ||
+		    !(best = closest_key((enum section)other, name, 2)))
+			continue;
+		diag_error(L->d, L->file, line, "unknown key '%s' in %s ('%s' is a setting of %s)",
+		           name, where, best,
+		           other == SEC_ROOT        ? "the top level"
+		           : other == SEC_CONNECTOR ? "a connector section"
+		                                    : section_names[other]);
+		return;
+	}
+	diag_error(L->d, L->file, line, "unknown key '%s' in %s", name, where);
+}
+
+static bool
+is_unknown(const struct loader *L, enum section sec, const char *name)
+{
+	for (size_t i = 0; i < L->n_unknown[sec]; i++)
+		if (strcmp(L->unknown[sec][i], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+free_cval(void *p)
+{
+	struct cval *v = p;
+
+	if (v) {
+		free(v->text);
+		free(v);
+	}
+}
+
+static int
+capture_cb(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+	struct loader *L = current;
+	enum section sec = section_of(cfg);
+	/* libConfuse has already made room for this value: nvalues is 1 for the first value
+	 * of an assignment ("=" resets the option), more for later list items and "+=". */
+	bool first = opt->nvalues <= 1;
+	struct cval *v;
+
+	if (is_unknown(L, sec, opt->name)) {
+		if (first)
+			report_unknown(L, sec, opt->name, cfg->line);
+	} else if (first) {
+		/* A second assignment would silently replace the first; say so. */
+		size_t i;
+		for (i = 0; i < L->n_seen; i++)
+			if (L->seen[i].sec == cfg && strcmp(L->seen[i].name, opt->name) == 0)
+				break;
+		if (i < L->n_seen) {
+			diag_error(L->d, L->file, cfg->line,
+			           "'%s' is set twice (first on line %d)%s", opt->name,
+			           L->seen[i].line,
+			           (opt->flags & CFGF_LIST) ? "; use '+=' to add to a list" : "");
+		} else {
+			if (VEC_RESERVE(L->seen, L->seen_cap, L->n_seen + 1) < 0)
+				return -1;
+			L->seen[L->n_seen++] = (struct seen){cfg, opt->name, cfg->line};
+		}
+	}
+	v = calloc(1, sizeof(*v));
+	if (!v || !(v->text = strdup(value ? value : ""))) {
+		free(v);
+		return -1;
+	}
+	v->line = cfg->line;
+	*(void **)result = v;
+	return 0;
+}
+
+/*
+ * libConfuse keeps only the line where a section ends.  This scan of the raw text finds
+ * where each section opens (a section keyword followed by an optional title and '{'),
+ * skipping comments and quoted strings, so messages can point at the opening line.
+ */
+static void
+scan_sections(struct loader *L)
+{
+	char word[32], prev[32] = "", prev2[32] = "";
+	int line = 1, prevline = 0, prev2line = 0, c, open[64], depth = 0;
+	FILE *fp = fopen(L->c->path, "r");
+
+	if (!fp)
+		return;
+	while ((c = fgetc(fp)) != EOF) {
+		size_t n = 0;
+		if (c == '\n') {
+			line++;
+			continue;
+		}
+		if (c == '#' || (c == '/' && (c = fgetc(fp)) == '/')) {
+			while ((c = fgetc(fp)) != EOF && c != '\n')
+				;
+			line++;
+			continue;
+		}
+		if (c == '*' && prev[0] == '/') {
+			int last = 0;
+			while ((c = fgetc(fp)) != EOF && !(last == '*' && c == '/')) {
+				line += c == '\n';
+				last = c;
+			}
+			continue;
+		}
+		if (c == '"' || c == '\'') {
+			int q = c;
+			while ((c = fgetc(fp)) != EOF && c != q) {
+				line += c == '\n';
+				if (c == '\\' && (c = fgetc(fp)) == '\n')
+					line++;
+			}
+			snprintf(prev2, sizeof(prev2), "%s", prev);
+			prev2line = prevline;
+			snprintf(prev, sizeof(prev), "\"");
+			prevline = line;
+			continue;
+		}
+		if (c == '}') {
+			if (depth > 0)
+				depth--;
+			prev[0] = '\0';
+			continue;
+		}
+		if (c == '{') {
+			if (depth < (int)(sizeof(open) / sizeof(open[0])))
+				open[depth] = line;
+			depth++;
+			const char *kw = prev[0] == '"' ? prev2 : prev;
+			int kwline = prev[0] == '"' ? prev2line : prevline;
+			if (strcmp(kw, "connector") == 0) {
+				if (VEC_RESERVE(L->open_lines, L->open_lines_cap,
+				                L->n_open_lines + 1) == 0)
+					L->open_lines[L->n_open_lines++] = kwline;
+			} else if (strcmp(kw, "domain") == 0) {
+				if (VEC_RESERVE(L->domain_lines, L->domain_lines_cap,
+				                L->n_domain_lines + 1) == 0)
+					L->domain_lines[L->n_domain_lines++] = kwline;
+			} else if (strcmp(kw, "tls") == 0 && !L->tls_line) {
+				L->tls_line = kwline;
+			} else if (strcmp(kw, "deliver") == 0 && !L->deliver_line) {
+				L->deliver_line = kwline;
+			}
+			prev[0] = '\0';
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\r')
+			continue;
+		/* a bare word, or punctuation */
+		word[n++] = (char)c;
+		while ((c = fgetc(fp)) != EOF && !strchr(" \t\r\n{}=,\"'#()", c))
+			if (n < sizeof(word) - 1)
+				word[n++] = (char)c;
+		word[n] = '\0';
+		if (c != EOF)
+			ungetc(c, fp);
+		snprintf(prev2, sizeof(prev2), "%s", prev);
+		prev2line = prevline;
+		snprintf(prev, sizeof(prev), "%s", word);
+		prevline = line;
+	}
+	fclose(fp);
+	/* libConfuse takes the end of the file as the end of an open section; we do not */
+	if (depth > 0)
+		L->unclosed_line = open[depth - 1 < 63 ? depth - 1 : 63];
+}
+
+static int
+connector_done_cb(cfg_t *cfg, cfg_opt_t *opt)
+{
+	struct loader *L = current;
+	unsigned n = cfg_opt_size(opt);
+	int open = L->n_done < L->n_open_lines ? L->open_lines[L->n_done] : 0;
+
+	(void)cfg;
+	L->n_done++;
+	for (unsigned i = 0; i < n; i++) {
+		cfg_t *sec = cfg_opt_getnsec(opt, i);
+		if (i < L->n_slots) {
+			if (L->slot_close[i] != sec->line) {
+				diag_error(L->d, L->file, open ? open : sec->line,
+				           "connector '%s' is defined twice (first on line %d)",
+				           sec->title, L->slot_open[i]);
+				L->slot_close[i] = sec->line;
+			}
+			continue;
+		}
+		if (VEC_RESERVE(L->slot_open, L->slot_open_cap, i + 1) < 0 ||
+		    VEC_RESERVE(L->slot_close, L->slot_close_cap, i + 1) < 0)
+			return -1;
+		L->slot_open[i] = open ? open : sec->line;
+		L->slot_close[i] = sec->line;
+		L->n_slots = i + 1;
+	}
+	return 0;
+}
+
+static void cfg_error_cb(cfg_t *cfg, const char *fmt, va_list ap)
+        __attribute__((format(printf, 2, 0)));
+
+static void
+cfg_error_cb(cfg_t *cfg, const char *fmt, va_list ap)
+{
+	struct loader *L = current;
+	char *msg;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		return;
+	free(L->cfg_error);
+	L->cfg_error = msg;
+	L->cfg_error_line = cfg ? cfg->line : 0;
+	L->cfg_error_sec = cfg ? section_names[section_of(cfg)] : "root";
+}
+
+/* Builds the libConfuse option array for one section (caller frees with free_opts). */
+static cfg_opt_t *
+build_opts(struct loader *L, enum section sec)
+{
+	size_t n = 0, k = 0;
+	cfg_opt_t *o;
+
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		n += options[i].sec == sec;
+	n += L->n_unknown[sec] + (sec == SEC_ROOT ? 4 : 0) + 1;
+	o = calloc(n, sizeof(*o));
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		if (options[i].sec != sec)
+			continue;
+		o[k].name = options[i].name;
+		o[k].type = CFGT_PTR;
+		o[k].flags = CFGF_NODEFAULT | (is_list_kind(options[i].kind) ? CFGF_LIST : 0);
+		o[k].parsecb = capture_cb;
+		o[k].freecb = free_cval;
+		k++;
+	}
+	for (size_t i = 0; i < L->n_unknown[sec]; i++) {
+		o[k].name = L->unknown[sec][i];
+		o[k].type = CFGT_PTR;
+		o[k].flags = CFGF_NODEFAULT | CFGF_LIST;
+		o[k].parsecb = capture_cb;
+		o[k].freecb = free_cval;
+		k++;
+	}
+	if (sec == SEC_ROOT) {
+		cfg_opt_t *tls = build_opts(L, SEC_TLS), *del = build_opts(L, SEC_DELIVER),
+		          *con = build_opts(L, SEC_CONNECTOR), *dom = build_opts(L, SEC_DOMAIN);
+		if (!tls || !del || !con || !dom) {
+			free(tls), free(del), free(con), free(dom), free(o);
+			return NULL;
+		}
+		o[k++] = (cfg_opt_t){.name = "tls", .type = CFGT_SEC, .subopts = tls};
+		o[k++] = (cfg_opt_t){.name = "deliver", .type = CFGT_SEC, .subopts = del};
+		o[k++] = (cfg_opt_t){.name = "connector",
+		                     .type = CFGT_SEC,
+		                     .flags = CFGF_MULTI | CFGF_TITLE,
+		                     .subopts = con,
+		                     .validcb = connector_done_cb};
+		o[k++] = (cfg_opt_t){.name = "domain",
+		                     .type = CFGT_SEC,
+		                     .flags = CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES,
+		                     .subopts = dom};
+	}
+	o[k] = (cfg_opt_t){.type = CFGT_NONE};
+	return o;
+}
+
+static void
+free_opts(cfg_opt_t *o)
+{
+	for (size_t i = 0; o && o[i].name; i++)
+		if (o[i].type == CFGT_SEC)
+			free_opts(o[i].subopts);
+	free(o);
+}
+
+static int
+add_unknown(struct loader *L, enum section sec, const char *name)
+{
+	if (VEC_RESERVE(L->unknown[sec], L->unknown_cap[sec], L->n_unknown[sec] + 1) < 0)
+		return -1;
+	if (!(L->unknown[sec][L->n_unknown[sec]] = strdup(name)))
+		return -1;
+	L->n_unknown[sec]++;
+	return 0;
+}
+
+static bool
+parse_quoted(const char *msg, const char *prefix, char *out, size_t outlen)
+{
+	size_t pl = strlen(prefix);
+	const char *end;
+
+	if (strncmp(msg, prefix, pl) != 0 || !(end = strchr(msg + pl, '\'')))
+		return false;
+	snprintf(out, outlen, "%.*s", (int)(end - (msg + pl)), msg + pl);
+	return true;
+}
+
+static enum section
+section_by_name(const char *name)
+{
+	for (int s = 0; s < SEC_COUNT; s++)
+		if (strcmp(name, section_names[s]) == 0)
+			return (enum section)s;
+	return SEC_ROOT;
+}
+
+/*
+ * libConfuse stops at the first unknown key.  To report every unknown key, each one found
+ * becomes a catch-all option of its section and the file is parsed again; the catch-all
+ * reports each occurrence with its line.  A syntax error ends the parse: what follows it
+ * cannot be read reliably.
+ */
+static cfg_t *
+parse_file(struct loader *L)
+{
+	size_t mark = L->d->n, errmark = L->d->errors;
+
+	for (int attempt = 0; attempt < 100; attempt++) {
+		cfg_opt_t *opts = build_opts(L, SEC_ROOT);
+		cfg_t *cfg;
+		char name[256];
+		int rc;
+
+		/* forget what the previous attempt reported: this one reports it again */
+		for (size_t i = mark; i < L->d->n; i++)
+			free(L->d->msgs[i].text);
+		L->d->n = mark;
+		L->d->errors = errmark;
+		L->n_seen = 0;
+		L->n_done = 0;
+		L->n_slots = 0;
+		free(L->cfg_error);
+		L->cfg_error = NULL;
+
+		if (!opts)
+			return NULL;
+		cfg = cfg_init(opts, 0);
+		free_opts(opts);
+		if (!cfg)
+			return NULL;
+		cfg_set_error_function(cfg, cfg_error_cb);
+		errno = 0;
+		rc = cfg_parse(cfg, L->c->path);
+		if (rc == CFG_SUCCESS && L->unclosed_line) {
+			diag_error(L->d, L->file, L->unclosed_line,
+			           "syntax error: the '{' on this line is never closed");
+			cfg_free(cfg);
+			return NULL;
+		}
+		if (rc == CFG_SUCCESS)
+			return cfg;
+		if (rc == CFG_FILE_ERROR) {
+			diag_error(L->d, L->file, 0, "cannot read the configuration: %s",
+			           errno ? strerror(errno) : "no such file");
+			cfg_free(cfg);
+			return NULL;
+		}
+		cfg_free(cfg);
+		if (!L->cfg_error) {
+			diag_error(L->d, L->file, 0, "cannot parse the configuration");
+			return NULL;
+		}
+		enum section sec = section_by_name(L->cfg_error_sec);
+		if (parse_quoted(L->cfg_error, "no such option '", name, sizeof(name)) &&
+		    !is_unknown(L, sec, name)) {
+			if (add_unknown(L, sec, name) < 0)
+				return NULL;
+			continue;
+		}
+		if (parse_quoted(L->cfg_error, "missing equal sign after option '", name,
+		                 sizeof(name)) &&
+		    is_unknown(L, sec, name)) {
+			diag_error(L->d, L->file, L->cfg_error_line,
+			           "unknown section '%s' in %s; the rest of the file was not read",
+			           name, sec == SEC_ROOT ? "the top level" : section_names[sec]);
+			return NULL;
+		}
+		if (parse_quoted(L->cfg_error, "missing equal sign after option '", name,
+		                 sizeof(name)) ||
+		    parse_quoted(L->cfg_error, "missing opening brace for section '", name,
+		                 sizeof(name))) {
+			const struct option *o = find_option(sec, name);
+			if (o)
+				diag_error(L->d, L->file, L->cfg_error_line,
+				           "syntax error: write %s = VALUE", name);
+			else
+				diag_error(L->d, L->file, L->cfg_error_line,
+				           "syntax error: write %s%s { ... }", name,
+				           strcmp(name, "connector") == 0 ? " \"NAME\"" : "");
+			return NULL;
+		}
+		if (parse_quoted(L->cfg_error, "found duplicate title '", name, sizeof(name))) {
+			diag_error(
+			        L->d, L->file, L->cfg_error_line,
+			        "domain '%s' is defined twice; the rest of the file was not read",
+			        name);
+			return NULL;
+		}
+		if (parse_quoted(L->cfg_error, "missing title for section '", name, sizeof(name))) {
+			diag_error(L->d, L->file, L->cfg_error_line,
+			           "syntax error: a %s needs a name: %s \"NAME\" { ... }", name,
+			           name);
+			return NULL;
+		}
+		diag_error(L->d, L->file, L->cfg_error_line, "syntax error: %s", L->cfg_error);
+		return NULL;
+	}
+	diag_error(L->d, L->file, 0, "too many unknown keys; stopped reading");
+	return NULL;
+}
+
+/* ---- value parsers -------------------------------------------------------------------- */
+
+static bool
+word_eq(const char *text, const char *word)
+{
+	/* "anonymous-users" matches "AnonymousUsers", "anonymous_users", "ANONYMOUS-USERS" */
+	for (;;) {
+		while (*text == '-' || *text == '_')
+			text++;
+		while (*word == '-')
+			word++;
+		if (!*text || !*word)
+			return !*text && !*word;
+		if (tolower((unsigned char)*text) != tolower((unsigned char)*word))
+			return false;
+		text++, word++;
+	}
+}
+
+static int
+parse_word(const struct keyword *w, const char *text, unsigned *out)
+{
+	for (; w->name; w++) {
+		if (word_eq(text, w->name)) {
+			*out = w->value;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void
+words_list(const struct keyword *w, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (; w->name && len < size; w++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "", w->name);
+}
+
+static int
+parse_bool(const char *s, bool *out)
+{
+	static const char *const t[] = {"true", "yes", "on"}, *const f[] = {"false", "no", "off"};
+
+	for (size_t i = 0; i < 3; i++) {
+		if (strcasecmp(s, t[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, f[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
+parse_u64(const char **sp, uint64_t *out)
+{
+	const char *s = *sp;
+	uint64_t v = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*sp = s;
+	*out = v;
+	return 0;
+}
+
+int
+config_parse_size(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		uint64_t mult;
+	} units[] = {{"", 1},
+	             {"b", 1},
+	             {"kb", 1024},
+	             {"kib", 1024},
+	             {"k", 1024},
+	             {"mb", 1024 * 1024},
+	             {"mib", 1024 * 1024},
+	             {"m", 1024 * 1024},
+	             {"gb", 1024ull * 1024 * 1024},
+	             {"gib", 1024ull * 1024 * 1024},
+	             {"g", 1024ull * 1024 * 1024}};
+	uint64_t v;
+
+	if (parse_u64(&s, &v) < 0)
+		return -1;
+	while (*s == ' ')
+		s++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(s, units[i].unit) == 0) {
+			if (v > UINT64_MAX / units[i].mult)
+				return -1;
+			*out = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int
+config_parse_duration(const char *s, uint64_t *ms)
+{
+	uint64_t a, b, c, d = 0, total = 0;
+	const char *p = s;
+
+	if (strchr(s, ':')) {
+		/* Exchange TimeSpan: [d.]hh:mm:ss */
+		if (parse_u64(&p, &a) < 0)
+			return -1;
+		if (*p == '.') {
+			p++;
+			d = a;
+			if (parse_u64(&p, &a) < 0)
+				return -1;
+		}
+		if (*p++ != ':' || parse_u64(&p, &b) < 0 || *p++ != ':' || parse_u64(&p, &c) < 0 ||
+		    *p || a > 23 || b > 59 || c > 59 || d > 10000)
+			return -1;
+		*ms = ((d * 24 + a) * 3600 + b * 60 + c) * 1000;
+		return 0;
+	}
+	/* one or more NUMBER UNIT: 1h30m, 300s, 500ms */
+	if (!*p)
+		return -1;
+	while (*p) {
+		uint64_t v, mult;
+		if (parse_u64(&p, &v) < 0)
+			return -1;
+		if (strncmp(p, "ms", 2) == 0)
+			mult = 1, p += 2;
+		else if (*p == 's')
+			mult = 1000, p++;
+		else if (*p == 'm')
+			mult = 60000, p++;
+		else if (*p == 'h')
+			mult = 3600000, p++;
+		else if (*p == 'd')
+			mult = 86400000, p++;
+		else
+			return -1;
+		if (v > (UINT64_MAX - total) / mult)
+			return -1;
+		total += v * mult;
+	}
+	*ms = total;
+	return 0;
+}
+
+static bool
+valid_domain(const char *s, bool wildcard_ok)
+{
+	size_t len = strlen(s), label = 0;
+
+	if (wildcard_ok && strncmp(s, "*.", 2) == 0)
+		s += 2, len -= 2;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		char ch = s[i];
+		if (ch == '.' || ch == '\0') {
+			if (label == 0 || label > 63 || s[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!(isalnum((unsigned char)ch) || (ch == '-' && label > 0)))
+			return false;
+		label++;
+	}
+	return true;
+}
+
+static int
+check_hostname(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	(void)L;
+	if (!valid_domain(s, false)) {
+		snprintf(
+		        err, errlen,
+		        "'%s' is not a host name (letters, digits and '-' in dot-separated labels)",
+		        s);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_name_text(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	(void)L;
+	for (const char *p = s; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			snprintf(err, errlen, "control characters are not allowed");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+check_banner(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	if (strncmp(s, "220", 3) != 0 || (s[3] != '\0' && s[3] != ' ')) {
+		snprintf(err, errlen,
+		         "a banner must start with \"220 \", e.g. \"220 mx.example.com "
+		         "ESMTP ready\"");
+		return -1;
+	}
+	if (strlen(s) > 510) {
+		snprintf(err, errlen, "a banner is one SMTP reply line: at most 510 characters");
+		return -1;
+	}
+	return check_name_text(L, s, err, errlen);
+}
+
+static int
+check_relay(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	const char *colon = strrchr(s, ':');
+	char host[256];
+	size_t hl;
+
+	(void)L;
+	if (!colon || !colon[1]) {
+		snprintf(err, errlen,
+		         "write HOST:PORT, e.g. 10.0.0.5:25 or [2001:db8::5]:25 or "
+		         "exchange.example.com:25");
+		return -1;
+	}
+	hl = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (hl < 3 || s[hl - 1] != ']') {
+			snprintf(err, errlen, "an IPv6 next hop is written [ADDRESS]:PORT");
+			return -1;
+		}
+		struct ipaddr a;
+		if (ipaddr_parse(s + 1, hl - 2, &a) < 0) {
+			snprintf(err, errlen, "'%.*s' is not an IPv6 address", (int)hl - 2, s + 1);
+			return -1;
+		}
+	} else {
+		if (hl == 0 || hl >= sizeof(host) || memchr(s, ':', hl)) {
+			snprintf(err, errlen, "write HOST:PORT (IPv6 in brackets)");
+			return -1;
+		}
+		memcpy(host, s, hl);
+		host[hl] = '\0';
+		struct ipaddr a;
+		if (ipaddr_parse(host, hl, &a) < 0 && !valid_domain(host, false)) {
+			snprintf(err, errlen, "'%s' is neither an address nor a host name", host);
+			return -1;
+		}
+	}
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || port == 0 || port > 65535) {
+		snprintf(err, errlen, "port '%s' is not a number from 1 to 65535", colon + 1);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_user(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	(void)L;
+	if (!*s || !getpwnam(s)) {
+		snprintf(err, errlen,
+		         "user '%s' does not exist (create it: adduser --system --group %s)", s, s);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_maildir(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	(void)L;
+	for (const char *p = s; *p; p++) {
+		if (*p != '%')
+			continue;
+		p++;
+		if (*p != 'd' && *p != 'u' && *p != '%') {
+			snprintf(err, errlen,
+			         "'%%%c' in the maildir template; only %%d, %%u and %%%% "
+			         "are known",
+			         *p ? *p : ' ');
+			return -1;
+		}
+	}
+	return check_name_text(L, s, err, errlen);
+}
+
+/* ---- building the snapshot ------------------------------------------------------------ */
+
+/* <spool>/maildir/%d/%u, with the spool's own '%' written as "%%" so that it stays text */
+static char *
+default_maildir(const char *spool)
+{
+	size_t len = strlen(spool), n = 0;
+	char *out;
+
+	while (len > 1 && spool[len - 1] == '/')
+		len--;
+	if (!(out = malloc(2 * len + sizeof("/maildir/%d/%u"))))
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (spool[i] == '%')
+			out[n++] = '%';
+		out[n++] = spool[i];
+	}
+	snprintf(out + n, sizeof("/maildir/%d/%u"), "%s",
+	         n == 1 && out[0] == '/' ? "maildir/%d/%u" : "/maildir/%d/%u");
+	return out;
+}
+
+/* Refuses a template (resolved) that every delivery would refuse: maildir_check, the
+ * Maildir code's own verdict.  Empty components work but are most likely a slip; warn.
+ * spool: the spool the template was made from (the default), or NULL. */
+static void
+check_maildir_template(struct loader *L, const char *tmpl, int line, const char *spool)
+{
+	char err[1024], *fixed;
+	size_t n = 0;
+
+	if (maildir_check(tmpl, err, sizeof(err)) < 0) {
+		if (spool)
+			diag_error(L->d, L->file, line,
+			           "bad spool '%s' for the default maildir %s: %s", spool, tmpl,
+			           err);
+		else
+			diag_error(L->d, L->file, line, "bad maildir '%s': %s", tmpl, err);
+		return;
+	}
+	if (!strstr(tmpl, "//") && !(tmpl[1] && tmpl[strlen(tmpl) - 1] == '/'))
+		return;
+	if (!(fixed = strdup(tmpl)))
+		return;
+	for (const char *p = tmpl; *p; p++)
+		if (!(*p == '/' && n > 0 && fixed[n - 1] == '/'))
+			fixed[n++] = *p;
+	if (n > 1 && fixed[n - 1] == '/')
+		n--;
+	fixed[n] = '\0';
+	diag_warn(L->d, L->file, line, "maildir '%s' has an empty path component; write '%s'", tmpl,
+	          fixed);
+	free(fixed);
+}
+
+static const char *
+intern_file(struct loader *L, const char *path)
+{
+	for (size_t i = 0; i < L->c->n_files; i++)
+		if (strcmp(L->c->files[i], path) == 0)
+			return L->c->files[i];
+	if (VEC_RESERVE(L->c->files, L->files_cap, L->c->n_files + 1) < 0 ||
+	    !(L->c->files[L->c->n_files] = strdup(path)))
+		return NULL;
+	return L->c->files[L->c->n_files++];
+}
+
+static char *
+resolve_path(struct loader *L, const char *p)
+{
+	char *out;
+
+	if (p[0] == '/' || !L->dir)
+		return strdup(p);
+	if (asprintf(&out, "%s%s%s", L->dir, strcmp(L->dir, "/") == 0 ? "" : "/", p) < 0)
+		return NULL;
+	return out;
+}
+
+static int
+add_range(struct loader *L, struct connector *k, const char *text, const char *file, int line)
+{
+	char err[256];
+	unsigned flags;
+	struct range r;
+
+	if (range_parse(text, &r, &flags, err, sizeof(err)) < 0) {
+		diag_error(L->d, file, line, "bad remote range: %s", err);
+		return 0;
+	}
+	if (flags & RANGE_HOST_BITS) {
+		char canon[128];
+		range_format(&r, canon, sizeof(canon));
+		diag_warn(L->d, file, line, "range '%s' has host bits set; it means %s", text,
+		          canon);
+	}
+	if (flags & RANGE_ZERO_SINGLE)
+		diag_warn(L->d, file, line,
+		          "'%s' is the single address %s; for every address write %s", text, text,
+		          r.family == AF_INET ? "0.0.0.0/0" : "::/0");
+	if (VEC_RESERVE(k->ranges, L->ranges_cap, k->n_ranges + 1) < 0)
+		return -1;
+	k->ranges[k->n_ranges++] = (struct conf_range){.r = r, .at = {file, line}};
+	return 0;
+}
+
+/* The bounds of side files: the options (0 only after a bad value, already reported). */
+static struct sidefile_limits
+side_limits(const struct config *c)
+{
+	return (struct sidefile_limits){
+	        .max_size =
+	                c->max_side_file_size ? c->max_side_file_size : SIDEFILE_DEFAULT_MAX_SIZE,
+	        .max_line = c->max_side_file_line_length ? (size_t)c->max_side_file_line_length
+	                                                 : SIDEFILE_DEFAULT_MAX_LINE,
+	        .size_option = "max-side-file-size",
+	        .line_option = "max-side-file-line-length"};
+}
+
+/* Reads a side file named on line cfgline of the main file by option what (the file, its
+ * size and its lines bounded: sidefile.h); each line goes to cb.  A file that cannot be
+ * read is reported, on that config line or on the side file's own line.  Returns -1 only
+ * when cb ran out of memory. */
+static int
+read_side_file(struct loader *L, const char *what, const char *path, int cfgline,
+               sidefile_line_cb cb, void *arg)
+{
+	struct sidefile_limits lim = side_limits(L->c);
+	struct sidefile_error err;
+	const char *file = intern_file(L, path);
+
+	if (!file)
+		return -1;
+	if (sidefile_read(path, &lim, cb, arg, &err) == 0)
+		return 0;
+	if (!err.text[0])
+		return -1;
+	if (err.line > 0)
+		diag_error(L->d, file, err.line, "cannot read %s: %s", what, err.text);
+	else
+		diag_error(L->d, L->file, cfgline, "cannot read %s %s: %s", what, path, err.text);
+	return 0;
+}
+
+/* A file the config names for another reader (OpenSSL): true if it is a regular file
+ * within max-side-file-size, which also keeps a FIFO from blocking that reader's open;
+ * else reported on line. */
+static bool
+readable_file(struct loader *L, const char *what, const char *path, int line)
+{
+	struct sidefile_limits lim = side_limits(L->c);
+	struct sidefile_error err;
+
+	if (sidefile_check(path, &lim, &err) == 0)
+		return true;
+	diag_error(L->d, L->file, line, "cannot read %s %s: %s", what, path, err.text);
+	return false;
+}
+
+struct ranges_read {
+	struct loader *L;
+	struct connector *k;
+	const char *file;
+};
+
+static int
+range_line_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct ranges_read *R = arg;
+	char *s = line, *hash;
+
+	(void)len;
+	if ((hash = strchr(s, '#')))
+		*hash = '\0';
+	s[strcspn(s, "\r")] = '\0';
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!*s)
+		return 0;
+	return add_range(R->L, R->k, s, R->file, lineno);
+}
+
+/* what: the option that names the file, for messages */
+static int
+load_ranges_file(struct loader *L, struct connector *k, const char *what, const char *path,
+                 int cfgline)
+{
+	struct ranges_read R = {L, k, intern_file(L, path)};
+
+	if (!R.file)
+		return -1;
+	return read_side_file(L, what, path, cfgline, range_line_cb, &R);
+}
+
+/* Converts and stores one option's values; reports bad ones.  Returns -1 only on ENOMEM. */
+static int
+apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struct connector *k)
+{
+	unsigned n = cfg_opt_size(co);
+	char err[512], words[256];
+	char *p = (char *)base + o->off;
+
+	if (!is_list_kind(o->kind) && n == 0) {
+		if (!o->def)
+			return 0;
+	}
+	for (unsigned i = 0; i < (is_list_kind(o->kind) ? n : 1); i++) {
+		struct cval *v = n ? cfg_opt_getnptr(co, i) : NULL;
+		const char *text = v ? v->text : o->def;
+		int line = v ? v->line : 0;
+		uint64_t num;
+		unsigned w;
+		bool b;
+
+		if (o->check && v && o->check(L, text, err, sizeof(err)) < 0) {
+			diag_error(L->d, L->file, line, "bad %s: %s", o->name, err);
+			continue;
+		}
+		switch (o->kind) {
+		case K_STR:
+			if (!(*(char **)p = strdup(text)))
+				return -1;
+			break;
+		case K_PATH:
+			if (!*text) {
+				diag_error(L->d, L->file, line, "%s must not be empty", o->name);
+				break;
+			}
+			if (!(*(char **)p = resolve_path(L, text)))
+				return -1;
+			break;
+		case K_PATHS: {
+			char *path = resolve_path(L, text);
+			if (!path)
+				return -1;
+			int rc = k ? load_ranges_file(L, k, o->name, path, line) : 0;
+			free(path);
+			if (rc < 0)
+				return -1;
+			break;
+		}
+		case K_BOOL:
+			if (parse_bool(text, &b) < 0)
+				diag_error(L->d, L->file, line, "bad %s '%s': write true or false",
+				           o->name, text);
+			else
+				*(bool *)p = b;
+			break;
+		case K_SIZE:
+		case K_DURATION:
+		case K_COUNT: {
+			const char *how =
+			        o->kind == K_SIZE       ? "a size such as 36MB, 256KB or 37748736"
+			        : o->kind == K_DURATION ? "a duration such as 5m, 300s or 00:05:00"
+			                                : "a whole number";
+			int bad;
+			if (o->unlimited && strcasecmp(text, "unlimited") == 0) {
+				*(uint64_t *)p = CONFIG_UNLIMITED;
+				break;
+			}
+			if (o->kind == K_SIZE)
+				bad = config_parse_size(text, &num);
+			else if (o->kind == K_DURATION)
+				bad = config_parse_duration(text, &num);
+			else {
+				const char *q = text;
+				bad = parse_u64(&q, &num) < 0 || *q;
+			}
+			if (bad) {
+				diag_error(L->d, L->file, line, "bad %s '%s': write %s%s", o->name,
+				           text, how, o->unlimited ? " or unlimited" : "");
+			} else if (num < o->min || num > o->max) {
+				if (o->kind == K_DURATION)
+					diag_error(L->d, L->file, line,
+					           "%s '%s' is out of range: %llus to %llus",
+					           o->name, text, (unsigned long long)o->min / 1000,
+					           (unsigned long long)o->max / 1000);
+				else
+					diag_error(L->d, L->file, line,
+					           "%s '%s' is out of range: %llu to %llu%s",
+					           o->name, text, (unsigned long long)o->min,
+					           (unsigned long long)o->max,
+					           o->unlimited ? " or unlimited" : "");
+			} else {
+				*(uint64_t *)p = num;
+			}
+			break;
+		}
+		case K_ENUM:
+			if (parse_word(o->words, text, &w) < 0) {
+				words_list(o->words, words, sizeof(words));
+				diag_error(L->d, L->file, line, "bad %s '%s': one of %s", o->name,
+				           text, words);
+			} else {
+				*(unsigned *)p = w;
+			}
+			break;
+		case K_FLAGS:
+			if (i == 0)
+				*(unsigned *)p = 0;
+			if (parse_word(o->words, text, &w) < 0) {
+				words_list(o->words, words, sizeof(words));
+				diag_error(L->d, L->file, line, "bad %s '%s': one of %s", o->name,
+				           text, words);
+			} else if (word_eq(text, "none") && n > 1) {
+				diag_error(L->d, L->file, line, "%s 'none' must stand alone",
+				           o->name);
+			} else {
+				*(unsigned *)p |= w;
+			}
+			break;
+		case K_BINDINGS: {
+			struct endpoint ep;
+			if (endpoint_parse(text, &ep, err, sizeof(err)) < 0) {
+				diag_error(L->d, L->file, line, "bad binding '%s': %s", text, err);
+				break;
+			}
+			bool dup = false;
+			for (size_t j = 0; j < k->n_bindings; j++)
+				dup |= ipaddr_equal(&k->bindings[j].addr, &ep.addr) &&
+				       k->bindings[j].port == ep.port;
+			if (dup) {
+				diag_warn(L->d, L->file, line, "binding '%s' is listed twice",
+				          text);
+				break;
+			}
+			if (VEC_RESERVE(k->bindings, L->bindings_cap, k->n_bindings + 1) < 0)
+				return -1;
+			k->bindings[k->n_bindings++] = ep;
+			break;
+		}
+		case K_RANGES:
+			if (text[0] == '@') {
+				/* a provider preset: its file, read like a ranges file */
+				char path[4096];
+				if (providers_find(text + 1, path, sizeof(path)) < 0) {
+					diag_error(L->d, L->file, line,
+					           "unknown provider preset '%s' (in %s; `mxgate "
+					           "providers` lists them)",
+					           text, providers_dir());
+					break;
+				}
+				if (load_ranges_file(L, k, "provider preset", path, line) < 0)
+					return -1;
+				break;
+			}
+			if (add_range(L, k, text, L->file, line) < 0)
+				return -1;
+			break;
+		case K_DOMAINS: {
+			char *dom;
+			if (!valid_domain(text, true)) {
+				diag_error(L->d, L->file, line,
+				           "bad accepted domain '%s': write a domain name such as "
+				           "example.com or *.example.com",
+				           text);
+				break;
+			}
+			if (!(dom = strdup(text)))
+				return -1;
+			for (char *q = dom; *q; q++)
+				*q = (char)tolower((unsigned char)*q);
+			if (VEC_RESERVE(L->c->accepted_domains, L->accepted_domains_cap,
+			                L->c->n_accepted_domains + 1) < 0) {
+				free(dom);
+				return -1;
+			}
+			L->c->accepted_domains[L->c->n_accepted_domains++] = dom;
+			break;
+		}
+		}
+	}
+	return 0;
+}
+
+static int
+apply_section(struct loader *L, cfg_t *cfg, enum section sec, void *base, struct connector *k)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		if (options[i].sec != sec)
+			continue;
+		/* ranges files are read after the inline ranges */
+		if (options[i].kind == K_PATHS)
+			continue;
+		if (apply(L, &options[i], cfg_getopt(cfg, options[i].name), base, k) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (options[i].sec == sec && options[i].kind == K_PATHS &&
+		    apply(L, &options[i], cfg_getopt(cfg, options[i].name), base, k) < 0)
+			return -1;
+	return 0;
+}
+
+/* The line of an option's first value, or fallback when it is not given. */
+static int
+opt_line(cfg_t *cfg, const char *name, int fallback)
+{
+	cfg_opt_t *o = cfg_getopt(cfg, name);
+	struct cval *v = o && cfg_opt_size(o) ? cfg_opt_getnptr(o, 0) : NULL;
+
+	return v ? v->line : fallback;
+}
+
+static bool
+opt_given(cfg_t *cfg, const char *name)
+{
+	return cfg_opt_size(cfg_getopt(cfg, name)) > 0;
+}
+
+static int
+str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct recipients_read {
+	struct loader *L;
+	struct domain_conf *dc;
+	const char *file;
+	size_t cap;
+};
+
+static int
+recipient_line_cb(char *line, size_t len, int lineno, void *arg)
+{
+	struct recipients_read *R = arg;
+	struct domain_conf *dc = R->dc;
+	char *p = line, *end, *at;
+
+	(void)len;
+	if ((end = strchr(p, '#')))
+		*end = '\0';
+	p[strcspn(p, "\r")] = '\0';
+	while (*p == ' ' || *p == '\t')
+		p++;
+	end = p + strlen(p);
+	while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+		*--end = '\0';
+	if (!*p)
+		return 0;
+	if ((at = strrchr(p, '@'))) {
+		if (strcasecmp(at + 1, dc->name) != 0) {
+			diag_error(R->L->d, R->file, lineno,
+			           "'%s' is not in domain %s; list only its local parts", p,
+			           dc->name);
+			return 0;
+		}
+		*at = '\0';
+	}
+	if (!*p || strlen(p) > 64 || strpbrk(p, " \t\"<>")) {
+		diag_error(R->L->d, R->file, lineno, "'%s' is not a local part", p);
+		return 0;
+	}
+	if (VEC_RESERVE(dc->recipients, R->cap, dc->n_recipients + 1) < 0)
+		return -1;
+	for (char *q = p; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (!(dc->recipients[dc->n_recipients] = strdup(p)))
+		return -1;
+	dc->n_recipients++;
+	return 0;
+}
+
+/* Reads a recipients-file: one local part (or local@domain of this domain) a line. */
+static int
+load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
+{
+	struct recipients_read R = {L, dc, intern_file(L, dc->recipients_file), 0};
+
+	/* non-NULL even when empty: the domain has a recipients-file */
+	if (!R.file || VEC_RESERVE(dc->recipients, R.cap, 1) < 0)
+		return -1;
+	if (read_side_file(L, "recipients-file", dc->recipients_file, cfgline, recipient_line_cb,
+	                   &R) < 0)
+		return -1;
+	qsort(dc->recipients, dc->n_recipients, sizeof(*dc->recipients), str_cmp);
+	return 0;
+}
+
+static int
+load_connector(struct loader *L, cfg_t *cs, struct connector *k)
+{
+	char err[256];
+
+	k->at = (struct origin){L->file, k->index < L->n_slots ? L->slot_open[k->index] : cs->line};
+	L->ranges_cap = 0; /* k->ranges and k->bindings start empty */
+	L->bindings_cap = 0;
+	if (!(k->name = strdup(cs->title ? cs->title : "")))
+		return -1;
+	if (!*k->name || strlen(k->name) > CONNECTOR_NAME_MAX ||
+	    check_name_text(L, k->name, err, sizeof(err)) < 0)
+		diag_error(L->d, L->file, k->at.line,
+		           "connector name '%s' must be 1 to %d printable characters", k->name,
+		           CONNECTOR_NAME_MAX);
+	if (apply_section(L, cs, SEC_CONNECTOR, k, k) < 0)
+		return -1;
+
+	/* usage presets (Exchange's New-ReceiveConnector -Usage) */
+	unsigned preset_auth = AUTH_TLS, preset_perm = 0;
+	switch (k->usage) {
+	case USAGE_INTERNET:
+		preset_perm = PERM_ANONYMOUS_USERS;
+		break;
+	case USAGE_PARTNER:
+		preset_perm = PERM_PARTNERS;
+		break;
+	case USAGE_INTERNAL:
+		preset_perm = PERM_EXCHANGE_SERVERS;
+		break;
+	case USAGE_CUSTOM:
+		preset_auth = AUTH_NONE;
+		break;
+	case USAGE_CLIENT:
+		diag_error(L->d, L->file, opt_line(cs, "usage", k->at.line),
+		           "usage 'client' needs authenticated submission (AUTH), which mxgate "
+		           "does not offer; use 'internet', 'partner', 'internal' or 'custom'");
+		break;
+	}
+	if (!opt_given(cs, "auth-mechanism"))
+		k->auth_mechanisms = preset_auth;
+	if (!opt_given(cs, "permission-groups"))
+		k->permission_groups = preset_perm;
+	k->all_remote =
+	        !opt_given(cs, "remote-ip-ranges") && !opt_given(cs, "remote-ip-ranges-file");
+
+	/* Exchange's AuthMechanism rules */
+	int aline = opt_line(cs, "auth-mechanism", k->at.line);
+	if ((k->auth_mechanisms & AUTH_EXTERNAL_AUTHORITATIVE)) {
+		if (!(k->auth_mechanisms & AUTH_TLS))
+			diag_error(
+			        L->d, L->file, aline,
+			        "auth-mechanism external-authoritative must be combined with tls");
+		if (!(k->permission_groups & PERM_EXCHANGE_SERVERS))
+			diag_error(
+			        L->d, L->file, aline,
+			        "auth-mechanism external-authoritative requires permission-groups "
+			        "exchange-servers");
+	}
+	if (k->require_tls && !(k->auth_mechanisms & AUTH_TLS))
+		diag_error(L->d, L->file, opt_line(cs, "require-tls", k->at.line),
+		           "require-tls needs 'tls' in auth-mechanism");
+	if ((k->auth_mechanisms & AUTH_TLS) && !L->c->tls_certificate)
+		diag_error(L->d, L->file, opt_given(cs, "auth-mechanism") ? aline : k->at.line,
+		           "connector '%s' offers tls%s but there is no tls { certificate = ...; "
+		           "key = ... } section",
+		           k->name, opt_given(cs, "auth-mechanism") ? "" : " (from its usage)");
+	if (k->connection_timeout_ms <= k->connection_inactivity_timeout_ms)
+		diag_error(L->d, L->file, opt_line(cs, "connection-timeout", k->at.line),
+		           "connection-timeout (%llus) must be above connection-inactivity-timeout "
+		           "(%llus)",
+		           (unsigned long long)k->connection_timeout_ms / 1000,
+		           (unsigned long long)k->connection_inactivity_timeout_ms / 1000);
+	if (k->enabled && k->n_bindings == 0 && !opt_given(cs, "bindings"))
+		diag_error(L->d, L->file, k->at.line,
+		           "connector '%s' has no bindings (e.g. bindings = { \"0.0.0.0:25\" })",
+		           k->name);
+
+	if (!k->fqdn && !(k->fqdn = strdup(L->c->hostname)))
+		return -1;
+	if (!k->banner && asprintf(&k->banner, "220 %s ESMTP ready", k->fqdn) < 0) {
+		k->banner = NULL;
+		return -1;
+	}
+
+	/* warnings */
+	if (k->enabled && k->permission_groups == 0)
+		diag_warn(L->d, L->file, k->at.line,
+		          "connector '%s' has no permission group: it accepts no mail (every MAIL "
+		          "gets 530 5.7.1)",
+		          k->name);
+	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
+		const char *open = k->all_remote ? "every IPv4 and IPv6 address" : NULL;
+		for (size_t i = 0; !open && i < k->n_ranges; i++)
+			if (range_is_all(&k->ranges[i].r))
+				open = k->ranges[i].r.family == AF_INET ? "every IPv4 address"
+				                                        : "every IPv6 address";
+		if (open)
+			diag_warn(
+			        L->d, L->file,
+			        k->all_remote ? k->at.line
+			                      : opt_line(cs, "remote-ip-ranges", k->at.line),
+			        "connector '%s' lets anonymous senders in from %s: this opens the "
+			        "server to anyone; list your filtering service's ranges in "
+			        "remote-ip-ranges",
+			        k->name, open);
+	}
+	if (k->enabled && !k->all_remote && k->n_bindings) {
+		bool v4b = false, v6b = false, v4r = false, v6r = false;
+		for (size_t i = 0; i < k->n_bindings; i++) {
+			if (k->bindings[i].addr.family == AF_INET)
+				v4b = true;
+			else
+				v6b = true;
+		}
+		for (size_t i = 0; i < k->n_ranges; i++) {
+			if (k->ranges[i].r.family == AF_INET)
+				v4r = true;
+			else
+				v6r = true;
+		}
+		if ((v4r && !v4b) || (v6r && !v6b))
+			diag_warn(L->d, L->file, opt_line(cs, "bindings", k->at.line),
+			          "connector '%s' lists %s ranges but has no %s binding: those "
+			          "clients can never reach it",
+			          k->name, v4r && !v4b ? "IPv4" : "IPv6",
+			          v4r && !v4b ? "IPv4" : "IPv6");
+		for (size_t i = 0; i < k->n_bindings; i++) {
+			bool v4 = k->bindings[i].addr.family == AF_INET;
+			char ep[ENDPOINT_STRLEN];
+			if (v4 ? v4r : v6r)
+				continue;
+			endpoint_format(&k->bindings[i], ep, sizeof(ep));
+			diag_warn(L->d, L->file, opt_line(cs, "bindings", k->at.line),
+			          "connector '%s' has no %s range: binding %s takes no client",
+			          k->name, v4 ? "IPv4" : "IPv6", ep);
+		}
+	}
+	return 0;
+}
+
+static int
+load_snapshot(struct loader *L, cfg_t *cfg)
+{
+	struct config *c = L->c;
+	cfg_t *sec;
+	unsigned n;
+	char err[512];
+
+	if (apply_section(L, cfg, SEC_ROOT, c, NULL) < 0)
+		return -1;
+	if (!c->hostname) {
+		char host[256] = "localhost";
+		if (gethostname(host, sizeof(host) - 1) < 0 || !valid_domain(host, false))
+			snprintf(host, sizeof(host), "localhost");
+		if (!(c->hostname = strdup(host)))
+			return -1;
+	}
+	/* libConfuse creates the plain sections even when absent; a given one has a line */
+	if ((sec = cfg_getsec(cfg, "tls")) && sec->line > 0) {
+		if (apply_section(L, sec, SEC_TLS, c, NULL) < 0)
+			return -1;
+		if (!c->tls_certificate)
+			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
+			           "the tls section needs a certificate");
+		if (!c->tls_key)
+			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
+			           "the tls section needs a key");
+		struct stat st;
+		bool cert_ok = c->tls_certificate &&
+		               readable_file(L, "certificate", c->tls_certificate,
+		                             opt_line(sec, "certificate", sec->line));
+		if (c->tls_key &&
+		    readable_file(L, "key", c->tls_key, opt_line(sec, "key", sec->line))) {
+			if (stat(c->tls_key, &st) < 0)
+				diag_error(L->d, L->file, opt_line(sec, "key", sec->line),
+				           "cannot read key %s: %s", c->tls_key, strerror(errno));
+			else if (st.st_mode & 077)
+				diag_error(L->d, L->file, opt_line(sec, "key", sec->line),
+				           "key %s is readable by group or others (mode %04o); "
+				           "run: chmod 600 %s",
+				           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
+			else if (cert_ok && tls_check_pair(c->tls_certificate, c->tls_key, err,
+			                                   sizeof(err)) < 0)
+				diag_error(L->d, L->file, opt_line(sec, "certificate", sec->line),
+				           "%s", err);
+		}
+	}
+	if ((sec = cfg_getsec(cfg, "deliver")) && sec->line > 0) {
+		if (apply_section(L, sec, SEC_DELIVER, c, NULL) < 0)
+			return -1;
+		if (c->relay_ca_file)
+			readable_file(L, "relay-ca-file", c->relay_ca_file,
+			              opt_line(sec, "relay-ca-file", sec->line));
+	}
+	if (c->relay) {
+		const char *colon = strrchr(c->relay, ':');
+		const char *h = c->relay;
+		size_t hl = colon ? (size_t)(colon - h) : 0;
+		if (colon && h[0] == '[' && hl >= 2) {
+			h++;
+			hl -= 2;
+		}
+		if (colon && !(c->relay_host = strndup(h, hl)))
+			return -1;
+		if (colon)
+			c->relay_port = (uint16_t)strtoul(colon + 1, NULL, 10);
+	}
+	if (c->relay_tls_verify && c->relay_tls == RELAY_TLS_NONE)
+		diag_warn(L->d, L->file, L->deliver_line,
+		          "relay-tls-verify has no effect with relay-tls = none");
+	if (c->maildir) {
+		check_maildir_template(L, c->maildir, opt_line(sec, "maildir", L->deliver_line),
+		                       NULL);
+	} else if (!opt_given(sec, "maildir") && c->spool) {
+		if (!(c->maildir = default_maildir(c->spool)))
+			return -1;
+		if (!c->relay)
+			check_maildir_template(L, c->maildir, opt_line(cfg, "spool", 0), c->spool);
+	}
+	n = cfg_size(cfg, "domain");
+	c->domains = calloc(n ? n : 1, sizeof(*c->domains));
+	if (!c->domains)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		struct domain_conf *dc = &c->domains[c->n_domains++];
+		sec = cfg_getnsec(cfg, "domain", i);
+		dc->at = (struct origin){L->file,
+		                         i < L->n_domain_lines ? L->domain_lines[i] : sec->line};
+		if (!(dc->name = strdup(sec->title ? sec->title : "")))
+			return -1;
+		for (char *q = dc->name; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		if (!valid_domain(dc->name, false))
+			diag_error(
+			        L->d, L->file, dc->at.line,
+			        "bad domain section '%s': write a domain name such as example.com",
+			        dc->name);
+		if (apply_section(L, sec, SEC_DOMAIN, dc, NULL) < 0)
+			return -1;
+		if (dc->recipients_file &&
+		    load_recipients(L, dc, opt_line(sec, "recipients-file", dc->at.line)) < 0)
+			return -1;
+	}
+	if (c->n_accepted_domains == 0 && c->n_domains == 0)
+		diag_warn(L->d, L->file, 0,
+		          "no accepted-domains: anonymous and partner senders can deliver to no "
+		          "one");
+
+	n = cfg_size(cfg, "connector");
+	if (n == 0)
+		diag_error(L->d, L->file, 0,
+		           "no connector is defined: mxgate would accept no connection");
+	if (n > RANGESET_MAX_OWNERS) {
+		diag_error(L->d, L->file, 0, "too many connectors (%u; at most %u)", n,
+		           (unsigned)RANGESET_MAX_OWNERS);
+		return 0;
+	}
+	c->connectors = calloc(n ? n : 1, sizeof(*c->connectors));
+	if (!c->connectors)
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		struct connector *k = &c->connectors[i];
+		k->index = i;
+		c->n_connectors++;
+		if (load_connector(L, cfg_getnsec(cfg, "connector", i), k) < 0)
+			return -1;
+		for (unsigned j = 0; j < i; j++)
+			if (strcasecmp(c->connectors[j].name, k->name) == 0)
+				diag_error(L->d, L->file, k->at.line,
+				           "connector name '%s' is already used on line %d (names "
+				           "are compared ignoring case)",
+				           k->name, c->connectors[j].at.line);
+	}
+	c->selector = selector_build(c->connectors, c->n_connectors, L->d);
+	return c->selector ? 0 : -1;
+}
+
+static void
+config_free(struct config *c)
+{
+	if (!c)
+		return;
+	selector_free(c->selector);
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		struct connector *k = &c->connectors[i];
+		free(k->name);
+		free(k->bindings);
+		free(k->ranges);
+		free(k->banner);
+		free(k->fqdn);
+	}
+	free(c->connectors);
+	for (size_t i = 0; i < c->n_domains; i++) {
+		struct domain_conf *dc = &c->domains[i];
+		for (size_t j = 0; j < dc->n_recipients; j++)
+			free(dc->recipients[j]);
+		free(dc->recipients);
+		free(dc->recipients_file);
+		free(dc->name);
+	}
+	free(c->domains);
+	for (size_t i = 0; i < c->n_accepted_domains; i++)
+		free(c->accepted_domains[i]);
+	free(c->accepted_domains);
+	for (size_t i = 0; i < c->n_files; i++)
+		free(c->files[i]);
+	free(c->files);
+	free(c->path);
+	free(c->hostname);
+	free(c->spool);
+	free(c->user);
+	free(c->tls_certificate);
+	free(c->tls_key);
+	free(c->maildir);
+	free(c->relay);
+	free(c->relay_host);
+	free(c->relay_ca_file);
+	free(c);
+}
+
+struct config *
+config_load(const char *path, struct diag *d)
+{
+	struct loader L = {.d = d};
+	struct config *c = calloc(1, sizeof(*c));
+	size_t errors0 = diag_errors(d);
+	cfg_t *cfg = NULL;
+	char *slash;
+	int rc = -1;
+
+	if (!c)
+		return NULL;
+	atomic_init(&c->refs, 1);
+	L.c = c;
+	if (!(c->path = strdup(path)) || !(L.file = intern_file(&L, path)) ||
+	    !(L.dir = strdup(path)))
+		goto out;
+	if ((slash = strrchr(L.dir, '/')))
+		slash[slash == L.dir ? 1 : 0] = '\0';
+	else
+		snprintf(L.dir, strlen(L.dir) + 1, ".");
+	/* relative paths in the file stay valid whatever the daemon's working directory */
+	char *abs = realpath(L.dir, NULL);
+	if (abs) {
+		free(L.dir);
+		L.dir = abs;
+	}
+	/* the main file too must be a regular file of a sane size: libConfuse and
+	 * scan_sections() read to the end of whatever it is */
+	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
+	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
+	if (sidefile_check(path, &lim, &serr) < 0) {
+		diag_error(d, L.file, 0, "cannot read the configuration: %s", serr.text);
+		rc = 0;
+		goto out;
+	}
+	current = &L;
+	scan_sections(&L);
+	cfg = parse_file(&L);
+	if (cfg)
+		rc = load_snapshot(&L, cfg);
+	else
+		rc = 0;
+	current = NULL;
+out:
+	if (cfg)
+		cfg_free(cfg);
+	for (int s = 0; s < SEC_COUNT; s++) {
+		for (size_t i = 0; i < L.n_unknown[s]; i++)
+			free(L.unknown[s][i]);
+		free(L.unknown[s]);
+	}
+	free(L.cfg_error);
+	free(L.seen);
+	free(L.open_lines);
+	free(L.domain_lines);
+	free(L.slot_open);
+	free(L.slot_close);
+	free(L.dir);
+	if (rc < 0)
+		diag_error(d, path, 0, "out of memory while loading the configuration");
+	if (rc < 0 || !cfg || diag_errors(d) > errors0) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct config *
+config_ref(struct config *c)
+{
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	return c;
+}
+
+void
+config_unref(struct config *c)
+{
+	if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+		config_free(c);
+}
+
+const struct connector *
+config_connector(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_connectors; i++)
+		if (strcmp(c->connectors[i].name, name) == 0)
+			return &c->connectors[i];
+	return NULL;
+}
+
+static const struct domain_conf *find_domain(const struct config *c, const char *domain,
+                                             size_t len);
+
+bool
+config_accepts_domain(const struct config *c, const char *domain, size_t len)
+{
+	while (len > 0 && domain[len - 1] == '.')
+		len--;
+	if (find_domain(c, domain, len))
+		return true;
+	for (size_t i = 0; i < c->n_accepted_domains; i++) {
+		const char *a = c->accepted_domains[i];
+		size_t al = strlen(a);
+		if (a[0] == '*') {
+			/* "*.example.com": a proper subdomain of example.com */
+			if (len > al - 1 &&
+			    strncasecmp(domain + len - (al - 1), a + 1, al - 1) == 0)
+				return true;
+		} else if (al == len && strncasecmp(domain, a, len) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static const struct domain_conf *
+find_domain(const struct config *c, const char *domain, size_t len)
+{
+	for (size_t i = 0; i < c->n_domains; i++)
+		if (strlen(c->domains[i].name) == len &&
+		    strncasecmp(c->domains[i].name, domain, len) == 0)
+			return &c->domains[i];
+	return NULL;
+}
+
+int
+config_recipient_known(const struct config *c, const char *domain, size_t dlen, const char *local,
+                       size_t llen)
+{
+	const struct domain_conf *dc;
+	char key[65];
+	size_t lo, hi;
+
+	while (dlen > 0 && domain[dlen - 1] == '.')
+		dlen--;
+	dc = find_domain(c, domain, dlen);
+	if (!dc || !dc->recipients)
+		return -1;
+	if (llen >= sizeof(key))
+		return 0;
+	for (size_t i = 0; i < llen; i++)
+		key[i] = (char)tolower((unsigned char)local[i]);
+	key[llen] = '\0';
+	lo = 0;
+	hi = dc->n_recipients;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int r = strcmp(dc->recipients[mid], key);
+		if (r == 0)
+			return 1;
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+const char *
+config_usage_name(enum usage u)
+{
+	for (const struct keyword *w = usage_words; w->name; w++)
+		if (w->value == (unsigned)u)
+			return w->name;
+	return "?";
+}
+
+static void
+flag_names(const struct keyword *w, unsigned bits, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (; w->name; w++)
+		if (w->value && (bits & w->value) == w->value && len < size)
+			len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "+" : "",
+			                        w->name);
+	if (!len)
+		snprintf(buf, size, "none");
+}
+
+void
+config_describe_connector(const struct connector *k, char *buf, size_t size)
+{
+	char auth[128], perm[128], binds[512] = "";
+	size_t v4 = 0, v6 = 0, len = 0;
+
+	for (size_t i = 0; i < k->n_ranges; i++) {
+		if (k->ranges[i].r.family == AF_INET)
+			v4++;
+		else
+			v6++;
+	}
+	for (size_t i = 0; i < k->n_bindings && len < sizeof(binds); i++) {
+		char ep[ENDPOINT_STRLEN];
+		endpoint_format(&k->bindings[i], ep, sizeof(ep));
+		len += (size_t)snprintf(binds + len, sizeof(binds) - len, "%s%s", i ? " " : "", ep);
+	}
+	flag_names(auth_words, k->auth_mechanisms, auth, sizeof(auth));
+	flag_names(perm_words, k->permission_groups, perm, sizeof(perm));
+	if (k->all_remote)
+		snprintf(buf, size,
+		         "connector \"%s\": %s%s, bindings %s, remote: every address, "
+		         "auth %s, permissions %s%s",
+		         k->name, config_usage_name(k->usage), k->enabled ? "" : " (disabled)",
+		         binds, auth, perm, k->require_tls ? ", require-tls" : "");
+	else
+		snprintf(buf, size,
+		         "connector \"%s\": %s%s, bindings %s, remote: %zu ranges (%zu IPv4, %zu "
+		         "IPv6), auth %s, permissions %s%s",
+		         k->name, config_usage_name(k->usage), k->enabled ? "" : " (disabled)",
+		         binds, k->n_ranges, v4, v6, auth, perm,
+		         k->require_tls ? ", require-tls" : "");
+}
+
+void
+config_print_reference(FILE *fp)
+{
+	static const char *const kinds[] = {[K_STR] = "text",
+	                                    [K_PATH] = "path",
+	                                    [K_PATHS] = "list of paths",
+	                                    [K_BOOL] = "boolean",
+	                                    [K_SIZE] = "size",
+	                                    [K_DURATION] = "duration",
+	                                    [K_COUNT] = "number",
+	                                    [K_ENUM] = "keyword",
+	                                    [K_FLAGS] = "list of keywords",
+	                                    [K_BINDINGS] = "list of IP:PORT",
+	                                    [K_RANGES] = "list of ranges",
+	                                    [K_DOMAINS] = "list of domains"};
+	static const char *const heads[SEC_COUNT] = {
+	        "Top level", "`tls { }`", "`deliver { }`", "`connector \"NAME\" { }`",
+	        "`domain \"NAME\" { }` (an accepted domain with settings of its own)"};
+
+	fprintf(fp, "# mxgate.conf reference\n\n"
+	            "Generated by `mxgate reference` from the option table in src/conf/config.c.\n"
+	            "Syntax is libConfuse's: `key = value`, `key = { a, b }`, `key += { c }`, "
+	            "`#` comments.\n"
+	            "Sizes: `36MB`, `36 MB`, `37748736` (KB, MB, GB are binary, as in Exchange).\n"
+	            "Durations: `5m`, `300s`, `1h30m`, or Exchange's `00:05:00` / `1.00:00:00`.\n"
+	            "Relative paths are relative to the directory of the config file.\n");
+	for (int s = 0; s < SEC_COUNT; s++) {
+		fprintf(fp, "\n## %s\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
+		        heads[s]);
+		for (size_t i = 0; i < N_OPTIONS; i++) {
+			const struct option *o = &options[i];
+			char range[96] = "";
+			if ((int)o->sec != s)
+				continue;
+			if (o->kind == K_COUNT || o->kind == K_SIZE)
+				snprintf(range, sizeof(range), " Range %llu–%llu%s.",
+				         (unsigned long long)o->min, (unsigned long long)o->max,
+				         o->unlimited ? " or `unlimited`" : "");
+			else if (o->kind == K_DURATION)
+				snprintf(range, sizeof(range), " Range %llus–%llus.",
+				         (unsigned long long)o->min / 1000,
+				         (unsigned long long)o->max / 1000);
+			fprintf(fp, "| `%s` | %s | %s%s%s | %s%s", o->name, kinds[o->kind],
+			        o->def ? "`" : "", o->def ? o->def : "—", o->def ? "`" : "", o->doc,
+			        range);
+			if (o->words) {
+				fprintf(fp, " Values:");
+				for (const struct keyword *w = o->words; w->name; w++)
+					fprintf(fp, " `%s` (%s)%s", w->name, w->doc,
+					        w[1].name ? ";" : ".");
+			}
+			fprintf(fp, " |\n");
+		}
+	}
+	fprintf(fp, "\n## Usage presets\n\n| usage | permission-groups | auth-mechanism |\n"
+	            "|---|---|---|\n"
+	            "| internet | anonymous-users | tls |\n| partner | partners | tls |\n"
+	            "| internal | exchange-servers | tls |\n| custom | none | none |\n"
+	            "| client | refused | — |\n");
+}

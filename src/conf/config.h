@@ -1,0 +1,182 @@
+/*
+ * config — mxgate.conf, loaded into an immutable, reference-counted snapshot.
+ *
+ * One declarative option table (config.c) drives the libConfuse parser, the validation of
+ * every value and the reference documentation (config_print_reference()).  Loading reports
+ * every problem it finds to a diag as FILE:LINE messages; a config with any error is not
+ * returned.  A returned snapshot never changes: the daemon gives each session the snapshot
+ * current at accept and swaps in a new one on reload (config_ref/config_unref).
+ *
+ * Relative paths in the file are resolved against the directory of the file.  The files it
+ * names (ranges, recipients, provider presets) are read with sidefile.h's bounds.
+ * Not thread-safe while loading (libConfuse's lexer is global state); a loaded snapshot
+ * may be read from any thread.
+ */
+#ifndef MXGATE_CONFIG_H
+#define MXGATE_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/diag.h"
+#include "base/ipaddr.h"
+#include "base/range.h"
+
+#define CONFIG_UNLIMITED    UINT64_MAX
+#define CONFIG_DEFAULT_PATH "/etc/mxgate/mxgate.conf"
+#define CONNECTOR_NAME_MAX  64
+
+enum usage { USAGE_CUSTOM, USAGE_INTERNET, USAGE_INTERNAL, USAGE_PARTNER, USAGE_CLIENT };
+
+enum auth_mechanism {
+	AUTH_NONE = 1 << 0,
+	AUTH_TLS = 1 << 1,
+	AUTH_EXTERNAL_AUTHORITATIVE = 1 << 2,
+};
+
+enum permission_group {
+	PERM_ANONYMOUS_USERS = 1 << 0,
+	PERM_PARTNERS = 1 << 1,
+	PERM_EXCHANGE_SERVERS = 1 << 2,
+};
+
+enum protocol_log_level { PROTOLOG_NONE, PROTOLOG_VERBOSE };
+
+/* Where a value came from, for messages.  file points into config.files. */
+struct origin {
+	const char *file;
+	int line;
+};
+
+struct conf_range {
+	struct range r;
+	struct origin at;
+};
+
+struct connector {
+	char *name;
+	struct origin at; /* the connector's opening line */
+	unsigned index;   /* position in config.connectors */
+	enum usage usage;
+	bool enabled;
+
+	struct endpoint *bindings;
+	size_t n_bindings;
+	struct conf_range *ranges; /* remote-ip-ranges, then every remote-ip-ranges-file */
+	size_t n_ranges;
+	bool all_remote; /* neither key given: every IPv4 and IPv6 address (Exchange default) */
+
+	unsigned auth_mechanisms;   /* enum auth_mechanism bits */
+	unsigned permission_groups; /* enum permission_group bits */
+	bool require_tls;
+	char *banner; /* full greeting line without CRLF, starts with "220" */
+	char *fqdn;
+
+	uint64_t max_message_size; /* bytes */
+	uint64_t max_header_size;  /* bytes */
+	uint64_t max_recipients_per_message;
+	uint64_t max_inbound_connection;            /* or CONFIG_UNLIMITED */
+	uint64_t max_inbound_connection_per_source; /* or CONFIG_UNLIMITED */
+	uint64_t max_inbound_connection_percentage_per_source;
+	uint64_t connection_timeout_ms;
+	uint64_t connection_inactivity_timeout_ms;
+	uint64_t message_rate_limit; /* messages per minute per source, or CONFIG_UNLIMITED */
+	uint64_t tarpit_interval_ms;
+	uint64_t max_protocol_errors; /* or CONFIG_UNLIMITED */
+	uint64_t max_hop_count;
+	bool pipelining_enabled;
+	bool eight_bit_mime_enabled;
+	bool enhanced_status_codes_enabled;
+	bool smtp_utf8_enabled;
+	enum protocol_log_level protocol_logging_level;
+};
+
+/* An accepted domain with its own settings: domain "example.com" { ... }. */
+struct domain_conf {
+	char *name; /* lower case */
+	struct origin at;
+	char **recipients; /* sorted, lower case local parts; NULL: any local part */
+	size_t n_recipients;
+	char *recipients_file;
+};
+
+enum log_target { LOG_TO_STDERR, LOG_TO_SYSLOG };
+enum relay_tls { RELAY_TLS_NONE, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED };
+enum log_level_conf { LOGLEVEL_ERROR, LOGLEVEL_WARNING, LOGLEVEL_INFO, LOGLEVEL_DEBUG };
+
+struct selector;
+
+struct config {
+	atomic_uint refs;
+	char *path; /* as given to config_load() */
+	char **files;
+	size_t n_files;
+
+	char *hostname;
+	char *spool;
+	char *user;              /* NULL: keep the starting user (refused when that is root) */
+	char **accepted_domains; /* lower case; "*.example.com" matches subdomains only */
+	size_t n_accepted_domains;
+	char *tls_certificate; /* NULL when no tls section */
+	char *tls_key;
+	char *maildir;    /* template with %d and %u */
+	char *relay;      /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */
+	char *relay_host; /* its host part (an address or a name, no brackets) */
+	uint16_t relay_port;
+	unsigned relay_tls; /* enum relay_tls */
+	bool relay_tls_verify;
+	char *relay_ca_file; /* NULL: the system's trust store */
+	uint64_t relay_connections;
+	uint64_t relay_timeout_ms;
+	uint64_t retry_interval_ms;
+	uint64_t message_expiration_timeout_ms;
+	uint64_t workers;    /* session threads; 0: one per CPU */
+	unsigned log_target; /* enum log_target */
+	unsigned log_level;  /* enum log_level_conf */
+	uint64_t drain_timeout_ms;
+	uint64_t max_side_file_size;        /* bytes in a ranges, recipients or preset file */
+	uint64_t max_side_file_line_length; /* bytes in one of their lines */
+	struct domain_conf *domains;
+	size_t n_domains;
+
+	struct connector *connectors;
+	size_t n_connectors;
+	struct selector *selector; /* compiled connector selection (selector.h) */
+};
+
+/* Loads and validates path.  Returns a snapshot with one reference, or NULL when there was
+ * any error (all of them in d) or no memory.  Warnings go to d either way. */
+struct config *config_load(const char *path, struct diag *d);
+
+struct config *config_ref(struct config *c);
+/* Drops a reference; the last one frees the snapshot.  config_unref(NULL) is a no-op. */
+void config_unref(struct config *c);
+
+/* The connector by exact name, or NULL. */
+const struct connector *config_connector(const struct config *c, const char *name);
+
+/* True if domain (any case, no trailing dot) is an accepted domain: listed in
+ * accepted-domains or given a domain section. */
+bool config_accepts_domain(const struct config *c, const char *domain, size_t len);
+
+/* For an accepted domain with a recipients-file: 1 if local (any case) is listed, 0 if not.
+ * -1 when the domain has no recipients-file (any local part is taken). */
+int config_recipient_known(const struct config *c, const char *domain, size_t dlen,
+                           const char *local, size_t llen);
+
+/* One line describing the connector, for `mxgate check`. */
+void config_describe_connector(const struct connector *k, char *buf, size_t size);
+
+/* Prints the reference of every key (Markdown), from the option table. */
+void config_print_reference(FILE *fp);
+
+/* Names for values, as the config file spells them. */
+const char *config_usage_name(enum usage u);
+
+/* Parses sizes ("36MB", "36 MB", "37748736", "256KB") and durations ("5m", "300s",
+ * "00:05:00", "1.00:00:00"); exposed for tests.  Return 0 or -1. */
+int config_parse_size(const char *s, uint64_t *out);
+int config_parse_duration(const char *s, uint64_t *ms);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * queue — `mxgate queue`: what is in the spool, for people.
+ *
+ * The running daemon answers on a UNIX socket, <spool>/control (mode 0600, owned by the
+ * daemon's user), one command a connection: "list", "flush" or "remove ID".  With the
+ * daemon stopped, `list` and `remove` work on the spool's files directly.
+ */
+#ifndef MXGATE_QUEUE_H
+#define MXGATE_QUEUE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "queue/spool.h"
+
+#define QUEUE_CONTROL_NAME "control"
+
+/* Writes one message: its line, then a line per recipient with its state.  due: when the
+ * next attempt is (0: now or unknown); busy: being delivered right now. */
+void queue_format(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool busy,
+                  bool daemon_running);
+
+/* The header line of a listing. */
+void queue_format_header(FILE *fp);
+
+/* Client side: runs command ("list", "flush", "remove ID") against the spool at path,
+ * through the daemon when it runs, else on the files.  Writes the answer to out and
+ * problems to err.  Returns an exit status (0 ok, 1 error). */
+int queue_command(const char *spool, const char *command, FILE *out, FILE *err);
+
+#endif

@@ -1,0 +1,2210 @@
+#include "smtpd/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+/* embedded struct event: one allocation per session instead of six */
+#include <event2/event_struct.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/config.h"
+#include "net/conn.h"
+#include "queue/deliver.h"
+#include "base/log.h"
+#include "queue/queue.h"
+#include "conf/selector.h"
+#include "smtpd/smtp.h"
+#include "queue/spool.h"
+#include "net/tls.h"
+#include "base/vec.h"
+
+#define ACCEPT_BURST        64
+#define ACCEPT_BACKOFF_MS   250
+#define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
+#define SRC_BUCKETS         4096
+/* message-rate-limit counts per minute; a source's counters outlive its sessions by that
+ * much at most: src_sweep_cb frees them once idle, whether the source comes back or not */
+#define RATE_WINDOW_S 60
+#define SRC_SWEEP_S   60
+
+/* Replies a client has not read.  Past the high-water mark the session stops reading and
+ * stops running commands (each command can only add one reply, of at most the core's 4 KiB
+ * text arena) until the client has read the backlog down to the low-water mark: a client
+ * that pipelines without reading costs at most OUT_HIGH_WATER plus one reply, as with
+ * Postfix's and nginx's blocked writes.  OUT_CAP is the hard bound whatever path appends
+ * (none of today's can pass it: it stands behind the marks): past it the session closes
+ * with 421.  Replies leave in batches of OUT_BATCH (one send for
+ * a pipelined group, RFC 2920 §3.2), which also keeps a reading client's buffer small. */
+#define OUT_BATCH      (2 * 1024)
+#define OUT_HIGH_WATER (16 * 1024)
+#define OUT_LOW_WATER  (4 * 1024)
+#define OUT_CAP        (64 * 1024)
+
+/* ---- shared state ----------------------------------------------------------------------- */
+
+struct listener {
+	struct endpoint ep;
+	int fd;
+	struct event *ev;
+	const struct selector_table *table; /* in the current snapshot */
+	bool covers_exact; /* a wildcard that also serves exact bindings on its port */
+	bool keep;         /* reload bookkeeping */
+};
+
+/* Concurrent sessions and message rate, per connector and client address. */
+struct src {
+	char *connector;
+	struct ipaddr addr;
+	uint64_t sessions;
+	time_t rate_window;
+	uint64_t rate_count;
+	struct src *next;
+};
+
+struct conncount {
+	char *connector;
+	uint64_t sessions;
+	struct conncount *next;
+};
+
+struct worker;
+
+struct server {
+	const char *path;
+	struct event_base *base;
+	pthread_mutex_t mu; /* guards cfg, tls and the counters */
+	struct config *cfg;
+	struct tls_ctx *tls;
+	struct src *srcs[SRC_BUCKETS];
+	struct conncount *conns;
+
+	struct listener *ls;
+	size_t n_ls;
+
+	struct worker *workers;
+	size_t n_workers, next_worker;
+	atomic_long sessions;
+
+	struct spool *spool;
+	struct deliver *deliver;
+	int control_fd;
+	struct event *control_ev;
+	char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	bool draining;
+	struct timespec drain_deadline;
+	struct event *drain_timer;
+	atomic_uint_fast64_t session_seq;
+
+	/* Out of descriptors (or kernel memory) at accept: the listeners are level-triggered
+	 * and the waiting connection stays, so accepting pauses for ACCEPT_BACKOFF_MS instead of
+	 * spinning; the log line is rate-limited. */
+	struct event *accept_timer;
+	bool accept_paused;
+	struct timespec accept_logged; /* when the last such line was written (monotonic) */
+	uint64_t accept_unlogged;
+	/* every accept() that failed for want of descriptors or memory; read by the metrics
+	 * module to come, hence atomic */
+	atomic_uint_fast64_t accept_exhausted;
+
+	struct event *src_sweep;
+
+	struct {
+		pthread_t thread;
+		bool running, again; /* main thread only */
+		struct event *done;  /* activated by the reload thread when it has finished */
+		/* the result: written by the reload thread, read after joining it */
+		struct config *cfg; /* NULL: refused */
+		struct tls_ctx *tls;
+		size_t errors;
+		bool tls_failed;
+	} rl;
+};
+
+static struct server S;
+
+static struct config *
+snapshot_config(void *arg)
+{
+	struct config *c;
+
+	(void)arg;
+	pthread_mutex_lock(&S.mu);
+	c = config_ref(S.cfg);
+	pthread_mutex_unlock(&S.mu);
+	return c;
+}
+
+/* ---- per-source and per-connector accounting -------------------------------------------- */
+
+static unsigned
+src_hash(const char *connector, const struct ipaddr *a)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (const char *p = connector; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h ^= (uint64_t)a->v ^ (uint64_t)(a->v >> 64) ^ a->family;
+	h *= 0x9e3779b97f4a7c15ull;
+	return (unsigned)(h >> 52) % SRC_BUCKETS;
+}
+
+static struct src *
+src_get(const char *connector, const struct ipaddr *a, bool create)
+{
+	unsigned h = src_hash(connector, a);
+	struct src *s;
+
+	for (s = S.srcs[h]; s; s = s->next)
+		if (ipaddr_equal(&s->addr, a) && strcmp(s->connector, connector) == 0)
+			return s;
+	if (!create || !(s = calloc(1, sizeof(*s))) || !(s->connector = strdup(connector))) {
+		free(s);
+		return NULL;
+	}
+	s->addr = *a;
+	s->next = S.srcs[h];
+	S.srcs[h] = s;
+	return s;
+}
+
+static void
+src_maybe_free(struct src *s)
+{
+	unsigned h;
+	struct src **p;
+
+	if (s->sessions || time(NULL) - s->rate_window < RATE_WINDOW_S)
+		return;
+	h = src_hash(s->connector, &s->addr);
+	for (p = &S.srcs[h]; *p; p = &(*p)->next) {
+		if (*p == s) {
+			*p = s->next;
+			free(s->connector);
+			free(s);
+			return;
+		}
+	}
+}
+
+/* Frees the counters no session holds and no rate window needs (main thread, every
+ * SRC_SWEEP_S).  Without it a source that sent mail under message-rate-limit and never
+ * came back kept its entry for good: one for every address ever seen, unbounded with
+ * IPv6.  Connector counters at zero go too (a reload may have renamed the connector). */
+static void
+src_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	time_t now = time(NULL);
+	size_t freed = 0, kept = 0;
+
+	(void)fd, (void)what, (void)arg;
+	pthread_mutex_lock(&S.mu);
+	for (size_t i = 0; i < SRC_BUCKETS; i++) {
+		for (struct src **p = &S.srcs[i]; *p;) {
+			struct src *s = *p;
+			if (!s->sessions && now - s->rate_window >= RATE_WINDOW_S) {
+				*p = s->next;
+				free(s->connector);
+				free(s);
+				freed++;
+			} else {
+				p = &s->next;
+				kept++;
+			}
+		}
+	}
+	for (struct conncount **p = &S.conns; *p;) {
+		struct conncount *c = *p;
+		if (!c->sessions) {
+			*p = c->next;
+			free(c->connector);
+			free(c);
+		} else {
+			p = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&S.mu);
+	if (freed)
+		log_msg(LOG_LVL_DEBUG, "freed %zu idle per-source counter%s; %zu in use", freed,
+		        freed == 1 ? "" : "s", kept);
+}
+
+static struct conncount *
+conncount_get(const char *connector)
+{
+	struct conncount *c;
+
+	for (c = S.conns; c; c = c->next)
+		if (strcmp(c->connector, connector) == 0)
+			return c;
+	if (!(c = calloc(1, sizeof(*c))) || !(c->connector = strdup(connector))) {
+		free(c);
+		return NULL;
+	}
+	c->next = S.conns;
+	S.conns = c;
+	return c;
+}
+
+enum admit { ADMIT_OK, ADMIT_CONNECTOR_FULL, ADMIT_SOURCE_FULL, ADMIT_NOMEM };
+
+/* Exchange's MaxInboundConnection, ...PerSource and ...PercentagePerSource.  The
+ * percentage is of the connector's free slots, and always allows one. */
+static enum admit
+admit(const struct connector *k, const struct ipaddr *a)
+{
+	enum admit r = ADMIT_OK;
+
+	pthread_mutex_lock(&S.mu);
+	struct conncount *cc = conncount_get(k->name);
+	struct src *s = src_get(k->name, a, true);
+	if (!cc || !s) {
+		r = ADMIT_NOMEM;
+		goto out;
+	}
+	if (k->max_inbound_connection != CONFIG_UNLIMITED &&
+	    cc->sessions >= k->max_inbound_connection) {
+		r = ADMIT_CONNECTOR_FULL;
+		goto out;
+	}
+	uint64_t cap = k->max_inbound_connection_per_source;
+	if (k->max_inbound_connection != CONFIG_UNLIMITED) {
+		uint64_t free_slots = k->max_inbound_connection - cc->sessions;
+		uint64_t pct = free_slots * k->max_inbound_connection_percentage_per_source / 100;
+		if (pct < 1)
+			pct = 1;
+		if (cap == CONFIG_UNLIMITED || pct < cap)
+			cap = pct;
+	}
+	/* Exchange exempts link-local and site-local IPv6 sources from the per-source limits */
+	if (cap != CONFIG_UNLIMITED && s->sessions >= cap && !ipaddr_is_local_scope(a)) {
+		r = ADMIT_SOURCE_FULL;
+		goto out;
+	}
+	cc->sessions++;
+	s->sessions++;
+out:
+	if (s && r != ADMIT_OK)
+		src_maybe_free(s);
+	pthread_mutex_unlock(&S.mu);
+	return r;
+}
+
+static void
+release(const char *connector, const struct ipaddr *a)
+{
+	pthread_mutex_lock(&S.mu);
+	struct conncount *cc = conncount_get(connector);
+	struct src *s = src_get(connector, a, false);
+	if (cc && cc->sessions)
+		cc->sessions--;
+	if (s) {
+		if (s->sessions)
+			s->sessions--;
+		src_maybe_free(s);
+	}
+	pthread_mutex_unlock(&S.mu);
+}
+
+/* Exchange's MessageRateLimit: messages a minute from one address, counted at MAIL. */
+static bool
+rate_allows(const struct connector *k, const struct ipaddr *a)
+{
+	bool ok = true;
+	time_t now = time(NULL);
+
+	if (k->message_rate_limit == CONFIG_UNLIMITED)
+		return true;
+	pthread_mutex_lock(&S.mu);
+	struct src *s = src_get(k->name, a, true);
+	if (s) {
+		if (now - s->rate_window >= RATE_WINDOW_S) {
+			s->rate_window = now;
+			s->rate_count = 0;
+		}
+		if (s->rate_count >= k->message_rate_limit)
+			ok = false;
+		else
+			s->rate_count++;
+	}
+	pthread_mutex_unlock(&S.mu);
+	return ok;
+}
+
+/* ---- workers and sessions --------------------------------------------------------------- */
+
+enum inbox_kind { IN_SESSION, IN_COMMITTED, IN_SHUTDOWN, IN_FORCE, IN_STOP };
+
+struct session;
+
+struct inbox_item {
+	enum inbox_kind kind;
+	int fd;
+	struct ipaddr remote;
+	uint16_t rport;
+	struct endpoint local;
+	struct config *cfg;  /* IN_SESSION: a reference for the session */
+	struct tls_ctx *tls; /* IN_SESSION: a reference, or NULL */
+	int connector;
+	struct session *sess; /* IN_COMMITTED */
+	int err;
+	struct inbox_item *next;
+};
+
+struct worker {
+	unsigned index;
+	pthread_t thread;
+	struct event_base *base;
+	struct event *ev_inbox;
+	pthread_mutex_t mu;
+	struct inbox_item *head, *tail;
+	struct session *sessions; /* doubly linked */
+	atomic_long n_sessions;
+	bool shutting_down;
+};
+
+struct session {
+	struct worker *w;
+	struct config *cfg;
+	const struct connector *k;
+	struct tls_ctx *tls;
+	struct conn c;
+	struct smtp *smtp;
+	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
+	bool read_on, write_on, idle_on, stall_on;
+	char id[20];
+	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
+	char client_ip[IPADDR_STRLEN];
+	char local_text[ENDPOINT_STRLEN];
+	struct ipaddr remote;
+	struct endpoint local;
+	struct log_ctx lc;
+
+	char *out;
+	size_t out_len, out_cap, out_off;
+	bool out_paused, out_warned; /* backpressure (OUT_HIGH_WATER) */
+	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
+	size_t tarpit_len;
+	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
+
+	struct spool_msg *msg;
+	char msg_id[SPOOL_ID_LEN + 1];
+	bool maildir_prefix;
+	unsigned messages;
+	struct session *prev, *next;
+	/* the spool's answer travels in this item: posting it can never fail for lack of
+	 * memory (a session has at most one commit under way) */
+	struct inbox_item commit_it;
+};
+
+static void session_run(struct session *s);
+static void session_free(struct session *s);
+
+static void
+post(struct worker *w, struct inbox_item *it)
+{
+	pthread_mutex_lock(&w->mu);
+	it->next = NULL;
+	if (w->tail)
+		w->tail->next = it;
+	else
+		w->head = it;
+	w->tail = it;
+	pthread_mutex_unlock(&w->mu);
+	event_active(w->ev_inbox, EV_READ, 0);
+}
+
+/* -- output -- */
+
+static size_t
+out_pending(const struct session *s)
+{
+	return s->out_len - s->out_off;
+}
+
+/* Queues reply text.  Returns 0, or -1 with errno ENOBUFS past OUT_CAP (unless force:
+ * the closing 421 itself) or ENOMEM. */
+static int
+out_append(struct session *s, const char *text, size_t len, bool force)
+{
+	if (!force && out_pending(s) + len > OUT_CAP) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	if (s->out_off > 0 && s->out_len + len > s->out_cap) {
+		/* reuse what the client has read before growing */
+		memmove(s->out, s->out + s->out_off, out_pending(s));
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
+		return -1;
+	memcpy(s->out + s->out_len, text, len);
+	s->out_len += len;
+	return 0;
+}
+
+static void
+want_write(struct session *s, bool on)
+{
+	if (on && !s->write_on)
+		event_add(&s->ev_write, NULL);
+	else if (!on && s->write_on)
+		event_del(&s->ev_write);
+	s->write_on = on;
+}
+
+static void
+want_read(struct session *s, bool on)
+{
+	if (on && !s->read_on)
+		event_add(&s->ev_read, NULL);
+	else if (!on && s->read_on)
+		event_del(&s->ev_read);
+	s->read_on = on;
+}
+
+static void
+idle_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_idle, &tv);
+	} else if (s->idle_on) {
+		event_del(&s->ev_idle);
+	}
+	s->idle_on = on;
+}
+
+/* Armed while replies wait for a client that does not read them, and restarted by every
+ * byte it takes: after connection-inactivity-timeout without progress the session ends
+ * (stall_cb).  The idle timer cannot do this: its goodbye would wait behind the backlog. */
+static void
+stall_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_stall, &tv);
+	} else if (s->stall_on) {
+		event_del(&s->ev_stall);
+	}
+	s->stall_on = on;
+}
+
+/* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
+ * a broken connection. */
+static int
+flush_out(struct session *s)
+{
+	bool moved = false;
+
+	while (s->out_off < s->out_len) {
+		ssize_t n = s->c.write(&s->c, s->out + s->out_off, s->out_len - s->out_off);
+		if (n < 0 && errno == EAGAIN) {
+			/* a TLS write may need the socket readable; both wake us */
+			want_write(s, s->c.want == CONN_WANT_WRITE);
+			if (s->c.want == CONN_WANT_READ)
+				want_read(s, true);
+			if (moved || !s->stall_on)
+				stall_timer(s, true);
+			return 0;
+		}
+		if (n <= 0)
+			return -1;
+		s->out_off += (size_t)n;
+		moved = true;
+	}
+	s->out_off = s->out_len = 0;
+	if (s->out_cap > 4096) {
+		free(s->out);
+		s->out = NULL;
+		s->out_cap = 0;
+	}
+	want_write(s, false);
+	stall_timer(s, false);
+	return 1;
+}
+
+/* Backpressure: 1 when the session must wait for the client to read its replies (reading
+ * and commands stop), 0 to go on, -1 on a broken connection. */
+static int
+out_backpressure(struct session *s)
+{
+	size_t mark = s->out_paused ? OUT_LOW_WATER : OUT_HIGH_WATER;
+
+	/* write_on: the socket was full at the last try; write_cb says when it drains */
+	if (out_pending(s) >= OUT_BATCH && !s->write_on && flush_out(s) < 0)
+		return -1;
+	if (out_pending(s) < mark) {
+		s->out_paused = false;
+		return 0;
+	}
+	if (!s->out_paused && !s->out_warned) {
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "client does not read its replies: %zu bytes unsent; reading paused "
+		            "until it does (connection-inactivity-timeout ends the wait)",
+		            out_pending(s));
+		s->out_warned = true;
+	}
+	s->out_paused = true;
+	/* the stall timer (armed by flush_out) takes over from the idle timer */
+	idle_timer(s, false);
+	want_read(s, s->c.want == CONN_WANT_READ);
+	return 1;
+}
+
+/* -- closing -- */
+
+static void
+session_close(struct session *s, const char *why)
+{
+	if (s->closed)
+		return;
+	s->closed = true;
+	if (why)
+		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
+		            s->messages == 1 ? "" : "s");
+	if (s->msg && !s->commit_pending) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+	}
+	want_read(s, false);
+	want_write(s, false);
+	idle_timer(s, false);
+	stall_timer(s, false);
+	event_del(&s->ev_life);
+	event_del(&s->ev_tarpit);
+	conn_release(&s->c);
+	if (s->c.fd >= 0)
+		close(s->c.fd);
+	s->c.fd = -1;
+	if (s->commit_pending) {
+		/* the spool still answers for a message: free on its callback */
+		s->zombie = true;
+		return;
+	}
+	session_free(s);
+}
+
+/* A reply could not be queued (errno from out_append): past OUT_CAP the client is told
+ * why, behind what it has not read, and the session ends. */
+static void
+out_failed(struct session *s)
+{
+	static const char bye[] = "421 4.3.2 Too much unread output, closing transmission "
+	                          "channel\r\n";
+	char why[160];
+
+	if (errno != ENOBUFS) {
+		session_close(s, "out of memory");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_WARNING,
+	            "client does not read its replies: %zu bytes unsent, past the cap of %u; "
+	            "replied 421 4.3.2",
+	            out_pending(s), (unsigned)OUT_CAP);
+	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
+	if (out_append(s, bye, sizeof(bye) - 1, true) == 0)
+		(void)flush_out(s);
+	session_close(s, why);
+}
+
+static void
+session_free(struct session *s)
+{
+	struct worker *w = s->w;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	release(s->k->name, &s->remote);
+	smtp_free(s->smtp);
+	tls_ctx_unref(s->tls);
+	config_unref(s->cfg);
+	free(s->out);
+	free(s->tarpit_text);
+	free(s);
+	atomic_fetch_sub(&w->n_sessions, 1);
+	atomic_fetch_sub(&S.sessions, 1);
+}
+
+/* -- the message -- */
+
+static void
+rfc5322_date(char *buf, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(buf, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+static bool
+begin_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	char date[64], hdr[2048], tlsinfo[160] = "";
+	int n;
+
+	s->msg = spool_msg_new(S.spool);
+	if (!s->msg) {
+		log_session(&s->lc, LOG_LVL_ERROR, "cannot start a message in the spool: %s",
+		            strerror(errno));
+		return false;
+	}
+	memcpy(s->msg_id, spool_msg_id(s->msg), SPOOL_ID_LEN + 1);
+	rfc5322_date(date, sizeof(date));
+	if (smtp_in_tls(s->smtp))
+		snprintf(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s (%d/%d bits))",
+		         tls_version(s->c.tls), tls_cipher(s->c.tls), tls_cipher_bits(s->c.tls),
+		         tls_cipher_bits(s->c.tls));
+	const char *proto = env->smtputf8 ? (smtp_in_tls(s->smtp) ? "UTF8SMTPS" : "UTF8SMTP")
+	                    : smtp_esmtp(s->smtp) ? (smtp_in_tls(s->smtp) ? "ESMTPS" : "ESMTP")
+	                                          : "SMTP";
+	/* Maildir delivery keeps the envelope sender in the message (RFC 5321 §4.4) */
+	s->maildir_prefix = s->cfg->relay == NULL;
+	size_t prefix = 0;
+	if (s->maildir_prefix) {
+		n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n", env->mail_from);
+		if (n > 0 && (size_t)n < sizeof(hdr)) {
+			spool_msg_write(s->msg, hdr, (size_t)n);
+			prefix = (size_t)n;
+		}
+	}
+	n = snprintf(hdr, sizeof(hdr),
+	             "Received: from %s ([%s])\r\n\tby %s (mxgate, connector \"%s\") with %s id "
+	             "%s%s%s%s%s;"
+	             "\r\n\t%s\r\n",
+	             env->helo, s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
+	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
+	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
+	             date);
+	if (n > 0 && (size_t)n < sizeof(hdr))
+		spool_msg_write(s->msg, hdr, (size_t)n);
+	spool_msg_set_prefix(s->msg, prefix);
+	return true;
+}
+
+static void
+committed_cb(void *arg, int err)
+{
+	struct session *s = arg;
+
+	s->commit_it = (struct inbox_item){.kind = IN_COMMITTED, .sess = s, .err = err};
+	post(s->w, &s->commit_it);
+}
+
+static void
+end_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	struct spool_entry e = {0};
+	char *rcpts[1];
+	char **list = env->n_rcpts <= 1 ? rcpts : calloc(env->n_rcpts, sizeof(char *));
+
+	if (!list) {
+		smtp_msg_committed(s->smtp, false, NULL);
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		return;
+	}
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		list[i] = env->rcpts[i].addr;
+	e.received = time(NULL);
+	e.sender = (char *)(uintptr_t)env->mail_from;
+	e.rcpts = list;
+	e.n_rcpts = env->n_rcpts;
+	e.connector = s->k->name;
+	e.client = s->client_ip;
+	e.helo = (char *)(uintptr_t)env->helo;
+	e.smtputf8 = env->smtputf8;
+	e.body_8bit = env->body_8bit;
+	s->commit_pending = true;
+	spool_msg_commit(s->msg, &e, committed_cb, s);
+	s->msg = NULL;
+	if (list != rcpts)
+		free(list);
+}
+
+static void
+message_committed(struct session *s, int err)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+
+	s->commit_pending = false;
+	if (s->zombie) {
+		log_session(&s->lc, LOG_LVL_INFO, "message %s %s after the client left", s->msg_id,
+		            err ? "failed" : "committed");
+		session_free(s);
+		return;
+	}
+	if (err) {
+		log_session(&s->lc, LOG_LVL_ERROR,
+		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
+		            env->mail_from, strerror(err));
+	} else {
+		s->messages++;
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
+		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
+		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
+	}
+	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
+	session_run(s);
+}
+
+/* -- TLS -- */
+
+static void
+drive_handshake(struct session *s)
+{
+	int r = conn_handshake(&s->c);
+
+	if (r == 0) {
+		want_read(s, s->c.want == CONN_WANT_READ);
+		want_write(s, s->c.want == CONN_WANT_WRITE);
+		return;
+	}
+	s->handshake = false;
+	want_write(s, false);
+	if (r < 0) {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
+		smtp_tls_done(s->smtp, false);
+	} else {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
+		            tls_cipher(s->c.tls));
+		smtp_tls_done(s->smtp, true);
+	}
+	idle_timer(s, false);
+	session_run(s);
+}
+
+/* -- the action loop -- */
+
+static void
+session_run(struct session *s)
+{
+	struct smtp_action a;
+
+	if (s->closed)
+		return;
+	while (!s->tarpit_wait && !s->handshake && !s->closing) {
+		int bp = out_backpressure(s);
+		if (bp != 0) {
+			if (bp < 0)
+				session_close(s, "write failed");
+			return;
+		}
+		enum smtp_kind k = smtp_next(s->smtp, &a);
+		switch (k) {
+		case SMTP_NONE:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, true);
+			want_read(s, !s->eof && !smtp_input_paused(s->smtp));
+			/* decrypted bytes already inside TLS raise no socket event */
+			if (conn_pending(&s->c) && !smtp_input_paused(s->smtp)) {
+				event_active(&s->ev_read, EV_READ, 0);
+			}
+			return;
+		case SMTP_WAIT:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, false);
+			want_read(s, false);
+			return;
+		case SMTP_REPLY:
+			if (a.delay_ms > 0) {
+				free(s->tarpit_text);
+				s->tarpit_text = malloc(a.len);
+				if (s->tarpit_text) {
+					memcpy(s->tarpit_text, a.text, a.len);
+					s->tarpit_len = a.len;
+					s->tarpit_wait = true;
+					struct timeval tv = {.tv_sec = a.delay_ms / 1000,
+					                     .tv_usec = (a.delay_ms % 1000) * 1000};
+					if (flush_out(s) < 0) {
+						session_close(s, "write failed");
+						return;
+					}
+					idle_timer(s, false);
+					want_read(s, false);
+					event_add(&s->ev_tarpit, &tv);
+					return;
+				}
+			}
+			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
+				            a.text);
+			if (out_append(s, a.text, a.len, false) < 0) {
+				out_failed(s);
+				return;
+			}
+			break;
+		case SMTP_STARTTLS:
+			if (flush_out(s) != 1) {
+				/* 220 must leave in plaintext before the handshake */
+				session_close(s, "client did not read the STARTTLS reply");
+				return;
+			}
+			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0) {
+				session_close(s, "cannot start TLS");
+				return;
+			}
+			s->handshake = true;
+			idle_timer(s, true);
+			drive_handshake(s);
+			return;
+		case SMTP_MSG_BEGIN:
+			smtp_msg_begun(s->smtp, begin_message(s));
+			break;
+		case SMTP_MSG_DATA:
+			if (s->msg)
+				spool_msg_write(s->msg, a.text, a.len);
+			break;
+		case SMTP_MSG_END:
+			end_message(s);
+			break;
+		case SMTP_MSG_ABORT:
+			if (s->msg) {
+				spool_msg_abort(s->msg);
+				s->msg = NULL;
+			}
+			break;
+		case SMTP_LOG:
+			log_session(&s->lc, (enum log_level)a.level, "%.*s", (int)a.len, a.text);
+			break;
+		case SMTP_CLOSE:
+			s->closing = true;
+			want_read(s, false);
+			idle_timer(s, false);
+			int r = s->eof ? 1 : flush_out(s);
+			if (r != 0)
+				session_close(s, s->eof  ? "client disconnected"
+				                 : r < 0 ? "write failed"
+				                         : "closed by the server");
+			return;
+		}
+	}
+}
+
+static void
+read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	bool got = false;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	if (s->out_off < s->out_len && s->c.want == CONN_WANT_READ) {
+		/* a TLS write that waited for the socket to be readable */
+		if (flush_out(s) < 0) {
+			session_close(s, "write failed");
+			return;
+		}
+	}
+	if (s->out_paused) {
+		/* no input while the client owes us a read (backpressure) */
+		session_run(s);
+		return;
+	}
+	for (int rounds = 0; rounds < 4; rounds++) {
+		size_t space;
+		char *buf;
+		if (smtp_input_paused(s->smtp))
+			break;
+		buf = smtp_input_space(s->smtp, &space);
+		if (space == 0)
+			break;
+		ssize_t n = s->c.read(&s->c, buf, space);
+		if (n > 0) {
+			smtp_input_commit(s->smtp, (size_t)n);
+			got = true;
+			if ((size_t)n < space && !conn_pending(&s->c))
+				break;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			if (s->c.want == CONN_WANT_WRITE)
+				want_write(s, true);
+			break;
+		}
+		if (n == 0) {
+			/* what was sent before the close still runs; then the core closes */
+			smtp_eof(s->smtp);
+			s->eof = true;
+			want_read(s, false);
+			break;
+		}
+		session_close(s, s->c.error[0] ? s->c.error : "read failed");
+		return;
+	}
+	if (got)
+		idle_timer(s, false);
+	session_run(s);
+}
+
+static void
+write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	int r;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	r = flush_out(s);
+	if (r < 0) {
+		session_close(s, "write failed");
+		return;
+	}
+	if (r == 1 && s->closing) {
+		session_close(s, "closed by the server");
+		return;
+	}
+	if (r == 1 || (s->out_paused && out_pending(s) < OUT_LOW_WATER))
+		session_run(s);
+}
+
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->idle_on = false;
+	if (s->handshake) {
+		session_close(s, "TLS handshake timed out");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_INFO, "connection-inactivity-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000);
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_IDLE);
+	session_run(s);
+}
+
+static void
+life_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	log_session(&s->lc, LOG_LVL_INFO, "connection-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_timeout_ms / 1000);
+	if (s->handshake || s->tarpit_wait || s->closing) {
+		session_close(s, "connection-timeout");
+		return;
+	}
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_SESSION);
+	session_run(s);
+}
+
+static void
+tarpit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->tarpit_wait = false;
+	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
+		            s->tarpit_text);
+	if (out_append(s, s->tarpit_text, s->tarpit_len, false) < 0) {
+		out_failed(s);
+		return;
+	}
+	free(s->tarpit_text);
+	s->tarpit_text = NULL;
+	session_run(s);
+}
+
+static void
+stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[160];
+
+	(void)fd, (void)what;
+	s->stall_on = false;
+	snprintf(why, sizeof(why),
+	         "client read none of its replies for %llus (connection-inactivity-timeout); "
+	         "%zu bytes unsent",
+	         (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000, out_pending(s));
+	session_close(s, why);
+}
+
+static bool
+rate_cb(void *arg)
+{
+	struct session *s = arg;
+	return rate_allows(s->k, &s->remote);
+}
+
+static void
+start_session(struct worker *w, struct inbox_item *it)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[IPADDR_STRLEN];
+
+	if (!s) {
+		close(it->fd);
+		config_unref(it->cfg);
+		tls_ctx_unref(it->tls);
+		return;
+	}
+	s->w = w;
+	s->cfg = it->cfg;
+	s->tls = it->tls;
+	s->k = &s->cfg->connectors[it->connector];
+	s->remote = it->remote;
+	s->local = it->local;
+	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
+		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
+	conn_init(&s->c, it->fd);
+	ipaddr_format(&s->remote, ip, sizeof(ip));
+	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
+	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
+	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
+	snprintf(s->id, sizeof(s->id), "%08llX",
+	         (unsigned long long)atomic_fetch_add(&S.session_seq, 1));
+	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
+
+	struct smtp_params p = {.cfg = s->cfg,
+	                        .conn = s->k,
+	                        .client_ip = s->client_ip,
+	                        .tls_available = s->tls != NULL,
+	                        .rate_ok = rate_cb,
+	                        .arg = s};
+	s->smtp = smtp_new(&p);
+	if (!s->smtp) {
+		release(s->k->name, &s->remote);
+		close(it->fd);
+		config_unref(s->cfg);
+		tls_ctx_unref(s->tls);
+		free(s);
+		return;
+	}
+	event_assign(&s->ev_read, w->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
+	event_assign(&s->ev_write, w->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
+	evtimer_assign(&s->ev_idle, w->base, idle_cb, s);
+	evtimer_assign(&s->ev_life, w->base, life_cb, s);
+	evtimer_assign(&s->ev_tarpit, w->base, tarpit_cb, s);
+	evtimer_assign(&s->ev_stall, w->base, stall_cb, s);
+	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
+	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
+	event_add(&s->ev_life, &life);
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	atomic_fetch_add(&w->n_sessions, 1);
+	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
+	if (w->shutting_down)
+		smtp_shutdown(s->smtp);
+	session_run(s);
+}
+
+static void
+inbox_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct inbox_item *items;
+
+	(void)fd, (void)what;
+	pthread_mutex_lock(&w->mu);
+	items = w->head;
+	w->head = w->tail = NULL;
+	pthread_mutex_unlock(&w->mu);
+	for (struct inbox_item *it = items, *next; it; it = next) {
+		next = it->next;
+		switch (it->kind) {
+		case IN_SESSION:
+			start_session(w, it);
+			break;
+		case IN_COMMITTED:
+			/* embedded in the session, which this may free: never free(it) */
+			message_committed(it->sess, it->err);
+			continue;
+		case IN_SHUTDOWN:
+			w->shutting_down = true;
+			for (struct session *s = w->sessions, *n; s; s = n) {
+				n = s->next;
+				if (s->closed)
+					continue;
+				smtp_shutdown(s->smtp);
+				if (!s->tarpit_wait && !s->handshake)
+					session_run(s);
+			}
+			break;
+		case IN_FORCE:
+			for (struct session *s = w->sessions, *n; s; s = n) {
+				n = s->next;
+				if (s->closed)
+					continue;
+				/* a message being committed gets its 250 first (then the
+				 * shutdown's 421): closing now would make the sender send again
+				 * a message that is queued; the final deadline still applies */
+				if (s->commit_pending)
+					continue;
+				static const char bye[] = "421 4.3.2 Service shutting down, "
+				                          "closing transmission channel\r\n";
+				/* never in the middle of a reply the client has not read yet */
+				if (!s->c.tls && !s->handshake && s->out_off == s->out_len)
+					(void)!write(s->c.fd, bye, sizeof(bye) - 1);
+				session_close(s, "drain-timeout reached");
+			}
+			break;
+		case IN_STOP:
+			event_base_loopbreak(w->base);
+			break;
+		}
+		free(it);
+	}
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	pthread_setname_np(pthread_self(), "mxgate-worker"); /* top(1), perf, /proc */
+
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+/* ---- listeners and the accept decision --------------------------------------------------- */
+
+/* Listeners and the control socket on (or off, while accepting is paused). */
+static void
+accepting(bool on)
+{
+	for (size_t i = 0; i < S.n_ls; i++) {
+		if (!S.ls[i].ev)
+			continue;
+		if (on)
+			event_add(S.ls[i].ev, NULL);
+		else
+			event_del(S.ls[i].ev);
+	}
+	if (S.control_ev) {
+		if (on)
+			event_add(S.control_ev, NULL);
+		else
+			event_del(S.control_ev);
+	}
+}
+
+static bool
+accept_exhausted(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+static void
+accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what, (void)arg;
+	S.accept_paused = false;
+	accepting(true); /* closed listeners (draining) have no event */
+}
+
+/* accept() on what failed with err, for want of resources: the connection waits in the
+ * backlog, so retrying at once would spin.  Pause, as nginx does, and say what to raise. */
+static void
+pause_accepting(const char *what, int err)
+{
+	struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+	struct timespec now;
+	struct rlimit rl;
+	char more[64] = "", fix[160];
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	atomic_fetch_add(&S.accept_exhausted, 1);
+	if (S.accept_logged.tv_sec &&
+	    (now.tv_sec - S.accept_logged.tv_sec) * 1000 +
+	                    (now.tv_nsec - S.accept_logged.tv_nsec) / 1000000 <
+	            ACCEPT_LOG_INTERVAL * 1000) {
+		S.accept_unlogged++;
+	} else {
+		if (S.accept_unlogged)
+			snprintf(more, sizeof(more), " (%llu more since the last report)",
+			         (unsigned long long)S.accept_unlogged);
+		if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+			snprintf(fix, sizeof(fix),
+			         "open-file limit reached (%llu): raise LimitNOFILE= (systemd) or "
+			         "the hard limit (ulimit -Hn)",
+			         (unsigned long long)rl.rlim_cur);
+		else if (err == ENFILE)
+			snprintf(fix, sizeof(fix),
+			         "the system's file table is full: raise "
+			         "fs.file-max (sysctl) or find what holds the files");
+		else
+			snprintf(fix, sizeof(fix), "the kernel is short of memory");
+		log_msg(LOG_LVL_ERROR,
+		        "accept on %s: %s; %s; waiting clients stay in the backlog while accepting "
+		        "pauses %d ms at a time%s",
+		        what, strerror(err), fix, ACCEPT_BACKOFF_MS, more);
+		S.accept_logged = now;
+		S.accept_unlogged = 0;
+	}
+	if (S.accept_paused)
+		return;
+	S.accept_paused = true;
+	accepting(false);
+	evtimer_add(S.accept_timer, &tv);
+}
+
+static void
+refuse(int fd, const char *text)
+{
+	/* best effort: the socket is fresh, a short write fits */
+	(void)!send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct listener *l = arg;
+	char ip[IPADDR_STRLEN], ep[ENDPOINT_STRLEN];
+
+	(void)what;
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	log_batch_begin();
+	for (int i = 0; i < ACCEPT_BURST; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		struct ipaddr remote;
+		uint16_t rport = 0;
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (accept_exhausted(errno))
+				pause_accepting(ep, errno);
+			break;
+		}
+		if (ipaddr_from_sockaddr((struct sockaddr *)&ss, &remote, &rport) < 0) {
+			close(fd);
+			continue;
+		}
+		int k;
+		if (l->covers_exact) {
+			/* Linux will not listen on 0.0.0.0:P and 10.0.0.5:P at once: this wildcard
+			 * socket serves both, and the local address picks the table */
+			struct sockaddr_storage ls;
+			socklen_t lsl = sizeof(ls);
+			struct endpoint local = l->ep;
+			if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0)
+				ipaddr_from_sockaddr((struct sockaddr *)&ls, &local.addr,
+				                     &local.port);
+			k = selector_select(S.cfg->selector, &local, &remote);
+		} else {
+			k = l->table ? selector_table_select(l->table, &remote) : -1;
+		}
+		if (k < 0) {
+			/* no connector: closed without a byte, as Exchange does */
+			close(fd);
+			if (log_enabled(LOG_LVL_INFO)) {
+				ipaddr_format(&remote, ip, sizeof(ip));
+				log_msg(LOG_LVL_INFO, "refused [%s]:%u on %s: no connector", ip,
+				        rport, ep);
+			}
+			continue;
+		}
+		const struct connector *kc = &S.cfg->connectors[k];
+		enum admit ad = admit(kc, &remote);
+		if (ad != ADMIT_OK) {
+			ipaddr_format(&remote, ip, sizeof(ip));
+			if (ad == ADMIT_SOURCE_FULL) {
+				refuse(fd, "421 4.3.2 The maximum number of concurrent server "
+				           "connections has exceeded a per-source limit, closing "
+				           "transmission channel\r\n");
+				log_msg(LOG_LVL_INFO,
+				        "refused [%s]:%u on %s: connector \"%s\" per-source limit",
+				        ip, rport, ep, kc->name);
+			} else {
+				refuse(fd,
+				       "421 4.3.2 The maximum number of concurrent connections "
+				       "has exceeded a limit, closing transmission channel\r\n");
+				log_msg(LOG_LVL_INFO,
+				        "refused [%s]:%u on %s: connector \"%s\" is at "
+				        "max-inbound-connection",
+				        ip, rport, ep, kc->name);
+			}
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (!it) {
+			release(kc->name, &remote);
+			close(fd);
+			continue;
+		}
+		*it = (struct inbox_item){.kind = IN_SESSION,
+		                          .fd = fd,
+		                          .remote = remote,
+		                          .rport = rport,
+		                          .local = l->ep,
+		                          .cfg = config_ref(S.cfg),
+		                          .tls = S.tls ? tls_ctx_ref(S.tls) : NULL,
+		                          .connector = k};
+		atomic_fetch_add(&S.sessions, 1);
+		/* the worker with the fewest sessions, round robin among equals */
+		size_t best = S.next_worker;
+		for (size_t j = 0; j < S.n_workers; j++) {
+			size_t c = (S.next_worker + j) % S.n_workers;
+			if (atomic_load(&S.workers[c].n_sessions) <
+			    atomic_load(&S.workers[best].n_sessions))
+				best = c;
+		}
+		S.next_worker = (best + 1) % S.n_workers;
+		post(&S.workers[best], it);
+	}
+	log_batch_end();
+}
+
+static int
+open_listener(struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = endpoint_to_sockaddr(&l->ep, &ss);
+	char ep[ENDPOINT_STRLEN];
+	int one = 1, fd;
+
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	fd = socket(l->ep.addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::] means IPv6 only, so it can sit beside 0.0.0.0 on the same port */
+	if (l->ep.addr.family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
+		goto fail;
+	l->fd = fd;
+	l->ev = event_new(S.base, fd, EV_READ | EV_PERSIST, accept_cb, l);
+	if (!l->ev || event_add(l->ev, NULL) < 0)
+		goto fail;
+	log_msg(LOG_LVL_INFO, "listening on %s", ep);
+	return 0;
+fail:
+	log_msg(LOG_LVL_ERROR, "cannot listen on %s: %s", ep, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	l->fd = -1;
+	return -1;
+}
+
+static void
+close_listener(struct listener *l)
+{
+	char ep[ENDPOINT_STRLEN];
+
+	if (l->ev)
+		event_free(l->ev);
+	if (l->fd >= 0)
+		close(l->fd);
+	endpoint_format(&l->ep, ep, sizeof(ep));
+	log_msg(LOG_LVL_INFO, "stopped listening on %s", ep);
+	l->ev = NULL;
+	l->fd = -1;
+}
+
+/* True if eps holds the wildcard of ep's family on ep's port. */
+static bool
+has_wildcard(const struct endpoint *eps, size_t n, const struct endpoint *ep)
+{
+	for (size_t i = 0; i < n; i++)
+		if (eps[i].port == ep->port && eps[i].addr.family == ep->addr.family &&
+		    ipaddr_is_any(&eps[i].addr))
+			return true;
+	return false;
+}
+
+/* Makes the listener set match cfg: keeps common endpoints, opens new ones, closes the
+ * rest.  An exact binding whose family's wildcard is bound on the same port is served by
+ * the wildcard socket.  Returns the number of listeners open; *failed counts those that
+ * could not be opened. */
+static size_t
+reconcile_listeners(struct config *cfg, size_t *failed)
+{
+	const struct endpoint *eps;
+	size_t n = selector_endpoints(cfg->selector, &eps), open = 0, nn = 0;
+	struct listener *nl = calloc(n ? n : 1, sizeof(*nl));
+
+	*failed = 0;
+	if (!nl)
+		return S.n_ls;
+	for (size_t i = 0; i < S.n_ls; i++)
+		S.ls[i].keep = false;
+	for (size_t i = 0; i < n; i++) {
+		struct listener *old = NULL;
+		if (!ipaddr_is_any(&eps[i].addr) && has_wildcard(eps, n, &eps[i]))
+			continue;
+		for (size_t j = 0; j < S.n_ls; j++)
+			if (S.ls[j].fd >= 0 && S.ls[j].ep.port == eps[i].port &&
+			    ipaddr_equal(&S.ls[j].ep.addr, &eps[i].addr))
+				old = &S.ls[j];
+		if (old) {
+			old->keep = true;
+			nl[nn] = *old;
+		} else {
+			nl[nn] = (struct listener){.ep = eps[i], .fd = -1};
+			if (open_listener(&nl[nn]) < 0) {
+				(*failed)++;
+				continue;
+			}
+		}
+		nn++;
+	}
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (!S.ls[i].keep && S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	free(S.ls);
+	S.ls = nl;
+	S.n_ls = nn;
+	for (size_t i = 0; i < nn; i++) {
+		struct listener *l = &S.ls[i];
+		/* listener structs moved: their events must point at the new place */
+		if (l->ev) {
+			event_del(l->ev);
+			event_assign(l->ev, S.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+			event_add(l->ev, NULL);
+		}
+		l->table = selector_table(cfg->selector, &l->ep);
+		l->covers_exact = false;
+		for (size_t j = 0; ipaddr_is_any(&l->ep.addr) && j < n; j++)
+			if (!ipaddr_is_any(&eps[j].addr) && eps[j].port == l->ep.port &&
+			    eps[j].addr.family == l->ep.addr.family)
+				l->covers_exact = true;
+		open++;
+	}
+	if (S.accept_paused)
+		accepting(false); /* the back-off timer turns them on */
+	return open;
+}
+
+/* ---- reload and drain --------------------------------------------------------------------- */
+
+static void
+log_diag(enum diag_severity sev, const char *file, int line, const char *text, void *arg)
+{
+	(void)arg;
+	if (line > 0)
+		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s:%d: %s", file,
+		        line, text);
+	else
+		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s: %s", file, text);
+}
+
+static struct tls_ctx *
+load_tls(const struct config *c, bool *ok)
+{
+	char err[512];
+	struct tls_ctx *t;
+
+	*ok = true;
+	if (!c->tls_certificate)
+		return NULL;
+	t = tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err));
+	if (!t) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
+		*ok = false;
+	}
+	return t;
+}
+
+/* Reload runs in two halves so that accepting never waits for a parse (a 1M-range file
+ * takes most of a second): a reload thread reads the file and loads the TLS pair, then
+ * wakes the main thread (event_active), which joins it and swaps the snapshot in.  One
+ * reload at a time: config_load() is not reentrant (libConfuse's lexer and the loader's
+ * callbacks use globals), and nothing else in the daemon calls it after start-up.  A
+ * SIGHUP during a reload asks for one more after it. */
+static void *
+reload_main(void *arg)
+{
+	struct diag d;
+	bool ok;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "mxgate-reload");
+	diag_init(&d);
+	S.rl.cfg = config_load(S.path, &d);
+	diag_each(&d, log_diag, NULL);
+	S.rl.errors = d.errors;
+	diag_release(&d);
+	if (S.rl.cfg) {
+		S.rl.tls = load_tls(S.rl.cfg, &ok);
+		S.rl.tls_failed = !ok;
+	}
+	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
+	 * threshold is raised in main.c): give them back now, once per reload */
+	malloc_trim(0);
+	event_active(S.rl.done, EV_READ, 0);
+	return NULL;
+}
+
+static void
+reload_start(void)
+{
+	int err;
+
+	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", S.path);
+	S.rl.cfg = NULL;
+	S.rl.tls = NULL;
+	S.rl.errors = 0;
+	S.rl.tls_failed = false;
+	err = pthread_create(&S.rl.thread, NULL, reload_main, NULL);
+	if (err) {
+		log_msg(LOG_LVL_ERROR,
+		        "reload refused: cannot start a thread to read %s: %s; the running "
+		        "configuration stays",
+		        S.path, strerror(err));
+		return;
+	}
+	S.rl.running = true;
+}
+
+/* Waits for a reload under way and takes its result (main thread).  Returns false when
+ * none was running. */
+static bool
+reload_join(struct config **c, struct tls_ctx **t)
+{
+	if (!S.rl.running)
+		return false;
+	pthread_join(S.rl.thread, NULL);
+	S.rl.running = false;
+	*c = S.rl.cfg;
+	*t = S.rl.tls;
+	S.rl.cfg = NULL;
+	S.rl.tls = NULL;
+	return true;
+}
+
+static void
+reload_apply(struct config *c, struct tls_ctx *t)
+{
+	struct config *old;
+	struct tls_ctx *oldt;
+
+	if (c->workers && c->workers != S.n_workers)
+		log_msg(LOG_LVL_WARNING, "workers = %llu takes effect at the next start",
+		        (unsigned long long)c->workers);
+	pthread_mutex_lock(&S.mu);
+	old = S.cfg;
+	oldt = S.tls;
+	S.cfg = c;
+	S.tls = t;
+	pthread_mutex_unlock(&S.mu);
+	log_set_level((enum log_level)c->log_level);
+	size_t failed;
+	size_t n = reconcile_listeners(c, &failed);
+	if (failed)
+		log_msg(LOG_LVL_ERROR,
+		        "reload: %zu binding%s could not be opened (see above); the "
+		        "others serve",
+		        failed, failed == 1 ? "" : "s");
+	if (deliver_prepare(S.deliver, c, -1, -1) < 0)
+		log_msg(LOG_LVL_ERROR, "reload: the new Maildir base cannot be used (see above); "
+		                       "delivery into it waits until it is fixed");
+	log_msg(LOG_LVL_INFO,
+	        "configuration reloaded: %zu connector%s, %zu listener%s; open sessions keep "
+	        "the configuration they started with",
+	        c->n_connectors, c->n_connectors == 1 ? "" : "s", n, n == 1 ? "" : "s");
+	config_unref(old);
+	tls_ctx_unref(oldt);
+}
+
+static void
+reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct config *c;
+	struct tls_ctx *t;
+
+	(void)fd, (void)what, (void)arg;
+	if (!reload_join(&c, &t))
+		return;
+	if (S.draining) {
+		log_msg(LOG_LVL_INFO, "reload discarded: mxgate is stopping");
+		config_unref(c);
+		tls_ctx_unref(t);
+		return;
+	}
+	if (!c) {
+		log_msg(LOG_LVL_ERROR,
+		        "reload refused: %zu error%s in %s; the running configuration stays",
+		        S.rl.errors, S.rl.errors == 1 ? "" : "s", S.path);
+	} else if (S.rl.tls_failed) {
+		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
+		                       "loaded; the running configuration stays");
+		config_unref(c);
+		tls_ctx_unref(t);
+	} else {
+		reload_apply(c, t);
+	}
+	if (S.rl.again) {
+		S.rl.again = false;
+		reload_start();
+	}
+}
+
+static bool force_sent;
+static struct timespec force_deadline;
+
+static bool
+past(const struct timespec *now, const struct timespec *t)
+{
+	return now->tv_sec > t->tv_sec || (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
+}
+
+static void
+drain_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct timespec now;
+
+	(void)fd, (void)what, (void)arg;
+	if (atomic_load(&S.sessions) == 0) {
+		event_base_loopbreak(S.base);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (force_sent) {
+		if (past(&now, &force_deadline))
+			event_base_loopbreak(S.base); /* stop regardless */
+		return;
+	}
+	if (!past(&now, &S.drain_deadline))
+		return;
+	log_msg(LOG_LVL_WARNING, "drain-timeout reached: closing %ld open session%s",
+	        (long)atomic_load(&S.sessions), atomic_load(&S.sessions) == 1 ? "" : "s");
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_FORCE;
+			post(&S.workers[i], it);
+		}
+	}
+	force_sent = true;
+	force_deadline = now;
+	force_deadline.tv_sec += 5;
+}
+
+static void
+start_drain(void)
+{
+	struct timeval tick = {0, 100000};
+	struct config *c = S.cfg;
+
+	if (S.draining)
+		return;
+	S.draining = true;
+	log_msg(LOG_LVL_INFO,
+	        "stopping: no new connections; %ld open session%s may finish "
+	        "within %llus",
+	        (long)atomic_load(&S.sessions), atomic_load(&S.sessions) == 1 ? "" : "s",
+	        (unsigned long long)c->drain_timeout_ms / 1000);
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_SHUTDOWN;
+			post(&S.workers[i], it);
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &S.drain_deadline);
+	S.drain_deadline.tv_sec += (time_t)(c->drain_timeout_ms / 1000);
+	S.drain_deadline.tv_nsec += (long)(c->drain_timeout_ms % 1000) * 1000000;
+	if (S.drain_deadline.tv_nsec >= 1000000000) {
+		S.drain_deadline.tv_sec++;
+		S.drain_deadline.tv_nsec -= 1000000000;
+	}
+	S.drain_timer = event_new(S.base, -1, EV_PERSIST, drain_check, NULL);
+	event_add(S.drain_timer, &tick);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what, (void)arg;
+	if (sig == SIGHUP) {
+		if (S.draining)
+			return;
+		if (!S.rl.running) {
+			reload_start();
+		} else if (!S.rl.again) {
+			log_msg(LOG_LVL_INFO, "SIGHUP during a reload: one more reload follows it");
+			S.rl.again = true;
+		}
+	} else {
+		start_drain();
+	}
+}
+
+/* ---- the control socket (mxgate queue) ----------------------------------------------------- */
+
+static void
+control_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	char cmd[128], *answer = NULL;
+	size_t len = 0, alen = 0;
+	struct timeval tv = {1, 0};
+	FILE *fp;
+	int fd;
+
+	(void)what, (void)arg;
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (accept_exhausted(errno))
+			pause_accepting(S.control_path, errno);
+		return;
+	}
+	/* a local administrator's tool: short blocking reads and writes are fine */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	tv.tv_sec = 10;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (len < sizeof(cmd) - 1) {
+		ssize_t n = read(fd, cmd + len, sizeof(cmd) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(cmd, '\n', len))
+			break;
+	}
+	cmd[len] = '\0';
+	cmd[strcspn(cmd, "\r\n")] = '\0';
+	if (!(fp = open_memstream(&answer, &alen))) {
+		close(fd);
+		return;
+	}
+	if (strcmp(cmd, "list") == 0) {
+		size_t n = deliver_list(S.deliver, fp);
+		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
+	} else if (strcmp(cmd, "flush") == 0) {
+		deliver_flush(S.deliver);
+		log_msg(LOG_LVL_INFO, "queue flush requested: every waiting message is due now");
+		fprintf(fp, "every waiting message is due now\nok\n");
+	} else if (strncmp(cmd, "remove ", 7) == 0) {
+		char err[256];
+		if (deliver_remove(S.deliver, cmd + 7, err, sizeof(err)) == 0)
+			fprintf(fp, "removed %s\nok\n", cmd + 7);
+		else
+			fprintf(fp, "error: %s\n", err);
+	} else {
+		fprintf(fp, "error: unknown command '%.60s'\n", cmd);
+	}
+	fclose(fp);
+	for (size_t off = 0; off < alen;) {
+		ssize_t n = write(fd, answer + off, alen - off);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	free(answer);
+	close(fd);
+}
+
+static int
+open_control(const char *spool, long uid, long gid)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd;
+
+	S.control_fd = -1;
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool,
+	                     QUEUE_CONTROL_NAME) >= sizeof(sun.sun_path)) {
+		log_msg(LOG_LVL_WARNING, "spool path too long for the control socket; `mxgate "
+		                         "queue` will read the spool directly");
+		return 0;
+	}
+	unlink(sun.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	mode_t old = umask(0177);
+	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc < 0 || listen(fd, 16) < 0 ||
+	    (uid >= 0 && chown(sun.sun_path, (uid_t)uid, (gid_t)gid) < 0)) {
+		log_msg(LOG_LVL_ERROR, "cannot open the control socket %s: %s", sun.sun_path,
+		        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	S.control_fd = fd;
+	snprintf(S.control_path, sizeof(S.control_path), "%s", sun.sun_path);
+	S.control_ev = event_new(S.base, fd, EV_READ | EV_PERSIST, control_cb, NULL);
+	event_add(S.control_ev, NULL);
+	return 0;
+}
+
+/* ---- privileges --------------------------------------------------------------------------- */
+
+/* Before the first thread starts (each thread keeps its own copy, inherited at creation):
+ * no_new_privs, so nothing executed from the daemon could gain privileges from set-user-ID
+ * bits or file capabilities, and — as root — a bounding set of CAP_NET_BIND_SERVICE alone
+ * and no ambient capability, so the permitted set can never grow back past it.  Dropping
+ * from the bounding set needs CAP_SETPCAP, which root has until become_user(); without it
+ * (not started as root) the set is the caller's.  Failing as root refuses to start. */
+static int
+restrict_privileges(void)
+{
+	bool root = geteuid() == 0;
+
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+		if (cap == CAP_NET_BIND_SERVICE || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 0)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (!root && errno == EPERM)
+				break;
+			log_msg(LOG_LVL_ERROR,
+			        "cannot drop capability %d from the bounding set: %s; not starting",
+			        cap, strerror(errno));
+			return -1;
+		}
+	}
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) {
+		log_msg(LOG_LVL_ERROR, "cannot clear the ambient capabilities: %s; not starting",
+		        strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		log_msg(LOG_LVL_ERROR, "cannot set no_new_privs: %s; not starting",
+		        strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Switches to user, keeping only CAP_NET_BIND_SERVICE (for listeners a reload adds). */
+static int
+drop_privileges(const struct config *c, long *uid, long *gid)
+{
+	struct passwd *pw;
+
+	*uid = *gid = -1;
+	if (geteuid() != 0) {
+		if (c->user)
+			log_msg(LOG_LVL_INFO,
+			        "running as uid %d; user = \"%s\" applies only when "
+			        "started as root",
+			        (int)geteuid(), c->user);
+		return 0;
+	}
+	if (!c->user) {
+		log_msg(LOG_LVL_ERROR,
+		        "refusing to run as root: set user = \"...\" in %s (an "
+		        "unprivileged account such as mxgate)",
+		        S.path);
+		return -1;
+	}
+	if (!(pw = getpwnam(c->user))) {
+		log_msg(LOG_LVL_ERROR, "user \"%s\" does not exist", c->user);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
+}
+
+static int
+become_user(long uid, long gid)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2] = {{0}};
+	gid_t g = (gid_t)gid;
+
+	if (uid < 0)
+		return 0;
+	if (setgroups(1, &g) < 0 || setgid(g) < 0 || prctl(PR_SET_KEEPCAPS, 1) < 0 ||
+	    setuid((uid_t)uid) < 0) {
+		log_msg(LOG_LVL_ERROR, "cannot switch to uid %ld gid %ld: %s", uid, gid,
+		        strerror(errno));
+		return -1;
+	}
+	data[0].permitted = data[0].effective = 1u << CAP_NET_BIND_SERVICE;
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		log_msg(LOG_LVL_WARNING,
+		        "cannot keep CAP_NET_BIND_SERVICE: %s; a reload cannot "
+		        "open new ports below 1024",
+		        strerror(errno));
+	prctl(PR_SET_KEEPCAPS, 0);
+	if (setuid(0) == 0) {
+		log_msg(LOG_LVL_ERROR, "privileges could be regained after dropping them");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the spool's hook ----------------------------------------------------------------- */
+
+static void
+committed_hook(struct spool_entry *e, void *arg)
+{
+	(void)arg;
+	deliver_submit(S.deliver, e);
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+/* Every session is a descriptor (two with a relay): a soft limit of 1024, the usual
+ * default, would cap the gateway far below Exchange's 5000 connections.  Raised to the hard
+ * limit, as nginx's worker_rlimit_nofile would; the admin's hard limit is respected. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t want = rl.rlim_max;
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_msg(LOG_LVL_WARNING, "cannot raise the open-file limit to %llu: %s",
+		        (unsigned long long)want, strerror(errno));
+	else if (want < 8192)
+		log_msg(LOG_LVL_WARNING,
+		        "open-file limit is %llu: at most about that many connections at once; "
+		        "raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) for more",
+		        (unsigned long long)want);
+}
+
+int
+server_run(const char *path)
+{
+	struct diag d;
+	struct event *sigs[4] = {0};
+	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
+	char err[512];
+	long uid, gid;
+	bool ok;
+	int rc = 1;
+
+	memset(&S, 0, sizeof(S));
+	S.path = path;
+	S.control_fd = -1;
+	pthread_mutex_init(&S.mu, NULL);
+	log_init("mxgate", false, LOG_LVL_INFO);
+	diag_init(&d);
+	S.cfg = config_load(path, &d);
+	diag_each(&d, log_diag, NULL);
+	if (!S.cfg) {
+		log_msg(LOG_LVL_ERROR, "%zu error%s in %s; not starting", d.errors,
+		        d.errors == 1 ? "" : "s", path);
+		diag_release(&d);
+		return 1;
+	}
+	diag_release(&d);
+	log_init("mxgate", S.cfg->log_target == LOG_TO_SYSLOG, (enum log_level)S.cfg->log_level);
+	S.tls = load_tls(S.cfg, &ok);
+	if (!ok)
+		goto out;
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new()) ||
+	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL)) ||
+	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL)) ||
+	    !(S.src_sweep = event_new(S.base, -1, EV_PERSIST, src_sweep_cb, NULL))) {
+		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
+		goto out;
+	}
+	if (drop_privileges(S.cfg, &uid, &gid) < 0 || restrict_privileges() < 0)
+		goto out;
+	S.spool = spool_open(S.cfg->spool, uid, gid, committed_hook, NULL, err, sizeof(err));
+	if (!S.spool) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
+		goto out;
+	}
+	S.deliver = deliver_new(S.spool, snapshot_config, NULL,
+	                        (unsigned)(S.cfg->relay ? S.cfg->relay_connections : 1));
+	if (!S.deliver)
+		goto out;
+	if (open_control(S.cfg->spool, uid, gid) < 0)
+		goto out;
+	if (deliver_prepare(S.deliver, S.cfg, uid, gid) < 0)
+		goto out; /* an unsafe Maildir base: deliver_prepare said why */
+	size_t failed;
+	reconcile_listeners(S.cfg, &failed);
+	if (failed) {
+		log_msg(LOG_LVL_ERROR, "%zu binding%s could not be opened; not starting", failed,
+		        failed == 1 ? "" : "s");
+		goto out;
+	}
+	if (become_user(uid, gid) < 0)
+		goto out;
+
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	S.n_workers = S.cfg->workers ? (size_t)S.cfg->workers : (size_t)(ncpu > 0 ? ncpu : 1);
+	S.workers = calloc(S.n_workers, sizeof(*S.workers));
+	if (!S.workers)
+		goto out;
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct worker *w = &S.workers[i];
+		w->index = (unsigned)i;
+		pthread_mutex_init(&w->mu, NULL);
+		if (!(w->base = event_base_new()) ||
+		    !(w->ev_inbox = event_new(w->base, -1, EV_READ, inbox_cb, w)) ||
+		    pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+			log_msg(LOG_LVL_ERROR, "cannot start worker %zu", i);
+			S.n_workers = i;
+			goto stop;
+		}
+	}
+	spool_recover(S.spool);
+	struct timeval sweep = {.tv_sec = SRC_SWEEP_S};
+	event_add(S.src_sweep, &sweep);
+	for (int i = 0; signums[i]; i++) {
+		sigs[i] = evsignal_new(S.base, signums[i], signal_cb, NULL);
+		event_add(sigs[i], NULL);
+	}
+	log_msg(LOG_LVL_INFO, "mxgate %s ready: %zu connector%s, %zu listener%s, %zu worker%s%s",
+	        MXGATE_VERSION, S.cfg->n_connectors, S.cfg->n_connectors == 1 ? "" : "s", S.n_ls,
+	        S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s",
+	        S.tls ? ", STARTTLS available" : "");
+	event_base_dispatch(S.base);
+	struct config *rc_cfg;
+	struct tls_ctx *rc_tls;
+	if (reload_join(&rc_cfg, &rc_tls)) {
+		config_unref(rc_cfg);
+		tls_ctx_unref(rc_tls);
+	}
+	rc = 0;
+	log_msg(LOG_LVL_INFO, "stopped");
+stop:
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct inbox_item *it = calloc(1, sizeof(*it));
+		if (it) {
+			it->kind = IN_STOP;
+			post(&S.workers[i], it);
+		}
+		pthread_join(S.workers[i].thread, NULL);
+	}
+	/* the syncer finishes what waits (its callbacks only post to the stopped workers'
+	 * inboxes), then delivery stops after its batch */
+	spool_stop(S.spool);
+	deliver_free(S.deliver);
+	S.deliver = NULL;
+	for (size_t i = 0; i < S.n_workers; i++) {
+		struct worker *w = &S.workers[i];
+		for (struct inbox_item *it = w->head, *n; it; it = n) {
+			n = it->next;
+			if (it->kind == IN_SESSION) {
+				close(it->fd);
+				release(it->cfg->connectors[it->connector].name, &it->remote);
+				config_unref(it->cfg);
+				tls_ctx_unref(it->tls);
+				atomic_fetch_sub(&S.sessions, 1);
+			} else if (it->kind == IN_COMMITTED) {
+				it->sess->commit_pending = false;
+				continue; /* embedded in its session */
+			}
+			free(it);
+		}
+		w->head = w->tail = NULL;
+		while (w->sessions) {
+			struct session *s = w->sessions;
+			s->commit_pending = false;
+			if (s->msg)
+				spool_msg_abort(s->msg);
+			s->msg = NULL;
+			conn_release(&s->c);
+			if (s->c.fd >= 0)
+				close(s->c.fd);
+			event_del(&s->ev_read);
+			event_del(&s->ev_write);
+			event_del(&s->ev_idle);
+			event_del(&s->ev_life);
+			event_del(&s->ev_tarpit);
+			event_del(&s->ev_stall);
+			session_free(s);
+		}
+		if (w->ev_inbox)
+			event_free(w->ev_inbox);
+		if (w->base)
+			event_base_free(w->base);
+		pthread_mutex_destroy(&w->mu);
+	}
+	free(S.workers);
+out:
+	if (S.control_ev)
+		event_free(S.control_ev);
+	if (S.control_fd >= 0) {
+		close(S.control_fd);
+		unlink(S.control_path);
+	}
+	for (int i = 0; sigs[i]; i++)
+		event_free(sigs[i]);
+	if (S.drain_timer)
+		event_free(S.drain_timer);
+	if (S.accept_timer)
+		event_free(S.accept_timer);
+	if (S.rl.done)
+		event_free(S.rl.done);
+	if (S.src_sweep)
+		event_free(S.src_sweep);
+	for (size_t i = 0; i < S.n_ls; i++)
+		if (S.ls[i].fd >= 0)
+			close_listener(&S.ls[i]);
+	free(S.ls);
+	spool_stop(S.spool);
+	deliver_free(S.deliver);
+	spool_close(S.spool);
+	for (size_t i = 0; i < SRC_BUCKETS; i++)
+		for (struct src *s = S.srcs[i], *n; s; s = n) {
+			n = s->next;
+			free(s->connector);
+			free(s);
+		}
+	for (struct conncount *c = S.conns, *n; c; c = n) {
+		n = c->next;
+		free(c->connector);
+		free(c);
+	}
+	if (S.base)
+		event_base_free(S.base);
+	tls_ctx_unref(S.tls);
+	config_unref(S.cfg);
+	libevent_global_shutdown();
+	return rc;
+}
