@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conf/config.h"
 #include "base/rangeset.h"
+#include "conf/config.h"
 
 static uint64_t rs_state = 88172645463325252ull;
 

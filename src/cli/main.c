@@ -14,11 +14,11 @@
 #include <string.h>
 
 #include "conf/config.h"
+#include "conf/providers.h"
+#include "conf/selector.h"
 #include "lockdown/firewall.h"
 #include "lockdown/probe.h"
-#include "conf/providers.h"
 #include "queue/queue.h"
-#include "conf/selector.h"
 #include "smtpd/server.h"
 
 #define EXIT_USAGE 2

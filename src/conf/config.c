@@ -13,13 +13,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "queue/maildir.h"
-#include "conf/providers.h"
+#include "base/mailpath.h"
 #include "base/rangeset.h"
-#include "conf/selector.h"
 #include "base/sidefile.h"
-#include "net/tls.h"
 #include "base/vec.h"
+#include "conf/providers.h"
+#include "conf/selector.h"
+#include "net/tls.h"
 
 /* ---- the option table --------------------------------------------------------------- */
 
@@ -1158,7 +1158,7 @@ default_maildir(const char *spool)
 	return out;
 }
 
-/* Refuses a template (resolved) that every delivery would refuse: maildir_check, the
+/* Refuses a template (resolved) that every delivery would refuse: mailpath_check, the
  * Maildir code's own verdict.  Empty components work but are most likely a slip; warn.
  * spool: the spool the template was made from (the default), or NULL. */
 static void
@@ -1167,7 +1167,7 @@ check_maildir_template(struct loader *L, const char *tmpl, int line, const char 
 	char err[1024], *fixed;
 	size_t n = 0;
 
-	if (maildir_check(tmpl, err, sizeof(err)) < 0) {
+	if (mailpath_check(tmpl, err, sizeof(err)) < 0) {
 		if (spool)
 			diag_error(L->d, L->file, line,
 			           "bad spool '%s' for the default maildir %s: %s", spool, tmpl,

@@ -11,13 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "queue/dsn.h"
 #include "base/log.h"
+#include "base/mailpath.h"
+#include "base/vec.h"
+#include "net/tls.h"
+#include "queue/dsn.h"
 #include "queue/maildir.h"
 #include "queue/queue.h"
 #include "queue/relay.h"
-#include "net/tls.h"
-#include "base/vec.h"
 
 #define MAILDIR_BATCH   256
 #define RELAY_BATCH     64
@@ -235,7 +236,7 @@ deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid)
 
 	if (cfg->relay)
 		return 0;
-	if (maildir_split(cfg->maildir, base, sizeof(base), &rest) == 0 &&
+	if (mailpath_split(cfg->maildir, base, sizeof(base), &rest) == 0 &&
 	    base_fd(d, base, uid, gid) < 0) {
 		if (errno == EPERM)
 			return -1;
@@ -742,7 +743,7 @@ maildir_rcpt(struct mdbatch *b, struct spool_entry *e, size_t i, struct outcome 
 		}
 		local[w] = '\0';
 	}
-	if (maildir_expand(b->rest, local, at + 1, rel, sizeof(rel)) < 0) {
+	if (mailpath_expand(b->rest, local, at + 1, rel, sizeof(rel)) < 0) {
 		o->code = 550;
 		snprintf(o->text, sizeof(o->text),
 		         "5.1.3 Maildir path for the recipient is too long");
@@ -853,7 +854,7 @@ maildir_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 	struct outcome **outs = calloc(n_jobs ? n_jobs : 1, sizeof(*outs));
 	if (!outs)
 		return;
-	if (maildir_split(cfg->maildir, b.base, sizeof(b.base), &b.rest) == 0) {
+	if (mailpath_split(cfg->maildir, b.base, sizeof(b.base), &b.rest) == 0) {
 		b.bfd = base_fd(d, b.base, -1, -1);
 		b.base_err = b.bfd < 0 ? errno : 0;
 	} else {

@@ -1,11 +1,8 @@
 /*
- * maildir — where a recipient's Maildir is, and delivery into it.
+ * maildir — delivery into a recipient's Maildir.
  *
- * The path comes from the configured template: %d is the recipient's domain, %u its
- * local part, both lower-cased and encoded so that client text is always exactly one
- * safe path component: only [a-z0-9._+=-] pass through; every other byte (including
- * '/', '%', control bytes and non-ASCII) becomes %XX, and a leading '.' becomes %2E, so
- * "." and ".." can never appear.
+ * The path comes from the configured template (base/mailpath.h: %d and %u encoded so that
+ * client text is always exactly one safe path component).
  *
  * An existing Maildir is opened with one openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
  * otherwise directories are walked and made component by component with
@@ -21,31 +18,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-
-/* The longest fixed prefix (maildir_split's base) and the longest expanded rest
- * (maildir_expand's out) that delivery handles, both with the terminating NUL. */
-#define MAILDIR_BASE_MAX 1024
-#define MAILDIR_REL_MAX  2048
-
-/* Encodes text as one path component; returns the length (0 when it does not fit). */
-size_t maildir_encode(const char *in, size_t len, char *out, size_t size);
-
-/* The template's fixed directory prefix and the templated rest: "/var/mail/%d/%u" gives
- * "/var/mail" and "%d/%u".  Returns -1 if the template is not an absolute path. */
-int maildir_split(const char *tmpl, char *base, size_t bsize, const char **rest);
-
-/* Expands the templated rest for one recipient into a relative path. */
-int maildir_expand(const char *rest, const char *local, const char *domain, char *out, size_t size);
-
-/* Checks a template once, when the configuration is loaded.  Returns -1 with a sentence in
- * err (what is wrong and what to write instead) when delivery would fail for every
- * recipient: maildir_split refuses it (not an absolute path, a prefix of MAILDIR_BASE_MAX
- * bytes or more), maildir_expand cannot fit even the shortest recipient in
- * MAILDIR_REL_MAX, or maildir_open refuses the expanded path whatever the recipient (a
- * "." or ".." component where the recipient's parts go, a component longer than
- * NAME_MAX however short %d and %u are).  A prefix component longer than NAME_MAX fails
- * too (ENAMETOOLONG).  The template's '%' sequences must already be known ones. */
-int maildir_check(const char *tmpl, char *err, size_t errlen);
 
 /* Opens (making as needed) the Maildir at rel under basefd, with tmp/ new/ cur/; returns
  * an fd of its new/ directory and sets *dirfd to the Maildir itself, or -1 with errno. */

@@ -13,8 +13,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "conf/config.h"
 #include "base/log.h"
+#include "conf/config.h"
 
 #define REPLY_MAX_LINES 100
 #define IO_BUF          65536

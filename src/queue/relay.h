@@ -20,8 +20,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "queue/spool.h"
 #include "net/tls.h"
+#include "queue/spool.h"
 
 struct relay_opts {
 	const char *host; /* an address or a name */

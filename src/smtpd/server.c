@@ -28,16 +28,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conf/config.h"
-#include "net/conn.h"
-#include "queue/deliver.h"
 #include "base/log.h"
-#include "queue/queue.h"
-#include "conf/selector.h"
-#include "smtpd/smtp.h"
-#include "queue/spool.h"
-#include "net/tls.h"
 #include "base/vec.h"
+#include "conf/config.h"
+#include "conf/selector.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "queue/deliver.h"
+#include "queue/queue.h"
+#include "queue/spool.h"
+#include "smtpd/smtp.h"
 
 #define ACCEPT_BURST        64
 #define ACCEPT_BACKOFF_MS   250

@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/vec.h"
 #include "conf/config.h"
 #include "smtpd/smtp.h"
-#include "base/vec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

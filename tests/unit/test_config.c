@@ -8,10 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/mailpath.h"
+#include "base/sidefile.h"
+#include "conf/selector.h"
 #include "helpers.h"
 #include "queue/maildir.h"
-#include "conf/selector.h"
-#include "base/sidefile.h"
 
 #define ERR(line, text)                                                                            \
 	cr_expect(helper_has(&d, DIAG_ERROR, NULL, line, text), "missing error at line %d: %s",    \
@@ -473,22 +474,22 @@ Test(config, inline_ranges_then_a_ranges_file_past_the_first_allocation)
 /* ---- issue 16, defect 4: maildir templates certain to fail at delivery ---------------- */
 
 /* What delivery does with tmpl for local@domain, step by step as deliver.c does it:
- * maildir_split, the base directory made and opened, maildir_expand, maildir_open.
+ * mailpath_split, the base directory made and opened, mailpath_expand, maildir_open.
  * Returns 0 when a Maildir was opened. */
 static int
 deliver_open(const char *tmpl, const char *local, const char *domain)
 {
-	char base[MAILDIR_BASE_MAX], rel[MAILDIR_REL_MAX];
+	char base[MAILPATH_BASE_MAX], rel[MAILPATH_REL_MAX];
 	const char *rest;
 	int bfd, md = -1, nw;
 
-	if (maildir_split(tmpl, base, sizeof(base), &rest) < 0)
+	if (mailpath_split(tmpl, base, sizeof(base), &rest) < 0)
 		return -1;
 	if (mkdir(base, 0700) < 0 && errno != EEXIST)
 		return -1;
 	if ((bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -1;
-	if (maildir_expand(rest, local, domain, rel, sizeof(rel)) < 0) {
+	if (mailpath_expand(rest, local, domain, rel, sizeof(rel)) < 0) {
 		close(bfd);
 		return -1;
 	}
@@ -512,7 +513,7 @@ repeat(char ch, size_t n)
 	return s;
 }
 
-/* maildir_check refuses exactly the templates delivery refuses for every recipient, and
+/* mailpath_check refuses exactly the templates delivery refuses for every recipient, and
  * each refusal says what is wrong; delivery itself is the judge. */
 Test(config, maildir_check_agrees_with_delivery)
 {
@@ -555,7 +556,7 @@ Test(config, maildir_check_agrees_with_delivery)
 		cr_assert(mkdir(tmpl, 0700) == 0 || errno == EEXIST);
 		free(tmpl);
 		cr_assert(asprintf(&tmpl, "%s/md%zu%s", helper_tmpdir(), i, cases[i].suffix) > 0);
-		int rc = maildir_check(tmpl, err, sizeof(err));
+		int rc = mailpath_check(tmpl, err, sizeof(err));
 		if (cases[i].needle) {
 			cr_expect_eq(rc, -1, "case %zu accepted: %.80s", i, tmpl);
 			cr_expect(strstr(err, cases[i].needle) != NULL, "case %zu: %s", i, err);
@@ -571,7 +572,7 @@ Test(config, maildir_check_agrees_with_delivery)
 		free(tmpl);
 	}
 	char err[256];
-	cr_expect_eq(maildir_check("var/mail/%d/%u", err, sizeof(err)), -1);
+	cr_expect_eq(mailpath_check("var/mail/%d/%u", err, sizeof(err)), -1);
 	cr_expect(strstr(err, "not an absolute path") != NULL, "%s", err);
 	free(a255), free(a256), free(a254), free(b1100), free(slashes);
 }

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lockdown/firewall.h"
 #include "helpers.h"
+#include "lockdown/firewall.h"
 
 static const struct {
 	enum firewall_format f;

@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "helpers.h"
 #include "conf/providers.h"
+#include "helpers.h"
 
 /* The presets the reference rates high or medium-high, shipped as ready. */
 static const char *const ready[] = {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "helpers.h"
 #include "conf/selector.h"
+#include "helpers.h"
 
 static struct endpoint
 ep(const char *s)

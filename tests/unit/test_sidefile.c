@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "helpers.h"
 #include "base/sidefile.h"
+#include "helpers.h"
 
 struct collect {
 	char *text; /* the lines joined again with '\n' */

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf/config.h"
 #include "base/log.h"
+#include "conf/config.h"
 #include "smtpd/smtp.h"
 #include "transcript.h"
 

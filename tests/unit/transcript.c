@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "conf/config.h"
 #include "base/diag.h"
+#include "base/vec.h"
+#include "conf/config.h"
 #include "helpers.h"
 #include "smtpd/smtp.h"
-#include "base/vec.h"
 
 #define MAX_ACTIONS_PER_FEED 2000000
 #define RANDOM_FEEDS         16
