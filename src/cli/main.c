@@ -18,6 +18,7 @@
 #include "conf/selector.h"
 #include "lockdown/firewall.h"
 #include "lockdown/probe.h"
+#include "net/tls.h"
 #include "queue/queue.h"
 #include "smtpd/server.h"
 
@@ -184,6 +185,16 @@ cmd_check(int argc, char **argv)
 	if (!c) {
 		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
 		        d.errors, d.errors == 1 ? "" : "s");
+		diag_release(&d);
+		return EXIT_FAILURE;
+	}
+	/* the pair is loaded where it is used (net/tls.h): here, as the daemon will */
+	char err[512];
+	if (c->tls_certificate &&
+	    tls_check_pair(c->tls_certificate, c->tls_key, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s:%d: error: %s\n", c->tls_at.file, c->tls_at.line, err);
+		fprintf(stderr, "%s: 1 error; the configuration was not accepted\n", path);
+		config_unref(c);
 		diag_release(&d);
 		return EXIT_FAILURE;
 	}

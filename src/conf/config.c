@@ -19,7 +19,6 @@
 #include "base/vec.h"
 #include "conf/providers.h"
 #include "conf/selector.h"
-#include "net/tls.h"
 
 /* ---- the option table --------------------------------------------------------------- */
 
@@ -1763,7 +1762,6 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 	struct config *c = L->c;
 	cfg_t *sec;
 	unsigned n;
-	char err[512];
 
 	if (apply_section(L, cfg, SEC_ROOT, c, NULL) < 0)
 		return -1;
@@ -1785,9 +1783,9 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
 			           "the tls section needs a key");
 		struct stat st;
-		bool cert_ok = c->tls_certificate &&
-		               readable_file(L, "certificate", c->tls_certificate,
-		                             opt_line(sec, "certificate", sec->line));
+		c->tls_at = (struct origin){L->file, opt_line(sec, "certificate", sec->line)};
+		if (c->tls_certificate)
+			readable_file(L, "certificate", c->tls_certificate, c->tls_at.line);
 		if (c->tls_key &&
 		    readable_file(L, "key", c->tls_key, opt_line(sec, "key", sec->line))) {
 			if (stat(c->tls_key, &st) < 0)
@@ -1798,10 +1796,6 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 				           "key %s is readable by group or others (mode %04o); "
 				           "run: chmod 600 %s",
 				           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
-			else if (cert_ok && tls_check_pair(c->tls_certificate, c->tls_key, err,
-			                                   sizeof(err)) < 0)
-				diag_error(L->d, L->file, opt_line(sec, "certificate", sec->line),
-				           "%s", err);
 		}
 	}
 	if ((sec = cfg_getsec(cfg, "deliver")) && sec->line > 0) {

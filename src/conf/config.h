@@ -119,6 +119,7 @@ struct config {
 	char **accepted_domains; /* lower case; "*.example.com" matches subdomains only */
 	size_t n_accepted_domains;
 	char *tls_certificate; /* NULL when no tls section */
+	struct origin tls_at;  /* where certificate is set: for errors found when it is loaded */
 	char *tls_key;
 	char *maildir;    /* template with %d and %u */
 	char *relay;      /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */

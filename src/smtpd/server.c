@@ -1549,7 +1549,7 @@ load_tls(const struct config *c, bool *ok)
 		return NULL;
 	t = tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err));
 	if (!t) {
-		log_msg(LOG_LVL_ERROR, "%s", err);
+		log_msg(LOG_LVL_ERROR, "%s:%d: %s", c->tls_at.file, c->tls_at.line, err);
 		*ok = false;
 	}
 	return t;

@@ -1,5 +1,7 @@
 """`mxgate check`, `mxgate which`, `mxgate reference`: exit codes and what users read."""
+import os
 import re
+import subprocess
 
 EXCHANGE_EXAMPLE = """
     hostname = "mx.example.test"
@@ -129,3 +131,32 @@ def test_docs_config_md_is_the_reference(mxgate):
     with open(path) as f:
         assert f.read() == mxgate("reference").out, \
             "docs/CONFIG.md is stale: run `mxgate reference > docs/CONFIG.md`"
+
+
+def test_check_refuses_a_certificate_and_key_that_do_not_belong_together(mxgate, tmp_path):
+    """The pair is loaded where it is used: `check` loads it as the daemon will, and the
+    error points at the certificate's line."""
+    for name in ("a", "b"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", str(tmp_path / f"{name}.key"), "-out",
+                        str(tmp_path / f"{name}.pem"), "-subj", f"/CN={name}.example"],
+                       check=True, capture_output=True)
+        os.chmod(tmp_path / f"{name}.key", 0o600)
+    conf = tmp_path / "mxgate.conf"
+    conf.write_text('hostname = "mx.example.test"\n'
+                    'accepted-domains = { "example.test" }\n'
+                    'tls {\n'
+                    '  certificate = "a.pem"\n'
+                    '  key = "b.key"\n'
+                    '}\n'
+                    'connector "c" {\n'
+                    '  usage = internet\n'
+                    '  bindings = { "127.0.0.1:2525" }\n'
+                    '  remote-ip-ranges = { "127.0.0.2" }\n'
+                    '}\n')
+    r = mxgate("check", "-c", str(conf))
+    assert r.rc == 1, r.out + r.err
+    assert re.search(r"mxgate\.conf:4: error: .*(key|certificate)", r.err), r.err
+    conf.write_text(conf.read_text().replace("b.key", "a.key"))
+    r = mxgate("check", "-c", str(conf))
+    assert r.rc == 0, r.out + r.err
