@@ -116,6 +116,7 @@ run: deps-build
 check: deps-check
 	@tests/preflight
 	@$(MAKE) --no-print-directory format-check
+	@scripts/check-layers
 	@$(MAKE) --no-print-directory build/release/mxgate build/release/unit-tests \
 		build/asan/mxgate build/asan/unit-tests build/tsan/mxgate $(FUZZERS)
 	@tests/run all
