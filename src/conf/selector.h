@@ -1,7 +1,7 @@
 /*
  * selector — picks the one receive connector for a connection, at accept time.
  *
- * The rule (DESIGN.md §4, Exchange's "most specific match"): the candidates for a
+ * The rule (docs/DESIGN.md §4, Exchange's "most specific match"): the candidates for a
  * connection to local IP:PORT are the enabled connectors bound to exactly that IP:PORT and
  * those bound to the wildcard of its family (0.0.0.0 or [::]) on PORT.  Among the
  * candidates whose remote ranges contain the client, the one with the smallest containing

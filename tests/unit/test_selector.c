@@ -146,7 +146,7 @@ struct bf_conn {
 	struct conf_range r[6];
 };
 
-/* Brute force: DESIGN.md §4 read literally. */
+/* Brute force: docs/DESIGN.md §4 read literally. */
 static int
 brute(const struct bf_conn *cs, size_t n, const struct endpoint *local, const struct ipaddr *a,
       bool *tie)

@@ -648,7 +648,7 @@ Test(smtp_api, long_pipeline)
 }
 
 /* protocol-logging-level verbose logs each command, but never an AUTH argument: it is a
- * credential even though AUTH is refused (STYLE.md habit 10). */
+ * credential even though AUTH is refused (docs/STYLE.md habit 10). */
 Test(smtp_api, verbose_log_hides_credentials)
 {
 	struct tx_session *t = tx_session_new("connector: protocol-logging-level = verbose\n");

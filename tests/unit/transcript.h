@@ -1,5 +1,5 @@
 /*
- * transcript — golden SMTP transcripts for the sans-I/O core (STYLE.md habit 11).
+ * transcript — golden SMTP transcripts for the sans-I/O core (docs/STYLE.md habit 11).
  *
  * A transcript is a readable text file (tests/unit/transcripts/NAME.txt) or string, one
  * item a line:
