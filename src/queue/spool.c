@@ -482,7 +482,9 @@ spool_check_dir(int fd, const char *path, long uid, long gid, char *err, size_t 
 	/* root made it (an administrator, or this start): only root could have put anything
 	 * in it, so it is given to the run user, as every start always has */
 	if (st.st_uid == 0 && geteuid() == 0) {
-		if (fchown(fd, want, wantg) < 0 || fchmod(fd, 0700) < 0) {
+		/* chmod while root still owns it: afterwards it would need CAP_FOWNER, which
+		 * mxgate.service does not grant */
+		if (fchmod(fd, 0700) < 0 || fchown(fd, want, wantg) < 0) {
 			snprintf(err, errlen, "cannot give spool directory %s to uid %u: %s", path,
 			         (unsigned)want, strerror(errno));
 			return -1;

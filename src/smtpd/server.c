@@ -1899,7 +1899,9 @@ restrict_privileges(void)
 			if (!root && errno == EPERM)
 				break;
 			log_msg(LOG_LVL_ERROR,
-			        "cannot drop capability %d from the bounding set: %s; not starting",
+			        "cannot drop capability %d from the bounding set: %s; not starting "
+			        "(started by a service manager? let it keep CAP_SETPCAP, as "
+			        "mxgate.service does, so mxgate can drop it and the rest itself)",
 			        cap, strerror(errno));
 			return -1;
 		}
