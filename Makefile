@@ -155,16 +155,17 @@ format-check:
 # The installed binary is linked from the release objects and a providers.o of its own:
 # providers.c has the presets' directory compiled in, and build/release/mxgate carries
 # the PREFIX that `make` ran with, not the one `make install` is given.
-# build/install/pkgdatadir holds the directory build/install/providers.o was made for and
+# build/install/pkgdatadir holds the directory build/install/obj/src/conf/providers.o was made for and
 # is rewritten only when it changes, so each new PREFIX recompiles that one file.
 INSTALL_OBJS := $(patsubst %.c,build/release/obj/%.o,$(filter-out src/conf/providers.c,$(SRCS))) \
-	build/install/providers.o
+	build/install/obj/src/conf/providers.o
 
 build/install/pkgdatadir: FORCE
 	@mkdir -p $(@D)
 	@echo '$(PKGDATADIR)' | cmp -s - $@ || echo '$(PKGDATADIR)' > $@
 
-build/install/providers.o: src/conf/providers.c build/install/pkgdatadir Makefile
+build/install/obj/src/conf/providers.o: src/conf/providers.c build/install/pkgdatadir Makefile
+	@mkdir -p $(@D)
 	@echo "  CC [install] $< (presets in $(PKGDATADIR)/providers)"
 	@$(CC) $(release_CFLAGS) -MMD -MP -c $< -o $@
 
