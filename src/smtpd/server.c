@@ -37,16 +37,14 @@
 #include "queue/deliver.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
+#include "smtpd/admission.h"
+#include "smtpd/control.h"
+#include "smtpd/privileges.h"
 #include "smtpd/smtp.h"
 
 #define ACCEPT_BURST        64
 #define ACCEPT_BACKOFF_MS   250
 #define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
-#define SRC_BUCKETS         4096
-/* message-rate-limit counts per minute; a source's counters outlive its sessions by that
- * much at most: src_sweep_cb frees them once idle, whether the source comes back or not */
-#define RATE_WINDOW_S 60
-#define SRC_SWEEP_S   60
 
 /* Replies a client has not read.  Past the high-water mark the session stops reading and
  * stops running commands (each command can only add one reply, of at most the core's 4 KiB
@@ -72,32 +70,15 @@ struct listener {
 	bool keep;         /* reload bookkeeping */
 };
 
-/* Concurrent sessions and message rate, per connector and client address. */
-struct src {
-	char *connector;
-	struct ipaddr addr;
-	uint64_t sessions;
-	time_t rate_window;
-	uint64_t rate_count;
-	struct src *next;
-};
-
-struct conncount {
-	char *connector;
-	uint64_t sessions;
-	struct conncount *next;
-};
-
 struct worker;
 
 struct server {
 	const char *path;
 	struct event_base *base;
-	pthread_mutex_t mu; /* guards cfg, tls and the counters */
+	pthread_mutex_t mu; /* guards cfg and tls */
 	struct config *cfg;
 	struct tls_ctx *tls;
-	struct src *srcs[SRC_BUCKETS];
-	struct conncount *conns;
+	struct admission *adm;
 
 	struct listener *ls;
 	size_t n_ls;
@@ -108,9 +89,7 @@ struct server {
 
 	struct spool *spool;
 	struct deliver *deliver;
-	int control_fd;
-	struct event *control_ev;
-	char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct control *control;
 	bool draining;
 	struct timespec drain_deadline;
 	struct event *drain_timer;
@@ -153,201 +132,6 @@ snapshot_config(void *arg)
 	c = config_ref(S.cfg);
 	pthread_mutex_unlock(&S.mu);
 	return c;
-}
-
-/* ---- per-source and per-connector accounting -------------------------------------------- */
-
-static unsigned
-src_hash(const char *connector, const struct ipaddr *a)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (const char *p = connector; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ull;
-	h ^= (uint64_t)a->v ^ (uint64_t)(a->v >> 64) ^ a->family;
-	h *= 0x9e3779b97f4a7c15ull;
-	return (unsigned)(h >> 52) % SRC_BUCKETS;
-}
-
-static struct src *
-src_get(const char *connector, const struct ipaddr *a, bool create)
-{
-	unsigned h = src_hash(connector, a);
-	struct src *s;
-
-	for (s = S.srcs[h]; s; s = s->next)
-		if (ipaddr_equal(&s->addr, a) && strcmp(s->connector, connector) == 0)
-			return s;
-	if (!create || !(s = calloc(1, sizeof(*s))) || !(s->connector = strdup(connector))) {
-		free(s);
-		return NULL;
-	}
-	s->addr = *a;
-	s->next = S.srcs[h];
-	S.srcs[h] = s;
-	return s;
-}
-
-static void
-src_maybe_free(struct src *s)
-{
-	unsigned h;
-	struct src **p;
-
-	if (s->sessions || time(NULL) - s->rate_window < RATE_WINDOW_S)
-		return;
-	h = src_hash(s->connector, &s->addr);
-	for (p = &S.srcs[h]; *p; p = &(*p)->next) {
-		if (*p == s) {
-			*p = s->next;
-			free(s->connector);
-			free(s);
-			return;
-		}
-	}
-}
-
-/* Frees the counters no session holds and no rate window needs (main thread, every
- * SRC_SWEEP_S).  Without it a source that sent mail under message-rate-limit and never
- * came back kept its entry for good: one for every address ever seen, unbounded with
- * IPv6.  Connector counters at zero go too (a reload may have renamed the connector). */
-static void
-src_sweep_cb(evutil_socket_t fd, short what, void *arg)
-{
-	time_t now = time(NULL);
-	size_t freed = 0, kept = 0;
-
-	(void)fd, (void)what, (void)arg;
-	pthread_mutex_lock(&S.mu);
-	for (size_t i = 0; i < SRC_BUCKETS; i++) {
-		for (struct src **p = &S.srcs[i]; *p;) {
-			struct src *s = *p;
-			if (!s->sessions && now - s->rate_window >= RATE_WINDOW_S) {
-				*p = s->next;
-				free(s->connector);
-				free(s);
-				freed++;
-			} else {
-				p = &s->next;
-				kept++;
-			}
-		}
-	}
-	for (struct conncount **p = &S.conns; *p;) {
-		struct conncount *c = *p;
-		if (!c->sessions) {
-			*p = c->next;
-			free(c->connector);
-			free(c);
-		} else {
-			p = &c->next;
-		}
-	}
-	pthread_mutex_unlock(&S.mu);
-	if (freed)
-		log_msg(LOG_LVL_DEBUG, "freed %zu idle per-source counter%s; %zu in use", freed,
-		        freed == 1 ? "" : "s", kept);
-}
-
-static struct conncount *
-conncount_get(const char *connector)
-{
-	struct conncount *c;
-
-	for (c = S.conns; c; c = c->next)
-		if (strcmp(c->connector, connector) == 0)
-			return c;
-	if (!(c = calloc(1, sizeof(*c))) || !(c->connector = strdup(connector))) {
-		free(c);
-		return NULL;
-	}
-	c->next = S.conns;
-	S.conns = c;
-	return c;
-}
-
-enum admit { ADMIT_OK, ADMIT_CONNECTOR_FULL, ADMIT_SOURCE_FULL, ADMIT_NOMEM };
-
-/* Exchange's MaxInboundConnection, ...PerSource and ...PercentagePerSource.  The
- * percentage is of the connector's free slots, and always allows one. */
-static enum admit
-admit(const struct connector *k, const struct ipaddr *a)
-{
-	enum admit r = ADMIT_OK;
-
-	pthread_mutex_lock(&S.mu);
-	struct conncount *cc = conncount_get(k->name);
-	struct src *s = src_get(k->name, a, true);
-	if (!cc || !s) {
-		r = ADMIT_NOMEM;
-		goto out;
-	}
-	if (k->max_inbound_connection != CONFIG_UNLIMITED &&
-	    cc->sessions >= k->max_inbound_connection) {
-		r = ADMIT_CONNECTOR_FULL;
-		goto out;
-	}
-	uint64_t cap = k->max_inbound_connection_per_source;
-	if (k->max_inbound_connection != CONFIG_UNLIMITED) {
-		uint64_t free_slots = k->max_inbound_connection - cc->sessions;
-		uint64_t pct = free_slots * k->max_inbound_connection_percentage_per_source / 100;
-		if (pct < 1)
-			pct = 1;
-		if (cap == CONFIG_UNLIMITED || pct < cap)
-			cap = pct;
-	}
-	/* Exchange exempts link-local and site-local IPv6 sources from the per-source limits */
-	if (cap != CONFIG_UNLIMITED && s->sessions >= cap && !ipaddr_is_local_scope(a)) {
-		r = ADMIT_SOURCE_FULL;
-		goto out;
-	}
-	cc->sessions++;
-	s->sessions++;
-out:
-	if (s && r != ADMIT_OK)
-		src_maybe_free(s);
-	pthread_mutex_unlock(&S.mu);
-	return r;
-}
-
-static void
-release(const char *connector, const struct ipaddr *a)
-{
-	pthread_mutex_lock(&S.mu);
-	struct conncount *cc = conncount_get(connector);
-	struct src *s = src_get(connector, a, false);
-	if (cc && cc->sessions)
-		cc->sessions--;
-	if (s) {
-		if (s->sessions)
-			s->sessions--;
-		src_maybe_free(s);
-	}
-	pthread_mutex_unlock(&S.mu);
-}
-
-/* Exchange's MessageRateLimit: messages a minute from one address, counted at MAIL. */
-static bool
-rate_allows(const struct connector *k, const struct ipaddr *a)
-{
-	bool ok = true;
-	time_t now = time(NULL);
-
-	if (k->message_rate_limit == CONFIG_UNLIMITED)
-		return true;
-	pthread_mutex_lock(&S.mu);
-	struct src *s = src_get(k->name, a, true);
-	if (s) {
-		if (now - s->rate_window >= RATE_WINDOW_S) {
-			s->rate_window = now;
-			s->rate_count = 0;
-		}
-		if (s->rate_count >= k->message_rate_limit)
-			ok = false;
-		else
-			s->rate_count++;
-	}
-	pthread_mutex_unlock(&S.mu);
-	return ok;
 }
 
 /* ---- workers and sessions --------------------------------------------------------------- */
@@ -645,7 +429,7 @@ session_free(struct session *s)
 		w->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	release(s->k->name, &s->remote);
+	admission_release(S.adm, s->k->name, &s->remote);
 	smtp_free(s->smtp);
 	tls_ctx_unref(s->tls);
 	config_unref(s->cfg);
@@ -1075,7 +859,7 @@ static bool
 rate_cb(void *arg)
 {
 	struct session *s = arg;
-	return rate_allows(s->k, &s->remote);
+	return admission_rate_allows(S.adm, s->k, &s->remote);
 }
 
 static void
@@ -1117,7 +901,7 @@ start_session(struct worker *w, struct inbox_item *it)
 	                        .arg = s};
 	s->smtp = smtp_new(&p);
 	if (!s->smtp) {
-		release(s->k->name, &s->remote);
+		admission_release(S.adm, s->k->name, &s->remote);
 		close(it->fd);
 		config_unref(s->cfg);
 		tls_ctx_unref(s->tls);
@@ -1226,12 +1010,15 @@ accepting(bool on)
 		else
 			event_del(S.ls[i].ev);
 	}
-	if (S.control_ev) {
-		if (on)
-			event_add(S.control_ev, NULL);
-		else
-			event_del(S.control_ev);
-	}
+	control_enable(S.control, on);
+}
+
+/* the admission counters' sweep (main thread) */
+static void
+src_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what, (void)arg;
+	admission_sweep(S.adm);
 }
 
 static bool
@@ -1295,6 +1082,14 @@ pause_accepting(const char *what, int err)
 }
 
 static void
+control_failed_cb(const char *what, int err, void *arg)
+{
+	(void)arg;
+	if (accept_exhausted(err))
+		pause_accepting(what, err);
+}
+
+static void
 refuse(int fd, const char *text)
 {
 	/* best effort: the socket is fresh, a short write fits */
@@ -1352,7 +1147,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			continue;
 		}
 		const struct connector *kc = &S.cfg->connectors[k];
-		enum admit ad = admit(kc, &remote);
+		enum admit ad = admission_admit(S.adm, kc, &remote);
 		if (ad != ADMIT_OK) {
 			ipaddr_format(&remote, ip, sizeof(ip));
 			if (ad == ADMIT_SOURCE_FULL) {
@@ -1377,7 +1172,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		struct inbox_item *it = calloc(1, sizeof(*it));
 		if (!it) {
-			release(kc->name, &remote);
+			admission_release(S.adm, kc->name, &remote);
 			close(fd);
 			continue;
 		}
@@ -1783,202 +1578,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* ---- the control socket (mxgate queue) ----------------------------------------------------- */
-
-static void
-control_cb(evutil_socket_t lfd, short what, void *arg)
-{
-	char cmd[128], *answer = NULL;
-	size_t len = 0, alen = 0;
-	struct timeval tv = {1, 0};
-	FILE *fp;
-	int fd;
-
-	(void)what, (void)arg;
-	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (accept_exhausted(errno))
-			pause_accepting(S.control_path, errno);
-		return;
-	}
-	/* a local administrator's tool: short blocking reads and writes are fine */
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	tv.tv_sec = 10;
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	while (len < sizeof(cmd) - 1) {
-		ssize_t n = read(fd, cmd + len, sizeof(cmd) - 1 - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (memchr(cmd, '\n', len))
-			break;
-	}
-	cmd[len] = '\0';
-	cmd[strcspn(cmd, "\r\n")] = '\0';
-	if (!(fp = open_memstream(&answer, &alen))) {
-		close(fd);
-		return;
-	}
-	if (strcmp(cmd, "list") == 0) {
-		size_t n = deliver_list(S.deliver, fp);
-		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
-	} else if (strcmp(cmd, "flush") == 0) {
-		deliver_flush(S.deliver);
-		log_msg(LOG_LVL_INFO, "queue flush requested: every waiting message is due now");
-		fprintf(fp, "every waiting message is due now\nok\n");
-	} else if (strncmp(cmd, "remove ", 7) == 0) {
-		char err[256];
-		if (deliver_remove(S.deliver, cmd + 7, err, sizeof(err)) == 0)
-			fprintf(fp, "removed %s\nok\n", cmd + 7);
-		else
-			fprintf(fp, "error: %s\n", err);
-	} else {
-		fprintf(fp, "error: unknown command '%.60s'\n", cmd);
-	}
-	fclose(fp);
-	for (size_t off = 0; off < alen;) {
-		ssize_t n = write(fd, answer + off, alen - off);
-		if (n <= 0)
-			break;
-		off += (size_t)n;
-	}
-	free(answer);
-	close(fd);
-}
-
-static int
-open_control(const char *spool, long uid, long gid)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int fd;
-
-	S.control_fd = -1;
-	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool,
-	                     QUEUE_CONTROL_NAME) >= sizeof(sun.sun_path)) {
-		log_msg(LOG_LVL_WARNING, "spool path too long for the control socket; `mxgate "
-		                         "queue` will read the spool directly");
-		return 0;
-	}
-	unlink(sun.sun_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	mode_t old = umask(0177);
-	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old);
-	if (rc < 0 || listen(fd, 16) < 0 ||
-	    (uid >= 0 && chown(sun.sun_path, (uid_t)uid, (gid_t)gid) < 0)) {
-		log_msg(LOG_LVL_ERROR, "cannot open the control socket %s: %s", sun.sun_path,
-		        strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	S.control_fd = fd;
-	snprintf(S.control_path, sizeof(S.control_path), "%s", sun.sun_path);
-	S.control_ev = event_new(S.base, fd, EV_READ | EV_PERSIST, control_cb, NULL);
-	event_add(S.control_ev, NULL);
-	return 0;
-}
-
-/* ---- privileges --------------------------------------------------------------------------- */
-
-/* Before the first thread starts (each thread keeps its own copy, inherited at creation):
- * no_new_privs, so nothing executed from the daemon could gain privileges from set-user-ID
- * bits or file capabilities, and — as root — a bounding set of CAP_NET_BIND_SERVICE alone
- * and no ambient capability, so the permitted set can never grow back past it.  Dropping
- * from the bounding set needs CAP_SETPCAP, which root has until become_user(); without it
- * (not started as root) the set is the caller's.  Failing as root refuses to start. */
-static int
-restrict_privileges(void)
-{
-	bool root = geteuid() == 0;
-
-	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
-		if (cap == CAP_NET_BIND_SERVICE || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 0)
-			continue;
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-			if (!root && errno == EPERM)
-				break;
-			log_msg(LOG_LVL_ERROR,
-			        "cannot drop capability %d from the bounding set: %s; not starting "
-			        "(started by a service manager? let it keep CAP_SETPCAP, as "
-			        "mxgate.service does, so mxgate can drop it and the rest itself)",
-			        cap, strerror(errno));
-			return -1;
-		}
-	}
-	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) {
-		log_msg(LOG_LVL_ERROR, "cannot clear the ambient capabilities: %s; not starting",
-		        strerror(errno));
-		return -1;
-	}
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		log_msg(LOG_LVL_ERROR, "cannot set no_new_privs: %s; not starting",
-		        strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Switches to user, keeping only CAP_NET_BIND_SERVICE (for listeners a reload adds). */
-static int
-drop_privileges(const struct config *c, long *uid, long *gid)
-{
-	struct passwd *pw;
-
-	*uid = *gid = -1;
-	if (geteuid() != 0) {
-		if (c->user)
-			log_msg(LOG_LVL_INFO,
-			        "running as uid %d; user = \"%s\" applies only when "
-			        "started as root",
-			        (int)geteuid(), c->user);
-		return 0;
-	}
-	if (!c->user) {
-		log_msg(LOG_LVL_ERROR,
-		        "refusing to run as root: set user = \"...\" in %s (an "
-		        "unprivileged account such as mxgate)",
-		        S.path);
-		return -1;
-	}
-	if (!(pw = getpwnam(c->user))) {
-		log_msg(LOG_LVL_ERROR, "user \"%s\" does not exist", c->user);
-		return -1;
-	}
-	*uid = pw->pw_uid;
-	*gid = pw->pw_gid;
-	return 0;
-}
-
-static int
-become_user(long uid, long gid)
-{
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2] = {{0}};
-	gid_t g = (gid_t)gid;
-
-	if (uid < 0)
-		return 0;
-	if (setgroups(1, &g) < 0 || setgid(g) < 0 || prctl(PR_SET_KEEPCAPS, 1) < 0 ||
-	    setuid((uid_t)uid) < 0) {
-		log_msg(LOG_LVL_ERROR, "cannot switch to uid %ld gid %ld: %s", uid, gid,
-		        strerror(errno));
-		return -1;
-	}
-	data[0].permitted = data[0].effective = 1u << CAP_NET_BIND_SERVICE;
-	if (syscall(SYS_capset, &hdr, data) < 0)
-		log_msg(LOG_LVL_WARNING,
-		        "cannot keep CAP_NET_BIND_SERVICE: %s; a reload cannot "
-		        "open new ports below 1024",
-		        strerror(errno));
-	prctl(PR_SET_KEEPCAPS, 0);
-	if (setuid(0) == 0) {
-		log_msg(LOG_LVL_ERROR, "privileges could be regained after dropping them");
-		return -1;
-	}
-	return 0;
-}
-
 /* ---- the spool's hook ----------------------------------------------------------------- */
 
 static void
@@ -2025,7 +1624,6 @@ server_run(const char *path)
 
 	memset(&S, 0, sizeof(S));
 	S.path = path;
-	S.control_fd = -1;
 	pthread_mutex_init(&S.mu, NULL);
 	log_init("mxgate", false, LOG_LVL_INFO);
 	diag_init(&d);
@@ -2044,14 +1642,15 @@ server_run(const char *path)
 		goto out;
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	if (evthread_use_pthreads() < 0 || !(S.base = event_base_new()) ||
+	if (evthread_use_pthreads() < 0 || !(S.adm = admission_new()) ||
+	    !(S.base = event_base_new()) ||
 	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL)) ||
 	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL)) ||
 	    !(S.src_sweep = event_new(S.base, -1, EV_PERSIST, src_sweep_cb, NULL))) {
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
-	if (drop_privileges(S.cfg, &uid, &gid) < 0 || restrict_privileges() < 0)
+	if (privileges_user(S.cfg, S.path, &uid, &gid) < 0 || privileges_restrict() < 0)
 		goto out;
 	S.spool = spool_open(S.cfg->spool, uid, gid, committed_hook, NULL, err, sizeof(err));
 	if (!S.spool) {
@@ -2062,7 +1661,8 @@ server_run(const char *path)
 	                        (unsigned)(S.cfg->relay ? S.cfg->relay_connections : 1));
 	if (!S.deliver)
 		goto out;
-	if (open_control(S.cfg->spool, uid, gid) < 0)
+	if (!(S.control = control_open(S.base, S.deliver, S.cfg->spool, uid, gid, control_failed_cb,
+	                               NULL)))
 		goto out;
 	if (deliver_prepare(S.deliver, S.cfg, uid, gid) < 0)
 		goto out; /* an unsafe Maildir base: deliver_prepare said why */
@@ -2073,7 +1673,7 @@ server_run(const char *path)
 		        failed == 1 ? "" : "s");
 		goto out;
 	}
-	if (become_user(uid, gid) < 0)
+	if (privileges_become(uid, gid) < 0)
 		goto out;
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2094,7 +1694,7 @@ server_run(const char *path)
 		}
 	}
 	spool_recover(S.spool);
-	struct timeval sweep = {.tv_sec = SRC_SWEEP_S};
+	struct timeval sweep = {.tv_sec = ADMISSION_SWEEP_S};
 	event_add(S.src_sweep, &sweep);
 	for (int i = 0; signums[i]; i++) {
 		sigs[i] = evsignal_new(S.base, signums[i], signal_cb, NULL);
@@ -2133,7 +1733,8 @@ stop:
 			n = it->next;
 			if (it->kind == IN_SESSION) {
 				close(it->fd);
-				release(it->cfg->connectors[it->connector].name, &it->remote);
+				admission_release(S.adm, it->cfg->connectors[it->connector].name,
+				                  &it->remote);
 				config_unref(it->cfg);
 				tls_ctx_unref(it->tls);
 				atomic_fetch_sub(&S.sessions, 1);
@@ -2169,12 +1770,7 @@ stop:
 	}
 	free(S.workers);
 out:
-	if (S.control_ev)
-		event_free(S.control_ev);
-	if (S.control_fd >= 0) {
-		close(S.control_fd);
-		unlink(S.control_path);
-	}
+	control_close(S.control);
 	for (int i = 0; sigs[i]; i++)
 		event_free(sigs[i]);
 	if (S.drain_timer)
@@ -2192,17 +1788,7 @@ out:
 	spool_stop(S.spool);
 	deliver_free(S.deliver);
 	spool_close(S.spool);
-	for (size_t i = 0; i < SRC_BUCKETS; i++)
-		for (struct src *s = S.srcs[i], *n; s; s = n) {
-			n = s->next;
-			free(s->connector);
-			free(s);
-		}
-	for (struct conncount *c = S.conns, *n; c; c = n) {
-		n = c->next;
-		free(c->connector);
-		free(c);
-	}
+	admission_free(S.adm);
 	if (S.base)
 		event_base_free(S.base);
 	tls_ctx_unref(S.tls);

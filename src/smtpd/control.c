@@ -1,0 +1,150 @@
+#include "smtpd/control.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "queue/queue.h"
+
+struct control {
+	int fd;
+	struct event *ev;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct deliver *deliver; /* borrowed */
+	control_accept_failed_cb *failed_cb;
+	void *arg;
+};
+
+static void
+control_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct control *c = arg;
+	char cmd[128], *answer = NULL;
+	size_t len = 0, alen = 0;
+	struct timeval tv = {1, 0};
+	FILE *fp;
+	int fd;
+
+	(void)what;
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0) {
+		c->failed_cb(c->path, errno, c->arg);
+		return;
+	}
+	/* a local administrator's tool: short blocking reads and writes are fine */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	tv.tv_sec = 10;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (len < sizeof(cmd) - 1) {
+		ssize_t n = read(fd, cmd + len, sizeof(cmd) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(cmd, '\n', len))
+			break;
+	}
+	cmd[len] = '\0';
+	cmd[strcspn(cmd, "\r\n")] = '\0';
+	if (!(fp = open_memstream(&answer, &alen))) {
+		close(fd);
+		return;
+	}
+	if (strcmp(cmd, "list") == 0) {
+		size_t n = deliver_list(c->deliver, fp);
+		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
+	} else if (strcmp(cmd, "flush") == 0) {
+		deliver_flush(c->deliver);
+		log_msg(LOG_LVL_INFO, "queue flush requested: every waiting message is due now");
+		fprintf(fp, "every waiting message is due now\nok\n");
+	} else if (strncmp(cmd, "remove ", 7) == 0) {
+		char err[256];
+		if (deliver_remove(c->deliver, cmd + 7, err, sizeof(err)) == 0)
+			fprintf(fp, "removed %s\nok\n", cmd + 7);
+		else
+			fprintf(fp, "error: %s\n", err);
+	} else {
+		fprintf(fp, "error: unknown command '%.60s'\n", cmd);
+	}
+	fclose(fp);
+	for (size_t off = 0; off < alen;) {
+		ssize_t n = write(fd, answer + off, alen - off);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	free(answer);
+	close(fd);
+}
+
+struct control *
+control_open(struct event_base *base, struct deliver *d, const char *spool, long uid, long gid,
+             control_accept_failed_cb *cb, void *arg)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct control *c = calloc(1, sizeof(*c));
+	int fd;
+
+	if (!c) {
+		log_msg(LOG_LVL_ERROR, "cannot open the control socket: %s", strerror(errno));
+		return NULL;
+	}
+	*c = (struct control){.fd = -1, .deliver = d, .failed_cb = cb, .arg = arg};
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool,
+	                     QUEUE_CONTROL_NAME) >= sizeof(sun.sun_path)) {
+		log_msg(LOG_LVL_WARNING, "spool path too long for the control socket; `mxgate "
+		                         "queue` will read the spool directly");
+		return c;
+	}
+	unlink(sun.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	mode_t old = umask(0177);
+	int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc < 0 || listen(fd, 16) < 0 ||
+	    (uid >= 0 && chown(sun.sun_path, (uid_t)uid, (gid_t)gid) < 0))
+		goto fail;
+	c->fd = fd;
+	snprintf(c->path, sizeof(c->path), "%s", sun.sun_path);
+	if (!(c->ev = event_new(base, fd, EV_READ | EV_PERSIST, control_cb, c)) ||
+	    event_add(c->ev, NULL) < 0)
+		goto fail;
+	return c;
+fail:
+	log_msg(LOG_LVL_ERROR, "cannot open the control socket %s: %s", sun.sun_path,
+	        strerror(errno));
+	if (fd >= 0 && c->fd < 0)
+		close(fd);
+	control_close(c);
+	return NULL;
+}
+
+void
+control_enable(struct control *c, bool on)
+{
+	if (!c || !c->ev)
+		return;
+	if (on)
+		event_add(c->ev, NULL);
+	else
+		event_del(c->ev);
+}
+
+void
+control_close(struct control *c)
+{
+	if (!c)
+		return;
+	if (c->ev)
+		event_free(c->ev);
+	if (c->fd >= 0) {
+		close(c->fd);
+		unlink(c->path);
+	}
+	free(c);
+}
