@@ -39,12 +39,10 @@
 #include "queue/spool.h"
 #include "smtpd/admission.h"
 #include "smtpd/control.h"
+#include "smtpd/listener.h"
 #include "smtpd/privileges.h"
+#include "smtpd/reload.h"
 #include "smtpd/smtp.h"
-
-#define ACCEPT_BURST        64
-#define ACCEPT_BACKOFF_MS   250
-#define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
 
 /* Replies a client has not read.  Past the high-water mark the session stops reading and
  * stops running commands (each command can only add one reply, of at most the core's 4 KiB
@@ -61,15 +59,6 @@
 
 /* ---- shared state ----------------------------------------------------------------------- */
 
-struct listener {
-	struct endpoint ep;
-	int fd;
-	struct event *ev;
-	const struct selector_table *table; /* in the current snapshot */
-	bool covers_exact; /* a wildcard that also serves exact bindings on its port */
-	bool keep;         /* reload bookkeeping */
-};
-
 struct worker;
 
 struct server {
@@ -80,8 +69,8 @@ struct server {
 	struct tls_ctx *tls;
 	struct admission *adm;
 
-	struct listener *ls;
-	size_t n_ls;
+	struct listeners *ls;
+	size_t n_ls; /* sockets open */
 
 	struct worker *workers;
 	size_t n_workers, next_worker;
@@ -95,29 +84,9 @@ struct server {
 	struct event *drain_timer;
 	atomic_uint_fast64_t session_seq;
 
-	/* Out of descriptors (or kernel memory) at accept: the listeners are level-triggered
-	 * and the waiting connection stays, so accepting pauses for ACCEPT_BACKOFF_MS instead of
-	 * spinning; the log line is rate-limited. */
-	struct event *accept_timer;
-	bool accept_paused;
-	struct timespec accept_logged; /* when the last such line was written (monotonic) */
-	uint64_t accept_unlogged;
-	/* every accept() that failed for want of descriptors or memory; read by the metrics
-	 * module to come, hence atomic */
-	atomic_uint_fast64_t accept_exhausted;
-
 	struct event *src_sweep;
 
-	struct {
-		pthread_t thread;
-		bool running, again; /* main thread only */
-		struct event *done;  /* activated by the reload thread when it has finished */
-		/* the result: written by the reload thread, read after joining it */
-		struct config *cfg; /* NULL: refused */
-		struct tls_ctx *tls;
-		size_t errors;
-		bool tls_failed;
-	} rl;
+	struct reload *rl;
 };
 
 static struct server S;
@@ -996,23 +965,6 @@ worker_main(void *arg)
 	return NULL;
 }
 
-/* ---- listeners and the accept decision --------------------------------------------------- */
-
-/* Listeners and the control socket on (or off, while accepting is paused). */
-static void
-accepting(bool on)
-{
-	for (size_t i = 0; i < S.n_ls; i++) {
-		if (!S.ls[i].ev)
-			continue;
-		if (on)
-			event_add(S.ls[i].ev, NULL);
-		else
-			event_del(S.ls[i].ev);
-	}
-	control_enable(S.control, on);
-}
-
 /* the admission counters' sweep (main thread) */
 static void
 src_sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -1021,408 +973,65 @@ src_sweep_cb(evutil_socket_t fd, short what, void *arg)
 	admission_sweep(S.adm);
 }
 
-static bool
-accept_exhausted(int err)
-{
-	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
-static void
-accept_resume_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd, (void)what, (void)arg;
-	S.accept_paused = false;
-	accepting(true); /* closed listeners (draining) have no event */
-}
-
-/* accept() on what failed with err, for want of resources: the connection waits in the
- * backlog, so retrying at once would spin.  Pause, as nginx does, and say what to raise. */
-static void
-pause_accepting(const char *what, int err)
-{
-	struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
-	struct timespec now;
-	struct rlimit rl;
-	char more[64] = "", fix[160];
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	atomic_fetch_add(&S.accept_exhausted, 1);
-	if (S.accept_logged.tv_sec &&
-	    (now.tv_sec - S.accept_logged.tv_sec) * 1000 +
-	                    (now.tv_nsec - S.accept_logged.tv_nsec) / 1000000 <
-	            ACCEPT_LOG_INTERVAL * 1000) {
-		S.accept_unlogged++;
-	} else {
-		if (S.accept_unlogged)
-			snprintf(more, sizeof(more), " (%llu more since the last report)",
-			         (unsigned long long)S.accept_unlogged);
-		if (err == EMFILE && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-			snprintf(fix, sizeof(fix),
-			         "open-file limit reached (%llu): raise LimitNOFILE= (systemd) or "
-			         "the hard limit (ulimit -Hn)",
-			         (unsigned long long)rl.rlim_cur);
-		else if (err == ENFILE)
-			snprintf(fix, sizeof(fix),
-			         "the system's file table is full: raise "
-			         "fs.file-max (sysctl) or find what holds the files");
-		else
-			snprintf(fix, sizeof(fix), "the kernel is short of memory");
-		log_msg(LOG_LVL_ERROR,
-		        "accept on %s: %s; %s; waiting clients stay in the backlog while accepting "
-		        "pauses %d ms at a time%s",
-		        what, strerror(err), fix, ACCEPT_BACKOFF_MS, more);
-		S.accept_logged = now;
-		S.accept_unlogged = 0;
-	}
-	if (S.accept_paused)
-		return;
-	S.accept_paused = true;
-	accepting(false);
-	evtimer_add(S.accept_timer, &tv);
-}
-
 static void
 control_failed_cb(const char *what, int err, void *arg)
 {
 	(void)arg;
-	if (accept_exhausted(err))
-		pause_accepting(what, err);
+	if (listeners_exhausted(err))
+		listeners_pause(S.ls, what, err);
 }
 
+/* the listeners pause or resume accepting: the control socket follows */
 static void
-refuse(int fd, const char *text)
+accepting_cb(bool on, void *arg)
 {
-	/* best effort: the socket is fresh, a short write fits */
-	(void)!send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
-	close(fd);
+	(void)arg;
+	control_enable(S.control, on);
 }
 
-static void
-accept_cb(evutil_socket_t lfd, short what, void *arg)
-{
-	struct listener *l = arg;
-	char ip[IPADDR_STRLEN], ep[ENDPOINT_STRLEN];
-
-	(void)what;
-	endpoint_format(&l->ep, ep, sizeof(ep));
-	log_batch_begin();
-	for (int i = 0; i < ACCEPT_BURST; i++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		struct ipaddr remote;
-		uint16_t rport = 0;
-		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			if (accept_exhausted(errno))
-				pause_accepting(ep, errno);
-			break;
-		}
-		if (ipaddr_from_sockaddr((struct sockaddr *)&ss, &remote, &rport) < 0) {
-			close(fd);
-			continue;
-		}
-		int k;
-		if (l->covers_exact) {
-			/* Linux will not listen on 0.0.0.0:P and 10.0.0.5:P at once: this wildcard
-			 * socket serves both, and the local address picks the table */
-			struct sockaddr_storage ls;
-			socklen_t lsl = sizeof(ls);
-			struct endpoint local = l->ep;
-			if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0)
-				ipaddr_from_sockaddr((struct sockaddr *)&ls, &local.addr,
-				                     &local.port);
-			k = selector_select(S.cfg->selector, &local, &remote);
-		} else {
-			k = l->table ? selector_table_select(l->table, &remote) : -1;
-		}
-		if (k < 0) {
-			/* no connector: closed without a byte, as Exchange does */
-			close(fd);
-			if (log_enabled(LOG_LVL_INFO)) {
-				ipaddr_format(&remote, ip, sizeof(ip));
-				log_msg(LOG_LVL_INFO, "refused [%s]:%u on %s: no connector", ip,
-				        rport, ep);
-			}
-			continue;
-		}
-		const struct connector *kc = &S.cfg->connectors[k];
-		enum admit ad = admission_admit(S.adm, kc, &remote);
-		if (ad != ADMIT_OK) {
-			ipaddr_format(&remote, ip, sizeof(ip));
-			if (ad == ADMIT_SOURCE_FULL) {
-				refuse(fd, "421 4.3.2 The maximum number of concurrent server "
-				           "connections has exceeded a per-source limit, closing "
-				           "transmission channel\r\n");
-				log_msg(LOG_LVL_INFO,
-				        "refused [%s]:%u on %s: connector \"%s\" per-source limit",
-				        ip, rport, ep, kc->name);
-			} else {
-				refuse(fd,
-				       "421 4.3.2 The maximum number of concurrent connections "
-				       "has exceeded a limit, closing transmission channel\r\n");
-				log_msg(LOG_LVL_INFO,
-				        "refused [%s]:%u on %s: connector \"%s\" is at "
-				        "max-inbound-connection",
-				        ip, rport, ep, kc->name);
-			}
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct inbox_item *it = calloc(1, sizeof(*it));
-		if (!it) {
-			admission_release(S.adm, kc->name, &remote);
-			close(fd);
-			continue;
-		}
-		*it = (struct inbox_item){.kind = IN_SESSION,
-		                          .fd = fd,
-		                          .remote = remote,
-		                          .rport = rport,
-		                          .local = l->ep,
-		                          .cfg = config_ref(S.cfg),
-		                          .tls = S.tls ? tls_ctx_ref(S.tls) : NULL,
-		                          .connector = k};
-		atomic_fetch_add(&S.sessions, 1);
-		/* the worker with the fewest sessions, round robin among equals */
-		size_t best = S.next_worker;
-		for (size_t j = 0; j < S.n_workers; j++) {
-			size_t c = (S.next_worker + j) % S.n_workers;
-			if (atomic_load(&S.workers[c].n_sessions) <
-			    atomic_load(&S.workers[best].n_sessions))
-				best = c;
-		}
-		S.next_worker = (best + 1) % S.n_workers;
-		post(&S.workers[best], it);
-	}
-	log_batch_end();
-}
-
+/* An admitted connection goes to the worker with the fewest sessions, round robin among
+ * equals, with a reference to the current snapshot. */
 static int
-open_listener(struct listener *l)
+handoff_cb(int fd, const struct ipaddr *remote, uint16_t rport, const struct endpoint *local, int k,
+           void *arg)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = endpoint_to_sockaddr(&l->ep, &ss);
-	char ep[ENDPOINT_STRLEN];
-	int one = 1, fd;
+	struct inbox_item *it = calloc(1, sizeof(*it));
 
-	endpoint_format(&l->ep, ep, sizeof(ep));
-	fd = socket(l->ep.addr.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* [::] means IPv6 only, so it can sit beside 0.0.0.0 on the same port */
-	if (l->ep.addr.family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0)
-		goto fail;
-	l->fd = fd;
-	l->ev = event_new(S.base, fd, EV_READ | EV_PERSIST, accept_cb, l);
-	if (!l->ev || event_add(l->ev, NULL) < 0)
-		goto fail;
-	log_msg(LOG_LVL_INFO, "listening on %s", ep);
+	(void)arg;
+	if (!it)
+		return -1;
+	*it = (struct inbox_item){.kind = IN_SESSION,
+	                          .fd = fd,
+	                          .remote = *remote,
+	                          .rport = rport,
+	                          .local = *local,
+	                          .cfg = config_ref(S.cfg),
+	                          .tls = S.tls ? tls_ctx_ref(S.tls) : NULL,
+	                          .connector = k};
+	atomic_fetch_add(&S.sessions, 1);
+	size_t best = S.next_worker;
+	for (size_t j = 0; j < S.n_workers; j++) {
+		size_t c = (S.next_worker + j) % S.n_workers;
+		if (atomic_load(&S.workers[c].n_sessions) <
+		    atomic_load(&S.workers[best].n_sessions))
+			best = c;
+	}
+	S.next_worker = (best + 1) % S.n_workers;
+	post(&S.workers[best], it);
 	return 0;
-fail:
-	log_msg(LOG_LVL_ERROR, "cannot listen on %s: %s", ep, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	l->fd = -1;
-	return -1;
 }
 
+/* ---- the snapshot's swap and the drain --------------------------------------------------------------------- */
+
+/* A reload's valid snapshot replaces the running one: new sessions take it, open
+ * sessions keep theirs. */
 static void
-close_listener(struct listener *l)
-{
-	char ep[ENDPOINT_STRLEN];
-
-	if (l->ev)
-		event_free(l->ev);
-	if (l->fd >= 0)
-		close(l->fd);
-	endpoint_format(&l->ep, ep, sizeof(ep));
-	log_msg(LOG_LVL_INFO, "stopped listening on %s", ep);
-	l->ev = NULL;
-	l->fd = -1;
-}
-
-/* True if eps holds the wildcard of ep's family on ep's port. */
-static bool
-has_wildcard(const struct endpoint *eps, size_t n, const struct endpoint *ep)
-{
-	for (size_t i = 0; i < n; i++)
-		if (eps[i].port == ep->port && eps[i].addr.family == ep->addr.family &&
-		    ipaddr_is_any(&eps[i].addr))
-			return true;
-	return false;
-}
-
-/* Makes the listener set match cfg: keeps common endpoints, opens new ones, closes the
- * rest.  An exact binding whose family's wildcard is bound on the same port is served by
- * the wildcard socket.  Returns the number of listeners open; *failed counts those that
- * could not be opened. */
-static size_t
-reconcile_listeners(struct config *cfg, size_t *failed)
-{
-	const struct endpoint *eps;
-	size_t n = selector_endpoints(cfg->selector, &eps), open = 0, nn = 0;
-	struct listener *nl = calloc(n ? n : 1, sizeof(*nl));
-
-	*failed = 0;
-	if (!nl)
-		return S.n_ls;
-	for (size_t i = 0; i < S.n_ls; i++)
-		S.ls[i].keep = false;
-	for (size_t i = 0; i < n; i++) {
-		struct listener *old = NULL;
-		if (!ipaddr_is_any(&eps[i].addr) && has_wildcard(eps, n, &eps[i]))
-			continue;
-		for (size_t j = 0; j < S.n_ls; j++)
-			if (S.ls[j].fd >= 0 && S.ls[j].ep.port == eps[i].port &&
-			    ipaddr_equal(&S.ls[j].ep.addr, &eps[i].addr))
-				old = &S.ls[j];
-		if (old) {
-			old->keep = true;
-			nl[nn] = *old;
-		} else {
-			nl[nn] = (struct listener){.ep = eps[i], .fd = -1};
-			if (open_listener(&nl[nn]) < 0) {
-				(*failed)++;
-				continue;
-			}
-		}
-		nn++;
-	}
-	for (size_t i = 0; i < S.n_ls; i++)
-		if (!S.ls[i].keep && S.ls[i].fd >= 0)
-			close_listener(&S.ls[i]);
-	free(S.ls);
-	S.ls = nl;
-	S.n_ls = nn;
-	for (size_t i = 0; i < nn; i++) {
-		struct listener *l = &S.ls[i];
-		/* listener structs moved: their events must point at the new place */
-		if (l->ev) {
-			event_del(l->ev);
-			event_assign(l->ev, S.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
-			event_add(l->ev, NULL);
-		}
-		l->table = selector_table(cfg->selector, &l->ep);
-		l->covers_exact = false;
-		for (size_t j = 0; ipaddr_is_any(&l->ep.addr) && j < n; j++)
-			if (!ipaddr_is_any(&eps[j].addr) && eps[j].port == l->ep.port &&
-			    eps[j].addr.family == l->ep.addr.family)
-				l->covers_exact = true;
-		open++;
-	}
-	if (S.accept_paused)
-		accepting(false); /* the back-off timer turns them on */
-	return open;
-}
-
-/* ---- reload and drain --------------------------------------------------------------------- */
-
-static void
-log_diag(enum diag_severity sev, const char *file, int line, const char *text, void *arg)
-{
-	(void)arg;
-	if (line > 0)
-		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s:%d: %s", file,
-		        line, text);
-	else
-		log_msg(sev == DIAG_ERROR ? LOG_LVL_ERROR : LOG_LVL_WARNING, "%s: %s", file, text);
-}
-
-static struct tls_ctx *
-load_tls(const struct config *c, bool *ok)
-{
-	char err[512];
-	struct tls_ctx *t;
-
-	*ok = true;
-	if (!c->tls_certificate)
-		return NULL;
-	t = tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err));
-	if (!t) {
-		log_msg(LOG_LVL_ERROR, "%s:%d: %s", c->tls_at.file, c->tls_at.line, err);
-		*ok = false;
-	}
-	return t;
-}
-
-/* Reload runs in two halves so that accepting never waits for a parse (a 1M-range file
- * takes most of a second): a reload thread reads the file and loads the TLS pair, then
- * wakes the main thread (event_active), which joins it and swaps the snapshot in.  One
- * reload at a time: config_load() is not reentrant (libConfuse's lexer and the loader's
- * callbacks use globals), and nothing else in the daemon calls it after start-up.  A
- * SIGHUP during a reload asks for one more after it. */
-static void *
-reload_main(void *arg)
-{
-	struct diag d;
-	bool ok;
-
-	(void)arg;
-	pthread_setname_np(pthread_self(), "mxgate-reload");
-	diag_init(&d);
-	S.rl.cfg = config_load(S.path, &d);
-	diag_each(&d, log_diag, NULL);
-	S.rl.errors = d.errors;
-	diag_release(&d);
-	if (S.rl.cfg) {
-		S.rl.tls = load_tls(S.rl.cfg, &ok);
-		S.rl.tls_failed = !ok;
-	}
-	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
-	 * threshold is raised in main.c): give them back now, once per reload */
-	malloc_trim(0);
-	event_active(S.rl.done, EV_READ, 0);
-	return NULL;
-}
-
-static void
-reload_start(void)
-{
-	int err;
-
-	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", S.path);
-	S.rl.cfg = NULL;
-	S.rl.tls = NULL;
-	S.rl.errors = 0;
-	S.rl.tls_failed = false;
-	err = pthread_create(&S.rl.thread, NULL, reload_main, NULL);
-	if (err) {
-		log_msg(LOG_LVL_ERROR,
-		        "reload refused: cannot start a thread to read %s: %s; the running "
-		        "configuration stays",
-		        S.path, strerror(err));
-		return;
-	}
-	S.rl.running = true;
-}
-
-/* Waits for a reload under way and takes its result (main thread).  Returns false when
- * none was running. */
-static bool
-reload_join(struct config **c, struct tls_ctx **t)
-{
-	if (!S.rl.running)
-		return false;
-	pthread_join(S.rl.thread, NULL);
-	S.rl.running = false;
-	*c = S.rl.cfg;
-	*t = S.rl.tls;
-	S.rl.cfg = NULL;
-	S.rl.tls = NULL;
-	return true;
-}
-
-static void
-reload_apply(struct config *c, struct tls_ctx *t)
+apply_snapshot_cb(struct config *c, struct tls_ctx *t, void *arg)
 {
 	struct config *old;
 	struct tls_ctx *oldt;
 
+	(void)arg;
 	if (c->workers && c->workers != S.n_workers)
 		log_msg(LOG_LVL_WARNING, "workers = %llu takes effect at the next start",
 		        (unsigned long long)c->workers);
@@ -1434,7 +1043,7 @@ reload_apply(struct config *c, struct tls_ctx *t)
 	pthread_mutex_unlock(&S.mu);
 	log_set_level((enum log_level)c->log_level);
 	size_t failed;
-	size_t n = reconcile_listeners(c, &failed);
+	size_t n = S.n_ls = listeners_reconcile(S.ls, c, &failed);
 	if (failed)
 		log_msg(LOG_LVL_ERROR,
 		        "reload: %zu binding%s could not be opened (see above); the "
@@ -1449,39 +1058,6 @@ reload_apply(struct config *c, struct tls_ctx *t)
 	        c->n_connectors, c->n_connectors == 1 ? "" : "s", n, n == 1 ? "" : "s");
 	config_unref(old);
 	tls_ctx_unref(oldt);
-}
-
-static void
-reload_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct config *c;
-	struct tls_ctx *t;
-
-	(void)fd, (void)what, (void)arg;
-	if (!reload_join(&c, &t))
-		return;
-	if (S.draining) {
-		log_msg(LOG_LVL_INFO, "reload discarded: mxgate is stopping");
-		config_unref(c);
-		tls_ctx_unref(t);
-		return;
-	}
-	if (!c) {
-		log_msg(LOG_LVL_ERROR,
-		        "reload refused: %zu error%s in %s; the running configuration stays",
-		        S.rl.errors, S.rl.errors == 1 ? "" : "s", S.path);
-	} else if (S.rl.tls_failed) {
-		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
-		                       "loaded; the running configuration stays");
-		config_unref(c);
-		tls_ctx_unref(t);
-	} else {
-		reload_apply(c, t);
-	}
-	if (S.rl.again) {
-		S.rl.again = false;
-		reload_start();
-	}
 }
 
 static bool force_sent;
@@ -1534,14 +1110,13 @@ start_drain(void)
 	if (S.draining)
 		return;
 	S.draining = true;
+	reload_stop(S.rl);
 	log_msg(LOG_LVL_INFO,
 	        "stopping: no new connections; %ld open session%s may finish "
 	        "within %llus",
 	        (long)atomic_load(&S.sessions), atomic_load(&S.sessions) == 1 ? "" : "s",
 	        (unsigned long long)c->drain_timeout_ms / 1000);
-	for (size_t i = 0; i < S.n_ls; i++)
-		if (S.ls[i].fd >= 0)
-			close_listener(&S.ls[i]);
+	listeners_close(S.ls);
 	for (size_t i = 0; i < S.n_workers; i++) {
 		struct inbox_item *it = calloc(1, sizeof(*it));
 		if (it) {
@@ -1565,14 +1140,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what, (void)arg;
 	if (sig == SIGHUP) {
-		if (S.draining)
-			return;
-		if (!S.rl.running) {
-			reload_start();
-		} else if (!S.rl.again) {
-			log_msg(LOG_LVL_INFO, "SIGHUP during a reload: one more reload follows it");
-			S.rl.again = true;
-		}
+		reload_request(S.rl);
 	} else {
 		start_drain();
 	}
@@ -1614,38 +1182,32 @@ raise_fd_limit(void)
 int
 server_run(const char *path)
 {
-	struct diag d;
+	size_t errors;
 	struct event *sigs[4] = {0};
 	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
 	char err[512];
 	long uid, gid;
-	bool ok;
 	int rc = 1;
 
 	memset(&S, 0, sizeof(S));
 	S.path = path;
 	pthread_mutex_init(&S.mu, NULL);
 	log_init("mxgate", false, LOG_LVL_INFO);
-	diag_init(&d);
-	S.cfg = config_load(path, &d);
-	diag_each(&d, log_diag, NULL);
+	S.cfg = reload_read_config(path, &errors);
 	if (!S.cfg) {
-		log_msg(LOG_LVL_ERROR, "%zu error%s in %s; not starting", d.errors,
-		        d.errors == 1 ? "" : "s", path);
-		diag_release(&d);
+		log_msg(LOG_LVL_ERROR, "%zu error%s in %s; not starting", errors,
+		        errors == 1 ? "" : "s", path);
 		return 1;
 	}
-	diag_release(&d);
 	log_init("mxgate", S.cfg->log_target == LOG_TO_SYSLOG, (enum log_level)S.cfg->log_level);
-	S.tls = load_tls(S.cfg, &ok);
-	if (!ok)
+	if (reload_read_tls(S.cfg, &S.tls) < 0)
 		goto out;
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	if (evthread_use_pthreads() < 0 || !(S.adm = admission_new()) ||
 	    !(S.base = event_base_new()) ||
-	    !(S.accept_timer = evtimer_new(S.base, accept_resume_cb, NULL)) ||
-	    !(S.rl.done = event_new(S.base, -1, EV_READ, reload_done_cb, NULL)) ||
+	    !(S.ls = listeners_new(S.base, S.adm, handoff_cb, accepting_cb, NULL)) ||
+	    !(S.rl = reload_new(S.base, path, apply_snapshot_cb, NULL)) ||
 	    !(S.src_sweep = event_new(S.base, -1, EV_PERSIST, src_sweep_cb, NULL))) {
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
@@ -1667,7 +1229,7 @@ server_run(const char *path)
 	if (deliver_prepare(S.deliver, S.cfg, uid, gid) < 0)
 		goto out; /* an unsafe Maildir base: deliver_prepare said why */
 	size_t failed;
-	reconcile_listeners(S.cfg, &failed);
+	S.n_ls = listeners_reconcile(S.ls, S.cfg, &failed);
 	if (failed) {
 		log_msg(LOG_LVL_ERROR, "%zu binding%s could not be opened; not starting", failed,
 		        failed == 1 ? "" : "s");
@@ -1705,12 +1267,8 @@ server_run(const char *path)
 	        S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s",
 	        S.tls ? ", STARTTLS available" : "");
 	event_base_dispatch(S.base);
-	struct config *rc_cfg;
-	struct tls_ctx *rc_tls;
-	if (reload_join(&rc_cfg, &rc_tls)) {
-		config_unref(rc_cfg);
-		tls_ctx_unref(rc_tls);
-	}
+	reload_free(S.rl); /* waits for a reload under way */
+	S.rl = NULL;
 	rc = 0;
 	log_msg(LOG_LVL_INFO, "stopped");
 stop:
@@ -1775,16 +1333,10 @@ out:
 		event_free(sigs[i]);
 	if (S.drain_timer)
 		event_free(S.drain_timer);
-	if (S.accept_timer)
-		event_free(S.accept_timer);
-	if (S.rl.done)
-		event_free(S.rl.done);
+	reload_free(S.rl);
 	if (S.src_sweep)
 		event_free(S.src_sweep);
-	for (size_t i = 0; i < S.n_ls; i++)
-		if (S.ls[i].fd >= 0)
-			close_listener(&S.ls[i]);
-	free(S.ls);
+	listeners_free(S.ls);
 	spool_stop(S.spool);
 	deliver_free(S.deliver);
 	spool_close(S.spool);
