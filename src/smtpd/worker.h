@@ -1,0 +1,54 @@
+/*
+ * worker — the worker threads and the SMTP sessions they run.
+ *
+ * Each worker is an event loop with an inbox: the main thread posts new connections and
+ * the drain's orders to it, the spool's syncer posts each commit's answer (carried in the
+ * session itself, so posting never fails for lack of memory).  A session lives on the
+ * worker that took it, from the handoff to its close, and keeps the configuration
+ * snapshot it started with; it drives the sans-I/O core (smtp.h) over its connection
+ * (conn.h), runs the TLS handshake, its timers (idle, session, tarpit, stall) and the
+ * output backpressure, and writes each message into the spool.
+ *
+ * workers_start, workers_handoff, workers_shutdown, workers_force, workers_stop and
+ * workers_free are for the main thread; workers_sessions for any thread.
+ */
+#ifndef MXGATE_WORKER_H
+#define MXGATE_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/ipaddr.h"
+#include "conf/config.h"
+#include "net/tls.h"
+#include "queue/spool.h"
+#include "smtpd/admission.h"
+
+struct workers;
+
+/* spool and adm are borrowed for the pool's life.  Starts n threads; NULL after an error
+ * log line (those already started are stopped). */
+struct workers *workers_start(size_t n, struct spool *spool, struct admission *adm);
+/* Stops every thread; the sessions stay for workers_free.  Call before spool_stop(): the
+ * syncer's last callbacks only post to the stopped workers' inboxes. */
+void workers_stop(struct workers *ws);
+/* Closes what is left (sessions, connections never started), releasing their admission;
+ * after workers_stop() and spool_stop().  NULL is a no-op. */
+void workers_free(struct workers *ws);
+
+/* A new session on fd (transferred) for connector index k of cfg; cfg and tls (NULL: no
+ * STARTTLS) are references transferred to the session.  Goes to the worker with the
+ * fewest sessions, round robin among equals.  Returns -1 without memory (then nothing is
+ * transferred). */
+int workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_t rport,
+                    const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k);
+/* The drain: sessions end after their current transaction (workers_shutdown), then at the
+ * drain-timeout are closed with 421 (workers_force), except those whose message the spool
+ * is committing: they get their 250 first. */
+void workers_shutdown(struct workers *ws);
+void workers_force(struct workers *ws);
+/* Sessions handed off and not yet freed. */
+long workers_sessions(struct workers *ws);
+size_t workers_count(const struct workers *ws);
+
+#endif
