@@ -18,6 +18,7 @@ static struct {
 	int fd;
 	struct sockaddr_un addr;
 	socklen_t addrlen;
+	bool connected;
 } N = {.fd = -1};
 
 int
@@ -57,6 +58,11 @@ notify_init(char *err, size_t errlen)
 	}
 	N.addr = sun;
 	N.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (e[0] == '/'));
+	/* connected now, while the daemon may still be root: a socket path the run user
+	 * could not write to still takes the messages sent after the privilege drop.  When
+	 * the connection breaks (the manager re-executed and made the socket anew), each
+	 * message goes by address instead. */
+	N.connected = connect(N.fd, (const struct sockaddr *)&N.addr, N.addrlen) == 0;
 	return 0;
 }
 
@@ -71,6 +77,10 @@ notify_send(const char *state)
 {
 	if (N.fd < 0)
 		return 0;
+	if (N.connected && send(N.fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+		return 0;
+	if (N.connected && errno == EAGAIN)
+		return -1;
 	if (sendto(N.fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT,
 	           (const struct sockaddr *)&N.addr, N.addrlen) < 0)
 		return -1;

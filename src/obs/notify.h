@@ -14,6 +14,10 @@
  * vanished peer from raising SIGPIPE.  NOTIFY_SOCKET is left in the environment (the
  * daemon starts nothing that could misuse it, and its value is read once).
  *
+ * notify_init() also connects the socket, so that a daemon that drops privileges after it
+ * still reaches a socket only root could write to; if that connection breaks, each
+ * message is sent to the address instead.
+ *
  * Threads: notify_init() and notify_close() from the main thread, before and after
  * everything else; the senders from any one thread at a time (the main loop's).
  */

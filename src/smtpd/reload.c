@@ -7,6 +7,7 @@
 
 #include "base/diag.h"
 #include "base/log.h"
+#include "obs/notify.h"
 
 struct reload {
 	struct event_base *base; /* borrowed */
@@ -86,6 +87,9 @@ reload_start(struct reload *r)
 	int err;
 
 	log_msg(LOG_LVL_INFO, "SIGHUP: reloading %s", r->path);
+	char status[256];
+	snprintf(status, sizeof(status), "reloading %s", r->path);
+	notify_reloading(status);
 	r->cfg = NULL;
 	r->tls = NULL;
 	r->errors = 0;
@@ -96,6 +100,8 @@ reload_start(struct reload *r)
 		        "reload refused: cannot start a thread to read %s: %s; the running "
 		        "configuration stays",
 		        r->path, strerror(err));
+		notify_send("READY=1\nSTATUS=reload refused (cannot start a thread); the running "
+		            "configuration stays");
 		return;
 	}
 	r->running = true;
@@ -137,13 +143,21 @@ reload_done_cb(evutil_socket_t fd, short what, void *arg)
 		log_msg(LOG_LVL_ERROR,
 		        "reload refused: %zu error%s in %s; the running configuration stays",
 		        r->errors, r->errors == 1 ? "" : "s", r->path);
+		notify_sendf("READY=1\nSTATUS=reload refused: %zu error%s in %s (see the log); "
+		             "the running configuration stays",
+		             r->errors, r->errors == 1 ? "" : "s", r->path);
 	} else if (r->tls_failed) {
 		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
 		                       "loaded; the running configuration stays");
+		notify_send("READY=1\nSTATUS=reload refused: the TLS certificate or key cannot be "
+		            "loaded (see the log); the running configuration stays");
 		config_unref(c);
 		tls_ctx_unref(t);
 	} else {
+		size_t n = c->n_connectors;
 		r->apply(c, t, r->arg);
+		notify_sendf("READY=1\nSTATUS=configuration reloaded: %zu connector%s", n,
+		             n == 1 ? "" : "s");
 	}
 	if (r->again) {
 		r->again = false;

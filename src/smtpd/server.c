@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "conf/config.h"
 #include "net/tls.h"
+#include "obs/notify.h"
 #include "queue/deliver.h"
 #include "queue/spool.h"
 #include "smtpd/admission.h"
@@ -191,6 +192,11 @@ start_drain(void)
 	        "within %llus",
 	        (long)workers_sessions(S.workers), workers_sessions(S.workers) == 1 ? "" : "s",
 	        (unsigned long long)c->drain_timeout_ms / 1000);
+	char status[160];
+	snprintf(status, sizeof(status), "draining: %ld open session%s may finish within %llus",
+	         (long)workers_sessions(S.workers), workers_sessions(S.workers) == 1 ? "" : "s",
+	         (unsigned long long)c->drain_timeout_ms / 1000);
+	notify_stopping(status);
 	listeners_close(S.ls);
 	workers_shutdown(S.workers);
 	clock_gettime(CLOCK_MONOTONIC, &S.drain_deadline);
@@ -269,6 +275,8 @@ server_run(const char *path)
 		return 1;
 	}
 	log_init("mxgate", S.cfg->log_target == LOG_TO_SYSLOG, (enum log_level)S.cfg->log_level);
+	if (notify_init(err, sizeof(err)) < 0)
+		log_msg(LOG_LVL_WARNING, "%s; systemd will not hear that mxgate is ready", err);
 	if (reload_read_tls(S.cfg, &S.tls) < 0)
 		goto out;
 	signal(SIGPIPE, SIG_IGN);
@@ -322,6 +330,10 @@ server_run(const char *path)
 	        MXGATE_VERSION, S.cfg->n_connectors, S.cfg->n_connectors == 1 ? "" : "s", S.n_ls,
 	        S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s",
 	        S.tls ? ", STARTTLS available" : "");
+	/* every listener is open and every worker runs: systemd may start what needs us */
+	notify_sendf("READY=1\nSTATUS=serving %zu connector%s on %zu listener%s, %zu worker%s",
+	             S.cfg->n_connectors, S.cfg->n_connectors == 1 ? "" : "s", S.n_ls,
+	             S.n_ls == 1 ? "" : "s", S.n_workers, S.n_workers == 1 ? "" : "s");
 	event_base_dispatch(S.base);
 	reload_free(S.rl); /* waits for a reload under way */
 	S.rl = NULL;
@@ -335,6 +347,7 @@ server_run(const char *path)
 	S.deliver = NULL;
 	workers_free(S.workers);
 out:
+	notify_close();
 	control_close(S.control);
 	for (int i = 0; sigs[i]; i++)
 		event_free(sigs[i]);
