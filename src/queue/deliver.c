@@ -17,7 +17,6 @@
 #include "net/tls.h"
 #include "queue/dsn.h"
 #include "queue/maildir.h"
-#include "queue/queue.h"
 #include "queue/relay.h"
 
 #define MAILDIR_BATCH   256
@@ -59,7 +58,6 @@ struct deliver {
 	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
 	bool maildir_failed; /* a Maildir sync failed: no Maildir delivery is settled again */
 	bool stop;
-	struct deliver_stats stats;
 
 	pthread_mutex_t base_mu;
 	struct base bases[BASE_CACHE_SIZE];
@@ -267,7 +265,6 @@ deliver_submit(struct deliver *d, struct spool_entry *e)
 	else
 		d->ready = j;
 	d->ready_tail = j;
-	d->stats.queued++;
 	pthread_cond_signal(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 }
@@ -279,14 +276,6 @@ deliver_flush(struct deliver *d)
 	for (struct job *j = d->waiting; j; j = j->next)
 		j->due = 0;
 	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mu);
-}
-
-void
-deliver_get_stats(struct deliver *d, struct deliver_stats *st)
-{
-	pthread_mutex_lock(&d->mu);
-	*st = d->stats;
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -346,19 +335,24 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 }
 
 size_t
-deliver_list(struct deliver *d, FILE *fp)
+deliver_foreach(struct deliver *d, deliver_item_cb fn, void *arg)
 {
-	time_t now = time(NULL);
+	struct deliver_item it;
 	size_t n = 0;
 
-	queue_format_header(fp);
 	pthread_mutex_lock(&d->mu);
-	for (struct job *j = d->busy; j; j = j->bnext, n++)
-		queue_format(fp, j->e, now, 0, true, true);
-	for (struct job *j = d->ready; j; j = j->next, n++)
-		queue_format(fp, j->e, now, 0, false, true);
-	for (struct job *j = d->waiting; j; j = j->next, n++)
-		queue_format(fp, j->e, now, j->due, false, true);
+	for (struct job *j = d->busy; j; j = j->bnext, n++) {
+		it = (struct deliver_item){.e = j->e, .due = 0, .busy = true};
+		fn(&it, arg);
+	}
+	for (struct job *j = d->ready; j; j = j->next, n++) {
+		it = (struct deliver_item){.e = j->e, .due = 0, .busy = false};
+		fn(&it, arg);
+	}
+	for (struct job *j = d->waiting; j; j = j->next, n++) {
+		it = (struct deliver_item){.e = j->e, .due = j->due, .busy = false};
+		fn(&it, arg);
+	}
 	pthread_mutex_unlock(&d->mu);
 	return n;
 }
@@ -404,7 +398,6 @@ reschedule(struct deliver *d, struct job *j, const struct config *cfg)
 		;
 	j->next = *p;
 	*p = j;
-	d->stats.deferred++;
 	pthread_mutex_unlock(&d->mu);
 }
 
@@ -511,9 +504,6 @@ bounce(struct deliver *d, const struct config *cfg, struct job *j, const struct 
 		else
 			spool_entry_free(copy); /* queued on disk: the next start delivers it */
 	}
-	pthread_mutex_lock(&d->mu);
-	d->stats.bounces++;
-	pthread_mutex_unlock(&d->mu);
 	return 0;
 }
 
@@ -666,12 +656,6 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	bool removed =
 	        record(d, e, n_pend, del_recorded || !dlines || !dlen ? NULL : dlines, lines);
 
-	pthread_mutex_lock(&d->mu);
-	d->stats.delivered_rcpts += n_del;
-	d->stats.failed_rcpts += nf;
-	if (removed)
-		d->stats.delivered_msgs++;
-	pthread_mutex_unlock(&d->mu);
 	if (n_del || nf)
 		log_msg(LOG_LVL_INFO,
 		        "message %s %s: %zu delivered, %zu failed, %zu waiting (from "
@@ -1055,7 +1039,6 @@ deliver_main(void *arg)
 		}
 		if (!relay)
 			d->maildir_busy = true;
-		d->stats.batches++;
 		pthread_mutex_unlock(&d->mu);
 		if (relay)
 			relay_batch(d, cfg, batch);

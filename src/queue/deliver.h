@@ -41,8 +41,9 @@
 #ifndef MXGATE_DELIVER_H
 #define MXGATE_DELIVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
+#include <time.h>
 
 #include "conf/config.h"
 #include "queue/spool.h"
@@ -71,12 +72,18 @@ void deliver_flush(struct deliver *d);
 /* Removes a queued message that is not being delivered right now.  Returns 0, or -1
  * with a reason in err. */
 int deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen);
-/* Writes the queue (queue.h format); returns the number of messages. */
-size_t deliver_list(struct deliver *d, FILE *fp);
 
-struct deliver_stats {
-	uint64_t delivered_msgs, delivered_rcpts, failed_rcpts, deferred, batches, queued, bounces;
+/* One queued message as the delivery sees it; e is borrowed for the callback only. */
+struct deliver_item {
+	const struct spool_entry *e;
+	time_t due; /* the next attempt; 0: now */
+	bool busy;  /* being delivered right now */
 };
-void deliver_get_stats(struct deliver *d, struct deliver_stats *st);
+typedef void (*deliver_item_cb)(const struct deliver_item *it, void *arg);
+
+/* Calls fn for every queued message (those being delivered, then the due ones, then the
+ * waiting ones) under the queue's lock: fn must be quick and must not call into d.
+ * Returns the number of messages.  The queue as data: queue.h formats it. */
+size_t deliver_foreach(struct deliver *d, deliver_item_cb fn, void *arg);
 
 #endif

@@ -23,14 +23,16 @@ age(char *buf, size_t size, long secs)
 		snprintf(buf, size, "%ldd%02ldh", secs / 86400, secs % 86400 / 3600);
 }
 
-void
-queue_format_header(FILE *fp)
+static void
+format_header(FILE *fp)
 {
 	fprintf(fp, "%-16s %7s %9s %4s  %-9s %s\n", "ID", "AGE", "SIZE", "TRY", "NEXT", "SENDER");
 }
 
-void
-queue_format(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool busy,
+/* One message: its line, then a line per recipient with its state.  due: when the next
+ * attempt is (0: now or unknown); busy: being delivered right now. */
+static void
+format_entry(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool busy,
              bool daemon_running)
 {
 	char a[32], next[40];
@@ -64,6 +66,28 @@ queue_format(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool
 	}
 }
 
+struct running {
+	FILE *out;
+	time_t now;
+};
+
+static void
+running_cb(const struct deliver_item *it, void *arg)
+{
+	struct running *r = arg;
+
+	format_entry(r->out, it->e, r->now, it->due, it->busy, true);
+}
+
+size_t
+queue_list_running(struct deliver *d, FILE *fp)
+{
+	struct running r = {.out = fp, .now = time(NULL)};
+
+	format_header(fp);
+	return deliver_foreach(d, running_cb, &r);
+}
+
 struct offline {
 	FILE *out;
 	time_t now;
@@ -75,7 +99,7 @@ offline_cb(const struct spool_entry *e, void *arg)
 {
 	struct offline *o = arg;
 
-	queue_format(o->out, e, o->now, 0, false, false);
+	format_entry(o->out, e, o->now, 0, false, false);
 	o->n++;
 }
 
@@ -181,7 +205,7 @@ queue_command(const char *spool, const char *command, FILE *out, FILE *err)
 			return offline_remove(spool, id, out, err);
 		struct offline o = {.out = out, .now = time(NULL)};
 		char e2[512];
-		queue_format_header(out);
+		format_header(out);
 		if (spool_scan(spool, offline_cb, &o, e2, sizeof(e2)) < 0) {
 			fprintf(err, "mxgate queue: %s\n", e2);
 			return 1;

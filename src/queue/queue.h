@@ -12,17 +12,15 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "queue/deliver.h"
 #include "queue/spool.h"
 
 #define QUEUE_CONTROL_NAME "control"
 
-/* Writes one message: its line, then a line per recipient with its state.  due: when the
- * next attempt is (0: now or unknown); busy: being delivered right now. */
-void queue_format(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool busy,
-                  bool daemon_running);
-
-/* The header line of a listing. */
-void queue_format_header(FILE *fp);
+/* The daemon's side of "list": writes the header, then each message of d (deliver.h)
+ * with its line and a line per recipient with its state.  Returns the number of
+ * messages. */
+size_t queue_list_running(struct deliver *d, FILE *fp);
 
 /* Client side: runs command ("list", "flush", "remove ID") against the spool at path,
  * through the daemon when it runs, else on the files.  Writes the answer to out and

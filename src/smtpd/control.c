@@ -56,7 +56,7 @@ control_cb(evutil_socket_t lfd, short what, void *arg)
 		return;
 	}
 	if (strcmp(cmd, "list") == 0) {
-		size_t n = deliver_list(c->deliver, fp);
+		size_t n = queue_list_running(c->deliver, fp);
 		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
 	} else if (strcmp(cmd, "flush") == 0) {
 		deliver_flush(c->deliver);
