@@ -22,8 +22,9 @@ static const char *const step_names[] = {
         [PROBE_STARTTLS] = "STARTTLS", [PROBE_MAIL] = "MAIL",     [PROBE_RCPT] = "RCPT",
 };
 
-const char *
-probe_step_name(enum probe_step s)
+/* "connect", "banner", "EHLO", "STARTTLS", "MAIL", "RCPT". */
+static const char *
+step_name(enum probe_step s)
 {
 	return step_names[s];
 }
@@ -360,7 +361,7 @@ io_verdict(struct session *s, enum probe_step step)
 	                                        c->err == EPIPE || c->err == EPROTO));
 
 	s->broken = true;
-	say(s, probe_step_name(step), "%s", c->why);
+	say(s, step_name(step), "%s", c->why);
 	return verdict(s, refusal ? PROBE_REFUSED : PROBE_ERROR, step, "%s", c->why);
 }
 
@@ -496,9 +497,9 @@ probe_run(const struct probe_opts *o, FILE *out, struct probe_result *res)
 	if (v == PROBE_OPEN)
 		fprintf(out, "verdict: open\n");
 	else if (v == PROBE_REFUSED)
-		fprintf(out, "verdict: refused at %s\n", probe_step_name(res->step));
+		fprintf(out, "verdict: refused at %s\n", step_name(res->step));
 	else
-		fprintf(out, "verdict: error at %s: %s\n", probe_step_name(res->step), res->why);
+		fprintf(out, "verdict: error at %s: %s\n", step_name(res->step), res->why);
 	fflush(out);
 	smtpc_release(&s.c);
 	tls_ctx_unref(s.tls_ctx);

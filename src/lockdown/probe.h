@@ -77,7 +77,4 @@ int probe_parse_path(const char *arg, char *out, size_t size, char *err, size_t 
  * returns its verdict. */
 enum probe_verdict probe_run(const struct probe_opts *o, FILE *out, struct probe_result *res);
 
-/* "connect", "banner", "EHLO", "STARTTLS", "MAIL", "RCPT". */
-const char *probe_step_name(enum probe_step s);
-
 #endif

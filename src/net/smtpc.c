@@ -218,8 +218,9 @@ smtpc_read_reply(struct smtpc *c, struct smtpc_reply *r)
 	}
 }
 
-size_t
-smtpc_buffered(const struct smtpc *c)
+/* Bytes received and not yet parsed into a complete line. */
+static size_t
+buffered(const struct smtpc *c)
 {
 	return c->in_len - c->in_off + (c->p.complete ? 0 : c->p.len);
 }
@@ -309,7 +310,7 @@ smtpc_starttls(struct smtpc *c, struct tls_ctx *ctx, const char *host, struct sm
 
 	if (smtpc_command(c, r, "STARTTLS") < 0 || r->code != 220)
 		return r->code ? 0 : -1;
-	if ((extra = smtpc_buffered(c)) > 0) {
+	if ((extra = buffered(c)) > 0) {
 		char why[200];
 		snprintf(why, sizeof(why),
 		         "the server sent %zu bytes after its 220 to STARTTLS (RFC 3207 §4.2: "

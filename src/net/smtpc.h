@@ -121,8 +121,6 @@ int smtpc_ehlo(struct smtpc *c, const char *helo, struct smtpc_reply *r);
  * be an injection; MALFORMED) and handshakes; the extensions are forgotten, as every
  * byte read before.  0 with r->code != 220 when refused; -1 when TLS broke. */
 int smtpc_starttls(struct smtpc *c, struct tls_ctx *ctx, const char *host, struct smtpc_reply *r);
-/* Bytes received and not yet parsed. */
-size_t smtpc_buffered(const struct smtpc *c);
 
 /* Message data after a 354: the text is dot-stuffed (RFC 5321 §4.5.2) and buffered;
  * smtpc_data_end() adds a CRLF when the text does not end with one, then ".". */
