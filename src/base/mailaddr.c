@@ -155,6 +155,85 @@ parse_literal(struct cur *c, char *out, size_t outsize)
 	return 0;
 }
 
+/* Quoted-string (RFC 5321 §4.1.2) from the opening quote, into local[*ln...]. */
+static enum mailaddr_err
+parse_quoted_local(struct cur *c, char *local, size_t *lnp)
+{
+	size_t ln = 0;
+
+	c->i++;
+	for (;;) {
+		if (c->i >= c->len)
+			return MAILADDR_SYNTAX;
+		unsigned char ch = c->s[c->i];
+		if (ch == '"')
+			break;
+		if (ch == '\\') {
+			/* quoted-pairSMTP = %d92 %d32-126 */
+			if (c->i + 1 >= c->len || c->s[c->i + 1] < 32 || c->s[c->i + 1] > 126)
+				return MAILADDR_SYNTAX;
+			ch = c->s[c->i + 1];
+			c->i += 2;
+		} else if (ch >= 32 && ch <= 126) {
+			c->i++;
+		} else if (ch >= 0x80) {
+			size_t at = c->i;
+			if (take_utf8(c) < 0)
+				return MAILADDR_SYNTAX;
+			if (ln + (c->i - at) > MAILADDR_LOCAL_MAX)
+				return MAILADDR_TOO_LONG;
+			memcpy(local + ln, c->s + at, c->i - at);
+			ln += c->i - at;
+			continue;
+		} else {
+			return MAILADDR_SYNTAX;
+		}
+		if (ln >= MAILADDR_LOCAL_MAX)
+			return MAILADDR_TOO_LONG;
+		local[ln++] = (char)ch;
+	}
+	c->i++; /* closing quote */
+	*lnp = ln;
+	return ln == 0 ? MAILADDR_SYNTAX : MAILADDR_OK;
+}
+
+/* Dot-string (RFC 5321 §4.1.2), into local[0...*ln). */
+static enum mailaddr_err
+parse_dot_local(struct cur *c, char *local, size_t *lnp)
+{
+	bool need_atom = true;
+	size_t ln = 0;
+
+	for (;;) {
+		if (c->i >= c->len)
+			return MAILADDR_SYNTAX;
+		unsigned char ch = c->s[c->i];
+		size_t at = c->i;
+		if (is_atext(ch)) {
+			c->i++;
+		} else if (ch >= 0x80) {
+			if (take_utf8(c) < 0)
+				return MAILADDR_SYNTAX;
+		} else if (ch == '.' && !need_atom) {
+			need_atom = true;
+			c->i++;
+			if (ln >= MAILADDR_LOCAL_MAX)
+				return MAILADDR_TOO_LONG;
+			local[ln++] = '.';
+			continue;
+		} else {
+			break;
+		}
+		if (ln + (c->i - at) > MAILADDR_LOCAL_MAX)
+			return MAILADDR_TOO_LONG;
+		memcpy(local + ln, c->s + at, c->i - at);
+		ln += c->i - at;
+		need_atom = false;
+	}
+	*lnp = ln;
+	return need_atom ? MAILADDR_SYNTAX : MAILADDR_OK; /* empty, or ends with '.' */
+}
+
 enum mailaddr_err
 mailaddr_parse(const char *s, size_t len, bool allow_null, bool utf8, struct mailaddr *out,
                size_t *used)
@@ -195,71 +274,12 @@ mailaddr_parse(const char *s, size_t len, bool allow_null, bool utf8, struct mai
 	/* Local-part */
 	if (c.i < len && s[c.i] == '"') {
 		out->quoted = true;
-		c.i++;
-		for (;;) {
-			if (c.i >= len)
-				return MAILADDR_SYNTAX;
-			unsigned char ch = c.s[c.i];
-			if (ch == '"')
-				break;
-			if (ch == '\\') {
-				/* quoted-pairSMTP = %d92 %d32-126 */
-				if (c.i + 1 >= len || c.s[c.i + 1] < 32 || c.s[c.i + 1] > 126)
-					return MAILADDR_SYNTAX;
-				ch = c.s[c.i + 1];
-				c.i += 2;
-			} else if (ch >= 32 && ch <= 126) {
-				c.i++;
-			} else if (ch >= 0x80) {
-				size_t at = c.i;
-				if (take_utf8(&c) < 0)
-					return MAILADDR_SYNTAX;
-				if (ln + (c.i - at) > MAILADDR_LOCAL_MAX)
-					return MAILADDR_TOO_LONG;
-				memcpy(out->local + ln, s + at, c.i - at);
-				ln += c.i - at;
-				continue;
-			} else {
-				return MAILADDR_SYNTAX;
-			}
-			if (ln >= MAILADDR_LOCAL_MAX)
-				return MAILADDR_TOO_LONG;
-			out->local[ln++] = (char)ch;
-		}
-		c.i++; /* closing quote */
-		if (ln == 0)
-			return MAILADDR_SYNTAX;
+		rc = parse_quoted_local(&c, out->local, &ln);
 	} else {
-		bool need_atom = true;
-		for (;;) {
-			if (c.i >= len)
-				return MAILADDR_SYNTAX;
-			unsigned char ch = c.s[c.i];
-			size_t at = c.i;
-			if (is_atext(ch)) {
-				c.i++;
-			} else if (ch >= 0x80) {
-				if (take_utf8(&c) < 0)
-					return MAILADDR_SYNTAX;
-			} else if (ch == '.' && !need_atom) {
-				need_atom = true;
-				c.i++;
-				if (ln >= MAILADDR_LOCAL_MAX)
-					return MAILADDR_TOO_LONG;
-				out->local[ln++] = '.';
-				continue;
-			} else {
-				break;
-			}
-			if (ln + (c.i - at) > MAILADDR_LOCAL_MAX)
-				return MAILADDR_TOO_LONG;
-			memcpy(out->local + ln, s + at, c.i - at);
-			ln += c.i - at;
-			need_atom = false;
-		}
-		if (need_atom)
-			return MAILADDR_SYNTAX; /* empty, or ends with '.' */
+		rc = parse_dot_local(&c, out->local, &ln);
 	}
+	if (rc != MAILADDR_OK)
+		return (enum mailaddr_err)rc;
 	out->local[ln] = '\0';
 	if (c.i >= len || s[c.i] != '@')
 		return MAILADDR_SYNTAX;
