@@ -3,9 +3,10 @@
  *
  * RFC 5321 client side with PIPELINING (2920; MAIL, every RCPT and DATA in one write
  * where offered), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531) and STARTTLS (3207, as
- * relay-tls says).  All recipients of a message go in one transaction, and a connection
- * carries several messages.  Blocking I/O on the caller's (delivery) thread; every
- * step — connect, each reply, each write — is bounded by the relay timeout.
+ * relay-tls says), over the shared client core (net/smtpc.h: its strict reply parser,
+ * its EHLO/HELO fallback).  All recipients of a message go in one transaction, and a
+ * connection carries several messages.  Blocking I/O on the caller's (delivery) thread;
+ * every step — connect, each reply, each write — is bounded by the relay timeout.
  *
  * Outcomes are per recipient: the reply code and text of the step that decided it.
  * Code 0 means "not decided" (the connection broke first): a temporary failure.  If the

@@ -281,3 +281,23 @@ Test(relay, size_limit_refuses_before_mail)
 	cr_assert(strstr(res[1].text, "exceeds the 10 bytes"));
 	cr_assert_str_eq(s.got, "EHLO gw.example\r\nQUIT\r\n");
 }
+
+/* The reply parser is smtpc's strict one: a next hop that ends its lines in a bare LF
+ * breaks framing, and nothing is sent to it (the old lenient parser took it). */
+Test(relay, a_bare_lf_reply_is_a_broken_next_hop)
+{
+	struct script s = {.ehlo = "250-s\n250 PIPELINING\n"};
+	struct relay_opts o = {.host = "127.0.0.1",
+	                       .helo = "gw.example",
+	                       .tls = RELAY_TLS_NONE,
+	                       .timeout_ms = 5000};
+	char err[512];
+
+	start(&s);
+	o.port = s.port;
+	struct relay_conn *c = relay_open(&o, err, sizeof(err));
+	cr_assert_null(c);
+	cr_assert(strstr(err, "lines must end in CRLF"), "%s", err);
+	finish(&s);
+	cr_assert_str_eq(s.got, "EHLO gw.example\r\n");
+}
