@@ -9,6 +9,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,6 +554,37 @@ cmd_version(int argc, char **argv)
 	return EXIT_SUCCESS;
 }
 
+/* `mxgate COMMAND --help` (or -h) anywhere before a "--": that command's help on stdout,
+ * exit 0, as git and postconf do; nothing else on the line is looked at. */
+static bool
+wants_help(int argc, char **argv)
+{
+	for (int i = 2; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
+static int
+command_help(const struct cmd *c)
+{
+	printf("usage: mxgate %s\n\n%s\n", c->synopsis, c->summary);
+	if (c->options) {
+		printf("\noptions:\n");
+		print_options(stdout, "  ", c->options);
+	}
+	printf("\nexit status: 0 success, 1 error, 2 usage error%s\n",
+	       strcmp(c->name, "which") == 0   ? ", 3 no connector takes the connection"
+	       : strcmp(c->name, "probe") == 0 ? ", 3 the server refused"
+	                                       : "");
+	if (strcmp(c->name, "help") != 0 && strcmp(c->name, "version") != 0 &&
+	    strcmp(c->name, "probe") != 0 && strcmp(c->name, "providers") != 0 &&
+	    strcmp(c->name, "reference") != 0)
+		printf("default configuration (-c FILE): %s\n", CONFIG_DEFAULT_PATH);
+	printf("more: mxgate(8)\n");
+	return EXIT_SUCCESS;
+}
+
 static int
 cmd_help(int argc, char **argv)
 {
@@ -574,7 +606,8 @@ main(int argc, char **argv)
 		return cmd_help(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(cmds[i].name, argv[1]) == 0)
-			return cmds[i].fn(argc - 1, argv + 1);
+			return wants_help(argc, argv) ? command_help(&cmds[i])
+			                              : cmds[i].fn(argc - 1, argv + 1);
 	fprintf(stderr, "mxgate: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;

@@ -160,3 +160,21 @@ def test_check_refuses_a_certificate_and_key_that_do_not_belong_together(mxgate,
     conf.write_text(conf.read_text().replace("b.key", "a.key"))
     r = mxgate("check", "-c", str(conf))
     assert r.rc == 0, r.out + r.err
+
+
+def test_every_command_has_its_help(mxgate):
+    """`mxgate COMMAND --help` (and -h) prints that command's usage on stdout and exits 0,
+    for every command `mxgate help` lists; before, it was "unknown option"."""
+    r = mxgate("help")
+    assert r.rc == 0
+    commands = re.findall(r"^  mxgate (\w+)", r.out, re.M)
+    assert {"run", "check", "which", "queue", "firewall", "probe"} <= set(commands), r.out
+    for cmd in commands:
+        for flag in ("--help", "-h"):
+            h = mxgate(cmd, flag)
+            assert h.rc == 0, (cmd, flag, h.out, h.err)
+            assert h.out.startswith(f"usage: mxgate {cmd}"), (cmd, h.out)
+            assert "exit status: 0 success" in h.out and h.err == "", (cmd, h.out, h.err)
+    assert "3 no connector" in mxgate("which", "--help").out
+    # after "--" it is an argument like any other
+    assert mxgate("which", "--", "--help").rc == 2
