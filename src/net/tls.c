@@ -1,10 +1,12 @@
 #include "net/tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,57 @@ take_errors(char *buf, size_t size, const char *fallback)
 		snprintf(buf, size, "%s", fallback);
 }
 
+/*
+ * Why a PEM file did not load, in words an admin can act on: the OS error when the file
+ * could not be read ("Permission denied", not OpenSSL's "system lib"), a certificate and a
+ * key given the wrong way round, a file with no PEM block of the kind expected, else
+ * OpenSSL's reason.  Empties the error queue.
+ */
+static void
+load_error(char *err, size_t errlen, const char *path, bool want_key)
+{
+	const char *what = want_key ? "key" : "certificate";
+	unsigned long e, last = 0;
+	char buf[65536];
+	size_t n;
+	FILE *fp;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last && ERR_GET_LIB(last) == ERR_LIB_SYS) {
+		snprintf(err, errlen, "cannot load %s %s: %s", what, path,
+		         strerror(ERR_GET_REASON(last)));
+		return;
+	}
+	if (!(fp = fopen(path, "re"))) {
+		snprintf(err, errlen, "cannot load %s %s: %s", what, path, strerror(errno));
+		return;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	bool has_key = strstr(buf, "PRIVATE KEY-----") != NULL;
+	bool has_cert = strstr(buf, "-----BEGIN CERTIFICATE-----") != NULL;
+	if (want_key && has_cert && !has_key)
+		snprintf(err, errlen,
+		         "cannot load key %s: it holds a certificate, not a private key (are "
+		         "certificate and key swapped?)",
+		         path);
+	else if (!want_key && has_key && !has_cert)
+		snprintf(err, errlen,
+		         "cannot load certificate %s: it holds a private key, not a certificate "
+		         "(are certificate and key swapped?)",
+		         path);
+	else if (want_key ? !has_key : !has_cert)
+		snprintf(err, errlen,
+		         "cannot load %s %s: no PEM %s in it (a line -----BEGIN %s-----)", what,
+		         path, want_key ? "private key" : "certificate",
+		         want_key ? "PRIVATE KEY" : "CERTIFICATE");
+	else
+		snprintf(err, errlen, "cannot load %s %s: %s", what, path,
+		         last ? ERR_reason_error_string(last) : "unreadable");
+}
+
 static SSL_CTX *
 make_ctx(const char *cert, const char *key, char *err, size_t errlen)
 {
@@ -51,15 +104,11 @@ make_ctx(const char *cert, const char *key, char *err, size_t errlen)
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		char e[160];
-		take_errors(e, sizeof(e), "unreadable");
-		snprintf(err, errlen, "cannot load certificate %s: %s", cert, e);
+		load_error(err, errlen, cert, false);
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		char e[160];
-		take_errors(e, sizeof(e), "unreadable");
-		snprintf(err, errlen, "cannot load key %s: %s", key, e);
+		load_error(err, errlen, key, true);
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {

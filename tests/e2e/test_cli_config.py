@@ -3,6 +3,8 @@ import os
 import re
 import subprocess
 
+from conftest import BIN
+
 EXCHANGE_EXAMPLE = """
     hostname = "mx.example.test"
     accepted-domains = { "example.test" }
@@ -178,3 +180,30 @@ def test_every_command_has_its_help(mxgate):
     assert "3 no connector" in mxgate("which", "--help").out
     # after "--" it is an argument like any other
     assert mxgate("which", "--", "--help").rc == 2
+
+
+def test_tls_errors_name_the_real_cause(mxgate, tmp_path):
+    """A certificate and key given the wrong way round say so, instead of OpenSSL's
+    "PEM lib"; an unreadable key names the OS error, not "system lib"."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "c.pem"),
+                    "-subj", "/CN=mx.example.test"], check=True, capture_output=True)
+    os.chmod(tmp_path / "k.pem", 0o600)
+    conf = tmp_path / "mxgate.conf"
+    base = ('hostname = "mx.example.test"\naccepted-domains = { "example.test" }\n'
+            'tls {\n  certificate = "%s"\n  key = "%s"\n}\n'
+            'connector "c" {\n  usage = internet\n  bindings = { "127.0.0.1:2525" }\n'
+            '  remote-ip-ranges = { "127.0.0.2" }\n}\n')
+    conf.write_text(base % ("k.pem", "c.pem"))
+    os.chmod(tmp_path / "c.pem", 0o600)
+    r = mxgate("check", "-c", str(conf))
+    assert r.rc == 1 and "swapped" in r.err and "PEM lib" not in r.err, r.err
+    conf.write_text(base % ("c.pem", "k.pem"))
+    os.chmod(tmp_path / "c.pem", 0o644)
+    # a key the checking user cannot read: run as nobody (the CI runs as root)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(conf, 0o644)
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        BIN, "check", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    assert "system lib" not in r.stderr, r.stderr
