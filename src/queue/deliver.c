@@ -560,6 +560,36 @@ record(struct deliver *d, struct spool_entry *e, size_t n_pend, const char *dlin
 }
 
 /*
+ * Message tracking, the way Postfix logs it: one line per recipient per attempt, with the
+ * queue id, the recipient, where it went, how long it has been queued, the attempt, the
+ * status (sent, deferred or bounced) and the reply that decided it, which carries the
+ * next hop's own queue id when it gives one ("250 2.0.0 Ok: queued as 4Qx...").  size is
+ * the message as delivered (without the Return-Path a Maildir copy gets), the number the
+ * "queued" line of the session gives.
+ */
+static void
+track(const struct spool_entry *e, const struct outcome *o, const bool *tried, const bool *bounced,
+      time_t now)
+{
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!tried[i])
+			continue;
+		const char *status = e->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? "sent"
+		                     : bounced && bounced[i]                  ? "bounced"
+		                                                              : "deferred";
+		char dsn[32];
+		dsn_status(o[i].code, o[i].text, dsn, sizeof(dsn));
+		log_msg(strcmp(status, "sent") == 0 ? LOG_LVL_INFO : LOG_LVL_WARNING,
+		        "message %s: to=<%s>, relay=%s, delay=%llds, attempt=%u, size=%llu, "
+		        "dsn=%s, status=%s (%d %s)",
+		        e->id, e->rcpts[i], o[i].remote ? o[i].remote : "maildir",
+		        (long long)(now - e->received), e->attempts,
+		        (unsigned long long)(e->size - e->prefix_len), dsn, status, o[i].code,
+		        o[i].text);
+	}
+}
+
+/*
  * Records one attempt's outcomes (see deliver.h) and decides the message's fate.
  * Returns true when the message left the spool (the caller syncs the queue directory
  * once for the batch).
@@ -573,18 +603,20 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	bool expired = (uint64_t)(now - e->received) * 1000 >= cfg->message_expiration_timeout_ms;
 	struct dsn_rcpt *failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*failed));
 	bool *newly_failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
+	bool *tried = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
 	char *lines = NULL, *dlines = NULL, last[700] = "ok";
 	size_t nf = 0, n_del = 0, n_pend = 0, llen = 0, dlen = 0;
 	FILE *fp = NULL, *dfp = NULL; /* the other lines; the "delivered" lines */
 	bool del_recorded = false;
 
-	if (!failed || !newly_failed || !(fp = open_memstream(&lines, &llen)) ||
+	if (!failed || !newly_failed || !tried || !(fp = open_memstream(&lines, &llen)) ||
 	    !(dfp = open_memstream(&dlines, &dlen))) {
 		if (fp)
 			fclose(fp);
 		free(lines);
 		free(failed);
 		free(newly_failed);
+		free(tried);
 		reschedule(d, j, cfg);
 		return false;
 	}
@@ -593,6 +625,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	for (size_t i = 0; i < e->n_rcpts; i++) {
 		if (e->rcpt_state[i] != SPOOL_RCPT_PENDING)
 			continue;
+		tried[i] = true;
 		clean_text(o[i].text);
 		if (o[i].code >= 200 && o[i].code < 300) {
 			e->rcpt_state[i] = SPOOL_RCPT_DELIVERED;
@@ -655,6 +688,8 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	/* the record first (the window deliver.h describes), then the log line */
 	bool removed =
 	        record(d, e, n_pend, del_recorded || !dlines || !dlen ? NULL : dlines, lines);
+	track(e, o, tried, nf > 0 ? newly_failed : NULL, now);
+	free(tried);
 
 	if (n_del || nf)
 		log_msg(LOG_LVL_INFO,

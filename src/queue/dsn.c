@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The enhanced status code in text ("5.1.1 ..."), or one made from code's class. */
-static void
-status_of(int code, const char *text, char *out, size_t size)
+void
+dsn_status(int code, const char *text, char *out, size_t size)
 {
 	const char *p = text;
 	int parts = 0;
@@ -105,7 +104,7 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 	        "Arrival-Date: %s\r\n",
 	        boundary, reporting_host, e->id, arrival);
 	for (size_t i = 0; i < n; i++) {
-		status_of(r[i].code, r[i].text, status, sizeof(status));
+		dsn_status(r[i].code, r[i].text, status, sizeof(status));
 		fprintf(fp, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n",
 		        r[i].addr, status);
 		if (r[i].remote) {

@@ -24,4 +24,8 @@ char *dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
                 const char *reporting_host, const char *headers, size_t hlen, time_t now,
                 size_t *len);
 
+/* The enhanced status code in text ("5.1.1 ..."), or one made from code's class ("4.0.0"
+ * for a 4xx without one); the bounce's Status: field and the tracking log's dsn=. */
+void dsn_status(int code, const char *text, char *out, size_t size);
+
 #endif

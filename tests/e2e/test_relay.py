@@ -103,6 +103,13 @@ def test_refused_recipient_bounces_for_that_recipient_only(daemon, postfix):
     assert b"Subject: half" in bounce  # the original headers come back
     assert f"X-Mxgate-Queue-ID: {qid}".encode() in bounce
     daemon.wait_log(rf"message {qid} relayed to .*: 1 delivered, 1 failed, 0 waiting")
+    # message tracking: one line per recipient with where it went, the status and the
+    # reply that decided it (Postfix's own reply carries its queue id)
+    sent = daemon.wait_log(rf"message {qid}: to=<user@example\.test>, relay=\S+, delay=\d+s, "
+                           rf"attempt=1, size=\d+, dsn=2\.0\.0, status=sent \(250 ")[0]
+    assert "queued as" in sent, sent
+    daemon.wait_log(rf"message {qid}: to=<nobody-here@example\.test>, relay=\S+, .*"
+                    rf"dsn=5\.1\.1, status=bounced \(550 ")
     # the bounce itself has the null sender
     assert b"Return-Path: <>" in bounce or b"MAILER-DAEMON" in bounce
 
@@ -113,6 +120,8 @@ def test_soft_refusal_is_retried_until_accepted(daemon, sink):
     daemon.start()
     qid = send(daemon, ["user@example.test"])
     daemon.wait_log(rf"message {qid} deferred \(attempt 1\): .*4\d\d")
+    daemon.wait_log(rf"message {qid}: to=<user@example\.test>, .*attempt=1, .*status=deferred "
+                    rf"\(4\d\d ")
     rc, out, _ = queue(daemon, "list")
     assert rc == 0 and qid in out and "pending" in out and "last error" in out
     assert sink.queue_ids() == []
