@@ -1,17 +1,22 @@
-/* Unit tests: metrics (the registry and its text format).  The page is checked by a small
- * parser of the text exposition format 0.0.4 written here, and by prometheus_client's own
- * parser (Debian's python3-prometheus-client) for the known sequence below.  Criterion runs each test in its own process, so each
+/* Unit tests: metrics (the registry and its text format) and metrics_http (the scrape
+ * endpoint).  The page is checked by a small parser of the text exposition format 0.0.4
+ * written here, and by prometheus_client's own parser (Debian's python3-prometheus-client)
+ * for the known sequence below.  Criterion runs each test in its own process, so each
  * starts with a registry at zero. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "obs/metrics.h"
+#include "obs/metrics_http.h"
 
 /* ---- a checker of the text format 0.0.4 ----------------------------------------------- */
 
@@ -536,4 +541,201 @@ Test(metrics, concurrent_updates_add_up_exactly)
 	/* i % 3 == 0 (0 s) and == 1 (0.001 s) land in le=0.001: ROUNDS = 3k + 2 per thread */
 	expect_value("mxgate_commit_seconds_bucket", "le=0.001",
 	             THREADS * ((ROUNDS / 3) * 2 + (ROUNDS % 3 >= 1) + (ROUNDS % 3 >= 2)));
+}
+
+/* ---- the HTTP endpoint -------------------------------------------------------------------- */
+
+struct reply {
+	int status;
+	char headers[2048];
+	char *body;
+	size_t body_len;
+};
+
+/* Sends req to 127.0.0.1:port on a plain socket and reads the reply to EOF. */
+static void
+http(uint16_t port, const char *req, size_t req_len, struct reply *r)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+	                          .sin_port = htons(port),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {30, 0}; /* a hang fails the test instead of stalling the suite */
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_geq(fd, 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "%s", strerror(errno));
+	cr_assert_eq(send(fd, req, req_len, MSG_NOSIGNAL), (ssize_t)req_len);
+	for (;;) {
+		if (len + 4096 > cap) {
+			cap = cap * 2 + 8192;
+			buf = realloc(buf, cap);
+			cr_assert_not_null(buf);
+		}
+		ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+		if (k < 0 && errno == ECONNRESET)
+			break;
+		cr_assert_geq(k, 0, "recv: %s", strerror(errno));
+		if (k == 0)
+			break;
+		len += (size_t)k;
+	}
+	close(fd);
+	buf[len] = '\0';
+	memset(r, 0, sizeof(*r));
+	r->status = -1;
+	char *end = strstr(buf, "\r\n\r\n");
+	if (len && sscanf(buf, "HTTP/1.%*d %d", &r->status) == 1 && end) {
+		snprintf(r->headers, sizeof(r->headers), "%.*s", (int)(end - buf), buf);
+		r->body_len = len - (size_t)(end + 4 - buf);
+		r->body = malloc(r->body_len + 1);
+		memcpy(r->body, end + 4, r->body_len);
+		r->body[r->body_len] = '\0';
+	}
+	free(buf);
+}
+
+static struct metrics_http *
+serve(void)
+{
+	struct endpoint ep = {.port = 0};
+	char err[256] = "";
+
+	cr_assert_eq(endpoint_parse("127.0.0.1:1", &ep, err, sizeof(err)), 0);
+	ep.port = 0; /* the kernel picks */
+	int fd = metrics_http_listen_ep(&ep, err, sizeof(err));
+	cr_assert_geq(fd, 0, "%s", err);
+	struct metrics_http *h = metrics_http_start(fd, err, sizeof(err));
+	cr_assert_not_null(h, "%s", err);
+	cr_assert_gt(metrics_http_port(h), 0);
+	return h;
+}
+
+#define GET(h, req, r) http(metrics_http_port(h), req, strlen(req), r)
+
+Test(metrics_http, get_metrics_serves_the_page)
+{
+	struct metrics_http *h = serve();
+	struct reply r;
+
+	metrics_refused(METRICS_REFUSED_CONNECTOR_LIMIT);
+	metrics_session_opened(metrics_connector("edge, \"one\""));
+	GET(h, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n", &r);
+	cr_assert_eq(r.status, 200, "%s", r.headers);
+	cr_expect_not_null(strcasestr(r.headers, "\r\nContent-Type: " METRICS_CONTENT_TYPE));
+	cr_assert(prom_parse(r.body, r.body_len, &PG), "%s", PG.err);
+	expect_value("mxgate_connections_refused_total", "reason=connector_limit", 1);
+	expect_value("mxgate_connections_total", "connector=edge, \"one\"", 1);
+	free(r.body);
+	/* HTTP/1.1 and a query string: the same page */
+	GET(h, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &r);
+	cr_expect_eq(r.status, 200);
+	cr_expect(prom_parse(r.body, r.body_len, &PG), "%s", PG.err);
+	free(r.body);
+	/* HEAD: the headers, with the page's length, and no body */
+	GET(h, "HEAD /metrics HTTP/1.0\r\n\r\n", &r);
+	cr_expect_eq(r.status, 200);
+	cr_expect_eq(r.body_len, 0);
+	cr_expect_not_null(strcasestr(r.headers, "\r\nContent-Length: "), "%s", r.headers);
+	cr_expect_null(strcasestr(r.headers, "\r\nContent-Length: 0\r"), "%s", r.headers);
+	free(r.body);
+	metrics_http_stop(h);
+}
+
+Test(metrics_http, other_paths_are_404_and_other_methods_405)
+{
+	struct metrics_http *h = serve();
+	struct reply r;
+
+	GET(h, "GET / HTTP/1.0\r\n\r\n", &r);
+	cr_expect_eq(r.status, 404);
+	free(r.body);
+	GET(h, "GET /metrics/x HTTP/1.0\r\n\r\n", &r);
+	cr_expect_eq(r.status, 404);
+	free(r.body);
+	static const char *const methods[] = {"POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		char req[128];
+		snprintf(req, sizeof(req), "%s /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+		         methods[i]);
+		GET(h, req, &r);
+		cr_expect_eq(r.status, 405, "%s: %d", methods[i], r.status);
+		cr_expect_not_null(strcasestr(r.headers, "\r\nAllow: GET, HEAD"), "%s", r.headers);
+		free(r.body);
+	}
+	metrics_http_stop(h);
+}
+
+Test(metrics_http, oversized_requests_are_refused)
+{
+	struct metrics_http *h = serve();
+	struct reply r;
+	size_t big = METRICS_HTTP_MAX_HEADERS + 1024;
+	char *req = malloc(big + 64);
+
+	int n = snprintf(req, 64, "GET /metrics HTTP/1.0\r\nX-Pad: ");
+	memset(req + n, 'a', big);
+	memcpy(req + n + big, "\r\n\r\n", 4);
+	http(metrics_http_port(h), req, (size_t)n + big + 4, &r);
+	cr_expect_neq(r.status, 200, "headers past the limit were served");
+	free(r.body);
+	n = snprintf(req, 128, "GET /metrics HTTP/1.0\r\nContent-Length: %d\r\n\r\n",
+	             METRICS_HTTP_MAX_BODY + 1);
+	memset(req + n, 'b', METRICS_HTTP_MAX_BODY + 1);
+	http(metrics_http_port(h), req, (size_t)n + METRICS_HTTP_MAX_BODY + 1, &r);
+	cr_expect_eq(r.status, 413, "a body past the limit: %d", r.status);
+	free(r.body);
+	free(req);
+	metrics_http_stop(h);
+}
+
+/* A scraper that sends half a request and waits holds its connection, not the server. */
+Test(metrics_http, a_stalled_client_does_not_hold_up_another)
+{
+	struct metrics_http *h = serve();
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+	                          .sin_port = htons(metrics_http_port(h)),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct reply r;
+	int slow = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert_eq(connect(slow, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_gt(send(slow, "GET /met", 8, 0), 0);
+	GET(h, "GET /metrics HTTP/1.0\r\n\r\n", &r);
+	cr_expect_eq(r.status, 200);
+	free(r.body);
+	close(slow);
+	metrics_http_stop(h);
+}
+
+Test(metrics_http, stop_closes_the_socket)
+{
+	struct metrics_http *h = serve();
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+	                          .sin_port = htons(metrics_http_port(h)),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	metrics_http_stop(h);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_expect_neq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_expect_eq(errno, ECONNREFUSED);
+	close(fd);
+	metrics_http_stop(NULL);
+}
+
+Test(metrics_http, listen_errors_name_the_address_and_the_reason)
+{
+	char err[256] = "";
+	struct metrics_http *h = serve();
+	char addr[64];
+
+	cr_expect_eq(metrics_http_listen("127.0.0.1", err, sizeof(err)), -1);
+	cr_expect_not_null(strstr(err, "metrics-listen \"127.0.0.1\""), "%s", err);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", metrics_http_port(h));
+	cr_expect_eq(metrics_http_listen(addr, err, sizeof(err)), -1);
+	cr_expect_not_null(strstr(err, addr), "%s", err);
+	cr_expect_not_null(strstr(err, strerror(EADDRINUSE)), "%s", err);
+	metrics_http_stop(h);
 }
