@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -435,7 +436,12 @@ render_process(struct out *o)
 		single_u64(o, "process_resident_memory_bytes", "gauge", "Resident memory in bytes.",
 		           (uint64_t)rss * (uint64_t)page);
 	}
-	DIR *d = opendir("/proc/self/fd");
+	/* open() then fdopendir(): ThreadSanitizer does not see the descriptor opendir() makes,
+	 * and would take its reuse of a number another thread just closed for a race */
+	int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d && dfd >= 0)
+		close(dfd);
 	if (d) {
 		uint64_t fds = 0;
 		struct dirent *e;
@@ -443,7 +449,7 @@ render_process(struct out *o)
 			if (e->d_name[0] != '.')
 				fds++;
 		closedir(d);
-		/* less the descriptor that opendir() itself holds */
+		/* less the descriptor the listing itself holds */
 		single_u64(o, "process_open_fds", "gauge", "Open file descriptors.",
 		           fds ? fds - 1 : 0);
 	}

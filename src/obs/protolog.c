@@ -440,6 +440,23 @@ struct logfile {
 	char name[32];
 };
 
+/* opendir(), by way of open(2): ThreadSanitizer sees the descriptor made by open() but not
+ * by opendir(), and would take its reuse of a number another thread just closed for a
+ * race. */
+static DIR *
+open_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+	if (!d && fd >= 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+	}
+	return d;
+}
+
 /* The directory's protocol log files, in *out (malloc'ed; *count of them).  Returns 0, or
  * -1 with errno. */
 static int
@@ -448,7 +465,7 @@ list_files(const char *dir, struct logfile **out, size_t *count)
 	struct logfile *v = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *e;
-	DIR *d = opendir(dir);
+	DIR *d = open_dir(dir);
 
 	if (!d)
 		return -1;
