@@ -122,6 +122,8 @@ push(struct protolog_session *s, char event, const char *data, size_t dlen, cons
 	struct timespec ts;
 	size_t size = sizeof(r);
 
+	if (!atomic_load_explicit(&P.enabled, memory_order_relaxed))
+		return;
 	if (len[T_DATA] > PROTOLOG_DATA_MAX) {
 		len[T_DATA] = PROTOLOG_DATA_MAX;
 		r.flags |= REC_CUT;
@@ -137,8 +139,6 @@ push(struct protolog_session *s, char event, const char *data, size_t dlen, cons
 	r.sec = ts.tv_sec;
 	r.nsec = (int32_t)ts.tv_nsec;
 
-	if (!atomic_load_explicit(&P.enabled, memory_order_relaxed))
-		return;
 	pthread_mutex_lock(&P.mu);
 	if (!P.on) {
 		pthread_mutex_unlock(&P.mu);
