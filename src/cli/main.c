@@ -55,8 +55,8 @@ static const struct cmd cmds[] = {
         {"queue", cmd_queue, "queue [-c FILE] [list|flush|remove ID]",
          "show the queue, retry it now, or remove a message", NULL},
         {"firewall", cmd_firewall, "firewall [-c FILE] --format FMT",
-         "print the lockdown as firewall rules or Exchange connectors",
-         "FMT: nft, iptables, pf, windows or exchange (docs/FIREWALL.md)"},
+         "print the lockdown as firewall rules, Exchange connectors or HAProxy ACLs",
+         "FMT: nft, iptables, pf, windows, exchange or haproxy (docs/FIREWALL.md)"},
         {"probe", cmd_probe, "probe HOST[:PORT] [options]",
          "test a server from a source address (exit 0 open, 3 refused)",
          "--source ADDR  --helo NAME  --starttls  --mail-from ADDR  --rcpt-to ADDR\n"

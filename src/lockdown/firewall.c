@@ -32,8 +32,12 @@ struct rvec {
 };
 
 static const char *const format_names[] = {
-        [FIREWALL_NFT] = "nft",         [FIREWALL_IPTABLES] = "iptables", [FIREWALL_PF] = "pf",
-        [FIREWALL_WINDOWS] = "windows", [FIREWALL_EXCHANGE] = "exchange",
+        [FIREWALL_NFT] = "nft",
+        [FIREWALL_IPTABLES] = "iptables",
+        [FIREWALL_PF] = "pf",
+        [FIREWALL_WINDOWS] = "windows",
+        [FIREWALL_EXCHANGE] = "exchange",
+        [FIREWALL_HAPROXY] = "haproxy",
 };
 
 int
@@ -966,6 +970,181 @@ write_exchange(const struct config *c, const char *label, FILE *out, struct diag
 	return 0;
 }
 
+/* ---- HAProxy ------------------------------------------------------------------------------ */
+
+/* Values on one acl line: HAProxy takes at most 64 words a line (MAX_LINE_ARGS). */
+#define HAP_PER_LINE 8
+
+struct hap_ctx {
+	FILE *out;
+	const char *acl;
+	unsigned n;      /* values on the current line */
+	unsigned *lines; /* acl lines written for the frontend */
+};
+
+static int
+hap_cidr_cb(const struct range *cidr, void *arg)
+{
+	struct hap_ctx *x = arg;
+	char r[RANGE_STRLEN];
+
+	fmt_range(cidr, true, r, sizeof(r));
+	if (x->n == HAP_PER_LINE) {
+		fputc('\n', x->out);
+		x->n = 0;
+	}
+	if (x->n == 0) {
+		fprintf(x->out, "\tacl %s src", x->acl);
+		(*x->lines)++;
+	}
+	fprintf(x->out, " %s", r);
+	x->n++;
+	return 0;
+}
+
+/* The acl lines of one entry: its ranges as CIDR blocks, or the whole family. */
+static void
+hap_entry_acl(FILE *out, const struct entry *e, const char *acl, unsigned *lines)
+{
+	struct hap_ctx x = {out, acl, 0, lines};
+
+	put_entry_comment(out, "\t", e);
+	put_entry_state(out, "\t", e);
+	if (e->open) {
+		fprintf(out, "\tacl %s src %s\n", acl, e->family == AF_INET ? "0.0.0.0/0" : "::/0");
+		(*lines)++;
+		return;
+	}
+	for (size_t j = 0; j < e->n_allow; j++)
+		range_each_cidr(&e->allow[j], hap_cidr_cb, &x);
+	if (x.n)
+		fputc('\n', out);
+}
+
+static void
+hap_bind(FILE *out, const struct entry *e)
+{
+	char a[IPADDR_STRLEN];
+
+	if (e->any) {
+		fprintf(out, "\tbind %s:%u%s\n", e->family == AF_INET ? "0.0.0.0" : "::", e->port,
+		        e->family == AF_INET ? "" : " v6only");
+	} else {
+		ipaddr_format(&e->dst, a, sizeof(a));
+		fprintf(out, "\tbind %s%s%s:%u\n", e->family == AF_INET ? "" : "[", a,
+		        e->family == AF_INET ? "" : "]", e->port);
+	}
+}
+
+/* One frontend and its backend for the entries ents[0..n): a port's wildcards (IPv4
+ * and IPv6), or one specific local address. */
+static void
+write_hap_frontend(const struct entry *const *ents, size_t n, FILE *out)
+{
+	const struct entry *e0 = ents[0];
+	char name[48], set[40], acl[64], a[IPADDR_STRLEN];
+	unsigned lines = 0;
+	bool open = true;
+
+	if (e0->any) {
+		snprintf(name, sizeof(name), "mxgate_p%u", e0->port);
+	} else {
+		set_name(e0, '_', set, sizeof(set));
+		snprintf(name, sizeof(name), "mxgate_%s", set);
+	}
+	snprintf(acl, sizeof(acl), "%s_allowed", name);
+	for (size_t i = 0; i < n; i++)
+		open = open && ents[i]->open;
+	fputc('\n', out);
+	if (e0->any) {
+		fprintf(out, "# TCP port %u, the bindings to any local address.\n", e0->port);
+	} else {
+		ipaddr_format(&e0->dst, a, sizeof(a));
+		fprintf(out,
+		        "# TCP port %u, mxgate's binding to %s alone, with connectors of its own:\n"
+		        "# bind this frontend to the balancer address that stands for it, and "
+		        "point the\n"
+		        "# servers at each node's binding for it.\n",
+		        e0->port, a);
+	}
+	fprintf(out, "frontend %s\n\tmode tcp\n", name);
+	for (size_t i = 0; i < n; i++)
+		hap_bind(out, ents[i]);
+	fprintf(out, "\ttimeout client 10m\n");
+	for (size_t i = 0; i < n; i++)
+		if (!open)
+			hap_entry_acl(out, ents[i], acl, &lines);
+		else
+			put_entry_comment(out, "\t", ents[i]);
+	if (open)
+		fprintf(out, "\t# every client is allowed: this port is not restricted here\n");
+	else if (lines == 0)
+		fprintf(out, "\ttcp-request connection reject\n");
+	else
+		fprintf(out, "\ttcp-request connection reject if !%s\n", acl);
+	fprintf(out,
+	        "\tdefault_backend %s\n"
+	        "\n"
+	        "backend %s\n"
+	        "\tmode tcp\n"
+	        "\ttimeout connect 10s\n"
+	        "\ttimeout server 10m\n"
+	        "\t# one line per mxgate node, which must list this balancer in "
+	        "proxy-protocol-from:\n"
+	        "\t# server node1 192.0.2.10:%u send-proxy-v2 check\n",
+	        name, name, e0->port);
+}
+
+static int
+write_haproxy(const struct plan *p, const char *label, FILE *out)
+{
+	const struct entry **ents = calloc(p->n ? p->n : 1, sizeof(*ents));
+
+	if (!ents) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fprintf(out, "# mxgate lockdown for HAProxy in front of mxgate, from ");
+	put_comment_text(out, label);
+	fprintf(out, "\n# (mxgate firewall --format haproxy).\n"
+	             "#\n"
+	             "# Paste these sections into haproxy.cfg, after global and defaults; check "
+	             "it with\n"
+	             "# haproxy -c -f /etc/haproxy/haproxy.cfg, then reload HAProxy.  One frontend "
+	             "per TCP port\n"
+	             "# mxgate is bound to (and one per local address bound on its own) rejects, "
+	             "at accept,\n"
+	             "# every client outside the connectors' ranges; its backend lists the mxgate "
+	             "nodes.\n"
+	             "# A frontend of your own for the port?  Copy the acl and tcp-request lines "
+	             "into it.\n"
+	             "# send-proxy-v2 on each server line tells mxgate the client's address (the "
+	             "PROXY\n"
+	             "# protocol); mxgate believes it only from the addresses in its "
+	             "proxy-protocol-from,\n"
+	             "# and HAProxy's health checks send it too.  The timeouts leave room for "
+	             "SMTP's\n"
+	             "# (RFC 5321 section 4.5.3.2: up to 10 minutes after the end of the data).\n");
+	for (size_t i = 0; i < p->n;) {
+		size_t n = 0, j = i;
+		/* a port's wildcards together, each specific address alone */
+		for (; j < p->n && p->e[j].port == p->e[i].port; j++)
+			if (p->e[j].any)
+				ents[n++] = &p->e[j];
+		if (n)
+			write_hap_frontend(ents, n, out);
+		for (size_t k = i; k < j; k++) {
+			if (!p->e[k].any) {
+				ents[0] = &p->e[k];
+				write_hap_frontend(ents, 1, out);
+			}
+		}
+		i = j;
+	}
+	free(ents);
+	return 0;
+}
+
 /* ---- entry point ------------------------------------------------------------------------- */
 
 int
@@ -992,6 +1171,9 @@ firewall_write(const struct config *c, enum firewall_format f, const char *label
 			break;
 		case FIREWALL_WINDOWS:
 			rc = write_windows(&p, label, out);
+			break;
+		case FIREWALL_HAPROXY:
+			rc = write_haproxy(&p, label, out);
 			break;
 		case FIREWALL_EXCHANGE:
 			break;

@@ -1,6 +1,7 @@
 /*
  * firewall — the lockdown of a config written as firewall rules (nftables, iptables, pf,
- * Windows Defender Firewall) or as Exchange 2013+ receive connectors.
+ * Windows Defender Firewall), as Exchange 2013+ receive connectors, or as HAProxy ACLs
+ * for a load balancer in front of mxgate.
  *
  * The firewall formats enforce, per TCP port the enabled connectors are bound to, what
  * connector selection would decide at accept: a client may reach local address D on
@@ -25,7 +26,12 @@
  *             the anchor);
  *   windows   PowerShell: removes the firewall rules of group "mxgate", makes them again;
  *   exchange  PowerShell for the Exchange Management Shell: per connector, Set- when it
- *             exists, else New-ReceiveConnector in the Frontend Transport service.
+ *             exists, else New-ReceiveConnector in the Frontend Transport service;
+ *   haproxy   sections for haproxy.cfg: per port a frontend binding the port's wildcard
+ *             families (and one per specific local address) whose `acl ... src` lines
+ *             (CIDR blocks, at most 8 a line) hold the allowed ranges and which rejects
+ *             every other client with `tcp-request connection reject`, and a backend
+ *             whose server lines (a commented template) send the PROXY protocol v2.
  * docs/FIREWALL.md tells how to apply each.
  */
 #ifndef MXGATE_FIREWALL_H
@@ -41,9 +47,10 @@ enum firewall_format {
 	FIREWALL_PF,
 	FIREWALL_WINDOWS,
 	FIREWALL_EXCHANGE,
+	FIREWALL_HAPROXY,
 };
 
-/* "nft", "iptables", "pf", "windows" or "exchange".  Returns 0, or -1 for another name. */
+/* "nft", "iptables", "pf", "windows", "exchange" or "haproxy".  Returns 0, or -1 for another name. */
 int firewall_format_parse(const char *name, enum firewall_format *out);
 const char *firewall_format_name(enum firewall_format f);
 

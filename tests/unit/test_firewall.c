@@ -1,7 +1,8 @@
 /* Unit tests: `mxgate firewall` — every format of every case against a golden file.
  *
  * A case is a config; its output in each format is compared byte for byte with
- * tests/golden/firewall/CASE.EXT (nft, iptables.sh, pf, windows.ps1, exchange.ps1).  On a
+ * tests/golden/firewall/CASE.EXT (nft, iptables.sh, pf, windows.ps1, exchange.ps1,
+ * haproxy.cfg; tests/e2e/test_haproxy.py has HAProxy check every haproxy.cfg).  On a
  * mismatch the output is left next to the unit tests' temporary files and the failure
  * names both, for `diff -u`.
  *
@@ -30,6 +31,7 @@ static const struct {
         {FIREWALL_PF, "pf"},
         {FIREWALL_WINDOWS, "windows.ps1"},
         {FIREWALL_EXCHANGE, "exchange.ps1"},
+        {FIREWALL_HAPROXY, "haproxy.cfg"},
 };
 
 static const char *
@@ -353,6 +355,44 @@ Test(firewall, union_covering_everything_is_open_too)
 	                  FIREWALL_NFT, &w);
 	cr_expect(helper_has(&w, DIAG_WARNING, "mxgate.conf", 1, "together take every IPv4"));
 	diag_release(&w);
+}
+
+/* HAProxy: a frontend whose families have no range at all rejects every client (an acl
+ * with no value would not load), and a long list is cut into acl lines of the same
+ * name, which HAProxy ORs (it takes at most 64 words a line). */
+Test(firewall, haproxy_reject_all_and_long_lists)
+{
+	struct diag d, w;
+	struct config *c = load_case("connector \"IPv6 ranges, IPv4 binding\" {\n"
+	                             "  usage = custom\n"
+	                             "  permission-groups = { anonymous-users }\n"
+	                             "  bindings = { \"0.0.0.0:587\" }\n"
+	                             "  remote-ip-ranges = { \"2001:db8::/32\" }\n"
+	                             "}\n"
+	                             "connector \"Many\" {\n"
+	                             "  usage = custom\n"
+	                             "  permission-groups = { anonymous-users }\n"
+	                             "  bindings = { \"0.0.0.0:25\" }\n"
+	                             "  remote-ip-ranges = { \"10.0.0.1-10.0.0.254\" }\n"
+	                             "}\n",
+	                             &d);
+	diag_init(&w);
+	char *out = render(c, FIREWALL_HAPROXY, &w);
+	cr_expect(strstr(out, "\tbind 0.0.0.0:587\n") != NULL, "%s", out);
+	cr_expect(strstr(out, "\ttcp-request connection reject\n\tdefault_backend mxgate_p587\n") !=
+	                  NULL,
+	          "%s", out);
+	/* 10.0.0.1-10.0.0.254 is 14 CIDR blocks: 8 on the first line, 6 on the second */
+	cr_expect(strstr(out, "\tacl mxgate_p25_allowed src 10.0.0.1 10.0.0.2/31 10.0.0.4/30 "
+	                      "10.0.0.8/29 10.0.0.16/28 10.0.0.32/27 10.0.0.64/26 10.0.0.128/26\n"
+	                      "\tacl mxgate_p25_allowed src 10.0.0.192/27 10.0.0.224/28 "
+	                      "10.0.0.240/29 10.0.0.248/30 10.0.0.252/31 10.0.0.254\n"
+	                      "\ttcp-request connection reject if !mxgate_p25_allowed\n") != NULL,
+	          "%s", out);
+	free(out);
+	diag_release(&w);
+	config_unref(c);
+	diag_release(&d);
 }
 
 Test(firewall, format_names)
