@@ -441,6 +441,59 @@ Test(proxy, v2_longest_accepted)
 	check_valid(&b, &w, "v2 of PROXY_V2_MAX bytes");
 }
 
+/* Headers HAProxy 2.6 sent (captured with tests/e2e/haproxy.py): send-proxy-v2 with
+ * proxy-v2-options crc32c,unique-id; send-proxy-v2 and send-proxy over IPv6; the v2 LOCAL
+ * header of a health check. */
+Test(proxy, headers_haproxy_sent)
+{
+	static const struct {
+		const char *what, *bytes;
+		size_t len;
+		struct want w;
+	} cases[] = {
+	        {"crc32c,unique-id",
+	         "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a\x21\x11\x00\x25\x7f\x00\x00\x02"
+	         "\x7f\x00\x00\x01\xe6\x8d\x66\x25\x03\x00\x04\x32\x27\xef\xf0\x05\x00\x0f\x31\x32"
+	         "\x37\x2e\x30\x2e\x30\x2e\x32\x3a\x35\x39\x30\x32\x31",
+	         53,
+	         {.version = 2,
+	          .command = PROXY_CMD_PROXY,
+	          .family = PROXY_FAM_INET,
+	          .src = "127.0.0.2:59021",
+	          .dst = "127.0.0.1:26149",
+	          .tlvs = 2,
+	          .crc32c = true}},
+	        {"v2 over IPv6",
+	         "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a\x21\x21\x00\x24\x00\x00\x00\x00"
+	         "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00"
+	         "\x00\x00\x00\x00\x00\x00\x00\x01\xc4\x8b\x77\x5a",
+	         52,
+	         {.version = 2,
+	          .command = PROXY_CMD_PROXY,
+	          .family = PROXY_FAM_INET6,
+	          .src = "[::1]:50315",
+	          .dst = "[::1]:30554"}},
+	        {"v1 over IPv6",
+	         "PROXY TCP6 ::1 ::1 46845 32235\r\n",
+	         32,
+	         {.version = 1,
+	          .command = PROXY_CMD_PROXY,
+	          .family = PROXY_FAM_INET6,
+	          .src = "[::1]:46845",
+	          .dst = "[::1]:32235"}},
+	        {"health check",
+	         "\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a\x20\x00\x00\x00",
+	         16,
+	         {.version = 2, .command = PROXY_CMD_LOCAL, .family = PROXY_FAM_UNSPEC}},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct bytes b = {.n = 0};
+		put(&b, cases[i].bytes, cases[i].len);
+		check_valid(&b, &cases[i].w, cases[i].what);
+	}
+}
+
 /* Only the first header is one: a second PROXY line after it is the client's data. */
 Test(proxy, only_the_first_header_counts)
 {
