@@ -13,8 +13,9 @@
  *   PROXY_DONE       a complete, valid header of out->len bytes: drop those, the bytes
  *                    after them are the client's (SMTP) data;
  *   PROXY_ERROR      not a valid header, out->error says why; no more bytes can mend it.
- * An error is given as soon as the bytes so far cannot begin a valid header (§2.1: abort
- * as soon as possible), not only when the whole header is there.  The status is
+ * Errors come early (§2.1: abort as soon as possible): a wrong byte of the grammar, a bad
+ * port digit or v2 fixed field as soon as it arrives; a v1 address when its field ends;
+ * the v2 address block and TLVs once the whole header is in.  The status is
  * monotonic: feeding more bytes never turns DONE or ERROR into something else, and the
  * answer does not depend on how the bytes were split.
  *
@@ -46,6 +47,9 @@
  *     endpoints (the balancer's) stand.  v2 LOCAL is how a balancer's health check says
  *     "this connection is mine" (§2.2): its family byte is checked like any other and
  *     then discarded, so a LOCAL header always reports family UNSPEC.
+ *   HAProxy's health checks send v2 LOCAL with send-proxy-v2, and with send-proxy a v1
+ *   TCP4/TCP6 line whose client is the balancer itself: either way the check's session
+ *   is the balancer's.
  *
  * How the daemon uses it (the integration of the top-level proxy-protocol-from):
  *   1. At accept, the TCP peer is looked up in proxy-protocol-from.  A peer outside it is
@@ -55,11 +59,11 @@
  *      PROXY_HEADER_MAX bytes (any header accepted fits, and the parser has decided by
  *      the time it is full) and calls proxy_parse() on all bytes received after each
  *      read, under a header timeout (the specification asks for at least 3 seconds, to
- *      cover a TCP retransmission).  The timeout, an EOF
- *      before PROXY_DONE, or PROXY_ERROR close the connection without an SMTP byte and
- *      log one line with the balancer's address and proxy_error_text(), saying the
- *      balancer must send a header (HAProxy: send-proxy or send-proxy-v2 on the server
- *      line) or leave proxy-protocol-from.
+ *      cover a TCP retransmission).  The timeout, an EOF before PROXY_DONE, or
+ *      PROXY_ERROR close the connection without an SMTP byte and log one line with the
+ *      balancer's address and proxy_error_text(), saying the balancer must send a header
+ *      (HAProxy: send-proxy or send-proxy-v2 on the server line) or leave
+ *      proxy-protocol-from.
  *   3. On PROXY_DONE the first out->len bytes are dropped; the rest stays in the buffer
  *      as the client's first input for the SMTP core.  With family INET/INET6 the client
  *      is out->src for everything after: connector selection (out->src as the remote
