@@ -1,6 +1,5 @@
 #include "conf/config.h"
 
-#include <confuse.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +16,7 @@
 #include "base/rangeset.h"
 #include "base/sidefile.h"
 #include "base/vec.h"
+#include "conf/parse.h"
 #include "conf/providers.h"
 #include "conf/selector.h"
 
@@ -278,20 +278,24 @@ static const struct option options[] = {
          0, false, loglevel_words, NULL, "How much of each session is logged."},
 };
 
-#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+#define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
+#define N_OPTIONS_MAX 64
+_Static_assert(N_OPTIONS <= N_OPTIONS_MAX, "raise N_OPTIONS_MAX");
 
 /* ---- loading state ------------------------------------------------------------------ */
 
-/* A value as libConfuse handed it to us, with the line it was on. */
-struct cval {
-	char *text;
-	int line;
+/* The values one option was given in one section: "=" starts them again (and is reported
+ * when it comes twice), "+=" adds.  Each value is borrowed from the parse tree. */
+struct given {
+	const struct conf_value **v;
+	size_t n, cap;
+	int line; /* of the first assignment; 0: not given */
 };
 
-struct seen {
-	const void *sec; /* the cfg_t of the section */
-	const char *name;
-	int line;
+/* Per section instance: what each option of the table was given (indexed like options[]). */
+struct givens {
+	struct given g[N_OPTIONS_MAX];
+	int line; /* the section's opening line, 0 when absent */
 };
 
 struct loader {
@@ -299,33 +303,12 @@ struct loader {
 	struct config *c;
 	const char *file; /* the main file's name, owned by c->files */
 	char *dir;        /* its directory, for relative paths */
-
-	/* libConfuse parse phase */
-	char **unknown[SEC_COUNT]; /* names turned into catch-all options for a re-parse */
-	size_t n_unknown[SEC_COUNT], unknown_cap[SEC_COUNT];
-	char *cfg_error; /* last message libConfuse reported */
-	int cfg_error_line;
-	const char *cfg_error_sec;
-	struct seen *seen; /* list assignments seen, to catch a second "=" */
-	size_t n_seen, seen_cap;
-	int *open_lines; /* from scan_sections(): where each connector section opens */
-	size_t n_open_lines, open_lines_cap;
-	int *domain_lines; /* and each domain section */
-	size_t n_domain_lines, domain_lines_cap;
-	int tls_line, deliver_line; /* where those sections open */
-	int unclosed_line;          /* a '{' never closed, or 0 */
-	size_t n_done;              /* connector sections parsed so far */
-	int *slot_open;             /* per connector slot: opening line */
-	int *slot_close; /* and closing line, which changes when a duplicate replaces it */
-	size_t n_slots, slot_open_cap, slot_close_cap;
 	/* capacities of the arrays being filled (each count is in the array's holder) */
 	size_t files_cap;            /* config.files */
 	size_t accepted_domains_cap; /* config.accepted_domains */
 	size_t ranges_cap;           /* the connector being loaded: its ranges */
 	size_t bindings_cap;         /* and its bindings */
 };
-
-static struct loader *current; /* libConfuse callbacks carry no user pointer */
 
 static const struct option *
 find_option(enum section sec, const char *name)
@@ -334,15 +317,6 @@ find_option(enum section sec, const char *name)
 		if (options[i].sec == sec && strcmp(options[i].name, name) == 0)
 			return &options[i];
 	return NULL;
-}
-
-static enum section
-section_of(const cfg_t *cfg)
-{
-	for (int s = 0; s < SEC_COUNT; s++)
-		if (strcmp(cfg->name, section_names[s]) == 0)
-			return (enum section)s;
-	return SEC_ROOT;
 }
 
 static bool
@@ -401,6 +375,8 @@ closest_key(enum section sec, const char *name, size_t maxd)
 	return best;
 }
 
+static const char *where_name(enum section sec);
+
 static void
 report_unknown(struct loader *L, enum section sec, const char *name, int line)
 {
@@ -417,416 +393,113 @@ report_unknown(struct loader *L, enum section sec, const char *name, int line)
 		    !(best = closest_key((enum section)other, name, 2)))
 			continue;
 		diag_error(L->d, L->file, line, "unknown key '%s' in %s ('%s' is a setting of %s)",
-		           name, where, best,
-		           other == SEC_ROOT        ? "the top level"
-		           : other == SEC_CONNECTOR ? "a connector section"
-		                                    : section_names[other]);
+		           name, where, best, where_name((enum section)other));
 		return;
 	}
 	diag_error(L->d, L->file, line, "unknown key '%s' in %s", name, where);
 }
 
-static bool
-is_unknown(const struct loader *L, enum section sec, const char *name)
-{
-	for (size_t i = 0; i < L->n_unknown[sec]; i++)
-		if (strcmp(L->unknown[sec][i], name) == 0)
-			return true;
-	return false;
-}
-
 static void
-free_cval(void *p)
+givens_release(struct givens *G)
 {
-	struct cval *v = p;
-
-	if (v) {
-		free(v->text);
-		free(v);
-	}
-}
-
-static int
-capture_cb(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
-{
-	struct loader *L = current;
-	enum section sec = section_of(cfg);
-	/* libConfuse has already made room for this value: nvalues is 1 for the first value
-	 * of an assignment ("=" resets the option), more for later list items and "+=". */
-	bool first = opt->nvalues <= 1;
-	struct cval *v;
-
-	if (is_unknown(L, sec, opt->name)) {
-		if (first)
-			report_unknown(L, sec, opt->name, cfg->line);
-	} else if (first) {
-		/* A second assignment would silently replace the first; say so. */
-		size_t i;
-		for (i = 0; i < L->n_seen; i++)
-			if (L->seen[i].sec == cfg && strcmp(L->seen[i].name, opt->name) == 0)
-				break;
-		if (i < L->n_seen) {
-			diag_error(L->d, L->file, cfg->line,
-			           "'%s' is set twice (first on line %d)%s", opt->name,
-			           L->seen[i].line,
-			           (opt->flags & CFGF_LIST) ? "; use '+=' to add to a list" : "");
-		} else {
-			if (VEC_RESERVE(L->seen, L->seen_cap, L->n_seen + 1) < 0)
-				return -1;
-			L->seen[L->n_seen++] = (struct seen){cfg, opt->name, cfg->line};
-		}
-	}
-	v = calloc(1, sizeof(*v));
-	if (!v || !(v->text = strdup(value ? value : ""))) {
-		free(v);
-		return -1;
-	}
-	v->line = cfg->line;
-	*(void **)result = v;
-	return 0;
-}
-
-/*
- * libConfuse keeps only the line where a section ends.  This scan of the raw text finds
- * where each section opens (a section keyword followed by an optional title and '{'),
- * skipping comments and quoted strings, so messages can point at the opening line.
- */
-static void
-scan_sections(struct loader *L)
-{
-	char word[32], prev[32] = "", prev2[32] = "";
-	int line = 1, prevline = 0, prev2line = 0, c, open[64], depth = 0;
-	FILE *fp = fopen(L->c->path, "r");
-
-	if (!fp)
-		return;
-	while ((c = fgetc(fp)) != EOF) {
-		size_t n = 0;
-		if (c == '\n') {
-			line++;
-			continue;
-		}
-		if (c == '#' || (c == '/' && (c = fgetc(fp)) == '/')) {
-			while ((c = fgetc(fp)) != EOF && c != '\n')
-				;
-			line++;
-			continue;
-		}
-		if (c == '*' && prev[0] == '/') {
-			int last = 0;
-			while ((c = fgetc(fp)) != EOF && !(last == '*' && c == '/')) {
-				line += c == '\n';
-				last = c;
-			}
-			continue;
-		}
-		if (c == '"' || c == '\'') {
-			int q = c;
-			while ((c = fgetc(fp)) != EOF && c != q) {
-				line += c == '\n';
-				if (c == '\\' && (c = fgetc(fp)) == '\n')
-					line++;
-			}
-			snprintf(prev2, sizeof(prev2), "%s", prev);
-			prev2line = prevline;
-			snprintf(prev, sizeof(prev), "\"");
-			prevline = line;
-			continue;
-		}
-		if (c == '}') {
-			if (depth > 0)
-				depth--;
-			prev[0] = '\0';
-			continue;
-		}
-		if (c == '{') {
-			if (depth < (int)(sizeof(open) / sizeof(open[0])))
-				open[depth] = line;
-			depth++;
-			const char *kw = prev[0] == '"' ? prev2 : prev;
-			int kwline = prev[0] == '"' ? prev2line : prevline;
-			if (strcmp(kw, "connector") == 0) {
-				if (VEC_RESERVE(L->open_lines, L->open_lines_cap,
-				                L->n_open_lines + 1) == 0)
-					L->open_lines[L->n_open_lines++] = kwline;
-			} else if (strcmp(kw, "domain") == 0) {
-				if (VEC_RESERVE(L->domain_lines, L->domain_lines_cap,
-				                L->n_domain_lines + 1) == 0)
-					L->domain_lines[L->n_domain_lines++] = kwline;
-			} else if (strcmp(kw, "tls") == 0 && !L->tls_line) {
-				L->tls_line = kwline;
-			} else if (strcmp(kw, "deliver") == 0 && !L->deliver_line) {
-				L->deliver_line = kwline;
-			}
-			prev[0] = '\0';
-			continue;
-		}
-		if (c == ' ' || c == '\t' || c == '\r')
-			continue;
-		/* a bare word, or punctuation */
-		word[n++] = (char)c;
-		while ((c = fgetc(fp)) != EOF && !strchr(" \t\r\n{}=,\"'#()", c))
-			if (n < sizeof(word) - 1)
-				word[n++] = (char)c;
-		word[n] = '\0';
-		if (c != EOF)
-			ungetc(c, fp);
-		snprintf(prev2, sizeof(prev2), "%s", prev);
-		prev2line = prevline;
-		snprintf(prev, sizeof(prev), "%s", word);
-		prevline = line;
-	}
-	fclose(fp);
-	/* libConfuse takes the end of the file as the end of an open section; we do not */
-	if (depth > 0)
-		L->unclosed_line = open[depth - 1 < 63 ? depth - 1 : 63];
-}
-
-static int
-connector_done_cb(cfg_t *cfg, cfg_opt_t *opt)
-{
-	struct loader *L = current;
-	unsigned n = cfg_opt_size(opt);
-	int open = L->n_done < L->n_open_lines ? L->open_lines[L->n_done] : 0;
-
-	(void)cfg;
-	L->n_done++;
-	for (unsigned i = 0; i < n; i++) {
-		cfg_t *sec = cfg_opt_getnsec(opt, i);
-		if (i < L->n_slots) {
-			if (L->slot_close[i] != sec->line) {
-				diag_error(L->d, L->file, open ? open : sec->line,
-				           "connector '%s' is defined twice (first on line %d)",
-				           sec->title, L->slot_open[i]);
-				L->slot_close[i] = sec->line;
-			}
-			continue;
-		}
-		if (VEC_RESERVE(L->slot_open, L->slot_open_cap, i + 1) < 0 ||
-		    VEC_RESERVE(L->slot_close, L->slot_close_cap, i + 1) < 0)
-			return -1;
-		L->slot_open[i] = open ? open : sec->line;
-		L->slot_close[i] = sec->line;
-		L->n_slots = i + 1;
-	}
-	return 0;
-}
-
-static void cfg_error_cb(cfg_t *cfg, const char *fmt, va_list ap)
-        __attribute__((format(printf, 2, 0)));
-
-static void
-cfg_error_cb(cfg_t *cfg, const char *fmt, va_list ap)
-{
-	struct loader *L = current;
-	char *msg;
-
-	if (vasprintf(&msg, fmt, ap) < 0)
-		return;
-	free(L->cfg_error);
-	L->cfg_error = msg;
-	L->cfg_error_line = cfg ? cfg->line : 0;
-	L->cfg_error_sec = cfg ? section_names[section_of(cfg)] : "root";
-}
-
-/* Builds the libConfuse option array for one section (caller frees with free_opts). */
-static cfg_opt_t *
-build_opts(struct loader *L, enum section sec)
-{
-	size_t n = 0, k = 0;
-	cfg_opt_t *o;
-
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		n += options[i].sec == sec;
-	n += L->n_unknown[sec] + (sec == SEC_ROOT ? 4 : 0) + 1;
-	o = calloc(n, sizeof(*o));
-	if (!o)
-		return NULL;
-	for (size_t i = 0; i < N_OPTIONS; i++) {
-		if (options[i].sec != sec)
-			continue;
-		o[k].name = options[i].name;
-		o[k].type = CFGT_PTR;
-		o[k].flags = CFGF_NODEFAULT | (is_list_kind(options[i].kind) ? CFGF_LIST : 0);
-		o[k].parsecb = capture_cb;
-		o[k].freecb = free_cval;
-		k++;
-	}
-	for (size_t i = 0; i < L->n_unknown[sec]; i++) {
-		o[k].name = L->unknown[sec][i];
-		o[k].type = CFGT_PTR;
-		o[k].flags = CFGF_NODEFAULT | CFGF_LIST;
-		o[k].parsecb = capture_cb;
-		o[k].freecb = free_cval;
-		k++;
-	}
-	if (sec == SEC_ROOT) {
-		cfg_opt_t *tls = build_opts(L, SEC_TLS), *del = build_opts(L, SEC_DELIVER),
-		          *con = build_opts(L, SEC_CONNECTOR), *dom = build_opts(L, SEC_DOMAIN);
-		if (!tls || !del || !con || !dom) {
-			free(tls), free(del), free(con), free(dom), free(o);
-			return NULL;
-		}
-		o[k++] = (cfg_opt_t){.name = "tls", .type = CFGT_SEC, .subopts = tls};
-		o[k++] = (cfg_opt_t){.name = "deliver", .type = CFGT_SEC, .subopts = del};
-		o[k++] = (cfg_opt_t){.name = "connector",
-		                     .type = CFGT_SEC,
-		                     .flags = CFGF_MULTI | CFGF_TITLE,
-		                     .subopts = con,
-		                     .validcb = connector_done_cb};
-		o[k++] = (cfg_opt_t){.name = "domain",
-		                     .type = CFGT_SEC,
-		                     .flags = CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES,
-		                     .subopts = dom};
-	}
-	o[k] = (cfg_opt_t){.type = CFGT_NONE};
-	return o;
+		free(G->g[i].v);
+	memset(G, 0, sizeof(*G));
 }
 
-static void
-free_opts(cfg_opt_t *o)
+static const struct given *
+given(const struct givens *G, enum section sec, const char *name)
 {
-	for (size_t i = 0; o && o[i].name; i++)
-		if (o[i].type == CFGT_SEC)
-			free_opts(o[i].subopts);
-	free(o);
+	const struct option *o = find_option(sec, name);
+
+	return &G->g[o - options];
 }
 
+/* The line of an option's first value, or fallback when it is not given. */
 static int
-add_unknown(struct loader *L, enum section sec, const char *name)
+opt_line(const struct givens *G, enum section sec, const char *name, int fallback)
 {
-	if (VEC_RESERVE(L->unknown[sec], L->unknown_cap[sec], L->n_unknown[sec] + 1) < 0)
-		return -1;
-	if (!(L->unknown[sec][L->n_unknown[sec]] = strdup(name)))
-		return -1;
-	L->n_unknown[sec]++;
-	return 0;
+	const struct given *g = given(G, sec, name);
+
+	return g->n ? g->v[0]->line : fallback;
 }
 
 static bool
-parse_quoted(const char *msg, const char *prefix, char *out, size_t outlen)
+opt_given(const struct givens *G, enum section sec, const char *name)
 {
-	size_t pl = strlen(prefix);
-	const char *end;
-
-	if (strncmp(msg, prefix, pl) != 0 || !(end = strchr(msg + pl, '\'')))
-		return false;
-	snprintf(out, outlen, "%.*s", (int)(end - (msg + pl)), msg + pl);
-	return true;
+	return given(G, sec, name)->n > 0;
 }
 
-static enum section
-section_by_name(const char *name)
+static const char *
+where_name(enum section sec)
 {
-	for (int s = 0; s < SEC_COUNT; s++)
-		if (strcmp(name, section_names[s]) == 0)
-			return (enum section)s;
-	return SEC_ROOT;
+	return sec == SEC_ROOT        ? "the top level"
+	       : sec == SEC_CONNECTOR ? "a connector section"
+	                              : section_names[sec];
 }
 
-/*
- * libConfuse stops at the first unknown key.  To report every unknown key, each one found
- * becomes a catch-all option of its section and the file is parsed again; the catch-all
- * reports each occurrence with its line.  A syntax error ends the parse: what follows it
- * cannot be read reliably.
- */
-static cfg_t *
-parse_file(struct loader *L)
+/* One assignment in section sec, into G.  Returns -1 only when out of memory. */
+static int
+collect_assignment(struct loader *L, const struct conf_node *n, enum section sec, struct givens *G)
 {
-	size_t mark = L->d->n, errmark = L->d->errors;
+	const struct option *o = find_option(sec, n->name);
+	struct given *g;
 
-	for (int attempt = 0; attempt < 100; attempt++) {
-		cfg_opt_t *opts = build_opts(L, SEC_ROOT);
-		cfg_t *cfg;
-		char name[256];
-		int rc;
-
-		/* forget what the previous attempt reported: this one reports it again */
-		for (size_t i = mark; i < L->d->n; i++)
-			free(L->d->msgs[i].text);
-		L->d->n = mark;
-		L->d->errors = errmark;
-		L->n_seen = 0;
-		L->n_done = 0;
-		L->n_slots = 0;
-		free(L->cfg_error);
-		L->cfg_error = NULL;
-
-		if (!opts)
-			return NULL;
-		cfg = cfg_init(opts, 0);
-		free_opts(opts);
-		if (!cfg)
-			return NULL;
-		cfg_set_error_function(cfg, cfg_error_cb);
-		errno = 0;
-		rc = cfg_parse(cfg, L->c->path);
-		if (rc == CFG_SUCCESS && L->unclosed_line) {
-			diag_error(L->d, L->file, L->unclosed_line,
-			           "syntax error: the '{' on this line is never closed");
-			cfg_free(cfg);
-			return NULL;
-		}
-		if (rc == CFG_SUCCESS)
-			return cfg;
-		if (rc == CFG_FILE_ERROR) {
-			diag_error(L->d, L->file, 0, "cannot read the configuration: %s",
-			           errno ? strerror(errno) : "no such file");
-			cfg_free(cfg);
-			return NULL;
-		}
-		cfg_free(cfg);
-		if (!L->cfg_error) {
-			diag_error(L->d, L->file, 0, "cannot parse the configuration");
-			return NULL;
-		}
-		enum section sec = section_by_name(L->cfg_error_sec);
-		if (parse_quoted(L->cfg_error, "no such option '", name, sizeof(name)) &&
-		    !is_unknown(L, sec, name)) {
-			if (add_unknown(L, sec, name) < 0)
-				return NULL;
-			continue;
-		}
-		if (parse_quoted(L->cfg_error, "missing equal sign after option '", name,
-		                 sizeof(name)) &&
-		    is_unknown(L, sec, name)) {
-			diag_error(L->d, L->file, L->cfg_error_line,
-			           "unknown section '%s' in %s; the rest of the file was not read",
-			           name, sec == SEC_ROOT ? "the top level" : section_names[sec]);
-			return NULL;
-		}
-		if (parse_quoted(L->cfg_error, "missing equal sign after option '", name,
-		                 sizeof(name)) ||
-		    parse_quoted(L->cfg_error, "missing opening brace for section '", name,
-		                 sizeof(name))) {
-			const struct option *o = find_option(sec, name);
-			if (o)
-				diag_error(L->d, L->file, L->cfg_error_line,
-				           "syntax error: write %s = VALUE", name);
-			else
-				diag_error(L->d, L->file, L->cfg_error_line,
-				           "syntax error: write %s%s { ... }", name,
-				           strcmp(name, "connector") == 0 ? " \"NAME\"" : "");
-			return NULL;
-		}
-		if (parse_quoted(L->cfg_error, "found duplicate title '", name, sizeof(name))) {
-			diag_error(
-			        L->d, L->file, L->cfg_error_line,
-			        "domain '%s' is defined twice; the rest of the file was not read",
-			        name);
-			return NULL;
-		}
-		if (parse_quoted(L->cfg_error, "missing title for section '", name, sizeof(name))) {
-			diag_error(L->d, L->file, L->cfg_error_line,
-			           "syntax error: a %s needs a name: %s \"NAME\" { ... }", name,
-			           name);
-			return NULL;
-		}
-		diag_error(L->d, L->file, L->cfg_error_line, "syntax error: %s", L->cfg_error);
-		return NULL;
+	if (!o) {
+		for (int s = SEC_TLS; sec == SEC_ROOT && s < SEC_COUNT; s++)
+			if (strcmp(n->name, section_names[s]) == 0) {
+				diag_error(L->d, L->file, n->line,
+				           "syntax error: write %s%s { ... }", n->name,
+				           s >= SEC_CONNECTOR ? " \"NAME\"" : "");
+				return 0;
+			}
+		report_unknown(L, sec, n->name, n->line);
+		return 0;
 	}
-	diag_error(L->d, L->file, 0, "too many unknown keys; stopped reading");
-	return NULL;
+	if (!is_list_kind(o->kind) && (n->list || n->append)) {
+		diag_error(L->d, L->file, n->line, "%s takes one value: write %s = VALUE", o->name,
+		           o->name);
+		return 0;
+	}
+	g = &G->g[o - options];
+	if (!n->append) {
+		if (g->line) {
+			diag_error(L->d, L->file, n->line, "'%s' is set twice (first on line %d)%s",
+			           o->name, g->line,
+			           is_list_kind(o->kind) ? "; use '+=' to add to a list" : "");
+		} else {
+			g->line = n->line;
+		}
+		g->n = 0; /* the last "=" wins, as it always has */
+	} else if (!g->line) {
+		g->line = n->line;
+	}
+	for (size_t i = 0; i < n->n_values; i++) {
+		if (VEC_RESERVE(g->v, g->cap, g->n + 1) < 0)
+			return -1;
+		g->v[g->n++] = &n->values[i];
+	}
+	return 0;
+}
+
+/* The assignments of a section into G; sections inside one are reported (the top level's
+ * own sections are the caller's).  Returns -1 only when out of memory. */
+static int
+collect(struct loader *L, const struct conf_node *sec_node, enum section sec, struct givens *G)
+{
+	memset(G, 0, sizeof(*G));
+	G->line = sec_node->line;
+	for (size_t i = 0; i < sec_node->n_children; i++) {
+		const struct conf_node *n = &sec_node->children[i];
+		if (n->kind == CONF_ASSIGN) {
+			if (collect_assignment(L, n, sec, G) < 0)
+				return -1;
+		} else if (sec != SEC_ROOT) {
+			diag_error(L->d, L->file, n->line, "unknown section '%s' in %s", n->name,
+			           where_name(sec));
+		}
+	}
+	return 0;
 }
 
 /* ---- value parsers -------------------------------------------------------------------- */
@@ -1331,9 +1004,10 @@ load_ranges_file(struct loader *L, struct connector *k, const char *what, const 
 
 /* Converts and stores one option's values; reports bad ones.  Returns -1 only on ENOMEM. */
 static int
-apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struct connector *k)
+apply(struct loader *L, const struct option *o, const struct given *g, void *base,
+      struct connector *k)
 {
-	unsigned n = cfg_opt_size(co);
+	size_t n = g->n;
 	char err[512], words[256];
 	char *p = (char *)base + o->off;
 
@@ -1341,8 +1015,8 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 		if (!o->def)
 			return 0;
 	}
-	for (unsigned i = 0; i < (is_list_kind(o->kind) ? n : 1); i++) {
-		struct cval *v = n ? cfg_opt_getnptr(co, i) : NULL;
+	for (size_t i = 0; i < (is_list_kind(o->kind) ? n : 1); i++) {
+		const struct conf_value *v = n ? g->v[i] : NULL;
 		const char *text = v ? v->text : o->def;
 		int line = v ? v->line : 0;
 		uint64_t num;
@@ -1511,7 +1185,8 @@ apply(struct loader *L, const struct option *o, cfg_opt_t *co, void *base, struc
 }
 
 static int
-apply_section(struct loader *L, cfg_t *cfg, enum section sec, void *base, struct connector *k)
+apply_section(struct loader *L, const struct givens *G, enum section sec, void *base,
+              struct connector *k)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		if (options[i].sec != sec)
@@ -1519,30 +1194,14 @@ apply_section(struct loader *L, cfg_t *cfg, enum section sec, void *base, struct
 		/* ranges files are read after the inline ranges */
 		if (options[i].kind == K_PATHS)
 			continue;
-		if (apply(L, &options[i], cfg_getopt(cfg, options[i].name), base, k) < 0)
+		if (apply(L, &options[i], &G->g[i], base, k) < 0)
 			return -1;
 	}
 	for (size_t i = 0; i < N_OPTIONS; i++)
 		if (options[i].sec == sec && options[i].kind == K_PATHS &&
-		    apply(L, &options[i], cfg_getopt(cfg, options[i].name), base, k) < 0)
+		    apply(L, &options[i], &G->g[i], base, k) < 0)
 			return -1;
 	return 0;
-}
-
-/* The line of an option's first value, or fallback when it is not given. */
-static int
-opt_line(cfg_t *cfg, const char *name, int fallback)
-{
-	cfg_opt_t *o = cfg_getopt(cfg, name);
-	struct cval *v = o && cfg_opt_size(o) ? cfg_opt_getnptr(o, 0) : NULL;
-
-	return v ? v->line : fallback;
-}
-
-static bool
-opt_given(cfg_t *cfg, const char *name)
-{
-	return cfg_opt_size(cfg_getopt(cfg, name)) > 0;
 }
 
 static int
@@ -1615,12 +1274,17 @@ load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
 	return 0;
 }
 
+static void connector_rules(struct loader *L, const struct givens *G, struct connector *k);
+static void connector_warnings(struct loader *L, const struct givens *G, const struct connector *k);
+
+/* The values of connector section cs, with Exchange's usage presets applied. */
 static int
-load_connector(struct loader *L, cfg_t *cs, struct connector *k)
+connector_values(struct loader *L, const struct conf_node *cs, const struct givens *G,
+                 struct connector *k)
 {
 	char err[256];
 
-	k->at = (struct origin){L->file, k->index < L->n_slots ? L->slot_open[k->index] : cs->line};
+	k->at = (struct origin){L->file, cs->line};
 	L->ranges_cap = 0; /* k->ranges and k->bindings start empty */
 	L->bindings_cap = 0;
 	if (!(k->name = strdup(cs->title ? cs->title : "")))
@@ -1630,7 +1294,7 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 		diag_error(L->d, L->file, k->at.line,
 		           "connector name '%s' must be 1 to %d printable characters", k->name,
 		           CONNECTOR_NAME_MAX);
-	if (apply_section(L, cs, SEC_CONNECTOR, k, k) < 0)
+	if (apply_section(L, G, SEC_CONNECTOR, k, k) < 0)
 		return -1;
 
 	/* usage presets (Exchange's New-ReceiveConnector -Usage) */
@@ -1649,20 +1313,31 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 		preset_auth = AUTH_NONE;
 		break;
 	case USAGE_CLIENT:
-		diag_error(L->d, L->file, opt_line(cs, "usage", k->at.line),
+		diag_error(L->d, L->file, opt_line(G, SEC_CONNECTOR, "usage", k->at.line),
 		           "usage 'client' needs authenticated submission (AUTH), which mxgate "
 		           "does not offer; use 'internet', 'partner', 'internal' or 'custom'");
 		break;
 	}
-	if (!opt_given(cs, "auth-mechanism"))
+	if (!opt_given(G, SEC_CONNECTOR, "auth-mechanism"))
 		k->auth_mechanisms = preset_auth;
-	if (!opt_given(cs, "permission-groups"))
+	if (!opt_given(G, SEC_CONNECTOR, "permission-groups"))
 		k->permission_groups = preset_perm;
-	k->all_remote =
-	        !opt_given(cs, "remote-ip-ranges") && !opt_given(cs, "remote-ip-ranges-file");
+	k->all_remote = !opt_given(G, SEC_CONNECTOR, "remote-ip-ranges") &&
+	                !opt_given(G, SEC_CONNECTOR, "remote-ip-ranges-file");
+	if (!k->fqdn && !(k->fqdn = strdup(L->c->hostname)))
+		return -1;
+	if (!k->banner && asprintf(&k->banner, "220 %s ESMTP ready", k->fqdn) < 0) {
+		k->banner = NULL;
+		return -1;
+	}
+	return 0;
+}
 
-	/* Exchange's AuthMechanism rules */
-	int aline = opt_line(cs, "auth-mechanism", k->at.line);
+/* Exchange's AuthMechanism rules and the connector's own consistency. */
+static void
+connector_rules(struct loader *L, const struct givens *G, struct connector *k)
+{
+	int aline = opt_line(G, SEC_CONNECTOR, "auth-mechanism", k->at.line);
 	if ((k->auth_mechanisms & AUTH_EXTERNAL_AUTHORITATIVE)) {
 		if (!(k->auth_mechanisms & AUTH_TLS))
 			diag_error(
@@ -1675,32 +1350,33 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 			        "exchange-servers");
 	}
 	if (k->require_tls && !(k->auth_mechanisms & AUTH_TLS))
-		diag_error(L->d, L->file, opt_line(cs, "require-tls", k->at.line),
+		diag_error(L->d, L->file, opt_line(G, SEC_CONNECTOR, "require-tls", k->at.line),
 		           "require-tls needs 'tls' in auth-mechanism");
 	if ((k->auth_mechanisms & AUTH_TLS) && !L->c->tls_certificate)
-		diag_error(L->d, L->file, opt_given(cs, "auth-mechanism") ? aline : k->at.line,
+		diag_error(L->d, L->file,
+		           opt_given(G, SEC_CONNECTOR, "auth-mechanism") ? aline : k->at.line,
 		           "connector '%s' offers tls%s but there is no tls { certificate = ...; "
 		           "key = ... } section",
-		           k->name, opt_given(cs, "auth-mechanism") ? "" : " (from its usage)");
+		           k->name,
+		           opt_given(G, SEC_CONNECTOR, "auth-mechanism") ? ""
+		                                                         : " (from its usage)");
 	if (k->connection_timeout_ms <= k->connection_inactivity_timeout_ms)
-		diag_error(L->d, L->file, opt_line(cs, "connection-timeout", k->at.line),
+		diag_error(L->d, L->file,
+		           opt_line(G, SEC_CONNECTOR, "connection-timeout", k->at.line),
 		           "connection-timeout (%llus) must be above connection-inactivity-timeout "
 		           "(%llus)",
 		           (unsigned long long)k->connection_timeout_ms / 1000,
 		           (unsigned long long)k->connection_inactivity_timeout_ms / 1000);
-	if (k->enabled && k->n_bindings == 0 && !opt_given(cs, "bindings"))
+	if (k->enabled && k->n_bindings == 0 && !opt_given(G, SEC_CONNECTOR, "bindings"))
 		diag_error(L->d, L->file, k->at.line,
 		           "connector '%s' has no bindings (e.g. bindings = { \"0.0.0.0:25\" })",
 		           k->name);
+}
 
-	if (!k->fqdn && !(k->fqdn = strdup(L->c->hostname)))
-		return -1;
-	if (!k->banner && asprintf(&k->banner, "220 %s ESMTP ready", k->fqdn) < 0) {
-		k->banner = NULL;
-		return -1;
-	}
-
-	/* warnings */
+/* What is allowed but most likely a mistake. */
+static void
+connector_warnings(struct loader *L, const struct givens *G, const struct connector *k)
+{
 	if (k->enabled && k->permission_groups == 0)
 		diag_warn(L->d, L->file, k->at.line,
 		          "connector '%s' has no permission group: it accepts no mail (every MAIL "
@@ -1716,7 +1392,8 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 			diag_warn(
 			        L->d, L->file,
 			        k->all_remote ? k->at.line
-			                      : opt_line(cs, "remote-ip-ranges", k->at.line),
+			                      : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
+			                                 k->at.line),
 			        "connector '%s' lets anonymous senders in from %s: this opens the "
 			        "server to anyone; list your filtering service's ranges in "
 			        "remote-ip-ranges",
@@ -1737,7 +1414,7 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 				v6r = true;
 		}
 		if ((v4r && !v4b) || (v6r && !v6b))
-			diag_warn(L->d, L->file, opt_line(cs, "bindings", k->at.line),
+			diag_warn(L->d, L->file, opt_line(G, SEC_CONNECTOR, "bindings", k->at.line),
 			          "connector '%s' lists %s ranges but has no %s binding: those "
 			          "clients can never reach it",
 			          k->name, v4r && !v4b ? "IPv4" : "IPv6",
@@ -1748,22 +1425,87 @@ load_connector(struct loader *L, cfg_t *cs, struct connector *k)
 			if (v4 ? v4r : v6r)
 				continue;
 			endpoint_format(&k->bindings[i], ep, sizeof(ep));
-			diag_warn(L->d, L->file, opt_line(cs, "bindings", k->at.line),
+			diag_warn(L->d, L->file, opt_line(G, SEC_CONNECTOR, "bindings", k->at.line),
 			          "connector '%s' has no %s range: binding %s takes no client",
 			          k->name, v4 ? "IPv4" : "IPv6", ep);
+		}
+	}
+}
+
+static int
+load_connector(struct loader *L, const struct conf_node *cs, struct connector *k)
+{
+	struct givens *G = malloc(sizeof(*G));
+	int rc = -1;
+
+	if (!G)
+		return -1;
+	if (collect(L, cs, SEC_CONNECTOR, G) == 0 && connector_values(L, cs, G, k) == 0) {
+		connector_rules(L, G, k);
+		connector_warnings(L, G, k);
+		rc = 0;
+	}
+	givens_release(G);
+	free(G);
+	return rc;
+}
+
+/* The top level's sections: tls and deliver at most once each, the others in file order. */
+struct sections {
+	const struct conf_node *tls, *deliver;
+	const struct conf_node **connectors, **domains;
+	size_t n_connectors, n_domains, connectors_cap, domains_cap;
+};
+
+static int
+find_sections(struct loader *L, const struct conf_node *root, struct sections *S)
+{
+	for (size_t i = 0; i < root->n_children; i++) {
+		const struct conf_node *n = &root->children[i];
+		const struct conf_node **once = NULL;
+		const char *best;
+		if (n->kind != CONF_SECTION)
+			continue;
+		if (strcmp(n->name, "tls") == 0)
+			once = &S->tls;
+		else if (strcmp(n->name, "deliver") == 0)
+			once = &S->deliver;
+		if (once && *once) {
+			diag_error(L->d, L->file, n->line,
+			           "the %s section is given twice (first on line %d); write one",
+			           n->name, (*once)->line);
+		} else if (once) {
+			*once = n;
+		} else if (strcmp(n->name, "connector") == 0) {
+			if (VEC_RESERVE(S->connectors, S->connectors_cap, S->n_connectors + 1) < 0)
+				return -1;
+			S->connectors[S->n_connectors++] = n;
+		} else if (strcmp(n->name, "domain") == 0) {
+			if (VEC_RESERVE(S->domains, S->domains_cap, S->n_domains + 1) < 0)
+				return -1;
+			S->domains[S->n_domains++] = n;
+		} else if (find_option(SEC_ROOT, n->name)) {
+			diag_error(L->d, L->file, n->line, "syntax error: write %s = VALUE",
+			           n->name);
+		} else if ((best = closest_key(SEC_ROOT, n->name, 3))) {
+			diag_error(L->d, L->file, n->line,
+			           "unknown section '%s' in the top level (did you mean '%s'?)",
+			           n->name, best);
+		} else {
+			diag_error(L->d, L->file, n->line, "unknown section '%s' in the top level",
+			           n->name);
 		}
 	}
 	return 0;
 }
 
+/* The top-level values, with the host name's default. */
 static int
-load_snapshot(struct loader *L, cfg_t *cfg)
+load_root(struct loader *L, const struct givens *G)
 {
 	struct config *c = L->c;
-	cfg_t *sec;
-	unsigned n;
 
-	if (apply_section(L, cfg, SEC_ROOT, c, NULL) < 0)
+	if (apply_section(L, G, SEC_ROOT, c, NULL) < 0)
 		return -1;
 	if (!c->hostname) {
 		char host[256] = "localhost";
@@ -1772,39 +1514,49 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 		if (!(c->hostname = strdup(host)))
 			return -1;
 	}
-	/* libConfuse creates the plain sections even when absent; a given one has a line */
-	if ((sec = cfg_getsec(cfg, "tls")) && sec->line > 0) {
-		if (apply_section(L, sec, SEC_TLS, c, NULL) < 0)
-			return -1;
-		if (!c->tls_certificate)
-			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
-			           "the tls section needs a certificate");
-		if (!c->tls_key)
-			diag_error(L->d, L->file, L->tls_line ? L->tls_line : sec->line,
-			           "the tls section needs a key");
-		struct stat st;
-		c->tls_at = (struct origin){L->file, opt_line(sec, "certificate", sec->line)};
-		if (c->tls_certificate)
-			readable_file(L, "certificate", c->tls_certificate, c->tls_at.line);
-		if (c->tls_key &&
-		    readable_file(L, "key", c->tls_key, opt_line(sec, "key", sec->line))) {
-			if (stat(c->tls_key, &st) < 0)
-				diag_error(L->d, L->file, opt_line(sec, "key", sec->line),
-				           "cannot read key %s: %s", c->tls_key, strerror(errno));
-			else if (st.st_mode & 077)
-				diag_error(L->d, L->file, opt_line(sec, "key", sec->line),
-				           "key %s is readable by group or others (mode %04o); "
-				           "run: chmod 600 %s",
-				           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
-		}
+	return 0;
+}
+
+static int
+load_tls(struct loader *L, const struct givens *G)
+{
+	struct config *c = L->c;
+	int key_line = opt_line(G, SEC_TLS, "key", G->line);
+	struct stat st;
+
+	if (apply_section(L, G, SEC_TLS, c, NULL) < 0)
+		return -1;
+	if (!c->tls_certificate)
+		diag_error(L->d, L->file, G->line, "the tls section needs a certificate");
+	if (!c->tls_key)
+		diag_error(L->d, L->file, G->line, "the tls section needs a key");
+	c->tls_at = (struct origin){L->file, opt_line(G, SEC_TLS, "certificate", G->line)};
+	if (c->tls_certificate)
+		readable_file(L, "certificate", c->tls_certificate, c->tls_at.line);
+	if (c->tls_key && readable_file(L, "key", c->tls_key, key_line)) {
+		if (stat(c->tls_key, &st) < 0)
+			diag_error(L->d, L->file, key_line, "cannot read key %s: %s", c->tls_key,
+			           strerror(errno));
+		else if (st.st_mode & 077)
+			diag_error(L->d, L->file, key_line,
+			           "key %s is readable by group or others (mode %04o); "
+			           "run: chmod 600 %s",
+			           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
 	}
-	if ((sec = cfg_getsec(cfg, "deliver")) && sec->line > 0) {
-		if (apply_section(L, sec, SEC_DELIVER, c, NULL) < 0)
-			return -1;
-		if (c->relay_ca_file)
-			readable_file(L, "relay-ca-file", c->relay_ca_file,
-			              opt_line(sec, "relay-ca-file", sec->line));
-	}
+	return 0;
+}
+
+/* deliver { } (G->line is 0 when the section is absent) and the default maildir. */
+static int
+load_deliver(struct loader *L, const struct givens *G, const struct givens *root)
+{
+	struct config *c = L->c;
+
+	if (G->line && apply_section(L, G, SEC_DELIVER, c, NULL) < 0)
+		return -1;
+	if (c->relay_ca_file)
+		readable_file(L, "relay-ca-file", c->relay_ca_file,
+		              opt_line(G, SEC_DELIVER, "relay-ca-file", G->line));
 	if (c->relay) {
 		const char *colon = strrchr(c->relay, ':');
 		const char *h = c->relay;
@@ -1819,73 +1571,135 @@ load_snapshot(struct loader *L, cfg_t *cfg)
 			c->relay_port = (uint16_t)strtoul(colon + 1, NULL, 10);
 	}
 	if (c->relay_tls_verify && c->relay_tls == RELAY_TLS_NONE)
-		diag_warn(L->d, L->file, L->deliver_line,
+		diag_warn(L->d, L->file, G->line,
 		          "relay-tls-verify has no effect with relay-tls = none");
 	if (c->maildir) {
-		check_maildir_template(L, c->maildir, opt_line(sec, "maildir", L->deliver_line),
+		check_maildir_template(L, c->maildir, opt_line(G, SEC_DELIVER, "maildir", G->line),
 		                       NULL);
-	} else if (!opt_given(sec, "maildir") && c->spool) {
+	} else if (!opt_given(G, SEC_DELIVER, "maildir") && c->spool) {
 		if (!(c->maildir = default_maildir(c->spool)))
 			return -1;
 		if (!c->relay)
-			check_maildir_template(L, c->maildir, opt_line(cfg, "spool", 0), c->spool);
+			check_maildir_template(L, c->maildir, opt_line(root, SEC_ROOT, "spool", 0),
+			                       c->spool);
 	}
-	n = cfg_size(cfg, "domain");
-	c->domains = calloc(n ? n : 1, sizeof(*c->domains));
-	if (!c->domains)
+	return 0;
+}
+
+static int
+load_domain(struct loader *L, const struct conf_node *sec, struct domain_conf *dc, struct givens *G)
+{
+	struct config *c = L->c;
+
+	dc->at = (struct origin){L->file, sec->line};
+	if (!(dc->name = strdup(sec->title ? sec->title : "")))
 		return -1;
-	for (unsigned i = 0; i < n; i++) {
-		struct domain_conf *dc = &c->domains[c->n_domains++];
-		sec = cfg_getnsec(cfg, "domain", i);
-		dc->at = (struct origin){L->file,
-		                         i < L->n_domain_lines ? L->domain_lines[i] : sec->line};
-		if (!(dc->name = strdup(sec->title ? sec->title : "")))
+	for (char *q = dc->name; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (!valid_domain(dc->name, false))
+		diag_error(L->d, L->file, dc->at.line,
+		           "bad domain section '%s': write a domain name such as example.com",
+		           dc->name);
+	for (size_t j = 0; j + 1 < c->n_domains; j++)
+		if (strcmp(c->domains[j].name, dc->name) == 0)
+			diag_error(L->d, L->file, dc->at.line,
+			           "domain '%s' is defined twice (first on line %d)", dc->name,
+			           c->domains[j].at.line);
+	if (collect(L, sec, SEC_DOMAIN, G) < 0 || apply_section(L, G, SEC_DOMAIN, dc, NULL) < 0)
+		return -1;
+	if (dc->recipients_file &&
+	    load_recipients(L, dc, opt_line(G, SEC_DOMAIN, "recipients-file", dc->at.line)) < 0)
+		return -1;
+	return 0;
+}
+
+static int
+load_connectors(struct loader *L, const struct sections *S)
+{
+	struct config *c = L->c;
+	size_t n = S->n_connectors;
+
+	if (n == 0)
+		diag_error(L->d, L->file, 0,
+		           "no connector is defined: mxgate would accept no connection");
+	if (n > RANGESET_MAX_OWNERS) {
+		diag_error(L->d, L->file, 0, "too many connectors (%zu; at most %u)", n,
+		           (unsigned)RANGESET_MAX_OWNERS);
+		return 0;
+	}
+	if (!(c->connectors = calloc(n ? n : 1, sizeof(*c->connectors))))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		struct connector *k = &c->connectors[i];
+		k->index = (unsigned)i;
+		c->n_connectors++;
+		if (load_connector(L, S->connectors[i], k) < 0)
 			return -1;
-		for (char *q = dc->name; *q; q++)
-			*q = (char)tolower((unsigned char)*q);
-		if (!valid_domain(dc->name, false))
-			diag_error(
-			        L->d, L->file, dc->at.line,
-			        "bad domain section '%s': write a domain name such as example.com",
-			        dc->name);
-		if (apply_section(L, sec, SEC_DOMAIN, dc, NULL) < 0)
-			return -1;
-		if (dc->recipients_file &&
-		    load_recipients(L, dc, opt_line(sec, "recipients-file", dc->at.line)) < 0)
+		for (size_t j = 0; j < i; j++) {
+			const struct connector *o = &c->connectors[j];
+			if (strcmp(o->name, k->name) == 0)
+				diag_error(L->d, L->file, k->at.line,
+				           "connector '%s' is defined twice (first on line %d)",
+				           k->name, o->at.line);
+			else if (strcasecmp(o->name, k->name) == 0)
+				diag_error(L->d, L->file, k->at.line,
+				           "connector name '%s' is already used on line %d (names "
+				           "are compared ignoring case)",
+				           k->name, o->at.line);
+		}
+	}
+	return 0;
+}
+
+static int
+load_sections(struct loader *L, const struct sections *S, struct givens *root, struct givens *G)
+{
+	struct config *c = L->c;
+
+	if (S->tls && (collect(L, S->tls, SEC_TLS, G) < 0 || load_tls(L, G) < 0))
+		return -1;
+	givens_release(G);
+	if (S->deliver && collect(L, S->deliver, SEC_DELIVER, G) < 0)
+		return -1;
+	if (load_deliver(L, G, root) < 0)
+		return -1;
+	if (!(c->domains = calloc(S->n_domains ? S->n_domains : 1, sizeof(*c->domains))))
+		return -1;
+	for (size_t i = 0; i < S->n_domains; i++) {
+		givens_release(G);
+		c->n_domains++;
+		if (load_domain(L, S->domains[i], &c->domains[i], G) < 0)
 			return -1;
 	}
 	if (c->n_accepted_domains == 0 && c->n_domains == 0)
 		diag_warn(L->d, L->file, 0,
 		          "no accepted-domains: anonymous and partner senders can deliver to no "
 		          "one");
+	return load_connectors(L, S);
+}
 
-	n = cfg_size(cfg, "connector");
-	if (n == 0)
-		diag_error(L->d, L->file, 0,
-		           "no connector is defined: mxgate would accept no connection");
-	if (n > RANGESET_MAX_OWNERS) {
-		diag_error(L->d, L->file, 0, "too many connectors (%u; at most %u)", n,
-		           (unsigned)RANGESET_MAX_OWNERS);
-		return 0;
-	}
-	c->connectors = calloc(n ? n : 1, sizeof(*c->connectors));
-	if (!c->connectors)
+static int
+load_snapshot(struct loader *L, const struct conf_node *root)
+{
+	struct config *c = L->c;
+	struct givens *top = calloc(2, sizeof(*top)), *G = top + 1;
+	struct sections S = {0};
+	int rc = -1;
+
+	if (!top)
 		return -1;
-	for (unsigned i = 0; i < n; i++) {
-		struct connector *k = &c->connectors[i];
-		k->index = i;
-		c->n_connectors++;
-		if (load_connector(L, cfg_getnsec(cfg, "connector", i), k) < 0)
-			return -1;
-		for (unsigned j = 0; j < i; j++)
-			if (strcasecmp(c->connectors[j].name, k->name) == 0)
-				diag_error(L->d, L->file, k->at.line,
-				           "connector name '%s' is already used on line %d (names "
-				           "are compared ignoring case)",
-				           k->name, c->connectors[j].at.line);
-	}
+	if (find_sections(L, root, &S) < 0 || collect(L, root, SEC_ROOT, top) < 0 ||
+	    load_root(L, top) < 0 || load_sections(L, &S, top, G) < 0)
+		goto out;
 	c->selector = selector_build(c->connectors, c->n_connectors, L->d);
-	return c->selector ? 0 : -1;
+	rc = c->selector ? 0 : -1;
+out:
+	givens_release(top);
+	givens_release(G);
+	free(top);
+	free(S.connectors);
+	free(S.domains);
+	return rc;
 }
 
 static void
@@ -1931,69 +1745,108 @@ config_free(struct config *c)
 	free(c);
 }
 
+static const struct conf_section_syntax section_syntax[] = {
+        {"tls", false}, {"deliver", false}, {"connector", true}, {"domain", true}};
+
+/* The main file, whole, NUL-terminated; reported on failure.  The file must be a regular
+ * file of a sane size first: reading a device or FIFO would never end. */
+static char *
+read_main_file(struct loader *L, size_t *len)
+{
+	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
+	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
+	char *text = NULL;
+	size_t cap = 0, n = 0, got;
+	FILE *fp;
+
+	if (sidefile_check(L->c->path, &lim, &serr) < 0) {
+		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", serr.text);
+		return NULL;
+	}
+	if (!(fp = fopen(L->c->path, "r"))) {
+		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", strerror(errno));
+		return NULL;
+	}
+	do {
+		if (n >= lim.max_size || VEC_RESERVE(text, cap, n + 65536) < 0) {
+			diag_error(L->d, L->file, 0, "cannot read the configuration: %s",
+			           n >= lim.max_size ? "it grew past its size limit while read"
+			                             : strerror(errno));
+			free(text);
+			fclose(fp);
+			return NULL;
+		}
+		got = fread(text + n, 1, cap - n - 1, fp);
+		n += got;
+	} while (got > 0);
+	if (ferror(fp)) {
+		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", strerror(errno));
+		free(text);
+		fclose(fp);
+		return NULL;
+	}
+	fclose(fp);
+	text[n] = '\0';
+	*len = n;
+	return text;
+}
+
+/* Sets L->dir: the absolute directory of the main file. */
+static int
+set_dir(struct loader *L, const char *path)
+{
+	char *slash, *abs;
+
+	if (!(L->dir = strdup(path)))
+		return -1;
+	if ((slash = strrchr(L->dir, '/')))
+		slash[slash == L->dir ? 1 : 0] = '\0';
+	else
+		snprintf(L->dir, strlen(L->dir) + 1, ".");
+	/* relative paths in the file stay valid whatever the daemon's working directory */
+	if ((abs = realpath(L->dir, NULL))) {
+		free(L->dir);
+		L->dir = abs;
+	}
+	return 0;
+}
+
 struct config *
 config_load(const char *path, struct diag *d)
 {
 	struct loader L = {.d = d};
 	struct config *c = calloc(1, sizeof(*c));
-	size_t errors0 = diag_errors(d);
-	cfg_t *cfg = NULL;
-	char *slash;
+	size_t errors0 = diag_errors(d), len = 0;
+	struct conf_syntax_error serr;
+	struct conf_node *root = NULL;
+	char *text = NULL;
 	int rc = -1;
 
 	if (!c)
 		return NULL;
 	atomic_init(&c->refs, 1);
 	L.c = c;
-	if (!(c->path = strdup(path)) || !(L.file = intern_file(&L, path)) ||
-	    !(L.dir = strdup(path)))
+	if (!(c->path = strdup(path)) || !(L.file = intern_file(&L, path)) || set_dir(&L, path) < 0)
 		goto out;
-	if ((slash = strrchr(L.dir, '/')))
-		slash[slash == L.dir ? 1 : 0] = '\0';
-	else
-		snprintf(L.dir, strlen(L.dir) + 1, ".");
-	/* relative paths in the file stay valid whatever the daemon's working directory */
-	char *abs = realpath(L.dir, NULL);
-	if (abs) {
-		free(L.dir);
-		L.dir = abs;
-	}
-	/* the main file too must be a regular file of a sane size: libConfuse and
-	 * scan_sections() read to the end of whatever it is */
-	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
-	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
-	struct sidefile_error serr;
-	if (sidefile_check(path, &lim, &serr) < 0) {
-		diag_error(d, L.file, 0, "cannot read the configuration: %s", serr.text);
-		rc = 0;
+	rc = 0;
+	if (!(text = read_main_file(&L, &len)))
 		goto out;
-	}
-	current = &L;
-	scan_sections(&L);
-	cfg = parse_file(&L);
-	if (cfg)
-		rc = load_snapshot(&L, cfg);
+	root = conf_parse(text, len, section_syntax,
+	                  sizeof(section_syntax) / sizeof(section_syntax[0]), &serr);
+	if (!root && serr.line == 0)
+		rc = -1;
+	else if (!root)
+		diag_error(d, L.file, serr.line, "%s", serr.text);
 	else
-		rc = 0;
-	current = NULL;
+		rc = load_snapshot(&L, root);
 out:
-	if (cfg)
-		cfg_free(cfg);
-	for (int s = 0; s < SEC_COUNT; s++) {
-		for (size_t i = 0; i < L.n_unknown[s]; i++)
-			free(L.unknown[s][i]);
-		free(L.unknown[s]);
-	}
-	free(L.cfg_error);
-	free(L.seen);
-	free(L.open_lines);
-	free(L.domain_lines);
-	free(L.slot_open);
-	free(L.slot_close);
+	conf_node_free(root);
+	free(text);
 	free(L.dir);
 	if (rc < 0)
 		diag_error(d, path, 0, "out of memory while loading the configuration");
-	if (rc < 0 || !cfg || diag_errors(d) > errors0) {
+	if (rc < 0 || !root || diag_errors(d) > errors0) {
 		config_free(c);
 		return NULL;
 	}
@@ -2169,8 +2022,10 @@ config_print_reference(FILE *fp)
 
 	fprintf(fp, "# mxgate.conf reference\n\n"
 	            "Generated by `mxgate reference` from the option table in src/conf/config.c.\n"
-	            "Syntax is libConfuse's: `key = value`, `key = { a, b }`, `key += { c }`, "
-	            "`#` comments.\n"
+	            "Syntax: `key = value`, `key = { a, b }`, `key += { c }` or `key += c`, "
+	            "`section { }`, `connector \"NAME\" { }`; values are words or "
+	            "`\"quoted\"` (with `\\\"`, `\\\\`, `\\n`, `\\t` escapes) or `'literal'`; "
+	            "`#`, `//` and `/* */` comments.\n"
 	            "Sizes: `36MB`, `36 MB`, `37748736` (KB, MB, GB are binary, as in Exchange).\n"
 	            "Durations: `5m`, `300s`, `1h30m`, or Exchange's `00:05:00` / `1.00:00:00`.\n"
 	            "Relative paths are relative to the directory of the config file.\n");

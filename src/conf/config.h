@@ -1,16 +1,16 @@
 /*
  * config — mxgate.conf, loaded into an immutable, reference-counted snapshot.
  *
- * One declarative option table (config.c) drives the libConfuse parser, the validation of
- * every value and the reference documentation (config_print_reference()).  Loading reports
+ * One declarative option table (config.c) drives the validation of every value and the
+ * reference documentation (config_print_reference()); the file is read by parse.h.  Loading reports
  * every problem it finds to a diag as FILE:LINE messages; a config with any error is not
  * returned.  A returned snapshot never changes: the daemon gives each session the snapshot
  * current at accept and swaps in a new one on reload (config_ref/config_unref).
  *
  * Relative paths in the file are resolved against the directory of the file.  The files it
  * names (ranges, recipients, provider presets) are read with sidefile.h's bounds.
- * Not thread-safe while loading (libConfuse's lexer is global state); a loaded snapshot
- * may be read from any thread.
+ * Reentrant: loads may run on several threads at once; a loaded snapshot may be read from
+ * any thread.
  */
 #ifndef MXGATE_CONFIG_H
 #define MXGATE_CONFIG_H

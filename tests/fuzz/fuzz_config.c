@@ -1,4 +1,4 @@
-/* libFuzzer target: the configuration loader (libConfuse syntax, every value parser, ranges
+/* libFuzzer target: the configuration loader (tokenizer and parser, every value parser, ranges
  * files, recipients files, provider presets, connector selection build).
  *
  * The input is the main config file, optionally followed by side files, each one opened by

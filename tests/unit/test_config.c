@@ -862,3 +862,78 @@ Test(config, side_file_limits_default_to_the_documented_values)
 	config_unref(c);
 	diag_release(&d);
 }
+
+/* libConfuse 3.3 counted each '#' comment line of the main file twice: an unknown key on
+ * line 3 after two comment lines was reported on line 7. */
+Test(config, comment_lines_keep_line_numbers_exact)
+{
+	struct diag d;
+
+	diag_init(&d);
+	cr_expect_null(helper_load("# one\n"
+	                           "# two\n"
+	                           "frobnicate = 1\n"
+	                           "// three\n"
+	                           "/* four\n"
+	                           "   five */\n"
+	                           "max-mesage-size = 1\n",
+	                           &d));
+	ERR(3, "unknown key 'frobnicate'");
+	ERR(7, "unknown key 'max-mesage-size'");
+	ERR(0, "no connector is defined");
+	cr_expect_eq(diag_errors(&d), 3);
+	diag_release(&d);
+}
+
+/* With libConfuse, a provider preset (@name) pushed every later line ~34 lines too far
+ * (etc/proofpoint-lockdown.conf: `user` on line 21 was reported on line 55). */
+Test(config, a_provider_preset_does_not_shift_later_lines)
+{
+	struct diag d;
+
+	tls_files();
+	diag_init(&d);
+	cr_expect_null(helper_load("tls { certificate = \"cert.pem\"  key = \"key.pem\" }\n"
+	                           "connector \"pp\" {\n"
+	                           "  usage = internet\n"
+	                           "  bindings = { \"0.0.0.0:25\" }\n"
+	                           "  remote-ip-ranges = { \"@proofpoint-essentials-us\" }\n"
+	                           "}\n"
+	                           "user = \"no-such-user-mxgate-test\"\n",
+	                           &d));
+	ERR(7, "user 'no-such-user-mxgate-test' does not exist");
+	diag_release(&d);
+}
+
+/* What libConfuse ended the parse on is now reported and the rest of the file is read. */
+Test(config, unknown_sections_and_duplicate_sections_do_not_end_the_file)
+{
+	struct diag d;
+
+	diag_init(&d);
+	cr_expect_null(helper_load("relay-settings {\n  x = 1\n}\n"
+	                           "domain \"a.example\" { }\n"
+	                           "domain \"A.example\" { }\n"
+	                           "tls { }\n"
+	                           "tsl { }\n"
+	                           "tls { }\n"
+	                           "hostname { }\n"
+	                           "connector \"c\" {\n"
+	                           "  bindings = { \"0.0.0.0:25\" }\n"
+	                           "  limits { }\n"
+	                           "  max-hop-count = { 1, 2 }\n"
+	                           "  bindings = \"0.0.0.0:26\"\n"
+	                           "}\n"
+	                           "frobnicate = 1\n",
+	                           &d));
+	ERR(1, "unknown section 'relay-settings' in the top level");
+	ERR(5, "domain 'a.example' is defined twice (first on line 4)");
+	ERR(7, "unknown section 'tsl' in the top level (did you mean 'tls'?)");
+	ERR(8, "the tls section is given twice (first on line 6)");
+	ERR(9, "syntax error: write hostname = VALUE");
+	ERR(12, "unknown section 'limits' in a connector section");
+	ERR(13, "max-hop-count takes one value");
+	ERR(14, "'bindings' is set twice (first on line 11)");
+	ERR(16, "unknown key 'frobnicate'");
+	diag_release(&d);
+}
