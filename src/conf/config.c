@@ -1002,184 +1002,244 @@ load_ranges_file(struct loader *L, struct connector *k, const char *what, const 
 	return read_side_file(L, what, path, cfgline, range_line_cb, &R);
 }
 
-/* Converts and stores one option's values; reports bad ones.  Returns -1 only on ENOMEM. */
+/*
+ * One converter per kind of option (nginx's ngx_conf_set_*_slot): each takes one value as
+ * written, with its line, and stores it at field, or reports why it cannot.  They return -1
+ * only when out of memory.
+ */
+struct conv {
+	struct loader *L;
+	const struct option *o;
+	const char *text;
+	int line;    /* 0 for the default */
+	char *field; /* the option's member of base (config, connector or domain) */
+	struct connector *k;
+	size_t i, n; /* which value of how many (lists) */
+};
+
+static int
+conv_str(const struct conv *v)
+{
+	return (*(char **)v->field = strdup(v->text)) ? 0 : -1;
+}
+
+static int
+conv_path(const struct conv *v)
+{
+	if (!*v->text) {
+		diag_error(v->L->d, v->L->file, v->line, "%s must not be empty", v->o->name);
+		return 0;
+	}
+	return (*(char **)v->field = resolve_path(v->L, v->text)) ? 0 : -1;
+}
+
+static int
+conv_paths(const struct conv *v)
+{
+	char *path = resolve_path(v->L, v->text);
+	int rc;
+
+	if (!path)
+		return -1;
+	rc = v->k ? load_ranges_file(v->L, v->k, v->o->name, path, v->line) : 0;
+	free(path);
+	return rc;
+}
+
+static int
+conv_bool(const struct conv *v)
+{
+	bool b;
+
+	if (parse_bool(v->text, &b) < 0)
+		diag_error(v->L->d, v->L->file, v->line, "bad %s '%s': write true or false",
+		           v->o->name, v->text);
+	else
+		*(bool *)v->field = b;
+	return 0;
+}
+
+/* K_SIZE, K_DURATION and K_COUNT: a number with its unit, within the option's range. */
+static int
+conv_number(const struct conv *v)
+{
+	const struct option *o = v->o;
+	const char *how = o->kind == K_SIZE       ? "a size such as 36MB, 256KB or 37748736"
+	                  : o->kind == K_DURATION ? "a duration such as 5m, 300s or 00:05:00"
+	                                          : "a whole number";
+	uint64_t num;
+	int bad;
+
+	if (o->unlimited && strcasecmp(v->text, "unlimited") == 0) {
+		*(uint64_t *)v->field = CONFIG_UNLIMITED;
+		return 0;
+	}
+	if (o->kind == K_SIZE) {
+		bad = config_parse_size(v->text, &num);
+	} else if (o->kind == K_DURATION) {
+		bad = config_parse_duration(v->text, &num);
+	} else {
+		const char *q = v->text;
+		bad = parse_u64(&q, &num) < 0 || *q;
+	}
+	if (bad)
+		diag_error(v->L->d, v->L->file, v->line, "bad %s '%s': write %s%s", o->name,
+		           v->text, how, o->unlimited ? " or unlimited" : "");
+	else if ((num < o->min || num > o->max) && o->kind == K_DURATION)
+		diag_error(v->L->d, v->L->file, v->line, "%s '%s' is out of range: %llus to %llus",
+		           o->name, v->text, (unsigned long long)o->min / 1000,
+		           (unsigned long long)o->max / 1000);
+	else if (num < o->min || num > o->max)
+		diag_error(v->L->d, v->L->file, v->line, "%s '%s' is out of range: %llu to %llu%s",
+		           o->name, v->text, (unsigned long long)o->min, (unsigned long long)o->max,
+		           o->unlimited ? " or unlimited" : "");
+	else
+		*(uint64_t *)v->field = num;
+	return 0;
+}
+
+/* A keyword of the option's list, or -1 reported. */
+static int
+keyword(const struct conv *v, unsigned *w)
+{
+	char words[256];
+
+	if (parse_word(v->o->words, v->text, w) == 0)
+		return 0;
+	words_list(v->o->words, words, sizeof(words));
+	diag_error(v->L->d, v->L->file, v->line, "bad %s '%s': one of %s", v->o->name, v->text,
+	           words);
+	return -1;
+}
+
+static int
+conv_enum(const struct conv *v)
+{
+	unsigned w;
+
+	if (keyword(v, &w) == 0)
+		*(unsigned *)v->field = w;
+	return 0;
+}
+
+static int
+conv_flags(const struct conv *v)
+{
+	unsigned w;
+
+	if (v->i == 0)
+		*(unsigned *)v->field = 0;
+	if (keyword(v, &w) < 0)
+		return 0;
+	if (word_eq(v->text, "none") && v->n > 1)
+		diag_error(v->L->d, v->L->file, v->line, "%s 'none' must stand alone", v->o->name);
+	else
+		*(unsigned *)v->field |= w;
+	return 0;
+}
+
+static int
+conv_binding(const struct conv *v)
+{
+	struct connector *k = v->k;
+	struct endpoint ep;
+	char err[256];
+
+	if (endpoint_parse(v->text, &ep, err, sizeof(err)) < 0) {
+		diag_error(v->L->d, v->L->file, v->line, "bad binding '%s': %s", v->text, err);
+		return 0;
+	}
+	for (size_t j = 0; j < k->n_bindings; j++) {
+		if (ipaddr_equal(&k->bindings[j].addr, &ep.addr) &&
+		    k->bindings[j].port == ep.port) {
+			diag_warn(v->L->d, v->L->file, v->line, "binding '%s' is listed twice",
+			          v->text);
+			return 0;
+		}
+	}
+	if (VEC_RESERVE(k->bindings, v->L->bindings_cap, k->n_bindings + 1) < 0)
+		return -1;
+	k->bindings[k->n_bindings++] = ep;
+	return 0;
+}
+
+static int
+conv_range(const struct conv *v)
+{
+	char path[4096];
+
+	if (v->text[0] != '@')
+		return add_range(v->L, v->k, v->text, v->L->file, v->line);
+	/* a provider preset: its file, read like a ranges file */
+	if (providers_find(v->text + 1, path, sizeof(path)) < 0) {
+		diag_error(v->L->d, v->L->file, v->line,
+		           "unknown provider preset '%s' (in %s; `mxgate providers` lists them)",
+		           v->text, providers_dir());
+		return 0;
+	}
+	return load_ranges_file(v->L, v->k, "provider preset", path, v->line);
+}
+
+static int
+conv_domain(const struct conv *v)
+{
+	struct config *c = v->L->c;
+	char *dom;
+
+	if (!valid_domain(v->text, true)) {
+		diag_error(v->L->d, v->L->file, v->line,
+		           "bad accepted domain '%s': write a domain name such as example.com or "
+		           "*.example.com",
+		           v->text);
+		return 0;
+	}
+	if (!(dom = strdup(v->text)))
+		return -1;
+	for (char *q = dom; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	if (VEC_RESERVE(c->accepted_domains, v->L->accepted_domains_cap,
+	                c->n_accepted_domains + 1) < 0) {
+		free(dom);
+		return -1;
+	}
+	c->accepted_domains[c->n_accepted_domains++] = dom;
+	return 0;
+}
+
+static int (*const converters[])(const struct conv *) = {
+        [K_STR] = conv_str,          [K_PATH] = conv_path,    [K_PATHS] = conv_paths,
+        [K_BOOL] = conv_bool,        [K_SIZE] = conv_number,  [K_DURATION] = conv_number,
+        [K_COUNT] = conv_number,     [K_ENUM] = conv_enum,    [K_FLAGS] = conv_flags,
+        [K_BINDINGS] = conv_binding, [K_RANGES] = conv_range, [K_DOMAINS] = conv_domain,
+};
+
+/* Converts and stores one option's values (or its default); reports bad ones.  Returns -1
+ * only when out of memory. */
 static int
 apply(struct loader *L, const struct option *o, const struct given *g, void *base,
       struct connector *k)
 {
-	size_t n = g->n;
-	char err[512], words[256];
-	char *p = (char *)base + o->off;
+	bool list = is_list_kind(o->kind);
+	char err[512];
 
-	if (!is_list_kind(o->kind) && n == 0) {
-		if (!o->def)
-			return 0;
-	}
-	for (size_t i = 0; i < (is_list_kind(o->kind) ? n : 1); i++) {
-		const struct conf_value *v = n ? g->v[i] : NULL;
-		const char *text = v ? v->text : o->def;
-		int line = v ? v->line : 0;
-		uint64_t num;
-		unsigned w;
-		bool b;
-
-		if (o->check && v && o->check(L, text, err, sizeof(err)) < 0) {
-			diag_error(L->d, L->file, line, "bad %s: %s", o->name, err);
+	if (!list && g->n == 0 && !o->def)
+		return 0;
+	for (size_t i = 0; i < (list ? g->n : 1); i++) {
+		const struct conf_value *val = g->n ? g->v[list ? i : 0] : NULL;
+		struct conv v = {L,
+		                 o,
+		                 val ? val->text : o->def,
+		                 val ? val->line : 0,
+		                 (char *)base + o->off,
+		                 k,
+		                 i,
+		                 g->n};
+		if (o->check && val && o->check(L, v.text, err, sizeof(err)) < 0) {
+			diag_error(L->d, L->file, v.line, "bad %s: %s", o->name, err);
 			continue;
 		}
-		switch (o->kind) {
-		case K_STR:
-			if (!(*(char **)p = strdup(text)))
-				return -1;
-			break;
-		case K_PATH:
-			if (!*text) {
-				diag_error(L->d, L->file, line, "%s must not be empty", o->name);
-				break;
-			}
-			if (!(*(char **)p = resolve_path(L, text)))
-				return -1;
-			break;
-		case K_PATHS: {
-			char *path = resolve_path(L, text);
-			if (!path)
-				return -1;
-			int rc = k ? load_ranges_file(L, k, o->name, path, line) : 0;
-			free(path);
-			if (rc < 0)
-				return -1;
-			break;
-		}
-		case K_BOOL:
-			if (parse_bool(text, &b) < 0)
-				diag_error(L->d, L->file, line, "bad %s '%s': write true or false",
-				           o->name, text);
-			else
-				*(bool *)p = b;
-			break;
-		case K_SIZE:
-		case K_DURATION:
-		case K_COUNT: {
-			const char *how =
-			        o->kind == K_SIZE       ? "a size such as 36MB, 256KB or 37748736"
-			        : o->kind == K_DURATION ? "a duration such as 5m, 300s or 00:05:00"
-			                                : "a whole number";
-			int bad;
-			if (o->unlimited && strcasecmp(text, "unlimited") == 0) {
-				*(uint64_t *)p = CONFIG_UNLIMITED;
-				break;
-			}
-			if (o->kind == K_SIZE)
-				bad = config_parse_size(text, &num);
-			else if (o->kind == K_DURATION)
-				bad = config_parse_duration(text, &num);
-			else {
-				const char *q = text;
-				bad = parse_u64(&q, &num) < 0 || *q;
-			}
-			if (bad) {
-				diag_error(L->d, L->file, line, "bad %s '%s': write %s%s", o->name,
-				           text, how, o->unlimited ? " or unlimited" : "");
-			} else if (num < o->min || num > o->max) {
-				if (o->kind == K_DURATION)
-					diag_error(L->d, L->file, line,
-					           "%s '%s' is out of range: %llus to %llus",
-					           o->name, text, (unsigned long long)o->min / 1000,
-					           (unsigned long long)o->max / 1000);
-				else
-					diag_error(L->d, L->file, line,
-					           "%s '%s' is out of range: %llu to %llu%s",
-					           o->name, text, (unsigned long long)o->min,
-					           (unsigned long long)o->max,
-					           o->unlimited ? " or unlimited" : "");
-			} else {
-				*(uint64_t *)p = num;
-			}
-			break;
-		}
-		case K_ENUM:
-			if (parse_word(o->words, text, &w) < 0) {
-				words_list(o->words, words, sizeof(words));
-				diag_error(L->d, L->file, line, "bad %s '%s': one of %s", o->name,
-				           text, words);
-			} else {
-				*(unsigned *)p = w;
-			}
-			break;
-		case K_FLAGS:
-			if (i == 0)
-				*(unsigned *)p = 0;
-			if (parse_word(o->words, text, &w) < 0) {
-				words_list(o->words, words, sizeof(words));
-				diag_error(L->d, L->file, line, "bad %s '%s': one of %s", o->name,
-				           text, words);
-			} else if (word_eq(text, "none") && n > 1) {
-				diag_error(L->d, L->file, line, "%s 'none' must stand alone",
-				           o->name);
-			} else {
-				*(unsigned *)p |= w;
-			}
-			break;
-		case K_BINDINGS: {
-			struct endpoint ep;
-			if (endpoint_parse(text, &ep, err, sizeof(err)) < 0) {
-				diag_error(L->d, L->file, line, "bad binding '%s': %s", text, err);
-				break;
-			}
-			bool dup = false;
-			for (size_t j = 0; j < k->n_bindings; j++)
-				dup |= ipaddr_equal(&k->bindings[j].addr, &ep.addr) &&
-				       k->bindings[j].port == ep.port;
-			if (dup) {
-				diag_warn(L->d, L->file, line, "binding '%s' is listed twice",
-				          text);
-				break;
-			}
-			if (VEC_RESERVE(k->bindings, L->bindings_cap, k->n_bindings + 1) < 0)
-				return -1;
-			k->bindings[k->n_bindings++] = ep;
-			break;
-		}
-		case K_RANGES:
-			if (text[0] == '@') {
-				/* a provider preset: its file, read like a ranges file */
-				char path[4096];
-				if (providers_find(text + 1, path, sizeof(path)) < 0) {
-					diag_error(L->d, L->file, line,
-					           "unknown provider preset '%s' (in %s; `mxgate "
-					           "providers` lists them)",
-					           text, providers_dir());
-					break;
-				}
-				if (load_ranges_file(L, k, "provider preset", path, line) < 0)
-					return -1;
-				break;
-			}
-			if (add_range(L, k, text, L->file, line) < 0)
-				return -1;
-			break;
-		case K_DOMAINS: {
-			char *dom;
-			if (!valid_domain(text, true)) {
-				diag_error(L->d, L->file, line,
-				           "bad accepted domain '%s': write a domain name such as "
-				           "example.com or *.example.com",
-				           text);
-				break;
-			}
-			if (!(dom = strdup(text)))
-				return -1;
-			for (char *q = dom; *q; q++)
-				*q = (char)tolower((unsigned char)*q);
-			if (VEC_RESERVE(L->c->accepted_domains, L->accepted_domains_cap,
-			                L->c->n_accepted_domains + 1) < 0) {
-				free(dom);
-				return -1;
-			}
-			L->c->accepted_domains[L->c->n_accepted_domains++] = dom;
-			break;
-		}
-		}
+		if (converters[o->kind](&v) < 0)
+			return -1;
 	}
 	return 0;
 }
