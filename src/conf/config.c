@@ -1738,10 +1738,29 @@ load_sections(struct loader *L, const struct sections *S, struct givens *root, s
 	return load_connectors(L, S);
 }
 
+/* The connectors as the selector takes them (selector.h copies the array). */
+static int
+build_selector(struct loader *L)
+{
+	struct config *c = L->c;
+	struct selector_input *in = calloc(c->n_connectors ? c->n_connectors : 1, sizeof(*in));
+
+	if (!in)
+		return -1;
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		const struct connector *k = &c->connectors[i];
+		in[i] = (struct selector_input){k->name,       k->at,       k->enabled,
+		                                k->all_remote, k->bindings, k->n_bindings,
+		                                k->ranges,     k->n_ranges};
+	}
+	c->selector = selector_build(in, c->n_connectors, L->d);
+	free(in);
+	return c->selector ? 0 : -1;
+}
+
 static int
 load_snapshot(struct loader *L, const struct conf_node *root)
 {
-	struct config *c = L->c;
 	struct givens *top = calloc(2, sizeof(*top)), *G = top + 1;
 	struct sections S = {0};
 	int rc = -1;
@@ -1751,8 +1770,7 @@ load_snapshot(struct loader *L, const struct conf_node *root)
 	if (find_sections(L, root, &S) < 0 || collect(L, root, SEC_ROOT, top) < 0 ||
 	    load_root(L, top) < 0 || load_sections(L, &S, top, G) < 0)
 		goto out;
-	c->selector = selector_build(c->connectors, c->n_connectors, L->d);
-	rc = c->selector ? 0 : -1;
+	rc = build_selector(L);
 out:
 	givens_release(top);
 	givens_release(G);

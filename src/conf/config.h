@@ -22,6 +22,7 @@
 #include "base/diag.h"
 #include "base/ipaddr.h"
 #include "base/range.h"
+#include "conf/origin.h"
 
 #define CONFIG_UNLIMITED    UINT64_MAX
 #define CONFIG_DEFAULT_PATH "/etc/mxgate/mxgate.conf"
@@ -42,17 +43,6 @@ enum permission_group {
 };
 
 enum protocol_log_level { PROTOLOG_NONE, PROTOLOG_VERBOSE };
-
-/* Where a value came from, for messages.  file points into config.files. */
-struct origin {
-	const char *file;
-	int line;
-};
-
-struct conf_range {
-	struct range r;
-	struct origin at;
-};
 
 struct connector {
 	char *name;

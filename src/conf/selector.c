@@ -12,7 +12,7 @@ struct selector_table {
 };
 
 struct selector {
-	const struct connector *conns;
+	struct selector_input *conns; /* a copy of the input */
 	size_t n_conns;
 	struct selector_table *tables; /* one per distinct binding, in first-seen order */
 	size_t n_tables;
@@ -48,7 +48,7 @@ ep_equal(const struct endpoint *a, const struct endpoint *b)
 
 /* 0: conn is bound to ep exactly; 1: through its family's wildcard; -1: not a candidate. */
 static int
-candidate_prio(const struct connector *k, const struct endpoint *ep)
+candidate_prio(const struct selector_input *k, const struct endpoint *ep)
 {
 	int prio = -1;
 
@@ -69,7 +69,7 @@ candidate_prio(const struct connector *k, const struct endpoint *ep)
 static void
 describe_entry(const struct conflicts *cf, size_t i, char *buf, size_t size)
 {
-	const struct connector *k = &cf->s->conns[cf->src[i].conn];
+	const struct selector_input *k = &cf->s->conns[cf->src[i].conn];
 	char r[128];
 
 	if (cf->src[i].range < 0) {
@@ -85,7 +85,7 @@ describe_entry(const struct conflicts *cf, size_t i, char *buf, size_t size)
 static struct origin
 entry_origin(const struct conflicts *cf, size_t i)
 {
-	const struct connector *k = &cf->s->conns[cf->src[i].conn];
+	const struct selector_input *k = &cf->s->conns[cf->src[i].conn];
 
 	if (cf->src[i].range < 0)
 		return k->at;
@@ -134,7 +134,7 @@ build_table(struct selector *s, struct selector_table *t, struct diag *d)
 	int rc = -1;
 
 	for (size_t c = 0; c < s->n_conns; c++) {
-		const struct connector *k = &s->conns[c];
+		const struct selector_input *k = &s->conns[c];
 		int prio = candidate_prio(k, &t->ep);
 		size_t need;
 		if (prio < 0)
@@ -170,14 +170,19 @@ out:
 }
 
 struct selector *
-selector_build(const struct connector *conns, size_t n, struct diag *d)
+selector_build(const struct selector_input *conns, size_t n, struct diag *d)
 {
 	struct selector *s = calloc(1, sizeof(*s));
+	struct selector_input *copy;
 	size_t cap = 0;
 
-	if (!s)
+	if (!s || !(copy = calloc(n ? n : 1, sizeof(*copy)))) {
+		free(s);
 		return NULL;
-	s->conns = conns;
+	}
+	if (n)
+		memcpy(copy, conns, n * sizeof(*copy));
+	s->conns = copy;
 	s->n_conns = n;
 	for (size_t c = 0; c < n; c++) {
 		if (!conns[c].enabled)
@@ -217,6 +222,7 @@ selector_free(struct selector *s)
 		rangeset_free(s->tables[i].rs);
 	free(s->tables);
 	free(s->eps);
+	free(s->conns);
 	free(s);
 }
 
@@ -287,7 +293,7 @@ selector_explain(const struct selector *s, const struct endpoint *local,
 	}
 	winner = selector_table_select(t, remote);
 	for (size_t c = 0; c < s->n_conns; c++) {
-		const struct connector *k = &s->conns[c];
+		const struct selector_input *k = &s->conns[c];
 		int prio = candidate_prio(k, &t->ep);
 		const struct conf_range *best = NULL;
 		bool any = k->all_remote;
@@ -322,14 +328,4 @@ selector_explain(const struct selector *s, const struct endpoint *local,
 		fprintf(fp, "selected \"%s\": the most specific match\n", s->conns[winner].name);
 	else
 		fprintf(fp, "selected none: the connection is closed at accept, nothing is sent\n");
-}
-
-size_t
-selector_memory(const struct selector *s)
-{
-	size_t m = sizeof(*s) + s->n_tables * (sizeof(*s->tables) + sizeof(*s->eps));
-
-	for (size_t i = 0; i < s->n_tables; i++)
-		m += rangeset_memory(s->tables[i].rs);
-	return m;
 }

@@ -10,21 +10,38 @@
  * selector is built.
  *
  * One compiled rangeset (rangeset.h) per distinct binding: lookup is allocation-free.
- * The selector borrows the connector array it was built from (owned by the config).
+ * The selector is built from a selector_input per connector, which it copies; the
+ * strings and arrays those point to are borrowed (owned by the config) until
+ * selector_free().
  */
 #ifndef MXGATE_SELECTOR_H
 #define MXGATE_SELECTOR_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
-#include "conf/config.h"
+#include "base/diag.h"
+#include "base/ipaddr.h"
+#include "conf/origin.h"
 
 struct selector;
 struct selector_table;
 
-/* Compiles selection for conns[0..n) and reports every conflict to d as an error.
+/* What selection needs of one connector; index i of the input is connector index i. */
+struct selector_input {
+	const char *name;
+	struct origin at; /* the connector's opening line */
+	bool enabled;
+	bool all_remote; /* no ranges given: every IPv4 and IPv6 address */
+	const struct endpoint *bindings;
+	size_t n_bindings;
+	const struct conf_range *ranges;
+	size_t n_ranges;
+};
+
+/* Compiles selection for in[0..n) and reports every conflict to d as an error.
  * Returns NULL only when out of memory. */
-struct selector *selector_build(const struct connector *conns, size_t n, struct diag *d);
+struct selector *selector_build(const struct selector_input *in, size_t n, struct diag *d);
 void selector_free(struct selector *s);
 
 /* The table a listener bound to local uses: the exact one, else the wildcard one of the
@@ -46,8 +63,5 @@ size_t selector_endpoints(const struct selector *s, const struct endpoint **out)
  * that none contains the client) and which one won. */
 void selector_explain(const struct selector *s, const struct endpoint *local,
                       const struct ipaddr *remote, FILE *fp);
-
-/* Bytes held by the compiled tables. */
-size_t selector_memory(const struct selector *s);
 
 #endif

@@ -141,7 +141,7 @@ static const char *const local_pool[] = {"0.0.0.0:25", "10.0.0.1:25", "10.0.0.2:
                                          "0.0.0.0:26", "[::]:25",     "[2001:db8::1]:25"};
 
 struct bf_conn {
-	struct connector k;
+	struct selector_input k;
 	struct endpoint b[3];
 	struct conf_range r[6];
 };
@@ -159,7 +159,7 @@ brute(const struct bf_conn *cs, size_t n, const struct endpoint *local, const st
 	if (a->family != local->addr.family)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
-		const struct connector *k = &cs[i].k;
+		const struct selector_input *k = &cs[i].k;
 		int prio = -1;
 		if (!k->enabled)
 			continue;
@@ -204,7 +204,7 @@ static void
 one_config(uint64_t seed)
 {
 	struct bf_conn cs[5];
-	struct connector ks[5];
+	struct selector_input ks[5];
 	size_t n;
 	struct diag d;
 
@@ -212,9 +212,8 @@ one_config(uint64_t seed)
 	n = 1 + rnd() % 5;
 	memset(cs, 0, sizeof(cs));
 	for (size_t i = 0; i < n; i++) {
-		struct connector *k = &cs[i].k;
-		k->name = (char *)(uintptr_t) "k";
-		k->index = (unsigned)i;
+		struct selector_input *k = &cs[i].k;
+		k->name = "k";
 		k->enabled = rnd() % 6 != 0;
 		k->bindings = cs[i].b;
 		k->n_bindings = 1 + rnd() % 3;
