@@ -177,13 +177,16 @@ build/install/mxgate.service: etc/systemd/mxgate.service.in FORCE
 	@mkdir -p $(@D)
 	@sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@DOCUMENTATION@|$(UNIT_DOCS)|g' $< > $@
 
-# Manual pages.  MAN5 is the hook for mxgate.conf(5), to be generated from the option
-# table that drives `mxgate reference` (as docs/CONFIG.md is): give it a rule, e.g.
-#   man/mxgate.conf.5: build/release/mxgate ; build/release/mxgate reference --man > $@
-# and set MAN5 := man/mxgate.conf.5.  install, uninstall and the mandoc lint in
-# tests/e2e/test_install.py take every page listed here.
+# Manual pages.  mxgate.conf(5) is generated from the option table that drives
+# `mxgate reference` (as docs/CONFIG.md is), and kept in the tree so that it can be read
+# unbuilt; tests/e2e/test_cli_config.py checks that it is current.  install, uninstall and
+# the mandoc lint in tests/e2e/test_install.py take every page listed here.
 MAN8 := man/mxgate.8
-MAN5 :=
+MAN5 := man/mxgate.conf.5
+
+man/mxgate.conf.5: build/release/mxgate
+	@echo "  GEN $@"
+	@build/release/mxgate reference --man > $@.tmp && mv $@.tmp $@
 # the unit's Documentation=: man:mxgate(8) and every page added above
 UNIT_DOCS := $(foreach p,$(MAN8) $(MAN5),man:$(basename $(notdir $(p)))($(subst .,,$(suffix $(p)))))
 

@@ -63,8 +63,8 @@ static const struct cmd cmds[] = {
          "--timeout SECS (default 30)  --expect open|refused (exit 0 when it matches, else 1)"},
         {"providers", cmd_providers, "providers [show NAME]",
          "list the provider presets, or print one", NULL},
-        {"reference", cmd_reference, "reference", "print the configuration reference (Markdown)",
-         NULL},
+        {"reference", cmd_reference, "reference [--man]",
+         "print the configuration reference (Markdown, or mxgate.conf(5) in mdoc)", NULL},
         {"version", cmd_version, "version", "print the version", NULL},
         {"help", cmd_help, "help", "this text", NULL},
 };
@@ -539,10 +539,14 @@ cmd_providers(int argc, char **argv)
 static int
 cmd_reference(int argc, char **argv)
 {
-	(void)argv;
-	if (argc > 1)
-		return usage_error("reference", "unexpected argument '%s'", argv[1]);
-	config_print_reference(stdout);
+	bool man = argc > 1 && strcmp(argv[1], "--man") == 0;
+
+	if (argc > (man ? 2 : 1))
+		return usage_error("reference", "unexpected argument '%s'", argv[man ? 2 : 1]);
+	if (man)
+		config_print_man(stdout);
+	else
+		config_print_reference(stdout);
 	return EXIT_SUCCESS;
 }
 

@@ -282,6 +282,19 @@ static const struct option options[] = {
 #define N_OPTIONS_MAX 64
 _Static_assert(N_OPTIONS <= N_OPTIONS_MAX, "raise N_OPTIONS_MAX");
 
+static const char *const kind_names[] = {[K_STR] = "text",
+                                         [K_PATH] = "path",
+                                         [K_PATHS] = "list of paths",
+                                         [K_BOOL] = "boolean",
+                                         [K_SIZE] = "size",
+                                         [K_DURATION] = "duration",
+                                         [K_COUNT] = "number",
+                                         [K_ENUM] = "keyword",
+                                         [K_FLAGS] = "list of keywords",
+                                         [K_BINDINGS] = "list of IP:PORT",
+                                         [K_RANGES] = "list of ranges",
+                                         [K_DOMAINS] = "list of domains"};
+
 /* ---- loading state ------------------------------------------------------------------ */
 
 /* The values one option was given in one section: "=" starts them again (and is reported
@@ -2022,8 +2035,8 @@ config_recipient_known(const struct config *c, const char *domain, size_t dlen, 
 	return 0;
 }
 
-const char *
-config_usage_name(enum usage u)
+static const char *
+usage_name(enum usage u)
 {
 	for (const struct keyword *w = usage_words; w->name; w++)
 		if (w->value == (unsigned)u)
@@ -2068,32 +2081,19 @@ config_describe_connector(const struct connector *k, char *buf, size_t size)
 		snprintf(buf, size,
 		         "connector \"%s\": %s%s, bindings %s, remote: every address, "
 		         "auth %s, permissions %s%s",
-		         k->name, config_usage_name(k->usage), k->enabled ? "" : " (disabled)",
-		         binds, auth, perm, k->require_tls ? ", require-tls" : "");
+		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
+		         auth, perm, k->require_tls ? ", require-tls" : "");
 	else
 		snprintf(buf, size,
 		         "connector \"%s\": %s%s, bindings %s, remote: %zu ranges (%zu IPv4, %zu "
 		         "IPv6), auth %s, permissions %s%s",
-		         k->name, config_usage_name(k->usage), k->enabled ? "" : " (disabled)",
-		         binds, k->n_ranges, v4, v6, auth, perm,
-		         k->require_tls ? ", require-tls" : "");
+		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
+		         k->n_ranges, v4, v6, auth, perm, k->require_tls ? ", require-tls" : "");
 }
 
 void
 config_print_reference(FILE *fp)
 {
-	static const char *const kinds[] = {[K_STR] = "text",
-	                                    [K_PATH] = "path",
-	                                    [K_PATHS] = "list of paths",
-	                                    [K_BOOL] = "boolean",
-	                                    [K_SIZE] = "size",
-	                                    [K_DURATION] = "duration",
-	                                    [K_COUNT] = "number",
-	                                    [K_ENUM] = "keyword",
-	                                    [K_FLAGS] = "list of keywords",
-	                                    [K_BINDINGS] = "list of IP:PORT",
-	                                    [K_RANGES] = "list of ranges",
-	                                    [K_DOMAINS] = "list of domains"};
 	static const char *const heads[SEC_COUNT] = {
 	        "Top level", "`tls { }`", "`deliver { }`", "`connector \"NAME\" { }`",
 	        "`domain \"NAME\" { }` (an accepted domain with settings of its own)"};
@@ -2123,7 +2123,7 @@ config_print_reference(FILE *fp)
 				snprintf(range, sizeof(range), " Range %llus–%llus.",
 				         (unsigned long long)o->min / 1000,
 				         (unsigned long long)o->max / 1000);
-			fprintf(fp, "| `%s` | %s | %s%s%s | %s%s", o->name, kinds[o->kind],
+			fprintf(fp, "| `%s` | %s | %s%s%s | %s%s", o->name, kind_names[o->kind],
 			        o->def ? "`" : "", o->def ? o->def : "—", o->def ? "`" : "", o->doc,
 			        range);
 			if (o->words) {
@@ -2140,4 +2140,133 @@ config_print_reference(FILE *fp)
 	            "| internet | anonymous-users | tls |\n| partner | partners | tls |\n"
 	            "| internal | exchange-servers | tls |\n| custom | none | none |\n"
 	            "| client | refused | — |\n");
+}
+
+/* ---- mxgate.conf(5) ------------------------------------------------------------------ */
+
+/* Writes doc text as mdoc running text: `code` as quoted text, backslashes escaped, each
+ * sentence on a line of its own (mandoc's "new sentence, new line"). */
+static void
+man_text(FILE *fp, const char *s)
+{
+	bool code = false, bol = true;
+	char prev = '\0';
+
+	for (; *s; prev = *s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", fp);
+		bol = false;
+		if (*s == '`') {
+			fputs(code ? "\\(cq" : "\\(oq", fp);
+			code = !code;
+		} else if (*s == '\\') {
+			fputs("\\e", fp);
+		} else if (*s == ' ' && !code && (prev == '.' || prev == ':') &&
+		           (isupper((unsigned char)s[1]) || s[1] == '`')) {
+			fputc('\n', fp);
+			bol = true;
+		} else {
+			fputc(*s, fp);
+		}
+	}
+	fputc('\n', fp);
+}
+
+static void
+man_option(FILE *fp, const struct option *o)
+{
+	fprintf(fp, ".It Ic %s Ar %s\n", o->name, kind_names[o->kind]);
+	man_text(fp, o->doc);
+	if (o->def)
+		fprintf(fp, "Default:\n.Ql %s .\n", o->def);
+	if (o->kind == K_COUNT || o->kind == K_SIZE)
+		fprintf(fp, "Range: %llu to %llu%s.\n", (unsigned long long)o->min,
+		        (unsigned long long)o->max, o->unlimited ? ", or unlimited" : "");
+	else if (o->kind == K_DURATION)
+		fprintf(fp, "Range: %llus to %llus.\n", (unsigned long long)o->min / 1000,
+		        (unsigned long long)o->max / 1000);
+	if (!o->words)
+		return;
+	fputs("Values:\n.Bl -tag -width Ds -compact\n", fp);
+	for (const struct keyword *w = o->words; w->name; w++) {
+		fprintf(fp, ".It Cm %s\n", w->name);
+		man_text(fp, w->doc);
+	}
+	fputs(".El\n", fp);
+}
+
+void
+config_print_man(FILE *fp)
+{
+	static const char *const heads[SEC_COUNT] = {"Top level", "The tls section",
+	                                             "The deliver section", "Connector sections",
+	                                             "Domain sections"};
+	static const char *const intros[SEC_COUNT] = {
+	        NULL, "tls { ... }: the certificate and key STARTTLS offers.",
+	        "deliver { ... }: where accepted mail goes: Maildirs, or a relay to the next hop.",
+	        "connector \"NAME\" { ... }: one receive connector, as Exchange's: where it "
+	        "listens, which clients it serves and what they may do. "
+	        "NAME is 1 to 64 printable characters, unique ignoring case.",
+	        "domain \"NAME\" { ... }: an accepted domain with settings of its own."};
+
+	fprintf(fp,
+	        ".\\\" mxgate.conf(5), generated by `mxgate reference --man` from the option\n"
+	        ".\\\" table in src/conf/config.c; do not edit.\n"
+	        ".Dd %s\n.Dt MXGATE.CONF 5\n.Os\n.Sh NAME\n.Nm mxgate.conf\n"
+	        ".Nd configuration file of the mxgate SMTP receive gateway\n"
+	        ".Sh DESCRIPTION\n",
+	        CONFIG_MAN_DATE);
+	man_text(fp, "mxgate(8) reads its configuration from one file of settings and sections. "
+	             "Every error is reported with its file and line, and a file with any "
+	             "error is refused as a whole: `mxgate check` shows them all.");
+	fputs(".Ss Syntax\n.Bl -tag -width Ds\n"
+	      ".It Ic key No = Ar value\nOne value.\n"
+	      ".It Ic key No = { Ar a , b No }\nA list of values, separated by commas.\n"
+	      ".It Ic key No += Ar value | Ic key No += { Ar c No }\n"
+	      "Adds to a list; a second\n.Sq =\nis an error.\n"
+	      ".It Ic section No { ... } | Ic section No \\(dq Ns Ar NAME Ns \\(dq { ... }\n"
+	      "A section and its settings.\n.El\n"
+	      ".Pp\nA value is a word (any characters but blanks and\n"
+	      "\\&# \\(dq \\(aq = { } ( ) + , ;)\nor a quoted string: in\n.Qq ...\nthe "
+	      "escapes\n.Sq \\e\\(dq ,\n.Sq \\e\\e ,\n"
+	      ".Sq \\en\nand\n.Sq \\et\nwork; in\n.Sq ...\nonly\n.Sq \\e\\(aq\nand\n.Sq "
+	      "\\e\\e\ndo.\n"
+	      "A\n.Sq \\&;\nmay end a setting.\nComments run from\n.Sq #\nor\n.Sq //\n"
+	      "to the end of the line, or from\n.Sq /*\nto\n.Sq */ .\n"
+	      ".Pp\nSizes are written\n.Ql 36MB ,\n.Ql 36 MB\nor\n.Ql 37748736\n"
+	      "(KB, MB and GB are binary, as in Exchange).\nDurations are written\n"
+	      ".Ql 5m ,\n.Ql 300s ,\n.Ql 1h30m\nor as Exchange's\n.Ql 00:05:00\nand\n"
+	      ".Ql 1.00:00:00 .\nRelative paths are relative to the directory of the file.\n",
+	      fp);
+	for (int s = 0; s < SEC_COUNT; s++) {
+		fprintf(fp, ".Ss %s\n", heads[s]);
+		if (intros[s])
+			man_text(fp, intros[s]);
+		fputs(".Bl -tag -width Ds\n", fp);
+		for (size_t i = 0; i < N_OPTIONS; i++)
+			if ((int)options[i].sec == s)
+				man_option(fp, &options[i]);
+		fputs(".El\n", fp);
+	}
+	fputs(".Ss Usage presets\nA connector's\n.Ic usage\nsets\n.Ic permission-groups\nand\n"
+	      ".Ic auth-mechanism\nwhen they are not given:\n"
+	      ".Bl -column \"internal\" \"exchange-servers\" \"auth-mechanism\"\n"
+	      ".It Sy usage Ta Sy permission-groups Ta Sy auth-mechanism\n"
+	      ".It internet Ta anonymous-users Ta tls\n.It partner Ta partners Ta tls\n"
+	      ".It internal Ta exchange-servers Ta tls\n.It custom Ta none Ta none\n"
+	      ".It client Ta refused Ta \\(em\n.El\n"
+	      ".Sh FILES\n.Bl -tag -width Ds\n.It Pa " CONFIG_DEFAULT_PATH "\n"
+	      "The configuration file, unless\n.Fl c\nnames another.\n.El\n"
+	      ".Sh EXAMPLES\nA gateway that takes mail from a filtering service only:\n"
+	      ".Bd -literal -offset indent\n"
+	      "hostname = \"mx.example.com\"\n"
+	      "accepted-domains = { \"example.com\" }\n"
+	      "tls {\n  certificate = \"/etc/mxgate/tls/fullchain.pem\"\n"
+	      "  key = \"/etc/mxgate/tls/key.pem\"\n}\n"
+	      "connector \"Filtering service\" {\n  usage = internet\n"
+	      "  bindings = { \"0.0.0.0:25\", \"[::]:25\" }\n"
+	      "  remote-ip-ranges = { \"@proofpoint-essentials-us\" }\n}\n"
+	      ".Ed\n"
+	      ".Sh SEE ALSO\n.Xr mxgate 8\n",
+	      fp);
 }

@@ -162,8 +162,11 @@ void config_describe_connector(const struct connector *k, char *buf, size_t size
 /* Prints the reference of every key (Markdown), from the option table. */
 void config_print_reference(FILE *fp);
 
-/* Names for values, as the config file spells them. */
-const char *config_usage_name(enum usage u);
+/* Prints mxgate.conf(5) in mdoc(7), from the same table: the syntax, every key of every
+ * section with its type, default, range and values, the usage presets, FILES and SEE
+ * ALSO.  Its date is CONFIG_MAN_DATE, so that the page is the same at every build. */
+#define CONFIG_MAN_DATE "December 4, 2026"
+void config_print_man(FILE *fp);
 
 /* Parses sizes ("36MB", "36 MB", "37748736", "256KB") and durations ("5m", "300s",
  * "00:05:00", "1.00:00:00"); exposed for tests.  Return 0 or -1. */

@@ -207,3 +207,28 @@ def test_tls_errors_name_the_real_cause(mxgate, tmp_path):
                         BIN, "check", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
     assert "system lib" not in r.stderr, r.stderr
+
+
+def test_reference_man_is_lint_clean_and_has_every_key(mxgate, tmp_path):
+    """mxgate.conf(5) comes from the same table as the Markdown reference: every key
+    `mxgate reference` lists is in it, and mandoc finds nothing to warn about."""
+    r = mxgate("reference", "--man")
+    assert r.rc == 0, r.err
+    page = tmp_path / "mxgate.conf.5"
+    page.write_text(r.out)
+    lint = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", str(page)],
+                          capture_output=True, text=True)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, ""), lint.stdout + lint.stderr
+    keys = re.findall(r"^\| `([a-z0-9-]+)` \|", mxgate("reference").out, re.M)
+    assert len(keys) >= 40, keys
+    for key in keys:
+        assert re.search(r"^\.It Ic %s Ar " % re.escape(key), r.out, re.M), key
+    assert ".Xr mxgate 8" in r.out and ".Sh FILES" in r.out
+    assert mxgate("reference", "--man", "extra").rc == 2
+
+
+def test_man_page_is_the_reference(mxgate):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "man", "mxgate.conf.5")
+    with open(path) as f:
+        assert f.read() == mxgate("reference", "--man").out, \
+            "man/mxgate.conf.5 is stale: run `make man/mxgate.conf.5`"
