@@ -2229,7 +2229,7 @@ config_print_man(FILE *fp)
 	      ".Pp\nA value is a word (any characters but blanks and\n"
 	      "\\&# \\(dq \\(aq = { } ( ) + , ;)\nor a quoted string: in\n.Qq ...\nthe "
 	      "escapes\n.Sq \\e\\(dq ,\n.Sq \\e\\e ,\n"
-	      ".Sq \\en\nand\n.Sq \\et\nwork; in\n.Sq ...\nonly\n.Sq \\e\\(aq\nand\n.Sq "
+	      ".Sq \\en\nand\n.Sq \\et\nwork; in\n\\(aq...\\(aq\nonly\n.Sq \\e\\(aq\nand\n.Sq "
 	      "\\e\\e\ndo.\n"
 	      "A\n.Sq \\&;\nmay end a setting.\nComments run from\n.Sq #\nor\n.Sq //\n"
 	      "to the end of the line, or from\n.Sq /*\nto\n.Sq */ .\n"
