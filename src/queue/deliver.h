@@ -83,7 +83,10 @@ typedef void (*deliver_item_cb)(const struct deliver_item *it, void *arg);
 
 /* Calls fn for every queued message (those being delivered, then the due ones, then the
  * waiting ones) under the queue's lock: fn must be quick and must not call into d.
- * Returns the number of messages.  The queue as data: queue.h formats it. */
+ * Returns the number of messages.  The queue as data: queue.h formats it.  Of a busy
+ * message fn may read only what never changes (id, received, size, sender, recipients):
+ * its delivery thread updates the attempt count, last error and recipient states without
+ * the lock while it sends. */
 size_t deliver_foreach(struct deliver *d, deliver_item_cb fn, void *arg);
 
 #endif

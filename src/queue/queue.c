@@ -49,6 +49,15 @@ format_entry(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool
 		age(in, sizeof(in), (long)(due - now));
 		snprintf(next, sizeof(next), "in %s", in);
 	}
+	/* a message being delivered: its delivery thread owns the attempt count, the last
+	 * error and the recipients' states (deliver.h), so only what never changes is read */
+	if (busy) {
+		fprintf(fp, "%-16s %7s %9llu %4s  %-9s <%s>\n", e->id, a,
+		        (unsigned long long)e->size, "-", next, e->sender);
+		for (size_t i = 0; i < e->n_rcpts; i++)
+			fprintf(fp, "    %-9s <%s>\n", "sending", e->rcpts[i]);
+		return;
+	}
 	fprintf(fp, "%-16s %7s %9llu %4u  %-9s <%s>\n", e->id, a, (unsigned long long)e->size,
 	        e->attempts, next, e->sender);
 	if (e->last_error)
