@@ -66,6 +66,7 @@ enum state {
 
 struct smtp {
 	struct smtp_params p;
+	struct smtp_policy pol; /* a copy: p.policy points here */
 	enum state st;
 	bool tls, esmtp, eof, shutdown, close_queued;
 	bool timeout_pending; /* a timeout came while a message was being opened or committed */
@@ -180,15 +181,15 @@ reply_text(struct smtp *s, const char *text, size_t len, unsigned delay)
 static unsigned
 session_tarpit(const struct smtp_params *p)
 {
-	unsigned g = p->conn->permission_groups;
+	const struct smtp_policy *pol = p->policy;
 	struct ipaddr a;
 
-	if ((g & (PERM_PARTNERS | PERM_EXCHANGE_SERVERS)) && !(g & PERM_ANONYMOUS_USERS))
+	if ((pol->partners || pol->exchange_servers) && !pol->anonymous_users)
 		return 0;
 	if (p->client_ip && ipaddr_parse(p->client_ip, strlen(p->client_ip), &a) == 0 &&
 	    ipaddr_is_local_scope(&a))
 		return 0;
-	return (unsigned)p->conn->tarpit_interval_ms;
+	return (unsigned)pol->tarpit_interval_ms;
 }
 
 /* Length of the RFC 3463 code "class.subject.detail " at p, or 0 when there is none (a
@@ -227,7 +228,7 @@ vreply(struct smtp *s, bool may_tarpit, const char *fmt, va_list ap)
 	}
 	size_t len = (size_t)n;
 	size_t el = len > 4 ? enhanced_code_len(line + 4) : 0;
-	if (!s->p.conn->enhanced_status_codes_enabled && el > 0) {
+	if (!s->pol.enhanced_status_codes && el > 0) {
 		/* "550 5.7.1 text" -> "550 text" */
 		memmove(line + 4, line + 4 + el, len - 4 - el + 1);
 		len -= el;
@@ -341,6 +342,8 @@ smtp_new(const struct smtp_params *p)
 	if (!s)
 		return NULL;
 	s->p = *p;
+	s->pol = *p->policy;
+	s->p.policy = &s->pol;
 	s->in_cap = IN_CMD_SIZE;
 	if (!(s->in = malloc(s->in_cap))) {
 		free(s);
@@ -348,11 +351,11 @@ smtp_new(const struct smtp_params *p)
 	}
 	s->st = ST_CMD;
 	s->tarpit_ms = session_tarpit(p);
-	size_t blen = strlen(p->conn->banner);
+	size_t blen = strlen(s->pol.banner);
 	if (blen > REPLY_LINE)
 		fail(s, "the banner is longer than a reply line", blen + 2);
 	else
-		reply_text(s, p->conn->banner, blen, 0);
+		reply_text(s, s->pol.banner, blen, 0);
 	return s;
 }
 
@@ -428,8 +431,8 @@ static void
 protocol_error(struct smtp *s)
 {
 	/* max-protocol-errors are tolerated; the one after them closes */
-	if (++s->errors > s->p.conn->max_protocol_errors &&
-	    s->p.conn->max_protocol_errors != CONFIG_UNLIMITED) {
+	if (++s->errors > s->pol.max_protocol_errors &&
+	    s->pol.max_protocol_errors != SMTP_UNLIMITED) {
 		reply(s, "421 4.7.0 Too many errors on this connection, closing transmission "
 		         "channel");
 		slog(s, LOG_LVL_INFO, "closed after %llu protocol errors",
@@ -485,32 +488,32 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 	s->has_helo = true;
 	s->esmtp = ehlo;
 	if (!ehlo) {
-		reply(s, "250 %s Hello [%s]", s->p.conn->fqdn, s->p.client_ip);
+		reply(s, "250 %s Hello [%s]", s->pol.fqdn, s->p.client_ip);
 		return;
 	}
 	/* One reply, several lines: build it whole. */
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 	char buf[REPLY_MAX - 2];
 	size_t n;
 	const char *kw[8];
 	char sizekw[32];
 	size_t nk = 0;
 
-	if (k->permission_groups & PERM_EXCHANGE_SERVERS)
+	if (k->exchange_servers)
 		snprintf(sizekw, sizeof(sizekw), "SIZE");
 	else
 		snprintf(sizekw, sizeof(sizekw), "SIZE %llu",
 		         (unsigned long long)k->max_message_size);
 	kw[nk++] = sizekw;
-	if (k->pipelining_enabled)
+	if (k->pipelining)
 		kw[nk++] = "PIPELINING";
-	if (k->enhanced_status_codes_enabled)
+	if (k->enhanced_status_codes)
 		kw[nk++] = "ENHANCEDSTATUSCODES";
-	if ((k->auth_mechanisms & AUTH_TLS) && s->p.tls_available && !s->tls)
+	if (k->starttls && s->p.tls_available && !s->tls)
 		kw[nk++] = "STARTTLS";
-	if (k->eight_bit_mime_enabled)
+	if (k->eight_bit_mime)
 		kw[nk++] = "8BITMIME";
-	if (k->smtp_utf8_enabled)
+	if (k->smtp_utf8)
 		kw[nk++] = "SMTPUTF8";
 	int first = snprintf(buf, sizeof(buf), "250%c%s Hello [%s]", nk ? '-' : ' ', k->fqdn,
 	                     s->p.client_ip);
@@ -573,14 +576,13 @@ mail_params(struct smtp *s, const char *p, size_t len)
 			if (vl == 4 && strncasecmp(val, "7BIT", 4) == 0)
 				s->body_8bit = false;
 			else if (vl == 8 && strncasecmp(val, "8BITMIME", 8) == 0 &&
-			         s->p.conn->eight_bit_mime_enabled)
+			         s->pol.eight_bit_mime)
 				s->body_8bit = true;
 			else {
 				reply(s, "555 5.5.4 Unsupported BODY type");
 				return -1;
 			}
-		} else if (kl == 8 && strncasecmp(kv, "SMTPUTF8", 8) == 0 &&
-		           s->p.conn->smtp_utf8_enabled) {
+		} else if (kl == 8 && strncasecmp(kv, "SMTPUTF8", 8) == 0 && s->pol.smtp_utf8) {
 			s->smtputf8 = true;
 		} else {
 			reply(s, "555 5.5.4 Unsupported parameter %.*s", (int)(nl < 40 ? nl : 40),
@@ -605,7 +607,7 @@ path_start(const char *arg, size_t len, size_t prefix, size_t *rest)
 static void
 cmd_mail(struct smtp *s, const char *arg, size_t len)
 {
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 	struct mailaddr a;
 	size_t used, rest;
 	const char *path;
@@ -624,7 +626,7 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 		reply(s, "451 5.7.3 Must issue a STARTTLS command first");
 		return;
 	}
-	if (k->permission_groups == 0) {
+	if (!k->anonymous_users && !k->partners && !k->exchange_servers) {
 		reply(s, "530 5.7.1 Client was not authenticated");
 		return;
 	}
@@ -661,12 +663,11 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 		reply(s, "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter");
 		return;
 	}
-	if (!(k->permission_groups & PERM_EXCHANGE_SERVERS) &&
-	    s->declared_size > k->max_message_size) {
+	if (!(k->exchange_servers) && s->declared_size > k->max_message_size) {
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 		return;
 	}
-	if (s->p.rate_ok && !s->p.rate_ok(s->p.arg)) {
+	if (k->rate_ok && !k->rate_ok(k->rate_arg)) {
 		reply(s, "421 4.4.2 Message submission rate for this client has exceeded the "
 		         "configured limit");
 		slog(s, LOG_LVL_INFO, "message-rate-limit of %llu a minute exceeded",
@@ -687,9 +688,8 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 static void
 cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 {
-	const struct connector *k = s->p.conn;
-	const struct config *cfg = s->p.cfg;
-	bool trusted = (k->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+	const struct smtp_policy *k = &s->pol;
+	bool trusted = (k->exchange_servers) != 0;
 	struct mailaddr a;
 	size_t used, rest;
 	const char *path;
@@ -710,14 +710,7 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 		/* RFC 5321 §4.5.1: <postmaster> without a domain must be taken */
 		memset(&a, 0, sizeof(a));
 		snprintf(a.local, sizeof(a.local), "postmaster");
-		const char *dom = cfg->n_domains ? cfg->domains[0].name : k->fqdn;
-		for (size_t i = 0; !cfg->n_domains && i < cfg->n_accepted_domains; i++) {
-			if (cfg->accepted_domains[i][0] != '*') { /* a name, not a wildcard */
-				dom = cfg->accepted_domains[i];
-				break;
-			}
-		}
-		snprintf(a.domain, sizeof(a.domain), "%s", dom);
+		snprintf(a.domain, sizeof(a.domain), "%s", k->postmaster_domain);
 		used = 12;
 	} else {
 		switch (mailaddr_parse(path, rest, false, s->smtputf8, &a, &used)) {
@@ -742,7 +735,7 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 			return;
 		}
 	}
-	bool accepted = !a.literal && config_accepts_domain(cfg, a.domain, strlen(a.domain));
+	bool accepted = !a.literal && k->domain_accepted(k->lookup_arg, a.domain, strlen(a.domain));
 	if (!trusted) {
 		if (!accepted) {
 			reply(s,
@@ -759,8 +752,8 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 	}
 	/* RFC 5321 §4.5.1: postmaster of a domain served here is taken, listed or not */
 	if (accepted && strcasecmp(a.local, "postmaster") != 0 &&
-	    config_recipient_known(cfg, a.domain, strlen(a.domain), a.local, strlen(a.local)) ==
-	            0) {
+	    k->recipient_known(k->lookup_arg, a.domain, strlen(a.domain), a.local,
+	                       strlen(a.local)) == 0) {
 		reply(s, "550 5.1.1 User unknown");
 		return;
 	}
@@ -772,7 +765,7 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 			return;
 		}
 	}
-	if (s->n_rcpts >= k->max_recipients_per_message) {
+	if (s->n_rcpts >= k->max_recipients) {
 		reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
@@ -825,7 +818,7 @@ cmd_data(struct smtp *s, bool has_more)
 static void
 cmd_starttls(struct smtp *s, const char *arg, size_t len, bool has_more)
 {
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 
 	if (len > 0) {
 		reply(s, "501 5.5.4 Syntax: STARTTLS");
@@ -837,7 +830,7 @@ cmd_starttls(struct smtp *s, const char *arg, size_t len, bool has_more)
 		protocol_error(s);
 		return;
 	}
-	if (!(k->auth_mechanisms & AUTH_TLS) || !s->p.tls_available) {
+	if (!k->starttls || !s->p.tls_available) {
 		reply(s, "454 4.7.0 TLS not available");
 		return;
 	}
@@ -867,7 +860,7 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 	arg = line + vl + (vl < len ? 1 : 0);
 	alen = len - (size_t)(arg - line);
 
-	if (s->p.conn->protocol_logging_level == PROTOLOG_VERBOSE) {
+	if (s->pol.log_commands) {
 		/* an AUTH argument is a credential, refused or not: never logged */
 		bool auth = vl == 4 && strncasecmp(line, "AUTH", 4) == 0 && vl < len;
 		size_t shown = auth ? vl : len < 200 ? len : 200;
@@ -1038,11 +1031,10 @@ stop_message(struct smtp *s)
 static void
 count_text(struct smtp *s, size_t n)
 {
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 
 	s->msg_size += n;
-	if (!(k->permission_groups & PERM_EXCHANGE_SERVERS) && s->msg_size > k->max_message_size &&
-	    !s->too_big) {
+	if (!(k->exchange_servers) && s->msg_size > k->max_message_size && !s->too_big) {
 		s->too_big = true;
 		stop_message(s);
 	}
@@ -1051,7 +1043,7 @@ count_text(struct smtp *s, size_t n)
 static void
 end_of_data(struct smtp *s)
 {
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 
 	s->env.size = s->msg_size;
 	s->env.received_hops = s->hops;
@@ -1083,7 +1075,7 @@ end_of_data(struct smtp *s)
 static bool
 text_line(struct smtp *s, const char *line, size_t len)
 {
-	const struct connector *k = s->p.conn;
+	const struct smtp_policy *k = &s->pol;
 
 	if (memchr(line, '\0', len))
 		s->has_nul = true;

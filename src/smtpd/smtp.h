@@ -51,8 +51,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "conf/config.h"
-
 enum smtp_kind {
 	SMTP_NONE,      /* nothing until more input arrives */
 	SMTP_WAIT,      /* waiting for smtp_msg_begun/committed or smtp_tls_done */
@@ -91,13 +89,48 @@ struct smtp_envelope {
 	unsigned received_hops; /* at SMTP_MSG_END: Received: headers it carried */
 };
 
+#define SMTP_UNLIMITED UINT64_MAX /* max_protocol_errors without a limit */
+
+/*
+ * What the core needs of the connector and the configuration, and nothing more: the
+ * session code fills it from the config snapshot (smtpd/policy.h), tests and the fuzzer
+ * build it directly.  smtp_new() copies the struct; the strings it points to and the
+ * callbacks' arguments are borrowed for the session's life.
+ */
+struct smtp_policy {
+	const char *banner; /* the greeting line without CRLF, "220 ..."; longer than a reply
+	                     * line (510 octets): the 421 of a broken bound */
+	const char *fqdn;   /* the server's name in the HELO/EHLO reply */
+	const char *postmaster_domain; /* completes RCPT TO:<postmaster> (RFC 5321 §4.5.1) */
+	uint64_t max_message_size;     /* bytes; not for exchange_servers */
+	uint64_t max_header_size;      /* bytes */
+	uint64_t max_recipients;       /* per message */
+	uint64_t max_protocol_errors;  /* tolerated; the next closes; or SMTP_UNLIMITED */
+	uint64_t max_hop_count;        /* Received: headers a message may carry */
+	uint64_t message_rate_limit;   /* a minute: only named in the log when rate_ok says no */
+	uint64_t tarpit_interval_ms;   /* before failure replies to anonymous sessions */
+	/* permission groups: none at all refuses MAIL (530) */
+	bool anonymous_users, partners, exchange_servers;
+	bool starttls;    /* the connector offers STARTTLS (with tls_available) */
+	bool require_tls; /* MAIL only after STARTTLS */
+	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
+	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as a log action */
+
+	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
+	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
+	/* For an accepted domain: 1 if the local part (any case) is a known recipient, 0 if
+	 * not, -1 when the domain takes every local part. */
+	int (*recipient_known)(const void *arg, const char *domain, size_t dlen, const char *local,
+	                       size_t llen);
+	const void *lookup_arg;     /* for domain_accepted and recipient_known */
+	bool (*rate_ok)(void *arg); /* message-rate-limit check at MAIL; NULL: none */
+	void *rate_arg;
+};
+
 struct smtp_params {
-	const struct config *cfg;     /* borrowed for the session's life */
-	const struct connector *conn; /* borrowed for the session's life */
-	const char *client_ip;        /* for the greeting ("[ip]" is added) and the tarpit */
-	bool tls_available;           /* a certificate is loaded */
-	bool (*rate_ok)(void *arg);   /* message-rate-limit check at MAIL; NULL: none */
-	void *arg;
+	const struct smtp_policy *policy; /* copied by smtp_new() */
+	const char *client_ip;            /* for the greeting ("[ip]" is added) and the tarpit */
+	bool tls_available;               /* a certificate is loaded */
 };
 
 struct smtp;

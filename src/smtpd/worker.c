@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/vec.h"
 #include "net/conn.h"
+#include "smtpd/policy.h"
 #include "smtpd/smtp.h"
 
 /* Replies a client has not read.  Past the high-water mark the session stops reading and
@@ -799,12 +800,12 @@ start_session(struct worker *w, struct inbox_item *it)
 	         (unsigned long long)atomic_fetch_add(&w->pool->session_seq, 1));
 	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
 
-	struct smtp_params p = {.cfg = s->cfg,
-	                        .conn = s->k,
-	                        .client_ip = s->client_ip,
-	                        .tls_available = s->tls != NULL,
-	                        .rate_ok = rate_cb,
-	                        .arg = s};
+	struct smtp_policy pol;
+	policy_from_config(&pol, s->cfg, s->k);
+	pol.rate_ok = rate_cb;
+	pol.rate_arg = s;
+	struct smtp_params p = {
+	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
 	s->smtp = smtp_new(&p);
 	if (!s->smtp) {
 		admission_release(w->pool->adm, s->k->name, &s->remote);

@@ -23,9 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/vec.h"
-#include "conf/config.h"
 #include "smtpd/smtp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,16 +34,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define SYNC_421     "SMTP synchronization error" /* with or without 4.5.0 */
 #define INTERNAL_421 "Internal server limit reached"
 
-static char dom1[] = "example.com", dom2[] = "*.example.net", corp[] = "corp.example";
-static char alice[] = "alice", bob[] = "bob";
-static char *accepted[] = {dom1, dom2};
-static char *recipients[] = {alice, bob};
-static char banner[] = "220 mx.example.com ESMTP ready", fqdn[] = "mx.example.com";
-static char name[] = "fuzz";
 static const char *const clients[] = {"192.0.2.1", "2001:db8::1", "fe80::1", "fec0::1"};
-static struct domain_conf domain = {.name = corp, .recipients = recipients, .n_recipients = 2};
-static struct config cfg = {
-        .accepted_domains = accepted, .n_accepted_domains = 2, .domains = &domain, .n_domains = 1};
+
+static bool
+name_is(const char *p, size_t len, const char *name)
+{
+	return len == strlen(name) && strncasecmp(p, name, len) == 0;
+}
+
+/* The domains: example.com, any proper subdomain of example.net, and corp.example, whose
+ * recipients are alice and bob (the others take every local part). */
+static bool
+domain_accepted(const void *arg, const char *d, size_t len)
+{
+	(void)arg;
+	while (len > 0 && d[len - 1] == '.')
+		len--;
+	return name_is(d, len, "example.com") || name_is(d, len, "corp.example") ||
+	       (len > 12 && name_is(d + len - 12, 12, ".example.net"));
+}
+
+static int
+recipient_known(const void *arg, const char *d, size_t dlen, const char *local, size_t llen)
+{
+	(void)arg;
+	while (dlen > 0 && d[dlen - 1] == '.')
+		dlen--;
+	if (!name_is(d, dlen, "corp.example"))
+		return -1;
+	return name_is(local, llen, "alice") || name_is(local, llen, "bob");
+}
 
 struct rec {
 	char *p;
@@ -348,12 +368,14 @@ static void
 run(struct run *r, const struct plan *pl, const struct smtp_params *prm0, uint64_t cut_seed)
 {
 	struct smtp_params prm = *prm0;
+	struct smtp_policy pol = *prm0->policy;
 	uint64_t x = cut_seed * 0x9e3779b97f4a7c15ull + 7;
 	unsigned shift = 1 + (unsigned)(cut_seed % 8);
 	size_t pos = 0;
 
 	*r = (struct run){.pl = pl, .pending = SMTP_NONE, .answer_at_once = cut_seed & 1};
-	prm.arg = r;
+	pol.rate_arg = r;
+	prm.policy = &pol;
 	r->s = smtp_new(&prm);
 	if (!r->s)
 		return;
@@ -400,36 +422,43 @@ run(struct run *r, const struct plan *pl, const struct smtp_params *prm0, uint64
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const uint64_t errs[] = {0, 1, 3, CONFIG_UNLIMITED};
-	static const unsigned groups[] = {0, PERM_ANONYMOUS_USERS, PERM_PARTNERS,
-	                                  PERM_EXCHANGE_SERVERS};
-	struct connector k = {.name = name, .banner = banner, .fqdn = fqdn};
+	static const uint64_t errs[] = {0, 1, 3, SMTP_UNLIMITED};
+	struct smtp_policy k = {.banner = "220 mx.example.com ESMTP ready",
+	                        .fqdn = "mx.example.com",
+	                        .postmaster_domain = "corp.example",
+	                        .domain_accepted = domain_accepted,
+	                        .recipient_known = recipient_known};
 	struct plan pl = {0};
 	struct run a, b;
 
 	if (size < 4)
 		return 0;
 	uint8_t b0 = data[0], b1 = data[1], b2 = data[2], b3 = data[3];
-	k.enhanced_status_codes_enabled = b0 & 1;
-	k.pipelining_enabled = b0 & 2;
-	k.permission_groups = groups[(b0 >> 2) & 3] | (b3 & 64 ? PERM_ANONYMOUS_USERS : 0);
+	k.enhanced_status_codes = b0 & 1;
+	k.pipelining = b0 & 2;
+	/* permission groups: none, anonymous-users, partners or exchange-servers; b3 & 64
+	 * adds anonymous-users */
+	unsigned group = (b0 >> 2) & 3;
+	k.anonymous_users = group == 1 || (b3 & 64);
+	k.partners = group == 2;
+	k.exchange_servers = group == 3;
 	k.require_tls = b0 & 16;
-	k.auth_mechanisms = b0 & 32 ? AUTH_TLS : AUTH_NONE;
+	k.starttls = b0 & 32;
 	pl.tls_available = b0 & 64;
-	k.smtp_utf8_enabled = b0 & 128;
-	k.eight_bit_mime_enabled = b1 & 1;
+	k.smtp_utf8 = b0 & 128;
+	k.eight_bit_mime = b1 & 1;
 	k.max_message_size = b1 & 2 ? 300 : 37748736;
 	k.max_header_size = b1 & 4 ? 64 : 262144;
-	k.max_recipients_per_message = b1 & 8 ? 2 : 200;
+	k.max_recipients = b1 & 8 ? 2 : 200;
 	k.max_protocol_errors = errs[(b1 >> 4) & 3];
 	k.max_hop_count = b1 & 64 ? 1 : 60;
 	k.tarpit_interval_ms = b1 & 128 ? 5000 : 0;
-	k.protocol_logging_level = b3 & 1 ? PROTOLOG_VERBOSE : PROTOLOG_NONE;
+	k.log_commands = b3 & 1;
 	pl.rate = b3 & 2 ? (b3 >> 2) & 3 : -1;
+	k.rate_ok = pl.rate >= 0 ? rate_cb : NULL;
 	const char *client = clients[(b3 >> 4) & 3];
 	/* the oracle of Exchange's rule: anonymous sessions from IPv4 or global IPv6 only */
-	bool authenticated = (k.permission_groups & (PERM_PARTNERS | PERM_EXCHANGE_SERVERS)) &&
-	                     !(k.permission_groups & PERM_ANONYMOUS_USERS);
+	bool authenticated = (k.partners || k.exchange_servers) && !k.anonymous_users;
 	bool exempt_source = strncmp(client, "fe80:", 5) == 0 || strncmp(client, "fec0:", 5) == 0;
 	pl.tarpit = authenticated || exempt_source ? 0 : (unsigned)k.tarpit_interval_ms;
 
@@ -453,11 +482,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pl.turn_end[pl.n_turns] = pl.len;
 	pl.after[pl.n_turns++] = rnd(&x) % 2 ? EV_EOF : EV_NONE;
 
-	struct smtp_params prm = {.cfg = &cfg,
-	                          .conn = &k,
-	                          .client_ip = client,
-	                          .tls_available = pl.tls_available,
-	                          .rate_ok = pl.rate >= 0 ? rate_cb : NULL};
+	struct smtp_params prm = {
+	        .policy = &k, .client_ip = client, .tls_available = pl.tls_available};
 	run(&a, &pl, &prm, 0);
 	run(&b, &pl, &prm, 1 + (rnd(&x) % 1000));
 	if (!a.sync421 && !b.sync421 &&

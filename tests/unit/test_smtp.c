@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "base/log.h"
-#include "conf/config.h"
 #include "smtpd/smtp.h"
 #include "transcript.h"
 
@@ -674,11 +673,11 @@ Test(smtp_api, verbose_log_hides_credentials)
 
 /* ---- the fixed queue and text arena: nothing is lost in silence ---------------------- */
 
-/* A session on the transcript base config whose connector differs as set (for values
- * config.c would refuse, as a caller that builds its own connector could pass). */
+/* A session on the transcript base config whose policy differs as set (for values
+ * config.c would refuse, as a caller that builds its own policy could pass). */
 struct raw_session {
 	struct tx_session *t;
-	struct connector k;
+	struct smtp_policy pol;
 	struct smtp *smtp;
 };
 
@@ -687,12 +686,12 @@ raw_open(struct raw_session *r, const char *banner, const char *fqdn)
 {
 	r->t = tx_session_new("");
 	cr_assert_not_null(r->t);
-	r->k = *config_connector(r->t->cfg, "test");
+	r->pol = r->t->policy;
 	if (banner)
-		r->k.banner = (char *)(uintptr_t)banner;
+		r->pol.banner = banner;
 	if (fqdn)
-		r->k.fqdn = (char *)(uintptr_t)fqdn;
-	struct smtp_params prm = {.cfg = r->t->cfg, .conn = &r->k, .client_ip = "192.0.2.1"};
+		r->pol.fqdn = fqdn;
+	struct smtp_params prm = {.policy = &r->pol, .client_ip = "192.0.2.1"};
 	r->smtp = smtp_new(&prm);
 	cr_assert_not_null(r->smtp);
 }

@@ -13,6 +13,7 @@
 #include "base/vec.h"
 #include "conf/config.h"
 #include "helpers.h"
+#include "smtpd/policy.h"
 #include "smtpd/smtp.h"
 
 #define MAX_ACTIONS_PER_FEED 2000000
@@ -1024,12 +1025,12 @@ run_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
          struct lines *rec, struct buf *logs)
 {
 	struct drive d = {.sc = sc, .rec = rec, .logs = logs, .pending = SMTP_NONE};
-	struct smtp_params prm = {.cfg = su->cfg,
-	                          .conn = su->conn,
-	                          .client_ip = sc->client,
-	                          .tls_available = sc->tls,
-	                          .rate_ok = sc->rate >= 0 ? rate_cb : NULL,
-	                          .arg = &d};
+	struct smtp_policy pol;
+	policy_from_config(&pol, su->cfg, su->conn);
+	pol.rate_ok = sc->rate >= 0 ? rate_cb : NULL;
+	pol.rate_arg = &d;
+	struct smtp_params prm = {
+	        .policy = &pol, .client_ip = sc->client, .tls_available = sc->tls};
 	size_t ci = 0;
 
 	d.s = smtp_new(&prm);
@@ -1212,10 +1213,9 @@ tx_session_new(const char *setup_text)
 		return NULL;
 	}
 	t->cfg = su.cfg;
-	struct smtp_params prm = {.cfg = su.cfg,
-	                          .conn = su.conn,
-	                          .client_ip = t->sc->client,
-	                          .tls_available = t->sc->tls};
+	policy_from_config(&t->policy, su.cfg, su.conn);
+	struct smtp_params prm = {
+	        .policy = &t->policy, .client_ip = t->sc->client, .tls_available = t->sc->tls};
 	if (!(t->smtp = smtp_new(&prm)))
 		abort();
 	return t;

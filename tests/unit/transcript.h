@@ -56,6 +56,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "smtpd/smtp.h"
+
 struct tx_script;
 
 /* Parses a transcript; on a syntax error prints it (with name and line) and returns NULL. */
@@ -79,6 +81,7 @@ struct tx_session {
 	struct smtp *smtp;
 	struct tx_script *sc;
 	struct config *cfg;
+	struct smtp_policy policy; /* the session's, from cfg (its strings are cfg's) */
 };
 struct tx_session *tx_session_new(const char *setup);
 void tx_session_free(struct tx_session *t); /* NULL is a no-op */
