@@ -2,54 +2,16 @@
 
 #include <errno.h>
 #include <event2/event.h>
-/* embedded struct event: one allocation per session instead of six */
-#include <event2/event_struct.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
-#include "base/vec.h"
-#include "net/conn.h"
-#include "smtpd/policy.h"
-#include "smtpd/smtp.h"
-
-/* Replies a client has not read.  Past the high-water mark the session stops reading and
- * stops running commands (each command can only add one reply, of at most the core's 4 KiB
- * text arena) until the client has read the backlog down to the low-water mark: a client
- * that pipelines without reading costs at most OUT_HIGH_WATER plus one reply, as with
- * Postfix's and nginx's blocked writes.  OUT_CAP is the hard bound whatever path appends
- * (none of today's can pass it: it stands behind the marks): past it the session closes
- * with 421.  Replies leave in batches of OUT_BATCH (one send for
- * a pipelined group, RFC 2920 §3.2), which also keeps a reading client's buffer small. */
-#define OUT_BATCH      (2 * 1024)
-#define OUT_HIGH_WATER (16 * 1024)
-#define OUT_LOW_WATER  (4 * 1024)
-#define OUT_CAP        (64 * 1024)
-
-enum inbox_kind { IN_SESSION, IN_COMMITTED, IN_SHUTDOWN, IN_FORCE, IN_STOP };
-
-struct session;
-
-struct inbox_item {
-	enum inbox_kind kind;
-	int fd;
-	struct ipaddr remote;
-	uint16_t rport;
-	struct endpoint local;
-	struct config *cfg;  /* IN_SESSION: a reference for the session */
-	struct tls_ctx *tls; /* IN_SESSION: a reference, or NULL */
-	int connector;
-	struct session *sess; /* IN_COMMITTED */
-	int err;
-	struct inbox_item *next;
-};
+#include "smtpd/inbox.h"
+#include "smtpd/session.h"
 
 struct workers {
 	struct worker *w;
@@ -65,775 +27,9 @@ struct worker {
 	unsigned index;
 	pthread_t thread;
 	struct event_base *base;
-	struct event *ev_inbox;
-	pthread_mutex_t mu;
-	struct inbox_item *head, *tail;
-	struct session *sessions; /* doubly linked */
-	atomic_long n_sessions;
-	bool shutting_down;
+	struct inbox inbox;
+	struct session_host host; /* its sessions */
 };
-
-struct session {
-	struct worker *w;
-	struct config *cfg;
-	const struct connector *k;
-	struct tls_ctx *tls;
-	struct conn c;
-	struct smtp *smtp;
-	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
-	bool read_on, write_on, idle_on, stall_on;
-	char id[20];
-	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
-	char client_ip[IPADDR_STRLEN];
-	char local_text[ENDPOINT_STRLEN];
-	struct ipaddr remote;
-	struct endpoint local;
-	struct log_ctx lc;
-
-	char *out;
-	size_t out_len, out_cap, out_off;
-	bool out_paused, out_warned; /* backpressure (OUT_HIGH_WATER) */
-	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
-	size_t tarpit_len;
-	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
-
-	struct spool_msg *msg;
-	char msg_id[SPOOL_ID_LEN + 1];
-	bool maildir_prefix;
-	unsigned messages;
-	struct session *prev, *next;
-	/* the spool's answer travels in this item: posting it can never fail for lack of
-	 * memory (a session has at most one commit under way) */
-	struct inbox_item commit_it;
-};
-
-static void session_run(struct session *s);
-static void session_free(struct session *s);
-
-static void
-post(struct worker *w, struct inbox_item *it)
-{
-	pthread_mutex_lock(&w->mu);
-	it->next = NULL;
-	if (w->tail)
-		w->tail->next = it;
-	else
-		w->head = it;
-	w->tail = it;
-	pthread_mutex_unlock(&w->mu);
-	event_active(w->ev_inbox, EV_READ, 0);
-}
-
-/* -- output -- */
-
-static size_t
-out_pending(const struct session *s)
-{
-	return s->out_len - s->out_off;
-}
-
-/* Queues reply text.  Returns 0, or -1 with errno ENOBUFS past OUT_CAP (unless force:
- * the closing 421 itself) or ENOMEM. */
-static int
-out_append(struct session *s, const char *text, size_t len, bool force)
-{
-	if (!force && out_pending(s) + len > OUT_CAP) {
-		errno = ENOBUFS;
-		return -1;
-	}
-	if (s->out_off > 0 && s->out_len + len > s->out_cap) {
-		/* reuse what the client has read before growing */
-		memmove(s->out, s->out + s->out_off, out_pending(s));
-		s->out_len -= s->out_off;
-		s->out_off = 0;
-	}
-	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
-		return -1;
-	memcpy(s->out + s->out_len, text, len);
-	s->out_len += len;
-	return 0;
-}
-
-static void
-want_write(struct session *s, bool on)
-{
-	if (on && !s->write_on)
-		event_add(&s->ev_write, NULL);
-	else if (!on && s->write_on)
-		event_del(&s->ev_write);
-	s->write_on = on;
-}
-
-static void
-want_read(struct session *s, bool on)
-{
-	if (on && !s->read_on)
-		event_add(&s->ev_read, NULL);
-	else if (!on && s->read_on)
-		event_del(&s->ev_read);
-	s->read_on = on;
-}
-
-static void
-idle_timer(struct session *s, bool on)
-{
-	if (on) {
-		struct timeval tv = {
-		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
-		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
-		                                 1000)};
-		event_add(&s->ev_idle, &tv);
-	} else if (s->idle_on) {
-		event_del(&s->ev_idle);
-	}
-	s->idle_on = on;
-}
-
-/* Armed while replies wait for a client that does not read them, and restarted by every
- * byte it takes: after connection-inactivity-timeout without progress the session ends
- * (stall_cb).  The idle timer cannot do this: its goodbye would wait behind the backlog. */
-static void
-stall_timer(struct session *s, bool on)
-{
-	if (on) {
-		struct timeval tv = {
-		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
-		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
-		                                 1000)};
-		event_add(&s->ev_stall, &tv);
-	} else if (s->stall_on) {
-		event_del(&s->ev_stall);
-	}
-	s->stall_on = on;
-}
-
-/* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
- * a broken connection. */
-static int
-flush_out(struct session *s)
-{
-	bool moved = false;
-
-	while (s->out_off < s->out_len) {
-		ssize_t n = s->c.write(&s->c, s->out + s->out_off, s->out_len - s->out_off);
-		if (n < 0 && errno == EAGAIN) {
-			/* a TLS write may need the socket readable; both wake us */
-			want_write(s, s->c.want == CONN_WANT_WRITE);
-			if (s->c.want == CONN_WANT_READ)
-				want_read(s, true);
-			if (moved || !s->stall_on)
-				stall_timer(s, true);
-			return 0;
-		}
-		if (n <= 0)
-			return -1;
-		s->out_off += (size_t)n;
-		moved = true;
-	}
-	s->out_off = s->out_len = 0;
-	if (s->out_cap > 4096) {
-		free(s->out);
-		s->out = NULL;
-		s->out_cap = 0;
-	}
-	want_write(s, false);
-	stall_timer(s, false);
-	return 1;
-}
-
-/* Backpressure: 1 when the session must wait for the client to read its replies (reading
- * and commands stop), 0 to go on, -1 on a broken connection. */
-static int
-out_backpressure(struct session *s)
-{
-	size_t mark = s->out_paused ? OUT_LOW_WATER : OUT_HIGH_WATER;
-
-	/* write_on: the socket was full at the last try; write_cb says when it drains */
-	if (out_pending(s) >= OUT_BATCH && !s->write_on && flush_out(s) < 0)
-		return -1;
-	if (out_pending(s) < mark) {
-		s->out_paused = false;
-		return 0;
-	}
-	if (!s->out_paused && !s->out_warned) {
-		log_session(&s->lc, LOG_LVL_INFO,
-		            "client does not read its replies: %zu bytes unsent; reading paused "
-		            "until it does (connection-inactivity-timeout ends the wait)",
-		            out_pending(s));
-		s->out_warned = true;
-	}
-	s->out_paused = true;
-	/* the stall timer (armed by flush_out) takes over from the idle timer */
-	idle_timer(s, false);
-	want_read(s, s->c.want == CONN_WANT_READ);
-	return 1;
-}
-
-/* -- closing -- */
-
-static void
-session_close(struct session *s, const char *why)
-{
-	if (s->closed)
-		return;
-	s->closed = true;
-	if (why)
-		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
-		            s->messages == 1 ? "" : "s");
-	if (s->msg && !s->commit_pending) {
-		spool_msg_abort(s->msg);
-		s->msg = NULL;
-	}
-	want_read(s, false);
-	want_write(s, false);
-	idle_timer(s, false);
-	stall_timer(s, false);
-	event_del(&s->ev_life);
-	event_del(&s->ev_tarpit);
-	conn_release(&s->c);
-	if (s->c.fd >= 0)
-		close(s->c.fd);
-	s->c.fd = -1;
-	if (s->commit_pending) {
-		/* the spool still answers for a message: free on its callback */
-		s->zombie = true;
-		return;
-	}
-	session_free(s);
-}
-
-/* A reply could not be queued (errno from out_append): past OUT_CAP the client is told
- * why, behind what it has not read, and the session ends. */
-static void
-out_failed(struct session *s)
-{
-	static const char bye[] = "421 4.3.2 Too much unread output, closing transmission "
-	                          "channel\r\n";
-	char why[160];
-
-	if (errno != ENOBUFS) {
-		session_close(s, "out of memory");
-		return;
-	}
-	log_session(&s->lc, LOG_LVL_WARNING,
-	            "client does not read its replies: %zu bytes unsent, past the cap of %u; "
-	            "replied 421 4.3.2",
-	            out_pending(s), (unsigned)OUT_CAP);
-	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
-	if (out_append(s, bye, sizeof(bye) - 1, true) == 0)
-		(void)flush_out(s);
-	session_close(s, why);
-}
-
-static void
-session_free(struct session *s)
-{
-	struct worker *w = s->w;
-
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	admission_release(w->pool->adm, s->k->name, &s->remote);
-	smtp_free(s->smtp);
-	tls_ctx_unref(s->tls);
-	config_unref(s->cfg);
-	free(s->out);
-	free(s->tarpit_text);
-	free(s);
-	atomic_fetch_sub(&w->n_sessions, 1);
-	atomic_fetch_sub(&w->pool->sessions, 1);
-}
-
-/* -- the message -- */
-
-static void
-rfc5322_date(char *buf, size_t size)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&now, &tm);
-	strftime(buf, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-}
-
-static bool
-begin_message(struct session *s)
-{
-	const struct smtp_envelope *env = smtp_envelope(s->smtp);
-	char date[64], hdr[2048], tlsinfo[160] = "";
-	int n;
-
-	s->msg = spool_msg_new(s->w->pool->spool);
-	if (!s->msg) {
-		log_session(&s->lc, LOG_LVL_ERROR, "cannot start a message in the spool: %s",
-		            strerror(errno));
-		return false;
-	}
-	memcpy(s->msg_id, spool_msg_id(s->msg), SPOOL_ID_LEN + 1);
-	rfc5322_date(date, sizeof(date));
-	if (smtp_in_tls(s->smtp))
-		snprintf(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s (%d/%d bits))",
-		         tls_version(s->c.tls), tls_cipher(s->c.tls), tls_cipher_bits(s->c.tls),
-		         tls_cipher_bits(s->c.tls));
-	const char *proto = env->smtputf8 ? (smtp_in_tls(s->smtp) ? "UTF8SMTPS" : "UTF8SMTP")
-	                    : smtp_esmtp(s->smtp) ? (smtp_in_tls(s->smtp) ? "ESMTPS" : "ESMTP")
-	                                          : "SMTP";
-	/* Maildir delivery keeps the envelope sender in the message (RFC 5321 §4.4) */
-	s->maildir_prefix = s->cfg->relay == NULL;
-	size_t prefix = 0;
-	if (s->maildir_prefix) {
-		n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n", env->mail_from);
-		if (n > 0 && (size_t)n < sizeof(hdr)) {
-			spool_msg_write(s->msg, hdr, (size_t)n);
-			prefix = (size_t)n;
-		}
-	}
-	n = snprintf(hdr, sizeof(hdr),
-	             "Received: from %s ([%s])\r\n\tby %s (mxgate, connector \"%s\") with %s id "
-	             "%s%s%s%s%s;"
-	             "\r\n\t%s\r\n",
-	             env->helo, s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
-	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
-	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
-	             date);
-	if (n > 0 && (size_t)n < sizeof(hdr))
-		spool_msg_write(s->msg, hdr, (size_t)n);
-	spool_msg_set_prefix(s->msg, prefix);
-	return true;
-}
-
-static void
-committed_cb(void *arg, int err)
-{
-	struct session *s = arg;
-
-	s->commit_it = (struct inbox_item){.kind = IN_COMMITTED, .sess = s, .err = err};
-	post(s->w, &s->commit_it);
-}
-
-static void
-end_message(struct session *s)
-{
-	const struct smtp_envelope *env = smtp_envelope(s->smtp);
-	struct spool_entry e = {0};
-	char *rcpts[1];
-	char **list = env->n_rcpts <= 1 ? rcpts : calloc(env->n_rcpts, sizeof(char *));
-
-	if (!list) {
-		smtp_msg_committed(s->smtp, false, NULL);
-		spool_msg_abort(s->msg);
-		s->msg = NULL;
-		return;
-	}
-	for (size_t i = 0; i < env->n_rcpts; i++)
-		list[i] = env->rcpts[i].addr;
-	e.received = time(NULL);
-	e.sender = (char *)(uintptr_t)env->mail_from;
-	e.rcpts = list;
-	e.n_rcpts = env->n_rcpts;
-	e.connector = s->k->name;
-	e.client = s->client_ip;
-	e.helo = (char *)(uintptr_t)env->helo;
-	e.smtputf8 = env->smtputf8;
-	e.body_8bit = env->body_8bit;
-	s->commit_pending = true;
-	spool_msg_commit(s->msg, &e, committed_cb, s);
-	s->msg = NULL;
-	if (list != rcpts)
-		free(list);
-}
-
-static void
-message_committed(struct session *s, int err)
-{
-	const struct smtp_envelope *env = smtp_envelope(s->smtp);
-
-	s->commit_pending = false;
-	if (s->zombie) {
-		log_session(&s->lc, LOG_LVL_INFO, "message %s %s after the client left", s->msg_id,
-		            err ? "failed" : "committed");
-		session_free(s);
-		return;
-	}
-	if (err) {
-		log_session(&s->lc, LOG_LVL_ERROR,
-		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
-		            env->mail_from, strerror(err));
-	} else {
-		s->messages++;
-		log_session(&s->lc, LOG_LVL_INFO,
-		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
-		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
-		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
-	}
-	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
-	session_run(s);
-}
-
-/* -- TLS -- */
-
-static void
-drive_handshake(struct session *s)
-{
-	int r = conn_handshake(&s->c);
-
-	if (r == 0) {
-		want_read(s, s->c.want == CONN_WANT_READ);
-		want_write(s, s->c.want == CONN_WANT_WRITE);
-		return;
-	}
-	s->handshake = false;
-	want_write(s, false);
-	if (r < 0) {
-		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
-		smtp_tls_done(s->smtp, false);
-	} else {
-		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
-		            tls_cipher(s->c.tls));
-		smtp_tls_done(s->smtp, true);
-	}
-	idle_timer(s, false);
-	session_run(s);
-}
-
-/* -- the action loop -- */
-
-static void
-session_run(struct session *s)
-{
-	struct smtp_action a;
-
-	if (s->closed)
-		return;
-	while (!s->tarpit_wait && !s->handshake && !s->closing) {
-		int bp = out_backpressure(s);
-		if (bp != 0) {
-			if (bp < 0)
-				session_close(s, "write failed");
-			return;
-		}
-		enum smtp_kind k = smtp_next(s->smtp, &a);
-		switch (k) {
-		case SMTP_NONE:
-			if (flush_out(s) < 0) {
-				session_close(s, "write failed");
-				return;
-			}
-			idle_timer(s, true);
-			want_read(s, !s->eof && !smtp_input_paused(s->smtp));
-			/* decrypted bytes already inside TLS raise no socket event */
-			if (conn_pending(&s->c) && !smtp_input_paused(s->smtp)) {
-				event_active(&s->ev_read, EV_READ, 0);
-			}
-			return;
-		case SMTP_WAIT:
-			if (flush_out(s) < 0) {
-				session_close(s, "write failed");
-				return;
-			}
-			idle_timer(s, false);
-			want_read(s, false);
-			return;
-		case SMTP_REPLY:
-			if (a.delay_ms > 0) {
-				free(s->tarpit_text);
-				s->tarpit_text = malloc(a.len);
-				if (s->tarpit_text) {
-					memcpy(s->tarpit_text, a.text, a.len);
-					s->tarpit_len = a.len;
-					s->tarpit_wait = true;
-					struct timeval tv = {.tv_sec = a.delay_ms / 1000,
-					                     .tv_usec = (a.delay_ms % 1000) * 1000};
-					if (flush_out(s) < 0) {
-						session_close(s, "write failed");
-						return;
-					}
-					idle_timer(s, false);
-					want_read(s, false);
-					event_add(&s->ev_tarpit, &tv);
-					return;
-				}
-			}
-			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
-				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
-				            a.text);
-			if (out_append(s, a.text, a.len, false) < 0) {
-				out_failed(s);
-				return;
-			}
-			break;
-		case SMTP_STARTTLS:
-			if (flush_out(s) != 1) {
-				/* 220 must leave in plaintext before the handshake */
-				session_close(s, "client did not read the STARTTLS reply");
-				return;
-			}
-			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0) {
-				session_close(s, "cannot start TLS");
-				return;
-			}
-			s->handshake = true;
-			idle_timer(s, true);
-			drive_handshake(s);
-			return;
-		case SMTP_MSG_BEGIN:
-			smtp_msg_begun(s->smtp, begin_message(s));
-			break;
-		case SMTP_MSG_DATA:
-			if (s->msg)
-				spool_msg_write(s->msg, a.text, a.len);
-			break;
-		case SMTP_MSG_END:
-			end_message(s);
-			break;
-		case SMTP_MSG_ABORT:
-			if (s->msg) {
-				spool_msg_abort(s->msg);
-				s->msg = NULL;
-			}
-			break;
-		case SMTP_LOG:
-			log_session(&s->lc, (enum log_level)a.level, "%.*s", (int)a.len, a.text);
-			break;
-		case SMTP_CLOSE:
-			s->closing = true;
-			want_read(s, false);
-			idle_timer(s, false);
-			int r = s->eof ? 1 : flush_out(s);
-			if (r != 0)
-				session_close(s, s->eof  ? "client disconnected"
-				                 : r < 0 ? "write failed"
-				                         : "closed by the server");
-			return;
-		}
-	}
-}
-
-static void
-read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	bool got = false;
-
-	(void)fd, (void)what;
-	if (s->handshake) {
-		drive_handshake(s);
-		return;
-	}
-	if (s->out_off < s->out_len && s->c.want == CONN_WANT_READ) {
-		/* a TLS write that waited for the socket to be readable */
-		if (flush_out(s) < 0) {
-			session_close(s, "write failed");
-			return;
-		}
-	}
-	if (s->out_paused) {
-		/* no input while the client owes us a read (backpressure) */
-		session_run(s);
-		return;
-	}
-	for (int rounds = 0; rounds < 4; rounds++) {
-		size_t space;
-		char *buf;
-		if (smtp_input_paused(s->smtp))
-			break;
-		buf = smtp_input_space(s->smtp, &space);
-		if (space == 0)
-			break;
-		ssize_t n = s->c.read(&s->c, buf, space);
-		if (n > 0) {
-			smtp_input_commit(s->smtp, (size_t)n);
-			got = true;
-			if ((size_t)n < space && !conn_pending(&s->c))
-				break;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN) {
-			if (s->c.want == CONN_WANT_WRITE)
-				want_write(s, true);
-			break;
-		}
-		if (n == 0) {
-			/* what was sent before the close still runs; then the core closes */
-			smtp_eof(s->smtp);
-			s->eof = true;
-			want_read(s, false);
-			break;
-		}
-		session_close(s, s->c.error[0] ? s->c.error : "read failed");
-		return;
-	}
-	if (got)
-		idle_timer(s, false);
-	session_run(s);
-}
-
-static void
-write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	int r;
-
-	(void)fd, (void)what;
-	if (s->handshake) {
-		drive_handshake(s);
-		return;
-	}
-	r = flush_out(s);
-	if (r < 0) {
-		session_close(s, "write failed");
-		return;
-	}
-	if (r == 1 && s->closing) {
-		session_close(s, "closed by the server");
-		return;
-	}
-	if (r == 1 || (s->out_paused && out_pending(s) < OUT_LOW_WATER))
-		session_run(s);
-}
-
-static void
-idle_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-
-	(void)fd, (void)what;
-	s->idle_on = false;
-	if (s->handshake) {
-		session_close(s, "TLS handshake timed out");
-		return;
-	}
-	log_session(&s->lc, LOG_LVL_INFO, "connection-inactivity-timeout (%llus) reached",
-	            (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000);
-	smtp_timeout(s->smtp, SMTP_TIMEOUT_IDLE);
-	session_run(s);
-}
-
-static void
-life_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-
-	(void)fd, (void)what;
-	log_session(&s->lc, LOG_LVL_INFO, "connection-timeout (%llus) reached",
-	            (unsigned long long)s->k->connection_timeout_ms / 1000);
-	if (s->handshake || s->tarpit_wait || s->closing) {
-		session_close(s, "connection-timeout");
-		return;
-	}
-	smtp_timeout(s->smtp, SMTP_TIMEOUT_SESSION);
-	session_run(s);
-}
-
-static void
-tarpit_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-
-	(void)fd, (void)what;
-	s->tarpit_wait = false;
-	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
-		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
-		            s->tarpit_text);
-	if (out_append(s, s->tarpit_text, s->tarpit_len, false) < 0) {
-		out_failed(s);
-		return;
-	}
-	free(s->tarpit_text);
-	s->tarpit_text = NULL;
-	session_run(s);
-}
-
-static void
-stall_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct session *s = arg;
-	char why[160];
-
-	(void)fd, (void)what;
-	s->stall_on = false;
-	snprintf(why, sizeof(why),
-	         "client read none of its replies for %llus (connection-inactivity-timeout); "
-	         "%zu bytes unsent",
-	         (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000, out_pending(s));
-	session_close(s, why);
-}
-
-static bool
-rate_cb(void *arg)
-{
-	struct session *s = arg;
-	return admission_rate_allows(s->w->pool->adm, s->k, &s->remote);
-}
-
-static void
-start_session(struct worker *w, struct inbox_item *it)
-{
-	struct session *s = calloc(1, sizeof(*s));
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char ip[IPADDR_STRLEN];
-
-	if (!s) {
-		close(it->fd);
-		config_unref(it->cfg);
-		tls_ctx_unref(it->tls);
-		return;
-	}
-	s->w = w;
-	s->cfg = it->cfg;
-	s->tls = it->tls;
-	s->k = &s->cfg->connectors[it->connector];
-	s->remote = it->remote;
-	s->local = it->local;
-	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
-		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
-	conn_init(&s->c, it->fd);
-	ipaddr_format(&s->remote, ip, sizeof(ip));
-	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
-	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
-	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
-	snprintf(s->id, sizeof(s->id), "%08llX",
-	         (unsigned long long)atomic_fetch_add(&w->pool->session_seq, 1));
-	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
-
-	struct smtp_policy pol;
-	policy_from_config(&pol, s->cfg, s->k);
-	pol.rate_ok = rate_cb;
-	pol.rate_arg = s;
-	struct smtp_params p = {
-	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
-	s->smtp = smtp_new(&p);
-	if (!s->smtp) {
-		admission_release(w->pool->adm, s->k->name, &s->remote);
-		close(it->fd);
-		config_unref(s->cfg);
-		tls_ctx_unref(s->tls);
-		free(s);
-		return;
-	}
-	event_assign(&s->ev_read, w->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
-	event_assign(&s->ev_write, w->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
-	evtimer_assign(&s->ev_idle, w->base, idle_cb, s);
-	evtimer_assign(&s->ev_life, w->base, life_cb, s);
-	evtimer_assign(&s->ev_tarpit, w->base, tarpit_cb, s);
-	evtimer_assign(&s->ev_stall, w->base, stall_cb, s);
-	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
-	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
-	event_add(&s->ev_life, &life);
-	s->next = w->sessions;
-	if (w->sessions)
-		w->sessions->prev = s;
-	w->sessions = s;
-	atomic_fetch_add(&w->n_sessions, 1);
-	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
-	if (w->shutting_down)
-		smtp_shutdown(s->smtp);
-	session_run(s);
-}
 
 static void
 inbox_cb(evutil_socket_t fd, short what, void *arg)
@@ -842,48 +38,22 @@ inbox_cb(evutil_socket_t fd, short what, void *arg)
 	struct inbox_item *items;
 
 	(void)fd, (void)what;
-	pthread_mutex_lock(&w->mu);
-	items = w->head;
-	w->head = w->tail = NULL;
-	pthread_mutex_unlock(&w->mu);
+	items = inbox_take(&w->inbox);
 	for (struct inbox_item *it = items, *next; it; it = next) {
 		next = it->next;
 		switch (it->kind) {
 		case IN_SESSION:
-			start_session(w, it);
+			session_start(&w->host, it, atomic_fetch_add(&w->pool->session_seq, 1));
 			break;
 		case IN_COMMITTED:
 			/* embedded in the session, which this may free: never free(it) */
-			message_committed(it->sess, it->err);
+			session_committed(it->sess, it->err);
 			continue;
 		case IN_SHUTDOWN:
-			w->shutting_down = true;
-			for (struct session *s = w->sessions, *n; s; s = n) {
-				n = s->next;
-				if (s->closed)
-					continue;
-				smtp_shutdown(s->smtp);
-				if (!s->tarpit_wait && !s->handshake)
-					session_run(s);
-			}
+			session_shutdown_all(&w->host);
 			break;
 		case IN_FORCE:
-			for (struct session *s = w->sessions, *n; s; s = n) {
-				n = s->next;
-				if (s->closed)
-					continue;
-				/* a message being committed gets its 250 first (then the
-				 * shutdown's 421): closing now would make the sender send again
-				 * a message that is queued; the final deadline still applies */
-				if (s->commit_pending)
-					continue;
-				static const char bye[] = "421 4.3.2 Service shutting down, "
-				                          "closing transmission channel\r\n";
-				/* never in the middle of a reply the client has not read yet */
-				if (!s->c.tls && !s->handshake && s->out_off == s->out_len)
-					(void)!write(s->c.fd, bye, sizeof(bye) - 1);
-				session_close(s, "drain-timeout reached");
-			}
+			session_force_all(&w->host);
 			break;
 		case IN_STOP:
 			event_base_loopbreak(w->base);
@@ -910,7 +80,7 @@ post_kind(struct worker *w, enum inbox_kind kind)
 
 	if (it) {
 		it->kind = kind;
-		post(w, it);
+		inbox_post(&w->inbox, it);
 	}
 }
 
@@ -940,10 +110,14 @@ workers_start(size_t n, struct spool *spool, struct admission *adm)
 		struct worker *w = &ws->w[i];
 		w->pool = ws;
 		w->index = (unsigned)i;
-		pthread_mutex_init(&w->mu, NULL);
+		w->host = (struct session_host){.spool = spool,
+		                                .adm = adm,
+		                                .inbox = &w->inbox,
+		                                .handed_off = &ws->sessions};
+		pthread_mutex_init(&w->inbox.mu, NULL);
 		ws->n = i + 1; /* workers_free releases it */
-		if (!(w->base = event_base_new()) ||
-		    !(w->ev_inbox = event_new(w->base, -1, EV_READ, inbox_cb, w)) ||
+		if (!(w->base = w->host.base = event_base_new()) ||
+		    !(w->inbox.ev = event_new(w->base, -1, EV_READ, inbox_cb, w)) ||
 		    pthread_create(&w->thread, NULL, worker_main, w) != 0) {
 			log_msg(LOG_LVL_ERROR, "cannot start worker %zu", i);
 			stop_threads(ws, i);
@@ -964,8 +138,10 @@ workers_stop(struct workers *ws)
 static void
 worker_release(struct worker *w)
 {
-	for (struct inbox_item *it = w->head, *n; it; it = n) {
+	for (struct inbox_item *it = inbox_take(&w->inbox), *n; it; it = n) {
 		n = it->next;
+		if (it->kind == IN_COMMITTED)
+			continue; /* embedded in its session, freed below */
 		if (it->kind == IN_SESSION) {
 			close(it->fd);
 			admission_release(w->pool->adm, it->cfg->connectors[it->connector].name,
@@ -973,35 +149,15 @@ worker_release(struct worker *w)
 			config_unref(it->cfg);
 			tls_ctx_unref(it->tls);
 			atomic_fetch_sub(&w->pool->sessions, 1);
-		} else if (it->kind == IN_COMMITTED) {
-			it->sess->commit_pending = false;
-			continue; /* embedded in its session */
 		}
 		free(it);
 	}
-	w->head = w->tail = NULL;
-	while (w->sessions) {
-		struct session *s = w->sessions;
-		s->commit_pending = false;
-		if (s->msg)
-			spool_msg_abort(s->msg);
-		s->msg = NULL;
-		conn_release(&s->c);
-		if (s->c.fd >= 0)
-			close(s->c.fd);
-		event_del(&s->ev_read);
-		event_del(&s->ev_write);
-		event_del(&s->ev_idle);
-		event_del(&s->ev_life);
-		event_del(&s->ev_tarpit);
-		event_del(&s->ev_stall);
-		session_free(s);
-	}
-	if (w->ev_inbox)
-		event_free(w->ev_inbox);
+	session_release_all(&w->host);
+	if (w->inbox.ev)
+		event_free(w->inbox.ev);
 	if (w->base)
 		event_base_free(w->base);
-	pthread_mutex_destroy(&w->mu);
+	pthread_mutex_destroy(&w->inbox.mu);
 }
 
 void
@@ -1035,11 +191,12 @@ workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_
 	size_t best = ws->next;
 	for (size_t j = 0; j < ws->n; j++) {
 		size_t c = (ws->next + j) % ws->n;
-		if (atomic_load(&ws->w[c].n_sessions) < atomic_load(&ws->w[best].n_sessions))
+		if (atomic_load(&ws->w[c].host.n_sessions) <
+		    atomic_load(&ws->w[best].host.n_sessions))
 			best = c;
 	}
 	ws->next = (best + 1) % ws->n;
-	post(&ws->w[best], it);
+	inbox_post(&ws->w[best].inbox, it);
 	return 0;
 }
 

@@ -1,13 +1,11 @@
 /*
- * worker — the worker threads and the SMTP sessions they run.
+ * worker — the worker threads and their inboxes.
  *
- * Each worker is an event loop with an inbox: the main thread posts new connections and
- * the drain's orders to it, the spool's syncer posts each commit's answer (carried in the
- * session itself, so posting never fails for lack of memory).  A session lives on the
- * worker that took it, from the handoff to its close, and keeps the configuration
- * snapshot it started with; it drives the sans-I/O core (smtp.h) over its connection
- * (conn.h), runs the TLS handshake, its timers (idle, session, tarpit, stall) and the
- * output backpressure, and writes each message into the spool.
+ * Each worker is an event loop with an inbox (inbox.h): the main thread posts new
+ * connections and the drain's orders to it, the spool's syncer posts each commit's answer.
+ * The worker runs what arrives on its thread: new connections become sessions
+ * (session.h), which live on that worker from the handoff to their close; the worker
+ * owns its event loop and inbox, its sessions own themselves.
  *
  * workers_start, workers_handoff, workers_shutdown, workers_force, workers_stop and
  * workers_free are for the main thread; workers_sessions for any thread.

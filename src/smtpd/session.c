@@ -1,0 +1,849 @@
+#include "smtpd/session.h"
+
+#include <errno.h>
+#include <event2/event.h>
+/* embedded struct event: one allocation per session instead of six */
+#include <event2/event_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/vec.h"
+#include "conf/config.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "smtpd/policy.h"
+#include "smtpd/smtp.h"
+
+/* Replies a client has not read.  Past the high-water mark the session stops reading and
+ * stops running commands (each command can only add one reply, of at most the core's 4 KiB
+ * text arena) until the client has read the backlog down to the low-water mark: a client
+ * that pipelines without reading costs at most OUT_HIGH_WATER plus one reply, as with
+ * Postfix's and nginx's blocked writes.  OUT_CAP is the hard bound whatever path appends
+ * (none of today's can pass it: it stands behind the marks): past it the session closes
+ * with 421.  Replies leave in batches of OUT_BATCH (one send for
+ * a pipelined group, RFC 2920 §3.2), which also keeps a reading client's buffer small. */
+#define OUT_BATCH      (2 * 1024)
+#define OUT_HIGH_WATER (16 * 1024)
+#define OUT_LOW_WATER  (4 * 1024)
+#define OUT_CAP        (64 * 1024)
+
+struct session {
+	struct session_host *h;
+	struct config *cfg;
+	const struct connector *k;
+	struct tls_ctx *tls;
+	struct conn c;
+	struct smtp *smtp;
+	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
+	bool read_on, write_on, idle_on, stall_on;
+	char id[20];
+	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
+	char client_ip[IPADDR_STRLEN];
+	char local_text[ENDPOINT_STRLEN];
+	struct ipaddr remote;
+	struct endpoint local;
+	struct log_ctx lc;
+
+	char *out;
+	size_t out_len, out_cap, out_off;
+	bool out_paused, out_warned; /* backpressure (OUT_HIGH_WATER) */
+	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
+	size_t tarpit_len;
+	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
+
+	struct spool_msg *msg;
+	char msg_id[SPOOL_ID_LEN + 1];
+	bool maildir_prefix;
+	unsigned messages;
+	struct session *prev, *next;
+	/* the spool's answer travels in this item: posting it can never fail for lack of
+	 * memory (a session has at most one commit under way) */
+	struct inbox_item commit_it;
+};
+
+static void session_run(struct session *s);
+static void session_free(struct session *s);
+
+/* -- output -- */
+
+static size_t
+out_pending(const struct session *s)
+{
+	return s->out_len - s->out_off;
+}
+
+/* Queues reply text.  Returns 0, or -1 with errno ENOBUFS past OUT_CAP (unless force:
+ * the closing 421 itself) or ENOMEM. */
+static int
+out_append(struct session *s, const char *text, size_t len, bool force)
+{
+	if (!force && out_pending(s) + len > OUT_CAP) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	if (s->out_off > 0 && s->out_len + len > s->out_cap) {
+		/* reuse what the client has read before growing */
+		memmove(s->out, s->out + s->out_off, out_pending(s));
+		s->out_len -= s->out_off;
+		s->out_off = 0;
+	}
+	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
+		return -1;
+	memcpy(s->out + s->out_len, text, len);
+	s->out_len += len;
+	return 0;
+}
+
+static void
+want_write(struct session *s, bool on)
+{
+	if (on && !s->write_on)
+		event_add(&s->ev_write, NULL);
+	else if (!on && s->write_on)
+		event_del(&s->ev_write);
+	s->write_on = on;
+}
+
+static void
+want_read(struct session *s, bool on)
+{
+	if (on && !s->read_on)
+		event_add(&s->ev_read, NULL);
+	else if (!on && s->read_on)
+		event_del(&s->ev_read);
+	s->read_on = on;
+}
+
+static void
+idle_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_idle, &tv);
+	} else if (s->idle_on) {
+		event_del(&s->ev_idle);
+	}
+	s->idle_on = on;
+}
+
+/* Armed while replies wait for a client that does not read them, and restarted by every
+ * byte it takes: after connection-inactivity-timeout without progress the session ends
+ * (stall_cb).  The idle timer cannot do this: its goodbye would wait behind the backlog. */
+static void
+stall_timer(struct session *s, bool on)
+{
+	if (on) {
+		struct timeval tv = {
+		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
+		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
+		                                 1000)};
+		event_add(&s->ev_stall, &tv);
+	} else if (s->stall_on) {
+		event_del(&s->ev_stall);
+	}
+	s->stall_on = on;
+}
+
+/* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
+ * a broken connection. */
+static int
+flush_out(struct session *s)
+{
+	bool moved = false;
+
+	while (s->out_off < s->out_len) {
+		ssize_t n = s->c.write(&s->c, s->out + s->out_off, s->out_len - s->out_off);
+		if (n < 0 && errno == EAGAIN) {
+			/* a TLS write may need the socket readable; both wake us */
+			want_write(s, s->c.want == CONN_WANT_WRITE);
+			if (s->c.want == CONN_WANT_READ)
+				want_read(s, true);
+			if (moved || !s->stall_on)
+				stall_timer(s, true);
+			return 0;
+		}
+		if (n <= 0)
+			return -1;
+		s->out_off += (size_t)n;
+		moved = true;
+	}
+	s->out_off = s->out_len = 0;
+	if (s->out_cap > 4096) {
+		free(s->out);
+		s->out = NULL;
+		s->out_cap = 0;
+	}
+	want_write(s, false);
+	stall_timer(s, false);
+	return 1;
+}
+
+/* Backpressure: 1 when the session must wait for the client to read its replies (reading
+ * and commands stop), 0 to go on, -1 on a broken connection. */
+static int
+out_backpressure(struct session *s)
+{
+	size_t mark = s->out_paused ? OUT_LOW_WATER : OUT_HIGH_WATER;
+
+	/* write_on: the socket was full at the last try; write_cb says when it drains */
+	if (out_pending(s) >= OUT_BATCH && !s->write_on && flush_out(s) < 0)
+		return -1;
+	if (out_pending(s) < mark) {
+		s->out_paused = false;
+		return 0;
+	}
+	if (!s->out_paused && !s->out_warned) {
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "client does not read its replies: %zu bytes unsent; reading paused "
+		            "until it does (connection-inactivity-timeout ends the wait)",
+		            out_pending(s));
+		s->out_warned = true;
+	}
+	s->out_paused = true;
+	/* the stall timer (armed by flush_out) takes over from the idle timer */
+	idle_timer(s, false);
+	want_read(s, s->c.want == CONN_WANT_READ);
+	return 1;
+}
+
+/* -- closing -- */
+
+static void
+session_close(struct session *s, const char *why)
+{
+	if (s->closed)
+		return;
+	s->closed = true;
+	if (why)
+		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
+		            s->messages == 1 ? "" : "s");
+	if (s->msg && !s->commit_pending) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+	}
+	want_read(s, false);
+	want_write(s, false);
+	idle_timer(s, false);
+	stall_timer(s, false);
+	event_del(&s->ev_life);
+	event_del(&s->ev_tarpit);
+	conn_release(&s->c);
+	if (s->c.fd >= 0)
+		close(s->c.fd);
+	s->c.fd = -1;
+	if (s->commit_pending) {
+		/* the spool still answers for a message: free on its callback */
+		s->zombie = true;
+		return;
+	}
+	session_free(s);
+}
+
+/* A reply could not be queued (errno from out_append): past OUT_CAP the client is told
+ * why, behind what it has not read, and the session ends. */
+static void
+out_failed(struct session *s)
+{
+	static const char bye[] = "421 4.3.2 Too much unread output, closing transmission "
+	                          "channel\r\n";
+	char why[160];
+
+	if (errno != ENOBUFS) {
+		session_close(s, "out of memory");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_WARNING,
+	            "client does not read its replies: %zu bytes unsent, past the cap of %u; "
+	            "replied 421 4.3.2",
+	            out_pending(s), (unsigned)OUT_CAP);
+	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
+	if (out_append(s, bye, sizeof(bye) - 1, true) == 0)
+		(void)flush_out(s);
+	session_close(s, why);
+}
+
+static void
+session_free(struct session *s)
+{
+	struct session_host *h = s->h;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	admission_release(h->adm, s->k->name, &s->remote);
+	smtp_free(s->smtp);
+	tls_ctx_unref(s->tls);
+	config_unref(s->cfg);
+	free(s->out);
+	free(s->tarpit_text);
+	free(s);
+	atomic_fetch_sub(&h->n_sessions, 1);
+	atomic_fetch_sub(h->handed_off, 1);
+}
+
+/* -- the message -- */
+
+static void
+rfc5322_date(char *buf, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(buf, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+static bool
+begin_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	char date[64], hdr[2048], tlsinfo[160] = "";
+	int n;
+
+	s->msg = spool_msg_new(s->h->spool);
+	if (!s->msg) {
+		log_session(&s->lc, LOG_LVL_ERROR, "cannot start a message in the spool: %s",
+		            strerror(errno));
+		return false;
+	}
+	memcpy(s->msg_id, spool_msg_id(s->msg), SPOOL_ID_LEN + 1);
+	rfc5322_date(date, sizeof(date));
+	if (smtp_in_tls(s->smtp))
+		snprintf(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s (%d/%d bits))",
+		         tls_version(s->c.tls), tls_cipher(s->c.tls), tls_cipher_bits(s->c.tls),
+		         tls_cipher_bits(s->c.tls));
+	const char *proto = env->smtputf8 ? (smtp_in_tls(s->smtp) ? "UTF8SMTPS" : "UTF8SMTP")
+	                    : smtp_esmtp(s->smtp) ? (smtp_in_tls(s->smtp) ? "ESMTPS" : "ESMTP")
+	                                          : "SMTP";
+	/* Maildir delivery keeps the envelope sender in the message (RFC 5321 §4.4) */
+	s->maildir_prefix = s->cfg->relay == NULL;
+	size_t prefix = 0;
+	if (s->maildir_prefix) {
+		n = snprintf(hdr, sizeof(hdr), "Return-Path: <%s>\r\n", env->mail_from);
+		if (n > 0 && (size_t)n < sizeof(hdr)) {
+			spool_msg_write(s->msg, hdr, (size_t)n);
+			prefix = (size_t)n;
+		}
+	}
+	n = snprintf(hdr, sizeof(hdr),
+	             "Received: from %s ([%s])\r\n\tby %s (mxgate, connector \"%s\") with %s id "
+	             "%s%s%s%s%s;"
+	             "\r\n\t%s\r\n",
+	             env->helo, s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
+	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
+	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
+	             date);
+	if (n > 0 && (size_t)n < sizeof(hdr))
+		spool_msg_write(s->msg, hdr, (size_t)n);
+	spool_msg_set_prefix(s->msg, prefix);
+	return true;
+}
+
+static void
+committed_cb(void *arg, int err)
+{
+	struct session *s = arg;
+
+	s->commit_it = (struct inbox_item){.kind = IN_COMMITTED, .sess = s, .err = err};
+	inbox_post(s->h->inbox, &s->commit_it);
+}
+
+static void
+end_message(struct session *s)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	struct spool_entry e = {0};
+	char *rcpts[1];
+	char **list = env->n_rcpts <= 1 ? rcpts : calloc(env->n_rcpts, sizeof(char *));
+
+	if (!list) {
+		smtp_msg_committed(s->smtp, false, NULL);
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		return;
+	}
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		list[i] = env->rcpts[i].addr;
+	e.received = time(NULL);
+	e.sender = (char *)(uintptr_t)env->mail_from;
+	e.rcpts = list;
+	e.n_rcpts = env->n_rcpts;
+	e.connector = s->k->name;
+	e.client = s->client_ip;
+	e.helo = (char *)(uintptr_t)env->helo;
+	e.smtputf8 = env->smtputf8;
+	e.body_8bit = env->body_8bit;
+	s->commit_pending = true;
+	spool_msg_commit(s->msg, &e, committed_cb, s);
+	s->msg = NULL;
+	if (list != rcpts)
+		free(list);
+}
+
+void
+session_committed(struct session *s, int err)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+
+	s->commit_pending = false;
+	if (s->zombie) {
+		log_session(&s->lc, LOG_LVL_INFO, "message %s %s after the client left", s->msg_id,
+		            err ? "failed" : "committed");
+		session_free(s);
+		return;
+	}
+	if (err) {
+		log_session(&s->lc, LOG_LVL_ERROR,
+		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
+		            env->mail_from, strerror(err));
+	} else {
+		s->messages++;
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
+		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
+		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
+	}
+	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
+	session_run(s);
+}
+
+/* -- TLS -- */
+
+static void
+drive_handshake(struct session *s)
+{
+	int r = conn_handshake(&s->c);
+
+	if (r == 0) {
+		want_read(s, s->c.want == CONN_WANT_READ);
+		want_write(s, s->c.want == CONN_WANT_WRITE);
+		return;
+	}
+	s->handshake = false;
+	want_write(s, false);
+	if (r < 0) {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
+		smtp_tls_done(s->smtp, false);
+	} else {
+		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
+		            tls_cipher(s->c.tls));
+		smtp_tls_done(s->smtp, true);
+	}
+	idle_timer(s, false);
+	session_run(s);
+}
+
+/* -- the action loop -- */
+
+static void
+session_run(struct session *s)
+{
+	struct smtp_action a;
+
+	if (s->closed)
+		return;
+	while (!s->tarpit_wait && !s->handshake && !s->closing) {
+		int bp = out_backpressure(s);
+		if (bp != 0) {
+			if (bp < 0)
+				session_close(s, "write failed");
+			return;
+		}
+		enum smtp_kind k = smtp_next(s->smtp, &a);
+		switch (k) {
+		case SMTP_NONE:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, true);
+			want_read(s, !s->eof && !smtp_input_paused(s->smtp));
+			/* decrypted bytes already inside TLS raise no socket event */
+			if (conn_pending(&s->c) && !smtp_input_paused(s->smtp)) {
+				event_active(&s->ev_read, EV_READ, 0);
+			}
+			return;
+		case SMTP_WAIT:
+			if (flush_out(s) < 0) {
+				session_close(s, "write failed");
+				return;
+			}
+			idle_timer(s, false);
+			want_read(s, false);
+			return;
+		case SMTP_REPLY:
+			if (a.delay_ms > 0) {
+				free(s->tarpit_text);
+				s->tarpit_text = malloc(a.len);
+				if (s->tarpit_text) {
+					memcpy(s->tarpit_text, a.text, a.len);
+					s->tarpit_len = a.len;
+					s->tarpit_wait = true;
+					struct timeval tv = {.tv_sec = a.delay_ms / 1000,
+					                     .tv_usec = (a.delay_ms % 1000) * 1000};
+					if (flush_out(s) < 0) {
+						session_close(s, "write failed");
+						return;
+					}
+					idle_timer(s, false);
+					want_read(s, false);
+					event_add(&s->ev_tarpit, &tv);
+					return;
+				}
+			}
+			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
+				            a.text);
+			if (out_append(s, a.text, a.len, false) < 0) {
+				out_failed(s);
+				return;
+			}
+			break;
+		case SMTP_STARTTLS:
+			if (flush_out(s) != 1) {
+				/* 220 must leave in plaintext before the handshake */
+				session_close(s, "client did not read the STARTTLS reply");
+				return;
+			}
+			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0) {
+				session_close(s, "cannot start TLS");
+				return;
+			}
+			s->handshake = true;
+			idle_timer(s, true);
+			drive_handshake(s);
+			return;
+		case SMTP_MSG_BEGIN:
+			smtp_msg_begun(s->smtp, begin_message(s));
+			break;
+		case SMTP_MSG_DATA:
+			if (s->msg)
+				spool_msg_write(s->msg, a.text, a.len);
+			break;
+		case SMTP_MSG_END:
+			end_message(s);
+			break;
+		case SMTP_MSG_ABORT:
+			if (s->msg) {
+				spool_msg_abort(s->msg);
+				s->msg = NULL;
+			}
+			break;
+		case SMTP_LOG:
+			log_session(&s->lc, (enum log_level)a.level, "%.*s", (int)a.len, a.text);
+			break;
+		case SMTP_CLOSE:
+			s->closing = true;
+			want_read(s, false);
+			idle_timer(s, false);
+			int r = s->eof ? 1 : flush_out(s);
+			if (r != 0)
+				session_close(s, s->eof  ? "client disconnected"
+				                 : r < 0 ? "write failed"
+				                         : "closed by the server");
+			return;
+		}
+	}
+}
+
+static void
+read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	bool got = false;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	if (s->out_off < s->out_len && s->c.want == CONN_WANT_READ) {
+		/* a TLS write that waited for the socket to be readable */
+		if (flush_out(s) < 0) {
+			session_close(s, "write failed");
+			return;
+		}
+	}
+	if (s->out_paused) {
+		/* no input while the client owes us a read (backpressure) */
+		session_run(s);
+		return;
+	}
+	for (int rounds = 0; rounds < 4; rounds++) {
+		size_t space;
+		char *buf;
+		if (smtp_input_paused(s->smtp))
+			break;
+		buf = smtp_input_space(s->smtp, &space);
+		if (space == 0)
+			break;
+		ssize_t n = s->c.read(&s->c, buf, space);
+		if (n > 0) {
+			smtp_input_commit(s->smtp, (size_t)n);
+			got = true;
+			if ((size_t)n < space && !conn_pending(&s->c))
+				break;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN) {
+			if (s->c.want == CONN_WANT_WRITE)
+				want_write(s, true);
+			break;
+		}
+		if (n == 0) {
+			/* what was sent before the close still runs; then the core closes */
+			smtp_eof(s->smtp);
+			s->eof = true;
+			want_read(s, false);
+			break;
+		}
+		session_close(s, s->c.error[0] ? s->c.error : "read failed");
+		return;
+	}
+	if (got)
+		idle_timer(s, false);
+	session_run(s);
+}
+
+static void
+write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	int r;
+
+	(void)fd, (void)what;
+	if (s->handshake) {
+		drive_handshake(s);
+		return;
+	}
+	r = flush_out(s);
+	if (r < 0) {
+		session_close(s, "write failed");
+		return;
+	}
+	if (r == 1 && s->closing) {
+		session_close(s, "closed by the server");
+		return;
+	}
+	if (r == 1 || (s->out_paused && out_pending(s) < OUT_LOW_WATER))
+		session_run(s);
+}
+
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->idle_on = false;
+	if (s->handshake) {
+		session_close(s, "TLS handshake timed out");
+		return;
+	}
+	log_session(&s->lc, LOG_LVL_INFO, "connection-inactivity-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000);
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_IDLE);
+	session_run(s);
+}
+
+static void
+life_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	log_session(&s->lc, LOG_LVL_INFO, "connection-timeout (%llus) reached",
+	            (unsigned long long)s->k->connection_timeout_ms / 1000);
+	if (s->handshake || s->tarpit_wait || s->closing) {
+		session_close(s, "connection-timeout");
+		return;
+	}
+	smtp_timeout(s->smtp, SMTP_TIMEOUT_SESSION);
+	session_run(s);
+}
+
+static void
+tarpit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)fd, (void)what;
+	s->tarpit_wait = false;
+	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
+		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
+		            s->tarpit_text);
+	if (out_append(s, s->tarpit_text, s->tarpit_len, false) < 0) {
+		out_failed(s);
+		return;
+	}
+	free(s->tarpit_text);
+	s->tarpit_text = NULL;
+	session_run(s);
+}
+
+static void
+stall_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	char why[160];
+
+	(void)fd, (void)what;
+	s->stall_on = false;
+	snprintf(why, sizeof(why),
+	         "client read none of its replies for %llus (connection-inactivity-timeout); "
+	         "%zu bytes unsent",
+	         (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000, out_pending(s));
+	session_close(s, why);
+}
+
+static bool
+rate_cb(void *arg)
+{
+	struct session *s = arg;
+	return admission_rate_allows(s->h->adm, s->k, &s->remote);
+}
+
+/* Everything but the events and the core: names, addresses, the log context. */
+static void
+session_init(struct session *s, struct session_host *h, struct inbox_item *it, uint64_t seq)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[IPADDR_STRLEN];
+
+	s->h = h;
+	s->cfg = it->cfg;
+	s->tls = it->tls;
+	s->k = &s->cfg->connectors[it->connector];
+	s->remote = it->remote;
+	s->local = it->local;
+	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
+		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
+	conn_init(&s->c, it->fd);
+	ipaddr_format(&s->remote, ip, sizeof(ip));
+	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
+	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
+	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
+	snprintf(s->id, sizeof(s->id), "%08llX", (unsigned long long)seq);
+	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
+}
+
+void
+session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
+{
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		goto fail;
+	session_init(s, h, it, seq);
+	struct smtp_policy pol;
+	policy_from_config(&pol, s->cfg, s->k);
+	pol.rate_ok = rate_cb;
+	pol.rate_arg = s;
+	struct smtp_params p = {
+	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
+	if (!(s->smtp = smtp_new(&p)))
+		goto fail;
+	event_assign(&s->ev_read, h->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
+	event_assign(&s->ev_write, h->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
+	evtimer_assign(&s->ev_idle, h->base, idle_cb, s);
+	evtimer_assign(&s->ev_life, h->base, life_cb, s);
+	evtimer_assign(&s->ev_tarpit, h->base, tarpit_cb, s);
+	evtimer_assign(&s->ev_stall, h->base, stall_cb, s);
+	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
+	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
+	event_add(&s->ev_life, &life);
+	s->next = h->sessions;
+	if (h->sessions)
+		h->sessions->prev = s;
+	h->sessions = s;
+	atomic_fetch_add(&h->n_sessions, 1);
+	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
+	if (h->shutting_down)
+		smtp_shutdown(s->smtp);
+	session_run(s);
+	return;
+fail:
+	free(s);
+	const char *name = it->cfg->connectors[it->connector].name;
+	char ip[IPADDR_STRLEN];
+	ipaddr_format(&it->remote, ip, sizeof(ip));
+	log_msg(LOG_LVL_ERROR,
+	        "out of memory: connection from [%s] to connector \"%s\" closed without a "
+	        "reply; the daemon needs more memory (workers, max-inbound-connection)",
+	        ip, name);
+	admission_release(h->adm, name, &it->remote);
+	close(it->fd);
+	config_unref(it->cfg);
+	tls_ctx_unref(it->tls);
+	atomic_fetch_sub(h->handed_off, 1);
+}
+
+void
+session_shutdown_all(struct session_host *h)
+{
+	h->shutting_down = true;
+	for (struct session *s = h->sessions, *n; s; s = n) {
+		n = s->next;
+		if (s->closed)
+			continue;
+		smtp_shutdown(s->smtp);
+		if (!s->tarpit_wait && !s->handshake)
+			session_run(s);
+	}
+}
+
+void
+session_force_all(struct session_host *h)
+{
+	static const char bye[] = "421 4.3.2 Service shutting down, closing transmission "
+	                          "channel\r\n";
+
+	for (struct session *s = h->sessions, *n; s; s = n) {
+		n = s->next;
+		if (s->closed)
+			continue;
+		/* a message being committed gets its 250 first (then the shutdown's 421):
+		 * closing now would make the sender send again a message that is queued; the
+		 * final deadline still applies */
+		if (s->commit_pending)
+			continue;
+		/* never in the middle of a reply the client has not read yet */
+		if (!s->c.tls && !s->handshake && s->out_off == s->out_len)
+			(void)!write(s->c.fd, bye, sizeof(bye) - 1);
+		session_close(s, "drain-timeout reached");
+	}
+}
+
+void
+session_release_all(struct session_host *h)
+{
+	while (h->sessions) {
+		struct session *s = h->sessions;
+		s->commit_pending = false;
+		if (s->msg)
+			spool_msg_abort(s->msg);
+		s->msg = NULL;
+		conn_release(&s->c);
+		if (s->c.fd >= 0)
+			close(s->c.fd);
+		event_del(&s->ev_read);
+		event_del(&s->ev_write);
+		event_del(&s->ev_idle);
+		event_del(&s->ev_life);
+		event_del(&s->ev_tarpit);
+		event_del(&s->ev_stall);
+		session_free(s);
+	}
+}

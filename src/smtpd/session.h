@@ -1,0 +1,59 @@
+/*
+ * session — one SMTP session: the sans-I/O core (smtp.h) driven over a connection.
+ *
+ * A session lives on the worker thread that started it, from session_start() to its
+ * close, and everything here runs on that thread.  It keeps the configuration snapshot and
+ * TLS context it started with (references it owns), its connection (conn.h), its timers
+ * (idle, session, tarpit, stall) and its output with backpressure; it runs the action
+ * loop, drives the TLS handshake, and writes each message into the spool, whose answer
+ * comes back through the worker's inbox (inbox.h) in an item the session holds, so it can
+ * always be posted.
+ *
+ * Ownership: the host is the worker's and outlives its sessions; a session links itself
+ * into host->sessions and unlinks and frees itself when it closes (or, when the spool
+ * still answers for its message, on that answer).  Nothing outside this module frees a
+ * session.
+ */
+#ifndef MXGATE_SESSION_H
+#define MXGATE_SESSION_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "queue/spool.h"
+#include "smtpd/admission.h"
+#include "smtpd/inbox.h"
+
+struct event_base;
+
+/* What a worker lends its sessions. */
+struct session_host {
+	struct event_base *base;
+	struct spool *spool;      /* borrowed */
+	struct admission *adm;    /* borrowed: a session releases its admission when freed */
+	struct inbox *inbox;      /* the worker's: the spool's answers come back through it */
+	struct session *sessions; /* the live ones, doubly linked; only session.c edits it */
+	atomic_long n_sessions;   /* sessions of this host; any thread may read it */
+	atomic_long *handed_off;  /* the pool's count of sessions handed off and not freed */
+	bool shutting_down;       /* the drain began: new sessions end after one transaction */
+};
+
+/* Starts a session for an IN_SESSION item, taking its fd and references, on host's
+ * thread.  Without memory it closes the connection and releases all the item held (its
+ * admission and its place in handed_off too), after an error log line.  seq names the
+ * session in the log.  The item itself stays the caller's. */
+void session_start(struct session_host *h, struct inbox_item *it, uint64_t seq);
+/* The spool's answer to an IN_COMMITTED item: err 0 when the message is on stable
+ * storage.  May free the session. */
+void session_committed(struct session *s, int err);
+/* The drain (IN_SHUTDOWN): every session ends after its current transaction. */
+void session_shutdown_all(struct session_host *h);
+/* drain-timeout (IN_FORCE): every session closes with 421 now, except one whose message
+ * the spool is committing: it gets its 250 first. */
+void session_force_all(struct session_host *h);
+/* After the worker's loop stopped (and the spool's): frees every session without a word
+ * to the client, aborting the messages not committed. */
+void session_release_all(struct session_host *h);
+
+#endif
