@@ -117,6 +117,7 @@ check: deps-check
 	@tests/preflight
 	@$(MAKE) --no-print-directory format-check
 	@scripts/check-layers
+	@scripts/check-funcs
 	@$(MAKE) --no-print-directory build/release/mxgate build/release/unit-tests \
 		build/asan/mxgate build/asan/unit-tests build/tsan/mxgate $(FUZZERS)
 	@tests/run all

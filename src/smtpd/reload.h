@@ -4,10 +4,9 @@
  * Reload runs in two halves so that accepting never waits for a parse (a 1M-range file
  * takes most of a second): a reload thread reads the file and loads the TLS pair, then
  * wakes the main thread (event_active), which joins it and hands a valid snapshot to the
- * owner's apply callback, which swaps it in.  One reload at a time: config_load() is not
- * reentrant (libConfuse's lexer and the loader's callbacks use globals), and nothing else
- * in the daemon calls it after start-up.  A request during a reload asks for one more
- * after it.  A configuration with errors, or whose TLS pair cannot be loaded, is refused
+ * owner's apply callback, which swaps it in.  One reload at a time (config_load() is
+ * reentrant now, but two reloads racing would apply in either order; one after the other
+ * the last SIGHUP always wins).  A request during a reload asks for one more after it.  A configuration with errors, or whose TLS pair cannot be loaded, is refused
  * with a log line and the running one stays.
  *
  * Everything here but the reload thread itself runs on the main thread.
