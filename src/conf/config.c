@@ -167,6 +167,21 @@ static const struct option options[] = {
         {SEC_ROOT, "drain-timeout", K_DURATION, "30s", ROOT(drain_timeout_ms), 0, 3600000, false,
          NULL, NULL,
          "On SIGTERM, how long open sessions may finish before they are closed with 421."},
+        {SEC_ROOT, "protocol-log-directory", K_PATH, NULL, ROOT(protocol_log_directory), 0, 0,
+         false, NULL, NULL,
+         "Directory of Exchange's SMTP Receive protocol log (`RECVyyyymmdd-N.LOG`, CSV): every "
+         "command and reply of the sessions on connectors with `protocol-logging-level = "
+         "verbose`. Created (mode 0750) at start, owned by `user`. Unset: no protocol log."},
+        {SEC_ROOT, "protocol-log-max-file-size", K_SIZE, "10MB", ROOT(protocol_log_max_file_size),
+         4096, 17179869184ull, false, NULL, NULL,
+         "A protocol log file is closed, and the next started, before a row would take it "
+         "past this (Exchange's default)."},
+        {SEC_ROOT, "protocol-log-max-directory-size", K_SIZE, "250MB",
+         ROOT(protocol_log_max_directory_size), 4096, 1099511627776ull, false, NULL, NULL,
+         "The oldest protocol log files are deleted while together they exceed this."},
+        {SEC_ROOT, "protocol-log-max-age", K_DURATION, "30d", ROOT(protocol_log_max_age_ms),
+         3600000, 315360000000ull, false, NULL, NULL,
+         "Protocol log files last modified longer ago than this are deleted (checked hourly)."},
         /* tls { } */
         {SEC_TLS, "certificate", K_PATH, NULL, ROOT(tls_certificate), 0, 0, false, NULL, NULL,
          "PEM certificate chain, leaf first."},
@@ -1826,6 +1841,7 @@ config_free(struct config *c)
 	free(c->path);
 	free(c->hostname);
 	free(c->spool);
+	free(c->protocol_log_directory);
 	free(c->user);
 	free(c->tls_certificate);
 	free(c->tls_key);

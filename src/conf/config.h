@@ -126,8 +126,12 @@ struct config {
 	unsigned log_target; /* enum log_target */
 	unsigned log_level;  /* enum log_level_conf */
 	uint64_t drain_timeout_ms;
-	uint64_t max_side_file_size;        /* bytes in a ranges, recipients or preset file */
-	uint64_t max_side_file_line_length; /* bytes in one of their lines */
+	uint64_t max_side_file_size;         /* bytes in a ranges, recipients or preset file */
+	uint64_t max_side_file_line_length;  /* bytes in one of their lines */
+	char *protocol_log_directory;        /* NULL: no protocol log (obs/protolog.h) */
+	uint64_t protocol_log_max_file_size; /* bytes */
+	uint64_t protocol_log_max_directory_size;
+	uint64_t protocol_log_max_age_ms;
 	struct domain_conf *domains;
 	size_t n_domains;
 

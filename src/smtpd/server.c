@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "conf/config.h"
 #include "net/tls.h"
 #include "obs/notify.h"
+#include "obs/protolog.h"
 #include "queue/deliver.h"
 #include "queue/spool.h"
 #include "smtpd/admission.h"
@@ -105,6 +107,8 @@ handoff_cb(int fd, const struct ipaddr *remote, uint16_t rport, const struct end
 
 /* ---- the snapshot's swap and the drain --------------------------------------------------------------------- */
 
+static int protolog_apply(const struct config *c);
+
 /* A reload's valid snapshot replaces the running one: new sessions take it, open
  * sessions keep theirs. */
 static void
@@ -134,6 +138,8 @@ apply_snapshot_cb(struct config *c, struct tls_ctx *t, void *arg)
 	if (deliver_prepare(S.deliver, c, -1, -1) < 0)
 		log_msg(LOG_LVL_ERROR, "reload: the new Maildir base cannot be used (see above); "
 		                       "delivery into it waits until it is fixed");
+	if (protolog_apply(c) < 0)
+		log_msg(LOG_LVL_ERROR, "reload: the protocol log keeps its previous settings");
 	log_msg(LOG_LVL_INFO,
 	        "configuration reloaded: %zu connector%s, %zu listener%s; open sessions keep "
 	        "the configuration they started with",
@@ -230,6 +236,68 @@ committed_hook(struct spool_entry *e, void *arg)
 	deliver_submit(S.deliver, e);
 }
 
+/* ---- the protocol log ------------------------------------------------------------------ */
+
+/* Before the privilege drop: the directory exists, is a directory, belongs to the run
+ * user (uid < 0: the current one) and is not writable by others, who could plant or
+ * swap files in it.  Returns 0, or -1 after a log line saying what to fix. */
+static int
+protolog_prepare(const struct config *c, long uid, long gid)
+{
+	const char *dir = c->protocol_log_directory;
+	struct stat st;
+
+	if (!dir || !*dir)
+		return 0;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+		log_msg(LOG_LVL_ERROR,
+		        "protocol-log-directory %s cannot be created: %s; create it "
+		        "or fix its parent",
+		        dir, strerror(errno));
+		return -1;
+	}
+	if (uid >= 0 && chown(dir, (uid_t)uid, (gid_t)gid) < 0) {
+		log_msg(LOG_LVL_ERROR,
+		        "protocol-log-directory %s cannot be given to the run user: "
+		        "%s",
+		        dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_msg(LOG_LVL_ERROR,
+		        "protocol-log-directory %s is not a directory; point it at "
+		        "one",
+		        dir);
+		return -1;
+	}
+	if (st.st_mode & S_IWOTH) {
+		log_msg(LOG_LVL_ERROR,
+		        "protocol-log-directory %s is writable by every user; "
+		        "chmod o-w it (mxgate's files there must be its own)",
+		        dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* After the privilege drop and at each reload: the writer takes the snapshot's settings.
+ * Returns 0, or -1 after a log line (the settings in use before stay). */
+static int
+protolog_apply(const struct config *c)
+{
+	char err[512];
+	struct protolog_params p = {.directory = c->protocol_log_directory,
+	                            .max_file_size = c->protocol_log_max_file_size,
+	                            .max_directory_size = c->protocol_log_max_directory_size,
+	                            .max_age = c->protocol_log_max_age_ms / 1000};
+
+	if (protolog_configure(&p, err, sizeof(err)) < 0) {
+		log_msg(LOG_LVL_ERROR, "protocol log: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- main ---------------------------------------------------------------------------- */
 
 /* Every session is a descriptor (two with a relay): a soft limit of 1024, the usual
@@ -312,7 +380,9 @@ server_run(const char *path)
 		        failed == 1 ? "" : "s");
 		goto out;
 	}
-	if (privileges_become(uid, gid) < 0)
+	if (protolog_prepare(S.cfg, uid, gid) < 0)
+		goto out;
+	if (privileges_become(uid, gid) < 0 || protolog_apply(S.cfg) < 0)
 		goto out;
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -347,6 +417,7 @@ server_run(const char *path)
 	S.deliver = NULL;
 	workers_free(S.workers);
 out:
+	protolog_stop(); /* the session threads are gone: writes what they queued */
 	notify_close();
 	control_close(S.control);
 	for (int i = 0; sigs[i]; i++)

@@ -16,6 +16,7 @@
 #include "conf/config.h"
 #include "net/conn.h"
 #include "net/tls.h"
+#include "obs/protolog.h"
 #include "smtpd/policy.h"
 #include "smtpd/smtp.h"
 
@@ -48,6 +49,7 @@ struct session {
 	struct ipaddr remote;
 	struct endpoint local;
 	struct log_ctx lc;
+	struct protolog_session pl; /* the protocol log's rows of this session */
 
 	char *out;
 	size_t out_len, out_cap, out_off;
@@ -225,6 +227,7 @@ session_close(struct session *s, const char *why)
 	if (why)
 		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
 		            s->messages == 1 ? "" : "s");
+	protolog_disconnect(&s->pl, s->eof);
 	if (s->msg && !s->commit_pending) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
@@ -265,8 +268,10 @@ out_failed(struct session *s)
 	            "replied 421 4.3.2",
 	            out_pending(s), (unsigned)OUT_CAP);
 	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
-	if (out_append(s, bye, sizeof(bye) - 1, true) == 0)
+	if (out_append(s, bye, sizeof(bye) - 1, true) == 0) {
+		protolog_reply(&s->pl, bye, sizeof(bye) - 1);
 		(void)flush_out(s);
+	}
 	session_close(s, why);
 }
 
@@ -407,12 +412,15 @@ session_committed(struct session *s, int err)
 		log_session(&s->lc, LOG_LVL_ERROR,
 		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
 		            env->mail_from, strerror(err));
+		protolog_infof(&s->pl, "not queued", "%s %s", s->msg_id, strerror(err));
 	} else {
 		s->messages++;
 		log_session(&s->lc, LOG_LVL_INFO,
 		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
 		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
 		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
+		protolog_infof(&s->pl, "queued", "%s %llu", s->msg_id,
+		               (unsigned long long)env->size);
 	}
 	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
 	session_run(s);
@@ -434,10 +442,12 @@ drive_handshake(struct session *s)
 	want_write(s, false);
 	if (r < 0) {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
+		protolog_infof(&s->pl, "TLS", "handshake failed: %s", s->c.error);
 		smtp_tls_done(s->smtp, false);
 	} else {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
 		            tls_cipher(s->c.tls));
+		protolog_tls(&s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
 		smtp_tls_done(s->smtp, true);
 	}
 	idle_timer(s, false);
@@ -509,6 +519,7 @@ session_run(struct session *s)
 				out_failed(s);
 				return;
 			}
+			protolog_reply(&s->pl, a.text, a.len);
 			break;
 		case SMTP_STARTTLS:
 			if (flush_out(s) != 1) {
@@ -542,6 +553,11 @@ session_run(struct session *s)
 			break;
 		case SMTP_LOG:
 			log_session(&s->lc, (enum log_level)a.level, "%.*s", (int)a.len, a.text);
+			break;
+		case SMTP_COMMAND: /* only for verbose connectors (policy log_commands) */
+			log_session(&s->lc, LOG_LVL_INFO, "< %.*s",
+			            (int)(a.len < 200 ? a.len : 200), a.text);
+			protolog_command(&s->pl, a.text, a.len);
 			break;
 		case SMTP_CLOSE:
 			s->closing = true;
@@ -687,6 +703,7 @@ tarpit_cb(evutil_socket_t fd, short what, void *arg)
 		out_failed(s);
 		return;
 	}
+	protolog_reply(&s->pl, s->tarpit_text, s->tarpit_len);
 	free(s->tarpit_text);
 	s->tarpit_text = NULL;
 	session_run(s);
@@ -737,6 +754,11 @@ session_init(struct session *s, struct session_host *h, struct inbox_item *it, u
 	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
 	snprintf(s->id, sizeof(s->id), "%08llX", (unsigned long long)seq);
 	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
+	char remote[ENDPOINT_STRLEN];
+	struct endpoint rep = {.addr = s->remote, .port = it->rport};
+	endpoint_format(&rep, remote, sizeof(remote));
+	protolog_session_init(&s->pl, s->k->protocol_logging_level == PROTOLOG_VERBOSE, s->k->name,
+	                      s->id, s->local_text, remote);
 }
 
 void
@@ -770,6 +792,8 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 	h->sessions = s;
 	atomic_fetch_add(&h->n_sessions, 1);
 	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
+	protolog_connect(&s->pl);
+	protolog_info(&s->pl, "connector", s->k->name);
 	if (h->shutting_down)
 		smtp_shutdown(s->smtp);
 	session_run(s);
@@ -844,6 +868,7 @@ session_release_all(struct session_host *h)
 		event_del(&s->ev_life);
 		event_del(&s->ev_tarpit);
 		event_del(&s->ev_stall);
+		protolog_disconnect(&s->pl, false);
 		session_free(s);
 	}
 }

@@ -271,6 +271,23 @@ goodbye(struct smtp *s, const char *fmt, ...)
 static void slog(struct smtp *s, int level, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
+/* Queues an action whose text (at most LOG_MAX bytes) is copied to the arena. */
+static void
+push_text(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, int level)
+{
+	if (s->failed)
+		return;
+	if (len + 1 > TEXT_ARENA - s->arena_len) {
+		fail(s, "the text arena is full", s->arena_len + len + 1);
+		return;
+	}
+	char *p = s->arena + s->arena_len;
+	memcpy(p, text, len);
+	p[len] = '\0';
+	s->arena_len += len + 1;
+	push(s, kind, p, len, 0, level);
+}
+
 static void
 slog(struct smtp *s, int level, const char *fmt, ...)
 {
@@ -292,15 +309,7 @@ slog(struct smtp *s, int level, const char *fmt, ...)
 		len = LOG_MAX; /* cut, and says so */
 		memcpy(line + len - 3, "...", 3);
 	}
-	if (len + 1 > TEXT_ARENA - s->arena_len) {
-		fail(s, "the text arena is full", s->arena_len + len + 1);
-		return;
-	}
-	char *p = s->arena + s->arena_len;
-	memcpy(p, line, len);
-	p[len] = '\0';
-	s->arena_len += len + 1;
-	push(s, SMTP_LOG, p, len, 0, level);
+	push_text(s, SMTP_LOG, line, len, level);
 }
 
 static void
@@ -861,10 +870,14 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 	alen = len - (size_t)(arg - line);
 
 	if (s->pol.log_commands) {
-		/* an AUTH argument is a credential, refused or not: never logged */
+		/* an AUTH argument is a credential, refused or not: never logged (RFC 4954 §4) */
 		bool auth = vl == 4 && strncasecmp(line, "AUTH", 4) == 0 && vl < len;
-		size_t shown = auth ? vl : len < 200 ? len : 200;
-		slog(s, LOG_LVL_INFO, "< %.*s%s", (int)shown, line, auth ? " ***" : "");
+		if (auth) {
+			char hidden[] = "AUTH ****"; /* the verb as the client wrote it */
+			memcpy(hidden, line, 4);
+			push_text(s, SMTP_COMMAND, hidden, sizeof(hidden) - 1, 0);
+		} else
+			push_text(s, SMTP_COMMAND, line, len < LOG_MAX ? len : LOG_MAX, 0);
 	}
 
 	if (memchr(line, '\0', len)) {

@@ -61,6 +61,8 @@ enum smtp_kind {
 	SMTP_MSG_END,   /* the message is complete: commit it, answer smtp_msg_committed() */
 	SMTP_MSG_ABORT, /* discard the message begun */
 	SMTP_LOG,       /* a line for the log: text, with level (enum log_level) */
+	SMTP_COMMAND,   /* with policy log_commands: a command line as received, for the
+	                 * protocol log (text, no CRLF; AUTH's arguments replaced by "****") */
 	SMTP_CLOSE,     /* send what is queued and close the connection */
 };
 
@@ -114,7 +116,7 @@ struct smtp_policy {
 	bool starttls;    /* the connector offers STARTTLS (with tls_available) */
 	bool require_tls; /* MAIL only after STARTTLS */
 	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
-	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as a log action */
+	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as SMTP_COMMAND */
 
 	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);

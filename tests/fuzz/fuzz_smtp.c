@@ -334,6 +334,12 @@ drain(struct run *r)
 			if (!a.text)
 				abort();
 			break;
+		case SMTP_COMMAND: /* one line, a credential never shown */
+			if (!a.text || memchr(a.text, '\n', a.len) || a.len > 512 ||
+			    (a.len > 5 && strncasecmp(a.text, "AUTH ", 5) == 0 &&
+			     strcasecmp(a.text, "AUTH ****") != 0))
+				abort();
+			break;
 		case SMTP_CLOSE:
 			if (r->in_msg || r->expect_250)
 				abort(); /* a begun message must be aborted first, a committed one told */

@@ -984,6 +984,15 @@ drain(struct drive *d)
 				buf_adds(d->logs, "\n");
 			}
 			break;
+		case SMTP_COMMAND:
+			if (!a.text)
+				violation(d, "SMTP_COMMAND without text");
+			else if (d->logs) {
+				buf_adds(d->logs, "< ");
+				buf_add(d->logs, a.text, a.len);
+				buf_adds(d->logs, "\n");
+			}
+			break;
 		case SMTP_CLOSE:
 			if (d->in_msg)
 				violation(d, "SMTP_CLOSE with a message open and not aborted");
