@@ -4,6 +4,7 @@ import csv
 import glob
 import io
 import os
+import pwd
 import re
 import stat
 
@@ -144,3 +145,39 @@ def test_no_directory_no_log_and_a_world_writable_one_is_refused(daemon):
     assert daemon.start(expect_fail=True) != 0
     assert re.search(r"protocol-log-directory .* writable by every user", daemon.log())
     assert os.listdir(logdir) == []
+
+
+def sessions_in(logdir):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(logdir, "RECV*.LOG"))):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows += [r for r in csv.reader(l for l in f if not l.startswith("#"))]
+    return rows
+
+
+def test_a_reload_moves_the_log_and_a_client_hangup_is_remote(daemon):
+    first = os.path.join(daemon.dir, "first")
+    second = os.path.join(daemon.dir, "second")
+    os.makedirs(second, 0o750)
+    configure(daemon, first)
+    daemon.start()
+    with daemon.connect(source=ALLOWED) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("NOOP before-reload")[0] == 250
+        assert c.cmd("QUIT")[0] == 221
+        assert c.closed()
+    daemon.wait_log(r"closed: ", timeout=10)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(second, nobody.pw_uid, nobody.pw_gid)  # a reload runs as the run user
+    configure(daemon, second)
+    daemon.reload()
+    with daemon.connect(source=ALLOWED) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("NOOP after-reload")[0] == 250
+    daemon.wait_log(r"closed: ", timeout=10, count=2)
+    assert daemon.stop() == 0
+
+    a, b = sessions_in(first), sessions_in(second)
+    assert [r[7] for r in a if r[6] == "<"] == ["NOOP before-reload", "QUIT"]
+    assert [r[7] for r in b if r[6] == "<"] == ["NOOP after-reload"]
+    assert b[-1][6] == "-" and b[-1][8] == "Remote"  # the client hung up
