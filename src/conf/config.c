@@ -128,6 +128,7 @@ static int check_user(struct loader *, const char *, char *, size_t);
 static int check_maildir(struct loader *, const char *, char *, size_t);
 static int check_name_text(struct loader *, const char *, char *, size_t);
 static int check_relay(struct loader *, const char *, char *, size_t);
+static int check_endpoint(struct loader *, const char *, char *, size_t);
 
 #define ROOT(f) offsetof(struct config, f)
 #define CONN(f) offsetof(struct connector, f)
@@ -182,6 +183,12 @@ static const struct option options[] = {
         {SEC_ROOT, "protocol-log-max-age", K_DURATION, "30d", ROOT(protocol_log_max_age_ms),
          3600000, 315360000000ull, false, NULL, NULL,
          "Protocol log files last modified longer ago than this are deleted (checked hourly)."},
+        {SEC_ROOT, "metrics-listen", K_STR, NULL, ROOT(metrics_listen), 0, 0, false, NULL,
+         check_endpoint,
+         "`IP:PORT` (`[IPv6]:PORT` for IPv6) where Prometheus metrics are served over HTTP "
+         "at `GET /metrics`. Unset: no metrics endpoint. The endpoint has no authentication: "
+         "give it a loopback or management address, or firewall it. It is bound at start, "
+         "before privileges are dropped; a change takes effect at the next start."},
         /* tls { } */
         {SEC_TLS, "certificate", K_PATH, NULL, ROOT(tls_certificate), 0, 0, false, NULL, NULL,
          "PEM certificate chain, leaf first."},
@@ -755,6 +762,15 @@ check_banner(struct loader *L, const char *s, char *err, size_t errlen)
 		return -1;
 	}
 	return check_name_text(L, s, err, errlen);
+}
+
+static int
+check_endpoint(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	struct endpoint ep;
+
+	(void)L;
+	return endpoint_parse(s, &ep, err, errlen);
 }
 
 static int
@@ -1849,6 +1865,7 @@ config_free(struct config *c)
 	free(c->relay);
 	free(c->relay_host);
 	free(c->relay_ca_file);
+	free(c->metrics_listen);
 	free(c);
 }
 

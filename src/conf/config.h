@@ -44,8 +44,13 @@ enum permission_group {
 
 enum protocol_log_level { PROTOLOG_NONE, PROTOLOG_VERBOSE };
 
+struct metrics_connector; /* obs/metrics.h: the daemon's, opaque here */
+
 struct connector {
 	char *name;
+	/* the connector's metrics handle: set by the daemon at load, before the snapshot is
+	 * shared (NULL elsewhere, and when the registry is full); never freed */
+	struct metrics_connector *metrics;
 	struct origin at; /* the connector's opening line */
 	unsigned index;   /* position in config.connectors */
 	enum usage usage;
@@ -126,6 +131,7 @@ struct config {
 	unsigned log_target; /* enum log_target */
 	unsigned log_level;  /* enum log_level_conf */
 	uint64_t drain_timeout_ms;
+	char *metrics_listen;                /* "IP:PORT" of the metrics endpoint, or NULL: none */
 	uint64_t max_side_file_size;         /* bytes in a ranges, recipients or preset file */
 	uint64_t max_side_file_line_length;  /* bytes in one of their lines */
 	char *protocol_log_directory;        /* NULL: no protocol log (obs/protolog.h) */

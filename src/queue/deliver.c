@@ -15,6 +15,7 @@
 #include "base/mailpath.h"
 #include "base/vec.h"
 #include "net/tls.h"
+#include "obs/metrics.h"
 #include "queue/dsn.h"
 #include "queue/maildir.h"
 #include "queue/relay.h"
@@ -259,6 +260,7 @@ deliver_submit(struct deliver *d, struct spool_entry *e)
 		return;
 	}
 	j->e = e;
+	metrics_queue_add(1);
 	pthread_mutex_lock(&d->mu);
 	if (d->ready_tail)
 		d->ready_tail->next = j;
@@ -326,6 +328,7 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 		free_job(j);
 		return -1;
 	}
+	metrics_queue_add(-1);
 	log_msg(LOG_LVL_INFO,
 	        "message %s removed from the queue by the administrator (from <%s>, "
 	        "%zu recipient%s)",
@@ -538,6 +541,7 @@ record(struct deliver *d, struct spool_entry *e, size_t n_pend, const char *dlin
 	char *all = NULL;
 
 	if (n_pend == 0) {
+		metrics_queue_add(-1);
 		if (spool_remove(d->sp, e) < 0)
 			log_msg(LOG_LVL_ERROR,
 			        "message %s settled but not removed from the spool: %s", e->id,
@@ -577,6 +581,9 @@ track(const struct spool_entry *e, const struct outcome *o, const bool *tried, c
 		const char *status = e->rcpt_state[i] == SPOOL_RCPT_DELIVERED ? "sent"
 		                     : bounced && bounced[i]                  ? "bounced"
 		                                                              : "deferred";
+		metrics_delivery(status[0] == 's'   ? METRICS_DELIVERED
+		                 : status[0] == 'b' ? METRICS_FAILED
+		                                    : METRICS_DEFERRED);
 		char dsn[32];
 		dsn_status(o[i].code, o[i].text, dsn, sizeof(dsn));
 		log_msg(strcmp(status, "sent") == 0 ? LOG_LVL_INFO : LOG_LVL_WARNING,

@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "base/vec.h"
+#include "obs/metrics.h"
 
 #define WBUF_SIZE 65536
 /* Envelope files kept in free/ for reuse; beyond this, removal unlinks. */
@@ -79,6 +80,7 @@ sync_failed(struct spool *sp, const char *what, int err)
 	int none = 0;
 	uint64_t n = atomic_fetch_add(&sp->sync_failures, 1) + 1;
 
+	metrics_spool_sync_failure();
 	if (err == 0)
 		err = EIO;
 	if (atomic_compare_exchange_strong(&sp->failed, &none, err))

@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "conf/selector.h"
+#include "obs/metrics.h"
 
 #define ACCEPT_BURST        64
 #define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
@@ -168,8 +169,11 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (listeners_exhausted(errno))
+			if (listeners_exhausted(errno)) {
+				metrics_refused(METRICS_REFUSED_FD_EXHAUSTED);
+				metrics_accept_paused();
 				listeners_pause(ls, ep, errno);
+			}
 			break;
 		}
 		if (ipaddr_from_sockaddr((struct sockaddr *)&ss, &remote, &rport) < 0) {
@@ -193,6 +197,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (k < 0) {
 			/* no connector: closed without a byte, as Exchange does */
 			close(fd);
+			metrics_refused(METRICS_REFUSED_NO_CONNECTOR);
 			if (log_enabled(LOG_LVL_INFO)) {
 				ipaddr_format(&remote, ip, sizeof(ip));
 				log_msg(LOG_LVL_INFO, "refused [%s]:%u on %s: no connector", ip,
@@ -204,6 +209,10 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		enum admit ad = admission_admit(ls->adm, kc, &remote);
 		if (ad != ADMIT_OK) {
 			ipaddr_format(&remote, ip, sizeof(ip));
+			metrics_refused(ad == ADMIT_SOURCE_FULL ? METRICS_REFUSED_SOURCE_LIMIT
+			                : ad == ADMIT_CONNECTOR_FULL
+			                        ? METRICS_REFUSED_CONNECTOR_LIMIT
+			                        : METRICS_REFUSED_NO_MEMORY);
 			if (ad == ADMIT_SOURCE_FULL) {
 				refuse(fd, "421 4.3.2 The maximum number of concurrent server "
 				           "connections has exceeded a per-source limit, closing "
@@ -225,6 +234,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (ls->handoff(fd, &remote, rport, &l->ep, k, ls->arg) < 0) {
+			metrics_refused(METRICS_REFUSED_NO_MEMORY);
 			admission_release(ls->adm, kc->name, &remote);
 			close(fd);
 		}

@@ -7,6 +7,7 @@
 
 #include "base/diag.h"
 #include "base/log.h"
+#include "obs/metrics.h"
 #include "obs/notify.h"
 
 struct reload {
@@ -100,6 +101,7 @@ reload_start(struct reload *r)
 		        "reload refused: cannot start a thread to read %s: %s; the running "
 		        "configuration stays",
 		        r->path, strerror(err));
+		metrics_config_reload(false);
 		notify_send("READY=1\nSTATUS=reload refused (cannot start a thread); the running "
 		            "configuration stays");
 		return;
@@ -140,6 +142,7 @@ reload_done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (!c) {
+		metrics_config_reload(false);
 		log_msg(LOG_LVL_ERROR,
 		        "reload refused: %zu error%s in %s; the running configuration stays",
 		        r->errors, r->errors == 1 ? "" : "s", r->path);
@@ -147,6 +150,7 @@ reload_done_cb(evutil_socket_t fd, short what, void *arg)
 		             "the running configuration stays",
 		             r->errors, r->errors == 1 ? "" : "s", r->path);
 	} else if (r->tls_failed) {
+		metrics_config_reload(false);
 		log_msg(LOG_LVL_ERROR, "reload refused: the TLS certificate or key cannot be "
 		                       "loaded; the running configuration stays");
 		notify_send("READY=1\nSTATUS=reload refused: the TLS certificate or key cannot be "
@@ -155,6 +159,7 @@ reload_done_cb(evutil_socket_t fd, short what, void *arg)
 		tls_ctx_unref(t);
 	} else {
 		size_t n = c->n_connectors;
+		metrics_config_reload(true);
 		r->apply(c, t, r->arg);
 		notify_sendf("READY=1\nSTATUS=configuration reloaded: %zu connector%s", n,
 		             n == 1 ? "" : "s");

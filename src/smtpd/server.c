@@ -16,6 +16,8 @@
 #include "base/log.h"
 #include "conf/config.h"
 #include "net/tls.h"
+#include "obs/metrics.h"
+#include "obs/metrics_http.h"
 #include "obs/notify.h"
 #include "obs/protolog.h"
 #include "queue/deliver.h"
@@ -55,6 +57,10 @@ struct server {
 	struct event *src_sweep;
 
 	struct reload *rl;
+
+	int metrics_fd; /* bound before the privilege drop; -1 once served or when off */
+	struct metrics_http *mh;
+	uint64_t generation; /* configurations that became the running one */
 };
 
 static struct server S;
@@ -105,6 +111,69 @@ handoff_cb(int fd, const struct ipaddr *remote, uint16_t rport, const struct end
 	                       S.tls ? tls_ctx_ref(S.tls) : NULL, k);
 }
 
+/* ---- metrics -------------------------------------------------------------------------- */
+
+/* A configuration about to become the running one: each connector gets its series'
+ * handle before any session can see the snapshot. */
+static void
+config_metrics(struct config *c)
+{
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		c->connectors[i].metrics = metrics_connector(c->connectors[i].name);
+		if (!c->connectors[i].metrics)
+			log_msg(LOG_LVL_WARNING,
+			        "metrics: connector \"%s\" has no series of its own (%s); only the "
+			        "totals count its sessions",
+			        c->connectors[i].name, strerror(errno));
+	}
+	metrics_config_loaded(++S.generation, (double)time(NULL));
+}
+
+/* Binds metrics-listen while still root (a port below 1024 needs it). */
+static int
+metrics_bind(void)
+{
+	char err[512];
+
+	S.metrics_fd = -1;
+	if (!S.cfg->metrics_listen)
+		return 0;
+	S.metrics_fd = metrics_http_listen(S.cfg->metrics_listen, err, sizeof(err));
+	if (S.metrics_fd < 0) {
+		log_msg(LOG_LVL_ERROR, "metrics-listen: %s; not starting", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+metrics_serve(void)
+{
+	char err[512];
+	int fd = S.metrics_fd;
+
+	if (fd < 0)
+		return 0;
+	S.metrics_fd = -1; /* the server owns it from here on, failure included */
+	if (!(S.mh = metrics_http_start(fd, err, sizeof(err)))) {
+		log_msg(LOG_LVL_ERROR, "metrics-listen %s: %s; not starting", S.cfg->metrics_listen,
+		        err);
+		return -1;
+	}
+	log_msg(LOG_LVL_INFO, "metrics on http://%s/metrics", S.cfg->metrics_listen);
+	return 0;
+}
+
+static void
+metrics_stop(void)
+{
+	if (S.metrics_fd >= 0)
+		close(S.metrics_fd);
+	S.metrics_fd = -1;
+	metrics_http_stop(S.mh);
+	S.mh = NULL;
+}
+
 /* ---- the snapshot's swap and the drain --------------------------------------------------------------------- */
 
 static int protolog_apply(const struct config *c);
@@ -121,6 +190,14 @@ apply_snapshot_cb(struct config *c, struct tls_ctx *t, void *arg)
 	if (c->workers && c->workers != S.n_workers)
 		log_msg(LOG_LVL_WARNING, "workers = %llu takes effect at the next start",
 		        (unsigned long long)c->workers);
+	const char *ml = S.cfg->metrics_listen, *nml = c->metrics_listen;
+	if (ml ? !nml || strcmp(ml, nml) != 0 : nml != NULL)
+		log_msg(LOG_LVL_WARNING,
+		        "metrics-listen = \"%s\" takes effect at the next start; metrics stay "
+		        "%s%s%s",
+		        nml ? nml : "", ml ? "on http://" : "off", ml ? ml : "",
+		        ml ? "/metrics" : "");
+	config_metrics(c);
 	pthread_mutex_lock(&S.mu);
 	old = S.cfg;
 	oldt = S.tls;
@@ -332,7 +409,9 @@ server_run(const char *path)
 	long uid, gid;
 	int rc = 1;
 
+	metrics_init();
 	memset(&S, 0, sizeof(S));
+	S.metrics_fd = -1;
 	S.path = path;
 	pthread_mutex_init(&S.mu, NULL);
 	log_init("mxgate", false, LOG_LVL_INFO);
@@ -347,6 +426,7 @@ server_run(const char *path)
 		log_msg(LOG_LVL_WARNING, "%s; systemd will not hear that mxgate is ready", err);
 	if (reload_read_tls(S.cfg, &S.tls) < 0)
 		goto out;
+	config_metrics(S.cfg);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	if (evthread_use_pthreads() < 0 || !(S.adm = admission_new()) ||
@@ -382,7 +462,8 @@ server_run(const char *path)
 	}
 	if (protolog_prepare(S.cfg, uid, gid) < 0)
 		goto out;
-	if (privileges_become(uid, gid) < 0 || protolog_apply(S.cfg) < 0)
+	if (metrics_bind() < 0 || privileges_become(uid, gid) < 0 || protolog_apply(S.cfg) < 0 ||
+	    metrics_serve() < 0)
 		goto out;
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -436,6 +517,8 @@ out:
 		event_base_free(S.base);
 	tls_ctx_unref(S.tls);
 	config_unref(S.cfg);
+	metrics_stop();
+	metrics_shutdown(); /* every thread that updates is joined */
 	libevent_global_shutdown();
 	return rc;
 }

@@ -16,6 +16,7 @@
 #include "conf/config.h"
 #include "net/conn.h"
 #include "net/tls.h"
+#include "obs/metrics.h"
 #include "obs/protolog.h"
 #include "smtpd/policy.h"
 #include "smtpd/smtp.h"
@@ -61,6 +62,7 @@ struct session {
 	struct spool_msg *msg;
 	char msg_id[SPOOL_ID_LEN + 1];
 	bool maildir_prefix;
+	struct timespec data_end; /* CLOCK_MONOTONIC at the end of data */
 	unsigned messages;
 	struct session *prev, *next;
 	/* the spool's answer travels in this item: posting it can never fail for lack of
@@ -287,6 +289,7 @@ session_free(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	admission_release(h->adm, s->k->name, &s->remote);
+	metrics_session_closed(s->k->metrics);
 	smtp_free(s->smtp);
 	tls_ctx_unref(s->tls);
 	config_unref(s->cfg);
@@ -372,6 +375,7 @@ end_message(struct session *s)
 	char *rcpts[1];
 	char **list = env->n_rcpts <= 1 ? rcpts : calloc(env->n_rcpts, sizeof(char *));
 
+	clock_gettime(CLOCK_MONOTONIC, &s->data_end);
 	if (!list) {
 		smtp_msg_committed(s->smtp, false, NULL);
 		spool_msg_abort(s->msg);
@@ -414,6 +418,12 @@ session_committed(struct session *s, int err)
 		            env->mail_from, strerror(err));
 		protolog_infof(&s->pl, "not queued", "%s %s", s->msg_id, strerror(err));
 	} else {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		int64_t ns = (int64_t)(now.tv_sec - s->data_end.tv_sec) * 1000000000 +
+		             (now.tv_nsec - s->data_end.tv_nsec);
+		metrics_commit_observe(ns > 0 ? (uint64_t)ns : 0);
+		metrics_message_queued(s->k->metrics, env->size);
 		s->messages++;
 		log_session(&s->lc, LOG_LVL_INFO,
 		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
@@ -443,11 +453,13 @@ drive_handshake(struct session *s)
 	if (r < 0) {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
 		protolog_infof(&s->pl, "TLS", "handshake failed: %s", s->c.error);
+		metrics_tls_failed();
 		smtp_tls_done(s->smtp, false);
 	} else {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
 		            tls_cipher(s->c.tls));
 		protolog_tls(&s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
+		metrics_tls_session(tls_version(s->c.tls));
 		smtp_tls_done(s->smtp, true);
 	}
 	idle_timer(s, false);
@@ -455,6 +467,17 @@ drive_handshake(struct session *s)
 }
 
 /* -- the action loop -- */
+
+/* A 4xx/5xx answer to MAIL, RCPT, DATA or the end of data counts against the connector. */
+static void
+count_refusal(struct session *s, const struct smtp_action *a)
+{
+	if (!a->transaction || a->len < 3 || (a->text[0] != '4' && a->text[0] != '5'))
+		return;
+	unsigned code = (unsigned)(a->text[0] - '0') * 100 + (unsigned)(a->text[1] - '0') * 10 +
+	                (unsigned)(a->text[2] - '0');
+	metrics_message_rejected(s->k->metrics, code);
+}
 
 static void
 session_run(struct session *s)
@@ -515,6 +538,7 @@ session_run(struct session *s)
 			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
 				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
 				            a.text);
+			count_refusal(s, &a);
 			if (out_append(s, a.text, a.len, false) < 0) {
 				out_failed(s);
 				return;
@@ -791,6 +815,7 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 		h->sessions->prev = s;
 	h->sessions = s;
 	atomic_fetch_add(&h->n_sessions, 1);
+	metrics_session_opened(s->k->metrics);
 	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
 	protolog_connect(&s->pl);
 	protolog_info(&s->pl, "connector", s->k->name);

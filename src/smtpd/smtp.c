@@ -91,6 +91,7 @@ struct smtp {
 	struct smtp_envelope env;
 
 	/* message text */
+	bool txn_step; /* the step answers MAIL, RCPT, DATA or the end of data */
 	bool msg_open; /* begun, and no SMTP_MSG_END or SMTP_MSG_ABORT queued yet */
 	bool in_header, aborted, too_big, long_line, has_nul, header_too_big;
 	uint64_t msg_size, header_size;
@@ -117,6 +118,7 @@ step_begin(struct smtp *s)
 {
 	if (s->qlen == 0)
 		s->arena_len = 0;
+	s->txn_step = false;
 }
 
 /* Records that a bound was broken; the first reason is kept.  From here on nothing is
@@ -143,8 +145,13 @@ push(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, unsigned
 		s->msg_open = false;
 	if (kind == SMTP_CLOSE)
 		s->close_queued = true;
-	s->q[(s->qhead + s->qlen) % MAX_ACTIONS] = (struct smtp_action){
-	        .kind = kind, .text = text, .len = len, .delay_ms = delay, .level = level};
+	s->q[(s->qhead + s->qlen) % MAX_ACTIONS] =
+	        (struct smtp_action){.kind = kind,
+	                             .text = text,
+	                             .len = len,
+	                             .delay_ms = delay,
+	                             .level = level,
+	                             .transaction = kind == SMTP_REPLY && s->txn_step};
 	s->qlen++;
 }
 
@@ -880,12 +887,14 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 			push_text(s, SMTP_COMMAND, line, len < LOG_MAX ? len : LOG_MAX, 0);
 	}
 
+	s->txn_step = false;
 	if (memchr(line, '\0', len)) {
 		reply(s, "500 5.5.2 NUL in command");
 		protocol_error(s);
 		return;
 	}
 #define VERB(w) (vl == sizeof(w) - 1 && strncasecmp(line, w, vl) == 0)
+	s->txn_step = VERB("MAIL") || VERB("RCPT") || VERB("DATA");
 	if (VERB("EHLO"))
 		cmd_helo(s, arg, alen, true);
 	else if (VERB("HELO"))
@@ -1058,6 +1067,7 @@ end_of_data(struct smtp *s)
 {
 	const struct smtp_policy *k = &s->pol;
 
+	s->txn_step = true;
 	s->env.size = s->msg_size;
 	s->env.received_hops = s->hops;
 	if (s->too_big) {
@@ -1282,6 +1292,7 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	if (s->st != ST_BEGIN)
 		return;
 	step_begin(s);
+	s->txn_step = true;
 	if (!ok) {
 		if (s->timeout_pending)
 			goodbye(s, "452 4.3.1 Insufficient system resources");
@@ -1314,6 +1325,7 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 	if (s->st != ST_COMMIT)
 		return;
 	step_begin(s);
+	s->txn_step = true;
 	if (ok)
 		reply(s, "250 2.6.0 <%.64s> Queued mail for delivery", queue_id ? queue_id : "");
 	else if (s->timeout_pending)

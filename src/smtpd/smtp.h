@@ -72,6 +72,9 @@ struct smtp_action {
 	size_t len;
 	unsigned delay_ms; /* SMTP_REPLY: tarpit delay before sending */
 	int level;         /* SMTP_LOG */
+	/* SMTP_REPLY: it answers MAIL, RCPT, DATA or the end of the data (what the
+	 * metrics count as a refused transaction when the code is 4xx or 5xx) */
+	bool transaction;
 };
 
 struct smtp_rcpt {
