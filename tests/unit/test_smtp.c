@@ -503,6 +503,48 @@ to_data(struct smtp *s)
 	expect_action(s, SMTP_NONE, NULL);
 }
 
+/* The replies the metrics count as refused transactions are marked: answers to MAIL, RCPT,
+ * DATA and the end of data (and a failed commit), never the banner, EHLO or other
+ * commands. */
+Test(smtp_api, transaction_replies_are_marked)
+{
+	struct tx_session *t = tx_session_new("");
+	struct smtp_action a;
+
+	cr_assert_not_null(t);
+	a = expect_action(t->smtp, SMTP_REPLY, "220 ");
+	cr_expect(!a.transaction);
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "EHLO c.example\r\n");
+	cr_expect(!expect_action(t->smtp, SMTP_REPLY, "250-").transaction);
+	put(t->smtp, "MAIL FROM:<a@c.example>\r\n");
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "250 2.1.0").transaction);
+	put(t->smtp, "RCPT TO:<x@elsewhere.example>\r\n");
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "550 ").transaction);
+	cr_expect(!expect_action(t->smtp, SMTP_LOG, NULL).transaction); /* relay denied */
+	put(t->smtp, "NOOP\r\n");
+	cr_expect(!expect_action(t->smtp, SMTP_REPLY, "250 ").transaction);
+	put(t->smtp, "FOO\r\n");
+	cr_expect(!expect_action(t->smtp, SMTP_REPLY, "500 ").transaction);
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "250 2.1.5").transaction);
+	put(t->smtp, "DATA\r\n");
+	expect_action(t->smtp, SMTP_MSG_BEGIN, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_msg_begun(t->smtp, true);
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "354 ").transaction);
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "Subject: x\r\n\r\nbody\r\n.\r\n");
+	expect_action(t->smtp, SMTP_MSG_DATA, NULL);
+	expect_action(t->smtp, SMTP_MSG_END, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_msg_committed(t->smtp, false, NULL);
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "452 4.3.1").transaction);
+	put(t->smtp, "QUIT\r\n");
+	cr_expect(!expect_action(t->smtp, SMTP_REPLY, "221 ").transaction);
+	tx_session_free(t);
+}
+
 /* A timeout while the daemon commits waits for the commit's outcome: a 421 for a message
  * that commits anyway makes the sender send it again, a duplicate.  The 250 goes first,
  * then the 421; no MSG_ABORT follows the MSG_END (the commit is the daemon's to finish). */
