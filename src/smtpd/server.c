@@ -140,7 +140,7 @@ metrics_bind(void)
 		return 0;
 	S.metrics_fd = metrics_http_listen(S.cfg->metrics_listen, err, sizeof(err));
 	if (S.metrics_fd < 0) {
-		log_msg(LOG_LVL_ERROR, "metrics-listen: %s; not starting", err);
+		log_msg(LOG_LVL_ERROR, "%s; not starting", err);
 		return -1;
 	}
 	return 0;
@@ -156,8 +156,8 @@ metrics_serve(void)
 		return 0;
 	S.metrics_fd = -1; /* the server owns it from here on, failure included */
 	if (!(S.mh = metrics_http_start(fd, err, sizeof(err)))) {
-		log_msg(LOG_LVL_ERROR, "metrics-listen %s: %s; not starting", S.cfg->metrics_listen,
-		        err);
+		log_msg(LOG_LVL_ERROR, "%s (metrics-listen %s); not starting", err,
+		        S.cfg->metrics_listen);
 		return -1;
 	}
 	log_msg(LOG_LVL_INFO, "metrics on http://%s/metrics", S.cfg->metrics_listen);

@@ -3,6 +3,7 @@ sessions, GET /metrics parsed with prometheus_client's own parser gives the exac
 every series issue 11 names; any other path is 404."""
 import re
 import smtplib
+import socket
 import ssl
 import time
 import urllib.error
@@ -139,6 +140,17 @@ def test_metrics_listen_is_checked(daemon):
     daemon.configure(top='metrics-listen = "localhost:9100"')
     assert daemon.start(expect_fail=True) != 0
     assert "metrics-listen" in daemon.log()
+
+
+def test_metrics_port_taken_stops_the_start(daemon):
+    mport = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", mport))
+        s.listen(1)
+        daemon.configure(top=f'metrics-listen = "127.0.0.1:{mport}"')
+        assert daemon.start(expect_fail=True) != 0
+    assert re.search(rf"metrics-listen 127\.0\.0\.1:{mport}: cannot listen: Address already "
+                     r"in use; not starting", daemon.log()), daemon.log()
 
 
 def test_reload_keeps_the_metrics_endpoint(started):
