@@ -57,6 +57,7 @@ struct deliver {
 	struct job *waiting; /* sorted by due */
 	struct job *busy;    /* being delivered; listed but not touched */
 	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
+	time_t oldest_at;    /* when mxgate_queue_oldest_... was last computed */
 	bool maildir_failed; /* a Maildir sync failed: no Maildir delivery is settled again */
 	bool stop;
 
@@ -70,6 +71,7 @@ struct deliver {
 };
 
 static void *deliver_main(void *arg);
+static void queue_oldest(struct deliver *d, time_t now, bool force);
 
 struct deliver *
 deliver_new(struct spool *sp, deliver_config_fn get_config, void *arg, unsigned threads)
@@ -318,6 +320,8 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 	}
 	if (!unlink_job(&d->ready, &d->ready_tail, id, &j))
 		unlink_job(&d->waiting, NULL, id, &j);
+	if (j)
+		queue_oldest(d, time(NULL), true);
 	pthread_mutex_unlock(&d->mu);
 	if (!j) {
 		snprintf(err, errlen, "no message %s in the queue", id);
@@ -1028,6 +1032,30 @@ relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 
 /* ---- the threads ----------------------------------------------------------------------- */
 
+/* Sets mxgate_queue_oldest_message_timestamp_seconds (0: empty) from every listed
+ * message; under d->mu.  A walk of the queue, so at most once a second while batches
+ * run (a long queue costs a millisecond), and always before the thread sleeps, so an
+ * idle gauge is never stale. */
+static void
+queue_oldest(struct deliver *d, time_t now, bool force)
+{
+	time_t oldest = 0;
+
+	if (!force && now == d->oldest_at)
+		return;
+	d->oldest_at = now;
+	for (struct job *j = d->ready; j; j = j->next)
+		if (!oldest || j->e->received < oldest)
+			oldest = j->e->received;
+	for (struct job *j = d->waiting; j; j = j->next)
+		if (!oldest || j->e->received < oldest)
+			oldest = j->e->received;
+	for (struct job *j = d->busy; j; j = j->bnext)
+		if (!oldest || j->e->received < oldest)
+			oldest = j->e->received;
+	metrics_queue_oldest((double)oldest);
+}
+
 static void *
 deliver_main(void *arg)
 {
@@ -1055,6 +1083,7 @@ deliver_main(void *arg)
 		bool relay = cfg && cfg->relay;
 		if (!cfg || !d->ready || (!relay && d->maildir_busy)) {
 			config_unref(cfg);
+			queue_oldest(d, now, true);
 			if (d->waiting && !d->ready) {
 				struct timespec ts = {.tv_sec = d->waiting->due};
 				pthread_cond_timedwait(&d->cv, &d->mu, &ts);
@@ -1063,6 +1092,7 @@ deliver_main(void *arg)
 			}
 			continue;
 		}
+		queue_oldest(d, now, false);
 		/* take a batch; list it as busy (copies of the entries' pointers) */
 		size_t max = relay ? RELAY_BATCH : MAILDIR_BATCH, n = 1;
 		struct job *batch = d->ready, *last = batch;

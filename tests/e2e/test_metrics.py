@@ -3,6 +3,7 @@ sessions, GET /metrics parsed with prometheus_client's own parser gives the exac
 every series issue 11 names; any other path is 404."""
 import re
 import smtplib
+import subprocess
 import socket
 import ssl
 import time
@@ -13,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import ALLOWED, DENIED, free_port
-from helpers_ops import expect, zero_bytes
+from daemon import BIN
+from helpers_ops import block_delivery, expect, unblock_delivery, zero_bytes
 
 
 def scrape(port):
@@ -165,3 +167,35 @@ def test_reload_keeps_the_metrics_endpoint(started):
     daemon.reload(expect_ok=True)
     daemon.wait_log(rf'metrics-listen = "127\.0\.0\.1:{other}" takes effect at the next start')
     assert value(scrape(mport), "mxgate_config_generation") == 2
+
+
+def test_queue_gauges_follow_a_deferred_message(daemon):
+    """A message whose delivery fails stays queued: the queue gauge says 1 and the
+    oldest-message gauge its arrival; once delivered, 1 delivered and both gauges 0."""
+    mport = free_port()
+    block_delivery(daemon)
+    daemon.configure(top=f'metrics-listen = "127.0.0.1:{mport}"')
+    daemon.start()
+    sent_after = int(time.time())
+    c = daemon.connect(source=ALLOWED)
+    expect(c, 220)
+    expect(c, 250, "EHLO client.example")
+    message(c, "tok-q")
+    expect(c, 221, "QUIT")
+    sent_before = time.time()
+    v = wait_for(mport, "mxgate_deliveries_total", 1, result="deferred")
+    assert value(v, "mxgate_deliveries_total", result="deferred") == 1
+    assert value(v, "mxgate_deliveries_total", result="delivered") == 0
+    assert value(v, "mxgate_queue_messages") == 1
+    oldest = value(v, "mxgate_queue_oldest_message_timestamp_seconds")
+    assert sent_after <= oldest <= sent_before, (sent_after, oldest, sent_before)
+
+    unblock_delivery(daemon)
+    r = subprocess.run([BIN, "queue", "-c", daemon.conf, "flush"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    v = wait_for(mport, "mxgate_deliveries_total", 1, result="delivered")
+    v = wait_for(mport, "mxgate_queue_oldest_message_timestamp_seconds", 0)
+    assert value(v, "mxgate_deliveries_total", result="delivered") == 1
+    assert value(v, "mxgate_queue_messages") == 0
+    assert value(v, "mxgate_queue_oldest_message_timestamp_seconds") == 0
