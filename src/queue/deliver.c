@@ -58,6 +58,7 @@ struct deliver {
 	struct job *busy;    /* being delivered; listed but not touched */
 	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
 	time_t oldest_at;    /* when mxgate_queue_oldest_... was last computed */
+	time_t oldest;       /* what it found (0: the queue was empty) */
 	bool maildir_failed; /* a Maildir sync failed: no Maildir delivery is settled again */
 	bool stop;
 
@@ -1034,14 +1035,15 @@ relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 
 /* Sets mxgate_queue_oldest_message_timestamp_seconds (0: empty) from every listed
  * message; under d->mu.  A walk of the queue, so at most once a second while batches
- * run (a long queue costs a millisecond), and always before the thread sleeps, so an
- * idle gauge is never stale. */
+ * run (a long queue costs a millisecond), but always when it was empty (a first message
+ * shows before its first attempt) and before the thread sleeps, so an idle gauge is
+ * never stale. */
 static void
 queue_oldest(struct deliver *d, time_t now, bool force)
 {
 	time_t oldest = 0;
 
-	if (!force && now == d->oldest_at)
+	if (!force && now == d->oldest_at && d->oldest)
 		return;
 	d->oldest_at = now;
 	for (struct job *j = d->ready; j; j = j->next)
@@ -1053,6 +1055,7 @@ queue_oldest(struct deliver *d, time_t now, bool force)
 	for (struct job *j = d->busy; j; j = j->bnext)
 		if (!oldest || j->e->received < oldest)
 			oldest = j->e->received;
+	d->oldest = oldest;
 	metrics_queue_oldest((double)oldest);
 }
 
