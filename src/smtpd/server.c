@@ -399,15 +399,13 @@ raise_fd_limit(void)
 		        (unsigned long long)want);
 }
 
-int
-server_run(const char *path)
+/* The first steps of a start: the registries, the log and the configuration.  -1 (said
+ * in the log) when the configuration has errors. */
+static int
+start_config(const char *path)
 {
 	size_t errors;
-	struct event *sigs[4] = {0};
-	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
 	char err[512];
-	long uid, gid;
-	int rc = 1;
 
 	metrics_init();
 	memset(&S, 0, sizeof(S));
@@ -419,11 +417,25 @@ server_run(const char *path)
 	if (!S.cfg) {
 		log_msg(LOG_LVL_ERROR, "%zu error%s in %s; not starting", errors,
 		        errors == 1 ? "" : "s", path);
-		return 1;
+		return -1;
 	}
 	log_init("mxgate", S.cfg->log_target == LOG_TO_SYSLOG, (enum log_level)S.cfg->log_level);
 	if (notify_init(err, sizeof(err)) < 0)
 		log_msg(LOG_LVL_WARNING, "%s; systemd will not hear that mxgate is ready", err);
+	return 0;
+}
+
+int
+server_run(const char *path)
+{
+	struct event *sigs[4] = {0};
+	const int signums[4] = {SIGHUP, SIGTERM, SIGINT, 0};
+	char err[512];
+	long uid, gid;
+	int rc = 1;
+
+	if (start_config(path) < 0)
+		return 1;
 	if (reload_read_tls(S.cfg, &S.tls) < 0)
 		goto out;
 	config_metrics(S.cfg);
