@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 
 DOMAIN = "example.test"
@@ -114,14 +115,18 @@ def proc_pss_kib(pid):
     return 0
 
 
-def proc_cpu_seconds(pid):
-    """User plus system CPU time of a process (every thread), in seconds."""
+def proc_cpu_seconds(pid, reaped=False):
+    """User plus system CPU time of a process (every thread), in seconds; with reaped, also
+    that of its children that have exited and been waited for."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def proc_children(pid):
@@ -289,14 +294,18 @@ class Mxgate(Server):
         self.port = free_port()
         self.proc = None
         self.logf = None
+        self.cpus = None       # "0" or "0,1": started under taskset -c
 
     def log_path(self):
         return os.path.join(self.dir, "mxgate.log")
 
     def configure(self, ranges=('"127.0.0.1-127.0.0.2"', '"127.0.0.4-127.255.255.254"'),
-                  log_level="warning", tls=None, connector_extra="", extra=""):
+                  log_level="warning", tls=None, connector_extra="", extra="", workers=None,
+                  relay=None, relay_tls="none", relay_connections=4):
         """One connector for the benchmark clients: anonymous, no tarpit, no connection
-        limits; 127.0.0.3 (the denied client) is outside its ranges."""
+        limits; 127.0.0.3 (the denied client) is outside its ranges.  Mail goes into a
+        Maildir, or with relay ("HOST:PORT") to that next hop over relay_connections
+        connections, STARTTLS as relay_tls says."""
         tls_text = ""
         auth = ""
         if tls:
@@ -310,8 +319,10 @@ class Mxgate(Server):
             accepted-domains = {{ "{DOMAIN}" }}
             log = stderr
             log-level = {log_level}
-            deliver {{ maildir = "{self.dir}/mail/%d/%u" }}
-            """) + tls_text + textwrap.dedent(f"""\
+            """) + (f"workers = {workers}\n" if workers is not None else "") + (
+            f'deliver {{\n  relay = "{relay}"\n  relay-tls = {relay_tls}\n'
+            f'  relay-connections = {relay_connections}\n}}\n' if relay else
+            f'deliver {{ maildir = "{self.dir}/mail/%d/%u" }}\n') + tls_text + textwrap.dedent(f"""\
             connector "Bench" {{
               usage = custom
               permission-groups = {{ anonymous-users }}
@@ -335,7 +346,8 @@ class Mxgate(Server):
 
     def start(self, probe_source="127.0.0.2"):
         self.logf = open(self.log_path(), "ab")
-        self.proc = subprocess.Popen([self.bin, "run", "-c", self.conf],
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        self.proc = subprocess.Popen(pin + [self.bin, "run", "-c", self.conf],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.logf)
         try:
@@ -400,12 +412,16 @@ class Postfix(Server):
         shutil.chown(os.path.join(self.dir, "mail"), "nobody")
         self.port = free_port()
         self.master_pid = None
+        self.cpus = None       # "0" or "0,1": started under taskset -c (children inherit)
 
     def log_path(self):
         return os.path.join(self.dir, "postfix.log")
 
     def configure(self, mode="smtpd", tls=None, process_limit=100, client_access=None,
-                  extra=""):
+                  extra="", relay=None, relay_tls=False, relay_connections=4):
+        """relay ("HOST:PORT"): the domain is relayed there by smtp(8) (transport_maps),
+        with at most relay_connections parallel deliveries, STARTTLS when offered if
+        relay_tls, instead of going into a Maildir."""
         nobody = pwd.getpwnam("nobody")
         with open(os.path.join(self.etc, "vmailbox"), "w") as f:
             f.write(f"{RCPT} {DOMAIN}/{USER}/\n")
@@ -448,6 +464,18 @@ class Postfix(Server):
             in_flow_delay = 0s
             smtpd_peername_lookup = no
             """) + tls_lines + access
+        if relay:
+            host, port = relay.rsplit(":", 1)
+            # the same domain, relayed instead of delivered (the last setting wins)
+            main += textwrap.dedent(f"""\
+                virtual_mailbox_domains =
+                relay_domains = {DOMAIN}
+                transport_maps = inline:{{ {DOMAIN}=smtp:[{host}]:{port} }}
+                default_destination_concurrency_limit = {relay_connections}
+                smtp_destination_concurrency_limit = {relay_connections}
+                initial_destination_concurrency = {relay_connections}
+                smtp_tls_security_level = {"may" if relay_tls else "none"}
+                """)
         if mode == "postscreen":
             with open(os.path.join(self.etc, "postscreen_access.cidr"), "w") as f:
                 f.write("127.0.0.3/32 reject\n")
@@ -481,7 +509,8 @@ class Postfix(Server):
                        capture_output=True)
 
     def start(self):
-        r = subprocess.run(["postfix", "-c", self.etc, "start"], capture_output=True,
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        r = subprocess.run(pin + ["postfix", "-c", self.etc, "start"], capture_output=True,
                            text=True, timeout=120)
         if r.returncode != 0:
             raise BenchError("postfix start failed: " + r.stdout + r.stderr)
@@ -507,8 +536,14 @@ class Postfix(Server):
         return [p for p in proc_children(self.master_pid) if proc_comm(p) == "smtpd"]
 
     def cpu_seconds(self):
-        """CPU time of every process of the instance now alive (master and children)."""
-        return sum(proc_cpu_seconds(p) for p in self.processes())
+        """CPU time of every process of the instance: those alive (master and children),
+        and the children that have exited (an smtpd ends after max_use sessions), which
+        the master has waited for."""
+        procs = self.processes()
+        if not procs:
+            return 0.0
+        return proc_cpu_seconds(procs[0], reaped=True) + sum(
+            proc_cpu_seconds(p) for p in procs[1:])
 
     def reload(self):
         """What `postfix reload` does, without its shell script: SIGHUP to the master."""
@@ -536,6 +571,125 @@ class Postfix(Server):
             self.stop()
         finally:
             set_aside(self.dir)
+
+
+class Sink:
+    """The protected next hop of the relay scenarios: a process that accepts and counts
+    messages and keeps nothing.  wait_count() tells when the n-th message arrived."""
+    name = "sink"
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+        self.count = 0
+        self.when = {}           # count → time.time() it was first seen
+        self.lines = []
+        self.cv = threading.Condition()
+
+    def _reader(self):
+        raise NotImplementedError
+
+    def _saw(self, n, t):
+        with self.cv:
+            if n > self.count:
+                self.count = n
+                self.when.setdefault(n, t)
+                self.cv.notify_all()
+
+    def start(self):
+        self.thread = threading.Thread(target=self._reader, daemon=True)
+        self.thread.start()
+        wait_banner(self.port, what=self.name)
+        return self
+
+    def cpu_seconds(self):
+        return proc_cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+    def wait_count(self, n, timeout):
+        """Waits until the sink has received n messages; returns the time.time() of the
+        n-th.  BenchError when they are not all there in time."""
+        deadline = time.time() + timeout
+        with self.cv:
+            while self.count < n:
+                left = deadline - time.time()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise BenchError(f"{self.name}: {self.count} of {n} messages received "
+                                     f"{timeout:.0f} s after the client finished")
+                self.cv.wait(min(left, 1.0))
+            return min(t for c, t in self.when.items() if c >= n)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class SmtpSink(Sink):
+    """Postfix's smtp-sink (plaintext only), counting with -c: it rewrites
+    "sess=N quit=N mesg=N" on standard output each time a "." arrives."""
+    name = "smtp-sink"
+
+    def start(self):
+        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c",
+                                      f"127.0.0.1:{self.port}", "1024"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return super().start()
+
+    def _reader(self):
+        buf = b""
+        while True:
+            chunk = self.proc.stdout.read1(65536)
+            if not chunk:
+                return
+            t = time.time()
+            buf = (buf + chunk)[-200:]
+            m = re.findall(rb"mesg=(\d+)", buf)
+            if m:
+                self._saw(int(m[-1]), t)
+
+    def figures(self):
+        return {"messages": self.count}
+
+
+class TlsSink(Sink):
+    """bench/tlssink: the same sink with STARTTLS (smtp-sink has none); it reports the
+    wall clock of the n-th message itself (-n), and at the end the sizes it saw."""
+    name = "tlssink"
+
+    def __init__(self, binary, cert, key, expect):
+        super().__init__()
+        self.cmd = [binary, "-t", cert, "-k", key, "-n", str(expect), f"127.0.0.1:{self.port}"]
+        self.expect = expect
+        self.final = {}
+
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        if self.proc.stdout.readline().strip() != "listening":
+            raise BenchError("tlssink did not start")
+        return super().start()
+
+    def _reader(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            m = re.match(r"done messages=(\d+) t=([\d.]+)", line)
+            if m:
+                self._saw(int(m.group(1)), float(m.group(2)))
+
+    def figures(self):
+        """Stops the sink and returns its final figures (messages, sizes, handshakes)."""
+        self.stop()
+        self.thread.join(timeout=10)
+        for line in self.lines:
+            if line.startswith("messages="):
+                self.final = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line))
+        if self.proc.returncode not in (0, None) or not self.final:
+            raise BenchError(f"tlssink saw a protocol error: {''.join(self.lines[-2:])}")
+        return {k: v.strip('"') for k, v in self.final.items()}
 
 
 def set_aside(path):

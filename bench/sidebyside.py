@@ -8,10 +8,14 @@ build/bench/results.md.  A benchmark asserts nothing about speed, but a server t
 do the work (messages missing from the Maildir, a session dropped, a client refused that
 should not be) makes the scenario FAILED, and the run ends with exit status 1.
 
-Scenarios (BENCH_SCENARIOS, default all): accept shed memory latency reload.
+Scenarios (BENCH_SCENARIOS, default all): accept shed memory latency reload tls relay
+relaytls cores.
 Sizes (environment):
   BENCH_MESSAGES=20000 BENCH_SESSIONS=20 BENCH_SIZES="1024 65536"     accept
   BENCH_MODES="1 d" BENCH_REPEAT=3 BENCH_SETTLE=36 (seconds after each Postfix run)
+  BENCH_TLS_MESSAGES=10000 BENCH_TLS_MODES="plain starttls"           tls (bench/tlsload)
+  BENCH_RELAY_MESSAGES=10000 BENCH_RELAY_CONNECTIONS=4                 relay, relaytls
+  BENCH_CORES="1 2" BENCH_CORES_MODES="starttls plain" BENCH_CORES_REPEAT=1   cores
   BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
   BENCH_IDLE=10000 BENCH_POSTFIX_PROCS=100                             memory
   BENCH_RATE=200 BENCH_LATENCY_SECONDS=20 BENCH_LATENCY_WARMUP=2       latency
@@ -35,9 +39,9 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from servers import (RCPT, SENDER, BenchError, Mxgate, Postfix, check_maildir_sizes,  # noqa
-                     make_cert, proc_cpu_seconds, read_line, proc_pss_kib, proc_rss_kib,
-                     stop_leftovers)
+from servers import (RCPT, SENDER, BenchError, Mxgate, Postfix, SmtpSink, TlsSink,  # noqa
+                     check_maildir_sizes, make_cert, proc_cpu_seconds, read_line,
+                     proc_pss_kib, proc_rss_kib, stop_leftovers)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +55,8 @@ ROOT = os.environ.get("BENCH_DIR") or "/var/tmp/mxgate-bench"
 MXGATE_BIN = os.environ.get("MXGATE_BIN") or os.path.join(REPO, "build/release/mxgate")
 BENCH_BIN = os.environ.get("BENCH_BIN") or os.path.join(REPO, "build/release/bench")
 RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(REPO, "build/bench/results.md")
-SCENARIOS = (os.environ.get("BENCH_SCENARIOS") or "accept shed memory latency reload").split()
+ALL = "accept shed memory latency reload tls relay relaytls cores"
+SCENARIOS = (os.environ.get("BENCH_SCENARIOS") or ALL).split()
 
 MESSAGES = env_num("BENCH_MESSAGES", 20000)
 SESSIONS = env_num("BENCH_SESSIONS", 20)
@@ -70,6 +75,13 @@ LATENCY_WARMUP = env_num("BENCH_LATENCY_WARMUP", 2.0, float)
 RANGES = env_num("BENCH_RANGES", 1000000)
 RELOAD_SESSIONS = env_num("BENCH_RELOAD_SESSIONS", 50)
 RELOADS = env_num("BENCH_RELOADS", 3)
+TLS_MESSAGES = env_num("BENCH_TLS_MESSAGES", 10000)
+TLS_MODES = (os.environ.get("BENCH_TLS_MODES") or "plain starttls").split()
+RELAY_MESSAGES = env_num("BENCH_RELAY_MESSAGES", 10000)
+RELAY_CONNECTIONS = env_num("BENCH_RELAY_CONNECTIONS", 4)
+CORES = [int(x) for x in (os.environ.get("BENCH_CORES") or "1 2").split()]
+CORES_MODES = (os.environ.get("BENCH_CORES_MODES") or "starttls plain").split()
+CORES_REPEAT = env_num("BENCH_CORES_REPEAT", 1)
 
 DENIED = "127.0.0.3"      # no mxgate connector covers it; postscreen drops it
 CLIENT = "127.0.0.2"      # the usual allowed client
@@ -184,9 +196,10 @@ def postfix(label, **conf):
     return s
 
 
-def run_server(server, body):
+def run_server(server, body, settle=None):
     """Starts server from its empty directory, runs body(server), always stops and removes
-    it.  Returns what body returns."""
+    it.  Returns what body returns.  settle: seconds to wait afterwards (default: SETTLE
+    after Postfix, 2 s after mxgate)."""
     sync()
     try:
         server.start()
@@ -201,7 +214,9 @@ def run_server(server, body):
         # (mxgate frees no inodes when delivering to Maildirs: envelope files are
         # recycled and the data lives on in the Maildir.)
         sync()
-        time.sleep(SETTLE if isinstance(server, Postfix) else 2.0)
+        if settle is None:
+            settle = SETTLE if isinstance(server, Postfix) else 2.0
+        time.sleep(settle)
 
 
 def certs():
@@ -808,6 +823,217 @@ def scenario_reload():
                           f"{r['dropped'][:3]}")
 
 
+# ---- 6. STARTTLS accepted mail (issue 15 a) ------------------------------------------------
+
+def tlsload(server, n, tls, sessions=SESSIONS):
+    """bench/tlsload: n messages of 1 KiB, one a connection, `sessions` at a time, over
+    STARTTLS (TLS 1.3, a full handshake each) when tls.  Returns its figures and the
+    server's CPU seconds before it started."""
+    cmd = [tool("tlsload")] + (["-T"] if tls else []) + [
+        "-c", str(sessions), "-m", str(n), "-l", "1024", "-s", CLIENT, "-f", SENDER,
+        "-t", RCPT, f"127.0.0.1:{server.port}"]
+    c0 = server.cpu_seconds()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise BenchError(f"{server.name}: tlsload failed: {r.stderr.strip()[:500]} "
+                         f"{r.stdout.strip()}")
+    kv = keyvals(r.stdout)
+    if int(kv["messages"]) != n:
+        raise BenchError(f"{server.name}: {kv['messages']} of {n} messages acknowledged")
+    if tls and (not kv["tls"].startswith("TLSv1.3") or int(kv["handshakes"]) != n):
+        raise BenchError(f"{server.name}: not TLS 1.3 on every connection: {r.stdout}")
+    return kv, c0
+
+
+def tls_accept(server, n, tls):
+    kv, c0 = tlsload(server, n, tls)
+    start = float(kv["start"])
+    t_last = server.wait_delivered(n, timeout=max(120.0, 10 * float(kv["seconds"])))
+    cpu = server.cpu_seconds() - c0
+    if server.delivered() != n:
+        raise BenchError(f"{server.name}: {server.delivered()} messages in the Maildir, {n} "
+                         "sent")
+    short = check_maildir_sizes(server.maildir(), 1024)
+    if short:
+        raise BenchError(f"{server.name}: {short} delivered messages shorter than 1 KiB")
+    return {"rate": float(kv["rate"]), "last": t_last - start, "cpu_ms": cpu / n * 1e3}
+
+
+def mode_name(mode):
+    return "STARTTLS (TLS 1.3)" if mode == "starttls" else "plaintext"
+
+
+def alternate(label, make, body, repeat):
+    """Runs body on mxgate and Postfix `repeat` times, alternating; lists of results."""
+    res = {"mxgate": [], "postfix": []}
+    for rep in range(repeat):
+        for kind in ("mxgate", "postfix"):
+            srv = make(kind)
+            log(f"  {label}: {srv.name} (run {rep + 1}/{repeat})")
+            r = run_server(srv, body, settle=SETTLE if kind == "postfix" or
+                           getattr(srv, "relaying", False) else None)
+            res[kind].append(r)
+            log("    " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in r.items()))
+    return res
+
+
+def runs(xs, f):
+    return " / ".join(f.format(x) for x in xs)
+
+
+def median_rows(scenario, label, res, figures, note=""):
+    """Rows of the medians of res's runs: figures = [(key, name, unit, better, fmt)]."""
+    rows = []
+    n = len(res["mxgate"])
+    for key, name, unit, better, f in figures:
+        mx = [r[key] for r in res["mxgate"]]
+        pf = [r[key] for r in res["postfix"]]
+        rows.append(Row(scenario, f"{label}: {name}", median(mx), median(pf), unit, better,
+                        (f"median of {n}; " if n > 1 else "") +
+                        f"mxgate {runs(mx, f)}; Postfix {runs(pf, f)}" + note))
+        note = ""
+    return rows
+
+
+def scenario_tls():
+    mxtls, pftls = certs()
+    rows = []
+    for mode in TLS_MODES:
+        tls = mode == "starttls"
+
+        def make(kind):
+            return mxgate("mxgate-tls", tls=mxtls) if kind == "mxgate" else \
+                postfix("postfix-tls", tls=pftls)
+        res = alternate(f"tls {mode}: tlsload -c {SESSIONS} -m {TLS_MESSAGES}"
+                        f"{' -T' if tls else ''}", make,
+                        lambda s: tls_accept(s, TLS_MESSAGES, tls), REPEAT)
+        rows += median_rows("tls", f"{mode_name(mode)}, 1 KiB, 1 msg/conn", res, [
+            ("rate", "messages/s at the client", "msg/s", "higher", "{:,.0f}"),
+            ("last", "last message in the Maildir", "s", "lower", "{:.2f}"),
+            ("cpu_ms", "server CPU per message", "ms", "lower", "{:.3f}")],
+            note=f"; {TLS_MESSAGES} messages, both offer STARTTLS with the same P-256 "
+                 "certificate")
+    report(f"6. Accepted mail over STARTTLS: bench/tlsload, {SESSIONS} sessions, 1 KiB, one "
+           f"message a connection, into a Maildir, fsync before 250", rows)
+
+
+# ---- 7. relay end to end (issue 15 b, c) ---------------------------------------------------
+
+def relay_run(server, sink, n, tls):
+    kv, c0 = tlsload(server, n, tls)
+    start = float(kv["start"])
+    t_last = sink.wait_count(n, timeout=max(180.0, 20 * float(kv["seconds"])))
+    cpu = server.cpu_seconds() - c0
+    time.sleep(1.0)                  # a duplicate would arrive now
+    if sink.count != n:
+        raise BenchError(f"{server.name}: the sink received {sink.count} messages, {n} sent")
+    return {"e2e": n / (t_last - start), "rate": float(kv["rate"]), "last": t_last - start,
+            "cpu_ms": cpu / n * 1e3}
+
+
+def scenario_relay_common(tls):
+    mxtls, pftls = certs()
+    name = "relaytls" if tls else "relay"
+    conns = RELAY_CONNECTIONS
+    sinks = {}
+
+    def make(kind):
+        sink = TlsSink(tool("tlssink"), pftls[0], pftls[1], RELAY_MESSAGES) if tls else \
+            SmtpSink()
+        if kind == "mxgate":
+            srv = mxgate("mxgate-relay", tls=mxtls, relay=f"127.0.0.1:{sink.port}",
+                         relay_tls="opportunistic" if tls else "none",
+                         relay_connections=conns)
+            srv.relaying = True      # relay mode unlinks its spool files: settle after it
+        else:
+            srv = postfix("postfix-relay", tls=pftls, relay=f"127.0.0.1:{sink.port}",
+                          relay_tls=tls, relay_connections=conns)
+        sinks[id(srv)] = sink
+        return srv
+
+    def body(srv):
+        sink = sinks.pop(id(srv))
+        sink.start()
+        try:
+            r = relay_run(srv, sink, RELAY_MESSAGES, tls)
+            r["sink_cpu_ms"] = sink.cpu_seconds() / RELAY_MESSAGES * 1e3
+            if tls:
+                f = sink.figures()
+                if int(f["min_bytes"]) < 1000:
+                    raise BenchError(f"{srv.name}: a relayed message arrived short: {f}")
+                if int(f["handshakes"]) < 1 or int(f["connections"]) - int(f["handshakes"]) > 1:
+                    raise BenchError(f"{srv.name}: the next hop leg was not all TLS: {f}")
+                r["hop_conns"] = int(f["handshakes"])
+            return r
+        finally:
+            sink.stop()
+
+    what = "STARTTLS on both legs" if tls else "plaintext"
+    res = alternate(f"{name}: tlsload -c {SESSIONS} -m {RELAY_MESSAGES}{' -T' if tls else ''}"
+                    f" → server → {'bench/tlssink' if tls else 'smtp-sink'}", make, body,
+                    REPEAT)
+    rows = median_rows(name, f"{what}, 1 KiB, 1 msg/conn", res, [
+        ("e2e", "end to end: messages/s, first connect → last message at the sink", "msg/s",
+         "higher", "{:,.0f}"),
+        ("rate", "messages/s at the client (250 after fsync)", "msg/s", "higher",
+         "{:,.0f}"),
+        ("cpu_ms", "server CPU per message (receive + relay)", "ms", "lower", "{:.3f}")],
+        note=f"; {RELAY_MESSAGES} messages; {conns} connections to the next hop for both "
+             f"(relay-connections / smtp destination concurrency)")
+    title = "8. Relay end to end over STARTTLS on both legs" if tls else \
+        "7. Relay end to end"
+    report(f"{title}: bench/tlsload{' -T' if tls else ''}, {SESSIONS} sessions → server "
+           f"(250 after fsync) → {'bench/tlssink (STARTTLS)' if tls else 'smtp-sink'}, "
+           f"{conns} connections to it", rows)
+
+
+def scenario_relay():
+    scenario_relay_common(False)
+
+
+def scenario_relaytls():
+    scenario_relay_common(True)
+
+
+# ---- 9. scaling over cores (issue 15 d) -----------------------------------------------------
+
+def scenario_cores():
+    mxtls, pftls = certs()
+    rows = []
+    for mode in CORES_MODES:
+        tls = mode == "starttls"
+        rate = {}
+        for ncores in CORES:
+            cpus = ",".join(str(i) for i in range(ncores))
+
+            def make(kind):
+                if kind == "mxgate":
+                    srv = mxgate("mxgate-cores", tls=mxtls, workers=ncores)
+                else:
+                    srv = postfix("postfix-cores", tls=pftls)
+                srv.cpus = cpus
+                return srv
+            res = alternate(f"cores {mode}: {ncores} (taskset -c {cpus}), tlsload -c "
+                            f"{SESSIONS} -m {TLS_MESSAGES}{' -T' if tls else ''}", make,
+                            lambda s: tls_accept(s, TLS_MESSAGES, tls), CORES_REPEAT)
+            rate[ncores] = (median([r["rate"] for r in res["mxgate"]]),
+                            median([r["rate"] for r in res["postfix"]]))
+            rows += median_rows("cores", f"{mode_name(mode)}, {ncores} core"
+                                f"{'s' if ncores > 1 else ''} (taskset -c {cpus})", res, [
+                ("rate", "messages/s at the client", "msg/s", "higher", "{:,.0f}"),
+                ("cpu_ms", "server CPU per message", "ms", "lower", "{:.3f}")],
+                note=f"; mxgate workers = {ncores}; Postfix's master and every child "
+                     "pinned alike; the client is not pinned")
+        lo, hi = min(CORES), max(CORES)
+        if lo != hi:
+            rows.append(Row("cores", f"{mode_name(mode)}: messages/s on {hi} cores ÷ on {lo}",
+                            rate[hi][0] / rate[lo][0], rate[hi][1] / rate[lo][1], "x",
+                            "higher", "what the next core buys"))
+    report(f"9. Scaling over cores: accepted mail (bench/tlsload, {SESSIONS} sessions, 1 KiB, "
+           "1 msg/conn, into a Maildir), server pinned with taskset", rows)
+
+
 # ---- the run -----------------------------------------------------------------------------
 
 def describe():
@@ -831,7 +1057,10 @@ def describe():
         f"BENCH_FLOOD_INFLIGHT={FLOOD_INFLIGHT} BENCH_IDLE={IDLE} "
         f"BENCH_POSTFIX_PROCS={POSTFIX_PROCS} BENCH_RATE={RATE:g} "
         f"BENCH_LATENCY_SECONDS={LATENCY_SECONDS:g} BENCH_RANGES={RANGES} "
-        f"BENCH_RELOAD_SESSIONS={RELOAD_SESSIONS} BENCH_RELOADS={RELOADS}",
+        f"BENCH_RELOAD_SESSIONS={RELOAD_SESSIONS} BENCH_RELOADS={RELOADS} "
+        f"BENCH_TLS_MESSAGES={TLS_MESSAGES} BENCH_RELAY_MESSAGES={RELAY_MESSAGES} "
+        f"BENCH_RELAY_CONNECTIONS={RELAY_CONNECTIONS} BENCH_CORES_REPEAT={CORES_REPEAT}",
+        f"Scenarios: {' '.join(SCENARIOS)}",
     ]
 
 
@@ -839,7 +1068,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/sidebyside.py: run as root (Postfix's master, mxgate's user switch)")
     for s in SCENARIOS:
-        if s not in ("accept", "shed", "memory", "latency", "reload"):
+        if s not in ALL.split():
             sys.exit(f"bench/sidebyside.py: unknown scenario {s}")
     lock = open(ROOT.rstrip("/") + ".lock", "w")
     try:
@@ -869,7 +1098,9 @@ def main():
     for line in head:
         log(line)
     funcs = {"accept": scenario_accept, "shed": scenario_shed, "memory": scenario_memory,
-             "latency": scenario_latency, "reload": scenario_reload}
+             "latency": scenario_latency, "reload": scenario_reload, "tls": scenario_tls,
+             "relay": scenario_relay, "relaytls": scenario_relaytls,
+             "cores": scenario_cores}
     try:
         for s in SCENARIOS:
             log(f"\n== {s}")
