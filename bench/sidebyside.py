@@ -13,8 +13,8 @@ relaytls cores.
 Sizes (environment):
   BENCH_MESSAGES=20000 BENCH_SESSIONS=20 BENCH_SIZES="1024 65536"     accept
   BENCH_MODES="1 d" BENCH_REPEAT=3 BENCH_SETTLE=36 (seconds after each Postfix run)
-  BENCH_TLS_MESSAGES=10000 BENCH_TLS_MODES="plain starttls"           tls (bench/tlsload)
-  BENCH_RELAY_MESSAGES=10000 BENCH_RELAY_CONNECTIONS=4                 relay, relaytls
+  BENCH_TLS_MESSAGES=5000 BENCH_TLS_MODES="plain starttls"            tls (bench/tlsload)
+  BENCH_RELAY_MESSAGES=5000 BENCH_RELAY_CONNECTIONS=4                  relay, relaytls
   BENCH_CORES="1 2" BENCH_CORES_MODES="starttls plain" BENCH_CORES_REPEAT=1   cores
   BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
   BENCH_IDLE=10000 BENCH_POSTFIX_PROCS=100                             memory
@@ -75,9 +75,9 @@ LATENCY_WARMUP = env_num("BENCH_LATENCY_WARMUP", 2.0, float)
 RANGES = env_num("BENCH_RANGES", 1000000)
 RELOAD_SESSIONS = env_num("BENCH_RELOAD_SESSIONS", 50)
 RELOADS = env_num("BENCH_RELOADS", 3)
-TLS_MESSAGES = env_num("BENCH_TLS_MESSAGES", 10000)
+TLS_MESSAGES = env_num("BENCH_TLS_MESSAGES", 5000)
 TLS_MODES = (os.environ.get("BENCH_TLS_MODES") or "plain starttls").split()
-RELAY_MESSAGES = env_num("BENCH_RELAY_MESSAGES", 10000)
+RELAY_MESSAGES = env_num("BENCH_RELAY_MESSAGES", 5000)
 RELAY_CONNECTIONS = env_num("BENCH_RELAY_CONNECTIONS", 4)
 CORES = [int(x) for x in (os.environ.get("BENCH_CORES") or "1 2").split()]
 CORES_MODES = (os.environ.get("BENCH_CORES_MODES") or "starttls plain").split()
@@ -1127,8 +1127,10 @@ def main():
         f.write(f"# mxgate and Postfix side by side — "
                 f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n\n")
         f.write("\n".join(f"- {line}" for line in head) + "\n")
-        f.write(f"- Command: make bench (bench/run → bench/sidebyside.py), "
-                f"{elapsed / 60:.1f} min\n\n")
+        env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                       if k.startswith("BENCH_") or k == "MXGATE_BIN")
+        f.write(f"- Command: {env + ' ' if env else ''}bench/sidebyside.py (`make bench` runs "
+                f"it through bench/run), {elapsed / 60:.1f} min\n\n")
         f.write(combined + "\n")
         for line in FAILED:
             f.write(f"\nFAILED: {line}\n")
