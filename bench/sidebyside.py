@@ -13,7 +13,8 @@ relaytls cores.
 Sizes (environment):
   BENCH_MESSAGES=20000 BENCH_SESSIONS=20 BENCH_SIZES="1024 65536"     accept
   BENCH_MODES="1 d" BENCH_REPEAT=3 BENCH_SETTLE=36 (seconds after each Postfix run)
-  BENCH_TLS_MESSAGES=5000 BENCH_TLS_MODES="plain starttls"            tls (bench/tlsload)
+  BENCH_TLS_MESSAGES=5000 BENCH_TLS_MODES="plain starttls"            tls (bench/tlsload;
+                                            the mode bdat sends BDAT n LAST, RFC 3030)
   BENCH_RELAY_MESSAGES=5000 BENCH_RELAY_CONNECTIONS=4                  relay, relaytls
   BENCH_CORES="1 2" BENCH_CORES_MODES="starttls plain" BENCH_CORES_REPEAT=1   cores
   BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
@@ -825,11 +826,11 @@ def scenario_reload():
 
 # ---- 6. STARTTLS accepted mail (issue 15 a) ------------------------------------------------
 
-def tlsload(server, n, tls, sessions=SESSIONS):
+def tlsload(server, n, tls, sessions=SESSIONS, bdat=False):
     """bench/tlsload: n messages of 1 KiB, one a connection, `sessions` at a time, over
-    STARTTLS (TLS 1.3, a full handshake each) when tls.  Returns its figures and the
-    server's CPU seconds before it started."""
-    cmd = [tool("tlsload")] + (["-T"] if tls else []) + [
+    STARTTLS (TLS 1.3, a full handshake each) when tls, with BDAT instead of DATA when
+    bdat.  Returns its figures and the server's CPU seconds before it started."""
+    cmd = [tool("tlsload")] + (["-T"] if tls else []) + (["-B"] if bdat else []) + [
         "-c", str(sessions), "-m", str(n), "-l", "1024", "-s", CLIENT, "-f", SENDER,
         "-t", RCPT, f"127.0.0.1:{server.port}"]
     c0 = server.cpu_seconds()
@@ -845,8 +846,8 @@ def tlsload(server, n, tls, sessions=SESSIONS):
     return kv, c0
 
 
-def tls_accept(server, n, tls):
-    kv, c0 = tlsload(server, n, tls)
+def tls_accept(server, n, tls, bdat=False):
+    kv, c0 = tlsload(server, n, tls, bdat=bdat)
     start = float(kv["start"])
     t_last = server.wait_delivered(n, timeout=max(120.0, 10 * float(kv["seconds"])))
     cpu = server.cpu_seconds() - c0
@@ -860,7 +861,7 @@ def tls_accept(server, n, tls):
 
 
 def mode_name(mode):
-    return "STARTTLS (TLS 1.3)" if mode == "starttls" else "plaintext"
+    return {"starttls": "STARTTLS (TLS 1.3)", "bdat": "plaintext, BDAT"}.get(mode, "plaintext")
 
 
 def alternate(label, make, body, repeat):
@@ -900,14 +901,14 @@ def scenario_tls():
     mxtls, pftls = certs()
     rows = []
     for mode in TLS_MODES:
-        tls = mode == "starttls"
+        tls, bdat = mode == "starttls", mode == "bdat"
 
         def make(kind):
             return mxgate("mxgate-tls", tls=mxtls) if kind == "mxgate" else \
                 postfix("postfix-tls", tls=pftls)
         res = alternate(f"tls {mode}: tlsload -c {SESSIONS} -m {TLS_MESSAGES}"
-                        f"{' -T' if tls else ''}", make,
-                        lambda s: tls_accept(s, TLS_MESSAGES, tls), REPEAT)
+                        f"{' -T' if tls else ''}{' -B' if bdat else ''}", make,
+                        lambda s: tls_accept(s, TLS_MESSAGES, tls, bdat), REPEAT)
         rows += median_rows("tls", f"{mode_name(mode)}, 1 KiB, 1 msg/conn", res, [
             ("rate", "messages/s at the client", "msg/s", "higher", "{:,.0f}"),
             ("last", "last message in the Maildir", "s", "lower", "{:.2f}"),

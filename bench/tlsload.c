@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -218,6 +219,19 @@ start_tls(struct sess *s)
 	handshake(s);
 }
 
+/* Whether the EHLO reply in buf lists the extension ext (RFC 5321 4.1.1.1: one a line). */
+static int
+offers(const char *buf, const char *ext)
+{
+	size_t n = strlen(ext);
+
+	for (const char *p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (strlen(p) > 4 + n && strncasecmp(p + 4, ext, n) == 0 &&
+		    (p[4 + n] == '\r' || p[4 + n] == ' ' || p[4 + n] == '\n'))
+			return 1;
+	return 0;
+}
+
 /* The reply that completed at the start of s->buf was the expected one: next step.
  * Returns 1 when the session is over. */
 static int
@@ -230,14 +244,17 @@ advance(struct sess *s)
 		return 0;
 	case S_EHLO:
 		if (use_tls) {
+			if (!offers(s->buf, "STARTTLS"))
+				die(s, "the server does not offer STARTTLS", s->buf);
 			s->st = S_STARTTLS;
 			send_out(s, "STARTTLS\r\n", 10);
 			return 0;
 		}
-		s->st = S_MAIL; /* without TLS the first EHLO is the last */
-		send_out(s, mail, strlen(mail));
-		return 0;
+		/* without TLS the first EHLO is the last */
+		/* fall through */
 	case S_EHLO2:
+		if (use_bdat && !offers(s->buf, "CHUNKING"))
+			die(s, "the server does not offer CHUNKING (RFC 3030): no BDAT", s->buf);
 		s->st = S_MAIL;
 		send_out(s, mail, strlen(mail));
 		return 0;
