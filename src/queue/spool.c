@@ -22,6 +22,11 @@
 /* Envelope files kept in free/ for reuse; beyond this, removal unlinks. */
 #define FREE_POOL_MAX 4096
 
+/* The group commit's counts, for the log line at the end. */
+struct spool_stats {
+	uint64_t groups, messages, failed;
+};
+
 struct spool {
 	char *path;
 	int dirfd, tmpfd, queuefd, corruptfd, freefd;
@@ -1143,17 +1148,6 @@ spool_dev(const struct spool *sp, dev_t *dev)
 		return -1;
 	*dev = st.st_dev;
 	return 0;
-}
-
-void
-spool_get_stats(struct spool *sp, struct spool_stats *st)
-{
-	pthread_mutex_lock(&sp->mu);
-	*st = sp->stats;
-	pthread_mutex_unlock(&sp->mu);
-	st->sync_failures = atomic_load(&sp->sync_failures);
-	st->refused = atomic_load(&sp->refused);
-	st->failed_errno = spool_failed(sp);
 }
 
 /* ---- recovery, removal, scanning --------------------------------------------------------- */

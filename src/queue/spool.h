@@ -48,8 +48,8 @@
  *   files removed), and so does every later one (spool_msg_new() and spool_inject() fail
  *   with the errno, spool_barrier() and spool_sync() too, spool_state_append() writes
  *   but does not sync and fails).  One error line says the disk failed and mxgate must
- *   be restarted after checking it; spool_get_stats() counts the failed syncs and the
- *   messages refused.  Removals still work, so delivery of what was queued before goes
+ *   be restarted after checking it; mxgate_spool_sync_failures_total counts the failed
+ *   syncs (obs/metrics.h) and the shutdown line the messages refused.  Removals still work, so delivery of what was queued before goes
  *   on (a Maildir delivery needs the spool's sync, so it waits for the restart).
  *
  * Threads: the session thread owns a spool_msg until spool_msg_commit() or
@@ -210,14 +210,5 @@ int spool_queue_fd(const struct spool *sp);
  * Calls fn for each; returns the count, or -1 when the spool cannot be read. */
 long spool_scan(const char *path, void (*fn)(const struct spool_entry *e, void *arg), void *arg,
                 char *err, size_t errlen);
-
-/* Statistics for tests and the log. */
-struct spool_stats {
-	uint64_t groups, messages, failed;
-	uint64_t sync_failures; /* failed fsync/fdatasync/syncfs calls (FAILED SYNCS) */
-	uint64_t refused;       /* messages refused because the spool had failed */
-	int failed_errno;       /* the first failed sync's errno, or 0 */
-};
-void spool_get_stats(struct spool *sp, struct spool_stats *st);
 
 #endif
