@@ -14,6 +14,119 @@
 
 #define CHUNK 65536
 
+struct sidefile_set {
+	struct {
+		char *path;
+		int fd;
+	} * v;
+	size_t n, cap;
+};
+
+/* The set this thread opens from (use) or records its opens into (record): a thread reads
+ * one configuration at a time, so the choice is the thread's, not the process's. */
+static _Thread_local struct sidefile_set *use_set, *record_set;
+
+struct sidefile_set *
+sidefile_set_new(void)
+{
+	return calloc(1, sizeof(struct sidefile_set));
+}
+
+void
+sidefile_set_free(struct sidefile_set *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n; i++) {
+		free(s->v[i].path);
+		close(s->v[i].fd);
+	}
+	free(s->v);
+	free(s);
+}
+
+static int
+set_find(const struct sidefile_set *s, const char *path)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->v[i].path, path) == 0)
+			return (int)i;
+	return -1;
+}
+
+int
+sidefile_set_add(struct sidefile_set *s, const char *path, int fd)
+{
+	char *copy;
+
+	if (set_find(s, path) >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (s->n >= SIDEFILE_SET_MAX) {
+		close(fd);
+		errno = EMFILE;
+		return -1;
+	}
+	if (VEC_RESERVE(s->v, s->cap, s->n + 1) < 0 || !(copy = strdup(path))) {
+		close(fd);
+		return -1;
+	}
+	s->v[s->n].path = copy;
+	s->v[s->n].fd = fd;
+	s->n++;
+	return 0;
+}
+
+size_t
+sidefile_set_count(const struct sidefile_set *s)
+{
+	return s->n;
+}
+
+void
+sidefile_set_get(const struct sidefile_set *s, size_t i, const char **path, int *fd)
+{
+	*path = s->v[i].path;
+	*fd = s->v[i].fd;
+}
+
+void
+sidefile_use(struct sidefile_set *s)
+{
+	use_set = s;
+}
+
+void
+sidefile_record(struct sidefile_set *s)
+{
+	record_set = s;
+}
+
+/* open(path, O_RDONLY | flags), or a descriptor of it that the privileged reader handed over
+ * (its own offset rewound: the same file may be read twice in one load). */
+int
+sidefile_open(const char *path, int flags)
+{
+	int i, fd;
+
+	if (use_set && (i = set_find(use_set, path)) >= 0) {
+		fd = fcntl(use_set->v[i].fd, F_DUPFD_CLOEXEC, 0);
+		if (fd >= 0 && lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE) {
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | flags);
+	if (fd >= 0 && record_set) {
+		int keep = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (keep >= 0)
+			(void)sidefile_set_add(record_set, path, keep);
+	}
+	return fd;
+}
+
 static void set_error(struct sidefile_error *err, int line, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
@@ -68,7 +181,7 @@ open_checked(const char *path, const struct sidefile_limits *lim, struct sidefil
 	struct stat st;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fd = sidefile_open(path, O_NONBLOCK);
 	if (fd < 0) {
 		set_error(err, 0, "%s", strerror(errno));
 		return -1;
@@ -191,4 +304,53 @@ out:
 	free(line);
 	close(fd);
 	return rc;
+}
+
+int
+sidefile_slurp(const char *path, const struct sidefile_limits *lim, char **text, size_t *len,
+               struct sidefile_error *err)
+{
+	char limit[32], hint[96];
+	size_t cap = 0, n = 0;
+	char *buf = NULL;
+	int fd;
+
+	*text = NULL;
+	*len = 0;
+	err->line = 0;
+	err->text[0] = '\0';
+	if ((fd = open_checked(path, lim, err)) < 0)
+		return -1;
+	for (;;) {
+		if (VEC_RESERVE(buf, cap, n + CHUNK + 1) < 0) {
+			set_error(err, 0, "out of memory");
+			goto fail;
+		}
+		ssize_t got = read(fd, buf + n, CHUNK);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			set_error(err, 0, "%s", strerror(errno));
+			goto fail;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+		if (n > lim->max_size) {
+			size_text(lim->max_size, limit, sizeof(limit));
+			raise_hint(lim->size_option, hint, sizeof(hint));
+			set_error(err, 0, "the file grows past the limit of %s as it is read%s",
+			          limit, hint);
+			goto fail;
+		}
+	}
+	close(fd);
+	buf[n] = '\0';
+	*text = buf;
+	*len = n;
+	return 0;
+fail:
+	free(buf);
+	close(fd);
+	return -1;
 }

@@ -1,6 +1,7 @@
 /*
- * sidefile — the one reader of the files a configuration names besides itself: ranges
- * files, recipients files and provider presets.
+ * sidefile — the one reader of the files a configuration names: the main file, ranges
+ * files, recipients files, provider presets and the TLS files (sidefile_slurp(),
+ * sidefile_open()).
  *
  * Whoever can write a path into the config can name /dev/zero, /dev/urandom, a FIFO or a
  * huge file, and a loader that reads "until the end" then never returns while it eats the
@@ -51,5 +52,39 @@ int sidefile_read(const char *path, const struct sidefile_limits *lim, sidefile_
 /* Only the checks made before reading (opens, a regular file, not too big): 0, or -1 with
  * *err filled.  For files read by another parser (the main config file). */
 int sidefile_check(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err);
+
+/* The whole file (checked as sidefile_check() does, and bounded again while read) in a
+ * malloc'd buffer with a NUL after its *len bytes (the file may hold NULs: binary formats).
+ * 0, or -1 with *err filled and *text NULL. */
+int sidefile_slurp(const char *path, const struct sidefile_limits *lim, char **text, size_t *len,
+                   struct sidefile_error *err);
+
+/* open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | flags) for the readers above and for any
+ * other file a configuration names: -1 with errno on failure.
+ *
+ * Privilege separation (smtpd/keeper.h): after the daemon gives up root, the files only
+ * root may read are opened by a privileged process and their descriptors handed over, by
+ * path, as a set.  A thread that calls sidefile_use(set) opens from the set first (a fresh
+ * descriptor of the same file, rewound) and from the file system otherwise; a thread that
+ * calls sidefile_record(set) adds a descriptor of each file it opens to the set.  NULL
+ * stops either.  Neither affects other threads; the set is the caller's. */
+int sidefile_open(const char *path, int flags);
+
+/* At most this many files in a set (a configuration names a few dozen). */
+#define SIDEFILE_SET_MAX 4096
+
+struct sidefile_set;
+/* NULL without memory. */
+struct sidefile_set *sidefile_set_new(void);
+/* Closes every descriptor in it.  NULL is a no-op. */
+void sidefile_set_free(struct sidefile_set *s);
+/* Takes fd (closed on failure, or when path is in the set already: the first one stays).
+ * 0, or -1 with errno (ENOMEM; EMFILE past SIDEFILE_SET_MAX). */
+int sidefile_set_add(struct sidefile_set *s, const char *path, int fd);
+size_t sidefile_set_count(const struct sidefile_set *s);
+/* Borrowed: valid until the set is freed. */
+void sidefile_set_get(const struct sidefile_set *s, size_t i, const char **path, int *fd);
+void sidefile_use(struct sidefile_set *s);
+void sidefile_record(struct sidefile_set *s);
 
 #endif

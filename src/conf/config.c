@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -1638,7 +1639,10 @@ load_tls(struct loader *L, const struct givens *G)
 	if (c->tls_certificate)
 		readable_file(L, "certificate", c->tls_certificate, c->tls_at.line);
 	if (c->tls_key && readable_file(L, "key", c->tls_key, key_line)) {
-		if (stat(c->tls_key, &st) < 0)
+		/* fstat() of what sidefile opens: after the privilege drop the key's directory
+		 * may be root's alone, and the descriptor comes from the privileged reader */
+		int fd = sidefile_open(c->tls_key, O_NONBLOCK);
+		if (fd < 0 || fstat(fd, &st) < 0)
 			diag_error(L->d, L->file, key_line, "cannot read key %s: %s", c->tls_key,
 			           strerror(errno));
 		else if (st.st_mode & 077)
@@ -1646,6 +1650,8 @@ load_tls(struct loader *L, const struct givens *G)
 			           "key %s is readable by group or others (mode %04o); "
 			           "run: chmod 600 %s",
 			           c->tls_key, (unsigned)(st.st_mode & 07777), c->tls_key);
+		if (fd >= 0)
+			close(fd);
 	}
 	return 0;
 }
@@ -1880,39 +1886,12 @@ read_main_file(struct loader *L, size_t *len)
 	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
 	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
 	struct sidefile_error serr;
-	char *text = NULL;
-	size_t cap = 0, n = 0, got;
-	FILE *fp;
+	char *text;
 
-	if (sidefile_check(L->c->path, &lim, &serr) < 0) {
+	if (sidefile_slurp(L->c->path, &lim, &text, len, &serr) < 0) {
 		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", serr.text);
 		return NULL;
 	}
-	if (!(fp = fopen(L->c->path, "r"))) {
-		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", strerror(errno));
-		return NULL;
-	}
-	do {
-		if (n >= lim.max_size || VEC_RESERVE(text, cap, n + 65536) < 0) {
-			diag_error(L->d, L->file, 0, "cannot read the configuration: %s",
-			           n >= lim.max_size ? "it grew past its size limit while read"
-			                             : strerror(errno));
-			free(text);
-			fclose(fp);
-			return NULL;
-		}
-		got = fread(text + n, 1, cap - n - 1, fp);
-		n += got;
-	} while (got > 0);
-	if (ferror(fp)) {
-		diag_error(L->d, L->file, 0, "cannot read the configuration: %s", strerror(errno));
-		free(text);
-		fclose(fp);
-		return NULL;
-	}
-	fclose(fp);
-	text[n] = '\0';
-	*len = n;
 	return text;
 }
 

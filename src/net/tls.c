@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdatomic.h>
@@ -10,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/sidefile.h"
 
 struct tls_ctx {
 	atomic_uint refs;
@@ -35,37 +39,61 @@ take_errors(char *buf, size_t size, const char *fallback)
 		snprintf(buf, size, "%s", fallback);
 }
 
+/* A PEM file is small: a chain of a few certificates, a key, a CA bundle (the system's is
+ * about 200 KB). */
+#define PEM_MAX_SIZE (4u * 1024 * 1024)
+
 /*
- * Why a PEM file did not load, in words an admin can act on: the OS error when the file
- * could not be read ("Permission denied", not OpenSSL's "system lib"), a certificate and a
- * key given the wrong way round, a file with no PEM block of the kind expected, else
- * OpenSSL's reason.  Empties the error queue.
+ * Reads a PEM file named by the configuration through sidefile (so that, after the
+ * privileges are dropped, a root-only key comes from the privileged reader: smtpd/keeper.h)
+ * into a memory BIO.  NULL with a reason an admin can act on: the OS error ("Permission
+ * denied", not OpenSSL's "system lib").
+ */
+static BIO *
+pem_open(const char *path, const char *what, char **text, char *err, size_t errlen)
+{
+	const struct sidefile_limits lim = {.max_size = PEM_MAX_SIZE,
+	                                    .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
+	size_t len;
+	BIO *bio;
+
+	if (sidefile_slurp(path, &lim, text, &len, &serr) < 0) {
+		snprintf(err, errlen, "cannot load %s %s: %s", what, path, serr.text);
+		return NULL;
+	}
+	if (len > INT_MAX || !(bio = BIO_new_mem_buf(*text, (int)len))) {
+		snprintf(err, errlen, "cannot load %s %s: out of memory", what, path);
+		free(*text);
+		*text = NULL;
+		return NULL;
+	}
+	return bio;
+}
+
+/* Never asks for a passphrase on a terminal: an encrypted key is refused. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+	(void)buf, (void)size, (void)rwflag, (void)arg;
+	return -1;
+}
+
+/*
+ * Why a PEM file that was read did not parse: a certificate and a key given the wrong way
+ * round, a file with no PEM block of the kind expected, an encrypted key, else OpenSSL's
+ * reason.  Empties the error queue.
  */
 static void
-load_error(char *err, size_t errlen, const char *path, bool want_key)
+parse_error(char *err, size_t errlen, const char *path, const char *text, bool want_key)
 {
 	const char *what = want_key ? "key" : "certificate";
 	unsigned long e, last = 0;
-	char buf[65536];
-	size_t n;
-	FILE *fp;
 
 	while ((e = ERR_get_error()) != 0)
 		last = e;
-	if (last && ERR_GET_LIB(last) == ERR_LIB_SYS) {
-		snprintf(err, errlen, "cannot load %s %s: %s", what, path,
-		         strerror(ERR_GET_REASON(last)));
-		return;
-	}
-	if (!(fp = fopen(path, "re"))) {
-		snprintf(err, errlen, "cannot load %s %s: %s", what, path, strerror(errno));
-		return;
-	}
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	bool has_key = strstr(buf, "PRIVATE KEY-----") != NULL;
-	bool has_cert = strstr(buf, "-----BEGIN CERTIFICATE-----") != NULL;
+	bool has_key = strstr(text, "PRIVATE KEY-----") != NULL;
+	bool has_cert = strstr(text, "-----BEGIN CERTIFICATE-----") != NULL;
 	if (want_key && has_cert && !has_key)
 		snprintf(err, errlen,
 		         "cannot load key %s: it holds a certificate, not a private key (are "
@@ -81,9 +109,118 @@ load_error(char *err, size_t errlen, const char *path, bool want_key)
 		         "cannot load %s %s: no PEM %s in it (a line -----BEGIN %s-----)", what,
 		         path, want_key ? "private key" : "certificate",
 		         want_key ? "PRIVATE KEY" : "CERTIFICATE");
+	else if (want_key && strstr(text, "ENCRYPTED"))
+		snprintf(err, errlen,
+		         "cannot load key %s: it is encrypted with a passphrase; mxgate needs "
+		         "it unencrypted (`openssl pkey -in KEY -out NEW`), readable by root only",
+		         path);
 	else
 		snprintf(err, errlen, "cannot load %s %s: %s", what, path,
 		         last ? ERR_reason_error_string(last) : "unreadable");
+}
+
+/* The leaf and the chain after it, as SSL_CTX_use_certificate_chain_file() would. */
+static int
+use_chain(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+	char *text = NULL;
+	BIO *bio = pem_open(path, "certificate", &text, err, errlen);
+	X509 *x;
+	int rc = -1;
+
+	if (!bio)
+		return -1;
+	if (!(x = PEM_read_bio_X509_AUX(bio, NULL, no_passphrase, NULL)) ||
+	    SSL_CTX_use_certificate(ctx, x) != 1) {
+		parse_error(err, errlen, path, text, false);
+		goto out;
+	}
+	X509_free(x);
+	SSL_CTX_clear_chain_certs(ctx);
+	while ((x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL))) {
+		if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
+			X509_free(x);
+			parse_error(err, errlen, path, text, false);
+			goto out;
+		}
+	}
+	/* the end of the file is "no start line"; anything else is a broken certificate */
+	unsigned long e = ERR_peek_last_error();
+	if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+		snprintf(err, errlen,
+		         "cannot load certificate %s: a certificate after the first "
+		         "does not parse: %s",
+		         path, ERR_reason_error_string(e));
+		goto out;
+	}
+	rc = 0;
+out:
+	ERR_clear_error();
+	BIO_free(bio);
+	free(text);
+	return rc;
+}
+
+static int
+use_key(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+	char *text = NULL;
+	BIO *bio = pem_open(path, "key", &text, err, errlen);
+	EVP_PKEY *k;
+	int rc = -1;
+
+	if (!bio)
+		return -1;
+	if (!(k = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL)) ||
+	    SSL_CTX_use_PrivateKey(ctx, k) != 1)
+		parse_error(err, errlen, path, text, true);
+	else
+		rc = 0;
+	EVP_PKEY_free(k);
+	ERR_clear_error();
+	BIO_free(bio);
+	/* the key's text leaves no copy behind in the heap */
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	return rc;
+}
+
+/* Every certificate in a PEM bundle into the context's trust store. */
+static int
+use_cafile(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	char *text = NULL;
+	BIO *bio = pem_open(path, "CA certificates", &text, err, errlen);
+	X509 *x;
+	int n = 0, rc = -1;
+
+	if (!bio)
+		return -1;
+	while ((x = PEM_read_bio_X509_AUX(bio, NULL, no_passphrase, NULL))) {
+		int ok = X509_STORE_add_cert(store, x);
+		X509_free(x);
+		if (ok != 1) {
+			char e[160];
+			take_errors(e, sizeof(e), "cannot add it");
+			snprintf(err, errlen, "cannot load CA certificates %s: %s", path, e);
+			goto out;
+		}
+		n++;
+	}
+	if (n == 0) {
+		snprintf(err, errlen,
+		         "cannot load CA certificates %s: no PEM certificate in it (a line "
+		         "-----BEGIN CERTIFICATE-----)",
+		         path);
+		goto out;
+	}
+	rc = 0;
+out:
+	ERR_clear_error();
+	BIO_free(bio);
+	free(text);
+	return rc;
 }
 
 static SSL_CTX *
@@ -103,14 +240,8 @@ make_ctx(const char *cert, const char *key, char *err, size_t errlen)
 	/* idle sessions give their record buffers back (about 34 KiB each) */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		load_error(err, errlen, cert, false);
+	if (use_chain(ctx, cert, err, errlen) < 0 || use_key(ctx, key, err, errlen) < 0)
 		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		load_error(err, errlen, key, true);
-		goto fail;
-	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		ERR_clear_error();
 		snprintf(err, errlen, "key %s does not match certificate %s", key, cert);
@@ -186,13 +317,16 @@ tls_client_ctx_new(bool verify, const char *cafile, char *err, size_t errlen)
 	SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(t->ctx, SSL_MODE_AUTO_RETRY);
 	if (verify) {
-		int ok = cafile ? SSL_CTX_load_verify_locations(t->ctx, cafile, NULL)
-		                : SSL_CTX_set_default_verify_paths(t->ctx);
-		if (ok != 1) {
-			char e[160];
-			take_errors(e, sizeof(e), "unreadable");
-			snprintf(err, errlen, "cannot load CA certificates %s: %s",
-			         cafile ? cafile : "(system store)", e);
+		int ok = cafile ? use_cafile(t->ctx, cafile, err, errlen)
+		         : SSL_CTX_set_default_verify_paths(t->ctx) == 1 ? 0
+		                                                         : -1;
+		if (ok < 0) {
+			if (!cafile) {
+				char e[160];
+				take_errors(e, sizeof(e), "unreadable");
+				snprintf(err, errlen,
+				         "cannot load the system's CA certificates: %s", e);
+			}
 			SSL_CTX_free(t->ctx);
 			free(t);
 			return NULL;

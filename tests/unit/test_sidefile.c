@@ -173,3 +173,66 @@ Test(sidefile, only_regular_files_are_opened, .timeout = 60)
 	unlink(fifo);
 	cr_expect_eq(c.n, 0);
 }
+
+/* Privilege separation: a thread that records keeps a descriptor of each file it opens; a
+ * thread that uses the set reads those descriptors (rewound, each time) even when the
+ * file is gone from the file system, and falls back to the file system for the rest. */
+Test(sidefile, a_recorded_set_serves_its_files_after_they_are_gone)
+{
+	char *a = helper_write_temp("handed-a.txt", "one\ntwo\n");
+	char *b = helper_write_temp("handed-b.txt", "three\n");
+	struct sidefile_set *set = sidefile_set_new();
+	struct sidefile_error err;
+	char *text;
+	size_t len;
+
+	cr_assert_not_null(set);
+	sidefile_record(set);
+	cr_assert_eq(sidefile_slurp(a, &big, &text, &len, &err), 0, "%s", err.text);
+	free(text);
+	cr_assert_eq(sidefile_check(a, &big, &err), 0); /* the same path is kept once */
+	sidefile_record(NULL);
+	cr_assert_eq(sidefile_set_count(set), 1);
+
+	cr_assert_eq(unlink(a), 0);
+	sidefile_use(set);
+	for (int round = 0; round < 2; round++) {
+		struct collect c = {0};
+		cr_assert_eq(sidefile_read(a, &big, collect_cb, &c, &err), 0, "%s", err.text);
+		cr_assert_eq(c.len, 8);
+		cr_assert_eq(memcmp(c.text, "one\ntwo\n", 8), 0);
+		free(c.text);
+	}
+	/* not in the set: the file system */
+	cr_assert_eq(sidefile_slurp(b, &big, &text, &len, &err), 0, "%s", err.text);
+	cr_assert_str_eq(text, "three\n");
+	free(text);
+	sidefile_use(NULL);
+	cr_assert_eq(sidefile_check(a, &big, &err), -1, "the set is still in use");
+	cr_assert_str_eq(err.text, strerror(ENOENT));
+	sidefile_set_free(set);
+	free(a);
+	free(b);
+}
+
+Test(sidefile, slurp_refuses_what_read_refuses_and_keeps_nul_bytes_out_of_the_length)
+{
+	const struct sidefile_limits small = {.max_size = 4, .max_line = 100};
+	struct sidefile_error err;
+	char *text = NULL;
+	size_t len = 99;
+
+	cr_assert_eq(sidefile_slurp("/dev/zero", &big, &text, &len, &err), -1);
+	cr_assert_null(text);
+	cr_assert(strstr(err.text, "not a regular file"), "%s", err.text);
+	char *p = helper_write_temp("slurp-big.txt", "12345");
+	cr_assert_eq(sidefile_slurp(p, &small, &text, &len, &err), -1);
+	cr_assert(strstr(err.text, "over the limit"), "%s", err.text);
+	free(p);
+	p = helper_write_temp("slurp-ok.txt", "1234");
+	cr_assert_eq(sidefile_slurp(p, &small, &text, &len, &err), 0, "%s", err.text);
+	cr_assert_eq(len, 4);
+	cr_assert_eq(text[4], '\0');
+	free(text);
+	free(p);
+}
