@@ -53,6 +53,7 @@ static struct {
 	counter refused[METRICS_REFUSAL_N];
 	_Atomic int64_t sessions_active;
 	counter accept_paused;
+	_Atomic int64_t privileged_reader;
 	counter tls[TLS_N];
 	counter tls_failed;
 	/* per bucket, not cumulative: one add per observation; rendering sums them */
@@ -160,6 +161,12 @@ void
 metrics_accept_paused(void)
 {
 	inc(&R.accept_paused, 1);
+}
+
+void
+metrics_privileged_reader(bool up)
+{
+	atomic_store_explicit(&R.privileged_reader, up ? 1 : 0, memory_order_relaxed);
 }
 
 void
@@ -492,6 +499,10 @@ render_global(struct out *o)
 	single_u64(o, "mxgate_accept_paused_total", "counter",
 	           "Times the listeners paused because accept(2) ran out of descriptors or memory.",
 	           get(&R.accept_paused));
+	single_i64(o, "mxgate_privileged_reader_up", "gauge",
+	           "1 while reloads read root-only files through the privileged reader; 0 when "
+	           "there is none (not started as root) or it is gone (restart to get it back).",
+	           atomic_load_explicit(&R.privileged_reader, memory_order_relaxed));
 	enum_family(o, "mxgate_tls_sessions_total",
 	            "TLS handshakes completed (STARTTLS), by protocol version.", "version",
 	            tls_label, R.tls, TLS_N);

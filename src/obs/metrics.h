@@ -29,6 +29,7 @@
  *   mxgate_sessions_active                             gauge
  *   mxgate_connector_sessions_active{connector}        gauge
  *   mxgate_accept_paused_total                         counter
+ *   mxgate_privileged_reader_up                        gauge, metrics_privileged_reader()
  *   mxgate_tls_sessions_total{version}                 counter, handshakes completed
  *   mxgate_tls_handshake_failures_total                counter
  *   mxgate_messages_queued_total{connector}            counter
@@ -141,6 +142,9 @@ void metrics_message_rejected(struct metrics_connector *c, unsigned code);
 
 void metrics_refused(enum metrics_refusal why);
 void metrics_accept_paused(void);
+/* Whether reloads go through the privileged reader (smtpd/keeper.h): set when it starts and
+ * when it is found gone. */
+void metrics_privileged_reader(bool up);
 /* version: the protocol's name as OpenSSL gives it ("TLSv1.2", "TLSv1.3"; "TLSv1",
  * "TLSv1.1" are counted too); anything else counts as "other". */
 void metrics_tls_session(const char *version);

@@ -14,17 +14,17 @@
 
 /* Before the first thread starts (each thread keeps its own copy, inherited at creation):
  * no_new_privs, so nothing executed from the daemon could gain privileges from set-user-ID
- * bits or file capabilities, and — as root — a bounding set of CAP_NET_BIND_SERVICE alone
+ * bits or file capabilities, and — as root — a bounding set of the capability kept alone
  * and no ambient capability, so the permitted set can never grow back past it.  Dropping
  * from the bounding set needs CAP_SETPCAP, which root has until privileges_become(); without it
  * (not started as root) the set is the caller's.  Failing as root refuses to start. */
 int
-privileges_restrict(void)
+privileges_restrict(int keep)
 {
 	bool root = geteuid() == 0;
 
 	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
-		if (cap == CAP_NET_BIND_SERVICE || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 0)
+		if (cap == keep || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 0)
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
 			if (!root && errno == EPERM)

@@ -20,7 +20,9 @@
 /* *uid and *gid: the account of c->user, or -1 when not started as root (nothing to
  * switch).  config_path (borrowed for the call) names the file to fix in the message. */
 int privileges_user(const struct config *c, const char *config_path, long *uid, long *gid);
-int privileges_restrict(void);
+/* keep: the one capability left in the bounding set (CAP_NET_BIND_SERVICE for the daemon,
+ * CAP_DAC_READ_SEARCH for the privileged reader, keeper.h). */
+int privileges_restrict(int keep);
 /* uid < 0: nothing to do. */
 int privileges_become(long uid, long gid);
 

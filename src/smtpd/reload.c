@@ -7,12 +7,15 @@
 
 #include "base/diag.h"
 #include "base/log.h"
+#include "base/sidefile.h"
 #include "obs/metrics.h"
 #include "obs/notify.h"
 
 struct reload {
 	struct event_base *base; /* borrowed */
 	const char *path;        /* borrowed */
+	struct keeper *keeper;   /* borrowed; NULL: none */
+	bool keeper_lost;        /* said once that reloads read as the run user now */
 	reload_apply_cb *apply;
 	void *arg;
 	pthread_t thread;
@@ -72,9 +75,27 @@ reload_main(void *arg)
 	struct reload *r = arg;
 
 	pthread_setname_np(pthread_self(), "mxgate-reload");
+	struct sidefile_set *handed = NULL;
+	if (r->keeper && !r->keeper_lost) {
+		char err[256];
+		if (!(handed = keeper_fetch(r->keeper, err, sizeof(err)))) {
+			log_msg(LOG_LVL_ERROR,
+			        "%s: this reload and the next read the files as the run user, and "
+			        "a "
+			        "file only root may read is refused; restart mxgate to have them "
+			        "read "
+			        "as root again",
+			        err);
+			r->keeper_lost = true;
+			metrics_privileged_reader(false);
+		}
+	}
+	sidefile_use(handed);
 	r->cfg = reload_read_config(r->path, &r->errors);
 	if (r->cfg)
 		r->tls_failed = reload_read_tls(r->cfg, &r->tls) < 0;
+	sidefile_use(NULL);
+	sidefile_set_free(handed);
 	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
 	 * threshold is raised in main.c): give them back now, once per reload */
 	malloc_trim(0);
@@ -212,6 +233,13 @@ reload_request(struct reload *r)
 		log_msg(LOG_LVL_INFO, "SIGHUP during a reload: one more reload follows it");
 		r->again = true;
 	}
+}
+
+void
+reload_set_keeper(struct reload *r, struct keeper *k)
+{
+	r->keeper = k;
+	metrics_privileged_reader(k != NULL);
 }
 
 void

@@ -2,7 +2,8 @@
  * reload — reading a new configuration on SIGHUP without holding up the daemon.
  *
  * Reload runs in two halves so that accepting never waits for a parse (a 1M-range file
- * takes most of a second): a reload thread reads the file and loads the TLS pair, then
+ * takes most of a second): a reload thread reads the file and loads the TLS pair (files
+ * only root may read handed over by the privileged reader, keeper.h), then
  * wakes the main thread (event_active), which joins it and hands a valid snapshot to the
  * owner's apply callback, which swaps it in.  One reload at a time (config_load() is
  * reentrant now, but two reloads racing would apply in either order; one after the other
@@ -21,6 +22,7 @@
 
 #include "conf/config.h"
 #include "net/tls.h"
+#include "smtpd/keeper.h"
 
 /* A valid new snapshot (both transferred to the callee; t is NULL without a certificate). */
 typedef void reload_apply_cb(struct config *c, struct tls_ctx *t, void *arg);
@@ -32,6 +34,10 @@ struct reload *reload_new(struct event_base *base, const char *path, reload_appl
                           void *arg);
 /* Waits for a reload under way and discards its result.  NULL is a no-op. */
 void reload_free(struct reload *r);
+
+/* From now on reloads take the files from k (borrowed; outlives the reload): called on the
+ * main thread before the first reload. */
+void reload_set_keeper(struct reload *r, struct keeper *k);
 
 /* SIGHUP: starts a reload, or asks for one more after the one under way. */
 void reload_request(struct reload *r);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "queue/spool.h"
 #include "smtpd/admission.h"
 #include "smtpd/control.h"
+#include "smtpd/keeper.h"
 #include "smtpd/listener.h"
 #include "smtpd/privileges.h"
 #include "smtpd/reload.h"
@@ -57,6 +59,7 @@ struct server {
 	struct event *src_sweep;
 
 	struct reload *rl;
+	struct keeper *keeper; /* the privileged reader: NULL when not started as root */
 
 	int metrics_fd; /* bound before the privilege drop; -1 once served or when off */
 	struct metrics_http *mh;
@@ -449,7 +452,13 @@ server_run(const char *path)
 		log_msg(LOG_LVL_ERROR, "cannot start the event loop");
 		goto out;
 	}
-	if (privileges_user(S.cfg, S.path, &uid, &gid) < 0 || privileges_restrict() < 0)
+	if (privileges_user(S.cfg, S.path, &uid, &gid) < 0)
+		goto out;
+	/* still one thread: the privileged reader is forked before any other starts, and
+	 * before the bounding set loses the capability it keeps (it restricts itself) */
+	if (uid >= 0 && (S.keeper = keeper_start(S.path)))
+		reload_set_keeper(S.rl, S.keeper);
+	if (privileges_restrict(CAP_NET_BIND_SERVICE) < 0)
 		goto out;
 	S.spool = spool_open(S.cfg->spool, uid, gid, committed_hook, NULL, err, sizeof(err));
 	if (!S.spool) {
@@ -518,6 +527,7 @@ out:
 	if (S.drain_timer)
 		event_free(S.drain_timer);
 	reload_free(S.rl);
+	keeper_stop(S.keeper); /* after the reload thread: it may be talking to the keeper */
 	if (S.src_sweep)
 		event_free(S.src_sweep);
 	listeners_free(S.ls);

@@ -333,9 +333,9 @@ def free_bytes(path):
 # ---- TLS -------------------------------------------------------------------------------
 
 def new_cert(cert, key, cn="mx.example.test"):
-    """Writes a new self-signed certificate and key over cert and key (the key mode 0600
-    and given to nobody when root, so a reload after the privilege drop can read it);
-    each file is replaced whole. Returns the SHA-256 of the certificate's DER."""
+    """Writes a new self-signed certificate and key over cert and key (the key mode 0600,
+    the runner's: root's in CI, read at reload by the keeper); each file is replaced
+    whole. Returns the SHA-256 of the certificate's DER."""
     tmp = tempfile.mkdtemp(prefix="mxgate-newcert-")
     try:
         c, k = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -346,9 +346,6 @@ def new_cert(cert, key, cn="mx.example.test"):
                        check=True, capture_output=True)
         os.chmod(c, 0o644)
         os.chmod(k, 0o600)
-        if IS_ROOT:
-            uid, gid = nobody()
-            os.chown(k, uid, gid)
         shutil.move(k, key + ".new")
         shutil.move(c, cert + ".new")
         os.replace(key + ".new", key)
