@@ -37,6 +37,7 @@ struct cmd {
 static int cmd_run(int argc, char **argv);
 static int cmd_check(int argc, char **argv);
 static int cmd_queue(int argc, char **argv);
+static int cmd_status(int argc, char **argv);
 static int cmd_which(int argc, char **argv);
 static int cmd_firewall(int argc, char **argv);
 static int cmd_probe(int argc, char **argv);
@@ -54,6 +55,10 @@ static const struct cmd cmds[] = {
          "name the connector that takes a connection (exit 3: none)", NULL},
         {"queue", cmd_queue, "queue [-c FILE] [list|flush|remove ID]",
          "show the queue, retry it now, or remove a message", NULL},
+        {"status", cmd_status, "status [-c FILE]",
+         "what the running daemon is doing: uptime, configuration, connectors, queue, "
+         "delivery (exit 3: not running)",
+         NULL},
         {"firewall", cmd_firewall, "firewall [-c FILE] --format FMT",
          "print the lockdown as firewall rules, Exchange connectors or HAProxy ACLs",
          "FMT: nft, iptables, pf, windows, exchange or haproxy (docs/FIREWALL.md)"},
@@ -283,6 +288,31 @@ cmd_queue(int argc, char **argv)
 	rc = queue_command(c->spool, command, stdout, stderr);
 	config_unref(c);
 	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static int
+cmd_status(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	struct config *c;
+	struct diag d;
+	int rc;
+
+	if (parse_opts("status", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind < argc)
+		return usage_error("status", "unexpected argument '%s'", argv[optind]);
+	/* the spool's location (its control socket) comes from the configuration */
+	diag_init(&d);
+	c = config_load(path, &d);
+	if (!c)
+		diag_print(&d, stderr);
+	diag_release(&d);
+	if (!c)
+		return EXIT_FAILURE;
+	rc = queue_status(c->spool, stdout, stderr);
+	config_unref(c);
+	return rc;
 }
 
 static int

@@ -164,6 +164,53 @@ metrics_accept_paused(void)
 }
 
 void
+metrics_connector_read(struct metrics_connector *c, struct metrics_connector_view *v)
+{
+	*v = (struct metrics_connector_view){0};
+	if (!c)
+		return;
+	v->connections = get(&c->connections);
+	v->active = atomic_load_explicit(&c->active, memory_order_relaxed);
+	v->queued = get(&c->queued);
+	v->queued_bytes = get(&c->queued_bytes);
+	for (size_t i = 0; i < CODE_N; i++)
+		v->rejected += get(&c->rejected[i]);
+}
+
+void
+metrics_read(struct metrics_view *v)
+{
+	*v = (struct metrics_view){
+	        .start_time = atomic_load_explicit(&R.start_time, memory_order_relaxed),
+	        .config_load_time = atomic_load_explicit(&R.config_load_time, memory_order_relaxed),
+	        .queue_oldest = atomic_load_explicit(&R.queue_oldest, memory_order_relaxed),
+	        .config_generation = get(&R.config_generation),
+	        .reloads_ok = get(&R.reloads[0]),
+	        .reloads_error = get(&R.reloads[1]),
+	        .sessions_active = atomic_load_explicit(&R.sessions_active, memory_order_relaxed),
+	        .queue_messages = atomic_load_explicit(&R.queue_messages, memory_order_relaxed),
+	        .privileged_reader =
+	                atomic_load_explicit(&R.privileged_reader, memory_order_relaxed),
+	};
+	for (size_t i = 0; i < METRICS_REFUSAL_N; i++)
+		v->refused[i] = get(&R.refused[i]);
+	for (size_t i = 0; i < METRICS_DELIVERY_N; i++)
+		v->deliveries[i] = get(&R.deliveries[i]);
+}
+
+const char *
+metrics_refusal_label(enum metrics_refusal why)
+{
+	return (unsigned)why < METRICS_REFUSAL_N ? refusal_label[why] : "?";
+}
+
+const char *
+metrics_delivery_label(enum metrics_delivery result)
+{
+	return (unsigned)result < METRICS_DELIVERY_N ? delivery_label[result] : "?";
+}
+
+void
 metrics_privileged_reader(bool up)
 {
 	atomic_store_explicit(&R.privileged_reader, up ? 1 : 0, memory_order_relaxed);

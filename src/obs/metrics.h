@@ -161,6 +161,31 @@ void metrics_config_reload(bool ok);
 /* A configuration became the running one: its generation and Unix load time. */
 void metrics_config_loaded(uint64_t generation, double unix_time);
 
+/* -- reading them back, for `mxgate status` (values read one by one, relaxed) -- */
+
+struct metrics_connector_view {
+	uint64_t connections;  /* sessions accepted since start */
+	int64_t active;        /* sessions open now */
+	uint64_t queued;       /* messages committed */
+	uint64_t queued_bytes; /* their sizes */
+	uint64_t rejected;     /* refused transaction commands, every code */
+};
+
+struct metrics_view {
+	double start_time, config_load_time, queue_oldest; /* Unix times; 0: none */
+	uint64_t config_generation, reloads_ok, reloads_error;
+	int64_t sessions_active, queue_messages, privileged_reader;
+	uint64_t refused[METRICS_REFUSAL_N];
+	uint64_t deliveries[METRICS_DELIVERY_N];
+};
+
+/* c may be NULL: every count 0. */
+void metrics_connector_read(struct metrics_connector *c, struct metrics_connector_view *v);
+void metrics_read(struct metrics_view *v);
+/* "no_connector", "delivered": the label of each. */
+const char *metrics_refusal_label(enum metrics_refusal why);
+const char *metrics_delivery_label(enum metrics_delivery result);
+
 /* Content-Type of what metrics_render() writes. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

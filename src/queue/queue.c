@@ -177,11 +177,53 @@ offline_remove(const char *spool, const char *id, FILE *out, FILE *err)
 	return 0;
 }
 
+/* Sends command on fd (closed here) and copies the answer's text to out; its last line,
+ * "ok" or "error: ...", gives the result (the error to err, after prog). */
+static int
+control_exchange(int fd, const char *command, const char *prog, FILE *out, FILE *err)
+{
+	char buf[4096];
+
+	size_t len = strlen(command);
+	if (write(fd, command, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
+		fprintf(err, "%s: cannot talk to the daemon: %s\n", prog, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	shutdown(fd, SHUT_WR);
+	/* the answer: text, then a last line "ok" or "error: ..." */
+	char *all = NULL;
+	size_t alen = 0;
+	FILE *mem = open_memstream(&all, &alen);
+	ssize_t n;
+	while (mem && (n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, mem);
+	close(fd);
+	if (!mem || fclose(mem) != 0) {
+		fprintf(err, "%s: out of memory\n", prog);
+		free(all);
+		return 1;
+	}
+	int rc = 1;
+	char *last = alen > 1 ? memrchr(all, '\n', alen - 1) : NULL;
+	char *status = last ? last + 1 : all;
+	if (strncmp(status, "ok", 2) == 0) {
+		fwrite(all, 1, (size_t)(status - all), out);
+		rc = 0;
+	} else if (strncmp(status, "error: ", 7) == 0) {
+		fwrite(all, 1, (size_t)(status - all), out);
+		fprintf(err, "%s: %s", prog, status + 7);
+	} else {
+		fprintf(err, "%s: the daemon gave no answer\n", prog);
+	}
+	free(all);
+	return rc;
+}
+
 int
 queue_command(const char *spool, const char *command, FILE *out, FILE *err)
 {
 	const char *id = NULL;
-	char buf[4096];
 	int fd;
 
 	if (strncmp(command, "remove ", 7) == 0) {
@@ -223,38 +265,25 @@ queue_command(const char *spool, const char *command, FILE *out, FILE *err)
 		        o.n == 1 ? "" : "s");
 		return 0;
 	}
-	size_t len = strlen(command);
-	if (write(fd, command, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
-		fprintf(err, "mxgate queue: cannot talk to the daemon: %s\n", strerror(errno));
-		close(fd);
-		return 1;
+	return control_exchange(fd, command, "mxgate queue", out, err);
+}
+
+int
+queue_status(const char *spool, FILE *out, FILE *err)
+{
+	int fd = control_connect(spool);
+
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT || e == ECONNREFUSED)
+			fprintf(err,
+			        "mxgate status: mxgate is not running (nothing answers on %s/%s); "
+			        "start it, or see `journalctl -u mxgate` for why it stopped\n",
+			        spool, QUEUE_CONTROL_NAME);
+		else
+			fprintf(err, "mxgate status: cannot reach the daemon at %s/%s: %s\n", spool,
+			        QUEUE_CONTROL_NAME, strerror(e));
+		return e == ENOENT || e == ECONNREFUSED ? 3 : 1;
 	}
-	shutdown(fd, SHUT_WR);
-	/* the answer: text, then a last line "ok" or "error: ..." */
-	char *all = NULL;
-	size_t alen = 0;
-	FILE *mem = open_memstream(&all, &alen);
-	ssize_t n;
-	while (mem && (n = read(fd, buf, sizeof(buf))) > 0)
-		fwrite(buf, 1, (size_t)n, mem);
-	close(fd);
-	if (!mem || fclose(mem) != 0) {
-		fprintf(err, "mxgate queue: out of memory\n");
-		free(all);
-		return 1;
-	}
-	int rc = 1;
-	char *last = alen > 1 ? memrchr(all, '\n', alen - 1) : NULL;
-	char *status = last ? last + 1 : all;
-	if (strncmp(status, "ok", 2) == 0) {
-		fwrite(all, 1, (size_t)(status - all), out);
-		rc = 0;
-	} else if (strncmp(status, "error: ", 7) == 0) {
-		fwrite(all, 1, (size_t)(status - all), out);
-		fprintf(err, "mxgate queue: %s", status + 7);
-	} else {
-		fprintf(err, "mxgate queue: the daemon gave no answer\n");
-	}
-	free(all);
-	return rc;
+	return control_exchange(fd, "status", "mxgate status", out, err);
 }

@@ -27,4 +27,9 @@ size_t queue_list_running(struct deliver *d, FILE *fp);
  * problems to err.  Returns an exit status (0 ok, 1 error). */
 int queue_command(const char *spool, const char *command, FILE *out, FILE *err);
 
+/* Client side of `mxgate status`: the running daemon's answer to out.  Returns 0, 3 when
+ * no daemon runs on that spool (as `systemctl status` does), 1 on other errors (err says
+ * which). */
+int queue_status(const char *spool, FILE *out, FILE *err);
+
 #endif

@@ -19,6 +19,8 @@ struct control {
 	struct deliver *deliver; /* borrowed */
 	control_accept_failed_cb *failed_cb;
 	void *arg;
+	control_status_cb *status_cb;
+	void *status_arg;
 };
 
 static void
@@ -68,6 +70,9 @@ control_cb(evutil_socket_t lfd, short what, void *arg)
 			fprintf(fp, "removed %s\nok\n", cmd + 7);
 		else
 			fprintf(fp, "error: %s\n", err);
+	} else if (strcmp(cmd, "status") == 0 && c->status_cb) {
+		c->status_cb(fp, c->status_arg);
+		fprintf(fp, "ok\n");
 	} else {
 		fprintf(fp, "error: unknown command '%.60s'\n", cmd);
 	}
@@ -122,6 +127,13 @@ fail:
 		close(fd);
 	control_close(c);
 	return NULL;
+}
+
+void
+control_set_status(struct control *c, control_status_cb *cb, void *arg)
+{
+	c->status_cb = cb;
+	c->status_arg = arg;
 }
 
 void

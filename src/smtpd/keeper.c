@@ -284,6 +284,12 @@ gone:
 	return NULL;
 }
 
+long
+keeper_pid(const struct keeper *k)
+{
+	return (long)k->pid;
+}
+
 void
 keeper_stop(struct keeper *k)
 {

@@ -41,6 +41,9 @@ struct keeper *keeper_start(const char *config_path);
  * in err (the keeper is gone, or did not answer within KEEPER_TIMEOUT_S). */
 struct sidefile_set *keeper_fetch(struct keeper *k, char *err, size_t errlen);
 
+/* Its process id (for `mxgate status`). */
+long keeper_pid(const struct keeper *k);
+
 /* Closes the channel and waits for the keeper to exit.  NULL is a no-op. */
 void keeper_stop(struct keeper *k);
 

@@ -29,6 +29,7 @@
 #include "smtpd/listener.h"
 #include "smtpd/privileges.h"
 #include "smtpd/reload.h"
+#include "smtpd/status.h"
 #include "smtpd/worker.h"
 
 /* ---- shared state ----------------------------------------------------------------------- */
@@ -94,6 +95,21 @@ control_failed_cb(const char *what, int err, void *arg)
 	(void)arg;
 	if (listeners_exhausted(err))
 		listeners_pause(S.ls, what, err);
+}
+
+/* `mxgate status`, on the main thread (the control socket's) */
+static void
+status_cb(FILE *out, void *arg)
+{
+	(void)arg;
+	struct status_info in = {.cfg = S.cfg,
+	                         .path = S.path,
+	                         .listeners = S.n_ls,
+	                         .workers = S.n_workers,
+	                         .draining = S.draining,
+	                         .keeper_pid = S.keeper ? (pid_t)keeper_pid(S.keeper) : 0,
+	                         .now = time(NULL)};
+	status_write(out, &in);
 }
 
 /* the listeners pause or resume accepting: the control socket follows */
@@ -472,6 +488,7 @@ server_run(const char *path)
 	if (!(S.control = control_open(S.base, S.deliver, S.cfg->spool, uid, gid, control_failed_cb,
 	                               NULL)))
 		goto out;
+	control_set_status(S.control, status_cb, NULL);
 	if (deliver_prepare(S.deliver, S.cfg, uid, gid) < 0)
 		goto out; /* an unsafe Maildir base: deliver_prepare said why */
 	size_t failed;

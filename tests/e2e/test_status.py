@@ -1,0 +1,84 @@
+"""`mxgate status` over the control socket: uptime, the configuration's generation and
+load time, each connector's live sessions and totals, the queue and the delivery state;
+exit 3 when no daemon runs."""
+import re
+import subprocess
+
+from daemon import BIN
+from helpers_ops import (block_delivery, connector, expect, session, transaction,
+                         unblock_delivery)
+
+
+def status(daemon):
+    r = subprocess.run([BIN, "status", "-c", daemon.conf], capture_output=True, text=True,
+                       timeout=30)
+    return r.returncode, r.stdout, r.stderr
+
+
+def line(out, prefix):
+    hits = [l for l in out.splitlines() if l.startswith(prefix)]
+    assert len(hits) == 1, (prefix, out)
+    return hits[0]
+
+
+def test_status_reports_connectors_queue_and_generation(daemon):
+    two = (connector("Filter", ranges=("127.0.0.2",)) +
+           connector("Apps", ranges=("127.0.0.5",), usage="internal"))
+    daemon.configure(connectors=two)
+    block_delivery(daemon)  # a message stays queued until unblocked
+    daemon.start()
+    rc, out, err = status(daemon)
+    assert rc == 0, err
+    assert re.match(rf"mxgate \S+ \(pid {daemon.proc.pid}\): up \d+s, since "
+                    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", out.splitlines()[0]), out
+    assert re.search(rf"^configuration: {re.escape(daemon.conf)}, generation 1, loaded .*; "
+                     r"reloads since start: 0 accepted, 0 refused$", out, re.M), out
+    assert line(out, 'connector "Filter"') == (
+        'connector "Filter": 0 open, 0 sessions, 0 messages queued (0 bytes), '
+        '0 commands refused')
+    assert line(out, "queue:") == "queue: 0 messages"
+
+    # two messages through Filter, one left queued (its Maildir blocked), a session
+    # held open on Apps, a refused RCPT on Filter
+    c = session(daemon)
+    for tok in ("tok-a", "tok-b"):
+        code, text = transaction(c, tok)
+        assert code == 250, text
+    expect(c, 250, "MAIL FROM:<x@remote.example>")
+    expect(c, 550, "RCPT TO:<nobody@elsewhere.example>")
+    c.close()
+    held = session(daemon, source="127.0.0.5")
+    daemon.configure(connectors=two)
+    daemon.reload()
+    rc, out, err = status(daemon)
+    assert rc == 0, err
+    assert "generation 2" in out and "reloads since start: 1 accepted, 0 refused" in out, out
+    filt = line(out, 'connector "Filter"')
+    assert re.fullmatch(r'connector "Filter": 0 open, 1 session, 2 messages queued '
+                        r'\(\d+ bytes\), 1 command refused', filt), filt
+    assert line(out, 'connector "Apps"').startswith('connector "Apps": 1 open, 1 session,')
+    assert re.search(r"^sessions: 1 open; closed before a session since start: "
+                     r"0 no_connector,", out, re.M), out
+    assert re.fullmatch(r"queue: 2 messages, the oldest from \S+ \(\d+s ago\)",
+                        line(out, "queue:")), out
+    assert re.fullmatch(r"delivery: Maildir; attempts since start: 0 delivered, \d+ deferred, "
+                        r"0 failed", line(out, "delivery:")), out
+    assert "privileged reader running" in line(out, "state:") or \
+        "no privileged reader" in line(out, "state:")
+    held.close()
+
+    unblock_delivery(daemon)
+    subprocess.run([BIN, "queue", "-c", daemon.conf, "flush"], check=True,
+                   capture_output=True)
+    daemon.wait_messages(2)
+    daemon.wait_queue_empty()
+    rc, out, err = status(daemon)
+    assert line(out, "queue:") == "queue: 0 messages", out
+    assert re.search(r"attempts since start: 2 delivered,", out), out
+
+
+def test_status_when_not_running_exits_3_and_says_so(daemon):
+    daemon.configure()
+    rc, out, err = status(daemon)
+    assert rc == 3, (rc, out, err)
+    assert "mxgate is not running (nothing answers on" in err, err
