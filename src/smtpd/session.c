@@ -629,6 +629,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 		if (space == 0)
 			break;
 		ssize_t n = s->c.read(&s->c, buf, space);
+		int rerr = errno;
 		if (n > 0) {
 			smtp_input_commit(s->smtp, (size_t)n);
 			got = true;
@@ -648,6 +649,9 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 			want_read(s, false);
 			break;
 		}
+		/* a reset is the client's doing too: the protocol log says "Remote" */
+		if (rerr == ECONNRESET || rerr == EPIPE || rerr == ETIMEDOUT)
+			s->eof = true;
 		session_close(s, s->c.error[0] ? s->c.error : "read failed");
 		return;
 	}

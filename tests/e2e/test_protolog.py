@@ -6,7 +6,9 @@ import io
 import os
 import pwd
 import re
+import socket
 import stat
+import struct
 
 from daemon import ALLOWED, DENIED, message
 
@@ -181,3 +183,21 @@ def test_a_reload_moves_the_log_and_a_client_hangup_is_remote(daemon):
     assert [r[7] for r in a if r[6] == "<"] == ["NOOP before-reload", "QUIT"]
     assert [r[7] for r in b if r[6] == "<"] == ["NOOP after-reload"]
     assert b[-1][6] == "-" and b[-1][8] == "Remote"  # the client hung up
+
+
+def test_a_client_reset_is_remote(daemon):
+    """A client that resets the connection (RST, not FIN) closed it: "-" row, context
+    "Remote", as a client hang-up is; the session log gives the reset."""
+    logdir = os.path.join(daemon.dir, "protolog")
+    configure(daemon, logdir)
+    daemon.start()
+    c = daemon.connect(source=ALLOWED)
+    assert c.reply()[0] == 220
+    assert c.cmd("NOOP before-reset")[0] == 250
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()
+    daemon.wait_log(r"closed: read: Connection reset by peer", timeout=10)
+    assert daemon.stop() == 0
+    rows = sessions_in(logdir)
+    assert [r[7] for r in rows if r[6] == "<"] == ["NOOP before-reset"]
+    assert rows[-1][6] == "-" and rows[-1][8] == "Remote", rows[-1]
