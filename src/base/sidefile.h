@@ -66,7 +66,9 @@ int sidefile_slurp(const char *path, const struct sidefile_limits *lim, char **t
  * root may read are opened by a privileged process and their descriptors handed over, by
  * path, as a set.  A thread that calls sidefile_use(set) opens from the set first (a fresh
  * descriptor of the same file, rewound) and from the file system otherwise; a thread that
- * calls sidefile_record(set) adds a descriptor of each file it opens to the set.  NULL
+ * calls sidefile_record(set) adds a descriptor of each file it opens to the set, and its
+ * sidefile_read() calls only open (no line reaches the callback: a million ranges are
+ * parsed once, by the thread that uses the set, not twice).  NULL
  * stops either.  Neither affects other threads; the set is the caller's. */
 int sidefile_open(const char *path, int flags);
 

@@ -18,7 +18,6 @@
 #include "base/diag.h"
 #include "base/log.h"
 #include "conf/config.h"
-#include "net/tls.h"
 #include "smtpd/privileges.h"
 
 /* The messages, each one SOCK_SEQPACKET record that starts with a header: the daemon sends
@@ -88,8 +87,8 @@ send_file(int sock, uint32_t seq, const char *path, int fd)
 	return 0;
 }
 
-/* One load, as the daemon's reload does it (configuration, then the TLS pair), recording
- * every file opened; then the descriptors go to the daemon. */
+/* One load, as the daemon's reload does it, recording every file opened; then the
+ * descriptors go to the daemon. */
 static int
 keeper_serve_load(int sock, uint32_t seq, const char *path)
 {
@@ -97,16 +96,16 @@ keeper_serve_load(int sock, uint32_t seq, const char *path)
 	struct header end = {.type = MSG_END, .seq = seq};
 	struct diag d;
 	struct config *c;
-	char err[512];
 	int rc = 0;
 
 	if (!set)
 		return -1;
 	diag_init(&d);
+	/* the load opens every file the configuration names (the TLS pair included: the
+	 * loader checks both); line files are opened, not read (sidefile_record()), so the
+	 * diagnostics are meaningless here and dropped: the daemon makes its own */
 	sidefile_record(set);
 	c = config_load(path, &d);
-	if (c && c->tls_certificate)
-		tls_ctx_unref(tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err)));
 	sidefile_record(NULL);
 	config_unref(c);
 	diag_release(&d);
