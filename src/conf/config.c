@@ -302,7 +302,7 @@ static const struct option options[] = {
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
-#define N_OPTIONS_MAX 64
+#define N_OPTIONS_MAX 128
 _Static_assert(N_OPTIONS <= N_OPTIONS_MAX, "raise N_OPTIONS_MAX");
 
 static const char *const kind_names[] = {[K_STR] = "text",
