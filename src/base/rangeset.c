@@ -33,9 +33,13 @@ alloc_array(size_t n, size_t elem)
 {
 	size_t bytes;
 
+	void *p;
+
 	if (vec_bytes(n, elem, &bytes) < 0)
 		return NULL;
-	return malloc(bytes ? bytes : 1);
+	if ((p = malloc(bytes ? bytes : 1)))
+		vec_hint_huge(p, bytes);
+	return p;
 }
 
 /* Gives back the unused tail of an array of n elements; NULL (p untouched) on failure. */

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int
 vec_bytes(size_t n, size_t elem, size_t *out)
@@ -13,6 +14,22 @@ vec_bytes(size_t n, size_t elem, size_t *out)
 		return -1;
 	}
 	return 0;
+}
+
+void
+vec_hint_huge(void *p, size_t len)
+{
+	/* The whole pages of the block, not only its 2 MiB-aligned interior: a large block is
+	 * a mapping of its own (glibc's mmap threshold), and advising part of it would split
+	 * the mapping in three, after which realloc can no longer mremap it and copies. */
+	const uintptr_t page = 4096;
+	uintptr_t lo = (uintptr_t)p & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)p + len + page - 1) & ~(page - 1);
+
+	if (len < VEC_HUGE_MIN)
+		return;
+	/* advice only: a kernel without THP says EINVAL, and the block works as before */
+	(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
 int
@@ -42,5 +59,6 @@ vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem)
 	}
 	memcpy(arrp, &grown, sizeof(grown));
 	*cap = nc;
+	vec_hint_huge(grown, bytes);
 	return 0;
 }

@@ -27,4 +27,11 @@ int vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem);
  * allocations: calloc checks its own product, malloc and realloc do not). */
 int vec_bytes(size_t n, size_t elem, size_t *out);
 
+/* Asks the kernel to back a large heap block (len bytes at p) with transparent huge pages (madvise MADV_HUGEPAGE; a no-op below VEC_HUGE_MIN or where
+ * THP is off).  A 1M-range table touches ~130 MiB while it is built: with 4 KiB pages
+ * that is 33,000 page faults, a third of a reload's time on a virtual machine.
+ * vec_reserve() calls it on every block it grows past VEC_HUGE_MIN. */
+#define VEC_HUGE_MIN (4u << 20)
+void vec_hint_huge(void *p, size_t len);
+
 #endif

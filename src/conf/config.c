@@ -956,6 +956,8 @@ add_range(struct loader *L, struct connector *k, const char *text, const char *f
 	if (VEC_RESERVE(k->ranges, L->ranges_cap, k->n_ranges + 1) < 0)
 		return -1;
 	k->ranges[k->n_ranges++] = (struct conf_range){.r = r, .at = {file, line}};
+	if (!k->open_family && range_is_all(&r))
+		k->open_family = r.family; /* noted here: a million ranges are not walked again */
 	return 0;
 }
 
@@ -1488,11 +1490,10 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 		          "gets 530 5.7.1)",
 		          k->name);
 	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
-		const char *open = k->all_remote ? "every IPv4 and IPv6 address" : NULL;
-		for (size_t i = 0; !open && i < k->n_ranges; i++)
-			if (range_is_all(&k->ranges[i].r))
-				open = k->ranges[i].r.family == AF_INET ? "every IPv4 address"
-				                                        : "every IPv6 address";
+		const char *open = k->all_remote                ? "every IPv4 and IPv6 address"
+		                   : k->open_family == AF_INET  ? "every IPv4 address"
+		                   : k->open_family == AF_INET6 ? "every IPv6 address"
+		                                                : NULL;
 		if (open)
 			diag_warn(
 			        L->d, L->file,

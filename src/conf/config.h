@@ -61,6 +61,7 @@ struct connector {
 	struct conf_range *ranges; /* remote-ip-ranges, then every remote-ip-ranges-file */
 	size_t n_ranges;
 	bool all_remote; /* neither key given: every IPv4 and IPv6 address (Exchange default) */
+	int open_family; /* AF_INET/AF_INET6 of the first range listed that is a whole family, or 0 */
 
 	unsigned auth_mechanisms;   /* enum auth_mechanism bits */
 	unsigned permission_groups; /* enum permission_group bits */
