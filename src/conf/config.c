@@ -1513,7 +1513,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 			else
 				v6b = true;
 		}
-		for (size_t i = 0; i < k->n_ranges; i++) {
+		for (size_t i = 0; i < k->n_ranges && !(v4r && v6r); i++) {
 			if (k->ranges[i].r.family == AF_INET)
 				v4r = true;
 			else
