@@ -350,6 +350,10 @@ end_failed(struct smtp *s)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* The input buffer of a session that has read nothing yet or has used all it read: never
+ * written (its capacity is 0), shared by every such session. */
+static char no_input[1];
+
 struct smtp *
 smtp_new(const struct smtp_params *p)
 {
@@ -360,11 +364,7 @@ smtp_new(const struct smtp_params *p)
 	s->p = *p;
 	s->pol = *p->policy;
 	s->p.policy = &s->pol;
-	s->in_cap = IN_CMD_SIZE;
-	if (!(s->in = malloc(s->in_cap))) {
-		free(s);
-		return NULL;
-	}
+	s->in = no_input; /* the buffer is taken at the first read: input_release() */
 	s->st = ST_CMD;
 	s->tarpit_ms = session_tarpit(p);
 	size_t blen = strlen(s->pol.banner);
@@ -394,11 +394,25 @@ smtp_free(struct smtp *s)
 		return;
 	reset_transaction(s);
 	free(s->rcpts);
-	free(s->in);
+	if (s->in != no_input)
+		free(s->in);
 	free(s);
 }
 
 /* ---- input ---------------------------------------------------------------------------- */
+
+/* An idle session gives its input buffer back (2 KiB between commands, 32 KiB in message
+ * text): most of a gateway's connections are idle at any moment.  smtp_input_space()
+ * takes one again when the socket has bytes to read. */
+static void
+input_release(struct smtp *s)
+{
+	if (s->in != no_input && s->in_off == s->in_len) {
+		free(s->in);
+		s->in = no_input;
+		s->in_cap = s->in_len = s->in_off = 0;
+	}
+}
 
 char *
 smtp_input_space(struct smtp *s, size_t *space)
@@ -411,10 +425,12 @@ smtp_input_space(struct smtp *s, size_t *space)
 	/* message text streams through a larger buffer; commands need little */
 	size_t want = s->st == ST_DATA ? IN_DATA_SIZE : IN_CMD_SIZE;
 	if (want != s->in_cap && s->in_len <= want) { /* if it fails, both sizes hold a line */
-		char *n = realloc(s->in, want);
+		char *n = realloc(s->in == no_input ? NULL : s->in, want);
 		if (n) {
 			s->in = n;
 			s->in_cap = want;
+		} else if (s->in == no_input) {
+			fail(s, "no memory for the input buffer", want);
 		}
 	}
 	*space = s->in_cap - s->in_len;
@@ -432,7 +448,7 @@ smtp_input_paused(const struct smtp *s)
 {
 	if ((s->st != ST_CMD && s->st != ST_DATA) || s->failed || s->timeout_pending)
 		return true; /* waiting for an answer, or closing */
-	return s->qlen > 0 || (s->in_off == 0 && s->in_len == s->in_cap);
+	return s->qlen > 0 || (s->in_cap > 0 && s->in_off == 0 && s->in_len == s->in_cap);
 }
 
 void
@@ -1272,8 +1288,12 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		if (s->failed && s->qlen == 0)
 			end_failed(s);
 	}
-	if (s->qlen == 0)
-		return s->st == ST_CLOSED ? SMTP_WAIT : SMTP_NONE;
+	if (s->qlen == 0) {
+		if (s->st == ST_CLOSED)
+			return SMTP_WAIT;
+		input_release(s); /* waiting for input: no action points into the buffer */
+		return SMTP_NONE;
+	}
 	*a = s->q[s->qhead];
 	s->qhead = (s->qhead + 1) % MAX_ACTIONS;
 	s->qlen--;
