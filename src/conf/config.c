@@ -36,6 +36,8 @@ enum kind {
 	K_BINDINGS, /* a list of IP:PORT */
 	K_RANGES,   /* a list of remote IP ranges */
 	K_DOMAINS,  /* a list of domain names */
+	K_ENDPOINTS, /* a list of IP:PORT kept as text (resolvers) */
+	K_SUFFIXES,  /* a list of DNS suffixes or @preset (remote-hostname-suffixes) */
 };
 
 enum section { SEC_ROOT, SEC_TLS, SEC_DELIVER, SEC_CONNECTOR, SEC_DOMAIN, SEC_COUNT };
@@ -299,6 +301,25 @@ static const struct option options[] = {
          NULL, NULL, "Advertise SMTPUTF8 (RFC 6531)."},
         {SEC_CONNECTOR, "protocol-logging-level", K_ENUM, "none", CONN(protocol_logging_level), 0,
          0, false, loglevel_words, NULL, "How much of each session is logged."},
+        /* forward-confirmed reverse DNS (net/dns.h) */
+        {SEC_ROOT, "resolvers", K_ENDPOINTS, NULL, ROOT(resolvers), 0, 0, false, NULL,
+         check_endpoint,
+         "DNS servers (`IP:PORT`, `[IPv6]:PORT`) asked for `remote-hostname-suffixes` checks, "
+         "in turn. Unset: the servers of /etc/resolv.conf. A change applies to sessions "
+         "started after the reload once the worker's lookups under way have ended."},
+        {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 500, 120000, false,
+         NULL, NULL,
+         "Longest a whole forward-confirmed reverse DNS check may take (the PTR lookup and "
+         "the address lookups of every name); past it MAIL gets `451 4.4.3`."},
+        {SEC_CONNECTOR, "remote-hostname-suffixes", K_SUFFIXES, NULL, CONN(hostname_suffixes), 0,
+         0, false, NULL, NULL,
+         "Forward-confirmed reverse DNS: MAIL is accepted only when one of the client "
+         "address's PTR names resolves (A or AAAA) back to that address and ends with one of "
+         "these suffixes at a label boundary (`pphosted.com` takes `mx1.pphosted.com`, not "
+         "`evilpphosted.com`). `@NAME` reads a provider preset's documented suffixes. A "
+         "failed check gets `550 5.7.1` naming what failed; DNS trouble (timeout, SERVFAIL) "
+         "`451 4.4.3`. Answers are cached for their TTL (at most 1 hour; failures 1 "
+         "minute)."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
@@ -316,7 +337,9 @@ static const char *const kind_names[] = {[K_STR] = "text",
                                          [K_FLAGS] = "list of keywords",
                                          [K_BINDINGS] = "list of IP:PORT",
                                          [K_RANGES] = "list of ranges",
-                                         [K_DOMAINS] = "list of domains"};
+                                         [K_DOMAINS] = "list of domains",
+                                         [K_ENDPOINTS] = "list of IP:PORT",
+                                         [K_SUFFIXES] = "list of DNS suffixes"};
 
 /* ---- loading state ------------------------------------------------------------------ */
 
@@ -358,7 +381,8 @@ find_option(enum section sec, const char *name)
 static bool
 is_list_kind(enum kind k)
 {
-	return k == K_PATHS || k == K_FLAGS || k == K_BINDINGS || k == K_RANGES || k == K_DOMAINS;
+	return k == K_PATHS || k == K_FLAGS || k == K_BINDINGS || k == K_RANGES || k == K_DOMAINS ||
+	       k == K_ENDPOINTS || k == K_SUFFIXES;
 }
 
 /* Levenshtein distance, for "did you mean" on unknown keys. */
@@ -1253,11 +1277,97 @@ conv_domain(const struct conv *v)
 	return 0;
 }
 
+/* K_ENDPOINTS and K_SUFFIXES fill a `char **list; size_t n_list;` pair of members */
+_Static_assert(offsetof(struct config, n_resolvers) ==
+                       offsetof(struct config, resolvers) + sizeof(char **),
+               "resolvers and n_resolvers are a pair");
+_Static_assert(offsetof(struct connector, n_hostname_suffixes) ==
+                       offsetof(struct connector, hostname_suffixes) + sizeof(char **),
+               "hostname_suffixes and n_hostname_suffixes are a pair");
+
+/* K_ENDPOINTS: each value was checked by check_endpoint */
+static int
+conv_endpoints(const struct conv *v)
+{
+	char ***list = (char ***)(void *)v->field;
+	size_t *n = (size_t *)(void *)(v->field + sizeof(char **));
+	char **grown;
+
+	if (!(grown = realloc(*list, (*n + 1) * sizeof(char *))))
+		return -1;
+	*list = grown;
+	return (grown[*n] = strdup(v->text)) ? (++*n, 0) : -1;
+}
+
+static int add_preset_suffixes(const struct conv *v);
+
+/* K_SUFFIXES: "example.com", ".example.com" (the same) or "@preset". */
+static int
+conv_suffix(const struct conv *v)
+{
+	char buf[256];
+	const char *t = v->text;
+	struct conv one = *v;
+
+	if (t[0] == '@')
+		return add_preset_suffixes(v);
+	if (t[0] == '.')
+		t++;
+	if (!valid_domain(t, false)) {
+		diag_error(v->L->d, v->L->file, v->line,
+		           "bad remote-hostname-suffixes entry '%s': write a DNS suffix such as "
+		           "pphosted.com, or @PRESET",
+		           v->text);
+		return 0;
+	}
+	snprintf(buf, sizeof(buf), "%s", t);
+	for (char *q = buf; *q; q++)
+		*q = (char)tolower((unsigned char)*q);
+	one.text = buf;
+	one.i = 1;
+	return conv_endpoints(&one);
+}
+
+/* "@NAME": the preset's hostname-suffixes; one that documents none is an error. */
+static int
+add_preset_suffixes(const struct conv *v)
+{
+	char path[4096], err[512];
+	struct provider *p;
+	int rc = 0;
+
+	if (providers_find(v->text + 1, path, sizeof(path)) < 0) {
+		diag_error(v->L->d, v->L->file, v->line,
+		           "unknown provider preset '%s' (in %s; `mxgate providers` lists them)",
+		           v->text, providers_dir());
+		return 0;
+	}
+	if (!(p = providers_load(path, err, sizeof(err)))) {
+		diag_error(v->L->d, v->L->file, v->line, "provider preset '%s': %s", v->text, err);
+		return 0;
+	}
+	if (p->hostnames.n_names == 0)
+		diag_error(v->L->d, v->L->file, v->line,
+		           "provider preset '%s' documents no hostname suffixes (its "
+		           "hostname-suffixes: none documented); name the suffixes yourself or "
+		           "use tls-sender-certificate-name",
+		           v->text);
+	for (size_t i = 0; i < p->hostnames.n_names && rc == 0; i++) {
+		struct conv one = *v;
+		one.text = p->hostnames.names[i];
+		one.i = 1;
+		rc = conv_endpoints(&one);
+	}
+	providers_free(p);
+	return rc;
+}
+
 static int (*const converters[])(const struct conv *) = {
         [K_STR] = conv_str,          [K_PATH] = conv_path,    [K_PATHS] = conv_paths,
         [K_BOOL] = conv_bool,        [K_SIZE] = conv_number,  [K_DURATION] = conv_number,
         [K_COUNT] = conv_number,     [K_ENUM] = conv_enum,    [K_FLAGS] = conv_flags,
         [K_BINDINGS] = conv_binding, [K_RANGES] = conv_range, [K_DOMAINS] = conv_domain,
+        [K_ENDPOINTS] = conv_endpoints, [K_SUFFIXES] = conv_suffix,
 };
 
 /* Converts and stores one option's values (or its default); reports bad ones.  Returns -1
@@ -1844,7 +1954,13 @@ config_free(struct config *c)
 		free(k->ranges);
 		free(k->banner);
 		free(k->fqdn);
+		for (size_t j = 0; j < k->n_hostname_suffixes; j++)
+			free(k->hostname_suffixes[j]);
+		free(k->hostname_suffixes);
 	}
+	for (size_t i = 0; i < c->n_resolvers; i++)
+		free(c->resolvers[i]);
+	free(c->resolvers);
 	free(c->connectors);
 	for (size_t i = 0; i < c->n_domains; i++) {
 		struct domain_conf *dc = &c->domains[i];

@@ -86,6 +86,10 @@ struct connector {
 	bool enhanced_status_codes_enabled;
 	bool smtp_utf8_enabled;
 	enum protocol_log_level protocol_logging_level;
+	/* remote-hostname-suffixes: lower case, no leading or trailing dot, presets expanded;
+	 * none: no forward-confirmed reverse DNS check (net/dns.h) */
+	char **hostname_suffixes;
+	size_t n_hostname_suffixes;
 };
 
 /* An accepted domain with its own settings: domain "example.com" { ... }. */
@@ -141,6 +145,10 @@ struct config {
 	uint64_t protocol_log_max_age_ms;
 	struct domain_conf *domains;
 	size_t n_domains;
+
+	char **resolvers; /* "IP:PORT" as given, for net/dns.h; none: /etc/resolv.conf */
+	size_t n_resolvers;
+	uint64_t dns_timeout_ms; /* a whole forward-confirmed reverse DNS check */
 
 	struct connector *connectors;
 	size_t n_connectors;

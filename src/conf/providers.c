@@ -1,8 +1,10 @@
 #include "conf/providers.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -175,6 +177,84 @@ valid_source(const char *s)
 	return true;
 }
 
+/* The member for a hostname-suffixes or certificate-names key, or NULL. */
+static char **
+proof_slot(struct provider *p, const char *key)
+{
+	static const struct {
+		const char *prefix;
+		size_t off;
+	} kinds[] = {{"hostname-suffixes", offsetof(struct provider, hostnames)},
+	             {"certificate-names", offsetof(struct provider, certificates)}};
+
+	for (size_t i = 0; i < 2; i++) {
+		size_t pl = strlen(kinds[i].prefix);
+		struct provider_proof *pr = (void *)((char *)p + kinds[i].off);
+		if (strncmp(key, kinds[i].prefix, pl) != 0)
+			continue;
+		if (!key[pl])
+			return &pr->text;
+		if (strcmp(key + pl, "-source") == 0)
+			return &pr->source;
+		if (strcmp(key + pl, "-date") == 0)
+			return &pr->date;
+		if (strcmp(key + pl, "-confidence") == 0)
+			return &pr->confidence;
+	}
+	return NULL;
+}
+
+/* Splits a proof's text into names and checks its companions (see providers.h). */
+static void
+check_proof(struct reader *R, struct provider_proof *pr, const char *key)
+{
+	char *copy, *save = NULL;
+	bool known = false;
+
+	if (!pr->text) {
+		if (pr->source || pr->date || pr->confidence)
+			fail(R, 0, "%s-source, -date or -confidence without '# %s:'", key, key);
+		return;
+	}
+	if (strcmp(pr->text, "none documented") == 0) {
+		if (pr->source || pr->date || pr->confidence)
+			fail(R, 0, "%s: none documented takes no -source, -date or -confidence",
+			     key);
+		return;
+	}
+	if (!pr->source || !pr->date || !pr->confidence) {
+		fail(R, 0, "%s needs '# %s-source:', '-date:' and '-confidence:' lines", key, key);
+		return;
+	}
+	if (!valid_source(pr->source))
+		fail(R, 0, "%s-source '%s' is not a http(s) URL or dns:NAME", key, pr->source);
+	if (strcmp(pr->date, "undated") != 0 && !valid_date(pr->date))
+		fail(R, 0, "%s-date '%s' is not a date YYYY-MM-DD or 'undated'", key, pr->date);
+	for (size_t i = 0; i < sizeof(confidences) / sizeof(confidences[0]); i++)
+		known |= strcmp(pr->confidence, confidences[i]) == 0;
+	if (!known)
+		fail(R, 0, "%s-confidence '%s' is not a confidence", key, pr->confidence);
+	if (!(copy = strdup(pr->text))) {
+		fail(R, 0, "out of memory");
+		return;
+	}
+	for (char *w = strtok_r(copy, ", ", &save); w && !R->failed;
+	     w = strtok_r(NULL, ", ", &save)) {
+		char **grown = realloc(pr->names, (pr->n_names + 1) * sizeof(char *));
+		if (!grown || !(grown[pr->n_names] = strdup(w[0] == '.' ? w + 1 : w))) {
+			if (grown)
+				pr->names = grown;
+			fail(R, 0, "out of memory");
+			break;
+		}
+		pr->names = grown;
+		for (char *q = grown[pr->n_names]; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		pr->n_names++;
+	}
+	free(copy);
+}
+
 /* Stores one header value; returns false when the line is not a header line. */
 static bool
 header_line(struct reader *R, char *line, int lineno)
@@ -225,10 +305,13 @@ header_line(struct reader *R, char *line, int lineno)
 		slot = &p->status;
 	else if (strcmp(key, "update") == 0)
 		slot = &p->update;
+	else
+		slot = proof_slot(p, key);
 	if (!slot) {
 		fail(R, lineno,
 		     "unknown header key '%s' (provider, region, source, source-date, "
-		     "confidence, status, update)",
+		     "confidence, status, update, hostname-suffixes, certificate-names and their "
+		     "-source, -date, -confidence)",
 		     key);
 		return true;
 	}
@@ -360,6 +443,10 @@ check_header(struct reader *R)
 		     "confidence '%s' is not one of high, medium-high, medium, medium-low, low, "
 		     "unverified",
 		     p->confidence);
+	check_proof(R, &p->hostnames, "hostname-suffixes");
+	check_proof(R, &p->certificates, "certificate-names");
+	if (R->failed)
+		return;
 	if (strcmp(p->status, "ready") != 0 && strcmp(p->status, "unverified") != 0)
 		fail(R, 0, "status '%s' is not ready or unverified", p->status);
 	else if (strcmp(p->status, "ready") == 0 && strcmp(p->confidence, "high") != 0 &&
@@ -428,6 +515,16 @@ providers_free(struct provider *p)
 		free(p->sources[i]);
 	free(p->sources);
 	free(p->ranges);
+	struct provider_proof *proofs[] = {&p->hostnames, &p->certificates};
+	for (size_t i = 0; i < 2; i++) {
+		for (size_t j = 0; j < proofs[i]->n_names; j++)
+			free(proofs[i]->names[j]);
+		free(proofs[i]->names);
+		free(proofs[i]->text);
+		free(proofs[i]->source);
+		free(proofs[i]->date);
+		free(proofs[i]->confidence);
+	}
 	free(p);
 }
 

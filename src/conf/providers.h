@@ -20,6 +20,19 @@
  *   # status: ready                              ready or unverified; ready only with
  *                                                high or medium-high confidence
  *   # update: page                               optional: how to refresh the list
+ *   # hostname-suffixes: none documented          the delivering hosts' DNS names (suffixes
+ *                                                for remote-hostname-suffixes = "@NAME"):
+ *                                                "none documented" or names separated by
+ *                                                ", "; names need the three lines below
+ *   # hostname-suffixes-source: https://...      where the provider documents them
+ *   # hostname-suffixes-date: 2024-01-31         the date it states, or "undated"
+ *   # hostname-suffixes-confidence: medium       as confidence above
+ *   # certificate-names: none documented         the names in the delivering hosts' client
+ *                                                certificates (tls-sender-certificate-name
+ *                                                = "@NAME"), with certificate-names-source,
+ *                                                -date and -confidence likewise
+ * Each of the two is optional to the reader (absent: the preset does not say); every
+ * preset shipped in providers/ states both (tests/unit/test_providers.c).
  *
  * The body holds one range a line (any form range.h takes; '#' starts a comment).  A
  * preset is exact: no range with host bits set, no two ranges that overlap.
@@ -38,6 +51,16 @@ const char *providers_dir(void);
  * preset name ([a-z0-9-]) or no such file exists. */
 int providers_find(const char *name, char *path, size_t size);
 
+/* What a provider documents about one proof of its delivering hosts beyond their
+ * addresses.  text NULL: the preset does not say; n_names 0 with text set: "none
+ * documented".  source, date and confidence are set exactly when n_names > 0. */
+struct provider_proof {
+	char *text;
+	char **names; /* lower case, no leading dot */
+	size_t n_names;
+	char *source, *date, *confidence;
+};
+
 /* A preset file, read and checked.  Every string and array is owned by the struct. */
 struct provider {
 	char *name; /* file name without .conf */
@@ -48,6 +71,8 @@ struct provider {
 	size_t n_sources;
 	struct range *ranges; /* in file order */
 	size_t n_ranges;
+	struct provider_proof hostnames;    /* hostname-suffixes */
+	struct provider_proof certificates; /* certificate-names */
 };
 
 /* Reads and checks the preset at path (its name is the file name without ".conf"), with
