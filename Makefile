@@ -27,7 +27,7 @@ TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 CC          ?= cc
 FUZZ_SECONDS ?= 60
 
-PKGS        := openssl libevent libevent_pthreads
+PKGS        := openssl libevent libevent_pthreads libcares
 PKG_CFLAGS  := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 

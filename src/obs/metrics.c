@@ -62,6 +62,7 @@ static struct {
 	counter spool_sync_failures;
 	_Atomic int64_t queue_messages;
 	counter deliveries[METRICS_DELIVERY_N];
+	counter fcrdns[METRICS_FCRDNS_N];
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -224,6 +225,13 @@ metrics_tls_session(const char *version)
 	while (i < TLS_N - 1 && (!version || strcmp(version, tls_label[i]) != 0))
 		i++;
 	inc(&R.tls[i], 1);
+}
+
+void
+metrics_fcrdns(enum metrics_fcrdns result)
+{
+	if ((unsigned)result < METRICS_FCRDNS_N)
+		inc(&R.fcrdns[result], 1);
 }
 
 void
@@ -565,6 +573,12 @@ render_global(struct out *o)
 	       atomic_load_explicit(&R.queue_oldest, memory_order_relaxed));
 	enum_family(o, "mxgate_deliveries_total", "Delivery attempts, by outcome.", "result",
 	            delivery_label, R.deliveries, METRICS_DELIVERY_N);
+	static const char *const fcrdns_label[METRICS_FCRDNS_N] = {
+	        "pass", "no_ptr", "not_confirmed", "wrong_suffix", "tempfail"};
+	enum_family(o, "mxgate_fcrdns_checks_total",
+	            "Forward-confirmed reverse DNS verdicts (remote-hostname-suffixes), one per "
+	            "session that sent MAIL, by result.",
+	            "result", fcrdns_label, R.fcrdns, METRICS_FCRDNS_N);
 	static const char *const why[] = {"queue_full", "write_error"};
 	family(o, "mxgate_protocol_log_dropped_total", "counter",
 	       "Protocol log rows not written: the writer fell behind (queue_full) or the disk "

@@ -40,6 +40,8 @@
  *   mxgate_queue_messages                              gauge
  *   mxgate_queue_oldest_message_timestamp_seconds      gauge, 0 when the queue is empty
  *   mxgate_deliveries_total{result=delivered|deferred|failed}  counter
+ *   mxgate_fcrdns_checks_total{result=pass|no_ptr|not_confirmed|wrong_suffix|tempfail}
+ *       counter, one per session whose MAIL a connector's remote-hostname-suffixes judged
  *   mxgate_protocol_log_dropped_total{reason=queue_full|write_error}  counter, read
  *       from protolog at each rendering (nothing to wire)
  *   process_cpu_seconds_total, process_open_fds, process_max_fds,
@@ -156,6 +158,17 @@ void metrics_queue_set(uint64_t messages);
 void metrics_queue_add(int64_t delta);
 void metrics_queue_oldest(double unix_time);
 void metrics_delivery(enum metrics_delivery result);
+
+/* The forward-confirmed reverse DNS verdict of a session (smtpd/session.c). */
+enum metrics_fcrdns {
+	METRICS_FCRDNS_PASS,
+	METRICS_FCRDNS_NO_PTR,
+	METRICS_FCRDNS_NOT_CONFIRMED,
+	METRICS_FCRDNS_WRONG_SUFFIX,
+	METRICS_FCRDNS_TEMPFAIL,
+	METRICS_FCRDNS_N
+};
+void metrics_fcrdns(enum metrics_fcrdns result);
 /* A reload was accepted (ok) or refused. */
 void metrics_config_reload(bool ok);
 /* A configuration became the running one: its generation and Unix load time. */

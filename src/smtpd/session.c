@@ -15,6 +15,7 @@
 #include "base/vec.h"
 #include "conf/config.h"
 #include "net/conn.h"
+#include "net/dns.h"
 #include "net/tls.h"
 #include "obs/metrics.h"
 #include "obs/protolog.h"
@@ -68,6 +69,12 @@ struct session {
 	/* the spool's answer travels in this item: posting it can never fail for lack of
 	 * memory (a session has at most one commit under way) */
 	struct inbox_item commit_it;
+
+	/* remote-hostname-suffixes: the check starts at connect, MAIL waits for it */
+	struct dns_check *dns_pending; /* under way */
+	struct dns_fcrdns *fcrdns;     /* its result once fcrdns_known */
+	bool fcrdns_known, fcrdns_waiting, fcrdns_counted;
+	char fcrdns_name[DNS_NAME_MAX + 1]; /* the confirmed name, for Received: */
 };
 
 static void session_run(struct session *s);
@@ -290,6 +297,8 @@ session_free(struct session *s)
 		s->next->prev = s->prev;
 	admission_release(h->adm, s->k->name, &s->remote);
 	metrics_session_closed(s->k->metrics);
+	dns_cancel(s->dns_pending);
+	free(s->fcrdns);
 	smtp_free(s->smtp);
 	tls_ctx_unref(s->tls);
 	config_unref(s->cfg);
@@ -345,10 +354,11 @@ begin_message(struct session *s)
 		}
 	}
 	n = snprintf(hdr, sizeof(hdr),
-	             "Received: from %s ([%s])\r\n\tby %s (mxgate, connector \"%s\") with %s id "
-	             "%s%s%s%s%s;"
+	             "Received: from %s (%s%s[%s])\r\n\tby %s (mxgate, connector \"%s\") with %s "
+	             "id %s%s%s%s%s;"
 	             "\r\n\t%s\r\n",
-	             env->helo, s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
+	             env->helo, s->fcrdns_name, s->fcrdns_name[0] ? " " : "", s->client_ip,
+	             s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
 	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
 	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
 	             date);
@@ -463,6 +473,152 @@ drive_handshake(struct session *s)
 		smtp_tls_done(s->smtp, true);
 	}
 	idle_timer(s, false);
+	session_run(s);
+}
+
+/* -- forward-confirmed reverse DNS (remote-hostname-suffixes) -- */
+
+/* The worker's resolver for this session's settings; NULL after an error line. */
+static struct dns *
+host_dns(struct session *s)
+{
+	struct session_host *h = s->h;
+	char sig[sizeof(h->dns_sig)], err[256];
+	size_t used;
+
+	used = (size_t)snprintf(sig, sizeof(sig), "%llu", (unsigned long long)s->cfg->dns_timeout_ms);
+	for (size_t i = 0; i < s->cfg->n_resolvers && used < sizeof(sig); i++)
+		used += (size_t)snprintf(sig + used, sizeof(sig) - used, " %s", s->cfg->resolvers[i]);
+	if (h->dns && (strcmp(sig, h->dns_sig) == 0 || dns_busy(h->dns)))
+		return h->dns; /* a change waits until the lookups under way have ended */
+	dns_free(h->dns);
+	h->dns = dns_new(h->base, s->cfg->resolvers, s->cfg->n_resolvers, s->cfg->dns_timeout_ms,
+	                 err, sizeof(err));
+	if (!h->dns) {
+		h->dns_sig[0] = '\0';
+		log_session(&s->lc, LOG_LVL_ERROR,
+		            "remote-hostname-suffixes: %s; MAIL gets 451 4.4.3 until a resolver works "
+		            "(check resolvers and /etc/resolv.conf)",
+		            err);
+		return NULL;
+	}
+	snprintf(h->dns_sig, sizeof(h->dns_sig), "%s", sig);
+	return h->dns;
+}
+
+static void fcrdns_cb(void *arg, const struct dns_fcrdns *r);
+
+static void
+fcrdns_start(struct session *s)
+{
+	struct dns *d;
+	int r;
+
+	if (!(s->fcrdns = calloc(1, sizeof(*s->fcrdns))))
+		goto tempfail;
+	if (!(d = host_dns(s)))
+		goto tempfail;
+	r = dns_check(d, &s->remote, s->fcrdns, fcrdns_cb, s, &s->dns_pending);
+	if (r == 1)
+		s->fcrdns_known = true;
+	if (r >= 0)
+		return;
+	s->dns_pending = NULL;
+tempfail:
+	if (s->fcrdns)
+		*s->fcrdns = (struct dns_fcrdns){.status = DNS_TEMPFAIL, .why = "no resolver"};
+	s->fcrdns_known = true;
+}
+
+/* The verdict: NULL (pass) or the refusal, with its metric. */
+static const char *
+fcrdns_verdict(struct session *s, char *buf, size_t size, enum metrics_fcrdns *m)
+{
+	const struct dns_fcrdns *r = s->fcrdns;
+	const char *unconf = NULL, *name, *confirmed = NULL;
+
+	if (!r || r->status == DNS_TEMPFAIL ||
+	    (r->status == DNS_DONE && r->trouble &&
+	     !dns_pick(r, s->k->hostname_suffixes, s->k->n_hostname_suffixes, NULL))) {
+		*m = METRICS_FCRDNS_TEMPFAIL;
+		snprintf(buf, size,
+		         "451 4.4.3 Cannot check the reverse DNS of [%s] now: %s; try again later",
+		         s->client_ip,
+		         !r ? "out of memory" : r->why ? r->why : "an address lookup failed");
+		return buf;
+	}
+	if (r->status == DNS_NO_PTR) {
+		*m = METRICS_FCRDNS_NO_PTR;
+		snprintf(buf, size,
+		         "550 5.7.1 Client [%s] has no reverse DNS (PTR) name; this connector "
+		         "takes mail only from hosts named in its remote-hostname-suffixes",
+		         s->client_ip);
+		return buf;
+	}
+	name = dns_pick(r, s->k->hostname_suffixes, s->k->n_hostname_suffixes, &unconf);
+	if (name) {
+		*m = METRICS_FCRDNS_PASS;
+		snprintf(s->fcrdns_name, sizeof(s->fcrdns_name), "%s", name);
+		return NULL;
+	}
+	for (unsigned i = 0; i < r->n_names && !confirmed; i++)
+		if (r->confirmed[i])
+			confirmed = r->names[i];
+	if (unconf || !confirmed) {
+		*m = METRICS_FCRDNS_NOT_CONFIRMED;
+		snprintf(buf, size,
+		         "550 5.7.1 Reverse DNS name %.200s of [%s] does not resolve back to it "
+		         "(not forward-confirmed)",
+		         unconf ? unconf : r->names[0], s->client_ip);
+		return buf;
+	}
+	*m = METRICS_FCRDNS_WRONG_SUFFIX;
+	snprintf(buf, size,
+	         "550 5.7.1 Forward-confirmed name %.200s of [%s] is not in this connector's "
+	         "remote-hostname-suffixes",
+	         confirmed, s->client_ip);
+	return buf;
+}
+
+static void
+fcrdns_answer(struct session *s)
+{
+	static const char *const label[METRICS_FCRDNS_N] = {
+	        "pass", "no PTR", "not forward-confirmed", "wrong suffix", "DNS trouble"};
+	char buf[512];
+	enum metrics_fcrdns m;
+	const char *refusal = fcrdns_verdict(s, buf, sizeof(buf), &m);
+
+	if (!s->fcrdns_counted) {
+		s->fcrdns_counted = true;
+		metrics_fcrdns(m);
+		if (refusal)
+			log_session(&s->lc, LOG_LVL_INFO,
+			            "forward-confirmed reverse DNS: %s%s; MAIL refused: %s (check the "
+			            "client's PTR and A/AAAA records, or remote-hostname-suffixes)",
+			            label[m], s->fcrdns && s->fcrdns->cached ? " (cached)" : "", refusal);
+		else
+			log_session(&s->lc, LOG_LVL_INFO, "forward-confirmed reverse DNS: %s is %s%s",
+			            s->client_ip, s->fcrdns_name,
+			            s->fcrdns && s->fcrdns->cached ? " (cached)" : "");
+		protolog_infof(&s->pl, "FCrDNS", "%s %s", label[m],
+		               refusal ? refusal : s->fcrdns_name);
+	}
+	smtp_mail_checked(s->smtp, refusal);
+}
+
+static void
+fcrdns_cb(void *arg, const struct dns_fcrdns *r)
+{
+	struct session *s = arg;
+
+	s->dns_pending = NULL;
+	*s->fcrdns = *r;
+	s->fcrdns_known = true;
+	if (!s->fcrdns_waiting)
+		return;
+	s->fcrdns_waiting = false;
+	fcrdns_answer(s);
 	session_run(s);
 }
 
@@ -582,6 +738,12 @@ session_run(struct session *s)
 			log_session(&s->lc, LOG_LVL_INFO, "< %.*s",
 			            (int)(a.len < 200 ? a.len : 200), a.text);
 			protolog_command(&s->pl, a.text, a.len);
+			break;
+		case SMTP_MAIL_CHECK:
+			if (s->fcrdns_known)
+				fcrdns_answer(s);
+			else
+				s->fcrdns_waiting = true; /* fcrdns_cb answers */
 			break;
 		case SMTP_CLOSE:
 			s->closing = true;
@@ -801,6 +963,7 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 	policy_from_config(&pol, s->cfg, s->k);
 	pol.rate_ok = rate_cb;
 	pol.rate_arg = s;
+	pol.mail_check = s->k->n_hostname_suffixes > 0;
 	struct smtp_params p = {
 	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
 	if (!(s->smtp = smtp_new(&p)))
@@ -823,6 +986,8 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
 	protolog_connect(&s->pl);
 	protolog_info(&s->pl, "connector", s->k->name);
+	if (s->k->n_hostname_suffixes > 0)
+		fcrdns_start(s);
 	if (h->shutting_down)
 		smtp_shutdown(s->smtp);
 	session_run(s);
@@ -900,4 +1065,6 @@ session_release_all(struct session_host *h)
 		protolog_disconnect(&s->pl, false);
 		session_free(s);
 	}
+	dns_free(h->dns);
+	h->dns = NULL;
 }

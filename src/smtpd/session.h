@@ -26,6 +26,7 @@
 #include "smtpd/inbox.h"
 
 struct event_base;
+struct dns;
 
 /* What a worker lends its sessions. */
 struct session_host {
@@ -37,6 +38,11 @@ struct session_host {
 	atomic_long n_sessions;   /* sessions of this host; any thread may read it */
 	atomic_long *handed_off;  /* the pool's count of sessions handed off and not freed */
 	bool shutting_down;       /* the drain began: new sessions end after one transaction */
+	/* the resolver of remote-hostname-suffixes checks (net/dns.h), made by the first
+	 * session that needs it and remade when resolvers or dns-timeout change (once idle);
+	 * owned, freed by session_release_all() */
+	struct dns *dns;
+	char dns_sig[1100]; /* the settings it was made with */
 };
 
 /* Starts a session for an IN_SESSION item, taking its fd and references, on host's
@@ -53,7 +59,7 @@ void session_shutdown_all(struct session_host *h);
  * the spool is committing: it gets its 250 first. */
 void session_force_all(struct session_host *h);
 /* After the worker's loop stopped (and the spool's): frees every session without a word
- * to the client, aborting the messages not committed. */
+ * to the client, aborting the messages not committed, then the host's resolver. */
 void session_release_all(struct session_host *h);
 
 #endif

@@ -61,6 +61,7 @@ enum state {
 	ST_DATA,   /* reading message text */
 	ST_COMMIT, /* waiting for smtp_msg_committed() */
 	ST_TLS,    /* waiting for smtp_tls_done() */
+	ST_MAILCHK, /* waiting for smtp_mail_checked() */
 	ST_CLOSED, /* closing: nothing more is read */
 };
 
@@ -713,6 +714,11 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 		reply(s, "452 4.3.1 Insufficient system resources");
 		return;
 	}
+	if (k->mail_check) {
+		s->st = ST_MAILCHK;
+		push(s, SMTP_MAIL_CHECK, NULL, 0, 0, 0);
+		return;
+	}
 	s->have_mail = true;
 	reply(s, "250 2.1.0 Sender OK");
 }
@@ -1260,7 +1266,7 @@ enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
 	if (s->qlen == 0 && s->timeout_pending && !s->failed &&
-	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS))
+	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS || s->st == ST_MAILCHK))
 		timeout_now(s);
 	if (s->qlen == 0) {
 		step_begin(s);
@@ -1281,6 +1287,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		case ST_BEGIN:
 		case ST_COMMIT:
 		case ST_TLS:
+		case ST_MAILCHK:
 			return SMTP_WAIT;
 		case ST_CLOSED:
 			break;
@@ -1356,6 +1363,24 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 	s->st = ST_CMD;
 	if (s->timeout_pending)
 		late_timeout(s, "committed", ok ? "replied 250 first" : "replied 452 first");
+}
+
+void
+smtp_mail_checked(struct smtp *s, const char *refusal)
+{
+	if (s->st != ST_MAILCHK)
+		return;
+	step_begin(s);
+	s->txn_step = true;
+	s->st = ST_CMD;
+	if (refusal) {
+		reply(s, "%.510s", refusal);
+		free(s->mail_from);
+		s->mail_from = NULL;
+		return;
+	}
+	s->have_mail = true;
+	reply(s, "250 2.1.0 Sender OK");
 }
 
 void

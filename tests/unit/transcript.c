@@ -922,6 +922,10 @@ drain(struct drive *d)
 		case SMTP_REPLY:
 			check_reply(d, &a);
 			break;
+		case SMTP_MAIL_CHECK: /* transcripts run without policy mail_check (test_smtp.c) */
+			violation(d, "SMTP_MAIL_CHECK without mail_check");
+			d->dead = true;
+			return;
 		case SMTP_STARTTLS:
 			ans = take_answer(d, SMTP_STARTTLS);
 			record_answer(d, "STARTTLS", &ans);
