@@ -1,0 +1,224 @@
+"""Forward-confirmed reverse DNS per connector (remote-hostname-suffixes), against a DNS
+server the test runs on loopback (Debian's python3-dnslib), clients from 127.0.0.x.
+
+Each client address has its own PTR story in ZONE: confirmed with the right suffix, a
+PTR name whose A record points elsewhere (a spoofed PTR), a confirmed name with the wrong
+suffix, a suffix that only matches inside a label, no PTR at all, SERVFAIL, and a second
+PTR name that is the good one (every name counts, not only the first)."""
+import glob
+import select
+import socket
+import threading
+import urllib.request
+
+import pytest
+from dnslib import AAAA, A, PTR, QTYPE, RCODE, RR, DNSRecord
+
+from daemon import free_port, message
+
+SUFFIX = "pphosted.com"
+ZONE = {
+    "127.0.0.10": (["mx1.pphosted.com"], {"mx1.pphosted.com": "127.0.0.10"}),
+    "127.0.0.11": (["mx2.pphosted.com"], {"mx2.pphosted.com": "127.0.0.99"}),
+    "127.0.0.12": (["mail.attacker.example"], {"mail.attacker.example": "127.0.0.12"}),
+    "127.0.0.13": (["mx.evilpphosted.com"], {"mx.evilpphosted.com": "127.0.0.13"}),
+    "127.0.0.14": None,  # NXDOMAIN
+    "127.0.0.15": (["host.other.example", "mx3.pphosted.com"],
+                   {"host.other.example": "127.0.0.15", "mx3.pphosted.com": "127.0.0.15"}),
+    "127.0.0.16": "SERVFAIL",
+    "127.0.0.17": (["slow.pphosted.com"], {"slow.pphosted.com": "127.0.0.17"}),
+}
+SLOW = "127.0.0.17"
+
+
+def rev(ip):
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
+
+
+class DnsServer:
+    """UDP DNS on 127.0.0.1: answers from ZONE, each query on a thread of its own, so a
+    held answer (SLOW's, until `release` is set) holds nothing else.  Counts queries."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.release = threading.Event()
+        self.queries = []
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stop:
+            r, _, _ = select.select([self.sock], [], [], 0.2)
+            if r:
+                data, peer = self.sock.recvfrom(4096)
+                threading.Thread(target=self.answer, args=(data, peer), daemon=True).start()
+
+    def answer(self, data, peer):
+        q = DNSRecord.parse(data)
+        name, qtype = str(q.q.qname), QTYPE[q.q.qtype]
+        self.queries.append((name, qtype))
+        reply = q.reply()
+        ptrs = {rev(ip): v for ip, v in ZONE.items()}
+        addrs = {}
+        for v in ZONE.values():
+            if isinstance(v, tuple):
+                addrs.update({n + ".": a for n, a in v[1].items()})
+        if name == rev(SLOW):
+            self.release.wait(60)
+        if qtype == "PTR" and name in ptrs:
+            v = ptrs[name]
+            if v is None:
+                reply.header.rcode = RCODE.NXDOMAIN
+            elif v == "SERVFAIL":
+                reply.header.rcode = RCODE.SERVFAIL
+            else:
+                for n in v[0]:
+                    reply.add_answer(RR(name, QTYPE.PTR, rdata=PTR(n + "."), ttl=300))
+        elif qtype == "A" and name in addrs:
+            reply.add_answer(RR(name, QTYPE.A, rdata=A(addrs[name]), ttl=300))
+        elif qtype == "AAAA" and name in addrs:
+            pass  # NODATA
+        else:
+            reply.header.rcode = RCODE.NXDOMAIN
+        try:
+            self.sock.sendto(reply.pack(), peer)
+        except OSError:
+            pass
+
+    def close(self):
+        self.release.set()
+        self.stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def dns():
+    d = DnsServer()
+    yield d
+    d.close()
+
+
+def start(daemon, resolver, timeout="20s", suffixes=f'"{SUFFIX}"', top=""):
+    # one worker: the cache is the worker's
+    daemon.configure(top=f'resolvers = {{ "{resolver}" }}\ndns-timeout = {timeout}\n'
+                     f'workers = 1\n{top}',
+                     connectors=f"""
+        connector "Filter" {{
+          usage = internet
+          bindings = {{ "127.0.0.1:{{port}}" }}
+          remote-ip-ranges = {{ "127.0.0.10-127.0.0.30" }}
+          remote-hostname-suffixes = {{ {suffixes} }}
+          tarpit-interval = 0s
+          protocol-logging-level = verbose
+        }}
+    """, extra=f'protocol-log-directory = "{daemon.dir}/protolog"\n')
+    daemon.start()
+
+
+def mail_from(daemon, source):
+    with daemon.connect(source=source) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.example")[0] == 250
+        return c.cmd("MAIL FROM:<a@remote.example>")
+
+
+def test_confirmed_name_with_the_suffix_is_accepted_and_named_in_received(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    with daemon.connect(source="127.0.0.10") as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.example")[0] == 250
+        assert c.cmd("MAIL FROM:<a@remote.example>") == (250, "250 2.1.0 Sender OK")
+        assert c.cmd("RCPT TO:<user@example.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(message("fcrdns") + "\r\n.\r\n")
+        assert c.reply()[0] == 250
+    msg = daemon.wait_messages(1)[0]
+    assert b"Received: from client.example (mx1.pphosted.com [127.0.0.10])" in msg
+    daemon.wait_log(r"forward-confirmed reverse DNS: 127\.0\.0\.10 is mx1\.pphosted\.com")
+    # the answer is cached for its TTL: a second session asks the DNS server nothing
+    n = len(dns.queries)
+    assert mail_from(daemon, "127.0.0.10")[0] == 250
+    assert len(dns.queries) == n
+    daemon.wait_log(r"127\.0\.0\.10 is mx1\.pphosted\.com \(cached\)")
+
+
+def test_every_ptr_name_counts_not_only_the_first(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    assert mail_from(daemon, "127.0.0.15") == (250, "250 2.1.0 Sender OK")
+
+
+def test_spoofed_ptr_not_forward_confirmed_is_refused(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.11")
+    assert code == 550 and text.startswith("550 5.7.1 Reverse DNS name mx2.pphosted.com")
+    assert "not forward-confirmed" in text
+
+
+def test_wrong_suffix_is_refused(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.12")
+    assert code == 550
+    assert text.startswith("550 5.7.1 Forward-confirmed name mail.attacker.example")
+
+
+def test_suffix_only_at_a_label_boundary(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.13")
+    assert code == 550 and "mx.evilpphosted.com" in text
+
+
+def test_no_ptr_is_refused(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.14")
+    assert code == 550 and "has no reverse DNS (PTR) name" in text
+
+
+def test_servfail_is_a_temporary_failure(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.16")
+    assert code == 451 and text.startswith("451 4.4.3 ")
+
+
+def test_dns_down_is_a_temporary_failure(daemon):
+    # a port nothing listens on: the resolver gets no answer
+    start(daemon, f"127.0.0.1:{free_port()}", timeout="1s")
+    code, text = mail_from(daemon, "127.0.0.10")
+    assert code == 451 and text.startswith("451 4.4.3 Cannot check the reverse DNS")
+
+
+def test_slow_dns_does_not_block_another_session(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}", timeout="60s")
+    slow = daemon.connect(source=SLOW)
+    try:
+        assert slow.reply()[0] == 220
+        assert slow.cmd("EHLO client.example")[0] == 250
+        slow.send("MAIL FROM:<a@remote.example>\r\n")
+        # while the DNS server holds the slow client's answer, another client goes through
+        assert mail_from(daemon, "127.0.0.10")[0] == 250
+        r, _, _ = select.select([slow.sock], [], [], 0)
+        assert not r, "the slow client was answered before its DNS answer came"
+        dns.release.set()
+        assert slow.reply() == (250, "250 2.1.0 Sender OK")
+    finally:
+        slow.close()
+
+
+def test_metrics_and_protocol_log_count_each_verdict(daemon, dns):
+    mport = free_port()
+    start(daemon, f"127.0.0.1:{dns.port}", top=f'metrics-listen = "127.0.0.1:{mport}"\n')
+    for ip in ("127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.14", "127.0.0.16"):
+        mail_from(daemon, ip)
+    daemon.wait_log(r"forward-confirmed reverse DNS: DNS trouble")
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        page = r.read().decode()
+    for result in ("pass", "no_ptr", "not_confirmed", "wrong_suffix", "tempfail"):
+        assert f'mxgate_fcrdns_checks_total{{result="{result}"}} 1' in page
+    daemon.stop()
+    rows = "".join(open(f).read() for f in glob.glob(f"{daemon.dir}/protolog/*.LOG"))
+    for verdict in ("pass mx1.pphosted.com", "not forward-confirmed", "wrong suffix",
+                    "no PTR", "DNS trouble"):
+        assert verdict in rows
