@@ -51,6 +51,7 @@ policy_from_config(struct smtp_policy *p, const struct config *c, const struct c
 	        .eight_bit_mime = k->eight_bit_mime_enabled,
 	        .smtp_utf8 = k->smtp_utf8_enabled,
 	        .log_commands = k->protocol_logging_level == PROTOLOG_VERBOSE,
+	        .mail_check = k->n_hostname_suffixes > 0, /* remote-hostname-suffixes */
 	        .domain_accepted = domain_accepted,
 	        .recipient_known = recipient_known,
 	        .lookup_arg = c,

@@ -963,7 +963,6 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 	policy_from_config(&pol, s->cfg, s->k);
 	pol.rate_ok = rate_cb;
 	pol.rate_arg = s;
-	pol.mail_check = s->k->n_hostname_suffixes > 0;
 	struct smtp_params p = {
 	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
 	if (!(s->smtp = smtp_new(&p)))

@@ -288,3 +288,63 @@ Test(providers, reader_refuses_devices_fifos_directories_and_long_lines, .timeou
 	free(text);
 	free(line);
 }
+
+/* Issue 13.3: every shipped preset says what its provider documents beyond addresses —
+ * hostname suffixes and certificate names, or "none documented" — and names come with a
+ * source, a date and a confidence. */
+Test(providers, every_shipped_preset_states_its_proofs)
+{
+	char **names;
+	int n = providers_names(&names);
+
+	cr_assert_geq(n, 10);
+	for (int i = 0; i < n; i++) {
+		struct provider *p = load_preset(names[i]);
+		const struct provider_proof *pr[] = {&p->hostnames, &p->certificates};
+		for (size_t j = 0; j < 2; j++) {
+			cr_expect_not_null(pr[j]->text, "%s: no %s line", names[i],
+			                   j ? "certificate-names" : "hostname-suffixes");
+			if (pr[j]->n_names)
+				cr_expect(pr[j]->source && pr[j]->date && pr[j]->confidence);
+			else if (pr[j]->text)
+				cr_expect_str_eq(pr[j]->text, "none documented");
+		}
+		providers_free(p);
+	}
+	providers_names_free(names, (size_t)n);
+	struct provider *p = load_preset("n-able-spamexperts");
+	cr_expect_eq(p->hostnames.n_names, 1);
+	cr_expect_str_eq(p->hostnames.names[0], "delivery.antispamcloud.com");
+	providers_free(p);
+}
+
+Test(providers, reader_takes_and_checks_proofs)
+{
+	char *path = helper_write_temp(
+	        "proofs.conf",
+	        HEADER "# hostname-suffixes: .Example.NET, mx.example.org\n"
+	               "# hostname-suffixes-source: https://example.net/docs\n"
+	               "# hostname-suffixes-date: 2025-01-31\n"
+	               "# hostname-suffixes-confidence: medium\n"
+	               "# certificate-names: none documented\n"
+	               "192.0.2.0/24\n");
+	char err[512];
+	struct provider *p = providers_load(path, err, sizeof(err));
+
+	cr_assert_not_null(p, "%s", err);
+	cr_expect_eq(p->hostnames.n_names, 2);
+	cr_expect_str_eq(p->hostnames.names[0], "example.net");
+	cr_expect_str_eq(p->hostnames.names[1], "mx.example.org");
+	cr_expect_str_eq(p->hostnames.date, "2025-01-31");
+	cr_expect_eq(p->certificates.n_names, 0);
+	cr_expect_str_eq(p->certificates.text, "none documented");
+	providers_free(p);
+	free(path);
+	expect_error(HEADER "# hostname-suffixes: example.net\n192.0.2.0/24\n",
+	             "hostname-suffixes needs '# hostname-suffixes-source:'");
+	expect_error(HEADER "# certificate-names: none documented\n"
+	                    "# certificate-names-date: undated\n192.0.2.0/24\n",
+	             "none documented takes no");
+	expect_error(HEADER "# hostname-suffixes-source: https://x\n192.0.2.0/24\n",
+	             "without '# hostname-suffixes:'");
+}

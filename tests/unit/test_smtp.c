@@ -932,3 +932,69 @@ Test(smtp_limits, every_command_answered_at_the_largest_settings)
 	free(banner);
 	free(long_line);
 }
+
+/* remote-hostname-suffixes (policy mail_check): a MAIL that passes the core's checks
+ * waits for the daemon's verdict; a refusal is sent as given and leaves no sender; a
+ * timeout during the check ends the session at once. */
+Test(smtp_api, mail_check_waits_for_the_verdict)
+{
+	struct tx_session *t =
+	        tx_session_new("connector: remote-hostname-suffixes = { \"pphosted.com\" }\n");
+	struct smtp_action a;
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "EHLO c.example\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250-");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(t->smtp), "no command runs while the check runs");
+	smtp_mail_checked(t->smtp, "550 5.7.1 Reverse DNS name x.example of [192.0.2.1] does not "
+	                           "resolve back to it (not forward-confirmed)");
+	a = expect_action(t->smtp, SMTP_REPLY, "550 5.7.1 Reverse DNS name x.example");
+	cr_expect(a.transaction);
+	cr_expect(a.text[a.len - 2] == '\r' && a.text[a.len - 1] == '\n');
+	expect_action(t->smtp, SMTP_REPLY, "503 5.5.1 Need MAIL command");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "MAIL FROM:<a@c.example>\r\n");
+	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_mail_checked(t->smtp, NULL);
+	cr_expect(expect_action(t->smtp, SMTP_REPLY, "250 2.1.0 Sender OK").transaction);
+	smtp_mail_checked(t->smtp, NULL); /* not waiting: ignored */
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.5");
+	tx_session_free(t);
+}
+
+Test(smtp_api, timeout_during_mail_check)
+{
+	struct tx_session *t =
+	        tx_session_new("connector: remote-hostname-suffixes = { \"pphosted.com\" }\n");
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "HELO c.example\r\nMAIL FROM:<a@c.example>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 ");
+	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE);
+	expect_action(t->smtp, SMTP_REPLY, "451 4.7.0");
+	expect_action(t->smtp, SMTP_CLOSE, NULL);
+	smtp_mail_checked(t->smtp, NULL); /* too late: ignored */
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	tx_session_free(t);
+}
+
+/* Without remote-hostname-suffixes no check is asked for. */
+Test(smtp_api, no_mail_check_without_suffixes)
+{
+	struct tx_session *t = tx_session_new("");
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "HELO c.example\r\nMAIL FROM:<a@c.example>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 ");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.0");
+	tx_session_free(t);
+}
