@@ -937,3 +937,54 @@ Test(config, unknown_sections_and_duplicate_sections_do_not_end_the_file)
 	ERR(16, "unknown key 'frobnicate'");
 	diag_release(&d);
 }
+
+/* Issue 13.2: remote-hostname-suffixes (lower case, no leading dot, @preset expanded),
+ * resolvers and dns-timeout. */
+Test(config, hostname_suffixes_and_resolvers)
+{
+	struct diag d;
+
+	diag_init(&d);
+	struct config *c = helper_load(
+	        "hostname = \"mx.example.com\"\n"
+	        "resolvers = { \"127.0.0.1:5353\", \"[::1]:53\" }\n"
+	        "dns-timeout = 3s\n"
+	        "connector \"A\" {\n"
+	        "  bindings = { \"127.0.0.1:25\" }\n"
+	        "  remote-ip-ranges = { \"192.0.2.0/24\" }\n"
+	        "  remote-hostname-suffixes = { \".PPhosted.com\", \"@n-able-spamexperts\" }\n"
+	        "}\n"
+	        "connector \"B\" {\n"
+	        "  bindings = { \"127.0.0.1:26\" }\n"
+	        "  remote-ip-ranges = { \"192.0.2.0/24\" }\n"
+	        "}\n",
+	        &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->n_resolvers, 2);
+	cr_expect_str_eq(c->resolvers[1], "[::1]:53");
+	cr_expect_eq(c->dns_timeout_ms, 3000);
+	cr_assert_eq(c->connectors[0].n_hostname_suffixes, 2);
+	cr_expect_str_eq(c->connectors[0].hostname_suffixes[0], "pphosted.com");
+	cr_expect_str_eq(c->connectors[0].hostname_suffixes[1], "delivery.antispamcloud.com");
+	cr_expect_eq(c->connectors[1].n_hostname_suffixes, 0);
+	config_unref(c);
+	diag_release(&d);
+
+	diag_init(&d);
+	c = helper_load(/* 1 */ "hostname = \"mx.example.com\"\n"
+	                /* 2 */ "resolvers = { \"8.8.8.8\" }\n"
+	                /* 3 */ "dns-timeout = 0s\n"
+	                /* 4 */ "connector \"A\" {\n"
+	                /* 5 */ "  bindings = { \"127.0.0.1:25\" }\n"
+	                /* 6 */ "  remote-hostname-suffixes = { \"bad_name\", \"@google\",\n"
+	                /* 7 */ "    \"@no-such-preset\" }\n"
+	                /* 8 */ "}\n",
+	                &d);
+	cr_expect_null(c);
+	ERR(2, "bad resolvers");
+	ERR(3, "dns-timeout '0s' is out of range");
+	ERR(6, "bad remote-hostname-suffixes entry 'bad_name'");
+	ERR(6, "provider preset '@google' documents no hostname suffixes");
+	ERR(7, "unknown provider preset '@no-such-preset'");
+	diag_release(&d);
+}
