@@ -36,8 +36,8 @@ enum kind {
 	K_BINDINGS, /* a list of IP:PORT */
 	K_RANGES,   /* a list of remote IP ranges */
 	K_DOMAINS,  /* a list of domain names */
-	K_ENDPOINTS, /* a list of IP:PORT kept as text (resolvers) */
-	K_SUFFIXES,  /* a list of DNS suffixes or @preset (remote-hostname-suffixes) */
+	K_SERVERS,  /* a list of IP:PORT kept as text (resolvers) */
+	K_SUFFIXES, /* a list of DNS suffixes or @preset (remote-hostname-suffixes) */
 };
 
 enum section { SEC_ROOT, SEC_TLS, SEC_DELIVER, SEC_CONNECTOR, SEC_DOMAIN, SEC_COUNT };
@@ -302,17 +302,16 @@ static const struct option options[] = {
         {SEC_CONNECTOR, "protocol-logging-level", K_ENUM, "none", CONN(protocol_logging_level), 0,
          0, false, loglevel_words, NULL, "How much of each session is logged."},
         /* forward-confirmed reverse DNS (net/dns.h) */
-        {SEC_ROOT, "resolvers", K_ENDPOINTS, NULL, ROOT(resolvers), 0, 0, false, NULL,
-         check_endpoint,
+        {SEC_ROOT, "resolvers", K_SERVERS, NULL, ROOT(resolvers), 0, 0, false, NULL, check_endpoint,
          "DNS servers (`IP:PORT`, `[IPv6]:PORT`) asked for `remote-hostname-suffixes` checks, "
          "in turn. Unset: the servers of /etc/resolv.conf. A change applies to sessions "
          "started after the reload once the worker's lookups under way have ended."},
-        {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 500, 120000, false,
-         NULL, NULL,
+        {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 500, 120000, false, NULL,
+         NULL,
          "Longest a whole forward-confirmed reverse DNS check may take (the PTR lookup and "
          "the address lookups of every name); past it MAIL gets `451 4.4.3`."},
-        {SEC_CONNECTOR, "remote-hostname-suffixes", K_SUFFIXES, NULL, CONN(hostname_suffixes), 0,
-         0, false, NULL, NULL,
+        {SEC_CONNECTOR, "remote-hostname-suffixes", K_SUFFIXES, NULL, CONN(hostname_suffixes), 0, 0,
+         false, NULL, NULL,
          "Forward-confirmed reverse DNS: MAIL is accepted only when one of the client "
          "address's PTR names resolves (A or AAAA) back to that address and ends with one of "
          "these suffixes at a label boundary (`pphosted.com` takes `mx1.pphosted.com`, not "
@@ -338,7 +337,7 @@ static const char *const kind_names[] = {[K_STR] = "text",
                                          [K_BINDINGS] = "list of IP:PORT",
                                          [K_RANGES] = "list of ranges",
                                          [K_DOMAINS] = "list of domains",
-                                         [K_ENDPOINTS] = "list of IP:PORT",
+                                         [K_SERVERS] = "list of IP:PORT",
                                          [K_SUFFIXES] = "list of DNS suffixes"};
 
 /* ---- loading state ------------------------------------------------------------------ */
@@ -382,7 +381,7 @@ static bool
 is_list_kind(enum kind k)
 {
 	return k == K_PATHS || k == K_FLAGS || k == K_BINDINGS || k == K_RANGES || k == K_DOMAINS ||
-	       k == K_ENDPOINTS || k == K_SUFFIXES;
+	       k == K_SERVERS || k == K_SUFFIXES;
 }
 
 /* Levenshtein distance, for "did you mean" on unknown keys. */
@@ -1277,7 +1276,7 @@ conv_domain(const struct conv *v)
 	return 0;
 }
 
-/* K_ENDPOINTS and K_SUFFIXES fill a `char **list; size_t n_list;` pair of members */
+/* K_SERVERS and K_SUFFIXES fill a `char **list; size_t n_list;` pair of members */
 _Static_assert(offsetof(struct config, n_resolvers) ==
                        offsetof(struct config, resolvers) + sizeof(char **),
                "resolvers and n_resolvers are a pair");
@@ -1285,9 +1284,9 @@ _Static_assert(offsetof(struct connector, n_hostname_suffixes) ==
                        offsetof(struct connector, hostname_suffixes) + sizeof(char **),
                "hostname_suffixes and n_hostname_suffixes are a pair");
 
-/* K_ENDPOINTS: each value was checked by check_endpoint */
+/* K_SERVERS: each value was checked by check_endpoint */
 static int
-conv_endpoints(const struct conv *v)
+conv_servers(const struct conv *v)
 {
 	char ***list = (char ***)(void *)v->field;
 	size_t *n = (size_t *)(void *)(v->field + sizeof(char **));
@@ -1325,7 +1324,7 @@ conv_suffix(const struct conv *v)
 		*q = (char)tolower((unsigned char)*q);
 	one.text = buf;
 	one.i = 1;
-	return conv_endpoints(&one);
+	return conv_servers(&one);
 }
 
 /* "@NAME": the preset's hostname-suffixes; one that documents none is an error. */
@@ -1356,7 +1355,7 @@ add_preset_suffixes(const struct conv *v)
 		struct conv one = *v;
 		one.text = p->hostnames.names[i];
 		one.i = 1;
-		rc = conv_endpoints(&one);
+		rc = conv_servers(&one);
 	}
 	providers_free(p);
 	return rc;
@@ -1367,8 +1366,13 @@ static int (*const converters[])(const struct conv *) = {
         [K_BOOL] = conv_bool,        [K_SIZE] = conv_number,  [K_DURATION] = conv_number,
         [K_COUNT] = conv_number,     [K_ENUM] = conv_enum,    [K_FLAGS] = conv_flags,
         [K_BINDINGS] = conv_binding, [K_RANGES] = conv_range, [K_DOMAINS] = conv_domain,
-        [K_ENDPOINTS] = conv_endpoints, [K_SUFFIXES] = conv_suffix,
 };
+
+/* The converter of a kind; the kinds after K_DOMAINS are dispatched here. */
+static int (*converter(enum kind k))(const struct conv *)
+{
+	return k == K_SERVERS ? conv_servers : k == K_SUFFIXES ? conv_suffix : converters[k];
+}
 
 /* Converts and stores one option's values (or its default); reports bad ones.  Returns -1
  * only when out of memory. */
@@ -1395,7 +1399,7 @@ apply(struct loader *L, const struct option *o, const struct given *g, void *bas
 			diag_error(L->d, L->file, v.line, "bad %s: %s", o->name, err);
 			continue;
 		}
-		if (converters[o->kind](&v) < 0)
+		if (converter(o->kind)(&v) < 0)
 			return -1;
 	}
 	return 0;

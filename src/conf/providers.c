@@ -4,9 +4,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <stddef.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -264,9 +264,8 @@ struct rr {
 
 /* Calls each() for every answer record of a raw reply.  Returns 0, or -1 when malformed. */
 static int
-walk_answers(const unsigned char *buf, int len, void (*each)(void *, const unsigned char *, int,
-                                                             const struct rr *),
-             void *arg)
+walk_answers(const unsigned char *buf, int len,
+             void (*each)(void *, const unsigned char *, int, const struct rr *), void *arg)
 {
 	int qd, an, off = 12;
 	long enc;

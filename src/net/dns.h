@@ -42,12 +42,12 @@ enum dns_status { DNS_DONE, DNS_NO_PTR, DNS_TEMPFAIL };
 
 struct dns_fcrdns {
 	enum dns_status status;
-	unsigned n_names;                              /* DNS_DONE: at least 1 */
-	char names[DNS_MAX_NAMES][DNS_NAME_MAX + 1];   /* lower case, no final dot */
-	bool confirmed[DNS_MAX_NAMES];                 /* resolves back to the client */
-	bool trouble;                                  /* an address lookup failed (DNS) */
-	bool cached;                                   /* the answer came from the cache */
-	const char *why;                               /* DNS_TEMPFAIL: what went wrong */
+	unsigned n_names;                            /* DNS_DONE: at least 1 */
+	char names[DNS_MAX_NAMES][DNS_NAME_MAX + 1]; /* lower case, no final dot */
+	bool confirmed[DNS_MAX_NAMES];               /* resolves back to the client */
+	bool trouble;                                /* an address lookup failed (DNS) */
+	bool cached;                                 /* the answer came from the cache */
+	const char *why;                             /* DNS_TEMPFAIL: what went wrong */
 };
 
 struct event_base;
@@ -69,8 +69,8 @@ typedef void (*dns_cb)(void *arg, const struct dns_fcrdns *r);
 /* Checks address a.  Returns 1 with *out filled from the cache (no callback); 0 with
  * *pending set, cb(arg, r) coming once later on the loop (r borrowed for the call) unless
  * dns_cancel(*pending) comes first; -1 without memory. */
-int dns_check(struct dns *d, const struct ipaddr *a, struct dns_fcrdns *out, dns_cb cb,
-              void *arg, struct dns_check **pending);
+int dns_check(struct dns *d, const struct ipaddr *a, struct dns_fcrdns *out, dns_cb cb, void *arg,
+              struct dns_check **pending);
 /* The callback will not be called; the check's memory goes when its queries end. */
 void dns_cancel(struct dns_check *c);
 

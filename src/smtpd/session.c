@@ -353,15 +353,14 @@ begin_message(struct session *s)
 			prefix = (size_t)n;
 		}
 	}
-	n = snprintf(hdr, sizeof(hdr),
-	             "Received: from %s (%s%s[%s])\r\n\tby %s (mxgate, connector \"%s\") with %s "
-	             "id %s%s%s%s%s;"
-	             "\r\n\t%s\r\n",
-	             env->helo, s->fcrdns_name, s->fcrdns_name[0] ? " " : "", s->client_ip,
-	             s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
-	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
-	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
-	             date);
+	n = snprintf(
+	        hdr, sizeof(hdr),
+	        "Received: from %s (%s%s[%s])\r\n\tby %s (mxgate, connector \"%s\") with %s "
+	        "id %s%s%s%s%s;"
+	        "\r\n\t%s\r\n",
+	        env->helo, s->fcrdns_name, s->fcrdns_name[0] ? " " : "", s->client_ip, s->k->fqdn,
+	        s->k->name, proto, s->msg_id, tlsinfo, env->n_rcpts == 1 ? "\r\n\tfor <" : "",
+	        env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "", date);
 	if (n > 0 && (size_t)n < sizeof(hdr))
 		spool_msg_write(s->msg, hdr, (size_t)n);
 	spool_msg_set_prefix(s->msg, prefix);
@@ -486,9 +485,11 @@ host_dns(struct session *s)
 	char sig[sizeof(h->dns_sig)], err[256];
 	size_t used;
 
-	used = (size_t)snprintf(sig, sizeof(sig), "%llu", (unsigned long long)s->cfg->dns_timeout_ms);
+	used = (size_t)snprintf(sig, sizeof(sig), "%llu",
+	                        (unsigned long long)s->cfg->dns_timeout_ms);
 	for (size_t i = 0; i < s->cfg->n_resolvers && used < sizeof(sig); i++)
-		used += (size_t)snprintf(sig + used, sizeof(sig) - used, " %s", s->cfg->resolvers[i]);
+		used += (size_t)snprintf(sig + used, sizeof(sig) - used, " %s",
+		                         s->cfg->resolvers[i]);
 	if (h->dns && (strcmp(sig, h->dns_sig) == 0 || dns_busy(h->dns)))
 		return h->dns; /* a change waits until the lookups under way have ended */
 	dns_free(h->dns);
@@ -496,10 +497,11 @@ host_dns(struct session *s)
 	                 err, sizeof(err));
 	if (!h->dns) {
 		h->dns_sig[0] = '\0';
-		log_session(&s->lc, LOG_LVL_ERROR,
-		            "remote-hostname-suffixes: %s; MAIL gets 451 4.4.3 until a resolver works "
-		            "(check resolvers and /etc/resolv.conf)",
-		            err);
+		log_session(
+		        &s->lc, LOG_LVL_ERROR,
+		        "remote-hostname-suffixes: %s; MAIL gets 451 4.4.3 until a resolver works "
+		        "(check resolvers and /etc/resolv.conf)",
+		        err);
 		return NULL;
 	}
 	snprintf(h->dns_sig, sizeof(h->dns_sig), "%s", sig);
@@ -544,7 +546,9 @@ fcrdns_verdict(struct session *s, char *buf, size_t size, enum metrics_fcrdns *m
 		snprintf(buf, size,
 		         "451 4.4.3 Cannot check the reverse DNS of [%s] now: %s; try again later",
 		         s->client_ip,
-		         !r ? "out of memory" : r->why ? r->why : "an address lookup failed");
+		         !r       ? "out of memory"
+		         : r->why ? r->why
+		                  : "an address lookup failed");
 		return buf;
 	}
 	if (r->status == DNS_NO_PTR) {
@@ -593,18 +597,31 @@ fcrdns_answer(struct session *s)
 		s->fcrdns_counted = true;
 		metrics_fcrdns(m);
 		if (refusal)
-			log_session(&s->lc, LOG_LVL_INFO,
-			            "forward-confirmed reverse DNS: %s%s; MAIL refused: %s (check the "
-			            "client's PTR and A/AAAA records, or remote-hostname-suffixes)",
-			            label[m], s->fcrdns && s->fcrdns->cached ? " (cached)" : "", refusal);
+			log_session(
+			        &s->lc, LOG_LVL_INFO,
+			        "forward-confirmed reverse DNS: %s%s; MAIL refused: %s (check the "
+			        "client's PTR and A/AAAA records, or remote-hostname-suffixes)",
+			        label[m], s->fcrdns && s->fcrdns->cached ? " (cached)" : "",
+			        refusal);
 		else
-			log_session(&s->lc, LOG_LVL_INFO, "forward-confirmed reverse DNS: %s is %s%s",
-			            s->client_ip, s->fcrdns_name,
+			log_session(&s->lc, LOG_LVL_INFO,
+			            "forward-confirmed reverse DNS: %s is %s%s", s->client_ip,
+			            s->fcrdns_name,
 			            s->fcrdns && s->fcrdns->cached ? " (cached)" : "");
 		protolog_infof(&s->pl, "FCrDNS", "%s %s", label[m],
 		               refusal ? refusal : s->fcrdns_name);
 	}
 	smtp_mail_checked(s->smtp, refusal);
+}
+
+/* MAIL waits for the check: answered now, or by fcrdns_cb. */
+static void
+fcrdns_mail(struct session *s)
+{
+	if (s->fcrdns_known)
+		fcrdns_answer(s);
+	else
+		s->fcrdns_waiting = true;
 }
 
 static void
@@ -739,11 +756,8 @@ session_run(struct session *s)
 			            (int)(a.len < 200 ? a.len : 200), a.text);
 			protolog_command(&s->pl, a.text, a.len);
 			break;
-		case SMTP_MAIL_CHECK:
-			if (s->fcrdns_known)
-				fcrdns_answer(s);
-			else
-				s->fcrdns_waiting = true; /* fcrdns_cb answers */
+		case SMTP_MAILCHECK:
+			fcrdns_mail(s);
 			break;
 		case SMTP_CLOSE:
 			s->closing = true;

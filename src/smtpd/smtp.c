@@ -61,7 +61,7 @@ enum state {
 	ST_DATA,   /* reading message text */
 	ST_COMMIT, /* waiting for smtp_msg_committed() */
 	ST_TLS,    /* waiting for smtp_tls_done() */
-	ST_MAILCHK, /* waiting for smtp_mail_checked() */
+	ST_MAIL,   /* waiting for smtp_mail_checked() */
 	ST_CLOSED, /* closing: nothing more is read */
 };
 
@@ -715,8 +715,8 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 		return;
 	}
 	if (k->mail_check) {
-		s->st = ST_MAILCHK;
-		push(s, SMTP_MAIL_CHECK, NULL, 0, 0, 0);
+		s->st = ST_MAIL;
+		push(s, SMTP_MAILCHECK, NULL, 0, 0, 0);
 		return;
 	}
 	s->have_mail = true;
@@ -1266,7 +1266,7 @@ enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
 	if (s->qlen == 0 && s->timeout_pending && !s->failed &&
-	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS || s->st == ST_MAILCHK))
+	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS || s->st == ST_MAIL))
 		timeout_now(s);
 	if (s->qlen == 0) {
 		step_begin(s);
@@ -1287,7 +1287,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		case ST_BEGIN:
 		case ST_COMMIT:
 		case ST_TLS:
-		case ST_MAILCHK:
+		case ST_MAIL:
 			return SMTP_WAIT;
 		case ST_CLOSED:
 			break;
@@ -1368,7 +1368,7 @@ smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id)
 void
 smtp_mail_checked(struct smtp *s, const char *refusal)
 {
-	if (s->st != ST_MAILCHK)
+	if (s->st != ST_MAIL)
 		return;
 	step_begin(s);
 	s->txn_step = true;

@@ -64,7 +64,7 @@ enum smtp_kind {
 	SMTP_COMMAND,   /* with policy log_commands: a command line as received, for the
 	                 * protocol log (text, no CRLF; AUTH's arguments replaced by "****") */
 	SMTP_CLOSE,     /* send what is queued and close the connection */
-	SMTP_MAIL_CHECK, /* with policy mail_check: MAIL passed every check of the core; ask
+	SMTP_MAILCHECK, /* with policy mail_check: MAIL passed every check of the core; ask
 	                  * the server's own (forward-confirmed reverse DNS), answer
 	                  * smtp_mail_checked() */
 };
@@ -123,7 +123,7 @@ struct smtp_policy {
 	bool require_tls; /* MAIL only after STARTTLS */
 	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
 	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as SMTP_COMMAND */
-	bool mail_check;   /* each MAIL that passes waits for SMTP_MAIL_CHECK's answer */
+	bool mail_check; /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
 
 	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
@@ -165,7 +165,7 @@ void smtp_msg_begun(struct smtp *s, bool ok);
 /* ok: on stable storage; queue_id (borrowed for the call, not NULL when ok) names it in
  * the 250 reply, at most 64 characters of it. */
 void smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id);
-/* After SMTP_MAIL_CHECK: refusal NULL accepts the sender (250 2.1.0), else it is the
+/* After SMTP_MAILCHECK: refusal NULL accepts the sender (250 2.1.0), else it is the
  * whole reply line without CRLF ("550 5.7.1 ..."; borrowed for the call, at most 510
  * octets), sent like every failure reply (tarpit included).  A timeout while the check
  * runs ends the session at once: nothing is at stake. */

@@ -971,7 +971,8 @@ Test(config, hostname_suffixes_and_resolvers)
 	diag_release(&d);
 
 	diag_init(&d);
-	c = helper_load(/* 1 */ "hostname = \"mx.example.com\"\n"
+	c = helper_load(
+	        /* 1 */ "hostname = \"mx.example.com\"\n"
 	                /* 2 */ "resolvers = { \"8.8.8.8\" }\n"
 	                /* 3 */ "dns-timeout = 0s\n"
 	                /* 4 */ "connector \"A\" {\n"
@@ -979,7 +980,7 @@ Test(config, hostname_suffixes_and_resolvers)
 	                /* 6 */ "  remote-hostname-suffixes = { \"bad_name\", \"@google\",\n"
 	                /* 7 */ "    \"@no-such-preset\" }\n"
 	                /* 8 */ "}\n",
-	                &d);
+	        &d);
 	cr_expect_null(c);
 	ERR(2, "bad resolvers");
 	ERR(3, "dns-timeout '0s' is out of range");

@@ -37,8 +37,8 @@ Test(dns, suffix_match_at_label_boundaries)
 {
 	for (size_t i = 0; i < sizeof(suffix_cases) / sizeof(suffix_cases[0]); i++) {
 		const struct suffix_case *c = &suffix_cases[i];
-		cr_expect_eq(dns_suffix_match(c->name, c->suffix), c->match, "'%s' ends with '%s': %d",
-		             c->name, c->suffix, c->match);
+		cr_expect_eq(dns_suffix_match(c->name, c->suffix), c->match,
+		             "'%s' ends with '%s': %d", c->name, c->suffix, c->match);
 	}
 }
 
@@ -120,8 +120,15 @@ respond_cb(evutil_socket_t fd, short what, void *arg)
 	a[6] = 0, a[7] = 1;
 	a[8] = a[9] = a[10] = a[11] = 0;
 	len = off;
-	unsigned char rr[10] = {0xC0, 12, 0, (unsigned char)type, 0, 1, (unsigned char)(R->ttl >> 24),
-	                        (unsigned char)(R->ttl >> 16), (unsigned char)(R->ttl >> 8),
+	unsigned char rr[10] = {0xC0,
+	                        12,
+	                        0,
+	                        (unsigned char)type,
+	                        0,
+	                        1,
+	                        (unsigned char)(R->ttl >> 24),
+	                        (unsigned char)(R->ttl >> 16),
+	                        (unsigned char)(R->ttl >> 8),
 	                        (unsigned char)R->ttl};
 	memcpy(a + len, rr, 10);
 	len += 10;

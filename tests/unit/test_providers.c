@@ -320,14 +320,13 @@ Test(providers, every_shipped_preset_states_its_proofs)
 
 Test(providers, reader_takes_and_checks_proofs)
 {
-	char *path = helper_write_temp(
-	        "proofs.conf",
-	        HEADER "# hostname-suffixes: .Example.NET, mx.example.org\n"
-	               "# hostname-suffixes-source: https://example.net/docs\n"
-	               "# hostname-suffixes-date: 2025-01-31\n"
-	               "# hostname-suffixes-confidence: medium\n"
-	               "# certificate-names: none documented\n"
-	               "192.0.2.0/24\n");
+	char *path = helper_write_temp("proofs.conf", HEADER
+	                               "# hostname-suffixes: .Example.NET, mx.example.org\n"
+	                               "# hostname-suffixes-source: https://example.net/docs\n"
+	                               "# hostname-suffixes-date: 2025-01-31\n"
+	                               "# hostname-suffixes-confidence: medium\n"
+	                               "# certificate-names: none documented\n"
+	                               "192.0.2.0/24\n");
 	char err[512];
 	struct provider *p = providers_load(path, err, sizeof(err));
 

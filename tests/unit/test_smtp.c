@@ -947,7 +947,7 @@ Test(smtp_api, mail_check_waits_for_the_verdict)
 	expect_action(t->smtp, SMTP_REPLY, "250-");
 	expect_action(t->smtp, SMTP_NONE, NULL);
 	put(t->smtp, "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\n");
-	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_MAILCHECK, NULL);
 	expect_action(t->smtp, SMTP_WAIT, NULL);
 	cr_expect(smtp_input_paused(t->smtp), "no command runs while the check runs");
 	smtp_mail_checked(t->smtp, "550 5.7.1 Reverse DNS name x.example of [192.0.2.1] does not "
@@ -958,7 +958,7 @@ Test(smtp_api, mail_check_waits_for_the_verdict)
 	expect_action(t->smtp, SMTP_REPLY, "503 5.5.1 Need MAIL command");
 	expect_action(t->smtp, SMTP_NONE, NULL);
 	put(t->smtp, "MAIL FROM:<a@c.example>\r\n");
-	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_MAILCHECK, NULL);
 	expect_action(t->smtp, SMTP_WAIT, NULL);
 	smtp_mail_checked(t->smtp, NULL);
 	cr_expect(expect_action(t->smtp, SMTP_REPLY, "250 2.1.0 Sender OK").transaction);
@@ -977,7 +977,7 @@ Test(smtp_api, timeout_during_mail_check)
 	cr_assert_not_null(t);
 	greet(t->smtp, "HELO c.example\r\nMAIL FROM:<a@c.example>\r\n");
 	expect_action(t->smtp, SMTP_REPLY, "250 ");
-	expect_action(t->smtp, SMTP_MAIL_CHECK, NULL);
+	expect_action(t->smtp, SMTP_MAILCHECK, NULL);
 	expect_action(t->smtp, SMTP_WAIT, NULL);
 	smtp_timeout(t->smtp, SMTP_TIMEOUT_IDLE);
 	expect_action(t->smtp, SMTP_REPLY, "451 4.7.0");

@@ -922,8 +922,8 @@ drain(struct drive *d)
 		case SMTP_REPLY:
 			check_reply(d, &a);
 			break;
-		case SMTP_MAIL_CHECK: /* transcripts run without policy mail_check (test_smtp.c) */
-			violation(d, "SMTP_MAIL_CHECK without mail_check");
+		case SMTP_MAILCHECK: /* transcripts run without policy mail_check (test_smtp.c) */
+			violation(d, "SMTP_MAILCHECK without mail_check");
 			d->dead = true;
 			return;
 		case SMTP_STARTTLS:
