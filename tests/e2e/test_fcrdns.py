@@ -6,6 +6,7 @@ PTR name whose A record points elsewhere (a spoofed PTR), a confirmed name with 
 suffix, a suffix that only matches inside a label, no PTR at all, SERVFAIL, and a second
 PTR name that is the good one (every name counts, not only the first)."""
 import glob
+import re
 import select
 import socket
 import threading
@@ -222,3 +223,41 @@ def test_metrics_and_protocol_log_count_each_verdict(daemon, dns):
     for verdict in ("pass mx1.pphosted.com", "not forward-confirmed", "wrong suffix",
                     "no PTR", "DNS trouble"):
         assert verdict in rows
+
+
+def test_operations_snippet_checks_starts_and_reloads(daemon, dns, mxgate, write_conf):
+    """The snippet of docs/OPERATIONS.md section 12, as written: `mxgate check` takes
+    it; a running daemon reloads into it (its binding moved to the test's port, the
+    resolver to the test's server) and refuses a client the snippet's ranges leave out."""
+    import os
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                            "OPERATIONS.md")).read()
+    section = doc.split("## 12. Forward-confirmed reverse DNS", 1)[1]
+    snippet = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    path = write_conf('hostname = "mx.example.test"\nspool = "/tmp/unused"\n'
+                      'accepted-domains = { "example.test" }\n'
+                      f'tls {{ certificate = "{daemon.cert}"\n key = "{daemon.key}" }}\n'
+                      + snippet)
+    r = mxgate("check", "-c", path)
+    assert r.rc == 0, r.err
+    start(daemon, f"127.0.0.1:{dns.port}")
+    assert mail_from(daemon, "127.0.0.12")[0] == 550
+    live = snippet.replace('"0.0.0.0:25"', '"127.0.0.1:{port}"') \
+                  .replace('"127.0.0.1:53"', f'"127.0.0.1:{dns.port}"') \
+                  .replace('"@proofpoint-essentials-us"', '"127.0.0.10-127.0.0.30"')
+    daemon.configure(top="workers = 1\n", connectors=live)
+    daemon.reload()
+    assert mail_from(daemon, "127.0.0.10")[0] == 250
+    assert mail_from(daemon, "127.0.0.11")[0] == 550
+
+
+def test_reload_switches_resolvers(daemon, dns):
+    start(daemon, f"127.0.0.1:{free_port()}", timeout="1s")
+    assert mail_from(daemon, "127.0.0.10")[0] == 451
+    start_conf = open(daemon.conf).read()
+    with open(daemon.conf, "w") as f:
+        f.write(re.sub(r'resolvers = \{ "[^"]*" \}',
+                       f'resolvers = {{ "127.0.0.1:{dns.port}" }}', start_conf))
+    daemon.reload()
+    assert mail_from(daemon, "127.0.0.10") == (250, "250 2.1.0 Sender OK")
