@@ -306,8 +306,8 @@ static const struct option options[] = {
          "DNS servers (`IP:PORT`, `[IPv6]:PORT`) asked for `remote-hostname-suffixes` checks, "
          "in turn. Unset: the servers of /etc/resolv.conf. A change applies to sessions "
          "started after the reload once the worker's lookups under way have ended."},
-        {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 500, 120000, false, NULL,
-         NULL,
+        {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 1000, 120000, false,
+         NULL, NULL,
          "Longest a whole forward-confirmed reverse DNS check may take (the PTR lookup and "
          "the address lookups of every name); past it MAIL gets `451 4.4.3`."},
         {SEC_CONNECTOR, "remote-hostname-suffixes", K_SUFFIXES, NULL, CONN(hostname_suffixes), 0, 0,
