@@ -323,6 +323,17 @@ ttl_min(struct dns_check *c, uint32_t ttl)
 		c->ttl = ttl;
 }
 
+/* Only host names (letters, digits, '-', '_', dots) are kept: anything else can match no
+ * suffix, and the names go into replies and logs. */
+static bool
+host_name(const char *s)
+{
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+			return false;
+	return true;
+}
+
 static void
 ptr_each(void *arg, const unsigned char *buf, int len, const struct rr *r)
 {
@@ -334,7 +345,7 @@ ptr_each(void *arg, const unsigned char *buf, int len, const struct rr *r)
 		return;
 	if (ares_expand_name(r->data, buf, len, &name, &enc) != ARES_SUCCESS)
 		return;
-	if (strlen(name) <= DNS_NAME_MAX && name[0]) {
+	if (strlen(name) <= DNS_NAME_MAX && name[0] && host_name(name)) {
 		lower_copy(c->r.names[c->r.n_names], name);
 		for (unsigned i = 0; i < c->r.n_names; i++)
 			if (strcmp(c->r.names[i], c->r.names[c->r.n_names]) == 0)

@@ -12,7 +12,8 @@
  *
  * Outcomes: DNS_DONE (PTR names found; each confirmed or not; `trouble` when an address
  * lookup failed for DNS reasons, so a name may be unconfirmed for lack of an answer),
- * DNS_NO_PTR (NXDOMAIN or no PTR record), DNS_TEMPFAIL (a timeout, SERVFAIL, refused, a
+ * DNS_NO_PTR (NXDOMAIN, or no PTR record that is a host name: letters, digits, '-', '_'
+ * and dots), DNS_TEMPFAIL (a timeout, SERVFAIL, refused, a
  * server unreachable, or the whole check past its timeout).
  *
  * Cache: per dns object (so per worker, no lock), DNS_CACHE_SLOTS slots indexed by a hash of

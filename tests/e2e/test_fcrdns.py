@@ -6,6 +6,7 @@ PTR name whose A record points elsewhere (a spoofed PTR), a confirmed name with 
 suffix, a suffix that only matches inside a label, no PTR at all, SERVFAIL, and a second
 PTR name that is the good one (every name counts, not only the first)."""
 import glob
+import ipaddress
 import re
 import select
 import socket
@@ -28,12 +29,14 @@ ZONE = {
                    {"host.other.example": "127.0.0.15", "mx3.pphosted.com": "127.0.0.15"}),
     "127.0.0.16": "SERVFAIL",
     "127.0.0.17": (["slow.pphosted.com"], {"slow.pphosted.com": "127.0.0.17"}),
+    "127.0.0.18": (["bad\\010name.pphosted.com"], {}),
+    "::1": (["v6.pphosted.com"], {"v6.pphosted.com": "::1"}),
 }
 SLOW = "127.0.0.17"
 
 
 def rev(ip):
-    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
+    return ipaddress.ip_address(ip).reverse_pointer + "."
 
 
 class DnsServer:
@@ -78,10 +81,13 @@ class DnsServer:
             else:
                 for n in v[0]:
                     reply.add_answer(RR(name, QTYPE.PTR, rdata=PTR(n + "."), ttl=300))
-        elif qtype == "A" and name in addrs:
-            reply.add_answer(RR(name, QTYPE.A, rdata=A(addrs[name]), ttl=300))
-        elif qtype == "AAAA" and name in addrs:
-            pass  # NODATA
+        elif qtype in ("A", "AAAA") and name in addrs:
+            a = addrs[name]
+            if qtype == "A" and ":" not in a:
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(a), ttl=300))
+            elif qtype == "AAAA" and ":" in a:
+                reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(a), ttl=300))
+            # else NODATA
         else:
             reply.header.rcode = RCODE.NXDOMAIN
         try:
@@ -176,6 +182,31 @@ def test_no_ptr_is_refused(daemon, dns):
     start(daemon, f"127.0.0.1:{dns.port}")
     code, text = mail_from(daemon, "127.0.0.14")
     assert code == 550 and "has no reverse DNS (PTR) name" in text
+
+
+def test_a_ptr_name_that_is_no_host_name_is_not_used(daemon, dns):
+    start(daemon, f"127.0.0.1:{dns.port}")
+    code, text = mail_from(daemon, "127.0.0.18")
+    assert code == 550 and "has no reverse DNS (PTR) name" in text
+
+
+def test_ipv6_client_is_checked_through_ip6_arpa(daemon, dns):
+    daemon.configure(top=f'resolvers = {{ "127.0.0.1:{dns.port}" }}\nworkers = 1\n',
+                     connectors=f"""
+        connector "Filter6" {{
+          usage = internet
+          bindings = {{ "[::1]:{{port}}" }}
+          remote-ip-ranges = {{ "::1" }}
+          remote-hostname-suffixes = {{ "{SUFFIX}" }}
+          tarpit-interval = 0s
+        }}
+    """)
+    daemon.start()
+    with daemon.connect(source="::1", host="::1") as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.example")[0] == 250
+        assert c.cmd("MAIL FROM:<a@remote.example>") == (250, "250 2.1.0 Sender OK")
+    assert (rev("::1"), "PTR") in dns.queries and ("v6.pphosted.com.", "AAAA") in dns.queries
 
 
 def test_servfail_is_a_temporary_failure(daemon, dns):
