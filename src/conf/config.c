@@ -2222,6 +2222,11 @@ config_describe_connector(const struct connector *k, char *buf, size_t size)
 		         "IPv6), auth %s, permissions %s%s",
 		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
 		         k->n_ranges, v4, v6, auth, perm, k->require_tls ? ", require-tls" : "");
+	len = strlen(buf);
+	for (size_t i = 0; i < k->n_hostname_suffixes && len < size; i++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%s",
+		                        i ? " " : ", remote-hostname-suffixes ",
+		                        k->hostname_suffixes[i]);
 }
 
 void

@@ -272,6 +272,7 @@ def test_operations_snippet_checks_starts_and_reloads(daemon, dns, mxgate, write
                       + snippet)
     r = mxgate("check", "-c", path)
     assert r.rc == 0, r.err
+    assert "remote-hostname-suffixes pphosted.com" in r.out
     start(daemon, f"127.0.0.1:{dns.port}")
     assert mail_from(daemon, "127.0.0.12")[0] == 550
     live = snippet.replace('"0.0.0.0:25"', '"127.0.0.1:{port}"') \
