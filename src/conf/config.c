@@ -304,8 +304,8 @@ static const struct option options[] = {
         /* forward-confirmed reverse DNS (net/dns.h) */
         {SEC_ROOT, "resolvers", K_SERVERS, NULL, ROOT(resolvers), 0, 0, false, NULL, check_endpoint,
          "DNS servers (`IP:PORT`, `[IPv6]:PORT`) asked for `remote-hostname-suffixes` checks, "
-         "in turn. Unset: the servers of /etc/resolv.conf. A change applies to sessions "
-         "started after the reload once the worker's lookups under way have ended."},
+         "in turn. Unset: the servers of /etc/resolv.conf. A reload applies a change to the "
+         "sessions it starts; lookups under way end on the old servers."},
         {SEC_ROOT, "dns-timeout", K_DURATION, "10s", ROOT(dns_timeout_ms), 1000, 120000, false,
          NULL, NULL,
          "Longest a whole forward-confirmed reverse DNS check may take (the PTR lookup and "

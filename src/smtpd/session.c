@@ -490,8 +490,24 @@ host_dns(struct session *s)
 	for (size_t i = 0; i < s->cfg->n_resolvers && used < sizeof(sig); i++)
 		used += (size_t)snprintf(sig + used, sizeof(sig) - used, " %s",
 		                         s->cfg->resolvers[i]);
-	if (h->dns && (strcmp(sig, h->dns_sig) == 0 || dns_busy(h->dns)))
-		return h->dns; /* a change waits until the lookups under way have ended */
+	for (size_t i = 0; i < sizeof(h->dns_retired) / sizeof(h->dns_retired[0]); i++) {
+		if (h->dns_retired[i] && !dns_busy(h->dns_retired[i])) {
+			dns_free(h->dns_retired[i]);
+			h->dns_retired[i] = NULL;
+		}
+	}
+	if (h->dns && strcmp(sig, h->dns_sig) == 0)
+		return h->dns;
+	if (h->dns && dns_busy(h->dns)) {
+		/* its lookups under way end on it; new ones go to the new resolver */
+		size_t i = 0;
+		while (i < sizeof(h->dns_retired) / sizeof(h->dns_retired[0]) && h->dns_retired[i])
+			i++;
+		if (i == sizeof(h->dns_retired) / sizeof(h->dns_retired[0]))
+			return h->dns; /* four retiring already: the change waits */
+		h->dns_retired[i] = h->dns;
+		h->dns = NULL;
+	}
 	dns_free(h->dns);
 	h->dns = dns_new(h->base, s->cfg->resolvers, s->cfg->n_resolvers, s->cfg->dns_timeout_ms,
 	                 err, sizeof(err));
@@ -1080,4 +1096,8 @@ session_release_all(struct session_host *h)
 	}
 	dns_free(h->dns);
 	h->dns = NULL;
+	for (size_t i = 0; i < sizeof(h->dns_retired) / sizeof(h->dns_retired[0]); i++) {
+		dns_free(h->dns_retired[i]);
+		h->dns_retired[i] = NULL;
+	}
 }

@@ -39,10 +39,11 @@ struct session_host {
 	atomic_long *handed_off;  /* the pool's count of sessions handed off and not freed */
 	bool shutting_down;       /* the drain began: new sessions end after one transaction */
 	/* the resolver of remote-hostname-suffixes checks (net/dns.h), made by the first
-	 * session that needs it and remade when resolvers or dns-timeout change (once idle);
-	 * owned, freed by session_release_all() */
+	 * session that needs it and remade when resolvers or dns-timeout change (the old one
+	 * retires until its lookups end); owned, freed by session_release_all() */
 	struct dns *dns;
-	char dns_sig[1100]; /* the settings it was made with */
+	char dns_sig[1100];         /* the settings it was made with */
+	struct dns *dns_retired[4]; /* replaced ones with lookups still under way */
 };
 
 /* Starts a session for an IN_SESSION item, taking its fd and references, on host's

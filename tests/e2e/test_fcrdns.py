@@ -293,3 +293,32 @@ def test_reload_switches_resolvers(daemon, dns):
                        f'resolvers = {{ "127.0.0.1:{dns.port}" }}', start_conf))
     daemon.reload()
     assert mail_from(daemon, "127.0.0.10") == (250, "250 2.1.0 Sender OK")
+
+
+def test_reload_while_a_lookup_is_under_way(daemon, dns):
+    """The old resolver keeps the lookup it has; sessions after the reload use the new
+    one at once, and the old one's answer still reaches its session."""
+    start(daemon, f"127.0.0.1:{dns.port}", timeout="60s")
+    second = DnsServer()
+    try:
+        slow = daemon.connect(source=SLOW)
+        assert slow.reply()[0] == 220
+        assert slow.cmd("EHLO client.example")[0] == 250
+        slow.send("MAIL FROM:<a@remote.example>\r\n")
+        for _ in range(400):  # the slow lookup has reached the old server
+            if (rev(SLOW), "PTR") in dns.queries:
+                break
+            select.select([], [], [], 0.05)
+        assert (rev(SLOW), "PTR") in dns.queries
+        conf = open(daemon.conf).read()
+        with open(daemon.conf, "w") as f:
+            f.write(conf.replace(f"127.0.0.1:{dns.port}", f"127.0.0.1:{second.port}"))
+        daemon.reload()
+        assert mail_from(daemon, "127.0.0.12")[0] == 550
+        assert (rev("127.0.0.12"), "PTR") in second.queries
+        assert (rev("127.0.0.12"), "PTR") not in dns.queries
+        dns.release.set()
+        assert slow.reply() == (250, "250 2.1.0 Sender OK")
+        slow.close()
+    finally:
+        second.close()
