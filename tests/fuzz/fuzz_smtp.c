@@ -330,6 +330,12 @@ drain(struct run *r)
 			r->in_msg = false;
 			rec_add(&r->rec, 'A', "", 0);
 			break;
+		case SMTP_MAILCHECK: {
+			bool ok = next_answer(r);
+			rec_add(&r->rec, 'M', &ok, 1);
+			smtp_mail_checked(r->s, ok ? NULL : "550 5.7.1 Not forward-confirmed");
+			break;
+		}
 		case SMTP_LOG:
 			if (!a.text)
 				abort();
@@ -460,6 +466,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	k.max_hop_count = b1 & 64 ? 1 : 60;
 	k.tarpit_interval_ms = b1 & 128 ? 5000 : 0;
 	k.log_commands = b3 & 1;
+	k.mail_check = b3 & 128; /* remote-hostname-suffixes: each MAIL waits for a verdict */
 	pl.rate = b3 & 2 ? (b3 >> 2) & 3 : -1;
 	k.rate_ok = pl.rate >= 0 ? rate_cb : NULL;
 	const char *client = clients[(b3 >> 4) & 3];
