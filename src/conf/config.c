@@ -78,6 +78,14 @@ static const struct keyword usage_words[] = {
         {NULL, 0, NULL},
 };
 
+static const struct keyword barelf_words[] = {
+        {"reject", BARE_LF_REJECT,
+         "a bare CR or LF closes the session with 421 4.5.0 (SMTP smuggling is impossible)"},
+        {"normalize", BARE_LF_NORMALIZE,
+         "a bare LF ends a line, stored as CRLF; a bare CR is still refused"},
+        {NULL, 0, NULL},
+};
+
 static const struct keyword auth_words[] = {
         {"none", AUTH_NONE, "no mechanism; must stand alone"},
         {"tls", AUTH_TLS, "offer STARTTLS (needs the tls section)"},
@@ -319,6 +327,15 @@ static const struct option options[] = {
          "failed check gets `550 5.7.1` naming what failed; DNS trouble (timeout, SERVFAIL) "
          "`451 4.4.3`. Answers are cached for their TTL (at most 1 hour; failures 1 "
          "minute)."},
+        {SEC_CONNECTOR, "chunking-enabled", K_BOOL, "true", CONN(chunking_enabled), 0, 0, false,
+         NULL, NULL,
+         "Advertise CHUNKING and take `BDAT n [LAST]` (RFC 3030); each chunk is checked against "
+         "`max-message-size` before it is read. BINARYMIME is not offered."},
+        {SEC_CONNECTOR, "bare-line-feed", K_ENUM, NULL, CONN(bare_line_feed), 0, 0, false,
+         barelf_words, NULL,
+         "A line ended by LF alone. `normalize` takes it as a line end in commands and text "
+         "(stored as CRLF); the end of data is then CRLF.CRLF or LF.LF, never a mix, so no "
+         "message can hide in another. Default: `reject`, `normalize` for usage `internal`."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
@@ -1543,6 +1560,8 @@ connector_values(struct loader *L, const struct conf_node *cs, const struct give
 		k->auth_mechanisms = preset_auth;
 	if (!opt_given(G, SEC_CONNECTOR, "permission-groups"))
 		k->permission_groups = preset_perm;
+	if (!opt_given(G, SEC_CONNECTOR, "bare-line-feed"))
+		k->bare_line_feed = k->usage == USAGE_INTERNAL ? BARE_LF_NORMALIZE : BARE_LF_REJECT;
 	k->all_remote = !opt_given(G, SEC_CONNECTOR, "remote-ip-ranges") &&
 	                !opt_given(G, SEC_CONNECTOR, "remote-ip-ranges-file");
 	if (!k->fqdn && !(k->fqdn = strdup(L->c->hostname)))

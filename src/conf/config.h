@@ -43,6 +43,7 @@ enum permission_group {
 };
 
 enum protocol_log_level { PROTOLOG_NONE, PROTOLOG_VERBOSE };
+enum bare_lf { BARE_LF_REJECT, BARE_LF_NORMALIZE };
 
 struct metrics_connector; /* obs/metrics.h: the daemon's, opaque here */
 
@@ -90,6 +91,8 @@ struct connector {
 	 * none: no forward-confirmed reverse DNS check (net/dns.h) */
 	char **hostname_suffixes;
 	size_t n_hostname_suffixes;
+	bool chunking_enabled;       /* CHUNKING/BDAT (RFC 3030) */
+	enum bare_lf bare_line_feed; /* default from usage: normalize for internal */
 };
 
 /* An accepted domain with its own settings: domain "example.com" { ... }. */

@@ -52,6 +52,8 @@ policy_from_config(struct smtp_policy *p, const struct config *c, const struct c
 	        .smtp_utf8 = k->smtp_utf8_enabled,
 	        .log_commands = k->protocol_logging_level == PROTOLOG_VERBOSE,
 	        .mail_check = k->n_hostname_suffixes > 0, /* remote-hostname-suffixes */
+	        .chunking = k->chunking_enabled,
+	        .bare_lf_normalize = k->bare_line_feed == BARE_LF_NORMALIZE,
 	        .domain_accepted = domain_accepted,
 	        .recipient_known = recipient_known,
 	        .lookup_arg = c,

@@ -62,6 +62,7 @@ enum state {
 	ST_COMMIT, /* waiting for smtp_msg_committed() */
 	ST_TLS,    /* waiting for smtp_tls_done() */
 	ST_MAIL,   /* waiting for smtp_mail_checked() */
+	ST_CHUNK,  /* reading a BDAT chunk (RFC 3030) */
 	ST_CLOSED, /* closing: nothing more is read */
 };
 
@@ -100,6 +101,18 @@ struct smtp {
 
 	/* accounting */
 	uint64_t errors;
+
+	/* line ends and BDAT (RFC 3030) */
+	bool lf_end;                     /* the last line, command or text, ended in a bare LF */
+	bool bdat;                       /* the transaction's text comes by BDAT */
+	bool chunk_last;                 /* the chunk being read ends the message */
+	bool chunk_protoerr;             /* its refusal is a protocol error */
+	const char *chunk_refusal;       /* the chunk is read and dropped, then this is the reply */
+	uint64_t chunk_size, chunk_left; /* octets of the chunk, and still to read */
+	size_t bline;                    /* octets of the text line so far, without CR and LF */
+	bool bline_cr;                   /* the last chunk octet was a CR */
+	char bhead[9];                   /* the line's first octets ("Received:") */
+	struct smtp_stats stats;
 
 	/* queued actions and the text they point into */
 	struct smtp_action q[MAX_ACTIONS];
@@ -386,6 +399,10 @@ reset_transaction(struct smtp *s)
 	s->mail_from = NULL;
 	s->have_mail = s->smtputf8 = s->body_8bit = false;
 	s->declared_size = 0;
+	/* between BDAT chunks the message is open: RSET, EHLO or STARTTLS drop it */
+	if (s->msg_open)
+		push(s, SMTP_MSG_ABORT, NULL, 0, 0, 0);
+	s->bdat = false;
 }
 
 void
@@ -424,7 +441,7 @@ smtp_input_space(struct smtp *s, size_t *space)
 		s->in_off = 0;
 	}
 	/* message text streams through a larger buffer; commands need little */
-	size_t want = s->st == ST_DATA ? IN_DATA_SIZE : IN_CMD_SIZE;
+	size_t want = s->st == ST_DATA || s->st == ST_CHUNK ? IN_DATA_SIZE : IN_CMD_SIZE;
 	if (want != s->in_cap && s->in_len <= want) { /* if it fails, both sizes hold a line */
 		char *n = realloc(s->in == no_input ? NULL : s->in, want);
 		if (n) {
@@ -447,7 +464,8 @@ smtp_input_commit(struct smtp *s, size_t n)
 bool
 smtp_input_paused(const struct smtp *s)
 {
-	if ((s->st != ST_CMD && s->st != ST_DATA) || s->failed || s->timeout_pending)
+	if ((s->st != ST_CMD && s->st != ST_DATA && s->st != ST_CHUNK) || s->failed ||
+	    s->timeout_pending)
 		return true; /* waiting for an answer, or closing */
 	return s->qlen > 0 || (s->in_cap > 0 && s->in_off == 0 && s->in_len == s->in_cap);
 }
@@ -546,6 +564,8 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 		kw[nk++] = "STARTTLS";
 	if (k->eight_bit_mime)
 		kw[nk++] = "8BITMIME";
+	if (k->chunking)
+		kw[nk++] = "CHUNKING";
 	if (k->smtp_utf8)
 		kw[nk++] = "SMTPUTF8";
 	int first = snprintf(buf, sizeof(buf), "250%c%s Hello [%s]", nk ? '-' : ' ', k->fqdn,
@@ -853,6 +873,70 @@ cmd_data(struct smtp *s, bool has_more)
 	push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
 }
 
+/* The chunk after a BDAT that is refused is still read, and dropped: then reply. */
+static void
+refuse_chunk(struct smtp *s, const char *text, bool protoerr)
+{
+	s->chunk_refusal = text;
+	s->chunk_protoerr = protoerr;
+	s->st = ST_CHUNK;
+}
+
+/* BDAT n [LAST] (RFC 3030): the chunk's n octets follow the line at once. */
+static void
+cmd_bdat(struct smtp *s, const char *arg, size_t len)
+{
+	const struct smtp_policy *k = &s->pol;
+	uint64_t n = 0;
+	size_t i = 0;
+
+	while (i < len && i < 15 && isdigit((unsigned char)arg[i]))
+		n = n * 10 + (uint64_t)(arg[i++] - '0');
+	bool last = i > 0 && len - i == 5 && strncasecmp(arg + i, " LAST", 5) == 0;
+	if (i == 0 || (i != len && !last)) {
+		/* without its size the chunk cannot be told from the commands after it */
+		goodbye(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]; the chunk cannot be "
+		           "found, closing transmission channel");
+		slog(s, LOG_LVL_INFO, "BDAT with a bad size or argument: session closed");
+		close_session(s);
+		return;
+	}
+	s->stats.bdat_chunks++;
+	s->chunk_size = s->chunk_left = n;
+	s->chunk_last = last;
+	s->chunk_refusal = NULL;
+	uint64_t sofar = s->bdat ? s->msg_size : 0;
+	if (!k->chunking)
+		refuse_chunk(s, "502 5.3.3 Command not implemented", true);
+	else if (!s->have_mail)
+		refuse_chunk(s, "503 5.5.1 Need MAIL command", true);
+	else if (s->n_rcpts == 0)
+		refuse_chunk(s, "503 5.5.2 Need rcpt command", true);
+	else if (!k->exchange_servers && n > k->max_message_size - sofar) {
+		/* checked before the chunk is read; the transaction ends (RFC 3030 §2) */
+		slog(s, LOG_LVL_INFO,
+		     "message from <%s> refused at BDAT: a chunk of %llu octets after %llu is over "
+		     "max-message-size (%llu); the chunk is read and dropped",
+		     s->mail_from, (unsigned long long)n, (unsigned long long)sofar,
+		     (unsigned long long)k->max_message_size);
+		reset_transaction(s);
+		refuse_chunk(s, "552 5.3.4 Message size exceeds fixed maximum message size", false);
+	} else if (!s->bdat) {
+		/* the first chunk opens the message, as DATA does, without a 354 */
+		s->bdat = true;
+		s->env = (struct smtp_envelope){.helo = s->helo,
+		                                .mail_from = s->mail_from,
+		                                .rcpts = s->rcpts,
+		                                .n_rcpts = s->n_rcpts,
+		                                .smtputf8 = s->smtputf8,
+		                                .body_8bit = s->body_8bit};
+		s->st = ST_BEGIN;
+		push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+	} else {
+		s->st = ST_CHUNK;
+	}
+}
+
 static void
 cmd_starttls(struct smtp *s, const char *arg, size_t len, bool has_more)
 {
@@ -916,7 +1000,7 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 		return;
 	}
 #define VERB(w) (vl == sizeof(w) - 1 && strncasecmp(line, w, vl) == 0)
-	s->txn_step = VERB("MAIL") || VERB("RCPT") || VERB("DATA");
+	s->txn_step = VERB("MAIL") || VERB("RCPT") || VERB("DATA") || VERB("BDAT");
 	if (VERB("EHLO"))
 		cmd_helo(s, arg, alen, true);
 	else if (VERB("HELO"))
@@ -925,8 +1009,14 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 		cmd_mail(s, arg, alen);
 	else if (VERB("RCPT"))
 		cmd_rcpt(s, arg, alen);
+	else if (VERB("BDAT"))
+		cmd_bdat(s, arg, alen);
 	else if (VERB("DATA")) {
-		if (alen) {
+		if (s->bdat) {
+			/* RFC 3030 §3: DATA and BDAT never mix in one transaction */
+			reply(s, "503 5.5.1 Bad sequence of commands: DATA after BDAT");
+			protocol_error(s);
+		} else if (alen) {
 			reply(s, "501 5.5.4 Syntax: DATA");
 			protocol_error(s);
 		} else {
@@ -950,8 +1040,7 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 		reply_text(s, help, sizeof(help) - 1, 0);
 	} else if (VERB("STARTTLS")) {
 		cmd_starttls(s, arg, alen, has_more);
-	} else if (VERB("EXPN") || VERB("TURN") || VERB("ETRN") || VERB("AUTH") || VERB("BDAT") ||
-	           VERB("ATRN")) {
+	} else if (VERB("EXPN") || VERB("TURN") || VERB("ETRN") || VERB("AUTH") || VERB("ATRN")) {
 		reply(s, "502 5.3.3 Command not implemented");
 		protocol_error(s);
 	} else {
@@ -964,9 +1053,13 @@ command(struct smtp *s, const char *line, size_t len, bool has_more)
 static void
 bare_newline(struct smtp *s)
 {
+	s->stats.bare_refused++;
 	reply(s, "421 4.5.0 Bare CR or LF in the SMTP stream; only CRLF ends a line, closing "
 	         "transmission channel");
-	slog(s, LOG_LVL_WARNING, "bare CR or LF from the client (SMTP smuggling attempt?)");
+	slog(s, LOG_LVL_WARNING,
+	     "bare CR or LF from the client (SMTP smuggling attempt?); closed with 421. A "
+	     "trusted client that cannot send CRLF needs bare-line-feed = normalize on its "
+	     "connector");
 	close_session(s);
 }
 
@@ -990,7 +1083,7 @@ skip_long_line(struct smtp *s)
 			return true;
 		}
 		if (b[i] == '\n') {
-			if (!after_cr) {
+			if (!after_cr && !s->pol.bare_lf_normalize) {
 				bare_newline(s);
 				return true;
 			}
@@ -1046,17 +1139,20 @@ run_commands(struct smtp *s)
 			return;
 		}
 		size_t linelen = (size_t)(nl - b) + 1;
-		if (linelen < 2 || nl[-1] != '\r') {
+		bool lf_only = linelen < 2 || nl[-1] != '\r';
+		if (lf_only && !s->pol.bare_lf_normalize) {
 			bare_newline(s);
 			return;
 		}
 		s->in_off += linelen;
-		if (linelen > CMD_LINE_MAX) {
+		s->lf_end = lf_only;
+		s->stats.bare_normalized += lf_only;
+		if (linelen + lf_only > CMD_LINE_MAX) {
 			reply(s, "500 5.5.2 Line too long");
 			protocol_error(s);
 			continue;
 		}
-		command(s, b, linelen - 2, s->in_off < s->in_len);
+		command(s, b, linelen - (lf_only ? 1 : 2), s->in_off < s->in_len);
 	}
 }
 
@@ -1106,7 +1202,8 @@ end_of_data(struct smtp *s)
 		push(s, SMTP_MSG_END, NULL, 0, 0, 0);
 		return;
 	}
-	slog(s, LOG_LVL_INFO, "message from <%s> refused after DATA: %s", s->mail_from,
+	slog(s, LOG_LVL_INFO, "message from <%s> refused after %s: %s", s->mail_from,
+	     s->bdat ? "BDAT LAST" : "DATA",
 	     s->too_big     ? "too big"
 	     : s->long_line ? "line too long"
 	     : s->has_nul   ? "NUL"
@@ -1116,21 +1213,19 @@ end_of_data(struct smtp *s)
 	s->st = ST_CMD;
 }
 
-/* One complete line of message text, CRLF included, unstuffed and not over-long. */
+/* A line of len octets (as stored, with CRLF) ended: the header's checks.  Returns false
+ * when the session closed. */
 static bool
-text_line(struct smtp *s, const char *line, size_t len)
+header_line(struct smtp *s, size_t len, bool received)
 {
 	const struct smtp_policy *k = &s->pol;
 
-	if (memchr(line, '\0', len))
-		s->has_nul = true;
-	count_text(s, len);
 	if (s->in_header) {
 		if (len == 2) {
 			s->in_header = false;
 		} else {
 			s->header_size += len;
-			if (len >= 9 && strncasecmp(line, "Received:", 9) == 0)
+			if (received)
 				s->hops++;
 			if (s->header_size > k->max_header_size) {
 				stop_message(s);
@@ -1144,6 +1239,17 @@ text_line(struct smtp *s, const char *line, size_t len)
 		}
 	}
 	return true;
+}
+
+/* One complete line of message text, unstuffed and not over-long: CRLF included, or with
+ * lf_only its LF (the line is stored with CRLF). */
+static bool
+text_line(struct smtp *s, const char *line, size_t len, bool lf_only)
+{
+	if (memchr(line, '\0', len))
+		s->has_nul = true;
+	count_text(s, len + lf_only);
+	return header_line(s, len + lf_only, len >= 9 && strncasecmp(line, "Received:", 9) == 0);
 }
 
 /* Streams buffered message text: emits runs of lines as SMTP_MSG_DATA pointing into the
@@ -1188,23 +1294,34 @@ run_data(struct smtp *s)
 			}
 			size_t len = (size_t)(nl - line) + 1;
 			const char *cr = memchr(line, '\r', len - 1);
+			bool lf_only = false;
 			if (len < 2 || nl[-1] != '\r' || cr != nl - 1) {
-				bare_newline(s);
-				return;
+				if (!s->pol.bare_lf_normalize || cr) {
+					bare_newline(s); /* a bare CR never ends a line */
+					return;
+				}
+				lf_only = true; /* bare-line-feed = normalize */
 			}
-			if (line[0] == '.') {
+			if (line[0] == '.' || lf_only) {
 				/* flush the run before this line */
 				if (runlen) {
 					if (!s->aborted)
 						push(s, SMTP_MSG_DATA, run, runlen, 0, 0);
 					run = NULL;
 					runlen = 0;
-					if (MAX_ACTIONS - s->qlen < DATA_TAIL + 1) {
-						s->in_off += i; /* this line again next time */
-						return;
-					}
 				}
-				if (len == 3) {
+				/* room for this line's own two (lf_only) and the tail */
+				if (MAX_ACTIONS - s->qlen < DATA_TAIL + 3) {
+					s->in_off += i; /* this line again next time */
+					return;
+				}
+			}
+			bool was_lf = s->lf_end;
+			s->lf_end = lf_only;
+			s->stats.bare_normalized += lf_only;
+			if (line[0] == '.') {
+				/* CRLF.CRLF, or LF.LF when normalizing; a mix is text (smuggling) */
+				if (len == (lf_only ? 2u : 3u) && lf_only == was_lf) {
 					s->in_off += i + len;
 					end_of_data(s);
 					return;
@@ -1212,8 +1329,18 @@ run_data(struct smtp *s)
 				line++, len--; /* RFC 5321 §4.5.2: a leading dot is removed */
 				i++;
 			}
-			if (!text_line(s, line, len))
+			if (!text_line(s, line, len, lf_only))
 				return;
+			if (lf_only) {
+				/* stored with CRLF: the line without its LF, then CRLF */
+				if (!s->aborted) {
+					if (len > 1)
+						push(s, SMTP_MSG_DATA, line, len - 1, 0, 0);
+					push(s, SMTP_MSG_DATA, "\r\n", 2, 0, 0);
+				}
+				i += len;
+				continue;
+			}
 			if (!run)
 				run = line;
 			runlen += len;
@@ -1226,6 +1353,144 @@ run_data(struct smtp *s)
 			continue; /* the rest of an over-long line may be buffered */
 		if (s->qlen == 0 && s->eof)
 			close_session(s);
+		return;
+	}
+}
+
+/* ---- BDAT chunks (RFC 3030) ------------------------------------------------------- */
+
+/* Queues chunk text (when the message is still kept). */
+static void
+chunk_run(struct smtp *s, const char *p, size_t n)
+{
+	if (n && !s->aborted)
+		push(s, SMTP_MSG_DATA, p, n, 0, 0);
+}
+
+/* A chunk line ended (CRLF, or a bare LF normalized): DATA's line checks.  Returns false
+ * when the session closed. */
+static bool
+chunk_line_end(struct smtp *s)
+{
+	size_t len = s->bline + 2;
+	bool received = s->bline >= 9 && strncasecmp(s->bhead, "Received:", 9) == 0;
+
+	s->bline = 0;
+	s->bline_cr = false;
+	if (len > TEXT_LINE_MAX && !s->long_line) {
+		s->long_line = true;
+		stop_message(s);
+	}
+	return header_line(s, len, received);
+}
+
+/* Chunk octets at p, at most n: checked line by line as DATA's text is (the line carries
+ * over chunk ends), queued as SMTP_MSG_DATA without unstuffing.  Returns how many were
+ * taken: fewer when the queue must empty first or the session closed. */
+static size_t
+chunk_text(struct smtp *s, const char *p, size_t n)
+{
+	size_t i = 0, run = 0, counted = 0;
+
+	while (i < n) {
+		char c = p[i];
+		if (s->bline_cr && c != '\n') {
+			bare_newline(s); /* a bare CR is never a line end */
+			return i;
+		}
+		if (c == '\n') {
+			/* at most 6 actions per line end: 2 runs, the abort, a reply, a log line
+			 * and the close; and room for the end of the chunk after it */
+			if (MAX_ACTIONS - s->qlen < DATA_TAIL + 8)
+				break;
+			bool lf_only = !s->bline_cr;
+			if (lf_only && !s->pol.bare_lf_normalize) {
+				bare_newline(s);
+				return i;
+			}
+			count_text(s, i + 1 - counted + lf_only);
+			counted = i + 1;
+			if (lf_only) {
+				chunk_run(s, p + run, i - run);
+				chunk_run(s, "\r\n", 2);
+				run = i + 1;
+				s->stats.bare_normalized++;
+			}
+			i++;
+			if (!chunk_line_end(s))
+				return i;
+			continue;
+		}
+		i++;
+		if (c == '\r') {
+			s->bline_cr = true;
+			continue;
+		}
+		if (c == '\0')
+			s->has_nul = true;
+		if (s->bline < sizeof(s->bhead))
+			s->bhead[s->bline] = c;
+		s->bline++;
+	}
+	count_text(s, i - counted);
+	chunk_run(s, p + run, i - run);
+	return i;
+}
+
+/* The chunk is read: its reply, or the end of the message after LAST. */
+static void
+chunk_done(struct smtp *s)
+{
+	s->txn_step = true;
+	s->st = ST_CMD;
+	if (s->chunk_refusal) {
+		reply(s, "%s", s->chunk_refusal);
+		s->chunk_refusal = NULL;
+		if (s->chunk_protoerr)
+			protocol_error(s);
+		return;
+	}
+	if (!s->chunk_last) {
+		reply(s, "250 2.0.0 %llu octets received", (unsigned long long)s->chunk_size);
+		return;
+	}
+	if (s->bline_cr) {
+		bare_newline(s); /* the text ended in a bare CR */
+		return;
+	}
+	if (s->bline > 0) {
+		/* the last line has no CRLF: one is added (RFC 3030 §2 allows any end) */
+		count_text(s, 2);
+		chunk_run(s, "\r\n", 2);
+		if (!chunk_line_end(s))
+			return;
+	}
+	end_of_data(s);
+}
+
+/* Reads the chunk's octets from the buffer. */
+static void
+run_chunk(struct smtp *s)
+{
+	while (s->st == ST_CHUNK && s->qlen == 0 && !s->failed) {
+		size_t avail = s->in_len - s->in_off;
+		size_t n = s->chunk_left < avail ? (size_t)s->chunk_left : avail;
+		size_t used = n;
+
+		if (!s->chunk_refusal)
+			used = chunk_text(s, s->in + s->in_off, n);
+		s->in_off += used;
+		s->chunk_left -= used;
+		s->stats.bdat_bytes += used;
+		if (s->st != ST_CHUNK || used < n)
+			return; /* closed, or the queue must empty first */
+		/* the end of the chunk queues at most 6 (see chunk_done) */
+		if (s->chunk_left == 0 && MAX_ACTIONS - s->qlen >= DATA_TAIL + 4) {
+			chunk_done(s);
+			return;
+		}
+		if (s->chunk_left > 0 && s->eof && avail == n)
+			close_session(s); /* the rest of the chunk can no longer come */
 		return;
 	}
 }
@@ -1266,7 +1531,8 @@ enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
 	if (s->qlen == 0 && s->timeout_pending && !s->failed &&
-	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_TLS || s->st == ST_MAIL))
+	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_CHUNK || s->st == ST_TLS ||
+	     s->st == ST_MAIL))
 		timeout_now(s);
 	if (s->qlen == 0) {
 		step_begin(s);
@@ -1283,6 +1549,9 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 			break;
 		case ST_DATA:
 			run_data(s);
+			break;
+		case ST_CHUNK:
+			run_chunk(s);
 			break;
 		case ST_BEGIN:
 		case ST_COMMIT:
@@ -1323,7 +1592,12 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	if (!ok) {
 		if (s->timeout_pending)
 			goodbye(s, "452 4.3.1 Insufficient system resources");
-		else
+		else if (s->bdat) {
+			/* the chunk is still read, then 452 */
+			reset_transaction(s);
+			refuse_chunk(s, "452 4.3.1 Insufficient system resources", false);
+			return;
+		} else
 			reply(s, "452 4.3.1 Insufficient system resources");
 		reset_transaction(s);
 		s->st = ST_CMD;
@@ -1335,7 +1609,9 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	s->aborted = s->too_big = s->long_line = s->has_nul = false;
 	s->msg_size = s->header_size = 0;
 	s->hops = 0;
-	s->st = ST_DATA;
+	s->bline = 0;
+	s->bline_cr = false;
+	s->st = s->bdat ? ST_CHUNK : ST_DATA;
 	if (s->timeout_pending) {
 		/* no 354 to a client about to be sent away: the message is dropped unread */
 		s->aborted = true;
@@ -1343,7 +1619,8 @@ smtp_msg_begun(struct smtp *s, bool ok)
 		late_timeout(s, "opened", "dropped it without a 354");
 		return;
 	}
-	reply(s, "354 Start mail input; end with <CRLF>.<CRLF>");
+	if (!s->bdat)
+		reply(s, "354 Start mail input; end with <CRLF>.<CRLF>");
 }
 
 void
@@ -1422,6 +1699,12 @@ void
 smtp_shutdown(struct smtp *s)
 {
 	s->shutdown = true;
+}
+
+const struct smtp_stats *
+smtp_stats(const struct smtp *s)
+{
+	return &s->stats;
 }
 
 bool

@@ -3,7 +3,8 @@
  *
  * RFC 5321 with EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, VRFY, HELP, STARTTLS and
  * the extensions SIZE (1870), ENHANCEDSTATUSCODES (2034), PIPELINING (2920), STARTTLS
- * (3207), 8BITMIME (6152) and SMTPUTF8 (6531), each as the connector's settings say.
+ * (3207), 8BITMIME (6152), SMTPUTF8 (6531) and CHUNKING (3030, BDAT; not BINARYMIME),
+ * each as the connector's settings say.
  * Replies use Exchange's wording.  No sockets, clocks, files, logging or unbounded
  * allocation in here: bytes go in, actions come out.
  *
@@ -19,7 +20,13 @@
  * Security properties it guarantees:
  *   - CRLF is the only line ending.  A bare CR or LF anywhere — command, header or body —
  *     ends the session with 421 4.5.0, so no framing trick can end DATA early or make two
- *     messages out of one (SMTP smuggling).
+ *     messages out of one (SMTP smuggling).  With bare_lf_normalize a bare LF ends a line
+ *     too (the text is stored with CRLF), and the end of data is CRLF.CRLF or LF.LF, never
+ *     a mix (\n.\r\n, \r\n.\n are text); a bare CR still closes the session.
+ *   - BDAT: the chunk size is checked against max-message-size before the chunk is read;
+ *     a refused chunk is still read (and dropped), so the stream stays in sync; BDAT and
+ *     DATA never mix in one transaction (503 5.5.1).  Chunk text has the same line, NUL,
+ *     header and hop checks as DATA, without dot-stuffing.
  *   - Command lines are at most 512 octets and text lines 1000, both with CRLF (RFC 5321
  *     §4.5.3.1); longer ones are refused without being buffered.
  *   - After STARTTLS every byte already buffered is dropped and all state is reset
@@ -124,6 +131,8 @@ struct smtp_policy {
 	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
 	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as SMTP_COMMAND */
 	bool mail_check; /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
+	bool chunking;     /* CHUNKING: BDAT (RFC 3030) */
+	bool bare_lf_normalize; /* a bare LF ends a line (stored as CRLF); else it closes */
 
 	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
@@ -183,6 +192,14 @@ enum smtp_timeout { SMTP_TIMEOUT_IDLE, SMTP_TIMEOUT_SESSION };
 void smtp_timeout(struct smtp *s, enum smtp_timeout which);
 /* The server is stopping: close now when idle, else after the current transaction. */
 void smtp_shutdown(struct smtp *s);
+
+/* What the session counted so far, for the metrics (they only grow). */
+struct smtp_stats {
+	uint64_t bdat_chunks, bdat_bytes; /* BDAT chunks read (taken or refused), their octets */
+	uint64_t bare_refused;            /* sessions closed for a bare CR or LF */
+	uint64_t bare_normalized;         /* bare LFs taken as line ends */
+};
+const struct smtp_stats *smtp_stats(const struct smtp *s);
 
 /* Whether the session is in TLS, said HELO/EHLO, and what it said. */
 bool smtp_in_tls(const struct smtp *s);
