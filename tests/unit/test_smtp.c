@@ -87,7 +87,12 @@ check_file(const char *file)
 	X(shutdown_in_commit)                                                                      \
 	X(tarpit_partners)                                                                         \
 	X(tarpit_anonymous_and_trusted)                                                            \
-	X(tarpit_ipv6_link_local)
+	X(tarpit_ipv6_link_local)                                                                  \
+	X(bdat_basic)                                                                              \
+	X(bdat_pipelined)                                                                          \
+	X(bdat_errors)                                                                             \
+	X(bdat_disabled)                                                                           \
+	X(bdat_size)
 
 #define TRANSCRIPT_TEST(name)                                                                      \
 	Test(smtp_transcript, name)                                                                \
