@@ -92,7 +92,11 @@ check_file(const char *file)
 	X(bdat_pipelined)                                                                          \
 	X(bdat_errors)                                                                             \
 	X(bdat_disabled)                                                                           \
-	X(bdat_size)
+	X(bdat_size)                                                                               \
+	X(bdat_text_checks)                                                                        \
+	X(bdat_bare_lf_normalize)                                                                  \
+	X(bare_lf_normalize)                                                                       \
+	X(smuggle_normalize)
 
 #define TRANSCRIPT_TEST(name)                                                                      \
 	Test(smtp_transcript, name)                                                                \
