@@ -63,6 +63,8 @@ static struct {
 	_Atomic int64_t queue_messages;
 	counter deliveries[METRICS_DELIVERY_N];
 	counter fcrdns[METRICS_FCRDNS_N];
+	counter bdat_chunks, bdat_bytes;
+	counter bare_line_ends[2]; /* refused, normalized */
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -232,6 +234,20 @@ metrics_fcrdns(enum metrics_fcrdns result)
 {
 	if ((unsigned)result < METRICS_FCRDNS_N)
 		inc(&R.fcrdns[result], 1);
+}
+
+void
+metrics_bdat(uint64_t chunks, uint64_t bytes)
+{
+	inc(&R.bdat_chunks, chunks);
+	inc(&R.bdat_bytes, bytes);
+}
+
+void
+metrics_bare_line_ends(uint64_t refused, uint64_t normalized)
+{
+	inc(&R.bare_line_ends[0], refused);
+	inc(&R.bare_line_ends[1], normalized);
 }
 
 void
@@ -579,6 +595,15 @@ render_global(struct out *o)
 	            "Forward-confirmed reverse DNS verdicts (remote-hostname-suffixes), one per "
 	            "session that sent MAIL, by result.",
 	            "result", fcrdns_label, R.fcrdns, METRICS_FCRDNS_N);
+	single_u64(o, "mxgate_bdat_chunks_total", "counter",
+	           "BDAT chunks read (RFC 3030), taken or refused.", get(&R.bdat_chunks));
+	single_u64(o, "mxgate_bdat_bytes_total", "counter", "Octets of the BDAT chunks read.",
+	           get(&R.bdat_bytes));
+	static const char *const bare[] = {"refused", "normalized"};
+	enum_family(o, "mxgate_bare_line_ends_total",
+	            "Bare line ends: sessions closed for a bare CR or LF (refused), bare LFs taken "
+	            "as CRLF under bare-line-feed = normalize (normalized).",
+	            "action", bare, R.bare_line_ends, 2);
 	static const char *const why[] = {"queue_full", "write_error"};
 	family(o, "mxgate_protocol_log_dropped_total", "counter",
 	       "Protocol log rows not written: the writer fell behind (queue_full) or the disk "

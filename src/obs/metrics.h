@@ -42,6 +42,8 @@
  *   mxgate_deliveries_total{result=delivered|deferred|failed}  counter
  *   mxgate_fcrdns_checks_total{result=pass|no_ptr|not_confirmed|wrong_suffix|tempfail}
  *       counter, one per session whose MAIL a connector's remote-hostname-suffixes judged
+ *   mxgate_bdat_chunks_total, mxgate_bdat_bytes_total  counters, metrics_bdat()
+ *   mxgate_bare_line_ends_total{action=refused|normalized}  counter, metrics_bare_line_ends()
  *   mxgate_protocol_log_dropped_total{reason=queue_full|write_error}  counter, read
  *       from protolog at each rendering (nothing to wire)
  *   process_cpu_seconds_total, process_open_fds, process_max_fds,
@@ -151,6 +153,9 @@ void metrics_privileged_reader(bool up);
  * "TLSv1.1" are counted too); anything else counts as "other". */
 void metrics_tls_session(const char *version);
 void metrics_tls_failed(void);
+/* At session end, what the SMTP core counted (smtp_stats()). */
+void metrics_bdat(uint64_t chunks, uint64_t bytes);
+void metrics_bare_line_ends(uint64_t refused, uint64_t normalized);
 /* One observation of mxgate_commit_seconds, in nanoseconds. */
 void metrics_commit_observe(uint64_t ns);
 void metrics_spool_sync_failure(void);

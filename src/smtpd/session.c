@@ -299,6 +299,16 @@ session_free(struct session *s)
 	metrics_session_closed(s->k->metrics);
 	dns_cancel(s->dns_pending);
 	free(s->fcrdns);
+	if (s->smtp) {
+		const struct smtp_stats *st = smtp_stats(s->smtp);
+		metrics_bdat(st->bdat_chunks, st->bdat_bytes);
+		metrics_bare_line_ends(st->bare_refused, st->bare_normalized);
+		if (st->bare_normalized)
+			log_session(
+			        &s->lc, LOG_LVL_INFO,
+			        "%llu bare LF line ends taken as CRLF (bare-line-feed = normalize)",
+			        (unsigned long long)st->bare_normalized);
+	}
 	smtp_free(s->smtp);
 	tls_ctx_unref(s->tls);
 	config_unref(s->cfg);

@@ -36,7 +36,11 @@
  * run of lines before each stuffed dot line; after each it stops when fewer than
  * DATA_TAIL + 1 slots are free.  Between two such checks at most DATA_TAIL actions follow
  * (SMTP_MSG_ABORT once per message, then a reply, a log line and SMTP_CLOSE, or the next
- * run), so a data step leaves the queue at most MAX_ACTIONS - 1 full.
+ * run), so a data step leaves the queue at most MAX_ACTIONS - 1 full.  A data step under
+ * bare_lf_normalize queues two more per LF-ended line (the line, then CRLF), after a check
+ * for DATA_TAIL + 3 free.  A chunk step (BDAT) checks for DATA_TAIL + 8 free before each
+ * line end (which queues at most 6: two runs, the abort, a reply, a log line, the close),
+ * and ends its chunk (at most 6 more) only with DATA_TAIL + 4 free, else in a step of its own.
  *
  * Arena: a step writes at most 2 replies (an error reply or a message's outcome, and the
  * 421 that follows it) and 2 log lines (the verbose copy of the command and one more),
