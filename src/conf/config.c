@@ -334,8 +334,9 @@ static const struct option options[] = {
         {SEC_CONNECTOR, "bare-line-feed", K_ENUM, NULL, CONN(bare_line_feed), 0, 0, false,
          barelf_words, NULL,
          "A line ended by LF alone. `normalize` takes it as a line end in commands and text "
-         "(stored as CRLF); the end of data is then CRLF.CRLF or LF.LF, never a mix, so no "
-         "message can hide in another. Default: `reject`, `normalize` for usage `internal`."},
+         "(stored as CRLF); the end of data is then CRLF.CRLF, or LF.LF in a message whose "
+         "first line ended in LF; any other dot line is text, so no message can hide in "
+         "another. Default: `reject`, `normalize` for usage `internal`."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))

@@ -108,6 +108,8 @@ struct smtp {
 
 	/* line ends and BDAT (RFC 3030) */
 	bool lf_end;                     /* the last line, command or text, ended in a bare LF */
+	bool lf_mode;                    /* the message's first text line ended in a bare LF */
+	bool first_line;                 /* no text line of the message yet */
 	bool bdat;                       /* the transaction's text comes by BDAT */
 	bool chunk_last;                 /* the chunk being read ends the message */
 	bool chunk_protoerr;             /* its refusal is a protocol error */
@@ -1322,10 +1324,15 @@ run_data(struct smtp *s)
 			}
 			bool was_lf = s->lf_end;
 			s->lf_end = lf_only;
+			if (s->first_line) /* the first line sets the message's line ends */
+				s->lf_mode = lf_only;
+			s->first_line = false;
 			s->stats.bare_normalized += lf_only;
 			if (line[0] == '.') {
-				/* CRLF.CRLF, or LF.LF when normalizing; a mix is text (smuggling) */
-				if (len == (lf_only ? 2u : 3u) && lf_only == was_lf) {
+				/* CRLF.CRLF, or LF.LF in a message whose lines end in LF (as
+				 * its first did); anything else is text: no smuggling */
+				if (len == (lf_only ? 2u : 3u) && lf_only == was_lf &&
+				    lf_only == s->lf_mode) {
 					s->in_off += i + len;
 					end_of_data(s);
 					return;
@@ -1615,6 +1622,7 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	s->hops = 0;
 	s->bline = 0;
 	s->bline_cr = false;
+	s->first_line = true;
 	s->st = s->bdat ? ST_CHUNK : ST_DATA;
 	if (s->timeout_pending) {
 		/* no 354 to a client about to be sent away: the message is dropped unread */

@@ -21,8 +21,10 @@
  *   - CRLF is the only line ending.  A bare CR or LF anywhere — command, header or body —
  *     ends the session with 421 4.5.0, so no framing trick can end DATA early or make two
  *     messages out of one (SMTP smuggling).  With bare_lf_normalize a bare LF ends a line
- *     too (the text is stored with CRLF), and the end of data is CRLF.CRLF or LF.LF, never
- *     a mix (\n.\r\n, \r\n.\n are text); a bare CR still closes the session.
+ *     too (the text is stored with CRLF), and the end of data is CRLF.CRLF, or LF.LF in a
+ *     message whose first line ended in a bare LF (as Exim decides); any other dot line is
+ *     text (\n.\n after CRLF lines, \n.\r\n, \r\n.\n), so a message relayed by an MTA
+ *     that writes CRLF can hide no second one; a bare CR still closes the session.
  *   - BDAT: the chunk size is checked against max-message-size before the chunk is read;
  *     a refused chunk is still read (and dropped), so the stream stays in sync; BDAT and
  *     DATA never mix in one transaction (503 5.5.1).  Chunk text has the same line, NUL,
