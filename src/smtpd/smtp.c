@@ -1545,7 +1545,12 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 	    (s->st == ST_CMD || s->st == ST_DATA || s->st == ST_CHUNK || s->st == ST_TLS ||
 	     s->st == ST_MAIL))
 		timeout_now(s);
-	if (s->qlen == 0) {
+	/* a step may only change the state (BDAT to its chunk): then it goes on, as the
+	 * bytes may be buffered already */
+	enum state was = s->st;
+	bool again = s->qlen == 0;
+	while (again) {
+		was = s->st;
 		step_begin(s);
 		switch (s->failed ? ST_CLOSED : s->st) {
 		case ST_CMD:
@@ -1574,6 +1579,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		}
 		if (s->failed && s->qlen == 0)
 			end_failed(s);
+		again = s->qlen == 0 && s->st != was;
 	}
 	if (s->qlen == 0) {
 		if (s->st == ST_CLOSED)

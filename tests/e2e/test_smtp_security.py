@@ -411,3 +411,70 @@ def test_relayed_domains_and_literals_become_safe_maildir_names(daemon):
         sorted([d, u, "new"] for _, d, u in cases), files
     assert sorted(os.listdir(daemon.dir)) == ["cert.pem", "key.pem", "mail", "mxgate.conf",
                                               "spool"]
+
+
+# ---- bare-line-feed = normalize --------------------------------------------------------
+
+BARE_CR_EOD = ("CR.CR", "CR.LF", "CRLF.CR", "LF.CR", "CR.CRLF")
+
+
+@pytest.mark.parametrize("eod", list(BARE_EOD), ids=list(BARE_EOD))
+def test_smuggling_under_normalize_gives_one_message_or_421(daemon, eod):
+    # bare-line-feed = normalize takes a bare LF as a line end, but the carrier's lines end
+    # in CRLF: LF.LF, LF.CRLF and CRLF.LF are text there, so the hidden transaction is part
+    # of the one message; a bare CR still closes.  Never a second message.
+    start(daemon, connector(bare_line_feed="normalize"))
+    with open_data(daemon) as c:
+        c.send(smuggling_payload(BARE_EOD[eod]))
+        if eod in BARE_CR_EOD:
+            expect_close(c, 421, BARE[4:])
+        else:
+            expect(c, 250, "2.6.0 <")
+            expect(c, 221, cmd="QUIT")
+    deliver_barrier(daemon)
+    assert not os.path.exists(daemon.maildir("smuggled"))
+    if eod in BARE_CR_EOD:
+        assert not os.path.exists(daemon.maildir("victim"))
+        return
+    msgs = daemon.wait_messages(1, user="victim")
+    assert len(msgs) == 1 and b"This message was smuggled." in msgs[0], msgs
+    # stored with CRLF only: relayed on, no next hop can read an end of data in it
+    body = msgs[0]
+    assert b"\r\n.\r\n" not in body and body.count(b"\n") == body.count(b"\r\n"), body
+    assert len(queued_lines(daemon, wait_for=2)) == 2
+
+
+def test_normalize_takes_lf_only_commands_and_text(daemon):
+    # a client that writes LF only (scanners, scripts): its message is taken, stored with
+    # CRLF, and the session says so in the log and the metrics
+    start(daemon, connector(bare_line_feed="normalize"))
+    with daemon.connect() as c:
+        expect(c, 220)
+        c.send("EHLO client.example\n")
+        expect(c, 250)
+        c.send("MAIL FROM:<sender@remote.example>\n")
+        expect(c, 250, "2.1.0")
+        c.send("RCPT TO:<user@example.test>\n")
+        expect(c, 250, "2.1.5")
+        c.send("DATA\n")
+        expect(c, 354)
+        c.send("Subject: lf\n\nline one\n..dot\n.\n")
+        expect(c, 250, "2.6.0 <")
+        c.send("QUIT\n")
+        expect(c, 221)
+    msg = daemon.wait_messages(1)[0]
+    assert msg.endswith(b"Subject: lf\r\n\r\nline one\r\n.dot\r\n"), msg
+    daemon.wait_log(r"bare LF line ends taken as CRLF \(bare-line-feed = normalize\)")
+
+
+def test_reject_is_the_default_for_internet_and_normalize_for_internal(daemon):
+    start(daemon, connector(name="Internet", ranges=("127.0.0.2",)),
+          connector(name="Internal", ranges=(THIRD,), usage="internal"))
+    with daemon.connect() as c:
+        expect(c, 220)
+        c.send("NOOP\n")
+        expect_close(c, 421, BARE[4:])
+    with daemon.connect(source=THIRD) as c:
+        expect(c, 220)
+        c.send("NOOP\n")
+        expect(c, 250, "2.0.0 OK")

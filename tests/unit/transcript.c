@@ -900,6 +900,12 @@ drain(struct drive *d)
 		}
 		switch (k) {
 		case SMTP_NONE:
+			/* "needs more input": asked again with none, it must say so again
+			 * (a daemon would wait for bytes that are already buffered) */
+			if (smtp_next(d->s, &a) != SMTP_NONE) {
+				violation(d, "SMTP_NONE, then an action with no new input (stall)");
+				d->dead = true;
+			}
 			return;
 		case SMTP_WAIT:
 			if (d->pending != SMTP_NONE && d->pending_answer.event != IT_BYTES &&
