@@ -228,3 +228,44 @@ def test_openssl_s_client_without_crlf_on_an_internal_connector(daemon):
         p.wait(timeout=15)
     msg = daemon.wait_messages(1)[0]
     assert msg.endswith(b"Subject: typed\r\n\r\nhello\r\n"), msg
+
+
+# ---- Exim, a real sending MTA --------------------------------------------------------
+
+PEER_EXIM = os.path.join(ROOT, "scripts", "peer-exim")
+
+
+def exim_send(daemon, msg, rcpt="user@example.test", source=ALLOWED):
+    d = os.path.join(daemon.dir, "exim")
+    r = subprocess.run([PEER_EXIM, "send", d, str(daemon.port), source, rcpt], input=msg,
+                       capture_output=True, timeout=120)
+    mainlog = os.path.join(d, "log", "mainlog")
+    log = open(mainlog).read() if os.path.exists(mainlog) else ""
+    return r, log
+
+
+def test_exim_sends_with_bdat(daemon):
+    # Exim's smtp transport sends BDAT whenever CHUNKING is offered (hosts_try_chunking);
+    # its log marks such a delivery with K.  Its message ends in a line with a lone dot
+    # and lines with leading dots, which BDAT carries unstuffed.
+    start(daemon)
+    body = b"".join(b"line %d with some text to fill it up ....\n" % i for i in range(3000))
+    msg = b"From: sender@remote.example\nSubject: from exim\n\n.leading dot\n..two\n" + body
+    r, log = exim_send(daemon, msg)
+    assert r.returncode == 0, (r.stdout, r.stderr, log)
+    assert " K C=\"250 2.6.0 <" in log, log   # K: delivered with CHUNKING
+    got = daemon.wait_messages(1)[0]
+    assert b"Subject: from exim\r\n" in got
+    assert got.endswith(b"\r\n.leading dot\r\n..two\r\n" + body.replace(b"\n", b"\r\n")), \
+        got[-200:]
+    daemon.wait_log(r"message \S+ queued: from=<sender@remote.example> rcpts=1")
+
+
+def test_exim_message_over_the_size_limit_is_refused(daemon):
+    start(daemon, connector(max_message_size="64KB"))
+    msg = b"Subject: big\n\n" + (b"x" * 70 + b"\n") * 2000
+    r, log = exim_send(daemon, msg)
+    # Exim declares SIZE= at MAIL already, or meets the 552 at BDAT: either way refused
+    assert "552 5.3.4" in log or "552-5.3.4" in log, log
+    deliver_barrier(daemon)
+    assert not os.path.exists(daemon.maildir("user"))
