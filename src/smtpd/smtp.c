@@ -1254,6 +1254,10 @@ text_line(struct smtp *s, const char *line, size_t len, bool lf_only)
 {
 	if (memchr(line, '\0', len))
 		s->has_nul = true;
+	if (lf_only && len + 1 > TEXT_LINE_MAX && !s->long_line) {
+		s->long_line = true; /* within the limit as read, over it with its CR */
+		stop_message(s);
+	}
 	count_text(s, len + lf_only);
 	return header_line(s, len + lf_only, len >= 9 && strncasecmp(line, "Received:", 9) == 0);
 }

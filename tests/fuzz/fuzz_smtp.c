@@ -1,6 +1,8 @@
 /* libFuzzer target: the sans-I/O SMTP session.
  *
- * Input: 4 bytes of set-up (connector settings, a seed), then the client's byte stream.
+ * Input: 4 bytes of set-up (connector settings, a seed; b3 & 128 bare_lf_normalize,
+ * b2 & 128 turns CHUNKING off, b2 & 64 makes each MAIL wait for a reverse DNS verdict), then
+ * the client's byte stream.
  * The seed cuts the stream into turns (the client waits for replies after each), places
  * events (EOF, timeouts, shutdown) between turns, or timeouts while the next message is
  * being opened or committed, and scripts every answer (message begun or not, committed
@@ -466,7 +468,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	k.max_hop_count = b1 & 64 ? 1 : 60;
 	k.tarpit_interval_ms = b1 & 128 ? 5000 : 0;
 	k.log_commands = b3 & 1;
-	k.mail_check = b3 & 128; /* remote-hostname-suffixes: each MAIL waits for a verdict */
+	k.mail_check = b2 & 64; /* remote-hostname-suffixes: each MAIL waits for a verdict */
+	k.bare_lf_normalize = b3 & 128;
+	k.chunking = !(b2 & 128);
 	pl.rate = b3 & 2 ? (b3 >> 2) & 3 : -1;
 	k.rate_ok = pl.rate >= 0 ? rate_cb : NULL;
 	const char *client = clients[(b3 >> 4) & 3];
