@@ -269,3 +269,30 @@ def test_exim_message_over_the_size_limit_is_refused(daemon):
     assert "552 5.3.4" in log or "552-5.3.4" in log, log
     deliver_barrier(daemon)
     assert not os.path.exists(daemon.maildir("user"))
+
+
+def test_tls_close_notify_in_a_chunk_then_cleartext_delivers_nothing(daemon):
+    # the class of Exim's CVE-2026-45185: the TLS layer ends in the middle of a chunk and
+    # cleartext follows; the chunk can no longer be completed, so the message is dropped
+    # and nothing of the cleartext is read as a command or as text
+    start(daemon)
+    with session(daemon) as c:
+        expect(c, 220, cmd="STARTTLS")
+        raw = c.sock
+        c.starttls()
+        expect(c, 250, cmd="EHLO client.example")
+        mail_rcpt(c)
+        c.send(b"BDAT 100 LAST\r\nSubject: cut\r\n\r\n")
+        try:
+            c.sock.settimeout(3)
+            raw = c.sock.unwrap()           # close_notify, mid-chunk
+        except (OSError, ValueError):
+            pass
+        try:
+            raw.sendall(b"x" * 80 + b"\r\nMAIL FROM:<a@remote.example>\r\n"
+                        b"RCPT TO:<smuggled@example.test>\r\nBDAT 2 LAST\r\nhi")
+        except OSError:
+            pass
+    deliver_barrier(daemon)
+    assert not os.path.exists(daemon.maildir("smuggled"))
+    assert not os.path.exists(daemon.maildir("user"))
