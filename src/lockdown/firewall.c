@@ -852,6 +852,30 @@ ps_size(FILE *out, uint64_t bytes)
 		fprintf(out, "%llu", (unsigned long long)bytes);
 }
 
+/* After an anonymous relay connector: why ExternalAuthoritative, and the narrower recipe
+ * (Exchange's "anonymous relay" with AnonymousUsers and one extended right), commented out:
+ * the documentation says to use one or the other, never both. */
+static void
+write_exchange_relay_note(const struct connector *k, FILE *out)
+{
+	fprintf(out,
+	        "# Anonymous relay, as in mxgate: ExternalAuthoritative grants the clients in\n"
+	        "# RemoteIPRanges the ExchangeServers rights (relay to any recipient, no\n"
+	        "# MaxMessageSize, no tarpit) without authentication.  For relay only, with the\n"
+	        "# size limit kept and the senders anonymous, run instead (one or the other):\n"
+	        "#   Set-ReceiveConnector -Identity (\"$Server\\\" + ");
+	put_ps_string(out, k->name);
+	fprintf(out, ") -AuthMechanism ");
+	put_ps_flags(out, k->auth_mechanisms & AUTH_TLS, auth_names);
+	fprintf(out, " -PermissionGroups ");
+	put_ps_flags(out, (k->permission_groups & ~PERM_EXCHANGE_SERVERS) | PERM_ANONYMOUS_USERS,
+	             perm_names);
+	fprintf(out, "\n#   Get-ReceiveConnector -Identity (\"$Server\\\" + ");
+	put_ps_string(out, k->name);
+	fprintf(out, ") | Add-ADPermission -User 'NT AUTHORITY\\ANONYMOUS LOGON' "
+	             "-ExtendedRights 'Ms-Exch-SMTP-Accept-Any-Recipient'\n");
+}
+
 static int
 write_exchange_connector(const struct connector *k, FILE *out, struct diag *d)
 {
@@ -910,8 +934,16 @@ write_exchange_connector(const struct connector *k, FILE *out, struct diag *d)
 		fmt_range(&all.v[i], false, r, sizeof(r));
 		fprintf(out, "\t\t'%s'%s\n", r, i + 1 < all.n ? "," : "");
 	}
+	/* mxgate's exchange-servers group is granted to every client the connector takes (mxgate
+	 * has no AUTH): relay, no size limit, no tarpit.  In Exchange that group is granted only
+	 * to authenticated Exchange servers, unless the connector is ExternalAuthoritative, which
+	 * grants it to every client (Tls is the only mechanism that may go with it; None may not). */
+	unsigned auth = k->auth_mechanisms;
+	bool relay = (k->permission_groups & PERM_EXCHANGE_SERVERS) != 0;
+	if (relay)
+		auth = (auth & AUTH_TLS) | AUTH_EXTERNAL_AUTHORITATIVE;
 	fprintf(out, "\t)\n\tAuthMechanism = ");
-	put_ps_flags(out, k->auth_mechanisms, auth_names);
+	put_ps_flags(out, auth, auth_names);
 	fprintf(out, "\n\tPermissionGroups = ");
 	put_ps_flags(out, k->permission_groups, perm_names);
 	fprintf(out,
@@ -919,6 +951,8 @@ write_exchange_connector(const struct connector *k, FILE *out, struct diag *d)
 	ps_size(out, k->max_message_size);
 	fprintf(out, "\n\tMaxRecipientsPerMessage = %llu\n}\n",
 	        (unsigned long long)k->max_recipients_per_message);
+	if (relay)
+		write_exchange_relay_note(k, out);
 	free(all.v);
 	return 0;
 }

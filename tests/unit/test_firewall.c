@@ -249,6 +249,24 @@ Test(firewall, golden_multiple_ports)
 	                    "}\n");
 }
 
+/* An internal relay connector (anonymous clients of the office relay to any domain, with
+ * STARTTLS offered) next to the internet one: Exchange grants that only with
+ * ExternalAuthoritative (or AnonymousUsers plus Ms-Exch-SMTP-Accept-Any-Recipient), never
+ * with 'Tls' and ExchangeServers alone, which leaves an anonymous client no right at all. */
+Test(firewall, golden_internal_relay)
+{
+	check_case("relay", "hostname = \"mx.example.com\"\n" TLS "connector \"Internet\" {\n"
+	                    "  usage = internet\n"
+	                    "  bindings = { \"0.0.0.0:25\" }\n"
+	                    "  remote-ip-ranges = { \"198.51.100.0/24\" }\n"
+	                    "}\n"
+	                    "connector \"Office relay\" {\n"
+	                    "  usage = internal\n"
+	                    "  bindings = { \"0.0.0.0:25\" }\n"
+	                    "  remote-ip-ranges = { \"10.20.0.0/16\" }\n"
+	                    "}\n");
+}
+
 /* Exchange 2003's connection control: subnet address + subnet mask, and the
  * address(mask) form; written as CIDR everywhere. */
 Test(firewall, golden_exchange2003_masks)

@@ -44,12 +44,18 @@ Set-MxgateReceiveConnector 'Office' @{
 	RemoteIPRanges = @(
 		'10.0.0.0/8'
 	)
-	AuthMechanism = 'None'
+	AuthMechanism = 'ExternalAuthoritative'
 	PermissionGroups = 'ExchangeServers'
 	RequireTLS = $false
 	MaxMessageSize = 36MB
 	MaxRecipientsPerMessage = 200
 }
+# Anonymous relay, as in mxgate: ExternalAuthoritative grants the clients in
+# RemoteIPRanges the ExchangeServers rights (relay to any recipient, no
+# MaxMessageSize, no tarpit) without authentication.  For relay only, with the
+# size limit kept and the senders anonymous, run instead (one or the other):
+#   Set-ReceiveConnector -Identity ("$Server\" + 'Office') -AuthMechanism 'None' -PermissionGroups 'AnonymousUsers'
+#   Get-ReceiveConnector -Identity ("$Server\" + 'Office') | Add-ADPermission -User 'NT AUTHORITY\ANONYMOUS LOGON' -ExtendedRights 'Ms-Exch-SMTP-Accept-Any-Recipient'
 
 # connector "Submission", line 13
 Set-MxgateReceiveConnector 'Submission' @{
@@ -57,9 +63,15 @@ Set-MxgateReceiveConnector 'Submission' @{
 	RemoteIPRanges = @(
 		'172.16.0.0/12'
 	)
-	AuthMechanism = 'None'
+	AuthMechanism = 'ExternalAuthoritative'
 	PermissionGroups = 'ExchangeServers'
 	RequireTLS = $false
 	MaxMessageSize = 36MB
 	MaxRecipientsPerMessage = 200
 }
+# Anonymous relay, as in mxgate: ExternalAuthoritative grants the clients in
+# RemoteIPRanges the ExchangeServers rights (relay to any recipient, no
+# MaxMessageSize, no tarpit) without authentication.  For relay only, with the
+# size limit kept and the senders anonymous, run instead (one or the other):
+#   Set-ReceiveConnector -Identity ("$Server\" + 'Submission') -AuthMechanism 'None' -PermissionGroups 'AnonymousUsers'
+#   Get-ReceiveConnector -Identity ("$Server\" + 'Submission') | Add-ADPermission -User 'NT AUTHORITY\ANONYMOUS LOGON' -ExtendedRights 'Ms-Exch-SMTP-Accept-Any-Recipient'
