@@ -529,9 +529,13 @@ providers_show(const char *name)
 	FILE *fp;
 
 	if (providers_find(name, path, sizeof(path)) < 0) {
+		char hint[512];
+		bool near = providers_suggest(name, hint, sizeof(hint)) == 0;
 		fprintf(stderr,
-		        "mxgate providers: no preset '%s' in %s (`mxgate providers` lists them)\n",
-		        name, providers_dir());
+		        "mxgate providers: no preset '%s' in %s%s%s%s (`mxgate providers` lists "
+		        "them)\n",
+		        name, providers_dir(), near ? ": did you mean " : "", near ? hint : "",
+		        near ? "?" : "");
 		return EXIT_FAILURE;
 	}
 	if (!(p = providers_load(path, err, sizeof(err)))) {

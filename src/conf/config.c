@@ -981,7 +981,15 @@ add_range(struct loader *L, struct connector *k, const char *text, const char *f
 	struct range r;
 
 	if (range_parse(text, &r, &flags, err, sizeof(err)) < 0) {
-		diag_error(L->d, file, line, "bad remote range: %s", err);
+		char hint[512];
+		if (strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-") > 2 &&
+		    providers_suggest(text, hint, sizeof(hint)) == 0)
+			diag_error(L->d, file, line,
+			           "bad remote range '%s': a provider preset is written with '@': "
+			           "did you mean %s?",
+			           text, hint);
+		else
+			diag_error(L->d, file, line, "bad remote range: %s", err);
 		return 0;
 	}
 	if (flags & RANGE_HOST_BITS) {
@@ -1260,9 +1268,13 @@ conv_range(const struct conv *v)
 		return add_range(v->L, v->k, v->text, v->L->file, v->line);
 	/* a provider preset: its file, read like a ranges file */
 	if (providers_find(v->text + 1, path, sizeof(path)) < 0) {
-		diag_error(v->L->d, v->L->file, v->line,
-		           "unknown provider preset '%s' (in %s; `mxgate providers` lists them)",
-		           v->text, providers_dir());
+		char hint[512];
+		bool near = providers_suggest(v->text, hint, sizeof(hint)) == 0;
+		diag_error(
+		        v->L->d, v->L->file, v->line,
+		        "unknown provider preset '%s'%s%s%s (in %s; `mxgate providers` lists them)",
+		        v->text, near ? ": did you mean " : "", near ? hint : "", near ? "?" : "",
+		        providers_dir());
 		return 0;
 	}
 	return load_ranges_file(v->L, v->k, "provider preset", path, v->line);
@@ -2238,10 +2250,11 @@ config_describe_connector(const struct connector *k, char *buf, size_t size)
 		         auth, perm, k->require_tls ? ", require-tls" : "");
 	else
 		snprintf(buf, size,
-		         "connector \"%s\": %s%s, bindings %s, remote: %zu ranges (%zu IPv4, %zu "
+		         "connector \"%s\": %s%s, bindings %s, remote: %zu range%s (%zu IPv4, %zu "
 		         "IPv6), auth %s, permissions %s%s",
 		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
-		         k->n_ranges, v4, v6, auth, perm, k->require_tls ? ", require-tls" : "");
+		         k->n_ranges, k->n_ranges == 1 ? "" : "s", v4, v6, auth, perm,
+		         k->require_tls ? ", require-tls" : "");
 	len = strlen(buf);
 	for (size_t i = 0; i < k->n_hostname_suffixes && len < size; i++)
 		len += (size_t)snprintf(buf + len, size - len, "%s%s",

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,4 +586,88 @@ providers_names_free(char **names, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
+}
+
+/* ---- did you mean ------------------------------------------------------------------------ */
+
+/* Levenshtein distance of a and b, both at most NAME_MAX_LEN + 1 bytes (longer: a large
+ * number). */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[NAME_MAX_LEN + 2];
+
+	if (la > NAME_MAX_LEN + 1 || lb > NAME_MAX_LEN + 1)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* Appends "'@NAME'" to out, joined with ", " (the last with " or "). */
+static void
+put_suggestion(char *out, size_t size, size_t *len, const char *name, size_t i, size_t n)
+{
+	const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+	if (*len < size)
+		*len += (size_t)snprintf(out + *len, size - *len, "%s'@%s'", sep, name);
+}
+
+int
+providers_suggest(const char *word, char *out, size_t size)
+{
+	char w[NAME_MAX_LEN + 2];
+	char **names;
+	size_t wl, len = 0, hits = 0, best = SIZE_MAX;
+	int n;
+
+	if (size)
+		out[0] = '\0';
+	if (word[0] == '@')
+		word++;
+	wl = strlen(word);
+	if (wl == 0 || wl > NAME_MAX_LEN + 1 || (n = providers_names(&names)) <= 0)
+		return -1;
+	for (size_t i = 0; i <= wl; i++)
+		w[i] = (char)(word[i] >= 'A' && word[i] <= 'Z' ? word[i] - 'A' + 'a' : word[i]);
+	/* the presets whose name starts with the word ("proofpoint"), else the nearest ones
+	 * within a third of the word's length (typos) */
+	for (int i = 0; i < n; i++)
+		hits += strncmp(names[i], w, wl) == 0 && names[i][wl] == '-';
+	if (hits) {
+		size_t k = 0;
+		for (int i = 0; i < n; i++)
+			if (strncmp(names[i], w, wl) == 0 && names[i][wl] == '-')
+				put_suggestion(out, size, &len, names[i], k++, hits);
+	} else {
+		for (int i = 0; i < n; i++) {
+			size_t d = edit_distance(w, names[i]);
+			if (d < best)
+				best = d;
+		}
+		if (best <= (wl < 6 ? 1 : wl / 3)) {
+			for (int i = 0; i < n; i++)
+				hits += edit_distance(w, names[i]) == best;
+			size_t k = 0;
+			for (int i = 0; i < n; i++)
+				if (edit_distance(w, names[i]) == best)
+					put_suggestion(out, size, &len, names[i], k++, hits);
+		}
+	}
+	providers_names_free(names, (size_t)n);
+	return hits ? 0 : -1;
 }

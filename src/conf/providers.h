@@ -90,4 +90,11 @@ void providers_free(struct provider *p);
 int providers_names(char ***names);
 void providers_names_free(char **names, size_t n);
 
+/* The presets a mistyped name most likely meant, for a "did you mean" hint: every preset
+ * whose name starts with WORD- ("proofpoint" gives both Proofpoint Essentials regions),
+ * else those nearest by edit distance (a typo).  word may start with '@'; case is ignored.
+ * Writes "'@a', '@b' or '@c'" into out and returns 0, or returns -1 (out empty) when none
+ * is near. */
+int providers_suggest(const char *word, char *out, size_t size);
+
 #endif

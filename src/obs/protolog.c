@@ -756,15 +756,17 @@ note(struct writer *w)
 	m.r.nsec = (int32_t)ts.tv_nsec;
 	if (w->lost_full && w->lost_write)
 		n = snprintf(m.text, sizeof(m.text),
-		             "%" PRIu64 " rows dropped: the queue was full; %" PRIu64
-		             " rows dropped: write failed (%s)",
-		             w->lost_full, w->lost_write, strerror(w->last_errno));
+		             "%" PRIu64 " row%s dropped: the queue was full; %" PRIu64
+		             " row%s dropped: write failed (%s)",
+		             w->lost_full, w->lost_full == 1 ? "" : "s", w->lost_write,
+		             w->lost_write == 1 ? "" : "s", strerror(w->last_errno));
 	else if (w->lost_full)
-		n = snprintf(m.text, sizeof(m.text), "%" PRIu64 " rows dropped: the queue was full",
-		             w->lost_full);
+		n = snprintf(m.text, sizeof(m.text),
+		             "%" PRIu64 " row%s dropped: the queue was full", w->lost_full,
+		             w->lost_full == 1 ? "" : "s");
 	else
-		n = snprintf(m.text, sizeof(m.text), "%" PRIu64 " rows dropped: write failed (%s)",
-		             w->lost_write, strerror(w->last_errno));
+		n = snprintf(m.text, sizeof(m.text), "%" PRIu64 " row%s dropped: write failed (%s)",
+		             w->lost_write, w->lost_write == 1 ? "" : "s", strerror(w->last_errno));
 	if (n < 0 || (size_t)n >= sizeof(m.text) - sizeof(NOTE_CONTEXT))
 		return;
 	memcpy(m.text + n, NOTE_CONTEXT, sizeof(NOTE_CONTEXT) - 1);

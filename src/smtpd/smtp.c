@@ -492,8 +492,8 @@ protocol_error(struct smtp *s)
 	    s->pol.max_protocol_errors != SMTP_UNLIMITED) {
 		reply(s, "421 4.7.0 Too many errors on this connection, closing transmission "
 		         "channel");
-		slog(s, LOG_LVL_INFO, "closed after %llu protocol errors",
-		     (unsigned long long)s->errors);
+		slog(s, LOG_LVL_INFO, "closed after %llu protocol error%s",
+		     (unsigned long long)s->errors, s->errors == 1 ? "" : "s");
 		close_session(s);
 	}
 }

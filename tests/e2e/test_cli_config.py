@@ -232,3 +232,52 @@ def test_man_page_is_the_reference(mxgate):
     with open(path) as f:
         assert f.read() == mxgate("reference", "--man").out, \
             "man/mxgate.conf.5 is stale: run `make man/mxgate.conf.5`"
+
+
+# ---- error messages that name the real cause (issue 12.4) ------------------------------
+
+def one_connector(ranges):
+    return f"""
+    accepted-domains = {{ "example.test" }}
+    connector "Filter" {{
+      usage = custom
+      permission-groups = {{ anonymous-users }}
+      bindings = {{ "127.0.0.1:25" }}
+      remote-ip-ranges = {{ {ranges} }}
+    }}
+"""
+
+
+def test_preset_name_without_at_gets_a_did_you_mean(mxgate, write_conf):
+    r = mxgate("check", "-c", write_conf(one_connector('"proofpoint"')))
+    assert r.rc == 1
+    assert ("bad remote range 'proofpoint': a provider preset is written with '@': did you "
+            "mean '@proofpoint-essentials-eu' or '@proofpoint-essentials-us'?") in r.err
+    r = mxgate("check", "-c", write_conf(one_connector('"Google"')))
+    assert "did you mean '@google'?" in r.err
+    # a plain bad range is not taken for a preset
+    r = mxgate("check", "-c", write_conf(one_connector('"10.0.0.300"')))
+    assert r.rc == 1 and "did you mean" not in r.err
+
+
+def test_unknown_preset_names_the_closest(mxgate, write_conf):
+    r = mxgate("check", "-c", write_conf(one_connector('"@proofpint-essentials-us"')))
+    assert r.rc == 1
+    assert ("unknown provider preset '@proofpint-essentials-us': did you mean "
+            "'@proofpoint-essentials-us'?") in r.err
+    r = mxgate("check", "-c", write_conf(one_connector('"@mimecast"')))
+    assert "did you mean '@mimecast-au', '@mimecast-ca', " in r.err
+    assert "'@mimecast-us' or '@mimecast-za'?" in r.err
+    r = mxgate("check", "-c", write_conf(one_connector('"@nothing-like-it"')))
+    assert r.rc == 1 and "unknown provider preset '@nothing-like-it' (in " in r.err
+    assert "did you mean" not in r.err
+
+
+def test_counts_are_singular_when_one(mxgate, write_conf):
+    r = mxgate("check", "-c", write_conf(one_connector('"127.0.0.1"')))
+    assert r.rc == 0, r.err
+    assert "remote: 1 range (1 IPv4, 0 IPv6)" in r.out
+    r = mxgate("check", "-c", write_conf(one_connector('"127.0.0.1", "::1"')))
+    assert "remote: 2 ranges (1 IPv4, 1 IPv6)" in r.out
+    r = mxgate("check", "-c", write_conf(one_connector('"bad"')))
+    assert r.rc == 1 and "1 error; the configuration was not accepted" in r.err

@@ -190,7 +190,8 @@ def test_max_protocol_errors_closes_with_421(daemon, limit):
             expect(c, 250, "2.0.0 OK", cmd="NOOP")      # still open
         expect(c, 500, "5.3.3 Unrecognized command", cmd="BAR")
         expect_close(c, 421, TOO_MANY)
-    daemon.wait_log(rf"closed after {limit + 1} protocol errors")
+    plural = "error" if limit == 0 else "errors"          # "1 protocol error"
+    daemon.wait_log(rf"closed after {limit + 1} protocol {plural}\b")
 
 
 def test_tarpit_delays_failure_replies(daemon):
