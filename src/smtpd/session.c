@@ -982,7 +982,7 @@ session_init(struct session *s, struct session_host *h, struct inbox_item *it, u
 	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
 	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
 	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
-	snprintf(s->id, sizeof(s->id), "%08llX", (unsigned long long)seq);
+	snprintf(s->id, sizeof(s->id), "%016llX", (unsigned long long)seq);
 	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
 	char remote[ENDPOINT_STRLEN];
 	struct endpoint rep = {.addr = s->remote, .port = it->rport};

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -94,6 +95,20 @@ stop_threads(struct workers *ws, size_t n)
 	}
 }
 
+/* Session ids are unique across restarts: the sequence starts at the start time, seconds
+ * in the high 32 bits and microseconds << 12 below, so a run would need 2^32 sessions a
+ * second since the previous start (4096 a microsecond) to reach the next run's ids.  Only
+ * a clock set back between two runs can repeat one. */
+static uint64_t
+session_seq_seed(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		return 0;
+	return ((uint64_t)ts.tv_sec << 32) | ((uint64_t)(ts.tv_nsec / 1000) << 12);
+}
+
 struct workers *
 workers_start(size_t n, struct spool *spool, struct admission *adm)
 {
@@ -106,6 +121,7 @@ workers_start(size_t n, struct spool *spool, struct admission *adm)
 	}
 	ws->spool = spool;
 	ws->adm = adm;
+	atomic_store(&ws->session_seq, session_seq_seed());
 	for (size_t i = 0; i < n; i++) {
 		struct worker *w = &ws->w[i];
 		w->pool = ws;

@@ -201,3 +201,24 @@ def test_a_client_reset_is_remote(daemon):
     rows = sessions_in(logdir)
     assert [r[7] for r in rows if r[6] == "<"] == ["NOOP before-reset"]
     assert rows[-1][6] == "-" and rows[-1][8] == "Remote", rows[-1]
+
+
+def test_session_ids_do_not_repeat_across_restarts(daemon):
+    # Before, every start counted from 00000000 again, so one id named several sessions
+    # in the journal and in the protocol logs of successive runs.
+    daemon.configure()
+    seen = []
+    for run in range(2):
+        daemon.start()
+        for _ in range(2):
+            with daemon.connect() as c:
+                assert c.reply()[0] == 220
+                c.cmd("QUIT")
+        ids = re.findall(r"session=([0-9A-F]+) ", daemon.log())
+        daemon.stop()
+        assert ids, daemon.log()
+        seen.append(sorted(set(ids)))
+    assert all(len(run) == 2 for run in seen), seen
+    assert all(re.fullmatch(r"[0-9A-F]{16}", i) for run in seen for i in run), seen
+    assert not set(seen[0]) & set(seen[1]), seen
+    assert max(seen[0]) < min(seen[1]), "ids count up from the start time"
