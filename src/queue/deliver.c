@@ -707,7 +707,8 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 		log_msg(LOG_LVL_INFO,
 		        "message %s %s: %zu delivered, %zu failed, %zu waiting (from "
 		        "<%s>, %llu bytes)",
-		        e->id, how, n_del, nf, n_pend, e->sender, (unsigned long long)e->size);
+		        e->id, how, n_del, nf, n_pend, e->sender,
+		        (unsigned long long)(e->size - e->prefix_len));
 	free(failed);
 	free(newly_failed);
 	free(lines);

@@ -53,13 +53,13 @@ format_entry(FILE *fp, const struct spool_entry *e, time_t now, time_t due, bool
 	 * error and the recipients' states (deliver.h), so only what never changes is read */
 	if (busy) {
 		fprintf(fp, "%-16s %7s %9llu %4s  %-9s <%s>\n", e->id, a,
-		        (unsigned long long)e->size, "-", next, e->sender);
+		        (unsigned long long)(e->size - e->prefix_len), "-", next, e->sender);
 		for (size_t i = 0; i < e->n_rcpts; i++)
 			fprintf(fp, "    %-9s <%s>\n", "sending", e->rcpts[i]);
 		return;
 	}
-	fprintf(fp, "%-16s %7s %9llu %4u  %-9s <%s>\n", e->id, a, (unsigned long long)e->size,
-	        e->attempts, next, e->sender);
+	fprintf(fp, "%-16s %7s %9llu %4u  %-9s <%s>\n", e->id, a,
+	        (unsigned long long)(e->size - e->prefix_len), e->attempts, next, e->sender);
 	if (e->last_error)
 		fprintf(fp, "    last error: %s\n", e->last_error);
 	for (size_t i = 0; i < e->n_rcpts; i++) {

@@ -63,6 +63,7 @@ struct session {
 	struct spool_msg *msg;
 	char msg_id[SPOOL_ID_LEN + 1];
 	bool maildir_prefix;
+	uint64_t added; /* bytes mxgate put before the client's text: its Received: header */
 	struct timespec data_end; /* CLOCK_MONOTONIC at the end of data */
 	unsigned messages;
 	struct session *prev, *next;
@@ -371,8 +372,11 @@ begin_message(struct session *s)
 	        env->helo, s->fcrdns_name, s->fcrdns_name[0] ? " " : "", s->client_ip, s->k->fqdn,
 	        s->k->name, proto, s->msg_id, tlsinfo, env->n_rcpts == 1 ? "\r\n\tfor <" : "",
 	        env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "", date);
-	if (n > 0 && (size_t)n < sizeof(hdr))
+	s->added = 0;
+	if (n > 0 && (size_t)n < sizeof(hdr)) {
 		spool_msg_write(s->msg, hdr, (size_t)n);
+		s->added = (uint64_t)n;
+	}
 	spool_msg_set_prefix(s->msg, prefix);
 	return true;
 }
@@ -419,6 +423,23 @@ end_message(struct session *s)
 		free(list);
 }
 
+/* The message tracking line of an accepted message, once it is on disk (Postfix's
+ * cleanup and qmgr lines in one): the session prefix names the client and connector. */
+static void
+log_accepted(struct session *s, uint64_t size)
+{
+	const struct smtp_envelope *env = smtp_envelope(s->smtp);
+	bool tls = smtp_in_tls(s->smtp);
+
+	log_session(&s->lc, LOG_LVL_INFO,
+	            "message %s queued: from=<%s>, size=%llu, nrcpt=%zu, message-id=%s, "
+	            "helo=%s, tls=%s%s%s",
+	            s->msg_id, env->mail_from, (unsigned long long)size, env->n_rcpts,
+	            env->message_id && env->message_id[0] ? env->message_id : "none", env->helo,
+	            tls ? tls_version(s->c.tls) : "no", tls ? " " : "",
+	            tls ? tls_cipher(s->c.tls) : "");
+}
+
 void
 session_committed(struct session *s, int err)
 {
@@ -442,14 +463,14 @@ session_committed(struct session *s, int err)
 		int64_t ns = (int64_t)(now.tv_sec - s->data_end.tv_sec) * 1000000000 +
 		             (now.tv_nsec - s->data_end.tv_nsec);
 		metrics_commit_observe(ns > 0 ? (uint64_t)ns : 0);
-		metrics_message_queued(s->k->metrics, env->size);
+		/* the message's size, the same number in every log line, the queue list and
+		 * the relayed bytes: as stored, with mxgate's Received: header, without the
+		 * Return-Path line a Maildir delivery adds */
+		uint64_t size = env->size + s->added;
+		metrics_message_queued(s->k->metrics, size);
 		s->messages++;
-		log_session(&s->lc, LOG_LVL_INFO,
-		            "message %s queued: from=<%s> rcpts=%zu size=%llu tls=%s", s->msg_id,
-		            env->mail_from, env->n_rcpts, (unsigned long long)env->size,
-		            smtp_in_tls(s->smtp) ? tls_version(s->c.tls) : "no");
-		protolog_infof(&s->pl, "queued", "%s %llu", s->msg_id,
-		               (unsigned long long)env->size);
+		log_accepted(s, size);
+		protolog_infof(&s->pl, "queued", "%s %llu", s->msg_id, (unsigned long long)size);
 	}
 	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
 	session_run(s);

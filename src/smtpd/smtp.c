@@ -102,6 +102,8 @@ struct smtp {
 	bool in_header, aborted, too_big, long_line, has_nul, header_too_big;
 	uint64_t msg_size, header_size;
 	unsigned hops;
+	char message_id[SMTP_MSGID_MAX + 1]; /* for the log: see smtp_envelope.message_id */
+	bool msgid_wanted;                   /* in a Message-ID: header with no word yet */
 
 	/* accounting */
 	uint64_t errors;
@@ -117,7 +119,7 @@ struct smtp {
 	uint64_t chunk_size, chunk_left; /* octets of the chunk, and still to read */
 	size_t bline;                    /* octets of the text line so far, without CR and LF */
 	bool bline_cr;                   /* the last chunk octet was a CR */
-	char bhead[9];                   /* the line's first octets ("Received:") */
+	char bhead[12 + SMTP_MSGID_MAX]; /* the line's first octets ("Received:", "Message-ID:") */
 	struct smtp_stats stats;
 
 	/* queued actions and the text they point into */
@@ -1194,6 +1196,7 @@ end_of_data(struct smtp *s)
 	s->txn_step = true;
 	s->env.size = s->msg_size;
 	s->env.received_hops = s->hops;
+	s->env.message_id = s->message_id;
 	if (s->too_big) {
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 	} else if (s->long_line) {
@@ -1219,10 +1222,36 @@ end_of_data(struct smtp *s)
 	s->st = ST_CMD;
 }
 
-/* A line of len octets (as stored, with CRLF) ended: the header's checks.  Returns false
- * when the session closed. */
+/* The first Message-ID: header's first word, for the log line of the accepted message
+ * (the id may follow on a folded line); bytes that are not printable ASCII become '?'. */
+static void
+header_message_id(struct smtp *s, const char *line, size_t len)
+{
+	size_t i = 0, n = 0;
+
+	if (!s->message_id[0] && len >= 11 && strncasecmp(line, "Message-ID:", 11) == 0) {
+		s->msgid_wanted = true;
+		i = 11;
+	} else if (!s->msgid_wanted || (line[0] != ' ' && line[0] != '\t')) {
+		s->msgid_wanted = false;
+		return;
+	}
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	while (i < len && n < SMTP_MSGID_MAX && line[i] != ' ' && line[i] != '\t' &&
+	       line[i] != '\r' && line[i] != '\n') {
+		unsigned char c = (unsigned char)line[i++];
+		s->message_id[n++] = c > 0x20 && c < 0x7f ? (char)c : '?';
+	}
+	s->message_id[n] = '\0';
+	if (n)
+		s->msgid_wanted = false;
+}
+
+/* A line of len octets (as stored, with CRLF) ended, its first seen octets at line: the
+ * header's checks.  Returns false when the session closed. */
 static bool
-header_line(struct smtp *s, size_t len, bool received)
+header_line(struct smtp *s, const char *line, size_t seen, size_t len, bool received)
 {
 	const struct smtp_policy *k = &s->pol;
 
@@ -1233,6 +1262,8 @@ header_line(struct smtp *s, size_t len, bool received)
 			s->header_size += len;
 			if (received)
 				s->hops++;
+			if (seen)
+				header_message_id(s, line, seen);
 			if (s->header_size > k->max_header_size) {
 				stop_message(s);
 				reply(s,
@@ -1259,7 +1290,8 @@ text_line(struct smtp *s, const char *line, size_t len, bool lf_only)
 		stop_message(s);
 	}
 	count_text(s, len + lf_only);
-	return header_line(s, len + lf_only, len >= 9 && strncasecmp(line, "Received:", 9) == 0);
+	return header_line(s, line, len, len + lf_only,
+	                   len >= 9 && strncasecmp(line, "Received:", 9) == 0);
 }
 
 /* Streams buffered message text: emits runs of lines as SMTP_MSG_DATA pointing into the
@@ -1388,6 +1420,7 @@ static bool
 chunk_line_end(struct smtp *s)
 {
 	size_t len = s->bline + 2;
+	size_t seen = s->bline < sizeof(s->bhead) ? s->bline : sizeof(s->bhead);
 	bool received = s->bline >= 9 && strncasecmp(s->bhead, "Received:", 9) == 0;
 
 	s->bline = 0;
@@ -1396,7 +1429,7 @@ chunk_line_end(struct smtp *s)
 		s->long_line = true;
 		stop_message(s);
 	}
-	return header_line(s, len, received);
+	return header_line(s, s->bhead, seen, len, received);
 }
 
 /* Chunk octets at p, at most n: checked line by line as DATA's text is (the line carries
@@ -1633,6 +1666,8 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	s->bline = 0;
 	s->bline_cr = false;
 	s->first_line = true;
+	s->message_id[0] = '\0';
+	s->msgid_wanted = false;
 	s->st = s->bdat ? ST_CHUNK : ST_DATA;
 	if (s->timeout_pending) {
 		/* no 354 to a client about to be sent away: the message is dropped unread */

@@ -104,7 +104,12 @@ struct smtp_envelope {
 	bool body_8bit;         /* BODY=8BITMIME */
 	uint64_t size;          /* at SMTP_MSG_END: the message's size in bytes */
 	unsigned received_hops; /* at SMTP_MSG_END: Received: headers it carried */
+	const char *message_id; /* at SMTP_MSG_END: the first Message-ID: header's first word,
+	                         * printable ASCII (others '?'), at most SMTP_MSGID_MAX bytes;
+	                         * "" when the header has none */
 };
+
+#define SMTP_MSGID_MAX 200
 
 #define SMTP_UNLIMITED UINT64_MAX /* max_protocol_errors without a limit */
 

@@ -88,7 +88,7 @@ def test_max_recipients_per_message(daemon):
         assert b"Subject: many" in daemon.wait_messages(1, user=f"r{i}")[0]
     assert sorted(os.listdir(os.path.join(daemon.mail, "example.test"))) == ["r1", "r2", "r3"]
     queued = queued_lines(daemon, wait_for=1)
-    assert len(queued) == 1 and "rcpts=3 " in queued[0], queued
+    assert len(queued) == 1 and "nrcpt=3," in queued[0], queued
 
 
 def header_of(size):
