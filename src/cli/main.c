@@ -53,8 +53,10 @@ static const struct cmd cmds[] = {
          "validate the configuration; every error as FILE:LINE on stderr", NULL},
         {"which", cmd_which, "which [-c FILE] [-v] LOCAL REMOTE",
          "name the connector that takes a connection (exit 3: none)", NULL},
-        {"queue", cmd_queue, "queue [-c FILE] [list|flush|remove ID]",
-         "show the queue, retry it now, or remove a message", NULL},
+        {"queue", cmd_queue, "queue [-c FILE] [list [--json] | flush | remove|hold|release ID|all]",
+         "show the queue, retry it now, remove, hold or release messages",
+         "list --json  the queue as one JSON object (fields in mxgate(8))\n"
+         "hold ID|all  never deliver it until `release` (kept across restarts)"},
         {"status", cmd_status, "status [-c FILE]",
          "what the running daemon is doing: uptime, configuration, connectors, queue, "
          "delivery (exit 3: not running)",
@@ -264,18 +266,36 @@ cmd_queue(int argc, char **argv)
 	struct diag d;
 	int rc;
 
+	/* --json anywhere (Postfix's postqueue -j, OpenSMTPD's smtpctl show queue) */
+	bool json = false;
+	int kept = 1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else
+			argv[kept++] = argv[i];
+	}
+	argc = kept;
 	if (parse_opts("queue", argc, argv, &path, NULL) < 0)
 		return EXIT_USAGE;
-	if (optind == argc || strcmp(argv[optind], "list") == 0) {
+	const char *verb = optind < argc ? argv[optind] : "list";
+	if (strcmp(verb, "list") == 0) {
 		if (optind < argc && optind + 1 != argc)
 			return usage_error("queue", "unexpected argument '%s'", argv[optind + 1]);
-		snprintf(command, sizeof(command), "list");
-	} else if (strcmp(argv[optind], "flush") == 0 && optind + 1 == argc) {
+		snprintf(command, sizeof(command), "list%s", json ? " json" : "");
+	} else if (json) {
+		return usage_error("queue", "%s", "--json goes with list only");
+	} else if (strcmp(verb, "flush") == 0 && optind + 1 == argc) {
 		snprintf(command, sizeof(command), "flush");
-	} else if (strcmp(argv[optind], "remove") == 0 && optind + 2 == argc) {
-		snprintf(command, sizeof(command), "remove %.40s", argv[optind + 1]);
+	} else if ((strcmp(verb, "remove") == 0 || strcmp(verb, "hold") == 0 ||
+	            strcmp(verb, "release") == 0) &&
+	           optind + 2 == argc) {
+		snprintf(command, sizeof(command), "%s %.40s", verb, argv[optind + 1]);
 	} else {
-		return usage_error("queue", "%s", "expects list, flush or remove ID");
+		return usage_error(
+		        "queue", "%s",
+		        "expects list [--json], flush, or remove, hold or release with an "
+		        "ID or all");
 	}
 	/* the spool's location comes from the configuration; its warnings are check's job */
 	diag_init(&d);

@@ -61,6 +61,7 @@ static struct {
 	counter commit_sum_ns;
 	counter spool_sync_failures;
 	_Atomic int64_t queue_messages;
+	_Atomic int64_t queue_held; /* of them, held by the administrator */
 	counter deliveries[METRICS_DELIVERY_N];
 	counter fcrdns[METRICS_FCRDNS_N];
 	counter bdat_chunks, bdat_bytes;
@@ -192,6 +193,7 @@ metrics_read(struct metrics_view *v)
 	        .reloads_error = get(&R.reloads[1]),
 	        .sessions_active = atomic_load_explicit(&R.sessions_active, memory_order_relaxed),
 	        .queue_messages = atomic_load_explicit(&R.queue_messages, memory_order_relaxed),
+	        .queue_held = atomic_load_explicit(&R.queue_held, memory_order_relaxed),
 	        .privileged_reader =
 	                atomic_load_explicit(&R.privileged_reader, memory_order_relaxed),
 	};
@@ -284,6 +286,12 @@ void
 metrics_queue_add(int64_t delta)
 {
 	atomic_fetch_add_explicit(&R.queue_messages, delta, memory_order_relaxed);
+}
+
+void
+metrics_queue_held_add(int64_t delta)
+{
+	atomic_fetch_add_explicit(&R.queue_held, delta, memory_order_relaxed);
 }
 
 void
@@ -584,6 +592,10 @@ render_global(struct out *o)
 	           get(&R.spool_sync_failures));
 	single_i64(o, "mxgate_queue_messages", "gauge", "Messages in the queue.",
 	           atomic_load_explicit(&R.queue_messages, memory_order_relaxed));
+	single_i64(o, "mxgate_queue_held_messages", "gauge",
+	           "Queued messages held by the administrator (mxgate queue hold): not "
+	           "delivered until released.",
+	           atomic_load_explicit(&R.queue_held, memory_order_relaxed));
 	single(o, "mxgate_queue_oldest_message_timestamp_seconds", "gauge",
 	       "When the oldest queued message arrived, in Unix time; 0 when the queue is empty.",
 	       atomic_load_explicit(&R.queue_oldest, memory_order_relaxed));

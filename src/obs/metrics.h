@@ -39,6 +39,7 @@
  *   mxgate_spool_sync_failures_total                   counter
  *   mxgate_queue_messages                              gauge
  *   mxgate_queue_oldest_message_timestamp_seconds      gauge, 0 when the queue is empty
+ *   mxgate_queue_held_messages                         gauge, of mxgate_queue_messages
  *   mxgate_deliveries_total{result=delivered|deferred|failed}  counter
  *   mxgate_fcrdns_checks_total{result=pass|no_ptr|not_confirmed|wrong_suffix|tempfail}
  *       counter, one per session whose MAIL a connector's remote-hostname-suffixes judged
@@ -162,6 +163,8 @@ void metrics_spool_sync_failure(void);
 void metrics_queue_set(uint64_t messages);
 void metrics_queue_add(int64_t delta);
 void metrics_queue_oldest(double unix_time);
+/* Held messages (mxgate queue hold), counted in the queue's messages too. */
+void metrics_queue_held_add(int64_t delta);
 void metrics_delivery(enum metrics_delivery result);
 
 /* The forward-confirmed reverse DNS verdict of a session (smtpd/session.c). */
@@ -193,6 +196,7 @@ struct metrics_view {
 	double start_time, config_load_time, queue_oldest; /* Unix times; 0: none */
 	uint64_t config_generation, reloads_ok, reloads_error;
 	int64_t sessions_active, queue_messages, privileged_reader;
+	int64_t queue_held;
 	uint64_t refused[METRICS_REFUSAL_N];
 	uint64_t deliveries[METRICS_DELIVERY_N];
 };

@@ -56,6 +56,7 @@ struct deliver {
 	struct job *ready, *ready_tail;
 	struct job *waiting; /* sorted by due */
 	struct job *busy;    /* being delivered; listed but not touched */
+	struct job *held;    /* held by the administrator (e->held): never taken */
 	bool maildir_busy;   /* one Maildir batch at a time (its fsyncs are shared) */
 	time_t oldest_at;    /* when mxgate_queue_oldest_... was last computed */
 	time_t oldest;       /* what it found (0: the queue was empty) */
@@ -137,6 +138,7 @@ deliver_free(struct deliver *d)
 	free(d->threads);
 	free_list(d->ready);
 	free_list(d->waiting);
+	free_list(d->held);
 	for (size_t i = 0; i < d->n_bases; i++)
 		close(d->bases[i].fd);
 	tls_ctx_unref(d->tls);
@@ -265,6 +267,13 @@ deliver_submit(struct deliver *d, struct spool_entry *e)
 	j->e = e;
 	metrics_queue_add(1);
 	pthread_mutex_lock(&d->mu);
+	if (e->held) { /* held before a restart: it stays held */
+		metrics_queue_held_add(1);
+		j->next = d->held;
+		d->held = j;
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
 	if (d->ready_tail)
 		d->ready_tail->next = j;
 	else
@@ -319,8 +328,9 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	if (!unlink_job(&d->ready, &d->ready_tail, id, &j))
-		unlink_job(&d->waiting, NULL, id, &j);
+	if (!unlink_job(&d->ready, &d->ready_tail, id, &j) &&
+	    !unlink_job(&d->waiting, NULL, id, &j) && unlink_job(&d->held, NULL, id, &j))
+		metrics_queue_held_add(-1);
 	if (j)
 		queue_oldest(d, time(NULL), true);
 	pthread_mutex_unlock(&d->mu);
@@ -342,6 +352,68 @@ deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen)
 	return 0;
 }
 
+/* Holds (hold) or releases a message: its state line first, then the list it is on. */
+int
+deliver_hold(struct deliver *d, const char *id, bool hold, char *err, size_t errlen)
+{
+	struct job *j = NULL;
+	bool found;
+
+	pthread_mutex_lock(&d->mu);
+	for (struct job *b = d->busy; b; b = b->bnext) {
+		if (strcmp(b->e->id, id) == 0) {
+			pthread_mutex_unlock(&d->mu);
+			snprintf(err, errlen, "message %s is being delivered right now; try again",
+			         id);
+			return -1;
+		}
+	}
+	if (hold)
+		found = unlink_job(&d->ready, &d->ready_tail, id, &j) ||
+		        unlink_job(&d->waiting, NULL, id, &j);
+	else
+		found = unlink_job(&d->held, NULL, id, &j);
+	pthread_mutex_unlock(&d->mu);
+	if (!found) {
+		snprintf(err, errlen, "no %s message %s in the queue", hold ? "unheld" : "held",
+		         id);
+		return -1;
+	}
+	/* off every list: no other thread touches j->e now */
+	int rc = spool_state_append(d->sp, j->e, hold ? "hold" : "release") == 0 &&
+	                         spool_sync(d->sp) == 0
+	                 ? 0
+	                 : -1;
+	if (rc < 0)
+		snprintf(err, errlen, "cannot %s message %s: %s", hold ? "hold" : "release", id,
+		         strerror(errno));
+	else
+		j->e->held = hold;
+	pthread_mutex_lock(&d->mu);
+	if (j->e->held) {
+		j->next = d->held;
+		d->held = j;
+	} else {
+		j->due = 0;
+		if (d->ready_tail)
+			d->ready_tail->next = j;
+		else
+			d->ready = j;
+		d->ready_tail = j;
+		pthread_cond_signal(&d->cv);
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (rc == 0) {
+		metrics_queue_held_add(hold ? 1 : -1);
+		log_msg(LOG_LVL_INFO,
+		        hold ? "message %s held by the administrator: not delivered until `mxgate "
+		               "queue release %s`"
+		             : "message %s released by the administrator: delivery is due now%.0s",
+		        id, id);
+	}
+	return rc;
+}
+
 size_t
 deliver_foreach(struct deliver *d, deliver_item_cb fn, void *arg)
 {
@@ -359,6 +431,10 @@ deliver_foreach(struct deliver *d, deliver_item_cb fn, void *arg)
 	}
 	for (struct job *j = d->waiting; j; j = j->next, n++) {
 		it = (struct deliver_item){.e = j->e, .due = j->due, .busy = false};
+		fn(&it, arg);
+	}
+	for (struct job *j = d->held; j; j = j->next, n++) {
+		it = (struct deliver_item){.e = j->e, .due = 0, .busy = false, .held = true};
 		fn(&it, arg);
 	}
 	pthread_mutex_unlock(&d->mu);
@@ -1054,6 +1130,9 @@ queue_oldest(struct deliver *d, time_t now, bool force)
 		if (!oldest || j->e->received < oldest)
 			oldest = j->e->received;
 	for (struct job *j = d->busy; j; j = j->bnext)
+		if (!oldest || j->e->received < oldest)
+			oldest = j->e->received;
+	for (struct job *j = d->held; j; j = j->next)
 		if (!oldest || j->e->received < oldest)
 			oldest = j->e->received;
 	d->oldest = oldest;

@@ -72,12 +72,17 @@ void deliver_flush(struct deliver *d);
 /* Removes a queued message that is not being delivered right now.  Returns 0, or -1
  * with a reason in err. */
 int deliver_remove(struct deliver *d, const char *id, char *err, size_t errlen);
+/* Holds a queued message that is not being delivered right now (hold: it is never
+ * delivered until released, across restarts: a "hold" state line), or releases a held one
+ * (due now).  Returns 0, or -1 with a reason in err. */
+int deliver_hold(struct deliver *d, const char *id, bool hold, char *err, size_t errlen);
 
 /* One queued message as the delivery sees it; e is borrowed for the callback only. */
 struct deliver_item {
 	const struct spool_entry *e;
 	time_t due; /* the next attempt; 0: now */
 	bool busy;  /* being delivered right now */
+	bool held;  /* held by the administrator (deliver_hold) */
 };
 typedef void (*deliver_item_cb)(const struct deliver_item *it, void *arg);
 

@@ -2,8 +2,19 @@
  * queue — `mxgate queue`: what is in the spool, for people.
  *
  * The running daemon answers on a UNIX socket, <spool>/control (mode 0600, owned by the
- * daemon's user), one command a connection: "list", "flush" or "remove ID".  With the
- * daemon stopped, `list` and `remove` work on the spool's files directly.
+ * daemon's user), one command a connection: "list", "list json", "flush", "remove ID",
+ * "remove all", "hold ID", "hold all", "release ID" or "release all".  With the daemon
+ * stopped, all but flush work on the spool's files directly (hold and release append a
+ * line to the message's state file, spool.h).
+ *
+ * `--json` ("list json") is one JSON object, stable fields for scripts:
+ *   {"daemon_running": bool, "count": N, "messages": [{
+ *     "id", "state" ("due", "waiting", "sending", "held", or "stopped" without a daemon),
+ *     "received" (Unix time), "size" (bytes, the number of the log lines), "sender",
+ *     "connector", "client", "attempts" (null while sending), "next_attempt" (Unix time, or
+ *     null when held, sending or stopped), "last_error" (or null),
+ *     "recipients": [{"address", "state" ("pending", "delivered", "failed", "sending"),
+ *                     "reply" (the last reply, or null)}]}]}
  */
 #ifndef MXGATE_QUEUE_H
 #define MXGATE_QUEUE_H
@@ -18,11 +29,11 @@
 #define QUEUE_CONTROL_NAME "control"
 
 /* The daemon's side of "list": writes the header, then each message of d (deliver.h)
- * with its line and a line per recipient with its state.  Returns the number of
- * messages. */
-size_t queue_list_running(struct deliver *d, FILE *fp);
+ * with its line and a line per recipient with its state, then the count; or all of it as
+ * JSON (above).  Returns the number of messages. */
+size_t queue_list_running(struct deliver *d, FILE *fp, bool json);
 
-/* Client side: runs command ("list", "flush", "remove ID") against the spool at path,
+/* Client side: runs command (one of the above) against the spool at path,
  * through the daemon when it runs, else on the files.  Writes the answer to out and
  * problems to err.  Returns an exit status (0 ok, 1 error). */
 int queue_command(const char *spool, const char *command, FILE *out, FILE *err);

@@ -1264,6 +1264,14 @@ spool_state_apply(struct spool_entry *e, const char *buf, size_t len)
 			                        : NULL;
 			continue;
 		}
+		if (nl - line == 4 && memcmp(line, "hold", 4) == 0) {
+			e->held = true;
+			continue;
+		}
+		if (nl - line == 7 && memcmp(line, "release", 7) == 0) {
+			e->held = false;
+			continue;
+		}
 		if ((size_t)(nl - line) >= 10 && memcmp(line, "delivered ", 10) == 0) {
 			delivered = true;
 			p = line + 10;

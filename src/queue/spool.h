@@ -90,6 +90,8 @@ struct spool_entry {
 	unsigned attempts;
 	time_t last_attempt;
 	char *last_error; /* NULL: none */
+	bool held;        /* held by the administrator: a "hold" state line not yet followed by
+	                   * "release" (mxgate queue hold); never delivered while set */
 };
 
 struct spool_entry *spool_entry_new(void);
@@ -173,6 +175,8 @@ int spool_dev(const struct spool *sp, dev_t *dev);
  *   attempt TIME TEXT          an attempt ended (TEXT: the last error, or "ok")
  *   delivered INDEX TIME TEXT  recipient INDEX accepted by the next hop / Maildir
  *   failed INDEX TIME TEXT     recipient INDEX failed for good (its bounce is queued)
+ *   hold                       held by the administrator: not delivered (spool_entry.held)
+ *   release                    released: delivered again (the last of the two counts)
  * line may hold several lines separated by '\n' (one write, one fsync).  Returns 0 or -1
  * with errno.  A recipient recorded as delivered or failed is never tried again after a
  * restart.

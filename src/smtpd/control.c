@@ -23,6 +23,100 @@ struct control {
 	void *status_arg;
 };
 
+/* One message: remove, hold or release (verb's first letters tell them apart). */
+static int
+one_message(struct control *c, const char *verb, const char *id, char *err, size_t errlen)
+{
+	if (verb[2] == 'm')
+		return deliver_remove(c->deliver, id, err, errlen);
+	return deliver_hold(c->deliver, id, verb[0] == 'h', err, errlen);
+}
+
+struct ids {
+	char (*v)[SPOOL_ID_LEN + 1];
+	size_t n, cap;
+	bool failed;
+	const char *verb;
+	size_t busy;
+};
+
+/* The ids "VERB all" acts on: not being delivered, and for hold (release) not held
+ * (held). */
+static void
+collect_cb(const struct deliver_item *it, void *arg)
+{
+	struct ids *l = arg;
+
+	if (it->busy) {
+		l->busy++;
+		return;
+	}
+	if ((l->verb[0] == 'h' && it->held) ||
+	    (l->verb[0] == 'r' && l->verb[2] == 'l' && !it->held))
+		return;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		void *v = realloc(l->v, cap * sizeof(*l->v));
+		if (!v) {
+			l->failed = true;
+			return;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	memcpy(l->v[l->n++], it->e->id, SPOOL_ID_LEN + 1);
+}
+
+/* "remove|hold|release ID|all": false when cmd is none of them. */
+static bool
+run_per_message(struct control *c, const char *cmd, FILE *fp)
+{
+	static const char *const verbs[] = {"remove", "hold", "release"};
+	static const char *const done[] = {"removed", "held", "released"};
+	const char *verb = NULL, *id = NULL, *past = NULL;
+	char err[256];
+
+	for (size_t i = 0; i < 3 && !verb; i++) {
+		size_t n = strlen(verbs[i]);
+		if (strncmp(cmd, verbs[i], n) == 0 && cmd[n] == ' ')
+			verb = verbs[i], past = done[i], id = cmd + n + 1;
+	}
+	if (!verb)
+		return false;
+	if (strcmp(id, "all") != 0) {
+		if (one_message(c, verb, id, err, sizeof(err)) == 0)
+			fprintf(fp, "%s %s\nok\n", past, id);
+		else
+			fprintf(fp, "error: %s\n", err);
+		return true;
+	}
+	struct ids l = {.verb = verb};
+	size_t ok = 0, bad = 0;
+	deliver_foreach(c->deliver, collect_cb, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		if (one_message(c, verb, l.v[i], err, sizeof(err)) == 0) {
+			fprintf(fp, "%s %s\n", past, l.v[i]);
+			ok++;
+		} else if (strncmp(err, "no ", 3) != 0) { /* gone meanwhile: delivered */
+			fprintf(fp, "%s\n", err);
+			bad++;
+		}
+	}
+	free(l.v);
+	fprintf(fp, "%zu message%s %s", ok, ok == 1 ? "" : "s", past);
+	if (l.busy)
+		fprintf(fp, "; %zu being delivered right now %s left as %s (try again)", l.busy,
+		        l.busy == 1 ? "was" : "were", l.busy == 1 ? "it is" : "they are");
+	fputc('\n', fp);
+	if (l.failed || bad)
+		fprintf(fp, "error: %s\n",
+		        l.failed ? "out of memory: not every message was seen"
+		                 : "some messages could not be changed");
+	else
+		fprintf(fp, "ok\n");
+	return true;
+}
+
 static void
 control_cb(evutil_socket_t lfd, short what, void *arg)
 {
@@ -57,19 +151,15 @@ control_cb(evutil_socket_t lfd, short what, void *arg)
 		close(fd);
 		return;
 	}
-	if (strcmp(cmd, "list") == 0) {
-		size_t n = queue_list_running(c->deliver, fp);
-		fprintf(fp, "%zu message%s\nok\n", n, n == 1 ? "" : "s");
+	if (strcmp(cmd, "list") == 0 || strcmp(cmd, "list json") == 0) {
+		queue_list_running(c->deliver, fp, cmd[4] != '\0');
+		fprintf(fp, "ok\n");
+	} else if (run_per_message(c, cmd, fp)) {
+		/* remove, hold or release: answered */
 	} else if (strcmp(cmd, "flush") == 0) {
 		deliver_flush(c->deliver);
 		log_msg(LOG_LVL_INFO, "queue flush requested: every waiting message is due now");
 		fprintf(fp, "every waiting message is due now\nok\n");
-	} else if (strncmp(cmd, "remove ", 7) == 0) {
-		char err[256];
-		if (deliver_remove(c->deliver, cmd + 7, err, sizeof(err)) == 0)
-			fprintf(fp, "removed %s\nok\n", cmd + 7);
-		else
-			fprintf(fp, "error: %s\n", err);
 	} else if (strcmp(cmd, "status") == 0 && c->status_cb) {
 		c->status_cb(fp, c->status_arg);
 		fprintf(fp, "ok\n");

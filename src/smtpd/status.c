@@ -119,6 +119,10 @@ write_queue(FILE *out, const struct status_info *in, const struct metrics_view *
 		fprintf(out, "queue: %" PRId64 " message%s\n", m->queue_messages,
 		        plural((uint64_t)(m->queue_messages > 0 ? m->queue_messages : 0)));
 	}
+	if (m->queue_held > 0)
+		fprintf(out,
+		        "queue: %" PRId64 " held (not delivered until `mxgate queue release`)\n",
+		        m->queue_held);
 	if (c->relay)
 		fprintf(out, "delivery: relay to %s (%s), up to %" PRIu64 " connection%s", c->relay,
 		        c->relay_tls == RELAY_TLS_REQUIRED        ? "STARTTLS required"

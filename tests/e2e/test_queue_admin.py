@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -22,8 +23,8 @@ def sink():
     s.cleanup()
 
 
-def relay_conf(daemon, port):
-    daemon.configure(connectors="""
+def relay_conf(daemon, port, top=""):
+    daemon.configure(top=top, connectors="""
         connector "Relay" {
           usage = internet
           bindings = { "127.0.0.1:{port}" }
@@ -113,3 +114,128 @@ def test_without_message_id_and_tls(daemon):
     assert got.startswith(b"Return-Path: <sender@example.test>\r\n")
     assert len(got) - len(b"Return-Path: <sender@example.test>\r\n") == size
     daemon.wait_log(rf"message {qid}: to=<user@example.test>, .*, size={size}, ")
+
+
+# ---- queue tools: --json, hold, release, remove all ------------------------------------
+
+def held_gauge(mport):
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(float(re.search(r"^mxgate_queue_held_messages (\S+)$", text, re.M).group(1)))
+
+
+def listing(daemon):
+    rc, out, err = queue(daemon, "list", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["count"] == len(doc["messages"])
+    return doc, {m["id"]: m for m in doc["messages"]}
+
+
+def test_hold_survives_a_restart_and_release_delivers(daemon, sink):
+    # the next hop is down at first: every message waits for its retry
+    mport = free_port()
+    relay_conf(daemon, sink.port, top=f'metrics-listen = "127.0.0.1:{mport}"')
+    daemon.start()
+    ids = [send(daemon, subject=f"m{i}") for i in range(3)]
+    sizes = {i: int(accepted(daemon, i)[1].group(3)) for i in ids}
+    for i in ids:
+        daemon.wait_log(rf"message {i} deferred \(attempt 1\)")
+
+    rc, out, err = queue(daemon, "hold", ids[0])
+    assert (rc, out) == (0, f"held {ids[0]}\n"), err
+    daemon.wait_log(rf"message {ids[0]} held by the administrator")
+    assert held_gauge(mport) == 1
+    rc, out, err = queue(daemon, "hold", ids[0])
+    assert rc == 1 and f"no unheld message {ids[0]}" in err
+
+    doc, by_id = listing(daemon)
+    assert doc["daemon_running"] is True and doc["count"] == 3
+    assert by_id[ids[0]]["state"] == "held" and by_id[ids[0]]["next_attempt"] is None
+    assert {by_id[i]["state"] for i in ids[1:]} == {"waiting"}
+    for i in ids:      # one size everywhere: the accepted line's
+        assert by_id[i]["size"] == sizes[i]
+        assert by_id[i]["sender"] == "sender@example.test"
+        assert by_id[i]["connector"] == "Relay" and by_id[i]["attempts"] == 1
+        assert by_id[i]["recipients"][0]["address"] == "user@example.test"
+        assert by_id[i]["recipients"][0]["state"] == "pending"
+    rc, out, _ = queue(daemon)
+    row = next(l for l in out.splitlines() if l.startswith(ids[0]))
+    assert row.split()[2] == str(sizes[ids[0]]) and row.split()[4] == "held", row
+
+    # the next hop comes up; a flush delivers the others, never the held one
+    sink.start()
+    assert queue(daemon, "flush")[0] == 0
+    for i in ids[1:]:
+        daemon.wait_log(rf"message {i}: to=<user@example.test>, .*status=sent")
+    assert sorted(sink.queue_ids()) == sorted(ids[1:])
+
+    # held across a restart: recovered as held, still not delivered
+    assert daemon.stop() == 0
+    doc, by_id = listing(daemon)
+    assert doc["daemon_running"] is False and list(by_id) == [ids[0]]
+    assert by_id[ids[0]]["state"] == "held"
+    daemon.start()
+    doc, by_id = listing(daemon)
+    assert by_id[ids[0]]["state"] == "held"
+    assert held_gauge(mport) == 1
+    assert "queue: 1 held" in subprocess.run([BIN, "status", "-c", daemon.conf], capture_output=True,
+                                      text=True, timeout=30).stdout
+
+    rc, out, err = queue(daemon, "release", "all")
+    assert rc == 0 and f"released {ids[0]}" in out and "1 message released" in out, err
+    daemon.wait_log(rf"message {ids[0]}: to=<user@example.test>, .*size={sizes[ids[0]]}, "
+                    r".*status=sent")
+    assert ids[0] in sink.queue_ids()
+    assert held_gauge(mport) == 0
+
+
+def test_hold_all_and_remove_all_through_the_daemon(daemon):
+    relay_conf(daemon, free_port())          # nothing listens: every message waits
+    daemon.start()
+    ids = [send(daemon, subject=f"m{i}") for i in range(3)]
+    for i in ids:
+        daemon.wait_log(rf"message {i} deferred \(attempt 1\)")
+    rc, out, err = queue(daemon, "hold", "all")
+    assert rc == 0 and "3 messages held" in out, err
+    assert {m["state"] for m in listing(daemon)[0]["messages"]} == {"held"}
+    rc, out, err = queue(daemon, "remove", "all")
+    assert rc == 0 and "3 messages removed" in out, err
+    assert all(f"removed {i}" in out for i in ids)
+    assert listing(daemon)[0]["count"] == 0
+    assert not [f for f in os.listdir(os.path.join(daemon.spool, "queue"))]
+    for i in ids:
+        daemon.wait_log(rf"message {i} removed from the queue by the administrator")
+
+
+def test_hold_release_and_remove_all_on_the_files(daemon):
+    relay_conf(daemon, free_port())
+    daemon.start()
+    ids = [send(daemon, subject=f"m{i}") for i in range(2)]
+    for i in ids:
+        daemon.wait_log(rf"message {i} deferred \(attempt 1\)")
+    assert daemon.stop() == 0
+    rc, out, err = queue(daemon, "hold", "all")
+    assert rc == 0 and "2 messages held (the daemon is not running)" in out, err
+    doc, by_id = listing(daemon)
+    assert {m["state"] for m in doc["messages"]} == {"held"}
+    rc, out, err = queue(daemon, "release", ids[1])
+    assert (rc, out) == (0, f"released {ids[1]}\n"), err
+    assert listing(daemon)[1][ids[1]]["state"] == "stopped"
+    # the files stay the run user's: the daemon recovers them (not into corrupt/)
+    daemon.start()
+    daemon.wait_log(r"2 queued messages recovered")
+    assert listing(daemon)[1][ids[0]]["state"] == "held"
+    assert daemon.stop() == 0
+    rc, out, err = queue(daemon, "remove", "all")
+    assert rc == 0 and "2 messages removed" in out, err
+    assert listing(daemon)[0]["count"] == 0
+
+
+def test_queue_usage_errors(daemon):
+    relay_conf(daemon, free_port())
+    for args in (("hold",), ("hold", "nothex"), ("release", "1", "2"), ("flush", "--json")):
+        r = subprocess.run([BIN, "queue", "-c", daemon.conf, *args], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode in (1, 2), (args, r)
+        assert r.stderr, args
