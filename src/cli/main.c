@@ -38,6 +38,7 @@ static int cmd_run(int argc, char **argv);
 static int cmd_check(int argc, char **argv);
 static int cmd_queue(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
+static int cmd_config(int argc, char **argv);
 static int cmd_which(int argc, char **argv);
 static int cmd_firewall(int argc, char **argv);
 static int cmd_probe(int argc, char **argv);
@@ -51,6 +52,10 @@ static const struct cmd cmds[] = {
          "run the gateway in the foreground (SIGHUP reloads, SIGTERM drains and stops)", NULL},
         {"check", cmd_check, "check [-c FILE]",
          "validate the configuration; every error as FILE:LINE on stderr", NULL},
+        {"config", cmd_config, "config [-c FILE] [--all]",
+         "print the effective configuration: the keys written, and each connector resolved "
+         "(permissions, bindings, ranges by source)",
+         "--all  every key, the defaults too (marked)"},
         {"which", cmd_which, "which [-c FILE] [-v] LOCAL REMOTE",
          "name the connector that takes a connection (exit 3: none)", NULL},
         {"queue", cmd_queue, "queue [-c FILE] [list [--json] | flush | remove|hold|release ID|all]",
@@ -175,6 +180,40 @@ cmd_run(int argc, char **argv)
 	 * (a reload trims explicitly, see server.c). */
 	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 	return server_run(path) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static int
+cmd_config(int argc, char **argv)
+{
+	const char *path = CONFIG_DEFAULT_PATH;
+	bool all = false;
+	int kept = 1;
+	struct config *c;
+	struct diag d;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--all") == 0)
+			all = true;
+		else
+			argv[kept++] = argv[i];
+	}
+	argc = kept;
+	if (parse_opts("config", argc, argv, &path, NULL) < 0)
+		return EXIT_USAGE;
+	if (optind != argc)
+		return usage_error("config", "unexpected argument '%s'", argv[optind]);
+	diag_init(&d);
+	c = load(path, &d);
+	if (!c) {
+		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
+		        d.errors, d.errors == 1 ? "" : "s");
+		diag_release(&d);
+		return EXIT_FAILURE;
+	}
+	config_print_effective(c, stdout, all);
+	config_unref(c);
+	diag_release(&d);
+	return EXIT_SUCCESS;
 }
 
 static int

@@ -1452,6 +1452,11 @@ apply_section(struct loader *L, const struct givens *G, enum section sec, void *
 		if (options[i].sec == sec && options[i].kind == K_PATHS &&
 		    apply(L, &options[i], &G->g[i], base, k) < 0)
 			return -1;
+	/* what was written, for `mxgate config` */
+	uint64_t *given = sec == SEC_CONNECTOR ? k->given : sec == SEC_DOMAIN ? NULL : L->c->given;
+	for (size_t i = 0; given && i < N_OPTIONS; i++)
+		if (options[i].sec == sec && G->g[i].line)
+			given[i / 64] |= (uint64_t)1 << (i % 64);
 	return 0;
 }
 
@@ -2440,4 +2445,236 @@ config_print_man(FILE *fp)
 	      ".Ed\n"
 	      ".Sh SEE ALSO\n.Xr mxgate 8\n",
 	      fp);
+}
+
+/* ---- mxgate config: the effective configuration -------------------------------------- */
+
+static void
+put_size(FILE *fp, uint64_t v)
+{
+	if (v && v % (1024 * 1024) == 0)
+		fprintf(fp, "%lluMB", (unsigned long long)(v / (1024 * 1024)));
+	else if (v && v % 1024 == 0)
+		fprintf(fp, "%lluKB", (unsigned long long)(v / 1024));
+	else
+		fprintf(fp, "%llu", (unsigned long long)v);
+}
+
+static void
+put_duration(FILE *fp, uint64_t ms)
+{
+	static const struct {
+		uint64_t ms;
+		const char *unit;
+	} units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (ms % units[i].ms == 0 || units[i].ms == 1) {
+			if (ms == 0 && units[i].ms != 1000)
+				continue;
+			fprintf(fp, "%llu%s", (unsigned long long)(ms / units[i].ms),
+			        units[i].unit);
+			return;
+		}
+	}
+}
+
+static void
+put_words(FILE *fp, const struct keyword *w, unsigned v, bool flags)
+{
+	bool first = true;
+
+	if (!flags) {
+		for (; w->name; w++)
+			if (w->value == v) {
+				fputs(w->name, fp);
+				return;
+			}
+		fprintf(fp, "%u", v);
+		return;
+	}
+	fputs("{ ", fp);
+	for (; w->name; w++)
+		if (w->value && (v & w->value) == w->value) {
+			fprintf(fp, "%s%s", first ? "" : ", ", w->name);
+			first = false;
+		}
+	fprintf(fp, "%s }", first ? "none" : "");
+}
+
+/* "name = value" of one scalar option at base; false when it has no value to show. */
+static bool
+put_value(FILE *fp, const struct option *o, const void *base)
+{
+	const char *field = (const char *)base + o->off;
+	uint64_t n;
+
+	switch (o->kind) {
+	case K_STR:
+	case K_PATH:
+		if (!*(char *const *)field)
+			return false;
+		fprintf(fp, "%s = \"%s\"", o->name, *(char *const *)field);
+		return true;
+	case K_BOOL:
+		fprintf(fp, "%s = %s", o->name, *(const bool *)field ? "true" : "false");
+		return true;
+	case K_SIZE:
+	case K_DURATION:
+	case K_COUNT:
+		n = *(const uint64_t *)field;
+		fprintf(fp, "%s = ", o->name);
+		if (n == CONFIG_UNLIMITED && o->unlimited)
+			fputs("unlimited", fp);
+		else if (o->kind == K_SIZE)
+			put_size(fp, n);
+		else if (o->kind == K_DURATION)
+			put_duration(fp, n);
+		else
+			fprintf(fp, "%llu", (unsigned long long)n);
+		return true;
+	case K_ENUM:
+	case K_FLAGS:
+		fprintf(fp, "%s = ", o->name);
+		put_words(fp, o->words, *(const unsigned *)field, o->kind == K_FLAGS);
+		return true;
+	default:
+		return false; /* lists: written by their section */
+	}
+}
+
+/* The scalar options of section sec: those written (given), or every one (all). */
+static void
+put_section(FILE *fp, enum section sec, const void *base, const uint64_t *given, bool all,
+            const char *indent)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option *o = &options[i];
+		bool written = given[i / 64] >> (i % 64) & 1;
+		if (o->sec != sec || (!all && !written))
+			continue;
+		/* lists are shown by their section; usage and the two lists it presets by the
+		 * connector */
+		if (o->kind == K_PATHS || o->kind == K_BINDINGS || o->kind == K_RANGES ||
+		    o->kind == K_DOMAINS ||
+		    (sec == SEC_CONNECTOR && (o->kind == K_FLAGS || strcmp(o->name, "usage") == 0)))
+			continue;
+		fputs(indent, fp);
+		if (!put_value(fp, o, base))
+			fprintf(fp, "# %s: not set", o->name);
+		fprintf(fp, "%s\n", all && !written ? "  # default" : "");
+	}
+}
+
+/* A range's source: "inline", "@preset", or the ranges file's path. */
+static void
+range_source(const struct config *c, const char *file, char *buf, size_t size)
+{
+	const char *dir = providers_dir();
+	size_t dl = strlen(dir), fl = strlen(file);
+
+	if (strcmp(file, c->path) == 0)
+		snprintf(buf, size, "inline");
+	else if (strncmp(file, dir, dl) == 0 && file[dl] == '/' && fl > dl + 6 &&
+	         strcmp(file + fl - 5, ".conf") == 0)
+		snprintf(buf, size, "@%.*s", (int)(fl - dl - 6), file + dl + 1);
+	else
+		snprintf(buf, size, "file %s", file);
+}
+
+/* remote ranges: the total, by family, then per source in the order they come. */
+static void
+put_ranges(FILE *fp, const struct config *c, const struct connector *k)
+{
+	size_t v4 = 0, v6 = 0;
+
+	if (k->all_remote) {
+		fputs("  remote-ip-ranges: every IPv4 and IPv6 address (none written)\n", fp);
+		return;
+	}
+	for (size_t i = 0; i < k->n_ranges; i++)
+		k->ranges[i].r.family == AF_INET ? v4++ : v6++;
+	fprintf(fp, "  remote-ip-ranges: %zu range%s (%zu IPv4, %zu IPv6)\n", k->n_ranges,
+	        k->n_ranges == 1 ? "" : "s", v4, v6);
+	for (size_t i = 0; i < k->n_ranges;) {
+		const char *file = k->ranges[i].at.file;
+		size_t j = i;
+		char src[PATH_MAX + 8];
+		while (j < k->n_ranges && k->ranges[j].at.file == file)
+			j++;
+		range_source(c, file, src, sizeof(src));
+		fprintf(fp, "    %zu %s\n", j - i, src);
+		i = j;
+	}
+}
+
+/* Whether the connector's file wrote the key (else its usage preset it). */
+static bool
+conn_written(const struct connector *k, const char *name)
+{
+	size_t i = (size_t)(find_option(SEC_CONNECTOR, name) - options);
+
+	return k->given[i / 64] >> (i % 64) & 1;
+}
+
+static void
+put_connector(FILE *fp, const struct config *c, const struct connector *k, bool all)
+{
+	char ep[ENDPOINT_STRLEN];
+
+	fprintf(fp, "\nconnector \"%s\" {\n  usage = %s%s\n", k->name, usage_name(k->usage),
+	        k->enabled ? "" : "  # disabled: takes no connection");
+	fputs("  auth-mechanism = ", fp);
+	put_words(fp, auth_words, k->auth_mechanisms, true);
+	if (!conn_written(k, "auth-mechanism"))
+		fprintf(fp, "  # from usage %s", usage_name(k->usage));
+	fputs("\n  permission-groups = ", fp);
+	put_words(fp, perm_words, k->permission_groups, true);
+	if (!conn_written(k, "permission-groups"))
+		fprintf(fp, "  # from usage %s", usage_name(k->usage));
+	for (const struct keyword *w = perm_words; w->name; w++)
+		if (w->value ? (k->permission_groups & w->value) != 0 : k->permission_groups == 0)
+			fprintf(fp, "\n    # %s: %s", w->name, w->doc);
+	fprintf(fp, "\n  bindings = {");
+	for (size_t i = 0; i < k->n_bindings; i++) {
+		endpoint_format(&k->bindings[i], ep, sizeof(ep));
+		fprintf(fp, "%s \"%s\"", i ? "," : "", ep);
+	}
+	fprintf(fp, " }\n");
+	put_ranges(fp, c, k);
+	put_section(fp, SEC_CONNECTOR, k, k->given, all, "  ");
+	fputs("}\n", fp);
+}
+
+void
+config_print_effective(const struct config *c, FILE *fp, bool all)
+{
+	static const struct {
+		enum section sec;
+		const char *open;
+	} blocks[] = {{SEC_TLS, "tls"}, {SEC_DELIVER, "deliver"}};
+
+	fprintf(fp, "# %s: the effective configuration%s\n", c->path,
+	        all ? ", defaults marked" : " (the keys written; --all adds the defaults)");
+	put_section(fp, SEC_ROOT, c, c->given, all, "");
+	fputs("accepted-domains = {", fp);
+	for (size_t i = 0; i < c->n_accepted_domains; i++)
+		fprintf(fp, "%s \"%s\"", i ? "," : "", c->accepted_domains[i]);
+	fputs(" }\n", fp);
+	for (size_t b = 0; b < 2; b++) {
+		fprintf(fp, "%s {\n", blocks[b].open);
+		put_section(fp, blocks[b].sec, c, c->given, all, "  ");
+		fputs("}\n", fp);
+	}
+	for (size_t i = 0; i < c->n_domains; i++) {
+		const struct domain_conf *dc = &c->domains[i];
+		fprintf(fp, "domain \"%s\" {\n", dc->name);
+		if (dc->recipients_file)
+			fprintf(fp, "  recipients-file = \"%s\"  # %zu recipient%s\n",
+			        dc->recipients_file, dc->n_recipients,
+			        dc->n_recipients == 1 ? "" : "s");
+		fputs("}\n", fp);
+	}
+	for (size_t i = 0; i < c->n_connectors; i++)
+		put_connector(fp, c, &c->connectors[i], all);
 }

@@ -93,6 +93,7 @@ struct connector {
 	size_t n_hostname_suffixes;
 	bool chunking_enabled;       /* CHUNKING/BDAT (RFC 3030) */
 	enum bare_lf bare_line_feed; /* default from usage: normalize for internal */
+	uint64_t given[2]; /* bit i: option i of config.c's table was written (mxgate config) */
 };
 
 /* An accepted domain with its own settings: domain "example.com" { ... }. */
@@ -156,6 +157,7 @@ struct config {
 	struct connector *connectors;
 	size_t n_connectors;
 	struct selector *selector; /* compiled connector selection (selector.h) */
+	uint64_t given[2]; /* bit i: option i of config.c's table was written (mxgate config) */
 };
 
 /* Loads and validates path.  Returns a snapshot with one reference, or NULL when there was
@@ -180,6 +182,12 @@ int config_recipient_known(const struct config *c, const char *domain, size_t dl
 
 /* One line describing the connector, for `mxgate check`. */
 void config_describe_connector(const struct connector *k, char *buf, size_t size);
+
+/* Prints the effective configuration, like `postconf -n` or `Get-ReceiveConnector | fl`:
+ * the keys written in the file (all: every key, defaults too), and for every connector
+ * its resolved usage, permissions and mechanisms, bindings and remote ranges counted by
+ * source (written inline, each @preset, each ranges file). */
+void config_print_effective(const struct config *c, FILE *fp, bool all);
 
 /* Prints the reference of every key (Markdown), from the option table. */
 void config_print_reference(FILE *fp);

@@ -281,3 +281,66 @@ def test_counts_are_singular_when_one(mxgate, write_conf):
     assert "remote: 2 ranges (1 IPv4, 1 IPv6)" in r.out
     r = mxgate("check", "-c", write_conf(one_connector('"bad"')))
     assert r.rc == 1 and "1 error; the configuration was not accepted" in r.err
+
+
+# ---- mxgate config: the effective configuration (issue 12.4) ---------------------------
+
+def test_config_prints_the_effective_configuration(mxgate, write_conf, tls_pair, tmp_path):
+    ranges = tmp_path / "office.txt"
+    ranges.write_text("10.1.0.0/16\n10.2.0.0/16\n# a comment\n")
+    cert, key = tls_pair
+    conf = write_conf(f"""
+    hostname = "mx.example.test"
+    accepted-domains = {{ "example.test" }}
+    tls {{ certificate = "{cert}"
+      key = "{key}" }}
+    connector "From Proofpoint" {{
+      usage = internet
+      bindings = {{ "0.0.0.0:25" }}
+      remote-ip-ranges = {{ "@proofpoint-essentials-us", "192.0.2.1" }}
+      max-message-size = 50MB
+    }}
+    connector "Office" {{
+      usage = internal
+      bindings = {{ "0.0.0.0:2525" }}
+      remote-ip-ranges = {{ "10.0.0.0/8" }}
+      remote-ip-ranges-file = {{ "{ranges}" }}
+      connection-timeout = 20m
+    }}
+""")
+    r = mxgate("config", "-c", conf)
+    assert r.rc == 0, r.err
+    out = r.out
+    assert 'hostname = "mx.example.test"' in out
+    assert "spool =" not in out and "max-header-size" not in out   # defaults: only with --all
+    proof = out[out.index('connector "From Proofpoint"'):out.index('connector "Office"')]
+    assert "  auth-mechanism = { tls }  # from usage internet\n" in proof
+    assert "  permission-groups = { anonymous-users }  # from usage internet\n" in proof
+    assert '  bindings = { "0.0.0.0:25" }\n' in proof
+    assert "  remote-ip-ranges: 13 ranges (13 IPv4, 0 IPv6)\n" in proof
+    assert "    12 @proofpoint-essentials-us\n    1 inline\n" in proof
+    assert "  max-message-size = 50MB\n" in proof
+    office = out[out.index('connector "Office"'):]
+    assert "permission-groups = { exchange-servers }  # from usage internal" in office
+    assert "may relay to any domain" in office
+    assert f"    1 inline\n    2 file {ranges}\n" in office
+    assert "  connection-timeout = 20m\n" in office
+
+    r = mxgate("config", "-c", conf, "--all")
+    assert r.rc == 0, r.err
+    assert 'spool = "/var/spool/mxgate"  # default' in r.out
+    assert "  max-header-size = 256KB  # default\n" in r.out
+    assert "  max-message-size = 50MB\n" in r.out                 # written: no mark
+    assert "  message-rate-limit = unlimited  # default\n" in r.out
+    assert "  tarpit-interval = 5s  # default\n" in r.out
+
+
+def test_config_refuses_a_bad_file_and_bad_arguments(mxgate, write_conf):
+    r = mxgate("config", "-c", write_conf(one_connector('"proofpoint"')))
+    assert r.rc == 1 and "1 error; the configuration was not accepted" in r.err
+    assert r.out == ""
+    conf = write_conf(one_connector('"127.0.0.1"'))
+    assert mxgate("config", "-c", conf, "extra").rc == 2
+    assert mxgate("config", "-c", conf, "--bogus").rc == 2
+    r = mxgate("config", "-c", conf)
+    assert "  remote-ip-ranges: 1 range (1 IPv4, 0 IPv6)\n    1 inline\n" in r.out
