@@ -1006,4 +1006,38 @@ Test(smtp_api, no_mail_check_without_suffixes)
 	expect_action(t->smtp, SMTP_REPLY, "250 ");
 	expect_action(t->smtp, SMTP_REPLY, "250 2.1.0");
 	tx_session_free(t);
+/* The message-id of the accepted message's log line: the first Message-ID: header's first
+ * word, case-insensitive, found on a folded line too, bytes other than printable ASCII as
+ * '?', none in the body, at most SMTP_MSGID_MAX bytes; "" without one. */
+static const char *
+message_id_of(const char *text)
+{
+	static char got[SMTP_MSGID_MAX + 1];
+	struct tx_session *t = tx_session_new("");
+	struct smtp_action a;
+
+	cr_assert_not_null(t);
+	to_data(t->smtp);
+	put(t->smtp, text);
+	put(t->smtp, "\r\n.\r\n");
+	while (smtp_next(t->smtp, &a) != SMTP_MSG_END)
+		;
+	snprintf(got, sizeof(got), "%s", smtp_envelope(t->smtp)->message_id);
+	tx_session_free(t);
+	return got;
+}
+
+Test(smtp_api, message_id_for_the_log)
+{
+	cr_expect_str_eq(message_id_of("Subject: x\r\nMessage-ID: <a.1@b.example>\r\n\r\nhi"),
+	                 "<a.1@b.example>");
+	cr_expect_str_eq(message_id_of("message-id:\r\n\t<f@b.example> (c)\r\nX: y\r\n\r\nhi"),
+	                 "<f@b.example>");
+	cr_expect_str_eq(message_id_of("Message-ID: <\x01\xc3\xa9@b>\r\nMessage-ID: <2@b>\r\n\r\n"),
+	                 "<???@b>");
+	cr_expect_str_eq(message_id_of("Subject: x\r\n\r\nMessage-ID: <body@b>"), "");
+	cr_expect_str_eq(message_id_of("Message-ID:\r\nSubject: <not@it>\r\n\r\n"), "");
+	char big[400];
+	snprintf(big, sizeof(big), "Message-ID: <%0300d>\r\n\r\n", 0);
+	cr_expect_eq(strlen(message_id_of(big)), (size_t)SMTP_MSGID_MAX);
 }
