@@ -63,7 +63,8 @@ struct session {
 	struct spool_msg *msg;
 	char msg_id[SPOOL_ID_LEN + 1];
 	bool maildir_prefix;
-	uint64_t added; /* bytes mxgate put before the client's text: its Received: header */
+	uint64_t added;     /* bytes mxgate put before the client's text: its Received: header */
+	char tls_info[128]; /* "PROTOCOL CIPHER" once STARTTLS completed, for the log */
 	struct timespec data_end; /* CLOCK_MONOTONIC at the end of data */
 	unsigned messages;
 	struct session *prev, *next;
@@ -429,15 +430,15 @@ static void
 log_accepted(struct session *s, uint64_t size)
 {
 	const struct smtp_envelope *env = smtp_envelope(s->smtp);
-	bool tls = smtp_in_tls(s->smtp);
 
+	/* the TLS details were kept at the handshake: a client gone before the commit's end
+	 * has released its connection */
 	log_session(&s->lc, LOG_LVL_INFO,
 	            "message %s queued: from=<%s>, size=%llu, nrcpt=%zu, message-id=%s, "
-	            "helo=%s, tls=%s%s%s",
+	            "helo=%s, tls=%s",
 	            s->msg_id, env->mail_from, (unsigned long long)size, env->n_rcpts,
 	            env->message_id && env->message_id[0] ? env->message_id : "none", env->helo,
-	            tls ? tls_version(s->c.tls) : "no", tls ? " " : "",
-	            tls ? tls_cipher(s->c.tls) : "");
+	            s->tls_info[0] ? s->tls_info : "no");
 }
 
 void
@@ -447,6 +448,8 @@ session_committed(struct session *s, int err)
 
 	s->commit_pending = false;
 	if (s->zombie) {
+		if (!err) /* queued all the same: it is delivered */
+			log_accepted(s, env->size + s->added);
 		log_session(&s->lc, LOG_LVL_INFO, "message %s %s after the client left", s->msg_id,
 		            err ? "failed" : "committed");
 		session_free(s);
@@ -498,6 +501,8 @@ drive_handshake(struct session *s)
 	} else {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
 		            tls_cipher(s->c.tls));
+		snprintf(s->tls_info, sizeof(s->tls_info), "%s %s", tls_version(s->c.tls),
+		         tls_cipher(s->c.tls));
 		protolog_tls(&s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
 		metrics_tls_session(tls_version(s->c.tls));
 		smtp_tls_done(s->smtp, true);
