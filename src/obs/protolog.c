@@ -671,15 +671,17 @@ warn_drops(struct writer *w, bool now)
 	if (w->warn_full)
 		log_msg(LOG_LVL_WARNING,
 		        "protocol log: %" PRIu64
-		        " rows dropped: the queue was full (the disk under "
+		        " row%s dropped: the queue was full (the disk under "
 		        "%s is slower than the sessions); see mxgate_protocol_log_dropped_total",
-		        w->warn_full, w->set ? w->set->dir : "the log directory");
+		        w->warn_full, w->warn_full == 1 ? "" : "s",
+		        w->set ? w->set->dir : "the log directory");
 	if (w->warn_write)
 		log_msg(LOG_LVL_WARNING,
-		        "protocol log: %" PRIu64 " rows dropped: cannot write to %s: %s; SMTP goes "
+		        "protocol log: %" PRIu64
+		        " row%s dropped: cannot write to %s: %s; SMTP goes "
 		        "on, free space or fix the directory",
-		        w->warn_write, w->set ? w->set->dir : "the log directory",
-		        strerror(w->last_errno));
+		        w->warn_write, w->warn_write == 1 ? "" : "s",
+		        w->set ? w->set->dir : "the log directory", strerror(w->last_errno));
 	w->warn_full = w->warn_write = 0;
 }
 
