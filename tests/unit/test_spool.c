@@ -618,3 +618,20 @@ Test(spool, damaged_state_lines_are_ignored_and_a_torn_last_line_never_trusted)
 	cr_assert_str_eq(e->last_error, "x");
 	spool_entry_free(e);
 }
+
+/* mxgate queue hold / release: the last of the two lines counts; near misses and a torn
+ * line count for nothing. */
+Test(spool, hold_and_release_lines)
+{
+	struct spool_entry *e = spool_envelope_parse(good_env, strlen(good_env));
+	cr_assert_not_null(e);
+	cr_assert(!e->held);
+	static const char held[] = "attempt 1764320100 451 4.3.0 busy\nhold\nholder\n";
+	spool_state_apply(e, held, sizeof(held) - 1);
+	cr_assert(e->held);
+	static const char released[] = "release\nhold x\nreleased\nhold"; /* torn last line */
+	spool_state_apply(e, released, sizeof(released) - 1);
+	cr_assert(!e->held);
+	cr_assert_eq(e->attempts, 1);
+	spool_entry_free(e);
+}
