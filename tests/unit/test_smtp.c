@@ -1006,6 +1006,8 @@ Test(smtp_api, no_mail_check_without_suffixes)
 	expect_action(t->smtp, SMTP_REPLY, "250 ");
 	expect_action(t->smtp, SMTP_REPLY, "250 2.1.0");
 	tx_session_free(t);
+}
+
 /* The message-id of the accepted message's log line: the first Message-ID: header's first
  * word, case-insensitive, found on a folded line too, bytes other than printable ASCII as
  * '?', none in the body, at most SMTP_MSGID_MAX bytes; "" without one. */
