@@ -158,12 +158,26 @@ string_body(struct reader *r)
 		}
 		c = (unsigned char)r->s[r->pos++];
 		switch (c) {
-		case '"': case '\\': case '/': o[n++] = (char)c; break;
-		case 'b': o[n++] = '\b'; break;
-		case 'f': o[n++] = '\f'; break;
-		case 'n': o[n++] = '\n'; break;
-		case 'r': o[n++] = '\r'; break;
-		case 't': o[n++] = '\t'; break;
+		case '"':
+		case '\\':
+		case '/':
+			o[n++] = (char)c;
+			break;
+		case 'b':
+			o[n++] = '\b';
+			break;
+		case 'f':
+			o[n++] = '\f';
+			break;
+		case 'n':
+			o[n++] = '\n';
+			break;
+		case 'r':
+			o[n++] = '\r';
+			break;
+		case 't':
+			o[n++] = '\t';
+			break;
 		case 'u':
 			if (unicode_escape(r, o, &n) < 0) {
 				fail(r, "bad \\u escape");

@@ -2,7 +2,8 @@
  * mxgate command line: a table of subcommands, one cmd_<verb>() each.
  *
  * Exit codes: 0 success; 1 error (bad configuration, I/O); 2 usage error;
- * 3 "no" answers (`which`: no connector; `probe`: refused).
+ * 3 "no" answers (`which`: no connector; `probe`: refused).  `audit`: 0 clean, 1 findings,
+ * 2 usage or configuration error.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,6 +18,7 @@
 #include "conf/config.h"
 #include "conf/providers.h"
 #include "conf/selector.h"
+#include "lockdown/audit.h"
 #include "lockdown/firewall.h"
 #include "lockdown/probe.h"
 #include "net/tls.h"
@@ -42,6 +44,7 @@ static int cmd_config(int argc, char **argv);
 static int cmd_which(int argc, char **argv);
 static int cmd_firewall(int argc, char **argv);
 static int cmd_probe(int argc, char **argv);
+static int cmd_audit(int argc, char **argv);
 static int cmd_providers(int argc, char **argv);
 static int cmd_reference(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
@@ -73,6 +76,11 @@ static const struct cmd cmds[] = {
          "test a server from a source address (exit 0 open, 3 refused)",
          "--source ADDR  --helo NAME  --starttls  --mail-from ADDR  --rcpt-to ADDR\n"
          "--timeout SECS (default 30)  --expect open|refused (exit 0 when it matches, else 1)"},
+        {"audit", cmd_audit, "audit [-c FILE] [--json]",
+         "inspect this host against the configuration for ways around the filter (exit 0 "
+         "clean, 1 findings, 2 usage or configuration error)",
+         "one finding a line: severity, check, what it means, the fix; --json: one JSON "
+         "object"},
         {"providers", cmd_providers, "providers [show NAME]",
          "list the provider presets, or print one", NULL},
         {"reference", cmd_reference, "reference [--man]",
@@ -375,6 +383,58 @@ cmd_status(int argc, char **argv)
 }
 
 static int
+cmd_audit(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	        {"config", required_argument, NULL, 'c'},
+	        {"json", no_argument, NULL, 'j'},
+	        {NULL, 0, NULL, 0},
+	};
+	const char *path = CONFIG_DEFAULT_PATH;
+	struct audit_report r = {0};
+	struct audit_host h;
+	struct config *c;
+	struct diag d;
+	bool json = false;
+	int ch, rc;
+
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:", longopts, NULL)) != -1) {
+		if (ch == 'c')
+			path = optarg;
+		else if (ch == 'j')
+			json = true;
+		else
+			return usage_error("audit", "unknown option or missing value '%s'",
+			                   argv[optind - 1]);
+	}
+	if (optind != argc)
+		return usage_error("audit", "unexpected argument '%s'", argv[optind]);
+	diag_init(&d);
+	c = config_load(path, &d);
+	if (!c)
+		diag_print(&d, stderr);
+	diag_release(&d);
+	if (!c)
+		return EXIT_USAGE;
+	if (audit_host_read(c, path, &h) < 0 || audit_check(c, path, &h, &r) < 0) {
+		fprintf(stderr, "mxgate audit: out of memory\n");
+		rc = EXIT_USAGE;
+	} else {
+		audit_print(&r, json, stdout);
+		rc = audit_count(&r) ? EXIT_FAILURE : EXIT_SUCCESS;
+		if (!json && rc == EXIT_SUCCESS)
+			printf("audit: no findings (%zu listening sockets, firewall %s)\n",
+			       h.n_sockets, h.nft ? "read" : "not read");
+	}
+	audit_report_release(&r);
+	audit_host_release(&h);
+	config_unref(c);
+	return rc;
+}
+
+static int
 cmd_firewall(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -670,10 +730,14 @@ command_help(const struct cmd *c)
 		printf("\noptions:\n");
 		print_options(stdout, "  ", c->options);
 	}
-	printf("\nexit status: 0 success, 1 error, 2 usage error%s\n",
-	       strcmp(c->name, "which") == 0   ? ", 3 no connector takes the connection"
-	       : strcmp(c->name, "probe") == 0 ? ", 3 the server refused"
-	                                       : "");
+	if (strcmp(c->name, "audit") == 0)
+		printf("\nexit status: 0 no findings, 1 findings, 2 usage or configuration "
+		       "error\n");
+	else
+		printf("\nexit status: 0 success, 1 error, 2 usage error%s\n",
+		       strcmp(c->name, "which") == 0   ? ", 3 no connector takes the connection"
+		       : strcmp(c->name, "probe") == 0 ? ", 3 the server refused"
+		                                       : "");
 	if (strcmp(c->name, "help") != 0 && strcmp(c->name, "version") != 0 &&
 	    strcmp(c->name, "probe") != 0 && strcmp(c->name, "providers") != 0 &&
 	    strcmp(c->name, "reference") != 0)

@@ -69,7 +69,8 @@ nftrules_parse(const char *text, size_t len, char *err, size_t errlen)
 	}
 	arr = json_get(rs->tree, "nftables");
 	if (!arr || arr->type != JSON_ARRAY) {
-		snprintf(err, errlen, "no \"nftables\" array: not the output of nft -j list ruleset");
+		snprintf(err, errlen,
+		         "no \"nftables\" array: not the output of nft -j list ruleset");
 		goto fail;
 	}
 	for (size_t i = 0; i < arr->n; i++) {
@@ -306,7 +307,8 @@ range_has(const struct eval *ev, enum lkind k, const struct json *rg)
 	if (k == L_PORT && a->type == JSON_NUMBER && b->type == JSON_NUMBER)
 		return ev->p->dport >= a->num && ev->p->dport <= b->num ? T_YES : T_NO;
 	if ((k == L_SRC || k == L_DST) && json_str(a) && json_str(b))
-		return addr_in(k == L_SRC ? &ev->p->src : &ev->p->dst, json_str(a), json_str(b), -1);
+		return addr_in(k == L_SRC ? &ev->p->src : &ev->p->dst, json_str(a), json_str(b),
+		               -1);
 	return T_UNKNOWN;
 }
 
@@ -455,7 +457,8 @@ run_rule(struct eval *ev, const struct json *expr)
 		else if ((o = json_get(e, "xt")) && json_str(json_get(o, "type")) &&
 		         strcmp(json_str(json_get(o, "type")), "match") == 0)
 			t = json_str(json_get(o, "name")) &&
-			                    (strcmp(json_str(json_get(o, "name")), "conntrack") == 0 ||
+			                    (strcmp(json_str(json_get(o, "name")), "conntrack") ==
+			                             0 ||
 			                     strcmp(json_str(json_get(o, "name")), "state") == 0)
 			            ? T_NO
 			            : T_UNKNOWN;

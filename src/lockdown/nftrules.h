@@ -48,7 +48,6 @@ struct nftrules_packet {
 
 /* True when the ruleset lets p through.  *assumed (may be NULL) is set when an expression
  * that could not be decided was taken to let it through. */
-bool nftrules_accepts(const struct nftrules *rs, const struct nftrules_packet *p,
-                      bool *assumed);
+bool nftrules_accepts(const struct nftrules *rs, const struct nftrules_packet *p, bool *assumed);
 
 #endif
