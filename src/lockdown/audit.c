@@ -323,6 +323,12 @@ pick_outsider(const struct config *c, uint16_t port, int family, struct ipaddr *
 }
 
 static bool
+loopback(const struct ipaddr *a)
+{
+	return a->family == AF_INET ? (a->v >> 24) == 127 : a->v == 1;
+}
+
+static bool
 dual_stack(const struct audit_host *h, const struct audit_socket *s)
 {
 	return s->local.addr.family == AF_INET6 && ipaddr_is_any(&s->local.addr) && !s->mxgate &&
@@ -525,7 +531,7 @@ check_socket(const struct config *c, const char *path, const struct audit_host *
              const struct audit_socket *s, struct audit_report *r)
 {
 	char ep[ENDPOINT_STRLEN], who[96], fix[512];
-	bool loopback = ipaddr_is_local_scope(&s->local.addr) && !ipaddr_is_any(&s->local.addr);
+	bool local = loopback(&s->local.addr);
 
 	endpoint_format(&s->local, ep, sizeof(ep));
 	if (s->mxgate) {
@@ -544,7 +550,7 @@ check_socket(const struct config *c, const char *path, const struct audit_host *
 		snprintf(who, sizeof(who), "%s (pid %ld)", s->comm, s->pid);
 	else
 		snprintf(who, sizeof(who), "a process audit cannot see (another namespace?)");
-	return add(r, loopback ? AUDIT_WARNING : AUDIT_CRITICAL, "foreign-listener",
+	return add(r, local ? AUDIT_WARNING : AUDIT_CRITICAL, "foreign-listener",
 	           "stop that service, or move it off the port or to an address clients cannot "
 	           "reach; only mxgate should listen on a port of the configuration",
 	           "%s listens on %s, a port of the configuration, and is not mxgate: clients "
@@ -618,8 +624,7 @@ check_open_connectors(const struct config *c, struct audit_report *r)
 			bool bound = false;
 			for (size_t b = 0; b < k->n_bindings; b++)
 				bound |= k->bindings[b].addr.family == fams[f] &&
-				         !(ipaddr_is_local_scope(&k->bindings[b].addr) &&
-				           !ipaddr_is_any(&k->bindings[b].addr));
+				         !loopback(&k->bindings[b].addr);
 			for (size_t j = 0; j < c->n_connectors && !locked; j++)
 				if (connector_locked(&c->connectors[j], fams[f]))
 					locked = c->connectors[j].name;
