@@ -1,0 +1,392 @@
+"""The bypass suite (issue 13.5): every way around the filter that mxgate can see, tried
+for real in a network namespace with real nftables rules from `mxgate firewall --format
+nft`, first against the shipped lockdown (etc/proofpoint-lockdown.conf: each path is
+closed and `mxgate audit` finds nothing), then on a misconfigured namespace (the path is
+open, and `mxgate audit`, run inside the namespace, names it):
+
+  IPv6 left open        a second MTA on [::]:25 while the firewall locks IPv4 only
+  IPv4-mapped           a dual-stack [::]:25 socket that takes IPv4 clients as ::ffff:a.b.c.d
+  a second port/binding a connector open to everyone on 587; a daemon that runs another
+                        file, with one more binding
+  firewall vs server    rules made from another configuration than the one that runs
+
+The story's addresses sit on the namespace's lo: 67.231.152.10 inside Proofpoint
+Essentials US, 198.51.100.10 outside it, 203.0.113.25 the server, and over IPv6
+2001:db8:bad::10 a client and 2001:db8:25::25 the server.  The other MTA is a small
+Python SMTP responder that reports the peer address it sees.  The certificate, FCrDNS and
+PROXY paths have their own suites.  Namespaces and processes are removed whatever happens.
+"""
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, assert_no_sanitizer_report
+from daemon import Daemon
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+INSIDE = "67.231.152.10"
+OUTSIDE = "198.51.100.10"
+SERVER = "203.0.113.25"
+OUTSIDE6 = "2001:db8:bad::10"
+SERVER6 = "2001:db8:25::25"
+
+OTHER_MTA = r"""
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if fam == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(sys.argv[3]))
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    print("peer", peer[0], flush=True)
+    try:
+        c.settimeout(10)
+        f = c.makefile("rwb")
+        f.write(b"220 other-mta.example ESMTP\r\n")
+        f.flush()
+        for line in f:
+            if line[:4].upper() == b"QUIT":
+                f.write(b"221 bye\r\n")
+                f.flush()
+                break
+            f.write(b"250 ok\r\n")
+            f.flush()
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+class Result:
+    def __init__(self, cp):
+        self.rc, self.out, self.err = cp.returncode, cp.stdout, cp.stderr
+
+
+def run(cmd, ns=None, check=False, timeout=60):
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    r = Result(subprocess.run(cmd, capture_output=True, text=True, timeout=timeout))
+    if check:
+        assert r.rc == 0, f"{cmd}: {r.rc}\n{r.out}{r.err}"
+    return r
+
+
+def mxgate(ns, *args, timeout=60):
+    r = run([BIN, *args], ns=ns, timeout=timeout)
+    assert_no_sanitizer_report(r.err)
+    return r
+
+
+def probe(ns, source, target, port=25, timeout=3):
+    host = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
+    r = mxgate(ns, "probe", host, "--source", source, "--rcpt-to", "user@example.com",
+               "--timeout", str(timeout))
+    lines = r.out.splitlines()
+    assert lines and lines[-1].startswith("verdict: "), r.out + r.err
+    return lines[-1][len("verdict: "):]
+
+
+def audit(ns, conf, *extra):
+    r = mxgate(ns, "audit", "-c", conf, *extra)
+    assert r.rc in (0, 1), r.out + r.err
+    return r
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    """A namespace with the story's addresses, and the presets with a source dated today
+    (the shipped ones are older than audit's 180 days: test_old_preset_is_found)."""
+    assert os.geteuid() == 0, "the bypass suite makes network namespaces: run it as root"
+    presets = tmp_path / "providers"
+    shutil.copytree(os.path.join(ROOT, "providers"), presets)
+    p = presets / "proofpoint-essentials-us.conf"
+    p.write_text(re.sub(r"(?m)^# source-date: .*$", "# source-date: " +
+                        time.strftime("%Y-%m-%d", time.gmtime()), p.read_text()))
+    monkeypatch.setenv("MXGATE_PROVIDERS_DIR", str(presets))
+    name = f"mxgate-b{os.getpid()}-{time.monotonic_ns() % 100000}"
+    run(["ip", "netns", "add", name], check=True)
+    try:
+        run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        for addr in (INSIDE, OUTSIDE, SERVER):
+            run(["ip", "-n", name, "addr", "add", f"{addr}/32", "dev", "lo"], check=True)
+        for addr in (OUTSIDE6, SERVER6):
+            run(["ip", "-n", name, "addr", "add", f"{addr}/128", "dev", "lo", "nodad"],
+                check=True)
+        yield name
+    finally:
+        run(["ip", "netns", "del", name])
+
+
+class NsDaemon(Daemon):
+    """mxgate in the namespace, on a config of our own text."""
+
+    def __init__(self, ns):
+        super().__init__()
+        self.ns = ns
+
+    def write(self, text, path=None):
+        path = path or self.conf
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        return path
+
+    def start(self, wait=True, expect_fail=False, conf=None):
+        self.lines = []
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, BIN, "run", "-c",
+                                      conf or self.conf],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_log(r"ready: ", timeout=30)
+
+
+@pytest.fixture
+def daemon(lab):
+    d = NsDaemon(lab)
+    try:
+        yield d
+        if d.proc and d.proc.poll() is None:
+            d.stop()
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def other_mta(lab):
+    """Starts the other MTA in the namespace: other_mta(addr, port, v6only)."""
+    procs = []
+
+    def start(addr, port=25, v6only=1):
+        p = subprocess.Popen(["ip", "netns", "exec", lab, "/usr/bin/python3", "-c", OTHER_MTA,
+                              addr, str(port), str(v6only)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def lockdown(d, bindings='"0.0.0.0:25"', ranges='"@proofpoint-essentials-us"', more=""):
+    """The shipped etc/proofpoint-lockdown.conf with this machine's paths (and optionally
+    other bindings or ranges, and more connectors)."""
+    with open(os.path.join(ROOT, "etc", "proofpoint-lockdown.conf")) as f:
+        text = f.read()
+    for old, new in (("/etc/mxgate/tls/fullchain.pem", d.cert), ("/etc/mxgate/tls/key.pem", d.key),
+                     ("/var/spool/mxgate", d.spool),
+                     ("/var/mail/mxgate/%d/%u", d.mail + "/%d/%u"),
+                     ('user = "mxgate"', 'user = "nobody"'),
+                     ('bindings = { "0.0.0.0:25" }', f"bindings = {{ {bindings} }}"),
+                     ('remote-ip-ranges = { "@proofpoint-essentials-us" }',
+                      f"remote-ip-ranges = {{ {ranges} }}")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text + more
+
+
+def load_firewall(ns, conf, tmp_path):
+    r = mxgate(None, "firewall", "-c", conf, "--format", "nft")
+    assert r.rc == 0, r.err
+    rules = tmp_path / "mxgate.nft"
+    rules.write_text(r.out)
+    run(["nft", "-f", str(rules)], ns=ns, check=True)
+
+
+def findings(r):
+    return [l for l in r.out.splitlines() if re.match(r"(critical|warning|info) ", l)]
+
+
+# ---- the shipped lockdown closes every path ----------------------------------------------
+
+def test_default_lockdown_closes_every_path(daemon, other_mta, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+
+    assert probe(ns, INSIDE, SERVER) == "open"
+    assert probe(ns, OUTSIDE, SERVER) == "refused at connect"    # the firewall drops it
+    assert probe(ns, OUTSIDE6, SERVER6) == "refused at connect"  # nothing takes IPv6
+    assert probe(ns, INSIDE, SERVER, 587) == "refused at connect"  # no second port
+    assert not [l for l in d.lines if "no connector" in l], d.log()
+
+    r = audit(ns, conf)
+    assert (r.rc, findings(r)) == (0, []), r.out + r.err
+    assert r.out.startswith("audit: no findings (")
+    assert "firewall read" in r.out
+    r = audit(ns, conf, "--json")
+    assert (r.rc, r.out) == (0, '{"findings": []}\n')
+
+
+# ---- IPv6 left open ----------------------------------------------------------------------
+
+def test_ipv6_left_open_is_a_bypass_audit_finds(daemon, other_mta, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    mta = other_mta("::", 25, v6only=1)
+
+    assert probe(ns, OUTSIDE, SERVER) == "refused at connect"
+    assert probe(ns, OUTSIDE6, SERVER6) == "open"  # around the filter, over IPv6
+    assert mta.stdout.readline().split() == ["peer", OUTSIDE6]
+
+    r = audit(ns, conf)
+    assert r.rc == 1, r.out + r.err
+    f = "\n".join(findings(r))
+    assert "critical ipv6-open: port 25: IPv6 is left open while IPv4 is locked: the " \
+           "firewall lets 2001:db8::1" in f, f
+    assert re.search(rf"critical foreign-listener: python3 \(pid {mta.pid}\) listens on "
+                     r"\[::\]:25, a port of the configuration, and is not mxgate", f), f
+
+
+# ---- IPv4-mapped addresses on a dual-stack socket ----------------------------------------
+
+def test_mxgate_ipv6_socket_takes_no_ipv4(daemon, tmp_path):
+    """mxgate's [::] sockets are IPv6-only: an IPv4 client never arrives as ::ffff:a.b.c.d
+    on one (where an IPv4 range would not match it, or a ::/0 one would)."""
+    ns, d = daemon.ns, daemon
+    d.write(lockdown(d, bindings='"[::]:25"'))
+    d.start()
+    assert probe(ns, INSIDE, SERVER) == "refused at connect"
+    assert not [l for l in d.lines if "::ffff:" in l], d.log()
+    d.stop()
+    # and both families bind side by side on one port
+    d.write(lockdown(d, bindings='"0.0.0.0:25", "[::]:25"'))
+    d.start()
+    assert probe(ns, INSIDE, SERVER) == "open"
+    assert not [l for l in d.lines if "::ffff:" in l], d.log()
+
+
+def test_dual_stack_socket_of_another_mta_is_found(lab, other_mta, daemon, tmp_path):
+    ns, d = lab, daemon
+    conf = d.write(lockdown(d))
+    load_firewall(ns, conf, tmp_path)
+    mta = other_mta("::", 25, v6only=0)  # where mxgate should be: dual-stack
+    # the firewall still drops the outsider (netfilter sees the IPv4 packet) ...
+    assert probe(ns, OUTSIDE, SERVER) == "refused at connect"
+    # ... but Proofpoint's address, any tenant's, reaches the other MTA, as ::ffff:
+    assert probe(ns, INSIDE, SERVER) == "open"
+    assert mta.stdout.readline().split() == ["peer", "::ffff:" + INSIDE]
+
+    r = audit(ns, conf)
+    assert r.rc == 1, r.out + r.err
+    f = "\n".join(findings(r))
+    assert re.search(r"critical foreign-listener: python3 \(pid \d+\) listens on \[::\]:25.*"
+                     r"a dual-stack socket: IPv4 clients too, as ::ffff:a\.b\.c\.d", f), f
+    assert "warning not-running: " in f, f
+
+
+# ---- a second port or binding ------------------------------------------------------------
+
+OPEN_SUBMISSION = """
+connector "Submission" {
+  usage = internet
+  bindings = { "0.0.0.0:587" }
+}
+"""
+
+
+def test_second_port_open_to_everyone(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d, more=OPEN_SUBMISSION))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    assert probe(ns, OUTSIDE, SERVER) == "refused at connect"
+    assert probe(ns, OUTSIDE, SERVER, 587) == "open"  # next to the locked port
+    r = audit(ns, conf)
+    assert r.rc == 1, r.out + r.err
+    assert re.search(r'warning open-connector: connector "Submission" \(.*\) takes every IPv4 '
+                     r'client, next to locked connectors such as "From Proofpoint Essentials '
+                     r'US"', r.out), r.out
+
+
+def test_daemon_running_another_file_with_a_second_binding(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    documented = d.write(lockdown(d))
+    running = d.write(lockdown(d, bindings=f'"0.0.0.0:25", "[{SERVER6}]:25"',
+                               ranges=f'"@proofpoint-essentials-us", "{OUTSIDE6}"'),
+                      os.path.join(d.dir, "other.conf"))
+    d.start(conf=running)
+    load_firewall(ns, documented, tmp_path)
+    assert probe(ns, OUTSIDE6, SERVER6) == "open"  # a binding the documented file lacks
+    r = audit(ns, documented)
+    assert r.rc == 1, r.out + r.err
+    f = "\n".join(findings(r))
+    assert re.search(rf"critical other-config: the running mxgate \(pid \d+\) uses "
+                     rf"{re.escape(os.path.realpath(running))}, not "
+                     rf"{re.escape(os.path.realpath(documented))}", f), f
+    assert f"warning unnamed-listener: mxgate listens on [{SERVER6}]:25" in f, f
+    assert "critical ipv6-open: port 25" in f, f
+    # audited against the file it runs, only the firewall's IPv6 gap is left
+    r = audit(ns, running)
+    f = "\n".join(findings(r))
+    assert "other-config" not in f and "unnamed-listener" not in f, f
+    assert "ipv6-open" in f, f
+
+
+# ---- the firewall and the server disagreeing ---------------------------------------------
+
+def test_firewall_from_another_configuration(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    stale = d.write(lockdown(d, ranges='"198.51.100.0/24"'), os.path.join(d.dir, "old.conf"))
+    d.start()
+    load_firewall(ns, stale, tmp_path)
+    assert mxgate(ns, "which", "-c", conf, f"{SERVER}:25", INSIDE).rc == 0
+    assert probe(ns, INSIDE, SERVER) == "refused at connect"  # lost at the firewall
+    assert probe(ns, OUTSIDE, SERVER) == "refused at banner"  # let in, refused by mxgate
+    d.wait_log(rf"refused \[{OUTSIDE}\]:\d+ on 0\.0\.0\.0:25: no connector")
+    r = audit(ns, conf)
+    assert r.rc == 1, r.out + r.err
+    f = "\n".join(findings(r))
+    assert "critical firewall-open: port 25, IPv4: the loaded firewall does not restrict " \
+           "clients to the configuration's ranges: 198.51.100.1, outside them" in f, f
+    assert "warning firewall-drops: port 25, IPv4: the firewall drops 12 of the ranges the " \
+           "configuration takes (67.231.144.0 among them)" in f, f
+    # once the rules come from the running file, nothing is left
+    load_firewall(ns, conf, tmp_path)
+    r = audit(ns, conf)
+    assert (r.rc, findings(r)) == (0, []), r.out
+
+
+# ---- the rest ----------------------------------------------------------------------------
+
+def test_old_preset_and_no_daemon(lab, daemon, monkeypatch):
+    monkeypatch.delenv("MXGATE_PROVIDERS_DIR")
+    conf = daemon.write(lockdown(daemon))
+    r = audit(lab, conf)
+    assert r.rc == 1, r.out + r.err
+    f = "\n".join(findings(r))
+    assert re.search(r"warning preset-old: provider preset proofpoint-essentials-us: its "
+                     r"source is dated 2023-06-13, \d+ days ago \(more than 180\)", f), f
+    assert "warning not-running: no mxgate answers on the control socket" in f, f
+    # no firewall in a fresh namespace, and nothing listens
+    assert "warning firewall-open: port 25, IPv4: " in f and "(nothing listens there now)" in f
+
+
+def test_audit_usage_and_configuration_errors(tmp_path):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("connector {\n")
+    r = mxgate(None, "audit", "-c", str(bad))
+    assert r.rc == 2 and "bad.conf:" in r.err, r.err
+    r = mxgate(None, "audit", "--nope")
+    assert r.rc == 2 and "usage: mxgate audit" in r.err, r.err
+    r = mxgate(None, "audit", "-c", str(bad), "extra")
+    assert r.rc == 2, r.err
