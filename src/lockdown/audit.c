@@ -3,6 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -154,7 +159,7 @@ static int
 proc_line(const char *line, size_t len, int family, struct audit_host *h)
 {
 	char buf[512], *f[12], *save = NULL;
-	struct audit_socket s = {0};
+	struct audit_socket s = {.v6only = -1};
 	char *colon, *end;
 	size_t n = 0;
 
@@ -200,6 +205,34 @@ audit_parse_proc_net_tcp(const char *text, int family, struct audit_host *h)
 		p += len + (p[len] == '\n');
 	}
 	return 0;
+}
+
+int
+audit_parse_sock_diag(const void *buf, size_t len, struct audit_host *h)
+{
+	const struct nlmsghdr *nh = buf;
+	size_t left = len;
+
+	for (; NLMSG_OK(nh, left); nh = NLMSG_NEXT(nh, left)) {
+		if (nh->nlmsg_type == NLMSG_DONE)
+			return 1;
+		if (nh->nlmsg_type == NLMSG_ERROR || nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+		    nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+			return -1;
+		const struct inet_diag_msg *m = NLMSG_DATA(nh);
+		const struct rtattr *a = (const struct rtattr *)(m + 1);
+		unsigned int alen = nh->nlmsg_len - NLMSG_LENGTH(sizeof(*m));
+		for (; RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+			if (a->rta_type != INET_DIAG_SKV6ONLY || RTA_PAYLOAD(a) < 1)
+				continue;
+			for (size_t i = 0; i < h->n_sockets; i++)
+				if (h->sockets[i].inode == m->idiag_inode &&
+				    h->sockets[i].local.addr.family == AF_INET6)
+					h->sockets[i].v6only =
+					        *(const unsigned char *)RTA_DATA(a) != 0;
+		}
+	}
+	return left == 0 ? 0 : -1;
 }
 
 unsigned long
@@ -328,11 +361,13 @@ loopback(const struct ipaddr *a)
 	return a->family == AF_INET ? (a->v >> 24) == 127 : a->v == 1;
 }
 
+/* an IPv6 wildcard socket that takes IPv4 clients (as ::ffff:a.b.c.d); mxgate's never do */
 static bool
 dual_stack(const struct audit_host *h, const struct audit_socket *s)
 {
-	return s->local.addr.family == AF_INET6 && ipaddr_is_any(&s->local.addr) && !s->mxgate &&
-	       !h->bindv6only;
+	if (s->local.addr.family != AF_INET6 || !ipaddr_is_any(&s->local.addr) || s->mxgate)
+		return false;
+	return s->v6only >= 0 ? s->v6only == 0 : !h->bindv6only;
 }
 
 static void
@@ -849,6 +884,40 @@ owners_of_pid(struct audit_host *h, long pid)
 	closedir(d);
 }
 
+/* asks sock_diag which listening IPv6 sockets are IPv6-only */
+static void
+read_v6only(struct audit_host *h)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct inet_diag_req_v2 r;
+	} req = {0};
+	struct sockaddr_nl nl = {.nl_family = AF_NETLINK};
+	long buf[8192 / sizeof(long)];
+	int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), rc = 0;
+	struct timeval tv = {.tv_sec = 5};
+
+	if (fd < 0)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	req.nh.nlmsg_len = sizeof(req);
+	req.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.r.sdiag_family = AF_INET6;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = 1u << 10; /* TCP_LISTEN */
+	if (sendto(fd, &req, sizeof(req), 0, (struct sockaddr *)&nl, sizeof(nl)) < 0)
+		goto out;
+	while (rc == 0) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n <= 0)
+			break;
+		rc = audit_parse_sock_diag(buf, (size_t)n, h);
+	}
+out:
+	close(fd);
+}
+
 static void
 read_sockets(struct audit_host *h)
 {
@@ -869,7 +938,10 @@ read_sockets(struct audit_host *h)
 		h->bindv6only = t[0] == '1';
 		free(t);
 	}
-	if (!h->n_sockets || !(d = opendir("/proc")))
+	if (!h->n_sockets)
+		return;
+	read_v6only(h);
+	if (!(d = opendir("/proc")))
 		return;
 	while ((e = readdir(d)))
 		if (e->d_name[0] >= '1' && e->d_name[0] <= '9')

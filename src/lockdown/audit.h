@@ -9,9 +9,10 @@
  * whose source is older than AUDIT_PRESET_MAX_AGE_DAYS, and a running mxgate that uses
  * another configuration file, or loaded it before it last changed.
  *
- * Two halves.  audit_host_read() does the I/O: `nft -j list ruleset` (nftables.h: iptables
+ * Two halves.  audit_host_read() does the I/O: `nft -j list ruleset` (nftrules.h; iptables
  * on Debian 12 is iptables-nft, whose rules that command lists too), /proc/net/tcp and tcp6
- * for the listening sockets and /proc/PID/fd for their owners, the daemon's answer to
+ * for the listening sockets, sock_diag (netlink) for which IPv6 ones are dual-stack, and
+ * /proc/PID/fd for their owners, the daemon's answer to
  * "status" on its control socket (queue.h), the presets' headers.  audit_check() decides,
  * sans I/O, from a struct audit_host anyone can fill (the unit tests do, with captured
  * texts run through the parsers below).  Nothing leaves the host.
@@ -51,6 +52,7 @@ struct audit_socket {
 	struct endpoint local;
 	unsigned long inode;
 	bool mxgate;   /* held by the running mxgate (its pid, or a process named mxgate) */
+	int v6only;    /* IPv6: 1 IPV6_V6ONLY, 0 dual-stack, -1 unknown (sock_diag unread) */
 	long pid;      /* another holder, or 0 when none was found (another namespace, ...) */
 	char comm[32]; /* that holder's name */
 };
@@ -84,6 +86,12 @@ struct audit_host {
  * socket (local address, port, inode; no owner yet) to h->sockets.  Returns 0, or -1 on a
  * line that is not one of that file's or when out of memory (errno EINVAL / ENOMEM). */
 int audit_parse_proc_net_tcp(const char *text, int family, struct audit_host *h);
+
+/* Reads a sock_diag answer (netlink messages of SOCK_DIAG_BY_FAMILY, AF_INET6, for
+ * listening TCP sockets): sets v6only of the sockets in h with the inode of each message
+ * that carries INET_DIAG_SKV6ONLY.  Returns 1 after NLMSG_DONE, 0 when more is to come, -1
+ * on NLMSG_ERROR or a malformed message. */
+int audit_parse_sock_diag(const void *buf, size_t len, struct audit_host *h);
 
 /* The inode of a /proc/PID/fd link's target "socket:[INODE]", or 0 when it is not a socket. */
 unsigned long audit_socket_inode(const char *link);

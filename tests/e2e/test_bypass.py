@@ -254,6 +254,7 @@ def test_ipv6_left_open_is_a_bypass_audit_finds(daemon, other_mta, tmp_path):
            "firewall lets 2001:db8::1" in f, f
     assert re.search(rf"critical foreign-listener: python3 \(pid {mta.pid}\) listens on "
                      r"\[::\]:25, a port of the configuration, and is not mxgate", f), f
+    assert "dual-stack" not in f, f  # sock_diag says it is IPv6-only
 
 
 # ---- IPv4-mapped addresses on a dual-stack socket ----------------------------------------

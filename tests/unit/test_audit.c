@@ -2,6 +2,10 @@
  * (on rulesets captured from nft -j list ruleset), the /proc/net/tcp and status parsers,
  * and every check of audit_check() on hosts filled by hand. */
 #include <criterion/criterion.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +357,49 @@ Test(audit, socket_inode)
 	cr_expect_eq(audit_socket_inode("/dev/null"), 0);
 }
 
+/* one sock_diag message for inode ino, with INET_DIAG_SKV6ONLY = v6only, at p */
+static size_t
+diag_msg(unsigned char *p, unsigned ino, unsigned char v6only)
+{
+	struct nlmsghdr *nh = (struct nlmsghdr *)p;
+	struct inet_diag_msg *m = NLMSG_DATA(nh);
+	struct rtattr *a = (struct rtattr *)(m + 1);
+
+	memset(p, 0, NLMSG_SPACE(sizeof(*m) + RTA_SPACE(1)));
+	a->rta_type = INET_DIAG_SKV6ONLY;
+	a->rta_len = RTA_LENGTH(1);
+	*(unsigned char *)RTA_DATA(a) = v6only;
+	m->idiag_family = AF_INET6;
+	m->idiag_inode = ino;
+	nh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nh->nlmsg_len = NLMSG_LENGTH(sizeof(*m) + RTA_SPACE(1));
+	return NLMSG_ALIGN(nh->nlmsg_len);
+}
+
+Test(audit, sock_diag_v6only)
+{
+	struct audit_host h = {0};
+	unsigned char buf[1024] __attribute__((aligned(8)));
+	size_t n = 0;
+
+	cr_assert_eq(audit_parse_proc_net_tcp(proc_tcp6, AF_INET6, &h), 0);
+	cr_assert_eq(h.sockets[0].v6only, -1);
+	n += diag_msg(buf + n, 6146280, 0); /* [::]:25, dual-stack */
+	n += diag_msg(buf + n, 6146281, 1); /* [::1]:587 */
+	cr_expect_eq(audit_parse_sock_diag(buf, n, &h), 0);
+	cr_expect_eq(h.sockets[0].v6only, 0);
+	cr_expect_eq(h.sockets[1].v6only, 1);
+	struct nlmsghdr done = {.nlmsg_len = NLMSG_LENGTH(4), .nlmsg_type = NLMSG_DONE};
+	memcpy(buf, &done, sizeof(done));
+	cr_expect_eq(audit_parse_sock_diag(buf, NLMSG_SPACE(4), &h), 1);
+	struct nlmsghdr error = {.nlmsg_len = NLMSG_LENGTH(4), .nlmsg_type = NLMSG_ERROR};
+	memcpy(buf, &error, sizeof(error));
+	cr_expect_eq(audit_parse_sock_diag(buf, NLMSG_SPACE(4), &h), -1);
+	diag_msg(buf, 1, 1);
+	cr_expect_eq(audit_parse_sock_diag(buf, 20, &h), -1); /* cut short */
+	audit_host_release(&h);
+}
+
 Test(audit, status_text)
 {
 	struct audit_host h = {0};
@@ -418,7 +465,7 @@ add_socket(struct fixture *f, const char *ep, bool mxgate, long pid, const char 
 	v += f->h.n_sockets++;
 	memset(v, 0, sizeof(*v));
 	cr_assert_eq(endpoint_parse(ep, &v->local, err, sizeof(err)), 0, "%s", err);
-	v->mxgate = mxgate, v->pid = pid;
+	v->mxgate = mxgate, v->pid = pid, v->v6only = -1;
 	snprintf(v->comm, sizeof(v->comm), "%s", comm);
 }
 
@@ -481,6 +528,12 @@ Test(audit, second_mta_on_the_ipv6_wildcard)
 	          "%s", out);
 	cr_expect(strstr(out, "dual-stack socket: IPv4 clients too, as ::ffff:a.b.c.d") != NULL,
 	          "%s", out);
+	audit_report_release(&f.r);
+	free(out);
+	f.h.sockets[1].v6only = 1; /* known IPv6-only: no word of IPv4 */
+	out = run(&f);
+	cr_expect(strstr(out, "critical foreign-listener: master (pid 777)") != NULL, "%s", out);
+	cr_expect(strstr(out, "dual-stack") == NULL, "%s", out);
 	/* IPv4 is locked, IPv6 is not, and something listens there */
 	cr_expect(strstr(out, "critical ipv6-open: port 25: IPv6 is left open while IPv4 is "
 	                      "locked: the firewall lets 2001:db8::1") != NULL,
