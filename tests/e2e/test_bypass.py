@@ -18,17 +18,13 @@ PROXY paths have their own suites.  Namespaces and processes are removed whateve
 """
 import os
 import re
-import shutil
 import subprocess
-import threading
-import time
 
 import pytest
 
-from conftest import BIN, assert_no_sanitizer_report
-from daemon import Daemon
+import helpers_netns
+from helpers_netns import ROOT, NsDaemon, findings, fresh_presets, local_paths, mxgate, netns
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 INSIDE = "67.231.152.10"
 OUTSIDE = "198.51.100.10"
 SERVER = "203.0.113.25"
@@ -66,26 +62,6 @@ while True:
 """
 
 
-class Result:
-    def __init__(self, cp):
-        self.rc, self.out, self.err = cp.returncode, cp.stdout, cp.stderr
-
-
-def run(cmd, ns=None, check=False, timeout=60):
-    if ns:
-        cmd = ["ip", "netns", "exec", ns, *cmd]
-    r = Result(subprocess.run(cmd, capture_output=True, text=True, timeout=timeout))
-    if check:
-        assert r.rc == 0, f"{cmd}: {r.rc}\n{r.out}{r.err}"
-    return r
-
-
-def mxgate(ns, *args, timeout=60):
-    r = run([BIN, *args], ns=ns, timeout=timeout)
-    assert_no_sanitizer_report(r.err)
-    return r
-
-
 def probe(ns, source, target, port=25, timeout=3):
     host = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
     r = mxgate(ns, "probe", host, "--source", source, "--rcpt-to", "user@example.com",
@@ -104,51 +80,11 @@ def audit(ns, conf, *extra):
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
     """A namespace with the story's addresses, and the presets with a source dated today
-    (the shipped ones are older than audit's 180 days: test_old_preset_is_found)."""
-    assert os.geteuid() == 0, "the bypass suite makes network namespaces: run it as root"
-    presets = tmp_path / "providers"
-    shutil.copytree(os.path.join(ROOT, "providers"), presets)
-    p = presets / "proofpoint-essentials-us.conf"
-    p.write_text(re.sub(r"(?m)^# source-date: .*$", "# source-date: " +
-                        time.strftime("%Y-%m-%d", time.gmtime()), p.read_text()))
-    monkeypatch.setenv("MXGATE_PROVIDERS_DIR", str(presets))
-    name = f"mxgate-b{os.getpid()}-{time.monotonic_ns() % 100000}"
-    run(["ip", "netns", "add", name], check=True)
-    try:
-        run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        for addr in (INSIDE, OUTSIDE, SERVER):
-            run(["ip", "-n", name, "addr", "add", f"{addr}/32", "dev", "lo"], check=True)
-        for addr in (OUTSIDE6, SERVER6):
-            run(["ip", "-n", name, "addr", "add", f"{addr}/128", "dev", "lo", "nodad"],
-                check=True)
+    (the shipped ones are older than audit's 180 days: test_old_preset_and_no_daemon)."""
+    with fresh_presets() as presets, netns(v4=(INSIDE, OUTSIDE, SERVER),
+                                           v6=(OUTSIDE6, SERVER6)) as name:
+        monkeypatch.setenv("MXGATE_PROVIDERS_DIR", presets)
         yield name
-    finally:
-        run(["ip", "netns", "del", name])
-
-
-class NsDaemon(Daemon):
-    """mxgate in the namespace, on a config of our own text."""
-
-    def __init__(self, ns):
-        super().__init__()
-        self.ns = ns
-
-    def write(self, text, path=None):
-        path = path or self.conf
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o644)
-        return path
-
-    def start(self, wait=True, expect_fail=False, conf=None):
-        self.lines = []
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, BIN, "run", "-c",
-                                      conf or self.conf],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, errors="replace")
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.wait_log(r"ready: ", timeout=30)
 
 
 @pytest.fixture
@@ -187,12 +123,8 @@ def lockdown(d, bindings='"0.0.0.0:25"', ranges='"@proofpoint-essentials-us"', m
     """The shipped etc/proofpoint-lockdown.conf with this machine's paths (and optionally
     other bindings or ranges, and more connectors)."""
     with open(os.path.join(ROOT, "etc", "proofpoint-lockdown.conf")) as f:
-        text = f.read()
-    for old, new in (("/etc/mxgate/tls/fullchain.pem", d.cert), ("/etc/mxgate/tls/key.pem", d.key),
-                     ("/var/spool/mxgate", d.spool),
-                     ("/var/mail/mxgate/%d/%u", d.mail + "/%d/%u"),
-                     ('user = "mxgate"', 'user = "nobody"'),
-                     ('bindings = { "0.0.0.0:25" }', f"bindings = {{ {bindings} }}"),
+        text = local_paths(d, f.read())
+    for old, new in (('bindings = { "0.0.0.0:25" }', f"bindings = {{ {bindings} }}"),
                      ('remote-ip-ranges = { "@proofpoint-essentials-us" }',
                       f"remote-ip-ranges = {{ {ranges} }}")):
         assert old in text, old
@@ -201,15 +133,7 @@ def lockdown(d, bindings='"0.0.0.0:25"', ranges='"@proofpoint-essentials-us"', m
 
 
 def load_firewall(ns, conf, tmp_path):
-    r = mxgate(None, "firewall", "-c", conf, "--format", "nft")
-    assert r.rc == 0, r.err
-    rules = tmp_path / "mxgate.nft"
-    rules.write_text(r.out)
-    run(["nft", "-f", str(rules)], ns=ns, check=True)
-
-
-def findings(r):
-    return [l for l in r.out.splitlines() if re.match(r"(critical|warning|info) ", l)]
+    helpers_netns.load_firewall(ns, conf, tmp_path / "mxgate.nft")
 
 
 # ---- the shipped lockdown closes every path ----------------------------------------------
