@@ -207,32 +207,53 @@ audit_parse_proc_net_tcp(const char *text, int family, struct audit_host *h)
 	return 0;
 }
 
+/* the attributes of one message: INET_DIAG_SKV6ONLY onto the socket of that inode */
+static void
+diag_attrs(const unsigned char *p, size_t len, unsigned ino, struct audit_host *h)
+{
+	while (len >= sizeof(struct rtattr)) {
+		struct rtattr a;
+		memcpy(&a, p, sizeof(a));
+		if (a.rta_len < sizeof(a) || a.rta_len > len)
+			return;
+		if (a.rta_type == INET_DIAG_SKV6ONLY && a.rta_len > RTA_LENGTH(0))
+			for (size_t i = 0; i < h->n_sockets; i++)
+				if (h->sockets[i].inode == ino &&
+				    h->sockets[i].local.addr.family == AF_INET6)
+					h->sockets[i].v6only = p[RTA_LENGTH(0)] != 0;
+		size_t step = RTA_ALIGN(a.rta_len);
+		if (step >= len)
+			return;
+		p += step, len -= step;
+	}
+}
+
 int
 audit_parse_sock_diag(const void *buf, size_t len, struct audit_host *h)
 {
-	const struct nlmsghdr *nh = buf;
-	size_t left = len;
+	const unsigned char *p = buf;
 
-	for (; NLMSG_OK(nh, left); nh = NLMSG_NEXT(nh, left)) {
-		if (nh->nlmsg_type == NLMSG_DONE)
-			return 1;
-		if (nh->nlmsg_type == NLMSG_ERROR || nh->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-		    nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+	while (len > 0) {
+		struct nlmsghdr nh;
+		struct inet_diag_msg m;
+		if (len < sizeof(nh))
 			return -1;
-		const struct inet_diag_msg *m = NLMSG_DATA(nh);
-		const struct rtattr *a = (const struct rtattr *)(m + 1);
-		unsigned int alen = nh->nlmsg_len - NLMSG_LENGTH(sizeof(*m));
-		for (; RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-			if (a->rta_type != INET_DIAG_SKV6ONLY || RTA_PAYLOAD(a) < 1)
-				continue;
-			for (size_t i = 0; i < h->n_sockets; i++)
-				if (h->sockets[i].inode == m->idiag_inode &&
-				    h->sockets[i].local.addr.family == AF_INET6)
-					h->sockets[i].v6only =
-					        *(const unsigned char *)RTA_DATA(a) != 0;
-		}
+		memcpy(&nh, p, sizeof(nh));
+		if (nh.nlmsg_len < sizeof(nh) || nh.nlmsg_len > len)
+			return -1;
+		if (nh.nlmsg_type == NLMSG_DONE)
+			return 1;
+		if (nh.nlmsg_type != SOCK_DIAG_BY_FAMILY || nh.nlmsg_len < NLMSG_LENGTH(sizeof(m)))
+			return -1;
+		memcpy(&m, p + NLMSG_HDRLEN, sizeof(m));
+		diag_attrs(p + NLMSG_LENGTH(sizeof(m)), nh.nlmsg_len - NLMSG_LENGTH(sizeof(m)),
+		           m.idiag_inode, h);
+		size_t step = NLMSG_ALIGN(nh.nlmsg_len);
+		if (step >= len)
+			return 0;
+		p += step, len -= step;
 	}
-	return left == 0 ? 0 : -1;
+	return 0;
 }
 
 unsigned long

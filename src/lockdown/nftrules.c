@@ -10,6 +10,7 @@
 #include "base/vec.h"
 
 #define MAX_JUMPS 16
+#define MAX_STEPS 200000 /* rules run for one packet: nft refuses loops, a text need not */
 
 /* One object of the "nftables" array: a chain, a rule or a set; fields borrowed from tree. */
 struct item {
@@ -37,6 +38,7 @@ struct eval {
 	const char *family, *table; /* of the chain being run */
 	bool assumed;
 	int depth;
+	long steps;
 };
 
 static int
@@ -508,9 +510,15 @@ run_chain(struct eval *ev, const char *name, bool base)
 	}
 	for (size_t i = 0; i < ev->rs->n_rules && v == V_NONE; i++) {
 		const struct item *r = &ev->rs->rules[i];
-		if (strcmp(r->name, name) == 0 && strcmp(r->table, ev->table) == 0 &&
-		    strcmp(r->family, ev->family) == 0)
-			v = run_rule(ev, json_get(r->j, "expr"));
+		if (strcmp(r->name, name) != 0 || strcmp(r->table, ev->table) != 0 ||
+		    strcmp(r->family, ev->family) != 0)
+			continue;
+		if (++ev->steps > MAX_STEPS) {
+			ev->assumed = true;
+			v = V_RETURN;
+			break;
+		}
+		v = run_rule(ev, json_get(r->j, "expr"));
 	}
 	ev->depth--;
 	if (!base || (v != V_NONE && v != V_RETURN))
@@ -530,7 +538,7 @@ nftrules_accepts(const struct nftrules *rs, const struct nftrules_packet *p, boo
 		enum verdict v;
 		if (!is_base_filter(c, p->src.family))
 			continue;
-		ev.family = c->family, ev.table = c->table, ev.depth = 0;
+		ev.family = c->family, ev.table = c->table, ev.depth = 0, ev.steps = 0;
 		v = run_chain(&ev, c->name, true);
 		policy = json_str(json_get(c->j, "policy"));
 		if (v == V_DROP || (v == V_NONE && policy && strcmp(policy, "drop") == 0))

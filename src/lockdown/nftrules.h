@@ -8,8 +8,9 @@
  * chain, a drop ends the packet).  So the packet is dropped when any filter base chain on
  * the prerouting or input hook of its family (ip, ip6, inet) drops it, and accepted
  * otherwise.  Within a chain the rules run in order: jump, goto and return, named and
- * anonymous sets, verdict maps, the chain's policy.  iptables on Debian 12 is iptables-nft,
- * so its rules are read here too (its extension matches are opaque in the JSON: a
+ * anonymous sets, verdict maps, the chain's policy (jumps deeper than 16, or more than
+ * 200,000 rules run for one packet, end the chain as undecided: nft refuses loops, a
+ * text need not).  iptables on Debian 12 is iptables-nft, so its rules are read here too (its extension matches are opaque in the JSON: a
  * conntrack or state match is read as "established or related", which a SYN is not).
  *
  * Matches read: tcp/th dport, ip/ip6 saddr and daddr, ip protocol, ip6 nexthdr, meta

@@ -309,6 +309,29 @@ Test(audit, nft_undecided_is_taken_as_open)
 	nftrules_free(rs);
 }
 
+/* a text may hold what nft refuses to load: a chain that jumps to itself, twice a level */
+Test(audit, nft_jump_loop_ends)
+{
+	const char *t =
+	        "{\"nftables\":[{\"chain\":{\"family\":\"inet\",\"table\":\"t\",\"name\":\"in\","
+	        "\"type\":\"filter\",\"hook\":\"input\",\"prio\":0,\"policy\":\"drop\"}},"
+	        "{\"chain\":{\"family\":\"inet\",\"table\":\"t\",\"name\":\"x\"}},"
+	        "{\"rule\":{\"family\":\"inet\",\"table\":\"t\",\"chain\":\"in\",\"expr\":["
+	        "{\"jump\":{\"target\":\"x\"}}]}},"
+	        "{\"rule\":{\"family\":\"inet\",\"table\":\"t\",\"chain\":\"x\",\"expr\":["
+	        "{\"jump\":{\"target\":\"x\"}}]}},"
+	        "{\"rule\":{\"family\":\"inet\",\"table\":\"t\",\"chain\":\"x\",\"expr\":["
+	        "{\"jump\":{\"target\":\"x\"}}]}},"
+	        "{\"rule\":{\"family\":\"inet\",\"table\":\"t\",\"chain\":\"x\",\"expr\":["
+	        "{\"jump\":{\"target\":\"x\"}}]}}]}";
+	struct nftrules *rs = ruleset(t);
+	bool assumed = false;
+
+	cr_expect(!passes(rs, "198.51.100.1", NULL, 25, &assumed)); /* then the policy */
+	cr_expect(assumed);
+	nftrules_free(rs);
+}
+
 Test(audit, nft_not_a_ruleset)
 {
 	char err[160];
