@@ -268,6 +268,25 @@ audit_socket_inode(const char *link)
 	return end[0] == ']' && end[1] == '\0' ? v : 0;
 }
 
+size_t
+audit_count_legacy_rules(const char *text)
+{
+	size_t n = 0;
+
+	for (const char *p = text; *p;) {
+		size_t len = strcspn(p, "\n");
+		if (len > 3 && strncmp(p, "-A ", 3) == 0)
+			n++;
+		else if (len > 1 && p[0] == ':' && memchr(p, ' ', len)) {
+			const char *policy = (const char *)memchr(p, ' ', len) + 1;
+			if (strncmp(policy, "ACCEPT ", 7) != 0 && strncmp(policy, "- ", 2) != 0)
+				n++;
+		}
+		p += len + (p[len] == '\n');
+	}
+	return n;
+}
+
 static time_t
 parse_utc(const char *s)
 {
@@ -547,6 +566,17 @@ check_firewall(const struct config *c, const char *path, const struct audit_host
 {
 	uint16_t ports[64];
 	size_t n = config_ports(c, ports, 64);
+
+	for (int f = 0; f < 2; f++)
+		if (h->legacy_rules[f] &&
+		    add(r, AUDIT_WARNING, "legacy-iptables",
+		        "move them to nftables (iptables-restore-translate), or check them by hand "
+		        "with iptables-legacy-save",
+		        "%zu rule%s of iptables-legacy (%s) %s loaded; audit reads nftables and "
+		        "iptables-nft only, so the firewall findings do not count them",
+		        h->legacy_rules[f], h->legacy_rules[f] == 1 ? "" : "s",
+		        f ? "IPv6, ip6tables" : "IPv4", h->legacy_rules[f] == 1 ? "is" : "are") < 0)
+			return -1;
 
 	if (!h->nft)
 		return add(r, AUDIT_WARNING, "firewall-unreadable",
@@ -847,6 +877,31 @@ read_nft(struct audit_host *h)
 	free(text);
 }
 
+/* iptables-legacy keeps its tables out of nftables; they exist once a module made them */
+static void
+read_legacy(struct audit_host *h)
+{
+	static const char *const names[] = {"/proc/net/ip_tables_names",
+	                                    "/proc/net/ip6_tables_names"};
+	static const char *const cmds[] = {
+	        "PATH=\"$PATH:/usr/sbin:/sbin\" iptables-legacy-save 2>/dev/null",
+	        "PATH=\"$PATH:/usr/sbin:/sbin\" ip6tables-legacy-save 2>/dev/null"};
+
+	for (int f = 0; f < 2; f++) {
+		char *t = read_file(names[f], 4096), *out;
+		bool any = t && t[0];
+		FILE *fp;
+		free(t);
+		if (!any || !(fp = popen(cmds[f], "r")))
+			continue;
+		if ((out = slurp(fp, 64u * 1024 * 1024))) {
+			h->legacy_rules[f] = audit_count_legacy_rules(out);
+			free(out);
+		}
+		pclose(fp);
+	}
+}
+
 static bool
 is_mxgate(const struct audit_host *h, long pid, const char *comm)
 {
@@ -1054,6 +1109,7 @@ audit_host_read(const struct config *c, const char *path, struct audit_host *h)
 	read_presets(c, h);
 	read_daemon(c, h);
 	read_nft(h);
+	read_legacy(h);
 	read_sockets(h);
 	return 0;
 }

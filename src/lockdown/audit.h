@@ -12,7 +12,8 @@
  * Two halves.  audit_host_read() does the I/O: `nft -j list ruleset` (nftrules.h; iptables
  * on Debian 12 is iptables-nft, whose rules that command lists too), /proc/net/tcp and tcp6
  * for the listening sockets, sock_diag (netlink) for which IPv6 ones are dual-stack, and
- * /proc/PID/fd for their owners, the daemon's answer to
+ * /proc/PID/fd for their owners, whether iptables-legacy holds rules (which nft does not
+ * list: they are counted and reported, not read), the daemon's answer to
  * "status" on its control socket (queue.h), the presets' headers.  audit_check() decides,
  * sans I/O, from a struct audit_host anyone can fill (the unit tests do, with captured
  * texts run through the parsers below).  Nothing leaves the host.
@@ -79,6 +80,7 @@ struct audit_host {
 	time_t config_mtime;  /* the newest mtime of it and the files it names */
 	struct audit_preset *presets;
 	size_t n_presets;
+	size_t legacy_rules[2]; /* rules of iptables-legacy for IPv4, IPv6: not read, counted */
 	time_t now;
 };
 
@@ -100,6 +102,10 @@ unsigned long audit_socket_inode(const char *link);
  * daemon_config (as the daemon names it) and daemon_loaded.  Returns 0, or -1 when the
  * text does not carry them. */
 int audit_parse_status(const char *text, struct audit_host *h);
+
+/* The rules in the output of iptables-legacy-save (or ip6tables-legacy-save): every
+ * "-A" line, and every built-in chain whose policy is not ACCEPT. */
+size_t audit_count_legacy_rules(const char *text);
 
 /* Fills h for configuration c, read from path: runs nft, reads /proc, asks the daemon.
  * What cannot be read is recorded in h (nft_error, status_error), not an error.  Returns

@@ -23,7 +23,8 @@ import subprocess
 import pytest
 
 import helpers_netns
-from helpers_netns import ROOT, NsDaemon, findings, fresh_presets, local_paths, mxgate, netns
+from helpers_netns import (ROOT, NsDaemon, findings, fresh_presets, local_paths, mxgate, netns,
+                           run)
 
 INSIDE = "67.231.152.10"
 OUTSIDE = "198.51.100.10"
@@ -289,6 +290,24 @@ def test_firewall_from_another_configuration(daemon, tmp_path):
     load_firewall(ns, conf, tmp_path)
     r = audit(ns, conf)
     assert (r.rc, findings(r)) == (0, []), r.out
+
+
+def test_legacy_iptables_rules_are_counted_not_read(daemon, tmp_path):
+    """iptables-legacy keeps its rules out of nftables: audit says so, whatever they do."""
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    assert audit(ns, conf).rc == 0
+    run(["iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "25", "-j", "ACCEPT"], ns=ns,
+        check=True)
+    r = audit(ns, conf)
+    assert r.rc == 1, r.out + r.err
+    assert findings(r) == [
+        "warning legacy-iptables: 1 rule of iptables-legacy (IPv4) is loaded; audit reads "
+        "nftables and iptables-nft only, so the firewall findings do not count them; fix: "
+        "move them to nftables (iptables-restore-translate), or check them by hand with "
+        "iptables-legacy-save"], r.out
 
 
 # ---- the rest ----------------------------------------------------------------------------
