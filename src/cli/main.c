@@ -731,8 +731,8 @@ command_help(const struct cmd *c)
 		print_options(stdout, "  ", c->options);
 	}
 	if (strcmp(c->name, "audit") == 0)
-		printf("\nexit status: 0 no findings, 1 findings, 2 usage or configuration "
-		       "error\n");
+		printf("\nexit status: 0 success (no findings), 1 findings, 2 usage or "
+		       "configuration error\n");
 	else
 		printf("\nexit status: 0 success, 1 error, 2 usage error%s\n",
 		       strcmp(c->name, "which") == 0   ? ", 3 no connector takes the connection"
