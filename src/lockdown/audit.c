@@ -1039,8 +1039,10 @@ read_daemon(const struct config *c, struct audit_host *h)
 		fclose(e);
 	if (rc != 0 || !out || audit_parse_status(out, h) < 0) {
 		h->daemon = false;
-		if (asprintf(&h->status_error, "%.*s", err ? (int)strcspn(err, "\n") : 0,
-		             err ? err : "") < 0)
+		if ((rc == 3 ? asprintf(&h->status_error, "nothing answers on %s/%s", c->spool,
+		                        QUEUE_CONTROL_NAME)
+		             : asprintf(&h->status_error, "%.*s", err ? (int)strcspn(err, "\n") : 0,
+		                        err ? err : "")) < 0)
 			h->status_error = NULL;
 	} else if (h->daemon_config[0] != '/') {
 		ssize_t n;
