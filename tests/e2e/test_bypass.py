@@ -182,6 +182,24 @@ def test_ipv6_left_open_is_a_bypass_audit_finds(daemon, other_mta, tmp_path):
     assert "dual-stack" not in f, f  # sock_diag says it is IPv6-only
 
 
+def test_binding_ipv6_closes_it_in_the_firewall(daemon, other_mta, tmp_path):
+    """docs/LOCKDOWN.md's second configuration: with [::]:25 bound (no IPv6 range), the
+    rules drop every IPv6 client of port 25, even one for another MTA on that port."""
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d, bindings='"0.0.0.0:25", "[::]:25"'))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    assert probe(ns, OUTSIDE6, SERVER6) == "refused at connect"
+    assert audit(ns, conf).rc == 0
+    d.stop()
+    mta = other_mta("::", 25, v6only=1)
+    assert probe(ns, OUTSIDE6, SERVER6) == "refused at connect"  # dropped, not refused
+    assert mta.poll() is None
+    r = audit(ns, conf)
+    f = "\n".join(findings(r))
+    assert "critical foreign-listener" in f and "ipv6-open" not in f, f
+
+
 # ---- IPv4-mapped addresses on a dual-stack socket ----------------------------------------
 
 def test_mxgate_ipv6_socket_takes_no_ipv4(daemon, tmp_path):
