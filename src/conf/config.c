@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "base/mailpath.h"
 #include "base/rangeset.h"
 #include "base/sidefile.h"
@@ -2093,6 +2095,7 @@ config_load(const char *path, struct diag *d)
 	rc = 0;
 	if (!(text = read_main_file(&L, &len)))
 		goto out;
+	SHA256((const unsigned char *)text, len, c->sha256);
 	root = conf_parse(text, len, section_syntax,
 	                  sizeof(section_syntax) / sizeof(section_syntax[0]), &serr);
 	if (!root && serr.line == 0)

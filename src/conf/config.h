@@ -113,7 +113,8 @@ struct selector;
 
 struct config {
 	atomic_uint refs;
-	char *path; /* as given to config_load() */
+	char *path;               /* as given to config_load() */
+	unsigned char sha256[32]; /* of path's bytes as loaded (mxgate status, mxgate audit) */
 	char **files;
 	size_t n_files;
 

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "base/range.h"
 #include "base/vec.h"
 #include "conf/providers.h"
@@ -296,6 +298,8 @@ parse_utc(const char *s)
 	return end ? timegm(&tm) : 0;
 }
 
+static int status_sha256(const char *text, unsigned char out[32]);
+
 int
 audit_parse_status(const char *text, struct audit_host *h)
 {
@@ -312,8 +316,27 @@ audit_parse_status(const char *text, struct audit_host *h)
 		return -1;
 	if ((loaded = strstr(gen, ", loaded ")) && !memchr(gen, '\n', (size_t)(loaded - gen)))
 		h->daemon_loaded = parse_utc(loaded + strlen(", loaded "));
+	h->sha256_known = status_sha256(text, h->daemon_sha256) == 0;
 	h->daemon = h->daemon_pid > 0;
 	return h->daemon ? 0 : -1;
+}
+
+/* "configuration sha256: HEX" of the status answer into out; 0 or -1 when absent */
+static int
+status_sha256(const char *text, unsigned char out[32])
+{
+	const char *p = strstr(text, "\nconfiguration sha256: ");
+
+	if (!p)
+		return -1;
+	p += strlen("\nconfiguration sha256: ");
+	for (size_t i = 0; i < 32; i++) {
+		int hi = hexval(p[2 * i]), lo = hi < 0 ? -1 : hexval(p[2 * i + 1]);
+		if (lo < 0)
+			return -1;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
 }
 
 /* ---- the firewall against the configuration ----------------------------------------- */
@@ -788,7 +811,18 @@ check_daemon(const char *path, const struct audit_host *h, struct audit_report *
 		        h->daemon_pid, h->daemon_config ? h->daemon_config : "an unknown file",
 		        h->config_real ? h->config_real : path);
 	}
-	if (h->daemon_loaded && h->config_mtime > h->daemon_loaded) {
+	if (h->sha256_known && memcmp(h->config_sha256, h->daemon_sha256, 32) != 0) {
+		snprintf(fix, sizeof(fix),
+		         "mxgate check -c %s, then reload (kill -HUP %ld, systemctl reload mxgate)",
+		         path, h->daemon_pid);
+		return add(
+		        r, AUDIT_WARNING, "not-reloaded", fix,
+		        "%s is not what the running mxgate (pid %ld) loaded (their SHA-256 "
+		        "differ): it was changed since, and the daemon runs the previous version",
+		        path, h->daemon_pid);
+	}
+	if (h->daemon_loaded &&
+	    (h->sha256_known ? h->side_mtime : h->config_mtime) > h->daemon_loaded) {
 		snprintf(fix, sizeof(fix),
 		         "mxgate check -c %s, then reload (kill -HUP %ld, systemctl reload mxgate)",
 		         path, h->daemon_pid);
@@ -815,7 +849,7 @@ audit_check(const struct config *c, const char *path, const struct audit_host *h
 
 /* the whole of a file or a command's output, NUL-terminated; NULL on error */
 static char *
-slurp(FILE *fp, size_t max)
+slurp(FILE *fp, size_t max, size_t *lenp)
 {
 	size_t n = 0, cap = 0;
 	char *buf = NULL;
@@ -833,6 +867,8 @@ slurp(FILE *fp, size_t max)
 	if (ferror(fp))
 		goto fail;
 	buf[n] = '\0';
+	if (lenp)
+		*lenp = n;
 	return buf;
 fail:
 	free(buf);
@@ -840,16 +876,22 @@ fail:
 }
 
 static char *
-read_file(const char *path, size_t max)
+read_file_len(const char *path, size_t max, size_t *lenp)
 {
 	FILE *fp = fopen(path, "re");
 	char *s;
 
 	if (!fp)
 		return NULL;
-	s = slurp(fp, max);
+	s = slurp(fp, max, lenp);
 	fclose(fp);
 	return s;
+}
+
+static char *
+read_file(const char *path, size_t max)
+{
+	return read_file_len(path, max, NULL);
 }
 
 static void
@@ -863,7 +905,7 @@ read_nft(struct audit_host *h)
 		h->nft_error = strdup("cannot run nft");
 		return;
 	}
-	text = slurp(fp, 256u * 1024 * 1024);
+	text = slurp(fp, 256u * 1024 * 1024, NULL);
 	st = pclose(fp);
 	if (!text || st != 0) {
 		size_t len = text ? strcspn(text, "\n") : 0;
@@ -894,7 +936,7 @@ read_legacy(struct audit_host *h)
 		free(t);
 		if (!any || !(fp = popen(cmds[f], "r")))
 			continue;
-		if ((out = slurp(fp, 64u * 1024 * 1024))) {
+		if ((out = slurp(fp, 64u * 1024 * 1024, NULL))) {
 			h->legacy_rules[f] = audit_count_legacy_rules(out);
 			free(out);
 		}
@@ -1105,11 +1147,24 @@ audit_host_read(const struct config *c, const char *path, struct audit_host *h)
 		return -1;
 	if (stat(path, &st) == 0)
 		h->config_mtime = st.st_mtime;
-	for (size_t i = 0; i < c->n_files; i++)
-		if (stat(c->files[i], &st) == 0 && st.st_mtime > h->config_mtime)
+	for (size_t i = 0; i < c->n_files; i++) {
+		if (stat(c->files[i], &st) != 0)
+			continue;
+		if (st.st_mtime > h->config_mtime)
 			h->config_mtime = st.st_mtime;
+		if (strcmp(c->files[i], c->path) != 0 && st.st_mtime > h->side_mtime)
+			h->side_mtime = st.st_mtime;
+	}
 	read_presets(c, h);
 	read_daemon(c, h);
+	/* the file now, against the bytes the daemon loaded */
+	size_t len = 0;
+	char *now = h->sha256_known ? read_file_len(path, 64u * 1024 * 1024, &len) : NULL;
+	if (now)
+		SHA256((const unsigned char *)now, len, h->config_sha256);
+	else
+		h->sha256_known = false;
+	free(now);
 	read_nft(h);
 	read_legacy(h);
 	read_sockets(h);

@@ -74,10 +74,14 @@ struct audit_host {
 	bool daemon;        /* a daemon answered "status" on the configuration's spool */
 	char *status_error; /* when none answered: why */
 	long daemon_pid;
-	char *daemon_config;  /* the file it runs, absolute when it could be resolved */
-	time_t daemon_loaded; /* when it loaded it (0: unknown) */
-	char *config_real;    /* the audited file, resolved */
-	time_t config_mtime;  /* the newest mtime of it and the files it names */
+	char *daemon_config;             /* the file it runs, absolute when it could be resolved */
+	time_t daemon_loaded;            /* when it loaded it (0: unknown) */
+	char *config_real;               /* the audited file, resolved */
+	time_t config_mtime;             /* the newest mtime of it and the files it names */
+	time_t side_mtime;               /* the newest mtime of the files it names (not itself) */
+	bool sha256_known;               /* both digests below were read */
+	unsigned char config_sha256[32]; /* of the audited file now */
+	unsigned char daemon_sha256[32]; /* of the file the daemon loaded (its status) */
 	struct audit_preset *presets;
 	size_t n_presets;
 	size_t legacy_rules[2]; /* rules of iptables-legacy for IPv4, IPv6: not read, counted */
@@ -99,7 +103,8 @@ int audit_parse_sock_diag(const void *buf, size_t len, struct audit_host *h);
 unsigned long audit_socket_inode(const char *link);
 
 /* Reads the daemon's "status" answer (smtpd/status.h): sets daemon, daemon_pid,
- * daemon_config (as the daemon names it) and daemon_loaded.  Returns 0, or -1 when the
+ * daemon_config (as the daemon names it), daemon_loaded and, when the answer has it,
+ * daemon_sha256 (sha256_known is left to the caller, who has the other digest).  Returns 0, or -1 when the
  * text does not carry them. */
 int audit_parse_status(const char *text, struct audit_host *h);
 

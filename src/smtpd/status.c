@@ -67,6 +67,10 @@ write_process(FILE *out, const struct status_info *in, const struct metrics_view
 	        "configuration: %s, generation %" PRIu64 ", loaded %s (%s ago); reloads since "
 	        "start: %" PRIu64 " accepted, %" PRIu64 " refused\n",
 	        in->path, m->config_generation, t2, ago, m->reloads_ok, m->reloads_error);
+	fprintf(out, "configuration sha256: ");
+	for (size_t i = 0; i < sizeof(in->cfg->sha256); i++)
+		fprintf(out, "%02x", in->cfg->sha256[i]);
+	fprintf(out, " (the file as loaded; mxgate audit compares it)\n");
 	fprintf(out, "state: %s, %zu listener%s, %zu worker%s",
 	        in->draining ? "draining" : "serving", in->listeners, plural(in->listeners),
 	        in->workers, plural(in->workers));

@@ -16,9 +16,11 @@ Essentials US, 198.51.100.10 outside it, 203.0.113.25 the server, and over IPv6
 Python SMTP responder that reports the peer address it sees.  The certificate, FCrDNS and
 PROXY paths have their own suites.  Namespaces and processes are removed whatever happens.
 """
+import hashlib
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -283,6 +285,32 @@ def test_daemon_running_another_file_with_a_second_binding(daemon, tmp_path):
     f = "\n".join(findings(r))
     assert "other-config" not in f and "unnamed-listener" not in f, f
     assert "ipv6-open" in f, f
+
+
+def test_file_changed_but_not_reloaded(daemon, tmp_path):
+    """The daemon reports the SHA-256 of the file it loaded; audit compares it with the
+    file now: an edit not reloaded is found, a touch is not, a reload clears it."""
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    with open(conf, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    r = mxgate(ns, "status", "-c", conf)
+    assert f"\nconfiguration sha256: {digest} (the file as loaded; mxgate audit compares " \
+           "it)\n" in r.out, r.out
+    os.utime(conf, (time.time() + 5, time.time() + 5))  # touched, not changed
+    assert audit(ns, conf).rc == 0
+    with open(conf, "a") as f:
+        f.write("# a change not reloaded\n")
+    r = audit(ns, conf)
+    assert findings(r) == [
+        f"warning not-reloaded: {conf} is not what the running mxgate (pid {d.proc.pid}) "
+        "loaded (their SHA-256 differ): it was changed since, and the daemon runs the "
+        f"previous version; fix: mxgate check -c {conf}, then reload (kill -HUP "
+        f"{d.proc.pid}, systemctl reload mxgate)"], r.out
+    d.reload()
+    assert audit(ns, conf).rc == 0
 
 
 # ---- the firewall and the server disagreeing ---------------------------------------------

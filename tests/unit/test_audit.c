@@ -431,13 +431,26 @@ Test(audit, status_text)
 	                     "mxgate 0.1.0 (pid 4242): up 3m 2s, since 2026-12-05T05:00:00Z\n"
 	                     "configuration: etc/my, odd.conf, generation 3, loaded "
 	                     "2026-12-05T05:01:40Z (1m ago); reloads since start: 2 accepted, 0 "
-	                     "refused\nstate: serving\nok\n",
+	                     "refused\nconfiguration sha256: "
+	                     "00ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1E "
+	                     "(the file as loaded; mxgate audit compares it)\nstate: serving\nok\n",
 	                     &h),
 	             0);
 	cr_expect(h.daemon);
 	cr_expect_eq(h.daemon_pid, 4242);
 	cr_expect_str_eq(h.daemon_config, "etc/my, odd.conf");
 	cr_expect_eq(h.daemon_loaded, 1796446900);
+	cr_expect(h.sha256_known);
+	cr_expect_eq(h.daemon_sha256[0], 0x00);
+	cr_expect_eq(h.daemon_sha256[1], 0xff);
+	cr_expect_eq(h.daemon_sha256[31], 0x1e);
+	audit_host_release(&h);
+	/* a daemon of before the digest: none */
+	cr_expect_eq(audit_parse_status("mxgate 0.1.0 (pid 7): up 1s, since x\nconfiguration: a, "
+	                                "generation 1, loaded 2026-12-05T05:01:40Z\n",
+	                                &h),
+	             0);
+	cr_expect(!h.sha256_known);
 	audit_host_release(&h);
 	cr_expect_eq(audit_parse_status("error: unknown command\n", &h), -1);
 	cr_expect(!h.daemon);
@@ -708,6 +721,34 @@ Test(audit, file_changed_after_the_load)
 	f.h.config_mtime = f.h.now - 5;
 	char *out = run(&f);
 	cr_expect(strstr(out, "warning not-reloaded: ") == out, "%s", out);
+	teardown(&f, out);
+}
+
+/* the digests decide for the file itself, the times for the files it names */
+Test(audit, file_content_against_the_loaded_digest)
+{
+	struct fixture f;
+	setup(&f, LOCKED, nft_handmade);
+	add_socket(&f, "0.0.0.0:25", true, 0, "");
+	f.h.sha256_known = true;
+	f.h.config_mtime = f.h.now; /* touched, not changed */
+	char *out = run(&f);
+	cr_expect_eq(audit_count(&f.r), 0, "%s", out);
+	audit_report_release(&f.r);
+	free(out);
+	f.h.config_sha256[5] = 1;
+	out = run(&f);
+	cr_expect(strstr(out, "warning not-reloaded: /etc/mxgate/mxgate.conf is not what the "
+	                      "running mxgate (pid 4242) loaded (their SHA-256 differ)") == out,
+	          "%s", out);
+	audit_report_release(&f.r);
+	free(out);
+	f.h.config_sha256[5] = 0;
+	f.h.side_mtime = f.h.now;
+	out = run(&f);
+	cr_expect(strstr(out, "warning not-reloaded: /etc/mxgate/mxgate.conf (or a file it names) "
+	                      "changed after") == out,
+	          "%s", out);
 	teardown(&f, out);
 }
 
