@@ -13,16 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/certname.h"
 #include "base/sidefile.h"
 
 struct tls_ctx {
 	atomic_uint refs;
 	SSL_CTX *ctx;
+	bool client_ca; /* a verify store for client certificates is set */
 };
 
 struct tls_conn {
 	SSL *ssl;
 	char err[160];
+	int verify_err; /* the first error of the client's chain (X509_V_OK: none) */
 };
 
 /* The error queue as one line, emptied. */
@@ -185,11 +188,10 @@ use_key(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
-/* Every certificate in a PEM bundle into the context's trust store. */
+/* Every certificate in a PEM bundle into a trust store. */
 static int
-use_cafile(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+use_cafile(X509_STORE *store, const char *path, char *err, size_t errlen)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
 	char *text = NULL;
 	BIO *bio = pem_open(path, "CA certificates", &text, err, errlen);
 	X509 *x;
@@ -267,6 +269,7 @@ tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen)
 		free(t);
 		return NULL;
 	}
+	SSL_CTX_set_app_data(t->ctx, t);
 	atomic_init(&t->refs, 1);
 	return t;
 }
@@ -317,7 +320,7 @@ tls_client_ctx_new(bool verify, const char *cafile, char *err, size_t errlen)
 	SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(t->ctx, SSL_MODE_AUTO_RETRY);
 	if (verify) {
-		int ok = cafile ? use_cafile(t->ctx, cafile, err, errlen)
+		int ok = cafile ? use_cafile(SSL_CTX_get_cert_store(t->ctx), cafile, err, errlen)
 		         : SSL_CTX_set_default_verify_paths(t->ctx) == 1 ? 0
 		                                                         : -1;
 		if (ok < 0) {
@@ -497,4 +500,184 @@ int
 tls_cipher_bits(const struct tls_conn *c)
 {
 	return SSL_get_cipher_bits(c->ssl, NULL);
+}
+
+/* -- client certificates -- */
+
+int
+tls_ctx_set_client_ca(struct tls_ctx *t, const char *cafile, char *err, size_t errlen)
+{
+	X509_STORE *store = X509_STORE_new();
+	int rc = -1;
+
+	ERR_clear_error();
+	if (!store) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (use_cafile(store, cafile, err, errlen) == 0) {
+		if (SSL_CTX_set1_verify_cert_store(t->ctx, store) == 1) {
+			t->client_ca = true;
+			rc = 0;
+		} else {
+			take_errors(err, errlen, "cannot set the client CA store");
+		}
+	}
+	X509_STORE_free(store);
+	ERR_clear_error();
+	return rc;
+}
+
+int
+tls_check_cafile(const char *cafile, char *err, size_t errlen)
+{
+	X509_STORE *store = X509_STORE_new();
+	int rc;
+
+	if (!store) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = use_cafile(store, cafile, err, errlen);
+	X509_STORE_free(store);
+	return rc;
+}
+
+/* Never fails the handshake: the first error is kept for tls_peer_check(). */
+static int
+peer_verify_cb(int ok, X509_STORE_CTX *x)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct tls_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+	int e = X509_STORE_CTX_get_error(x);
+
+	if (!ok && c && c->verify_err == X509_V_OK && e != X509_V_ERR_INVALID_PURPOSE)
+		c->verify_err = e;
+	return 1;
+}
+
+int
+tls_conn_ask_peer_cert(struct tls_conn *c)
+{
+	static const unsigned char sid[] = "mxgate-client-certificate";
+	SSL_CTX *ctx = SSL_get_SSL_CTX(c->ssl);
+	struct tls_ctx *t = SSL_CTX_get_app_data(ctx);
+
+	if (!t || !t->client_ca)
+		return -1;
+	ERR_clear_error();
+	c->verify_err = X509_V_OK;
+	SSL_set_app_data(c->ssl, c);
+	SSL_set_verify(c->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, peer_verify_cb);
+	SSL_set_options(c->ssl, SSL_OP_NO_TICKET);
+	if (SSL_set_num_tickets(c->ssl, 0) != 1 ||
+	    SSL_set_session_id_context(c->ssl, sid, sizeof(sid) - 1) != 1) {
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+/* An X509_NAME in RFC 2253 form (control and non-ASCII bytes escaped), cut to fit. */
+static void
+name_text(const X509_NAME *n, char *out, size_t size)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	int len;
+
+	out[0] = '\0';
+	if (!b)
+		return;
+	if (X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (len = BIO_read(b, out, (int)size - 1)) > 0)
+		out[len] = '\0';
+	BIO_free(b);
+}
+
+static void
+add_name(struct tls_peer *p, const char *name, size_t len)
+{
+	size_t used = strlen(p->names);
+	char buf[CERTNAME_MAX + 4];
+
+	if (used + 3 >= sizeof(p->names))
+		return;
+	certname_printable(name, len, buf, sizeof(buf));
+	if (used) {
+		memcpy(p->names + used, ", ", 3);
+		used += 2;
+	}
+	size_t n = strlen(buf);
+	if (n > sizeof(p->names) - 1 - used)
+		n = sizeof(p->names) - 1 - used;
+	memcpy(p->names + used, buf, n);
+	p->names[used + n] = '\0';
+}
+
+/* Compares the dNSNames, or the CNs when there is none (RFC 6125 §6.4.4); fills names. */
+static bool
+names_match(X509 *x, const char *expected, struct tls_peer *p)
+{
+	GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	bool any_dns = false, match = false;
+
+	for (int i = 0; san && i < sk_GENERAL_NAME_num(san); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
+		if (g->type != GEN_DNS)
+			continue;
+		const char *d = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+		size_t len = (size_t)ASN1_STRING_length(g->d.dNSName);
+		any_dns = true;
+		add_name(p, d, len);
+		match = match || certname_match(expected, d, len);
+	}
+	GENERAL_NAMES_free(san);
+	if (any_dns)
+		return match;
+	const X509_NAME *subj = X509_get_subject_name(x);
+	for (int i = -1; (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;) {
+		unsigned char *cn = NULL;
+		int len = ASN1_STRING_to_UTF8(
+		        &cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i)));
+		if (len < 0)
+			continue;
+		add_name(p, (const char *)cn, (size_t)len);
+		match = match || certname_match(expected, (const char *)cn, (size_t)len);
+		OPENSSL_free(cn);
+	}
+	return match;
+}
+
+enum tls_peer_verdict
+tls_peer_check(const struct tls_conn *c, const char *expected, struct tls_peer *p)
+{
+	X509 *x = SSL_get0_peer_certificate(c->ssl);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	enum tls_peer_verdict v;
+
+	memset(p, 0, sizeof(*p));
+	ERR_clear_error();
+	if (!x)
+		return TLS_PEER_NONE;
+	name_text(X509_get_subject_name(x), p->subject, sizeof(p->subject));
+	name_text(X509_get_issuer_name(x), p->issuer, sizeof(p->issuer));
+	if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1)
+		for (unsigned i = 0, o = 0; i < mdlen && o + 4 <= sizeof(p->sha256); i++)
+			o += (unsigned)snprintf(p->sha256 + o, sizeof(p->sha256) - o, "%s%02X",
+			                        i ? ":" : "", md[i]);
+	long e = c->verify_err != X509_V_OK ? c->verify_err : SSL_get_verify_result(c->ssl);
+	if (e == X509_V_ERR_INVALID_PURPOSE)
+		e = X509_V_OK;
+	bool match = names_match(x, expected, p);
+	if (e != X509_V_OK) {
+		snprintf(p->reason, sizeof(p->reason), "%s", X509_verify_cert_error_string(e));
+		v = e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID
+		            ? TLS_PEER_EXPIRED
+		            : TLS_PEER_UNTRUSTED;
+	} else {
+		v = match ? TLS_PEER_OK : TLS_PEER_MISMATCH;
+	}
+	ERR_clear_error();
+	return v;
 }

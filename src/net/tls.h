@@ -50,6 +50,51 @@ bool tls_pending(const struct tls_conn *c);
 /* The last error as text (after TLS_IO_ERROR). */
 const char *tls_error(const struct tls_conn *c);
 
+/*
+ * Client certificates: the proof of the tenant (tls-sender-certificate-name).
+ *
+ * tls_ctx_set_client_ca() loads the CAs that verify clients into the server context, read
+ * through sidefile (so a root-only bundle comes from the privileged reader at a reload);
+ * they serve only that: the server's own chain is built as before.  A connection that
+ * tls_conn_ask_peer_cert() marks, before its handshake, asks the client for a certificate
+ * (SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT) and verifies the chain, validity dates
+ * included, but finishes the handshake whatever it finds, so that the SMTP reply can say
+ * what was wrong: tls_peer_check() gives the verdict afterwards.  A certificate whose
+ * extendedKeyUsage lacks clientAuth is not refused for it: public CAs now issue
+ * serverAuth-only certificates, and the name is what proves the tenant.  Such
+ * connections get no session tickets, so every connection shows its certificate again.
+ */
+int tls_ctx_set_client_ca(struct tls_ctx *t, const char *cafile, char *err, size_t errlen);
+/* For `mxgate check`: 0 if cafile holds at least one certificate, else -1 with a reason. */
+int tls_check_cafile(const char *cafile, char *err, size_t errlen);
+/* -1 when the context has no client CAs (or without memory). */
+int tls_conn_ask_peer_cert(struct tls_conn *c);
+
+enum tls_peer_verdict {
+	TLS_PEER_OK,        /* the chain verified and a name matched */
+	TLS_PEER_NONE,      /* the client sent no certificate */
+	TLS_PEER_UNTRUSTED, /* the chain did not verify (self-signed, unknown CA, bad signature) */
+	TLS_PEER_EXPIRED,   /* it verified but for its dates: expired or not yet valid */
+	TLS_PEER_MISMATCH,  /* it verified, and no name matched */
+	TLS_PEER_VERDICT_N
+};
+
+/* What the log says of a client certificate; every field is printable ASCII (client
+ * bytes that are not come out escaped or as '?'), "" when there is nothing to say. */
+struct tls_peer {
+	char reason[128];  /* OpenSSL's words for a chain that did not verify */
+	char subject[256]; /* RFC 2253, as OpenSSL prints it, cut to fit */
+	char issuer[256];
+	char sha256[100]; /* the certificate's SHA-256 fingerprint, "AB:CD:..." */
+	char names[256];  /* the names compared: the dNSNames, else the CNs; ", " between */
+};
+
+/* After a handshake on a connection tls_conn_ask_peer_cert() marked: the verdict for the
+ * expected name (base/certname.h), with p filled in.  The name is compared only when the
+ * chain verified. */
+enum tls_peer_verdict tls_peer_check(const struct tls_conn *c, const char *expected,
+                                     struct tls_peer *p);
+
 /* "TLSv1.3", "TLS_AES_256_GCM_SHA384" and the cipher's secret bits, once handshaken. */
 const char *tls_version(const struct tls_conn *c);
 const char *tls_cipher(const struct tls_conn *c);
