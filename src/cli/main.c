@@ -245,8 +245,10 @@ cmd_check(int argc, char **argv)
 	}
 	/* the pair is loaded where it is used (net/tls.h): here, as the daemon will */
 	char err[512];
-	if (c->tls_certificate &&
-	    tls_check_pair(c->tls_certificate, c->tls_key, err, sizeof(err)) < 0) {
+	if ((c->tls_certificate &&
+	     tls_check_pair(c->tls_certificate, c->tls_key, err, sizeof(err)) < 0) ||
+	    (c->tls_client_ca_file &&
+	     tls_check_cafile(c->tls_client_ca_file, err, sizeof(err)) < 0)) {
 		fprintf(stderr, "%s:%d: error: %s\n", c->tls_at.file, c->tls_at.line, err);
 		fprintf(stderr, "%s: 1 error; the configuration was not accepted\n", path);
 		config_unref(c);

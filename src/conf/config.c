@@ -15,6 +15,7 @@
 
 #include <openssl/sha.h>
 
+#include "base/certname.h"
 #include "base/mailpath.h"
 #include "base/rangeset.h"
 #include "base/sidefile.h"
@@ -142,6 +143,7 @@ static int check_maildir(struct loader *, const char *, char *, size_t);
 static int check_name_text(struct loader *, const char *, char *, size_t);
 static int check_relay(struct loader *, const char *, char *, size_t);
 static int check_endpoint(struct loader *, const char *, char *, size_t);
+static int check_certname(struct loader *, const char *, char *, size_t);
 
 #define ROOT(f) offsetof(struct config, f)
 #define CONN(f) offsetof(struct connector, f)
@@ -339,6 +341,23 @@ static const struct option options[] = {
          "(stored as CRLF); the end of data is then CRLF.CRLF, or LF.LF in a message whose "
          "first line ended in LF; any other dot line is text, so no message can hide in "
          "another. Default: `reject`, `normalize` for usage `internal`."},
+        {SEC_CONNECTOR, "tls-sender-certificate-name", K_STR, NULL,
+         CONN(tls_sender_certificate_name), 0, 0, false, NULL, check_certname,
+         "Exchange Online's TlsSenderCertificateName: the client must prove the tenant with a "
+         "certificate for this name. STARTTLS asks for a client certificate; MAIL is refused "
+         "unless its chain verifies against `tls { client-ca-file }` (validity dates "
+         "included) and a subjectAltName dNSName, or the subject CN when there is none, "
+         "matches (RFC 6125: case ignored; `*.example.com` matches exactly one label, "
+         "`a.example.com` but not `a.b.example.com`). The replies: `530 5.7.1 Client was "
+         "not authenticated: no client certificate was presented`, `550 5.7.1 Client "
+         "certificate not trusted: <OpenSSL's reason>` (\"certificate has expired\", "
+         "\"self-signed certificate\"), `550 5.7.1 Client certificate name mismatch: "
+         "presented <names>`. Implies `require-tls` (needs `tls` in `auth-mechanism`)."},
+        {SEC_TLS, "client-ca-file", K_PATH, NULL, ROOT(tls_client_ca_file), 0, 0, false, NULL, NULL,
+         "PEM CA certificates that verify client certificates "
+         "(`tls-sender-certificate-name`); read like the key, so it may be readable by root "
+         "only, and a reload reads it again. Default: the system's trust store, "
+         "`" CONFIG_SYSTEM_CA_FILE "` (providers use public CAs)."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
@@ -774,6 +793,19 @@ check_hostname(struct loader *L, const char *s, char *err, size_t errlen)
 		        err, errlen,
 		        "'%s' is not a host name (letters, digits and '-' in dot-separated labels)",
 		        s);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_certname(struct loader *L, const char *s, char *err, size_t errlen)
+{
+	const char *why = NULL;
+
+	(void)L;
+	if (!certname_valid(s, &why)) {
+		snprintf(err, errlen, "'%s' is %s", s, why);
 		return -1;
 	}
 	return 0;
@@ -1593,6 +1625,24 @@ connector_values(struct loader *L, const struct conf_node *cs, const struct give
 	return 0;
 }
 
+/* tls-sender-certificate-name implies require-tls, which needs tls. */
+static void
+connector_certificate_rules(struct loader *L, const struct givens *G, struct connector *k)
+{
+	if (!k->tls_sender_certificate_name)
+		return;
+	int line = opt_line(G, SEC_CONNECTOR, "tls-sender-certificate-name", k->at.line);
+	if (!(k->auth_mechanisms & AUTH_TLS))
+		diag_error(L->d, L->file, line,
+		           "tls-sender-certificate-name needs 'tls' in auth-mechanism (the client "
+		           "proves its name with a certificate at STARTTLS)");
+	else if (opt_given(G, SEC_CONNECTOR, "require-tls") && !k->require_tls)
+		diag_warn(L->d, L->file, opt_line(G, SEC_CONNECTOR, "require-tls", line),
+		          "require-tls = false has no effect: tls-sender-certificate-name implies "
+		          "require-tls");
+	k->require_tls = true;
+}
+
 /* Exchange's AuthMechanism rules and the connector's own consistency. */
 static void
 connector_rules(struct loader *L, const struct givens *G, struct connector *k)
@@ -1612,6 +1662,7 @@ connector_rules(struct loader *L, const struct givens *G, struct connector *k)
 	if (k->require_tls && !(k->auth_mechanisms & AUTH_TLS))
 		diag_error(L->d, L->file, opt_line(G, SEC_CONNECTOR, "require-tls", k->at.line),
 		           "require-tls needs 'tls' in auth-mechanism");
+	connector_certificate_rules(L, G, k);
 	if ((k->auth_mechanisms & AUTH_TLS) && !L->c->tls_certificate)
 		diag_error(L->d, L->file,
 		           opt_given(G, SEC_CONNECTOR, "auth-mechanism") ? aline : k->at.line,
@@ -1790,6 +1841,8 @@ load_tls(struct loader *L, const struct givens *G)
 	if (!c->tls_key)
 		diag_error(L->d, L->file, G->line, "the tls section needs a key");
 	c->tls_at = (struct origin){L->file, opt_line(G, SEC_TLS, "certificate", G->line)};
+	if (opt_given(G, SEC_TLS, "client-ca-file"))
+		c->tls_client_ca_line = opt_line(G, SEC_TLS, "client-ca-file", G->line);
 	if (c->tls_certificate)
 		readable_file(L, "certificate", c->tls_certificate, c->tls_at.line);
 	if (c->tls_key && readable_file(L, "key", c->tls_key, key_line)) {
@@ -1915,6 +1968,30 @@ load_connectors(struct loader *L, const struct sections *S)
 	return 0;
 }
 
+/* The CAs of client certificates: checked like the key (read through sidefile, so the
+ * privileged reader hands them over), defaulting to the system's store, and only when a
+ * connector needs them. */
+static int
+load_client_ca(struct loader *L)
+{
+	struct config *c = L->c;
+	const struct connector *need = NULL;
+
+	for (size_t i = 0; i < c->n_connectors && !need; i++)
+		if (c->connectors[i].enabled && c->connectors[i].tls_sender_certificate_name)
+			need = &c->connectors[i];
+	if (!need) {
+		free(c->tls_client_ca_file);
+		c->tls_client_ca_file = NULL;
+		return 0;
+	}
+	if (!c->tls_client_ca_file && !(c->tls_client_ca_file = strdup(CONFIG_SYSTEM_CA_FILE)))
+		return -1;
+	readable_file(L, "client-ca-file", c->tls_client_ca_file,
+	              c->tls_client_ca_line ? c->tls_client_ca_line : need->at.line);
+	return 0;
+}
+
 static int
 load_sections(struct loader *L, const struct sections *S, struct givens *root, struct givens *G)
 {
@@ -1939,7 +2016,9 @@ load_sections(struct loader *L, const struct sections *S, struct givens *root, s
 		diag_warn(L->d, L->file, 0,
 		          "no accepted-domains: anonymous and partner senders can deliver to no "
 		          "one");
-	return load_connectors(L, S);
+	if (load_connectors(L, S) < 0)
+		return -1;
+	return load_client_ca(L);
 }
 
 /* The connectors as the selector takes them (selector.h copies the array). */
@@ -1996,6 +2075,7 @@ config_free(struct config *c)
 		free(k->bindings);
 		free(k->ranges);
 		free(k->banner);
+		free(k->tls_sender_certificate_name);
 		free(k->fqdn);
 		for (size_t j = 0; j < k->n_hostname_suffixes; j++)
 			free(k->hostname_suffixes[j]);
@@ -2027,6 +2107,7 @@ config_free(struct config *c)
 	free(c->user);
 	free(c->tls_certificate);
 	free(c->tls_key);
+	free(c->tls_client_ca_file);
 	free(c->maildir);
 	free(c->relay);
 	free(c->relay_host);
@@ -2250,19 +2331,24 @@ config_describe_connector(const struct connector *k, char *buf, size_t size)
 	}
 	flag_names(auth_words, k->auth_mechanisms, auth, sizeof(auth));
 	flag_names(perm_words, k->permission_groups, perm, sizeof(perm));
+	char tail[CERTNAME_MAX + 96] = "";
+	if (k->tls_sender_certificate_name)
+		snprintf(tail, sizeof(tail), ", require-tls (implied), client certificate named %s",
+		         k->tls_sender_certificate_name);
+	else if (k->require_tls)
+		snprintf(tail, sizeof(tail), ", require-tls");
 	if (k->all_remote)
 		snprintf(buf, size,
 		         "connector \"%s\": %s%s, bindings %s, remote: every address, "
 		         "auth %s, permissions %s%s",
 		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
-		         auth, perm, k->require_tls ? ", require-tls" : "");
+		         auth, perm, tail);
 	else
 		snprintf(buf, size,
 		         "connector \"%s\": %s%s, bindings %s, remote: %zu range%s (%zu IPv4, %zu "
 		         "IPv6), auth %s, permissions %s%s",
 		         k->name, usage_name(k->usage), k->enabled ? "" : " (disabled)", binds,
-		         k->n_ranges, k->n_ranges == 1 ? "" : "s", v4, v6, auth, perm,
-		         k->require_tls ? ", require-tls" : "");
+		         k->n_ranges, k->n_ranges == 1 ? "" : "s", v4, v6, auth, perm, tail);
 	len = strlen(buf);
 	for (size_t i = 0; i < k->n_hostname_suffixes && len < size; i++)
 		len += (size_t)snprintf(buf + len, size - len, "%s%s",

@@ -27,6 +27,8 @@
 #define CONFIG_UNLIMITED    UINT64_MAX
 #define CONFIG_DEFAULT_PATH "/etc/mxgate/mxgate.conf"
 #define CONNECTOR_NAME_MAX  64
+/* Debian's system trust store, the default of tls { client-ca-file } */
+#define CONFIG_SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
 
 enum usage { USAGE_CUSTOM, USAGE_INTERNET, USAGE_INTERNAL, USAGE_PARTNER, USAGE_CLIENT };
 
@@ -66,7 +68,9 @@ struct connector {
 
 	unsigned auth_mechanisms;   /* enum auth_mechanism bits */
 	unsigned permission_groups; /* enum permission_group bits */
-	bool require_tls;
+	bool require_tls;           /* also set by tls_sender_certificate_name */
+	/* the client certificate name that proves the tenant (base/certname.h), or NULL */
+	char *tls_sender_certificate_name;
 	char *banner; /* full greeting line without CRLF, starts with "220" */
 	char *fqdn;
 
@@ -126,9 +130,13 @@ struct config {
 	char *tls_certificate; /* NULL when no tls section */
 	struct origin tls_at;  /* where certificate is set: for errors found when it is loaded */
 	char *tls_key;
-	char *maildir;    /* template with %d and %u */
-	char *relay;      /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */
-	char *relay_host; /* its host part (an address or a name, no brackets) */
+	/* CAs that verify client certificates: set when a connector has a
+	 * tls-sender-certificate-name (CONFIG_SYSTEM_CA_FILE unless given), else NULL */
+	char *tls_client_ca_file;
+	int tls_client_ca_line; /* where it is set; 0: not given */
+	char *maildir;          /* template with %d and %u */
+	char *relay;            /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */
+	char *relay_host;       /* its host part (an address or a name, no brackets) */
 	uint16_t relay_port;
 	unsigned relay_tls; /* enum relay_tls */
 	bool relay_tls_verify;
