@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "base/vec.h"
+#include "net/tls.h"
 #include "obs/protolog.h"
 #include "obs/utf8.h"
 
@@ -32,7 +33,12 @@ struct metrics_connector {
 	counter connections, queued, queued_bytes;
 	_Atomic int64_t active;
 	counter rejected[CODE_N];
+	counter certs[TLS_PEER_VERDICT_N];
 };
+
+/* in the order of enum tls_peer_verdict */
+static const char *const cert_label[TLS_PEER_VERDICT_N] = {"ok", "none", "untrusted", "expired",
+                                                           "mismatch"};
 
 static const char *const refusal_label[METRICS_REFUSAL_N] = {
         "no_connector", "connector_limit", "source_limit", "fd_exhausted", "no_memory"};
@@ -152,6 +158,13 @@ metrics_message_rejected(struct metrics_connector *c, unsigned code)
 {
 	if (c && code >= CODE_MIN && code < CODE_MIN + CODE_N)
 		inc(&c->rejected[code - CODE_MIN], 1);
+}
+
+void
+metrics_client_certificate(struct metrics_connector *c, int verdict)
+{
+	if (c && verdict >= 0 && verdict < TLS_PEER_VERDICT_N)
+		inc(&c->certs[verdict], 1);
 }
 
 void
@@ -469,6 +482,15 @@ render_connectors(struct out *o)
 			put(o, "mxgate_messages_rejected_total{connector=\"");
 			put_label_value(o, c->name);
 			put(o, "\",code=\"%u\"} %" PRIu64 "\n", CODE_MIN + i, v);
+		}
+	family(o, "mxgate_tls_client_certificates_total", "counter",
+	       "Client certificates judged after STARTTLS on connectors with "
+	       "tls-sender-certificate-name, by connector and result.");
+	for (c = R.head; c; c = c->next)
+		for (unsigned i = 0; i < TLS_PEER_VERDICT_N; i++) {
+			put(o, "mxgate_tls_client_certificates_total{connector=\"");
+			put_label_value(o, c->name);
+			put(o, "\",result=\"%s\"} %" PRIu64 "\n", cert_label[i], get(&c->certs[i]));
 		}
 }
 

@@ -35,6 +35,8 @@
  *   mxgate_messages_queued_total{connector}            counter
  *   mxgate_messages_queued_bytes_total{connector}      counter
  *   mxgate_messages_rejected_total{connector,code}     counter (a series per code seen)
+ *   mxgate_tls_client_certificates_total{connector,result=ok|none|untrusted|expired|mismatch}
+ *       counter, the client certificate checks of tls-sender-certificate-name
  *   mxgate_commit_seconds                              histogram, end of DATA to 250
  *   mxgate_spool_sync_failures_total                   counter
  *   mxgate_queue_messages                              gauge
@@ -142,6 +144,11 @@ void metrics_session_closed(struct metrics_connector *c);
 void metrics_message_queued(struct metrics_connector *c, uint64_t size);
 /* A transaction command was refused with code (400..599; other values are not counted). */
 void metrics_message_rejected(struct metrics_connector *c, unsigned code);
+
+/* A client certificate was judged after STARTTLS (tls-sender-certificate-name): verdict
+ * is a net/tls.h enum tls_peer_verdict (the label "result": ok, none, untrusted, expired,
+ * mismatch); others are not counted. */
+void metrics_client_certificate(struct metrics_connector *c, int verdict);
 
 /* -- process-wide -- */
 

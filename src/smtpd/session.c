@@ -481,6 +481,61 @@ session_committed(struct session *s, int err)
 
 /* -- TLS -- */
 
+/* What to do about each verdict, for the log line. */
+static const char *const cert_advice[TLS_PEER_VERDICT_N] = {
+        "MAIL is accepted", "MAIL is refused: the sender must present a certificate for that name",
+        "MAIL is refused: if this sender is the provider, its CA belongs in tls { "
+        "client-ca-file }",
+        "MAIL is refused: the sender must renew its certificate (or fix its clock)",
+        "MAIL is refused: the certificate is not for that name (another tenant?)"};
+static const char *const cert_word[TLS_PEER_VERDICT_N] = {"ok", "none", "untrusted", "expired",
+                                                          "mismatch"};
+
+/* tls-sender-certificate-name: the verdict on the client's certificate, for the core (the
+ * MAIL reply), the log, the protocol log and the metrics. */
+static void
+judge_client_cert(struct session *s)
+{
+	const char *want = s->k->tls_sender_certificate_name;
+	struct tls_peer p;
+	char refusal[400] = "";
+
+	if (!want)
+		return;
+	enum tls_peer_verdict v = tls_peer_check(s->c.tls, want, &p);
+	if (v == TLS_PEER_NONE)
+		snprintf(refusal, sizeof(refusal),
+		         "530 5.7.1 Client was not authenticated: no client certificate was "
+		         "presented");
+	else if (v == TLS_PEER_UNTRUSTED || v == TLS_PEER_EXPIRED)
+		snprintf(refusal, sizeof(refusal), "550 5.7.1 Client certificate not trusted: %s",
+		         p.reason);
+	else if (v == TLS_PEER_MISMATCH)
+		snprintf(refusal, sizeof(refusal),
+		         "550 5.7.1 Client certificate name mismatch: presented %s",
+		         p.names[0] ? p.names : "no DNS name");
+	smtp_tls_peer(s->smtp, v == TLS_PEER_OK ? NULL : refusal);
+	metrics_client_certificate(s->k->metrics, (int)v);
+	if (v == TLS_PEER_NONE) {
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "client certificate: none presented, tls-sender-certificate-name %s "
+		            "wants one: %s",
+		            want, cert_advice[v]);
+		protolog_infof(&s->pl, "TLS", "client certificate: none; verdict=none");
+		return;
+	}
+	log_session(&s->lc, v == TLS_PEER_OK ? LOG_LVL_INFO : LOG_LVL_WARNING,
+	            "client certificate: subject \"%s\", issuer \"%s\", sha256 %s, names %s; "
+	            "verdict %s%s%s%s for tls-sender-certificate-name %s: %s",
+	            p.subject, p.issuer, p.sha256, p.names, cert_word[v], p.reason[0] ? " (" : "",
+	            p.reason, p.reason[0] ? ")" : "", want, cert_advice[v]);
+	protolog_infof(&s->pl, "TLS",
+	               "client certificate: subject=%s; issuer=%s; sha256=%s; names=%s; "
+	               "verdict=%s%s%s",
+	               p.subject, p.issuer, p.sha256, p.names, cert_word[v],
+	               p.reason[0] ? "; " : "", p.reason);
+}
+
 static void
 drive_handshake(struct session *s)
 {
@@ -505,6 +560,7 @@ drive_handshake(struct session *s)
 		         tls_cipher(s->c.tls));
 		protolog_tls(&s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
 		metrics_tls_session(tls_version(s->c.tls));
+		judge_client_cert(s);
 		smtp_tls_done(s->smtp, true);
 	}
 	idle_timer(s, false);
@@ -776,7 +832,9 @@ session_run(struct session *s)
 				session_close(s, "client did not read the STARTTLS reply");
 				return;
 			}
-			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0) {
+			if (!s->tls || conn_start_tls(&s->c, s->tls) < 0 ||
+			    (s->k->tls_sender_certificate_name &&
+			     tls_conn_ask_peer_cert(s->c.tls) < 0)) {
 				session_close(s, "cannot start TLS");
 				return;
 			}

@@ -80,6 +80,8 @@ struct smtp {
 	unsigned tarpit_ms;      /* delay of failure replies: session_tarpit() */
 	char helo[HELO_MAX + 1]; /* what HELO/EHLO said, when has_helo */
 	bool has_helo;
+	bool cert_ok;           /* smtp_tls_peer() without a refusal */
+	char cert_refusal[401]; /* its refusal */
 
 	/* input */
 	char *in;
@@ -685,6 +687,13 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 	}
 	if (k->require_tls && !s->tls) {
 		reply(s, "451 5.7.3 Must issue a STARTTLS command first");
+		return;
+	}
+	if (k->require_client_cert && !s->cert_ok) {
+		reply(s, "%s",
+		      s->cert_refusal[0] ? s->cert_refusal
+		                         : "530 5.7.1 Client was not authenticated: no client "
+		                           "certificate was checked");
 		return;
 	}
 	if (!k->anonymous_users && !k->partners && !k->exchange_servers) {
@@ -1736,6 +1745,13 @@ smtp_tls_done(struct smtp *s, bool ok)
 	s->discarding = false;
 	s->tls = true;
 	s->st = ST_CMD;
+}
+
+void
+smtp_tls_peer(struct smtp *s, const char *refusal)
+{
+	s->cert_ok = refusal == NULL;
+	snprintf(s->cert_refusal, sizeof(s->cert_refusal), "%s", refusal ? refusal : "");
 }
 
 void

@@ -135,6 +135,8 @@ struct smtp_policy {
 	bool anonymous_users, partners, exchange_servers;
 	bool starttls;    /* the connector offers STARTTLS (with tls_available) */
 	bool require_tls; /* MAIL only after STARTTLS */
+	/* MAIL only once smtp_tls_peer() said the client certificate proves the tenant */
+	bool require_client_cert;
 	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
 	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as SMTP_COMMAND */
 	bool mail_check; /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
@@ -188,6 +190,10 @@ void smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id);
 void smtp_mail_checked(struct smtp *s, const char *refusal);
 /* After SMTP_STARTTLS: ok when the handshake completed.  A failed handshake closes. */
 void smtp_tls_done(struct smtp *s, bool ok);
+/* After a handshake, for require_client_cert: refusal is the reply every MAIL gets (one
+ * line without CRLF, copied, cut at 400 bytes), or NULL when the client certificate proved
+ * the tenant.  Without the call, MAIL is refused too. */
+void smtp_tls_peer(struct smtp *s, const char *refusal);
 
 /* The idle timeout answers 451 4.7.0, the session timeout 421 4.4.1; either closes, and
  * aborts a message being received.  Actions already queued go out before it.  While a
