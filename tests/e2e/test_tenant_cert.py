@@ -96,6 +96,8 @@ def pki():
         "expired": ca.leaf("expired", "a.example.com", ["a.example.com"], expired=True),
         "other_ca": other.leaf("oca", "a.example.com", ["a.example.com"]),
         "self": self_signed(d, "a.example.com"),
+        "doc": ca.leaf("doc", "mta1.outbound.provider.example",
+                       ["mta1.outbound.provider.example"]),
     }
     for cert, key in certs.values():
         os.chmod(key, 0o644)
@@ -303,3 +305,36 @@ def test_check_says_what_the_name_implies(mxgate, write_conf, tls_pair, pki):
         pki["ca"], key))
     r = mxgate("check", "-c", bad)
     assert r.rc == 1 and "no PEM certificate in it" in r.err, r.err
+
+
+def test_the_operations_guide_snippet_works_as_written(daemon, pki):
+    """docs/OPERATIONS.md section 13: check, start, send and reload into it, with only the
+    paths, the binding and the client range put in for this test."""
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                            "OPERATIONS.md")).read()
+    section = doc.split("## 13. Proving the tenant with a certificate", 1)[1]
+    snippet = section.split("```\n", 2)[1]
+    ca = os.path.join(daemon.dir, "clients-ca.pem")
+    shutil.copy(pki["ca"], ca)
+    os.chmod(ca, 0o600)
+    snippet = (snippet.replace("/etc/mxgate/tls/fullchain.pem", daemon.cert)
+               .replace("/etc/mxgate/tls/key.pem", daemon.key)
+               .replace("/etc/mxgate/tls/clients-ca.pem", ca)
+               .replace('"0.0.0.0:25"', '"127.0.0.1:{port}"')
+               .replace('"192.0.2.0/24"', '"127.0.0.2"')
+               .replace("usage = internet", "usage = internet\n  tarpit-interval = 0s"))
+    daemon.configure(connectors=snippet, tls=False)
+    r = subprocess.run([daemon_bin(), "check", "-c", daemon.conf], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    daemon.start()
+    assert "250 2.6.0 <" in swaks(daemon, pki["doc"])
+    assert mail_reply(swaks(daemon)).startswith("530 5.7.1")
+    daemon.reload()
+    assert mail_reply(swaks(daemon, pki["good"])).startswith("550 5.7.1 Client certificate "
+                                                             "name mismatch")
+
+
+def daemon_bin():
+    from daemon import BIN
+    return BIN
