@@ -496,6 +496,43 @@ Test(smtp_api, bytes_read_during_the_handshake_are_dropped)
 	tx_session_free(t);
 }
 
+/* tls-sender-certificate-name: MAIL waits for the session's verdict on the client
+ * certificate, and is refused when none came (fail closed), with the refusal given, and
+ * accepted once the certificate proved the tenant. */
+Test(smtp_api, client_certificate_verdict_gates_mail)
+{
+	for (int step = 0; step < 3; step++) {
+		struct tx_session *t = tx_session_new(
+		        "tls: yes\nconnector: auth-mechanism = { tls }\n"
+		        "connector: tls-sender-certificate-name = \"*.example.net\"\n"
+		        "connector: tarpit-interval = 0s\n");
+		cr_assert_not_null(t);
+		greet(t->smtp, "EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n");
+		expect_action(t->smtp, SMTP_REPLY, "250-");
+		expect_action(t->smtp, SMTP_REPLY, "451 5.7.3 Must issue a STARTTLS command first");
+		expect_action(t->smtp, SMTP_NONE, NULL);
+		put(t->smtp, "STARTTLS\r\n");
+		expect_action(t->smtp, SMTP_REPLY, "220 2.0.0");
+		expect_action(t->smtp, SMTP_STARTTLS, NULL);
+		expect_action(t->smtp, SMTP_WAIT, NULL);
+		if (step == 1)
+			smtp_tls_peer(t->smtp, "550 5.7.1 Client certificate name mismatch: "
+			                       "presented a.example.org");
+		else if (step == 2)
+			smtp_tls_peer(t->smtp, NULL);
+		smtp_tls_done(t->smtp, true);
+		expect_action(t->smtp, SMTP_NONE, NULL);
+		put(t->smtp, "EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n");
+		expect_action(t->smtp, SMTP_REPLY, "250-");
+		expect_action(t->smtp, SMTP_REPLY,
+		              step == 0   ? "530 5.7.1 Client was not authenticated"
+		              : step == 1 ? "550 5.7.1 Client certificate name mismatch: presented "
+		                            "a.example.org\r\n"
+		                          : "250 2.1.0");
+		tx_session_free(t);
+	}
+}
+
 static void
 to_data(struct smtp *s)
 {
