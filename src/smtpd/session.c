@@ -484,8 +484,7 @@ session_committed(struct session *s, int err)
 /* What to do about each verdict, for the log line. */
 static const char *const cert_advice[TLS_PEER_VERDICT_N] = {
         "MAIL is accepted", "MAIL is refused: the sender must present a certificate for that name",
-        "MAIL is refused: if this sender is the provider, its CA belongs in tls { "
-        "client-ca-file }",
+        "MAIL is refused: if the sender is the provider, add its CA to tls { client-ca-file }",
         "MAIL is refused: the sender must renew its certificate (or fix its clock)",
         "MAIL is refused: the certificate is not for that name (another tenant?)"};
 static const char *const cert_word[TLS_PEER_VERDICT_N] = {"ok", "none", "untrusted", "expired",

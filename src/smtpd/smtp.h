@@ -139,8 +139,8 @@ struct smtp_policy {
 	bool require_client_cert;
 	bool pipelining, enhanced_status_codes, eight_bit_mime, smtp_utf8; /* extensions */
 	bool log_commands; /* protocol logging: each command (AUTH's argument hidden) as SMTP_COMMAND */
-	bool mail_check; /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
-	bool chunking;     /* CHUNKING: BDAT (RFC 3030) */
+	bool mail_check;        /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
+	bool chunking;          /* CHUNKING: BDAT (RFC 3030) */
 	bool bare_lf_normalize; /* a bare LF ends a line (stored as CRLF); else it closes */
 
 	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
