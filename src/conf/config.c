@@ -204,6 +204,19 @@ static const struct option options[] = {
          "at `GET /metrics`. Unset: no metrics endpoint. The endpoint has no authentication: "
          "give it a loopback or management address, or firewall it. It is bound at start, "
          "before privileges are dropped; a change takes effect at the next start."},
+        {SEC_ROOT, "proxy-protocol-from", K_RANGES, NULL, 0, 0, 0, false, NULL, NULL,
+         "Load balancers (ranges as in `remote-ip-ranges`, provider presets `@name` too) that "
+         "open every connection with a PROXY protocol header, version 1 or 2, as HAProxy's "
+         "`send-proxy` or `send-proxy-v2` do. A connection from them gets no greeting until "
+         "its header has come; the header's source address is then the client for "
+         "everything: connector selection, the per-source limits, the logs (`client=` the "
+         "client, `via=` the balancer), the protocol log and `Received:`. A `LOCAL` header "
+         "(health checks) gets a session on the balancer's own address. A missing, invalid "
+         "or late header closes the connection without a byte. A peer not listed is never "
+         "believed: a PROXY line it sends is SMTP input. Unset: no PROXY protocol."},
+        {SEC_ROOT, "proxy-protocol-timeout", K_DURATION, "5s", ROOT(proxy_protocol_timeout_ms),
+         1000, 600000, false, NULL, NULL,
+         "How long a `proxy-protocol-from` peer may take to send its whole header."},
         /* tls { } */
         {SEC_TLS, "certificate", K_PATH, NULL, ROOT(tls_certificate), 0, 0, false, NULL, NULL,
          "PEM certificate chain, leaf first."},
@@ -1809,13 +1822,42 @@ find_sections(struct loader *L, const struct conf_node *root, struct sections *S
 	return 0;
 }
 
+/* Compiles proxy-protocol-from (one owner: ranges may overlap freely). */
+static int
+build_proxy_set(struct config *c)
+{
+	struct rangeset_entry *e;
+
+	if (!c->n_proxy_from)
+		return 0;
+	if (!(e = calloc(c->n_proxy_from, sizeof(*e))))
+		return -1;
+	for (size_t i = 0; i < c->n_proxy_from; i++)
+		e[i] = (struct rangeset_entry){.r = c->proxy_from[i].r, .owner = 0, .prio = 0};
+	c->proxy_set = rangeset_build(e, c->n_proxy_from, NULL, NULL);
+	free(e);
+	return c->proxy_set ? 0 : -1;
+}
+
+bool
+config_proxy_from(const struct config *c, const struct ipaddr *a)
+{
+	return c->proxy_set && rangeset_lookup(c->proxy_set, a) != RANGESET_NONE;
+}
+
 /* The top-level values, with the host name's default. */
 static int
 load_root(struct loader *L, const struct givens *G)
 {
 	struct config *c = L->c;
+	/* proxy-protocol-from: ranges like a connector's, collected in one that is not */
+	struct connector balancers = {0};
 
-	if (apply_section(L, G, SEC_ROOT, c, NULL) < 0)
+	L->ranges_cap = 0;
+	int rc = apply_section(L, G, SEC_ROOT, c, &balancers);
+	c->proxy_from = balancers.ranges;
+	c->n_proxy_from = balancers.n_ranges;
+	if (rc < 0 || build_proxy_set(c) < 0)
 		return -1;
 	if (!c->hostname) {
 		char host[256] = "localhost";
@@ -2069,6 +2111,8 @@ config_free(struct config *c)
 	if (!c)
 		return;
 	selector_free(c->selector);
+	rangeset_free(c->proxy_set);
+	free(c->proxy_from);
 	for (size_t i = 0; i < c->n_connectors; i++) {
 		struct connector *k = &c->connectors[i];
 		free(k->name);

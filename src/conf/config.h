@@ -114,6 +114,7 @@ enum relay_tls { RELAY_TLS_NONE, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED };
 enum log_level_conf { LOGLEVEL_ERROR, LOGLEVEL_WARNING, LOGLEVEL_INFO, LOGLEVEL_DEBUG };
 
 struct selector;
+struct rangeset;
 
 struct config {
 	atomic_uint refs;
@@ -158,6 +159,11 @@ struct config {
 	uint64_t protocol_log_max_age_ms;
 	struct domain_conf *domains;
 	size_t n_domains;
+	/* proxy-protocol-from: the balancers, and their compiled lookup (NULL: none) */
+	struct conf_range *proxy_from;
+	size_t n_proxy_from;
+	struct rangeset *proxy_set;
+	uint64_t proxy_protocol_timeout_ms;
 
 	char **resolvers; /* "IP:PORT" as given, for net/dns.h; none: /etc/resolv.conf */
 	size_t n_resolvers;
@@ -176,6 +182,9 @@ struct config *config_load(const char *path, struct diag *d);
 struct config *config_ref(struct config *c);
 /* Drops a reference; the last one frees the snapshot.  config_unref(NULL) is a no-op. */
 void config_unref(struct config *c);
+
+/* True if a is in proxy-protocol-from: a balancer that must send a PROXY header. */
+bool config_proxy_from(const struct config *c, const struct ipaddr *a);
 
 /* The connector by exact name, or NULL. */
 const struct connector *config_connector(const struct config *c, const char *name);

@@ -42,6 +42,7 @@ static const char *const cert_label[TLS_PEER_VERDICT_N] = {"ok", "none", "untrus
 
 static const char *const refusal_label[METRICS_REFUSAL_N] = {
         "no_connector", "connector_limit", "source_limit", "fd_exhausted", "no_memory"};
+static const char *const proxy_label[METRICS_PROXY_N] = {"ok", "local", "invalid", "timeout"};
 static const char *const delivery_label[METRICS_DELIVERY_N] = {"delivered", "deferred", "failed"};
 /* OpenSSL's SSL_get_version() names; the last slot counts the rest */
 static const char *const tls_label[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"};
@@ -72,6 +73,7 @@ static struct {
 	counter fcrdns[METRICS_FCRDNS_N];
 	counter bdat_chunks, bdat_bytes;
 	counter bare_line_ends[2]; /* refused, normalized */
+	counter proxy[METRICS_PROXY_N];
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -172,6 +174,13 @@ metrics_refused(enum metrics_refusal why)
 {
 	if ((unsigned)why < METRICS_REFUSAL_N)
 		inc(&R.refused[why], 1);
+}
+
+void
+metrics_proxy_header(enum metrics_proxy result)
+{
+	if ((unsigned)result < METRICS_PROXY_N)
+		inc(&R.proxy[result], 1);
 }
 
 void
@@ -638,6 +647,9 @@ render_global(struct out *o)
 	            "Bare line ends: sessions closed for a bare CR or LF (refused), bare LFs taken "
 	            "as CRLF under bare-line-feed = normalize (normalized).",
 	            "action", bare, R.bare_line_ends, 2);
+	enum_family(o, "mxgate_proxy_headers_total",
+	            "PROXY protocol headers awaited from proxy-protocol-from peers, by outcome.",
+	            "result", proxy_label, R.proxy, METRICS_PROXY_N);
 	static const char *const why[] = {"queue_full", "write_error"};
 	family(o, "mxgate_protocol_log_dropped_total", "counter",
 	       "Protocol log rows not written: the writer fell behind (queue_full) or the disk "

@@ -47,6 +47,8 @@
  *       counter, one per session whose MAIL a connector's remote-hostname-suffixes judged
  *   mxgate_bdat_chunks_total, mxgate_bdat_bytes_total  counters, metrics_bdat()
  *   mxgate_bare_line_ends_total{action=refused|normalized}  counter, metrics_bare_line_ends()
+ *   mxgate_proxy_headers_total{result=ok|local|invalid|timeout}  counter, enum
+ *       metrics_proxy: one per connection from a proxy-protocol-from peer
  *   mxgate_protocol_log_dropped_total{reason=queue_full|write_error}  counter, read
  *       from protolog at each rendering (nothing to wire)
  *   process_cpu_seconds_total, process_open_fds, process_max_fds,
@@ -114,6 +116,15 @@ enum metrics_delivery {
 	METRICS_DELIVERY_N
 };
 
+/* What became of a PROXY protocol header from a balancer (the label "result"). */
+enum metrics_proxy {
+	METRICS_PROXY_OK,    /* "ok": a header with the client's address */
+	METRICS_PROXY_LOCAL, /* "local": v2 LOCAL, v1 UNKNOWN or family UNSPEC: the balancer's own */
+	METRICS_PROXY_INVALID, /* "invalid": not a valid header (or EOF before one): closed */
+	METRICS_PROXY_TIMEOUT, /* "timeout": no whole header within proxy-protocol-timeout */
+	METRICS_PROXY_N
+};
+
 /* The upper bounds (seconds) of mxgate_commit_seconds's buckets, then +Inf. */
 #define METRICS_COMMIT_BUCKETS                                                                     \
 	{                                                                                          \
@@ -123,6 +134,9 @@ enum metrics_delivery {
 
 /* The per-connector series; opaque. */
 struct metrics_connector;
+
+/* mxgate_proxy_headers_total{result}: one per connection from a proxy-protocol-from peer. */
+void metrics_proxy_header(enum metrics_proxy result);
 
 /* Records the start time (CLOCK_REALTIME) for mxgate_start_time_seconds. */
 void metrics_init(void);
