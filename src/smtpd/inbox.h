@@ -11,6 +11,7 @@
 #define MXGATE_INBOX_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/ipaddr.h"
@@ -37,6 +38,8 @@ struct inbox_item {
 	struct config *cfg;   /* IN_SESSION: a reference for the session */
 	struct tls_ctx *tls;  /* IN_SESSION: a reference, or NULL */
 	int connector;        /* IN_SESSION: index into cfg->connectors */
+	bool proxied;         /* IN_SESSION: remote came in a PROXY header from via */
+	struct endpoint via;  /* IN_SESSION, proxied: the balancer */
 	struct session *sess; /* IN_COMMITTED */
 	int err;              /* IN_COMMITTED: 0, or the errno of the failed commit */
 	struct inbox_item *next;

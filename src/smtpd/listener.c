@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "conf/selector.h"
 #include "obs/metrics.h"
+#include "smtpd/proxywait.h"
 
 #define ACCEPT_BURST        64
 #define ACCEPT_LOG_INTERVAL 10 /* seconds between two "cannot accept" lines */
@@ -40,6 +41,7 @@ struct listeners {
 	struct listener *ls;
 	size_t n;
 	struct event *resume; /* the back-off timer */
+	struct proxywait *pw; /* connections from balancers waiting for their header */
 	bool paused;
 	struct timespec logged; /* when the last "cannot accept" line was written (monotonic) */
 	uint64_t unlogged;
@@ -49,6 +51,8 @@ struct listeners {
 };
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
+static void proxied_cb(int fd, const struct proxy_header *h, const struct endpoint *balancer,
+                       const struct endpoint *lep, void *arg);
 
 struct listeners *
 listeners_new(struct event_base *base, struct admission *adm, listener_handoff_cb *handoff,
@@ -64,6 +68,11 @@ listeners_new(struct event_base *base, struct admission *adm, listener_handoff_c
 	ls->accepting = accepting;
 	ls->arg = arg;
 	if (!(ls->resume = evtimer_new(base, accept_resume_cb, ls))) {
+		free(ls);
+		return NULL;
+	}
+	if (!(ls->pw = proxywait_new(base, proxied_cb, ls))) {
+		event_free(ls->resume);
 		free(ls);
 		return NULL;
 	}
@@ -151,12 +160,96 @@ refuse(int fd, const char *text)
 	close(fd);
 }
 
+/* "[ip]:port", and " via [balancer]:port" for a client a balancer relayed. */
+static void
+client_text(const struct ipaddr *remote, uint16_t rport, const struct endpoint *via, char *buf,
+            size_t size)
+{
+	char ip[IPADDR_STRLEN], b[IPADDR_STRLEN];
+
+	ipaddr_format(remote, ip, sizeof(ip));
+	if (!via) {
+		snprintf(buf, size, "[%s]:%u", ip, rport);
+		return;
+	}
+	ipaddr_format(&via->addr, b, sizeof(b));
+	snprintf(buf, size, "[%s]:%u via [%s]:%u", ip, rport, b, via->port);
+}
+
+/* Connector k (or -1: none) was selected for remote: admission, then the handoff.  via:
+ * the balancer that relayed the client, NULL for a direct one. */
+static void
+admit(struct listeners *ls, int fd, int k, const struct ipaddr *remote, uint16_t rport,
+      const struct endpoint *lep, const struct endpoint *via)
+{
+	char who[IPADDR_STRLEN + ENDPOINT_STRLEN + 16], ep[ENDPOINT_STRLEN];
+
+	if (k < 0) {
+		/* no connector: closed without a byte, as Exchange does */
+		close(fd);
+		metrics_refused(METRICS_REFUSED_NO_CONNECTOR);
+		if (log_enabled(LOG_LVL_INFO)) {
+			client_text(remote, rport, via, who, sizeof(who));
+			endpoint_format(lep, ep, sizeof(ep));
+			log_msg(LOG_LVL_INFO, "refused %s on %s: no connector", who, ep);
+		}
+		return;
+	}
+	const struct connector *kc = &ls->cfg->connectors[k];
+	enum admit ad = admission_admit(ls->adm, kc, remote);
+	if (ad != ADMIT_OK) {
+		client_text(remote, rport, via, who, sizeof(who));
+		endpoint_format(lep, ep, sizeof(ep));
+		metrics_refused(ad == ADMIT_SOURCE_FULL      ? METRICS_REFUSED_SOURCE_LIMIT
+		                : ad == ADMIT_CONNECTOR_FULL ? METRICS_REFUSED_CONNECTOR_LIMIT
+		                                             : METRICS_REFUSED_NO_MEMORY);
+		if (ad == ADMIT_SOURCE_FULL) {
+			refuse(fd, "421 4.3.2 The maximum number of concurrent server "
+			           "connections has exceeded a per-source limit, closing "
+			           "transmission channel\r\n");
+			log_msg(LOG_LVL_INFO, "refused %s on %s: connector \"%s\" per-source limit",
+			        who, ep, kc->name);
+		} else {
+			refuse(fd, "421 4.3.2 The maximum number of concurrent connections "
+			           "has exceeded a limit, closing transmission channel\r\n");
+			log_msg(LOG_LVL_INFO,
+			        "refused %s on %s: connector \"%s\" is at max-inbound-connection",
+			        who, ep, kc->name);
+		}
+		return;
+	}
+	if (ls->handoff(fd, remote, rport, lep, k, via, ls->arg) < 0) {
+		metrics_refused(METRICS_REFUSED_NO_MEMORY);
+		admission_release(ls->adm, kc->name, remote);
+		close(fd);
+	}
+}
+
+/* A balancer's header is in: the client it names (or, for LOCAL, the balancer itself)
+ * is selected like a direct one, on the address the connection has here. */
+static void
+proxied_cb(int fd, const struct proxy_header *h, const struct endpoint *balancer,
+           const struct endpoint *lep, void *arg)
+{
+	struct listeners *ls = arg;
+	struct sockaddr_storage lss;
+	socklen_t lsl = sizeof(lss);
+	struct endpoint local = *lep;
+	bool relayed = h->family != PROXY_FAM_UNSPEC;
+	const struct endpoint *client = relayed ? &h->src : balancer;
+
+	if (getsockname(fd, (struct sockaddr *)&lss, &lsl) == 0)
+		ipaddr_from_sockaddr((struct sockaddr *)&lss, &local.addr, &local.port);
+	int k = selector_select(ls->cfg->selector, &local, &client->addr);
+	admit(ls, fd, k, &client->addr, client->port, lep, relayed ? balancer : NULL);
+}
+
 static void
 accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct listener *l = arg;
 	struct listeners *ls = l->owner;
-	char ip[IPADDR_STRLEN], ep[ENDPOINT_STRLEN];
+	char ep[ENDPOINT_STRLEN];
 
 	(void)what;
 	endpoint_format(&l->ep, ep, sizeof(ep));
@@ -180,6 +273,15 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
+		int one = 1;
+		if (config_proxy_from(ls->cfg, &remote)) {
+			/* a balancer: the client is known once its PROXY header is in */
+			struct endpoint peer = {.addr = remote, .port = rport};
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			proxywait_add(ls->pw, fd, &peer, &l->ep,
+			              ls->cfg->proxy_protocol_timeout_ms);
+			continue;
+		}
 		int k;
 		if (l->covers_exact) {
 			/* Linux will not listen on 0.0.0.0:P and 10.0.0.5:P at once: this wildcard
@@ -194,50 +296,9 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		} else {
 			k = l->table ? selector_table_select(l->table, &remote) : -1;
 		}
-		if (k < 0) {
-			/* no connector: closed without a byte, as Exchange does */
-			close(fd);
-			metrics_refused(METRICS_REFUSED_NO_CONNECTOR);
-			if (log_enabled(LOG_LVL_INFO)) {
-				ipaddr_format(&remote, ip, sizeof(ip));
-				log_msg(LOG_LVL_INFO, "refused [%s]:%u on %s: no connector", ip,
-				        rport, ep);
-			}
-			continue;
-		}
-		const struct connector *kc = &ls->cfg->connectors[k];
-		enum admit ad = admission_admit(ls->adm, kc, &remote);
-		if (ad != ADMIT_OK) {
-			ipaddr_format(&remote, ip, sizeof(ip));
-			metrics_refused(ad == ADMIT_SOURCE_FULL ? METRICS_REFUSED_SOURCE_LIMIT
-			                : ad == ADMIT_CONNECTOR_FULL
-			                        ? METRICS_REFUSED_CONNECTOR_LIMIT
-			                        : METRICS_REFUSED_NO_MEMORY);
-			if (ad == ADMIT_SOURCE_FULL) {
-				refuse(fd, "421 4.3.2 The maximum number of concurrent server "
-				           "connections has exceeded a per-source limit, closing "
-				           "transmission channel\r\n");
-				log_msg(LOG_LVL_INFO,
-				        "refused [%s]:%u on %s: connector \"%s\" per-source limit",
-				        ip, rport, ep, kc->name);
-			} else {
-				refuse(fd,
-				       "421 4.3.2 The maximum number of concurrent connections "
-				       "has exceeded a limit, closing transmission channel\r\n");
-				log_msg(LOG_LVL_INFO,
-				        "refused [%s]:%u on %s: connector \"%s\" is at "
-				        "max-inbound-connection",
-				        ip, rport, ep, kc->name);
-			}
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (ls->handoff(fd, &remote, rport, &l->ep, k, ls->arg) < 0) {
-			metrics_refused(METRICS_REFUSED_NO_MEMORY);
-			admission_release(ls->adm, kc->name, &remote);
-			close(fd);
-		}
+		if (k >= 0)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		admit(ls, fd, k, &remote, rport, &l->ep, NULL);
 	}
 	log_batch_end();
 }
@@ -370,6 +431,7 @@ listeners_close(struct listeners *ls)
 	for (size_t i = 0; i < ls->n; i++)
 		if (ls->ls[i].fd >= 0)
 			close_listener(&ls->ls[i]);
+	proxywait_close_all(ls->pw);
 }
 
 void
@@ -380,5 +442,6 @@ listeners_free(struct listeners *ls)
 	listeners_close(ls);
 	free(ls->ls);
 	event_free(ls->resume);
+	proxywait_free(ls->pw);
 	free(ls);
 }

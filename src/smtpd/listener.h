@@ -13,6 +13,11 @@
  * handed to the owner's callback.  A refused client costs one accept(), one table lookup
  * and one close().
  *
+ * A peer in the top-level proxy-protocol-from is a load balancer: it goes to the PROXY
+ * stage (proxywait.h) without selection; once its header is in, the header's client (or,
+ * for a LOCAL header, the balancer itself) goes through the same decision, on the local
+ * address the connection has here.  Every other peer is decided at accept, as before.
+ *
  * Out of descriptors (or kernel memory) at accept: the sockets are level-triggered and
  * the waiting connection stays in the backlog, so accepting pauses LISTENER_BACKOFF_MS
  * instead of spinning, as nginx does; the log line, rate-limited, says what to raise.
@@ -34,10 +39,12 @@
 #define LISTENER_BACKOFF_MS 250
 
 /* An admitted connection: fd (transferred), for connector index k of the configuration
- * given to the last listener_reconcile().  Returns 0, or -1 when it cannot be taken (the
- * listener then closes fd and releases the admission). */
+ * given to the last listener_reconcile().  via: the balancer (proxy-protocol-from) that
+ * relayed the client remote, NULL for a direct client.  Returns 0, or -1 when it cannot
+ * be taken (the listener then closes fd and releases the admission). */
 typedef int listener_handoff_cb(int fd, const struct ipaddr *remote, uint16_t rport,
-                                const struct endpoint *local, int k, void *arg);
+                                const struct endpoint *local, int k, const struct endpoint *via,
+                                void *arg);
 /* Accepting pauses (on = false) or resumes: the owner's other sockets follow. */
 typedef void listener_accepting_cb(bool on, void *arg);
 

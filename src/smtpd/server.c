@@ -123,11 +123,11 @@ accepting_cb(bool on, void *arg)
 /* An admitted connection goes to a worker with a reference to the current snapshot. */
 static int
 handoff_cb(int fd, const struct ipaddr *remote, uint16_t rport, const struct endpoint *local, int k,
-           void *arg)
+           const struct endpoint *via, void *arg)
 {
 	(void)arg;
 	return workers_handoff(S.workers, fd, remote, rport, local, config_ref(S.cfg),
-	                       S.tls ? tls_ctx_ref(S.tls) : NULL, k);
+	                       S.tls ? tls_ctx_ref(S.tls) : NULL, k, via);
 }
 
 /* ---- metrics -------------------------------------------------------------------------- */

@@ -45,7 +45,7 @@ struct session {
 	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
 	bool read_on, write_on, idle_on, stall_on;
 	char id[20];
-	char client[IPADDR_STRLEN + 8]; /* "[ip]:port" */
+	char client[IPADDR_STRLEN + ENDPOINT_STRLEN + 16]; /* "[ip]:port", " via=[b]:port" */
 	char client_ip[IPADDR_STRLEN];
 	char local_text[ENDPOINT_STRLEN];
 	struct ipaddr remote;
@@ -1064,6 +1064,12 @@ session_init(struct session *s, struct session_host *h, struct inbox_item *it, u
 	ipaddr_format(&s->remote, ip, sizeof(ip));
 	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
 	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
+	if (it->proxied) { /* the log lines name the balancer too: "client=[c]:p via=[b]:p" */
+		char via[IPADDR_STRLEN];
+		ipaddr_format(&it->via.addr, via, sizeof(via));
+		snprintf(s->client + strlen(s->client), sizeof(s->client) - strlen(s->client),
+		         " via=[%s]:%u", via, it->via.port);
+	}
 	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
 	snprintf(s->id, sizeof(s->id), "%016llX", (unsigned long long)seq);
 	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};

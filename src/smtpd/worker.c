@@ -189,7 +189,8 @@ workers_free(struct workers *ws)
 
 int
 workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_t rport,
-                const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k)
+                const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k,
+                const struct endpoint *via)
 {
 	struct inbox_item *it = calloc(1, sizeof(*it));
 
@@ -203,6 +204,10 @@ workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_
 	                          .cfg = cfg,
 	                          .tls = tls,
 	                          .connector = k};
+	if (via) {
+		it->proxied = true;
+		it->via = *via;
+	}
 	atomic_fetch_add(&ws->sessions, 1);
 	size_t best = ws->next;
 	for (size_t j = 0; j < ws->n; j++) {

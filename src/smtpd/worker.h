@@ -35,11 +35,13 @@ void workers_stop(struct workers *ws);
 void workers_free(struct workers *ws);
 
 /* A new session on fd (transferred) for connector index k of cfg; cfg and tls (NULL: no
- * STARTTLS) are references transferred to the session.  Goes to the worker with the
+ * STARTTLS) are references transferred to the session; via (copied; NULL: direct) is the
+ * balancer that relayed the client remote.  Goes to the worker with the
  * fewest sessions, round robin among equals.  Returns -1 without memory (then nothing is
  * transferred). */
 int workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_t rport,
-                    const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k);
+                    const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k,
+                    const struct endpoint *via);
 /* The drain: sessions end after their current transaction (workers_shutdown), then at the
  * drain-timeout are closed with 421 (workers_force), except those whose message the spool
  * is committing: they get their 250 first. */
