@@ -263,3 +263,66 @@ def test_reload_changes_the_list(pdaemon):
         c.send(f"PROXY TCP4 {ALLOWED} 127.0.0.1 4001 25\r\n")
         assert c.reply()[0] == 220
     d.wait_log(r"client=\[127\.0\.0\.2\]:4001 via=\[127\.0\.0\.2\]:\d+")
+
+
+# ---- two nodes behind one HAProxy -------------------------------------------------------
+
+HEALTH = f"""
+    connector "Balancer checks" {{
+      usage = internet
+      bindings = {{ "127.0.0.1:{{port}}" }}
+      remote-ip-ranges = {{ "{BALANCER}" }}
+      tarpit-interval = 0s
+    }}
+"""
+
+
+def subjects(d):
+    """The subjects (tokens) of every message in d's Maildir."""
+    out = []
+    for m in d.messages():
+        hit = re.search(rb"^Subject: (.*?)\r\n", m, re.M)
+        out.append(hit.group(1).decode() if hit else "?")
+    return out
+
+
+def test_two_nodes_share_the_mail_and_a_killed_node_loses_nothing(pdaemon, haproxy):
+    from daemon import free_port
+    from helpers_ops import block_delivery, restart, unblock_delivery
+    a, b = pdaemon, Daemon()
+    b.mport = free_port()
+    try:
+        for d in (a, b):
+            proxied_config(d, extra_connectors=HEALTH)
+        block_delivery(a)  # a keeps what it takes queued: the spool a kill must not lose
+        a.start()
+        b.start()
+        hp = haproxy(servers=[("127.0.0.1", a.port), ("127.0.0.1", b.port)],
+                     send_proxy="v2", check="smtpchk",
+                     backend_extra=f"source {BALANCER}\nbalance roundrobin\n"
+                                   "option redispatch\nretries 3\n").start()
+        n = 10
+        for i in range(n):  # one session each: roundrobin alternates the nodes
+            send_via(hp.port, ALLOWED, subject=f"tok-{i}")
+        b.wait_messages(1)
+        b.wait_queue_empty()
+        on_b = len(b.messages())
+        a.wait_log(r"deferred", timeout=20)
+        assert 0 < on_b < n, (on_b, b.log())
+        assert a.messages() == []
+        # node a dies with its queue; new sessions go to b
+        a.kill9()
+        for i in range(n, n + 6):
+            send_via(hp.port, ALLOWED, subject=f"tok-{i}")
+        b.wait_messages(on_b + 6)
+        hp.wait_log(r"s1 is DOWN")
+        # a comes back on the same spool: it delivers what it acknowledged
+        unblock_delivery(a)
+        restart(a)
+        a.wait_messages(n - on_b, timeout=30)
+        got = sorted(subjects(a) + subjects(b))
+        assert got == sorted(f"tok-{i} 0" for i in range(n + 6)), got
+        assert a.wait_queue_empty() == []
+    finally:
+        b.stop()
+        b.cleanup()
