@@ -1722,6 +1722,25 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 			        "remote-ip-ranges",
 			        k->name, open);
 	}
+	if (k->enabled && L->c->n_proxy_from && k->n_bindings) {
+		/* behind balancers, a connector anyone may reach directly bypasses them */
+		const char *open = k->all_remote ? "every IPv4 and IPv6 address" : NULL;
+		for (size_t i = 0; !open && i < k->n_ranges; i++)
+			if (range_is_all(&k->ranges[i].r))
+				open = k->ranges[i].r.family == AF_INET ? "every IPv4 address"
+				                                        : "every IPv6 address";
+		if (open)
+			diag_warn(
+			        L->d, L->file,
+			        k->all_remote ? k->at.line
+			                      : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
+			                                 k->at.line),
+			        "proxy-protocol-from is set, yet connector '%s' takes %s: any "
+			        "client may connect to its bindings directly, past the balancers; "
+			        "list the clients it serves in remote-ip-ranges and let only the "
+			        "balancers reach the port (mxgate firewall)",
+			        k->name, open);
+	}
 	if (k->enabled && !k->all_remote && k->n_bindings) {
 		bool v4b = false, v6b = false, v4r = false, v6r = false;
 		for (size_t i = 0; i < k->n_bindings; i++) {
@@ -1859,6 +1878,13 @@ load_root(struct loader *L, const struct givens *G)
 	c->n_proxy_from = balancers.n_ranges;
 	if (rc < 0 || build_proxy_set(c) < 0)
 		return -1;
+	for (size_t i = 0; i < c->n_proxy_from; i++)
+		if (range_is_all(&c->proxy_from[i].r))
+			diag_warn(L->d, c->proxy_from[i].at.file, c->proxy_from[i].at.line,
+			          "proxy-protocol-from takes every %s address: any such client may "
+			          "send a PROXY header and claim any address; list only the "
+			          "balancers",
+			          c->proxy_from[i].r.family == AF_INET ? "IPv4" : "IPv6");
 	if (!c->hostname) {
 		char host[256] = "localhost";
 		if (gethostname(host, sizeof(host) - 1) < 0 || !valid_domain(host, false))

@@ -18,7 +18,8 @@ struct entry {
 	size_t n_conns, n_own, conns_cap;
 	struct range *allow; /* merged: sorted, disjoint, not adjacent */
 	size_t n_allow;
-	bool open; /* allow is the whole family */
+	bool open;      /* allow is the whole family */
+	bool balancers; /* allow has proxy-protocol-from's ranges of the family too */
 };
 
 struct plan {
@@ -220,8 +221,21 @@ warn_open(const struct entry *e, struct diag *d)
 		          e->port, e->family == AF_INET ? "IPv4" : "IPv6", where);
 }
 
+/* proxy-protocol-from: the balancers connect with their own address, so a firewall in
+ * front of mxgate lets them through to every port too. */
 static int
-plan_build(const struct config *c, struct plan *p, struct diag *d)
+balancer_ranges(const struct config *c, int family, struct rvec *rv)
+{
+	for (size_t i = 0; i < c->n_proxy_from; i++)
+		if (c->proxy_from[i].r.family == family && rvec_push(rv, &c->proxy_from[i].r) < 0)
+			return -1;
+	return 0;
+}
+
+/* balancers: add proxy-protocol-from to every port's allowed sources (not for HAProxy's
+ * own snippet, which filters the clients in front of the balancer). */
+static int
+plan_build(const struct config *c, struct plan *p, struct diag *d, bool balancers)
 {
 	size_t cap = 0;
 
@@ -270,6 +284,12 @@ plan_build(const struct config *c, struct plan *p, struct diag *d)
 				free(rv.v);
 				goto fail;
 			}
+		size_t before = rv.n;
+		if (balancers && balancer_ranges(c, e->family, &rv) < 0) {
+			free(rv.v);
+			goto fail;
+		}
+		e->balancers = rv.n > before;
 		e->allow = rv.v;
 		e->n_allow = merge(rv.v, rv.n);
 		e->open = e->n_allow == 1 && range_is_all(&e->allow[0]);
@@ -373,6 +393,8 @@ put_entry_comment(FILE *out, const char *indent, const struct entry *e)
 		put_comment_text(out, e->conns[i]->name);
 		fputc('"', out);
 	}
+	if (e->balancers)
+		fputs(", and the balancers (proxy-protocol-from)", out);
 	fputc('\n', out);
 }
 
@@ -1191,7 +1213,7 @@ firewall_write(const struct config *c, enum firewall_format f, const char *label
 	if (f == FIREWALL_EXCHANGE) {
 		rc = write_exchange(c, label, out, d);
 	} else {
-		if (plan_build(c, &p, d) < 0)
+		if (plan_build(c, &p, d, f != FIREWALL_HAPROXY) < 0)
 			return -1;
 		switch (f) {
 		case FIREWALL_NFT:

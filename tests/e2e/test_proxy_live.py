@@ -326,3 +326,22 @@ def test_two_nodes_share_the_mail_and_a_killed_node_loses_nothing(pdaemon, hapro
     finally:
         b.stop()
         b.cleanup()
+
+
+def test_check_warns_when_a_binding_is_open_to_everyone_directly(pdaemon):
+    from conftest import run_mxgate
+    d = pdaemon
+    proxied_config(d, ranges='"0.0.0.0/0"')
+    r = run_mxgate("check", "-c", d.conf)
+    assert r.rc == 0, r.out + r.err
+    assert re.search(r"proxy-protocol-from is set, yet connector 'Public' takes every IPv4 "
+                     r"address: any client may connect to its bindings directly",
+                     r.out + r.err), r.out + r.err
+    # listed clients only: no such warning
+    proxied_config(d)
+    r = run_mxgate("check", "-c", d.conf)
+    assert "proxy-protocol-from is set" not in r.out + r.err
+    # and the firewall lets the balancer through to the port
+    r = run_mxgate("firewall", "--format", "nft", "-c", d.conf)
+    assert r.rc == 0, r.err
+    assert BALANCER in r.out and ALLOWED in r.out, r.out

@@ -267,6 +267,27 @@ Test(firewall, golden_internal_relay)
 	                    "}\n");
 }
 
+/* Behind load balancers (proxy-protocol-from): the balancers connect with their own
+ * address, so every port lets them in beside the connectors' clients; the HAProxy snippet,
+ * which sits on the balancer in front of the clients, filters the clients only. */
+Test(firewall, golden_balancers)
+{
+	check_case("balancers",
+	           TLS "proxy-protocol-from = { \"10.9.0.10\", \"10.9.0.11\",\n"
+	               "  \"2001:db8:b::/64\" }\n"
+	               "connector \"Behind HAProxy\" {\n"
+	               "  usage = internet\n"
+	               "  bindings = { \"0.0.0.0:25\", \"[::]:25\" }\n"
+	               "  remote-ip-ranges = { \"192.0.2.0/24\", \"2001:db8:c::/48\" }\n"
+	               "}\n"
+	               "connector \"Office\" {\n"
+	               "  usage = internal\n"
+	               "  auth-mechanism = { none }\n"
+	               "  bindings = { \"0.0.0.0:2525\" }\n"
+	               "  remote-ip-ranges = { \"10.0.0.0/16\" }\n"
+	               "}\n");
+}
+
 /* Exchange 2003's connection control: subnet address + subnet mask, and the
  * address(mask) form; written as CIDR everywhere. */
 Test(firewall, golden_exchange2003_masks)
