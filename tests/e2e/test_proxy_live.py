@@ -345,3 +345,43 @@ def test_check_warns_when_a_binding_is_open_to_everyone_directly(pdaemon):
     r = run_mxgate("firewall", "--format", "nft", "-c", d.conf)
     assert r.rc == 0, r.err
     assert BALANCER in r.out and ALLOWED in r.out, r.out
+
+
+def doc_blocks():
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "SCALING.md")
+    with open(path) as f:
+        return re.findall(r"^```\n(.*?)^```$", f.read(), re.M | re.S)
+
+
+def test_scaling_md_snippets_work_as_written(pdaemon, tmp_path):
+    """docs/SCALING.md's mxgate.conf passes check as written, then starts and reloads
+    (on a test port and spool); its HAProxy backend passes haproxy -c."""
+    from conftest import run_mxgate
+    conf, backend = doc_blocks()
+    assert conf.startswith("# mxgate.conf")
+    path = tmp_path / "mxgate.conf"
+    path.write_text(conf)
+    r = run_mxgate("check", "-c", str(path))
+    assert r.rc == 0, r.out + r.err
+    assert "proxy-protocol-from is set" not in r.out + r.err
+    d = pdaemon
+    running = (conf.replace("0.0.0.0:25", f"127.0.0.1:{d.port}")
+               .replace('"/var/spool/mxgate"', f'"{d.spool}"')
+               .replace('"10.9.0.10"', f'"{BALANCER}"'))
+    running += f'user = "nobody"\ndeliver {{ maildir = "{d.mail}/%d/%u" }}\n'
+    with open(d.conf, "w") as f:
+        f.write(running)
+    os.chmod(d.conf, 0o644)
+    d.start()
+    with d.connect(source=BALANCER) as c:  # a LOCAL header: the health-check connector
+        c.send(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
+        assert c.reply()[0] == 220
+    d.wait_log(r'client=\[127\.0\.0\.10\]:\d+ connector="Balancer health checks"')
+    d.reload()
+    hp = HAProxy(body="frontend fe\n    bind 127.0.0.1:2525\n    default_backend mxgate_p25\n\n"
+                      + backend)
+    try:
+        rc, out = hp.check_config()
+        assert rc == 0, out
+    finally:
+        hp.cleanup()
