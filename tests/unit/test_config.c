@@ -989,3 +989,60 @@ Test(config, hostname_suffixes_and_resolvers)
 	ERR(7, "unknown provider preset '@no-such-preset'");
 	diag_release(&d);
 }
+
+/* proxy-protocol-from: ranges (a preset too) compiled into one lookup; warnings for an
+ * open list and for a connector anyone may reach past the balancers; a bad range is an
+ * error with its line. */
+Test(config, proxy_protocol_from)
+{
+	struct diag d;
+	struct ipaddr a;
+	diag_init(&d);
+	struct config *c = helper_load("accepted-domains = { \"example.com\" }\n"
+	                               "proxy-protocol-from = { \"10.9.0.10\", \"2001:db8::/64\",\n"
+	                               "  \"0.0.0.0/0\" }\n"
+	                               "proxy-protocol-timeout = 3s\n"
+	                               "connector \"Open\" {\n"
+	                               "  usage = custom\n"
+	                               "  permission-groups = { anonymous-users }\n"
+	                               "  bindings = { \"127.0.0.1:2525\" }\n"
+	                               "}\n",
+	                               &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->n_proxy_from, 3u);
+	cr_expect_eq(c->proxy_protocol_timeout_ms, 3000u);
+	cr_assert_eq(ipaddr_parse("2001:db8::5", 11, &a), 0);
+	cr_expect(config_proxy_from(c, &a));
+	cr_assert_eq(ipaddr_parse("2001:db9::5", 11, &a), 0);
+	cr_expect(!config_proxy_from(c, &a));
+	cr_assert_eq(ipaddr_parse("192.0.2.1", 9, &a), 0);
+	cr_expect(config_proxy_from(c, &a));
+	cr_expect(helper_has(&d, DIAG_WARNING, NULL, 3, "proxy-protocol-from takes every IPv4"));
+	cr_expect(helper_has(&d, DIAG_WARNING, NULL, 5,
+	                     "proxy-protocol-from is set, yet connector 'Open' takes every"));
+	config_unref(c);
+	diag_release(&d);
+
+	diag_init(&d);
+	c = helper_load("proxy-protocol-from = { \"10.9.0.300\" }\n"
+	                "connector \"A\" {\n  bindings = { \"127.0.0.1:2525\" }\n}\n",
+	                &d);
+	cr_expect_null(c);
+	cr_expect(helper_has(&d, DIAG_ERROR, NULL, 1, "bad remote range"));
+	config_unref(c);
+	diag_release(&d);
+
+	diag_init(&d);
+	c = helper_load(
+	        "connector \"A\" {\n  usage = custom\n  bindings = { \"127.0.0.1:2525\" }\n}\n",
+	        &d);
+	cr_assert_not_null(c);
+	cr_expect_eq(c->n_proxy_from, 0u);
+	cr_expect_eq(c->proxy_protocol_timeout_ms, 5000u);
+	cr_assert_eq(ipaddr_parse("10.9.0.10", 9, &a), 0);
+	cr_expect(!config_proxy_from(c, &a));
+	config_unref(c);
+	diag_release(&d);
+}
