@@ -365,7 +365,9 @@ static const struct option options[] = {
          "not authenticated: no client certificate was presented`, `550 5.7.1 Client "
          "certificate not trusted: <OpenSSL's reason>` (\"certificate has expired\", "
          "\"self-signed certificate\"), `550 5.7.1 Client certificate name mismatch: "
-         "presented <names>`. Implies `require-tls` (needs `tls` in `auth-mechanism`)."},
+         "presented <names>`. Implies `require-tls` (needs `tls` in `auth-mechanism`). "
+         "`@NAME` is refused with what preset NAME documents: a preset holds no tenant's "
+         "name, which comes from the provider's connector guide."},
         {SEC_TLS, "client-ca-file", K_PATH, NULL, ROOT(tls_client_ca_file), 0, 0, false, NULL, NULL,
          "PEM CA certificates that verify client certificates "
          "(`tls-sender-certificate-name`); read like the key, so it may be readable by root "
@@ -811,12 +813,57 @@ check_hostname(struct loader *L, const char *s, char *err, size_t errlen)
 	return 0;
 }
 
+/* tls-sender-certificate-name = "@NAME": a preset's certificate-names are what its provider
+ * documents for all its customers, never one tenant's name, so the preset is read only to
+ * say what it documents; the name itself must come from the provider's connector guide. */
+static int
+certname_preset(const char *s, char *err, size_t errlen)
+{
+	char path[4096], perr[512];
+	struct provider *p;
+	size_t len;
+
+	if (providers_find(s + 1, path, sizeof(path)) < 0) {
+		char hint[512];
+		bool near = providers_suggest(s, hint, sizeof(hint)) == 0;
+		snprintf(err, errlen,
+		         "unknown provider preset '%s'%s%s%s (`mxgate providers` lists them)", s,
+		         near ? ": did you mean " : "", near ? hint : "", near ? "?" : "");
+		return -1;
+	}
+	if (!(p = providers_load(path, perr, sizeof(perr)))) {
+		snprintf(err, errlen, "provider preset '%s': %s", s, perr);
+		return -1;
+	}
+	if (p->certificates.n_names == 0) {
+		snprintf(err, errlen,
+		         "provider preset '%s' documents no certificate name (certificate-names: "
+		         "none "
+		         "documented); write the name your provider's connector guide gives for "
+		         "your "
+		         "tenant",
+		         s);
+	} else {
+		len = (size_t)snprintf(err, errlen, "provider preset '%s' documents ", s);
+		for (size_t i = 0; i < p->certificates.n_names && len < errlen; i++)
+			len += (size_t)snprintf(err + len, errlen - len, "%s%s", i ? ", " : "",
+			                        p->certificates.names[i]);
+		if (len < errlen)
+			snprintf(err + len, errlen - len,
+			         "; write the one that names your tenant, not the preset");
+	}
+	providers_free(p);
+	return -1;
+}
+
 static int
 check_certname(struct loader *L, const char *s, char *err, size_t errlen)
 {
 	const char *why = NULL;
 
 	(void)L;
+	if (s[0] == '@')
+		return certname_preset(s, err, errlen);
 	if (!certname_valid(s, &why)) {
 		snprintf(err, errlen, "'%s' is %s", s, why);
 		return -1;

@@ -1046,3 +1046,27 @@ Test(config, proxy_protocol_from)
 	config_unref(c);
 	diag_release(&d);
 }
+
+/* tls-sender-certificate-name = "@NAME": a preset documents no tenant's name, so the
+ * preset is read only to say what it documents (none today), and an unknown one is named. */
+Test(config, certificate_name_from_a_preset_is_refused_in_words)
+{
+	struct diag d;
+
+	diag_init(&d);
+	struct config *c = helper_load(
+	        /* 1 */ "hostname = \"mx.example.com\"\n"
+	                /* 2 */ "connector \"A\" {\n"
+	                /* 3 */ "  bindings = { \"127.0.0.1:25\" }\n"
+	                /* 4 */ "  tls-sender-certificate-name = \"@proofpoint-essentials-us\"\n"
+	                /* 5 */ "}\n"
+	                /* 6 */ "connector \"B\" {\n"
+	                /* 7 */ "  bindings = { \"127.0.0.1:26\" }\n"
+	                /* 8 */ "  tls-sender-certificate-name = \"@no-such-preset\"\n"
+	                /* 9 */ "}\n",
+	        &d);
+	cr_expect_null(c);
+	ERR(4, "provider preset '@proofpoint-essentials-us' documents no certificate name");
+	ERR(8, "unknown provider preset '@no-such-preset'");
+	diag_release(&d);
+}
