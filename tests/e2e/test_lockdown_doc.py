@@ -39,7 +39,7 @@ def blocks(lang):
 
 
 def test_the_page_has_its_blocks():
-    assert len(blocks("conf")) == 3
+    assert len(blocks("conf")) == 4
     assert blocks("nft") == ['include "/etc/nftables.d/mxgate.nft"\n']
 
 
@@ -50,7 +50,7 @@ def presets(monkeypatch):
         yield directory
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_documented_config_checks_starts_reloads_and_audits_clean(index, presets, tmp_path):
     with netns() as ns:
         d = NsDaemon(ns)
