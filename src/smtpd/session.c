@@ -759,6 +759,28 @@ count_refusal(struct session *s, const struct smtp_action *a)
 	metrics_message_rejected(s->k->metrics, code);
 }
 
+/* A failure reply the tarpit delays by a->delay_ms: kept, and the session waits for its
+ * timer.  Returns true when it waits (or closed), false to send it now (no memory). */
+static bool
+tarpit_hold(struct session *s, const struct smtp_action *a)
+{
+	free(s->tarpit_text);
+	if (!(s->tarpit_text = malloc(a->len)))
+		return false;
+	memcpy(s->tarpit_text, a->text, a->len);
+	s->tarpit_len = a->len;
+	s->tarpit_wait = true;
+	struct timeval tv = {.tv_sec = a->delay_ms / 1000, .tv_usec = (a->delay_ms % 1000) * 1000};
+	if (flush_out(s) < 0) {
+		session_close(s, "write failed");
+		return true;
+	}
+	idle_timer(s, false);
+	want_read(s, false);
+	event_add(&s->ev_tarpit, &tv);
+	return true;
+}
+
 static void
 session_run(struct session *s)
 {
@@ -796,25 +818,8 @@ session_run(struct session *s)
 			want_read(s, false);
 			return;
 		case SMTP_REPLY:
-			if (a.delay_ms > 0) {
-				free(s->tarpit_text);
-				s->tarpit_text = malloc(a.len);
-				if (s->tarpit_text) {
-					memcpy(s->tarpit_text, a.text, a.len);
-					s->tarpit_len = a.len;
-					s->tarpit_wait = true;
-					struct timeval tv = {.tv_sec = a.delay_ms / 1000,
-					                     .tv_usec = (a.delay_ms % 1000) * 1000};
-					if (flush_out(s) < 0) {
-						session_close(s, "write failed");
-						return;
-					}
-					idle_timer(s, false);
-					want_read(s, false);
-					event_add(&s->ev_tarpit, &tv);
-					return;
-				}
-			}
+			if (a.delay_ms > 0 && tarpit_hold(s, &a))
+				return;
 			if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
 				log_session(&s->lc, LOG_LVL_INFO, "> %.*s", (int)(a.len - 2),
 				            a.text);
