@@ -245,6 +245,12 @@ static const struct option options[] = {
         {SEC_DELIVER, "relay-timeout", K_DURATION, "2m", ROOT(relay_timeout_ms), 1000, 3600000,
          false, NULL, NULL,
          "Longest wait for the next hop at any step (connect, each reply, each write)."},
+        {SEC_DELIVER, "relay-idle-timeout", K_DURATION, "10s", ROOT(relay_idle_timeout_ms), 0,
+         300000, false, NULL, NULL,
+         "How long each delivery thread keeps its connection to the next hop open after its "
+         "last message, for the next ones (RSET before reuse; a kept connection found broken "
+         "is replaced by a new one, not counted as a failed attempt). `0`: a new connection "
+         "for every batch."},
         {SEC_DELIVER, "retry-interval", K_DURATION, "1m", ROOT(retry_interval_ms), 1000, 86400000,
          false, NULL, NULL,
          "First retry after a temporary failure; each later one waits twice as long, up to "

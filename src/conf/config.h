@@ -144,6 +144,7 @@ struct config {
 	char *relay_ca_file; /* NULL: the system's trust store */
 	uint64_t relay_connections;
 	uint64_t relay_timeout_ms;
+	uint64_t relay_idle_timeout_ms; /* 0: no connection kept between batches */
 	uint64_t retry_interval_ms;
 	uint64_t message_expiration_timeout_ms;
 	uint64_t workers;    /* session threads; 0: one per CPU */

@@ -163,6 +163,8 @@ ehlo_keyword(struct smtpc *c, const char *kw)
 		c->smtputf8 = true;
 	else if (strcasecmp(kw, "STARTTLS") == 0)
 		c->starttls = true;
+	else if (strcasecmp(kw, "CHUNKING") == 0)
+		c->chunking = true;
 	else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || kw[4] == '\0'))
 		c->size_limit = kw[4] ? strtoull(kw + 5, NULL, 10) : 0;
 }
@@ -288,7 +290,7 @@ smtpc_ehlo(struct smtpc *c, const char *helo, struct smtpc_reply *r)
 	char line[SMTPC_LINE_MAX];
 	int rc;
 
-	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = false;
+	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = c->chunking = false;
 	c->size_limit = 0;
 	snprintf(line, sizeof(line), "EHLO %.500s", helo);
 	c->in_ehlo = true;
@@ -297,7 +299,7 @@ smtpc_ehlo(struct smtpc *c, const char *helo, struct smtpc_reply *r)
 	if (rc < 0 || (r->code != 500 && r->code != 502))
 		return rc;
 	/* a server without ESMTP (RFC 5321 §3.2): HELO, and no extensions */
-	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = false;
+	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = c->chunking = false;
 	c->size_limit = 0;
 	snprintf(line, sizeof(line), "HELO %.500s", helo);
 	return smtpc_command(c, r, line);
@@ -322,9 +324,25 @@ smtpc_starttls(struct smtpc *c, struct tls_ctx *ctx, const char *host, struct sm
 		return fail(c, SMTPC_IO, errno, c->t.error);
 	c->in_off = c->in_len = 0;
 	smtpc_parser_init(&c->p);
-	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = false;
+	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = c->chunking = false;
 	c->size_limit = 0;
 	return 0;
+}
+
+int
+smtpc_bdat_last(struct smtpc *c, uint64_t size)
+{
+	char line[64];
+
+	snprintf(line, sizeof(line), "BDAT %llu LAST", (unsigned long long)size);
+	return smtpc_queue(c, line);
+}
+
+int
+smtpc_raw_write(struct smtpc *c, const char *buf, size_t len)
+{
+	c->fail = SMTPC_OK;
+	return out_put(c, buf, len);
 }
 
 int

@@ -81,8 +81,8 @@ struct smtpc {
 	struct smtpc_parser p;
 	char in[4096];
 	size_t in_off, in_len;
-	/* what the last EHLO reply offered (RFC 2920, 1870, 6152, 6531, 3207) */
-	bool pipelining, eightbit, smtputf8, starttls;
+	/* what the last EHLO reply offered (RFC 2920, 1870, 6152, 6531, 3207, 3030) */
+	bool pipelining, eightbit, smtputf8, starttls, chunking;
 	bool in_ehlo;        /* the reply being read is EHLO's: collect the keywords */
 	uint64_t size_limit; /* 0: none announced */
 	/* the last failure */
@@ -127,6 +127,13 @@ int smtpc_starttls(struct smtpc *c, struct tls_ctx *ctx, const char *host, struc
 int smtpc_data_begin(struct smtpc *c);
 int smtpc_data_write(struct smtpc *c, const char *buf, size_t len);
 int smtpc_data_end(struct smtpc *c);
+
+/* CHUNKING (RFC 3030): queues "BDAT <size> LAST" (one chunk, the whole message); the
+ * size octets follow with smtpc_raw_write(), exactly as they are (no dot-stuffing, no
+ * CRLF added), then smtpc_flush().  The caller writes exactly size octets: the server
+ * counts them to know where the next command starts. */
+int smtpc_bdat_last(struct smtpc *c, uint64_t size);
+int smtpc_raw_write(struct smtpc *c, const char *buf, size_t len);
 
 /* QUIT; the reply does not matter.  Then close_notify when TLS is up. */
 void smtpc_quit(struct smtpc *c);

@@ -44,6 +44,8 @@ static const char *const refusal_label[METRICS_REFUSAL_N] = {
         "no_connector", "connector_limit", "source_limit", "fd_exhausted", "no_memory"};
 static const char *const proxy_label[METRICS_PROXY_N] = {"ok", "local", "invalid", "timeout"};
 static const char *const delivery_label[METRICS_DELIVERY_N] = {"delivered", "deferred", "failed"};
+static const char *const relay_conn_label[METRICS_RELAY_CONN_N] = {"opened", "reused", "stale",
+                                                                   "failed"};
 /* OpenSSL's SSL_get_version() names; the last slot counts the rest */
 static const char *const tls_label[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"};
 #define TLS_N (sizeof(tls_label) / sizeof(tls_label[0]))
@@ -74,6 +76,7 @@ static struct {
 	counter bdat_chunks, bdat_bytes;
 	counter bare_line_ends[2]; /* refused, normalized */
 	counter proxy[METRICS_PROXY_N];
+	counter relay_conns[METRICS_RELAY_CONN_N];
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -327,6 +330,13 @@ metrics_delivery(enum metrics_delivery result)
 {
 	if ((unsigned)result < METRICS_DELIVERY_N)
 		inc(&R.deliveries[result], 1);
+}
+
+void
+metrics_relay_connection(enum metrics_relay_conn result)
+{
+	if ((unsigned)result < METRICS_RELAY_CONN_N)
+		inc(&R.relay_conns[result], 1);
 }
 
 void
@@ -650,6 +660,10 @@ render_global(struct out *o)
 	enum_family(o, "mxgate_proxy_headers_total",
 	            "PROXY protocol headers awaited from proxy-protocol-from peers, by outcome.",
 	            "result", proxy_label, R.proxy, METRICS_PROXY_N);
+	enum_family(o, "mxgate_relay_connections_total",
+	            "Connections to the next hop: opened, reused for another batch, found broken "
+	            "at reuse (stale), or failed to open.",
+	            "result", relay_conn_label, R.relay_conns, METRICS_RELAY_CONN_N);
 	static const char *const why[] = {"queue_full", "write_error"};
 	family(o, "mxgate_protocol_log_dropped_total", "counter",
 	       "Protocol log rows not written: the writer fell behind (queue_full) or the disk "

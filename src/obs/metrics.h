@@ -49,6 +49,8 @@
  *   mxgate_bare_line_ends_total{action=refused|normalized}  counter, metrics_bare_line_ends()
  *   mxgate_proxy_headers_total{result=ok|local|invalid|timeout}  counter, enum
  *       metrics_proxy: one per connection from a proxy-protocol-from peer
+ *   mxgate_relay_connections_total{result=opened|reused|stale|failed}  counter,
+ *       metrics_relay_connection() from the relay delivery threads
  *   mxgate_protocol_log_dropped_total{reason=queue_full|write_error}  counter, read
  *       from protolog at each rendering (nothing to wire)
  *   process_cpu_seconds_total, process_open_fds, process_max_fds,
@@ -125,6 +127,15 @@ enum metrics_proxy {
 	METRICS_PROXY_N
 };
 
+/* What became of a connection to the next hop (mxgate_relay_connections_total{result}). */
+enum metrics_relay_conn {
+	METRICS_RELAY_OPENED, /* "opened": a new connection, greeted (and TLS up when asked) */
+	METRICS_RELAY_REUSED, /* "reused": a kept connection carried another batch */
+	METRICS_RELAY_STALE,  /* "stale": a kept connection was found broken at reuse */
+	METRICS_RELAY_FAILED, /* "failed": a new connection could not be opened */
+	METRICS_RELAY_CONN_N
+};
+
 /* The upper bounds (seconds) of mxgate_commit_seconds's buckets, then +Inf. */
 #define METRICS_COMMIT_BUCKETS                                                                     \
 	{                                                                                          \
@@ -198,6 +209,7 @@ enum metrics_fcrdns {
 	METRICS_FCRDNS_N
 };
 void metrics_fcrdns(enum metrics_fcrdns result);
+void metrics_relay_connection(enum metrics_relay_conn result);
 /* A reload was accepted (ok) or refused. */
 void metrics_config_reload(bool ok);
 /* A configuration became the running one: its generation and Unix load time. */

@@ -1034,14 +1034,94 @@ relay_tls_ctx(struct deliver *d, const struct config *cfg, char *err, size_t err
 	return t;
 }
 
-static void
-relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
-{
-	char err[600] = "", peer[320] = "";
-	struct tls_ctx *tctx = relay_tls_ctx(d, cfg, err, sizeof(err));
-	struct relay_conn *c = NULL;
-	bool removed = false, broken = false;
+/* A delivery thread's connection to the next hop, kept open between batches for
+ * relay-idle-timeout (one per thread, so at most relay-connections of them). */
+struct keep {
+	struct relay_conn *c;  /* NULL: none kept */
+	struct timespec until; /* CLOCK_REALTIME: closed (QUIT) when idle past it */
+	char key[1400];        /* the settings it was opened with (keep_key) */
+};
 
+static void
+keep_key(const struct config *cfg, char *key, size_t len)
+{
+	snprintf(key, len, "%s|%u|%d|%s|%s|%llu", cfg->relay, cfg->relay_tls, cfg->relay_tls_verify,
+	         cfg->relay_ca_file ? cfg->relay_ca_file : "", cfg->hostname,
+	         (unsigned long long)cfg->relay_timeout_ms);
+}
+
+/* Closes the kept connection (QUIT) with a line saying why. */
+static void
+keep_close(struct keep *k, const char *why)
+{
+	if (!k->c)
+		return;
+	log_msg(LOG_LVL_DEBUG, "relay: closing the kept connection to %s: %s", relay_peer(k->c),
+	        why);
+	relay_close(k->c);
+	k->c = NULL;
+}
+
+/* The kept connection when it is for cfg and answers RSET; NULL otherwise (closed). */
+static struct relay_conn *
+keep_take(struct keep *k, const struct config *cfg)
+{
+	char key[sizeof(k->key)], err[600];
+	struct relay_conn *c = k->c;
+
+	if (!c)
+		return NULL;
+	keep_key(cfg, key, sizeof(key));
+	if (strcmp(key, k->key) != 0) {
+		keep_close(k, "the relay settings were reloaded");
+		return NULL;
+	}
+	k->c = NULL;
+	if (relay_reset(c, err, sizeof(err)) == 0) {
+		metrics_relay_connection(METRICS_RELAY_REUSED);
+		return c;
+	}
+	/* the next hop closed it while idle (a timeout of its own, a restart): not a failed
+	 * attempt, a new connection is opened at once */
+	metrics_relay_connection(METRICS_RELAY_STALE);
+	log_msg(LOG_LVL_INFO,
+	        "relay: the kept connection to %s is no longer usable (%s); opening a new one "
+	        "(if this repeats, set relay-idle-timeout below the next hop's idle timeout)",
+	        relay_peer(c), err);
+	relay_abort(c);
+	return NULL;
+}
+
+/* After a batch: keeps c for the next one, or closes it (relay-idle-timeout = 0). */
+static void
+keep_put(struct keep *k, const struct config *cfg, struct relay_conn *c)
+{
+	if (!c)
+		return;
+	if (cfg->relay_idle_timeout_ms == 0) {
+		relay_close(c);
+		return;
+	}
+	k->c = c;
+	keep_key(cfg, k->key, sizeof(k->key));
+	clock_gettime(CLOCK_REALTIME, &k->until);
+	k->until.tv_sec += (time_t)(cfg->relay_idle_timeout_ms / 1000);
+	k->until.tv_nsec += (long)(cfg->relay_idle_timeout_ms % 1000) * 1000000L;
+	if (k->until.tv_nsec >= 1000000000L) {
+		k->until.tv_sec++;
+		k->until.tv_nsec -= 1000000000L;
+	}
+}
+
+static struct relay_conn *
+relay_connect(struct deliver *d, const struct config *cfg, struct keep *k, char *err, size_t errlen)
+{
+	struct relay_conn *c = keep_take(k, cfg);
+	struct tls_ctx *tctx;
+
+	if (c)
+		return c;
+	tctx = relay_tls_ctx(d, cfg, err, errlen);
 	if (cfg->relay_tls == RELAY_TLS_NONE || tctx) {
 		struct relay_opts o = {.host = cfg->relay_host,
 		                       .port = cfg->relay_port,
@@ -1049,10 +1129,25 @@ relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 		                       .tls = cfg->relay_tls,
 		                       .tls_ctx = tctx,
 		                       .timeout_ms = cfg->relay_timeout_ms};
-		c = relay_open(&o, err, sizeof(err));
-		if (c)
-			snprintf(peer, sizeof(peer), "%s", relay_peer(c));
+		c = relay_open(&o, err, errlen);
 	}
+	tls_ctx_unref(tctx);
+	metrics_relay_connection(c ? METRICS_RELAY_OPENED : METRICS_RELAY_FAILED);
+	if (c)
+		log_msg(LOG_LVL_DEBUG, "relay: connected to %s (TLS %s, %s)", relay_peer(c),
+		        relay_tls_info(c), relay_chunking(c) ? "BDAT" : "DATA");
+	return c;
+}
+
+static void
+relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs, struct keep *k)
+{
+	char err[600] = "", peer[320] = "";
+	struct relay_conn *c = relay_connect(d, cfg, k, err, sizeof(err));
+	bool removed = false, broken = false;
+
+	if (c)
+		snprintf(peer, sizeof(peer), "%s", relay_peer(c));
 	for (struct job *j = jobs, *next; j; j = next) {
 		struct spool_entry *e = j->e;
 		struct outcome *o = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*o));
@@ -1102,8 +1197,7 @@ relay_batch(struct deliver *d, const struct config *cfg, struct job *jobs)
 	if (broken)
 		relay_abort(c);
 	else
-		relay_close(c);
-	tls_ctx_unref(tctx);
+		keep_put(k, cfg, c);
 	if (removed)
 		spool_sync(d->sp);
 }
@@ -1139,10 +1233,44 @@ queue_oldest(struct deliver *d, time_t now, bool force)
 	metrics_queue_oldest((double)oldest);
 }
 
+static bool
+keep_expired(const struct keep *k)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec > k->until.tv_sec ||
+	       (now.tv_sec == k->until.tv_sec && now.tv_nsec >= k->until.tv_nsec);
+}
+
+/* Sleeps (under d->mu) until signalled, the next waiting message is due, or the kept
+ * connection's idle time is up, whichever comes first. */
+static void
+idle_wait(struct deliver *d, const struct keep *k)
+{
+	struct timespec ts = {0};
+	bool timed = false;
+
+	if (d->waiting && !d->ready) {
+		ts.tv_sec = d->waiting->due;
+		timed = true;
+	}
+	if (k->c && (!timed || k->until.tv_sec < ts.tv_sec ||
+	             (k->until.tv_sec == ts.tv_sec && k->until.tv_nsec < ts.tv_nsec))) {
+		ts = k->until;
+		timed = true;
+	}
+	if (timed)
+		pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+	else
+		pthread_cond_wait(&d->cv, &d->mu);
+}
+
 static void *
 deliver_main(void *arg)
 {
 	struct deliver *d = arg;
+	struct keep keep = {.c = NULL};
 	pthread_setname_np(pthread_self(), "mxgate-deliver"); /* top(1), perf, /proc */
 
 	pthread_mutex_lock(&d->mu);
@@ -1167,12 +1295,14 @@ deliver_main(void *arg)
 		if (!cfg || !d->ready || (!relay && d->maildir_busy)) {
 			config_unref(cfg);
 			queue_oldest(d, now, true);
-			if (d->waiting && !d->ready) {
-				struct timespec ts = {.tv_sec = d->waiting->due};
-				pthread_cond_timedwait(&d->cv, &d->mu, &ts);
-			} else {
-				pthread_cond_wait(&d->cv, &d->mu);
+			if (keep.c && (!relay || keep_expired(&keep))) {
+				pthread_mutex_unlock(&d->mu);
+				keep_close(&keep, relay ? "idle for relay-idle-timeout"
+				                        : "delivery is no longer by relay");
+				pthread_mutex_lock(&d->mu);
+				continue;
 			}
+			idle_wait(d, &keep);
 			continue;
 		}
 		queue_oldest(d, now, false);
@@ -1196,7 +1326,7 @@ deliver_main(void *arg)
 			d->maildir_busy = true;
 		pthread_mutex_unlock(&d->mu);
 		if (relay)
-			relay_batch(d, cfg, batch);
+			relay_batch(d, cfg, batch, &keep);
 		else
 			maildir_batch(d, cfg, batch);
 		config_unref(cfg);
@@ -1206,5 +1336,6 @@ deliver_main(void *arg)
 		pthread_cond_broadcast(&d->cv);
 	}
 	pthread_mutex_unlock(&d->mu);
+	keep_close(&keep, "mxgate is stopping");
 	return NULL;
 }

@@ -184,6 +184,28 @@ relay_tls_info(const struct relay_conn *c)
 	return c->c.t.tls ? c->tlsinfo : "none";
 }
 
+int
+relay_reset(struct relay_conn *c, char *err, size_t errlen)
+{
+	struct smtpc_reply r;
+
+	if (smtpc_command(&c->c, &r, "RSET") < 0) {
+		snprintf(err, errlen, "%s", c->c.why);
+		return -1;
+	}
+	if (r.code != 250) {
+		snprintf(err, errlen, "RSET answered %d %s", r.code, r.text);
+		return -1;
+	}
+	return 0;
+}
+
+bool
+relay_chunking(const struct relay_conn *c)
+{
+	return c->c.chunking;
+}
+
 void
 relay_abort(struct relay_conn *c)
 {
@@ -202,10 +224,11 @@ relay_close(struct relay_conn *c)
 
 /* ---- one message --------------------------------------------------------------------- */
 
-/* Streams the message; -2 when our own file cannot be read (the connection is mid-DATA),
- * -1 when the connection broke. */
+/* Streams the message: dot-stuffed after DATA's 354, or as it is behind a queued
+ * "BDAT <size> LAST" (bdat; then flushed).  -2 when our own file cannot be read (the
+ * connection is mid-DATA or mid-chunk), -1 when the connection broke. */
 static int
-send_data(struct relay_conn *c, int fd, uint64_t offset, uint64_t size)
+send_data(struct relay_conn *c, int fd, uint64_t offset, uint64_t size, bool bdat)
 {
 	char *buf = malloc(READ_BUF);
 	uint64_t left = size;
@@ -213,7 +236,8 @@ send_data(struct relay_conn *c, int fd, uint64_t offset, uint64_t size)
 
 	if (!buf)
 		return -2;
-	smtpc_data_begin(&c->c);
+	if (!bdat)
+		smtpc_data_begin(&c->c);
 	while (left > 0) {
 		ssize_t n =
 		        pread(fd, buf, left < READ_BUF ? (size_t)left : READ_BUF, (off_t)offset);
@@ -225,10 +249,11 @@ send_data(struct relay_conn *c, int fd, uint64_t offset, uint64_t size)
 		}
 		offset += (uint64_t)n;
 		left -= (uint64_t)n;
-		if (smtpc_data_write(&c->c, buf, (size_t)n) < 0)
+		if ((bdat ? smtpc_raw_write(&c->c, buf, (size_t)n)
+		          : smtpc_data_write(&c->c, buf, (size_t)n)) < 0)
 			goto out;
 	}
-	rc = smtpc_data_end(&c->c);
+	rc = bdat ? smtpc_flush(&c->c) : smtpc_data_end(&c->c);
 out:
 	free(buf);
 	return rc;
@@ -254,10 +279,19 @@ rset(struct relay_conn *c)
 	return smtpc_command(&c->c, &r, "RSET") < 0 ? -1 : 0;
 }
 
+static void
+mail_line(const struct smtpc *s, const struct spool_entry *e, uint64_t size, char *line, size_t len)
+{
+	snprintf(line, len, "MAIL FROM:<%s> SIZE=%llu%s%s", e->sender, (unsigned long long)size,
+	         e->body_8bit && s->eightbit ? " BODY=8BITMIME" : "",
+	         e->smtputf8 ? " SMTPUTF8" : "");
+}
+
 /* MAIL, every RCPT and DATA: when the next hop pipelines (RFC 2920) in one write, the
  * replies read in order; else one command at a time, stopping at the first refusal that
- * decides the message.  Returns 1 to send the data (354, and a recipient accepted), 0
- * when the message is decided without it (res filled), -1 when the connection broke. */
+ * decides the message.  Returns 1 to send the data (354, and a recipient accepted), 2 to
+ * send it with BDAT instead (stepwise, CHUNKING offered, a recipient accepted), 0 when
+ * the message is decided without it (res filled), -1 when the connection broke. */
 static int
 envelope(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
          struct relay_result *res, bool *accepted, uint64_t size)
@@ -269,9 +303,7 @@ envelope(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
 	char line[SMTPC_LINE_MAX];
 	size_t n_acc = 0;
 
-	snprintf(line, sizeof(line), "MAIL FROM:<%s> SIZE=%llu%s%s", e->sender,
-	         (unsigned long long)size, e->body_8bit && s->eightbit ? " BODY=8BITMIME" : "",
-	         e->smtputf8 ? " SMTPUTF8" : "");
+	mail_line(s, e, size, line, sizeof(line));
 	if (put(s, line) < 0)
 		return -1;
 	for (size_t i = 0; pipe && i < e->n_rcpts; i++) {
@@ -303,6 +335,8 @@ envelope(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
 	}
 	if (!pipe && n_acc == 0)
 		return rset(c);
+	if (!pipe && s->chunking)
+		return 2; /* the caller sends BDAT <size> LAST and the message */
 	if ((!pipe && smtpc_send(s, "DATA") < 0) || smtpc_read_reply(s, &r) < 0)
 		return -1;
 	if (r.code != 354) {
@@ -312,6 +346,55 @@ envelope(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
 	if (n_acc == 0) /* 354 with no recipient: end the empty message at once */
 		return smtpc_send(s, ".") < 0 || smtpc_read_reply(s, &r) < 0 ? -1 : 0;
 	return 1;
+}
+
+/* A next hop with PIPELINING and CHUNKING (RFC 2920, RFC 3030 §4.2: BDAT may be
+ * pipelined): MAIL, every RCPT, "BDAT <size> LAST" and the message itself in one stream,
+ * then the replies in order.  When MAIL or every RCPT is refused, the server reads and
+ * drops the chunk and refuses BDAT (503 or 554), which decides nothing more.  0 when the
+ * replies are in (res filled), -2 when our file cannot be read, -1 when the connection
+ * broke (after the chunk was sent, the outcome is unknown, as after DATA's dot). */
+static int
+transaction_bdat(struct relay_conn *c, const struct spool_entry *e, int fd, const bool *pending,
+                 struct relay_result *res, bool *accepted, uint64_t offset, uint64_t size)
+{
+	struct smtpc *s = &c->c;
+	struct smtpc_reply mail, r;
+	char line[SMTPC_LINE_MAX];
+	size_t n_acc = 0;
+	int rc = -1;
+
+	mail_line(s, e, size, line, sizeof(line));
+	if (smtpc_queue(s, line) < 0)
+		return -1;
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		snprintf(line, sizeof(line), "RCPT TO:<%s>", e->rcpts[i]);
+		if (pending[i] && smtpc_queue(s, line) < 0)
+			return -1;
+	}
+	if (smtpc_bdat_last(s, size) < 0 || (rc = send_data(c, fd, offset, size, true)) < 0)
+		return rc;
+	if (smtpc_read_reply(s, &mail) < 0)
+		return -1;
+	for (size_t i = 0; i < e->n_rcpts; i++) {
+		if (!pending[i])
+			continue;
+		if (smtpc_read_reply(s, &r) < 0)
+			return -1;
+		const struct smtpc_reply *d = mail.code / 100 != 2 ? &mail : &r;
+		if (d->code / 100 == 2) {
+			accepted[i] = true;
+			n_acc++;
+		} else {
+			res[i].code = d->code;
+			snprintf(res[i].text, sizeof(res[i].text), "%s", d->text);
+		}
+	}
+	if (smtpc_read_reply(s, &r) < 0)
+		return -1;
+	if (n_acc > 0)
+		set_all(e, pending, res, r.code, r.text, accepted);
+	return 0;
 }
 
 /* What the next hop said it cannot take, decided before any command: 1 (res filled). */
@@ -337,14 +420,33 @@ refuse_early(struct relay_conn *c, const struct spool_entry *e, const bool *pend
 	return 0;
 }
 
+/* The message after the envelope (envelope() returned 1: DATA's 354, or 2: BDAT).  -2 when
+ * our file cannot be read, -1 when the connection broke, 0 with res filled. */
+static int
+message(struct relay_conn *c, const struct spool_entry *e, int fd, const bool *pending,
+        struct relay_result *res, const bool *accepted, uint64_t size, bool bdat)
+{
+	struct smtpc_reply r;
+	int go;
+
+	if (bdat && smtpc_bdat_last(&c->c, size) < 0)
+		return -1;
+	if ((go = send_data(c, fd, e->prefix_len, size, bdat)) < 0)
+		return go;
+	/* after "." or the chunk, a broken connection leaves the outcome unknown (relay.h) */
+	if (smtpc_read_reply(&c->c, &r) < 0)
+		return -1;
+	set_all(e, pending, res, r.code, r.text, accepted);
+	return 0;
+}
+
 int
 relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const bool *pending,
            struct relay_result *res, char *err, size_t errlen)
 {
 	uint64_t size = e->size - e->prefix_len;
-	struct smtpc_reply r;
 	bool *accepted = NULL;
-	int rc = -1, go;
+	int rc;
 
 	for (size_t i = 0; i < e->n_rcpts; i++) {
 		res[i].code = 0;
@@ -356,24 +458,15 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if ((go = envelope(c, e, pending, res, accepted, size)) <= 0) {
-		rc = go;
-		goto check;
-	}
-	if ((go = send_data(c, datafd, e->prefix_len, size)) == -2) {
+	if (c->c.pipelining && c->c.chunking)
+		rc = transaction_bdat(c, e, datafd, pending, res, accepted, e->prefix_len, size);
+	else if ((rc = envelope(c, e, pending, res, accepted, size)) > 0)
+		rc = message(c, e, datafd, pending, res, accepted, size, rc == 2);
+	if (rc == -2) /* the connection is mid-DATA or mid-chunk: unusable */
 		snprintf(err, errlen, "cannot read message %s from the spool: %s", e->id,
 		         strerror(errno));
-		goto out; /* the connection is mid-DATA: unusable */
-	}
-	/* after ".", a broken connection leaves the outcome unknown (relay.h) */
-	if (go == 0 && smtpc_read_reply(&c->c, &r) == 0) {
-		set_all(e, pending, res, r.code, r.text, accepted);
-		rc = 0;
-	}
-check:
-	if (rc < 0)
+	else if (rc < 0)
 		snprintf(err, errlen, "connection to %s lost: %s", c->peer, c->c.why);
-out:
 	free(accepted);
-	return rc;
+	return rc < 0 ? -1 : 0;
 }

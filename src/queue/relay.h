@@ -2,8 +2,10 @@
  * relay — the SMTP client that hands messages to the protected next hop.
  *
  * RFC 5321 client side with PIPELINING (2920; MAIL, every RCPT and DATA in one write
- * where offered), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531) and STARTTLS (3207, as
- * relay-tls says), over the shared client core (net/smtpc.h: its strict reply parser,
+ * where offered), CHUNKING (3030; where offered, the message goes as one
+ * "BDAT <size> LAST" chunk, not dot-stuffed, and with PIPELINING the envelope, the BDAT
+ * command and the chunk share one write), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531)
+ * and STARTTLS (3207, as relay-tls says), over the shared client core (net/smtpc.h: its strict reply parser,
  * its EHLO/HELO fallback).  All recipients of a message go in one transaction, and a
  * connection carries several messages.  Blocking I/O on the caller's (delivery) thread;
  * every step — connect, each reply, each write — is bounded by the relay timeout.
@@ -12,8 +14,8 @@
  * Code 0 means "not decided" (the connection broke first): a temporary failure.  If the
  * connection breaks after the final "." and before its reply, the outcome is unknown and
  * reported as 0: the message is sent again later, so it may arrive twice (RFC 1047; the
- * delivery is at-least-once, see deliver.h).  relay_send() returns as soon as the reply
- * to the final "." is read, so the caller records it before the next message is sent.
+ * delivery is at-least-once, see deliver.h); the same holds after a BDAT chunk.
+ * relay_send() returns as soon as the reply to the final "." (or the chunk) is read, so the caller records it before the next message is sent.
  */
 #ifndef MXGATE_RELAY_H
 #define MXGATE_RELAY_H
@@ -49,6 +51,14 @@ struct relay_conn *relay_open(const struct relay_opts *opts, char *err, size_t e
  * the connection can carry another message, -1 when it broke (err says why). */
 int relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const bool *pending,
                struct relay_result *res, char *err, size_t errlen);
+
+/* Before a kept connection carries another batch: RSET, which must be answered 250.
+ * 0 when it can; -1 when it cannot (the server closed it, timed it out, or answered
+ * otherwise: err says how); then relay_abort() it and open a new one. */
+int relay_reset(struct relay_conn *c, char *err, size_t errlen);
+
+/* Whether the last EHLO offered CHUNKING, so messages go with BDAT (RFC 3030). */
+bool relay_chunking(const struct relay_conn *c);
 
 /* "host[address]:port", and whether TLS is up, for logs and bounces. */
 const char *relay_peer(const struct relay_conn *c);
