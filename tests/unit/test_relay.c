@@ -1,6 +1,7 @@
 /* Unit tests: relay against a scripted next hop on loopback (a thread that answers each
  * command from a table): the envelope pipelined and one step at a time, refusals at
- * each step, dot-stuffing, the SIZE limit, and a connection lost after the final dot. */
+ * each step, dot-stuffing, the SIZE limit, a connection lost after the final dot, BDAT
+ * when CHUNKING is offered, and RSET before a kept connection is reused. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -19,7 +20,8 @@ struct script {
 	const char *mail;    /* reply to MAIL */
 	const char *rcpt[3]; /* replies to the RCPTs, in order */
 	const char *data;    /* reply to DATA */
-	const char *dot;     /* reply to the final dot; NULL: hang up instead */
+	const char *dot;     /* reply to the final dot or the BDAT chunk; NULL: hang up */
+	const char *rset;    /* reply to RSET; NULL: "250 reset" */
 	int lfd;
 	uint16_t port;
 	pthread_t thread;
@@ -41,7 +43,7 @@ answer(struct script *s, const char *line, size_t *n_rcpt, bool *in_data)
 		return s->data;
 	}
 	if (strncmp(line, "RSET", 4) == 0)
-		return "250 reset\r\n";
+		return s->rset ? s->rset : "250 reset\r\n";
 	if (strncmp(line, "QUIT", 4) == 0)
 		return "221 bye\r\n";
 	return "500 what\r\n";
@@ -71,6 +73,20 @@ server_main(void *arg)
 			if (!s->dot)
 				break;
 			dprintf(fd, "%s", s->dot);
+			continue;
+		}
+		if (strncmp(line, "BDAT ", 5) == 0) {
+			/* the chunk, exactly its size in octets, goes into got as it is */
+			size_t n = strtoul(line + 5, NULL, 10), k;
+			cr_assert(n < sizeof(s->got) - s->got_len);
+			k = fread(s->got + s->got_len, 1, n, in);
+			s->got_len += k;
+			if (k < n || !s->dot)
+				break;
+			dprintf(fd, "%s",
+			        n_rcpt && strncmp(s->mail, "250", 3) == 0
+			                ? s->dot
+			                : "554 5.5.1 no valid recipients\r\n");
 			continue;
 		}
 		dprintf(fd, "%s", answer(s, line, &n_rcpt, &in_data));
@@ -300,4 +316,105 @@ Test(relay, a_bare_lf_reply_is_a_broken_next_hop)
 	cr_assert(strstr(err, "lines must end in CRLF"), "%s", err);
 	finish(&s);
 	cr_assert_str_eq(s.got, "EHLO gw.example\r\n");
+}
+
+/* CHUNKING offered: the message goes as one "BDAT <size> LAST" chunk, exactly the bytes
+ * of the file after the prefix (no dot-stuffing, no CRLF added), after the envelope;
+ * pipelined in one write when PIPELINING is offered too, else one step at a time. */
+static void
+bdat_case(bool pipelining)
+{
+	struct script s = {.ehlo = pipelining ? "250-scripted\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+	                                      : "250-scripted\r\n250 CHUNKING\r\n",
+	                   .mail = "250 ok\r\n",
+	                   .rcpt = {"250 ok\r\n", "550 5.1.1 no such user\r\n", "250 ok\r\n"},
+	                   .data = "500 not DATA\r\n",
+	                   .dot = "250 2.0.0 queued as B\r\n"};
+	struct spool_entry e;
+	struct relay_result res[3];
+	int fd = message(&e, "Return-Path: <s@x>\r\n", ".lead\r\nmid\r\n..two\r\nend");
+
+	e.sender = sender;
+	e.rcpts = rcpts;
+	e.n_rcpts = 3;
+	start(&s);
+	cr_assert_eq(relay_one(&s, &e, fd, res), 0);
+	finish(&s);
+	close(fd);
+	cr_assert_eq(res[0].code, 250);
+	cr_assert_str_eq(res[0].text, "2.0.0 queued as B");
+	cr_assert_eq(res[1].code, 550);
+	cr_assert_eq(res[2].code, 250);
+	cr_assert_str_eq(s.got, "EHLO gw.example\r\n"
+	                        "MAIL FROM:<s@x.example> SIZE=22\r\n"
+	                        "RCPT TO:<a@example.com>\r\n"
+	                        "RCPT TO:<b@example.com>\r\n"
+	                        "RCPT TO:<c@example.com>\r\n"
+	                        "BDAT 22 LAST\r\n"
+	                        ".lead\r\nmid\r\n..two\r\nend"
+	                        "QUIT\r\n");
+}
+
+Test(relay, bdat_pipelined)
+{
+	bdat_case(true);
+}
+
+Test(relay, bdat_stepwise)
+{
+	bdat_case(false);
+}
+
+/* Pipelined BDAT when MAIL is refused: the chunk was sent and is refused too; every
+ * recipient gets MAIL's reply, not BDAT's. */
+Test(relay, bdat_pipelined_refused_mail_decides)
+{
+	struct script s = {.ehlo = "250-s\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+	                   .mail = "451 4.3.0 try later\r\n",
+	                   .rcpt = {"503 5.5.1 MAIL first\r\n", "503 5.5.1 MAIL first\r\n",
+	                            "503 5.5.1 MAIL first\r\n"},
+	                   .dot = "250 never\r\n"};
+	struct spool_entry e;
+	struct relay_result res[3];
+	int fd = message(&e, "", "x\r\n");
+
+	e.sender = sender;
+	e.rcpts = rcpts;
+	e.n_rcpts = 3;
+	start(&s);
+	cr_assert_eq(relay_one(&s, &e, fd, res), 0);
+	finish(&s);
+	close(fd);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(res[i].code, 451);
+		cr_assert_str_eq(res[i].text, "4.3.0 try later");
+	}
+}
+
+/* A kept connection is checked with RSET before it carries more: 250 says go on, anything
+ * else (the next hop's idle timeout: 421) says it is no use. */
+Test(relay, reset_before_reuse)
+{
+	const char *answers[] = {"250 2.0.0 ok\r\n", "421 4.4.2 idle too long\r\n"};
+
+	for (int i = 0; i < 2; i++) {
+		struct script s = {.ehlo = "250 s\r\n", .rset = answers[i]};
+		struct relay_opts o = {.host = "127.0.0.1",
+		                       .helo = "gw.example",
+		                       .tls = RELAY_TLS_NONE,
+		                       .timeout_ms = 5000};
+		char err[512] = "";
+
+		start(&s);
+		o.port = s.port;
+		struct relay_conn *c = relay_open(&o, err, sizeof(err));
+		cr_assert_not_null(c, "%s", err);
+		int rc = relay_reset(c, err, sizeof(err));
+		relay_close(c);
+		finish(&s);
+		cr_assert_eq(rc, i == 0 ? 0 : -1);
+		if (i == 1)
+			cr_assert(strstr(err, "421 4.4.2 idle too long"), "%s", err);
+		cr_assert_str_eq(s.got, "EHLO gw.example\r\nRSET\r\nQUIT\r\n");
+	}
 }
