@@ -547,6 +547,15 @@ open_subdir(struct spool *sp, const char *name, long uid, long gid, char *err, s
  * none.  free/<n> names come from a counter and are never reused.  A free/ file with a
  * second link (a crash in the middle of a rename on a file system that does not make
  * renames atomic) is dropped, never rewritten: it may be a queued envelope.
+ *
+ * Data files go the same way when nothing else links them (relay mode; a Maildir
+ * delivery by hard link leaves a second link, and that file is unlinked, never reused):
+ * spool_remove() renames queue/<id> into free/, and spool_msg_new() takes any free/ file
+ * (a former envelope or data file) for the next message's data, renaming it to
+ * queue/<id> and emptying it, before creating one.  So steady relay traffic allocates
+ * and frees no inodes at all.  A crash cannot make a recycled file look like a message:
+ * a message is queued only by its envelope (spool.h), a data file in queue/ without one
+ * is removed by recovery, and free/ files are only ever rewritten or dropped.
  */
 static void
 load_free_pool(struct spool *sp)
@@ -706,6 +715,39 @@ make_id(struct spool *sp, char *id)
 	         seq);
 }
 
+static bool take_free(struct spool *sp, uint64_t *n);
+
+/* A data file for message id from free/ (see recycling above): free/<n> is renamed to
+ * queue/<id> (never over an existing file) and emptied.  -1 when there is none or it
+ * failed (the caller creates a file); a file taken and found unusable is unlinked. */
+static int
+reuse_free(struct spool *sp, const char *id)
+{
+	char fname[24];
+	struct stat st;
+	uint64_t n;
+	int fd;
+
+	if (!take_free(sp, &n))
+		return -1;
+	snprintf(fname, sizeof(fname), "%llu", (unsigned long long)n);
+	int rc = renameat2(sp->freefd, fname, sp->queuefd, id, RENAME_NOREPLACE);
+	if (rc < 0 && errno == EINVAL && faccessat(sp->queuefd, id, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+		rc = renameat(sp->freefd, fname, sp->queuefd, id); /* no RENAME_NOREPLACE here */
+	if (rc < 0) {
+		unlinkat(sp->freefd, fname, 0);
+		return -1;
+	}
+	fd = openat(sp->queuefd, id, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd < 0)
+		unlinkat(sp->queuefd, id, 0);
+	return fd;
+}
+
 struct spool_msg *
 spool_msg_new(struct spool *sp)
 {
@@ -720,8 +762,11 @@ spool_msg_new(struct spool *sp)
 	if (!(m = calloc(1, sizeof(*m))))
 		return NULL;
 	m->sp = sp;
+	m->fd = -1;
 	for (int tries = 0; tries < 8; tries++) {
 		make_id(sp, m->id);
+		if ((m->fd = reuse_free(sp, m->id)) >= 0)
+			break;
 		m->fd = openat(sp->queuefd, m->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (m->fd >= 0 || errno != EEXIST)
 			break;
@@ -1435,7 +1480,8 @@ spool_recover(struct spool *sp)
 	return handed;
 }
 
-/* Moves queue/<name> into free/ for reuse; false when the pool is full or it failed. */
+/* Moves queue/<name> (an envelope, or a data file no Maildir links) into free/ for
+ * reuse; false when the pool is full or it failed. */
 static bool
 recycle_envelope(struct spool *sp, const char *name)
 {
@@ -1475,7 +1521,11 @@ spool_remove(struct spool *sp, const struct spool_entry *e)
 	snprintf(name, sizeof(name), "%s.state", id);
 	if (e->has_state && unlinkat(sp->queuefd, name, 0) < 0 && errno != ENOENT)
 		rc = -1;
-	if (unlinkat(sp->queuefd, id, 0) < 0 && errno != ENOENT)
+	struct stat st;
+	bool alone = fstatat(sp->queuefd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	             S_ISREG(st.st_mode) && st.st_nlink == 1;
+	if (!(alone && recycle_envelope(sp, id)) && unlinkat(sp->queuefd, id, 0) < 0 &&
+	    errno != ENOENT)
 		rc = -1;
 	return rc;
 }

@@ -7,7 +7,8 @@
  *            as it arrives) and, once committed, <id>.env (sender, recipients, size,
  *            origin; see spool.c) and maybe <id>.state (delivery progress)
  *   tmp/     envelopes being written when free/ has none to reuse
- *   free/    envelope files of settled messages, kept to be rewritten (see spool.c)
+ *   free/    envelope and data files of settled messages, kept to be rewritten (see
+ *            spool.c; a data file a Maildir links is never kept)
  *   corrupt/ queued messages recovery could not read, set aside for the admin
  *
  * DURABILITY PROTOCOL
@@ -36,7 +37,10 @@
  *   again; an envelope that does not parse, or whose data is missing or of the wrong
  *   size, is moved aside to corrupt/ and logged, never silently deleted.
  *   REMOVAL: when every recipient is delivered, spool_remove() moves <id>.env to free/
- *   (or unlinks it), then unlinks <id>.state and <id>.  (Delivery must be idempotent: a
+ *   (or unlinks it), then unlinks <id>.state, and moves <id> to free/ too when no other
+ *   name links it (else unlinks it).  spool_msg_new() renames a free/ file to queue/<id>
+ *   and empties it before it creates one; like a new one, it is no message without its
+ *   envelope.  (Delivery must be idempotent: a
  *   crash before the removal is durable delivers again; see deliver.h.)
  *
  * FAILED SYNCS

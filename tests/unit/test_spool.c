@@ -145,10 +145,10 @@ Test(spool, envelopes_are_recycled_and_rewritten_exactly, .init = make_root, .fi
 	cr_assert_eq(remove_id(sp, id1), 0);
 	cr_assert_eq(spool_sync(sp), 0);
 	cr_assert_eq(count_in("queue", NULL), 0, "the message left the queue");
-	cr_assert_eq(count_in("free", NULL), 1, "its envelope waits in free/");
+	cr_assert_eq(count_in("free", NULL), 2, "its envelope and data file wait in free/");
 
 	commit_one(sp, "b@example.com", "Subject: two\r\n\r\nbody\r\n", id2);
-	cr_assert_eq(count_in("free", NULL), 0, "the free envelope was taken");
+	cr_assert_eq(count_in("free", NULL), 0, "both free files were taken");
 	cr_assert_eq(count_in("tmp", NULL), 0, "no new file was made for it");
 	snprintf(name, sizeof(name), "%s.env", id2);
 	char *text = slurp("queue", name);
@@ -207,7 +207,7 @@ Test(spool, recovery_drops_unacknowledged_data_and_doubly_linked_free_files, .in
 	char id3[SPOOL_ID_LEN + 1];
 	commit_one(sp, "d@example.com", "Subject: three\r\n\r\nbody\r\n", id3);
 	cr_assert_eq(remove_id(sp, id3), 0);
-	cr_assert_eq(count_in("free", NULL), 1);
+	cr_assert_eq(count_in("free", NULL), 2);
 	snprintf(path, sizeof(path), "%s/free/78", root);
 	cr_assert_eq(access(path, F_OK), 0, "free names continue after the highest seen");
 	cr_assert_str_eq(again.e[0]->rcpts[0], "c@example.com");
@@ -216,6 +216,105 @@ Test(spool, recovery_drops_unacknowledged_data_and_doubly_linked_free_files, .in
 	spool_close(sp);
 	for (size_t i = 0; i < again.n; i++)
 		spool_entry_free(again.e[i]);
+}
+
+static ino_t
+inode_of(const char *sub, const char *name)
+{
+	char path[512];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s/%s", root, sub, name);
+	cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+	return st.st_ino;
+}
+
+/* Relay mode (issue 15.3): data files are recycled with the envelopes, so steady traffic
+ * makes no new inode: after a first message, every later one is written into the same
+ * two files, and each data file holds exactly its own message. */
+Test(spool, data_files_are_recycled_and_hold_only_their_message, .init = make_root,
+     .fini = remove_root)
+{
+	char err[256], id[SPOOL_ID_LEN + 1], name[64];
+	struct collected got = {0};
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	ino_t first[2];
+
+	/* a long first message, so a recycled file is longer than the next one */
+	commit_one(
+	        sp, "a@example.com",
+	        "Subject: long\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+	        id);
+	snprintf(name, sizeof(name), "%s.env", id);
+	first[0] = inode_of("queue", id);
+	first[1] = inode_of("queue", name);
+	cr_assert_eq(remove_id(sp, id), 0);
+	for (int i = 0; i < 12; i++) { /* collect() keeps 16 */
+		char body[64];
+		snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody\r\n", i);
+		commit_one(sp, "b@example.com", body, id);
+		snprintf(name, sizeof(name), "%s.env", id);
+		ino_t d = inode_of("queue", id), e = inode_of("queue", name);
+		cr_assert((d == first[0] || d == first[1]) && (e == first[0] || e == first[1]) &&
+		                  d != e,
+		          "message %d made a new inode", i);
+		cr_assert_str_eq(slurp("queue", id), body, "old bytes left behind");
+		cr_assert_eq(count_in("tmp", NULL), 0);
+		cr_assert_eq(remove_id(sp, id), 0);
+		cr_assert_eq(count_in("queue", NULL), 0);
+		cr_assert_eq(count_in("free", NULL), 2);
+	}
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
+}
+
+/* A data file with another link (a Maildir delivery's hard link) is never recycled: it is
+ * somebody's delivered mail.  And a recycled data file left in queue/ without its envelope
+ * (a crash before the commit) is not a message: recovery removes it. */
+Test(spool, linked_data_is_not_recycled_and_a_recycled_file_without_envelope_is_dropped,
+     .init = make_root, .fini = remove_root)
+{
+	char err[256], id[SPOOL_ID_LEN + 1], path[512], link_path[512];
+	struct collected got = {0};
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+
+	commit_one(sp, "a@example.com", "Subject: linked\r\n\r\nbody\r\n", id);
+	snprintf(path, sizeof(path), "%s/queue/%s", root, id);
+	snprintf(link_path, sizeof(link_path), "%s/delivered", root);
+	cr_assert_eq(link(path, link_path), 0, "%s", strerror(errno));
+	cr_assert_eq(remove_id(sp, id), 0);
+	cr_assert_eq(count_in("free", NULL), 1, "only the envelope is kept");
+	cr_assert_not_null(strstr(slurp(".", "delivered"), "Subject: linked"));
+
+	/* a message begun in the recycled file (spool_msg_new renamed it to queue/<id>) and
+	 * never committed: what a crash leaves is that file, without an envelope */
+	spool_close(sp);
+	DIR *d = opendir(strcat(strcpy(path, root), "/free"));
+	struct dirent *de;
+	char from[1024];
+	while ((de = readdir(d)) && de->d_name[0] == '.')
+		;
+	cr_assert_not_null(de);
+	snprintf(from, sizeof(from), "%s/free/%s", root, de->d_name);
+	closedir(d);
+	snprintf(path, sizeof(path), "%s/queue/0000000000001ABD", root);
+	cr_assert_eq(rename(from, path), 0, "%s", strerror(errno));
+	FILE *fp = fopen(path, "w");
+	cr_assert_not_null(fp);
+	fputs("Subject: half", fp);
+	fclose(fp);
+
+	struct collected again = {0};
+	sp = spool_open(root, -1, -1, collect, &again, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	cr_assert_eq(spool_recover(sp), 0);
+	cr_assert_eq(access(path, F_OK), -1, "the data without envelope was removed");
+	cr_assert_not_null(strstr(slurp(".", "delivered"), "Subject: linked"));
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
 }
 
 /* ---- trust (spool.h): directories and files others could write are refused ---------- */
