@@ -2,6 +2,7 @@
 CHUNKING (RFC 3030), against a next hop written on Python's socket module: it offers
 PIPELINING and CHUNKING (or not), records every connection, command and chunk, and can
 close a connection behind the gateway's back, as a next hop's own idle timeout does."""
+import os
 import re
 import socket
 import threading
@@ -260,3 +261,38 @@ def test_idle_timeout_zero_closes_after_each_batch(daemon, sink):
         sink.wait_for(lambda: sink.conns[-1][-1:] == ["QUIT"])
     assert len(sink.conns) == 2
     assert relay_conns(mport)["reused"] == 0
+
+
+def spool_inodes(daemon):
+    """Every inode under the spool's queue/, tmp/ and free/ (its files; issue 15.3)."""
+    for _ in range(50):
+        found = set()
+        try:
+            for sub in ("queue", "tmp", "free"):
+                d = os.path.join(daemon.spool, sub)
+                for name in os.listdir(d):
+                    found.add(os.stat(os.path.join(d, name)).st_ino)
+            return found
+        except FileNotFoundError:  # renamed between listdir and stat: look again
+            time.sleep(0.01)
+    raise AssertionError("the spool never held still")
+
+
+def test_steady_relay_traffic_creates_no_inodes(daemon, sink):
+    """Relay mode recycles data files with the envelopes: after the first messages have
+    filled free/, relaying more reuses the same files (inode numbers and the number of
+    directory entries stay put) — none is created, none freed."""
+    mport = free_port()
+    configure(daemon, sink.port, mport)
+    daemon.start()
+    qid = send(daemon, "warm-up")
+    daemon.wait_log(rf"message {qid} relayed to")
+    daemon.wait_queue_empty()
+    before = spool_inodes(daemon)
+    assert len(before) == 2, before  # one envelope and one data file wait in free/
+    for i in range(8):
+        qid = send(daemon, f"steady {i}")
+        daemon.wait_log(rf"message {qid} relayed to")
+        daemon.wait_queue_empty()
+        assert spool_inodes(daemon) == before, f"message {i} made or freed an inode"
+    assert len(sink.wait_messages(9)) == 9
