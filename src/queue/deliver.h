@@ -7,7 +7,11 @@
  *   Maildir  one thread at a time delivers the batch (maildir.h: a hard link of the
  *            spooled file, or a synced copy), then fsync()s each Maildir's new/ once.
  *   relay    relay-connections threads each take a batch, open one connection, and send
- *            the messages one after the other (relay.h).
+ *            the messages one after the other (relay.h).  Each thread keeps its
+ *            connection for relay-idle-timeout after the batch; the next batch checks it
+ *            with RSET first and, when the next hop has closed it meanwhile, opens a new
+ *            one at once (not a failed attempt).  Idle past the timeout, on a reload that
+ *            changes the relay settings, and at stop, it is closed with QUIT.
  * Then each message is settled per recipient: accepted (2xx) → delivered; refused for good
  * (5xx), or still failing when message-expiration-timeout has passed → failed; otherwise
  * it waits, retry-interval after the first failure, doubling up to 1 hour.  For failed
