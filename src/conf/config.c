@@ -107,6 +107,14 @@ static const struct keyword perm_words[] = {
         {NULL, 0, NULL},
 };
 
+static const struct keyword verifyunavail_words[] = {
+        {"defer", VERIFY_UNAVAILABLE_DEFER,
+         "`450 4.4.3`: the client retries later (mail waits while the next hop is down)"},
+        {"accept", VERIFY_UNAVAILABLE_ACCEPT,
+         "`250`: the recipient is taken unverified (a bounce may follow: backscatter)"},
+        {NULL, 0, NULL},
+};
+
 static const struct keyword relaytls_words[] = {
         {"none", RELAY_TLS_NONE, "never STARTTLS to the next hop"},
         {"opportunistic", RELAY_TLS_OPPORTUNISTIC,
@@ -251,6 +259,22 @@ static const struct option options[] = {
          "last message, for the next ones (RSET before reuse; a kept connection found broken "
          "is replaced by a new one, not counted as a failed attempt). `0`: a new connection "
          "for every batch."},
+        {SEC_DELIVER, "verify-timeout", K_DURATION, "10s", ROOT(verify_timeout_ms), 1000, 300000,
+         false, NULL, NULL,
+         "Recipient verification (`verify-recipients`): longest wait for the next hop at any "
+         "step of a probe; past it the recipient is unavailable (`verify-unavailable`)."},
+        {SEC_DELIVER, "verify-positive-ttl", K_DURATION, "1h", ROOT(verify_positive_ttl_ms), 0,
+         604800000, false, NULL, NULL,
+         "How long a recipient the next hop took is remembered (no probe); `0s`: not "
+         "cached."},
+        {SEC_DELIVER, "verify-negative-ttl", K_DURATION, "10m", ROOT(verify_negative_ttl_ms), 0,
+         604800000, false, NULL, NULL,
+         "How long a recipient the next hop refused (5xx) is remembered; `0s`: not cached. "
+         "Failures to reach the next hop are never cached."},
+        {SEC_DELIVER, "verify-cache-size", K_COUNT, "10000", ROOT(verify_cache_size), 16,
+         10000000, false, NULL, NULL,
+         "Entries of each verification cache (positive, negative); the least recently used "
+         "goes first (read at start)."},
         {SEC_DELIVER, "retry-interval", K_DURATION, "1m", ROOT(retry_interval_ms), 1000, 86400000,
          false, NULL, NULL,
          "First retry after a temporary failure; each later one waits twice as long, up to "
@@ -379,6 +403,17 @@ static const struct option options[] = {
          "(`tls-sender-certificate-name`); read like the key, so it may be readable by root "
          "only, and a reload reads it again. Default: the system's trust store, "
          "`" CONFIG_SYSTEM_CA_FILE "` (providers use public CAs)."},
+        {SEC_CONNECTOR, "verify-recipients", K_BOOL, "false", CONN(verify_recipients), 0, 0,
+         false, NULL, NULL,
+         "Before RCPT is answered, ask the next hop (`relay`) whether it takes the recipient "
+         "(MAIL FROM:<> / RCPT TO / RSET over a kept-open connection; answers cached, see "
+         "`verify-positive-ttl`): refused (5xx) gets `550 5.1.1` with its text, so no bounce "
+         "to a forged sender follows (backscatter). For recipients of accepted domains; "
+         "only with `relay` (ignored with a warning otherwise)."},
+        {SEC_CONNECTOR, "verify-unavailable", K_ENUM, "defer", CONN(verify_unavailable), 0, 0,
+         false, verifyunavail_words, NULL,
+         "The answer when `verify-recipients` cannot reach the next hop, it times out "
+         "(`verify-timeout`) or it answers 4xx."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))
@@ -1737,6 +1772,10 @@ connector_rules(struct loader *L, const struct givens *G, struct connector *k)
 		           k->name,
 		           opt_given(G, SEC_CONNECTOR, "auth-mechanism") ? ""
 		                                                         : " (from its usage)");
+	if (k->verify_recipients && !L->c->relay)
+		diag_warn(L->d, L->file, opt_line(G, SEC_CONNECTOR, "verify-recipients", k->at.line),
+		          "verify-recipients needs deliver { relay = ... }: with Maildir delivery "
+		          "recipients are not verified");
 	if (k->connection_timeout_ms <= k->connection_inactivity_timeout_ms)
 		diag_error(L->d, L->file,
 		           opt_line(G, SEC_CONNECTOR, "connection-timeout", k->at.line),

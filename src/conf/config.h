@@ -98,6 +98,8 @@ struct connector {
 	bool chunking_enabled;       /* CHUNKING/BDAT (RFC 3030) */
 	enum bare_lf bare_line_feed; /* default from usage: normalize for internal */
 	uint64_t given[2]; /* bit i: option i of config.c's table was written (mxgate config) */
+	bool verify_recipients;      /* probe each RCPT at the relay (smtpd/verify.h) */
+	unsigned verify_unavailable; /* enum verify_unavailable: when the probe cannot tell */
 };
 
 /* An accepted domain with its own settings: domain "example.com" { ... }. */
@@ -111,6 +113,7 @@ struct domain_conf {
 
 enum log_target { LOG_TO_STDERR, LOG_TO_SYSLOG };
 enum relay_tls { RELAY_TLS_NONE, RELAY_TLS_OPPORTUNISTIC, RELAY_TLS_REQUIRED };
+enum verify_unavailable { VERIFY_UNAVAILABLE_DEFER, VERIFY_UNAVAILABLE_ACCEPT };
 enum log_level_conf { LOGLEVEL_ERROR, LOGLEVEL_WARNING, LOGLEVEL_INFO, LOGLEVEL_DEBUG };
 
 struct selector;
@@ -145,6 +148,10 @@ struct config {
 	uint64_t relay_connections;
 	uint64_t relay_timeout_ms;
 	uint64_t relay_idle_timeout_ms; /* 0: no connection kept between batches */
+	uint64_t verify_timeout_ms;      /* recipient verification (smtpd/verify.h) */
+	uint64_t verify_positive_ttl_ms; /* how long a known recipient is remembered */
+	uint64_t verify_negative_ttl_ms; /* how long an unknown one is */
+	uint64_t verify_cache_size;      /* entries of each cache (read at start) */
 	uint64_t retry_interval_ms;
 	uint64_t message_expiration_timeout_ms;
 	uint64_t workers;    /* session threads; 0: one per CPU */
