@@ -470,3 +470,47 @@ relay_send(struct relay_conn *c, const struct spool_entry *e, int datafd, const 
 	free(accepted);
 	return rc < 0 ? -1 : 0;
 }
+
+/* ---- recipient probes ---------------------------------------------------------------- */
+
+int
+relay_probe(struct relay_conn *c, const char *rcpt, struct relay_result *res, char *err,
+            size_t errlen)
+{
+	struct smtpc_reply r;
+	char line[SMTPC_LINE_MAX];
+	bool utf8 = false;
+
+	res->code = 0;
+	res->text[0] = '\0';
+	for (const char *p = rcpt; *p; p++)
+		utf8 |= (unsigned char)*p >= 0x80;
+	if (utf8 && !c->c.smtputf8) {
+		snprintf(err, errlen, "%s does not offer SMTPUTF8 for <%s>", c->peer, rcpt);
+		return 0;
+	}
+	if (strlen(rcpt) > 500) {
+		snprintf(err, errlen, "recipient too long to probe");
+		return 0;
+	}
+	if (smtpc_command(&c->c, &r, utf8 ? "MAIL FROM:<> SMTPUTF8" : "MAIL FROM:<>") < 0)
+		goto broke;
+	if (r.code / 100 != 2) {
+		/* not the recipient's fault: nothing is known of it */
+		snprintf(err, errlen, "%s refused MAIL FROM:<>: %d %s", c->peer, r.code, r.text);
+		return rset(c);
+	}
+	snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
+	if (smtpc_command(&c->c, &r, line) < 0)
+		goto broke;
+	res->code = r.code;
+	snprintf(res->text, sizeof(res->text), "%s", r.text);
+	if (rset(c) < 0) {
+		snprintf(err, errlen, "%s: connection lost at RSET: %s", c->peer, c->c.why);
+		return -1;
+	}
+	return 0;
+broke:
+	snprintf(err, errlen, "%s: connection lost during the probe: %s", c->peer, c->c.why);
+	return -1;
+}

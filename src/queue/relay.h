@@ -59,6 +59,14 @@ int relay_reset(struct relay_conn *c, char *err, size_t errlen);
 
 /* Whether the last EHLO offered CHUNKING, so messages go with BDAT (RFC 3030). */
 bool relay_chunking(const struct relay_conn *c);
+/* Recipient verification (smtpd/verify.h): MAIL FROM:<>, RCPT TO:<rcpt>, RSET.  res is
+ * RCPT's reply; code 0 when there is none (the connection broke first, or MAIL was
+ * refused: err says why).  Returns 0 when the connection can carry another probe, -1 when
+ * not (err says why; res may still hold RCPT's reply).  rcpt is local@domain, at most
+ * 500 octets; one with octets above 0x7f is probed with SMTPUTF8 (RFC 6531), and not at
+ * all (code 0) when the next hop lacks it. */
+int relay_probe(struct relay_conn *c, const char *rcpt, struct relay_result *res, char *err,
+                size_t errlen);
 
 /* "host[address]:port", and whether TLS is up, for logs and bounces. */
 const char *relay_peer(const struct relay_conn *c);

@@ -1,0 +1,316 @@
+#include "smtpd/verify.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "net/tls.h"
+#include "queue/relay.h"
+#include "smtpd/rcache.h"
+
+struct prober {
+	struct verify *v;
+	pthread_t thread;
+	bool started;
+	struct relay_conn *conn; /* pooled, or NULL */
+	char key[600];           /* the relay settings conn was opened with */
+	uint64_t last_ms;        /* its last use */
+	unsigned probes;         /* made on it */
+	struct tls_ctx *tls;     /* for relay-tls, made with tls_key's settings */
+	char tls_key[1100];
+};
+
+struct verify {
+	pthread_mutex_t mu; /* the queue, stop and both caches */
+	pthread_cond_t cv;
+	struct verify_req *head, *tail;
+	bool stop;
+	struct rcache *pos, *neg;
+	struct prober p[VERIFY_THREADS];
+};
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+cache_key(const char *addr, char *key, size_t size)
+{
+	size_t i = 0;
+
+	for (; addr[i] && i + 1 < size; i++)
+		key[i] = (char)tolower((unsigned char)addr[i]);
+	key[i] = '\0';
+}
+
+const char *
+verify_verdict_name(enum verify_verdict v)
+{
+	return v == VERIFY_OK ? "ok" : v == VERIFY_UNKNOWN ? "unknown" : "unavailable";
+}
+
+/* Under v->mu. */
+static bool
+lookup_locked(struct verify *v, struct verify_req *r)
+{
+	char key[VERIFY_ADDR_MAX];
+	uint64_t now = now_ms();
+
+	cache_key(r->addr, key, sizeof(key));
+	if (rcache_get(v->pos, key, now, NULL, 0)) {
+		r->verdict = VERIFY_OK;
+		r->code = 250;
+		r->text[0] = '\0';
+	} else if (rcache_get(v->neg, key, now, r->text, sizeof(r->text))) {
+		r->verdict = VERIFY_UNKNOWN;
+		r->code = atoi(r->text);
+		memmove(r->text, r->text + 4, strlen(r->text + 4) + 1); /* "550 text" */
+	} else {
+		return false;
+	}
+	r->cached = true;
+	return true;
+}
+
+bool
+verify_lookup(struct verify *v, struct verify_req *r)
+{
+	pthread_mutex_lock(&v->mu);
+	bool hit = lookup_locked(v, r);
+	pthread_mutex_unlock(&v->mu);
+	return hit;
+}
+
+void
+verify_submit(struct verify *v, struct verify_req *r)
+{
+	r->next = NULL;
+	r->cached = false;
+	pthread_mutex_lock(&v->mu);
+	if (v->tail)
+		v->tail->next = r;
+	else
+		v->head = r;
+	v->tail = r;
+	pthread_cond_signal(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+}
+
+/* ---- probing (on a probe thread) --------------------------------------------------------- */
+
+static struct tls_ctx *
+prober_tls(struct prober *p, const struct config *cfg, char *err, size_t errlen)
+{
+	char key[1100];
+
+	snprintf(key, sizeof(key), "%d|%s", cfg->relay_tls_verify,
+	         cfg->relay_ca_file ? cfg->relay_ca_file : "");
+	if (!p->tls || strcmp(key, p->tls_key) != 0) {
+		struct tls_ctx *n =
+		        tls_client_ctx_new(cfg->relay_tls_verify, cfg->relay_ca_file, err, errlen);
+		if (!n)
+			return NULL;
+		tls_ctx_unref(p->tls);
+		p->tls = n;
+		snprintf(p->tls_key, sizeof(p->tls_key), "%s", key);
+	}
+	return p->tls;
+}
+
+static void
+prober_close(struct prober *p)
+{
+	relay_close(p->conn);
+	p->conn = NULL;
+}
+
+/* A connection for cfg's relay settings: the pooled one when it still fits. */
+static struct relay_conn *
+prober_conn(struct prober *p, const struct config *cfg, bool *reused, char *err, size_t errlen)
+{
+	char key[600];
+	uint64_t now = now_ms();
+
+	snprintf(key, sizeof(key), "%s|%u|%u|%d|%s|%llu", cfg->relay_host, cfg->relay_port,
+	         cfg->relay_tls, cfg->relay_tls_verify, cfg->relay_ca_file ? cfg->relay_ca_file : "",
+	         (unsigned long long)cfg->verify_timeout_ms);
+	if (p->conn && (strcmp(key, p->key) != 0 || p->probes >= VERIFY_PROBES_PER_CONN ||
+	                now - p->last_ms > VERIFY_IDLE_MS))
+		prober_close(p);
+	*reused = p->conn != NULL;
+	if (p->conn)
+		return p->conn;
+	struct tls_ctx *tctx = NULL;
+	if (cfg->relay_tls != RELAY_TLS_NONE && !(tctx = prober_tls(p, cfg, err, errlen)))
+		return NULL;
+	struct relay_opts o = {.host = cfg->relay_host,
+	                       .port = cfg->relay_port,
+	                       .helo = cfg->hostname,
+	                       .tls = cfg->relay_tls,
+	                       .tls_ctx = tctx,
+	                       .timeout_ms = cfg->verify_timeout_ms};
+	if ((p->conn = relay_open(&o, err, errlen))) {
+		snprintf(p->key, sizeof(p->key), "%s", key);
+		p->probes = 0;
+	}
+	return p->conn;
+}
+
+/* One probe; a kept connection that broke before an answer is tried once more afresh. */
+static void
+probe(struct prober *p, struct verify_req *r)
+{
+	const struct config *cfg = r->cfg;
+	struct relay_result res = {0};
+	char err[600] = "";
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		bool reused = false;
+		struct relay_conn *c = prober_conn(p, cfg, &reused, err, sizeof(err));
+		if (!c)
+			break;
+		p->probes++;
+		int rc = relay_probe(c, r->addr, &res, err, sizeof(err));
+		p->last_ms = now_ms();
+		if (rc < 0) {
+			relay_abort(c);
+			p->conn = NULL;
+		}
+		if (res.code != 0 || rc == 0 || !reused)
+			break;
+	}
+	if (!p->conn && !err[0])
+		snprintf(err, sizeof(err), "no answer from the next hop");
+	r->code = res.code;
+	if (res.code >= 200 && res.code < 300) {
+		r->verdict = VERIFY_OK;
+		r->text[0] = '\0';
+	} else if (res.code >= 500 && res.code < 600) {
+		r->verdict = VERIFY_UNKNOWN;
+		snprintf(r->text, sizeof(r->text), "%s", res.text);
+	} else {
+		r->verdict = VERIFY_UNAVAILABLE;
+		if (res.code)
+			snprintf(r->text, sizeof(r->text), "the next hop answered %d %.400s",
+			         res.code, res.text);
+		else
+			snprintf(r->text, sizeof(r->text), "%s", err);
+	}
+}
+
+static void
+remember(struct verify *v, const struct verify_req *r)
+{
+	char key[VERIFY_ADDR_MAX], text[sizeof(r->text) + 8];
+	uint64_t now = now_ms();
+	const struct config *cfg = r->cfg;
+
+	if (r->verdict == VERIFY_UNAVAILABLE)
+		return;
+	cache_key(r->addr, key, sizeof(key));
+	pthread_mutex_lock(&v->mu);
+	rcache_remove(v->pos, key);
+	rcache_remove(v->neg, key);
+	if (r->verdict == VERIFY_OK && cfg->verify_positive_ttl_ms > 0) {
+		rcache_put(v->pos, key, now + cfg->verify_positive_ttl_ms, "");
+	} else if (r->verdict == VERIFY_UNKNOWN && cfg->verify_negative_ttl_ms > 0) {
+		snprintf(text, sizeof(text), "%03d %s", r->code, r->text);
+		rcache_put(v->neg, key, now + cfg->verify_negative_ttl_ms, text);
+	}
+	pthread_mutex_unlock(&v->mu);
+}
+
+static void *
+prober_main(void *arg)
+{
+	struct prober *p = arg;
+	struct verify *v = p->v;
+
+	pthread_mutex_lock(&v->mu);
+	for (;;) {
+		while (!v->stop && !v->head)
+			pthread_cond_wait(&v->cv, &v->mu);
+		if (v->stop)
+			break;
+		struct verify_req *r = v->head;
+		v->head = r->next;
+		if (!v->head)
+			v->tail = NULL;
+		/* another thread may have answered the same address meanwhile */
+		bool hit = lookup_locked(v, r);
+		pthread_mutex_unlock(&v->mu);
+		if (!hit) {
+			probe(p, r);
+			remember(v, r);
+		}
+		r->done_cb(r);
+		pthread_mutex_lock(&v->mu);
+	}
+	pthread_mutex_unlock(&v->mu);
+	prober_close(p);
+	tls_ctx_unref(p->tls);
+	return NULL;
+}
+
+/* ---- life ------------------------------------------------------------------------------- */
+
+struct verify *
+verify_start(size_t cache_size)
+{
+	struct verify *v = calloc(1, sizeof(*v));
+
+	if (!v || !(v->pos = rcache_new(cache_size)) || !(v->neg = rcache_new(cache_size))) {
+		log_msg(LOG_LVL_ERROR, "recipient verification: out of memory");
+		goto fail;
+	}
+	pthread_mutex_init(&v->mu, NULL);
+	pthread_cond_init(&v->cv, NULL);
+	for (size_t i = 0; i < VERIFY_THREADS; i++) {
+		v->p[i].v = v;
+		int e = pthread_create(&v->p[i].thread, NULL, prober_main, &v->p[i]);
+		if (e != 0) {
+			log_msg(LOG_LVL_ERROR, "recipient verification: cannot start a thread: %s",
+			        strerror(e));
+			verify_stop(v);
+			return NULL;
+		}
+		v->p[i].started = true;
+	}
+	return v;
+fail:
+	if (v) {
+		rcache_free(v->pos);
+		rcache_free(v->neg);
+	}
+	free(v);
+	return NULL;
+}
+
+void
+verify_stop(struct verify *v)
+{
+	if (!v)
+		return;
+	pthread_mutex_lock(&v->mu);
+	v->stop = true;
+	pthread_cond_broadcast(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+	for (size_t i = 0; i < VERIFY_THREADS; i++)
+		if (v->p[i].started)
+			pthread_join(v->p[i].thread, NULL);
+	pthread_mutex_destroy(&v->mu);
+	pthread_cond_destroy(&v->cv);
+	rcache_free(v->pos);
+	rcache_free(v->neg);
+	free(v);
+}
