@@ -271,8 +271,8 @@ static const struct option options[] = {
          604800000, false, NULL, NULL,
          "How long a recipient the next hop refused (5xx) is remembered; `0s`: not cached. "
          "Failures to reach the next hop are never cached."},
-        {SEC_DELIVER, "verify-cache-size", K_COUNT, "10000", ROOT(verify_cache_size), 16,
-         10000000, false, NULL, NULL,
+        {SEC_DELIVER, "verify-cache-size", K_COUNT, "10000", ROOT(verify_cache_size), 16, 10000000,
+         false, NULL, NULL,
          "Entries of each verification cache (positive, negative); the least recently used "
          "goes first (read at start)."},
         {SEC_DELIVER, "retry-interval", K_DURATION, "1m", ROOT(retry_interval_ms), 1000, 86400000,
@@ -405,6 +405,8 @@ static const struct option options[] = {
          "`" CONFIG_SYSTEM_CA_FILE "` (providers use public CAs)."},
         {SEC_CONNECTOR, "verify-recipients", K_BOOL, "false", CONN(verify_recipients), 0, 0,
          false, NULL, NULL,
+        {SEC_CONNECTOR, "verify-recipients", K_BOOL, "false", CONN(verify_recipients), 0, 0, false,
+         NULL, NULL,
          "Before RCPT is answered, ask the next hop (`relay`) whether it takes the recipient "
          "(MAIL FROM:<> / RCPT TO / RSET over a kept-open connection; answers cached, see "
          "`verify-positive-ttl`): refused (5xx) gets `550 5.1.1` with its text, so no bounce "
@@ -1773,7 +1775,8 @@ connector_rules(struct loader *L, const struct givens *G, struct connector *k)
 		           opt_given(G, SEC_CONNECTOR, "auth-mechanism") ? ""
 		                                                         : " (from its usage)");
 	if (k->verify_recipients && !L->c->relay)
-		diag_warn(L->d, L->file, opt_line(G, SEC_CONNECTOR, "verify-recipients", k->at.line),
+		diag_warn(L->d, L->file,
+		          opt_line(G, SEC_CONNECTOR, "verify-recipients", k->at.line),
 		          "verify-recipients needs deliver { relay = ... }: with Maildir delivery "
 		          "recipients are not verified");
 	if (k->connection_timeout_ms <= k->connection_inactivity_timeout_ms)

@@ -77,6 +77,7 @@ static struct {
 	counter bare_line_ends[2]; /* refused, normalized */
 	counter proxy[METRICS_PROXY_N];
 	counter relay_conns[METRICS_RELAY_CONN_N];
+	counter verifications[3][2]; /* result (verify_label), miss/hit */
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -254,6 +255,16 @@ metrics_tls_session(const char *version)
 	while (i < TLS_N - 1 && (!version || strcmp(version, tls_label[i]) != 0))
 		i++;
 	inc(&R.tls[i], 1);
+}
+
+static const char *const verify_label[] = {"ok", "unknown", "unavailable"};
+
+void
+metrics_verification(const char *result, bool cache_hit)
+{
+	for (size_t i = 0; i < 3; i++)
+		if (strcmp(result, verify_label[i]) == 0)
+			inc(&R.verifications[i][cache_hit ? 1 : 0], 1);
 }
 
 void
@@ -664,6 +675,15 @@ render_global(struct out *o)
 	            "Connections to the next hop: opened, reused for another batch, found broken "
 	            "at reuse (stale), or failed to open.",
 	            "result", relay_conn_label, R.relay_conns, METRICS_RELAY_CONN_N);
+	family(o, "mxgate_recipient_verifications_total", "counter",
+	       "Recipients verified at the next hop (verify-recipients), by verdict and whether "
+	       "the cache answered.");
+	for (size_t i = 0; i < 3; i++)
+		for (int h = 0; h < 2; h++)
+			put(o,
+			    "mxgate_recipient_verifications_total{result=\"%s\",cache=\"%s\"} "
+			    "%" PRIu64 "\n",
+			    verify_label[i], h ? "hit" : "miss", get(&R.verifications[i][h]));
 	static const char *const why[] = {"queue_full", "write_error"};
 	family(o, "mxgate_protocol_log_dropped_total", "counter",
 	       "Protocol log rows not written: the writer fell behind (queue_full) or the disk "

@@ -210,6 +210,9 @@ enum metrics_fcrdns {
 };
 void metrics_fcrdns(enum metrics_fcrdns result);
 void metrics_relay_connection(enum metrics_relay_conn result);
+/* A recipient verification's verdict (smtpd/verify.h): result "ok", "unknown" or
+ * "unavailable"; cache_hit when the cache answered (the label cache="hit"|"miss"). */
+void metrics_verification(const char *result, bool cache_hit);
 /* A reload was accepted (ok) or refused. */
 void metrics_config_reload(bool ok);
 /* A configuration became the running one: its generation and Unix load time. */

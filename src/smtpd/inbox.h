@@ -4,8 +4,8 @@
  *
  * Any thread posts; the worker's loop wakes on ev and takes the whole list at once.  An
  * item belongs to the inbox from inbox_post() until inbox_take(), then to whoever took it,
- * who frees it with free(), except IN_COMMITTED: that item lives inside its session (so
- * the spool's answer can always be posted) and is never freed on its own.
+ * who frees it with free(), except IN_COMMITTED and IN_VERIFIED: those live inside their
+ * session (so the answer can always be posted) and are never freed on their own.
  */
 #ifndef MXGATE_INBOX_H
 #define MXGATE_INBOX_H
@@ -27,6 +27,7 @@ enum inbox_kind {
 	IN_SHUTDOWN,  /* the drain: sessions end after their transaction */
 	IN_FORCE,     /* drain-timeout: sessions close now */
 	IN_STOP,      /* the worker's loop ends */
+	IN_VERIFIED,  /* a recipient probe's answer for a session (smtpd/verify.h) */
 };
 
 struct inbox_item {
@@ -41,6 +42,7 @@ struct inbox_item {
 	bool proxied;         /* IN_SESSION: remote came in a PROXY header from via */
 	struct endpoint via;  /* IN_SESSION, proxied: the balancer */
 	struct session *sess; /* IN_COMMITTED */
+	struct session *sess; /* IN_COMMITTED, IN_VERIFIED */
 	int err;              /* IN_COMMITTED: 0, or the errno of the failed commit */
 	struct inbox_item *next;
 };

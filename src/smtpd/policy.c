@@ -55,6 +55,7 @@ policy_from_config(struct smtp_policy *p, const struct config *c, const struct c
 	        .mail_check = k->n_hostname_suffixes > 0, /* remote-hostname-suffixes */
 	        .chunking = k->chunking_enabled,
 	        .bare_lf_normalize = k->bare_line_feed == BARE_LF_NORMALIZE,
+	        .verify_recipients = k->verify_recipients && c->relay != NULL,
 	        .domain_accepted = domain_accepted,
 	        .recipient_known = recipient_known,
 	        .lookup_arg = c,

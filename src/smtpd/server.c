@@ -48,6 +48,7 @@ struct server {
 	size_t n_ls; /* sockets open */
 
 	struct workers *workers;
+	struct verify *verify; /* recipient probes (verify.h) */
 	size_t n_workers;
 
 	struct spool *spool;
@@ -506,7 +507,8 @@ server_run(const char *path)
 
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	S.n_workers = S.cfg->workers ? (size_t)S.cfg->workers : (size_t)(ncpu > 0 ? ncpu : 1);
-	if (!(S.workers = workers_start(S.n_workers, S.spool, S.adm)))
+	if (!(S.verify = verify_start((size_t)S.cfg->verify_cache_size)) ||
+	    !(S.workers = workers_start(S.n_workers, S.spool, S.adm, S.verify)))
 		goto out;
 	spool_recover(S.spool);
 	struct timeval sweep = {.tv_sec = ADMISSION_SWEEP_S};
@@ -529,6 +531,9 @@ server_run(const char *path)
 	rc = 0;
 	log_msg(LOG_LVL_INFO, "stopped");
 	workers_stop(S.workers);
+	/* the probes' last answers only post to the stopped workers' inboxes */
+	verify_stop(S.verify);
+	S.verify = NULL;
 	/* the syncer finishes what waits (its callbacks only post to the stopped workers'
 	 * inboxes), then delivery stops after its batch */
 	spool_stop(S.spool);
@@ -550,6 +555,7 @@ out:
 	listeners_free(S.ls);
 	spool_stop(S.spool);
 	deliver_free(S.deliver);
+	verify_stop(S.verify);
 	spool_close(S.spool);
 	admission_free(S.adm);
 	if (S.base)

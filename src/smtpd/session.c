@@ -59,6 +59,7 @@ struct session {
 	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
 	size_t tarpit_len;
 	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
+	bool verify_pending; /* a probe thread holds vreq: free on its answer */
 
 	struct spool_msg *msg;
 	char msg_id[SPOOL_ID_LEN + 1];
@@ -77,6 +78,9 @@ struct session {
 	struct dns_fcrdns *fcrdns;     /* its result once fcrdns_known */
 	bool fcrdns_known, fcrdns_waiting, fcrdns_counted;
 	char fcrdns_name[DNS_NAME_MAX + 1]; /* the confirmed name, for Received: */
+	/* a recipient probe (verify.h) and the item its answer comes back in */
+	struct verify_req vreq;
+	struct inbox_item verify_it;
 };
 
 static void session_run(struct session *s);
@@ -253,8 +257,8 @@ session_close(struct session *s, const char *why)
 	if (s->c.fd >= 0)
 		close(s->c.fd);
 	s->c.fd = -1;
-	if (s->commit_pending) {
-		/* the spool still answers for a message: free on its callback */
+	if (s->commit_pending || s->verify_pending) {
+		/* the spool or a probe thread still answers: free on its callback */
 		s->zombie = true;
 		return;
 	}
@@ -476,6 +480,85 @@ session_committed(struct session *s, int err)
 		protolog_infof(&s->pl, "queued", "%s %llu", s->msg_id, (unsigned long long)size);
 	}
 	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
+	session_run(s);
+}
+
+/* -- recipient verification -- */
+
+/* On a probe thread: only hand the answer to the session's worker. */
+static void
+verify_done_cb(struct verify_req *r)
+{
+	struct session *s = r->arg;
+
+	s->verify_it = (struct inbox_item){.kind = IN_VERIFIED, .sess = s};
+	inbox_post(s->h->inbox, &s->verify_it);
+}
+
+/* The verdict in s->vreq: logged, counted and given to the core. */
+static void
+verify_finish(struct session *s)
+{
+	const struct verify_req *r = &s->vreq;
+	const char *cache = r->cached ? "cached" : "probed";
+	bool accept = s->k->verify_unavailable == VERIFY_UNAVAILABLE_ACCEPT;
+
+	metrics_verification(verify_verdict_name(r->verdict), r->cached);
+	protolog_infof(&s->pl, "verify", "<%s> %s", r->addr, verify_verdict_name(r->verdict));
+	switch (r->verdict) {
+	case VERIFY_OK:
+		log_session(&s->lc, LOG_LVL_INFO, "recipient <%s> verified at the next hop (%s)",
+		            r->addr, cache);
+		smtp_rcpt_verified(s->smtp, SMTP_VERIFY_OK, NULL);
+		break;
+	case VERIFY_UNKNOWN:
+		log_session(&s->lc, LOG_LVL_INFO,
+		            "recipient <%s> unknown at the next hop (%s): %d %s; replied 550 5.1.1",
+		            r->addr, cache, r->code, r->text);
+		smtp_rcpt_verified(s->smtp, SMTP_VERIFY_UNKNOWN, r->text);
+		break;
+	case VERIFY_UNAVAILABLE:
+		log_session(&s->lc, LOG_LVL_WARNING,
+		            "recipient <%s> not verified, the next hop is unavailable: %s; %s",
+		            r->addr, r->text,
+		            accept ? "accepted unverified (verify-unavailable = accept)"
+		                   : "replied 450 4.4.3 (verify-unavailable = defer); check the "
+		                     "relay host and verify-timeout");
+		smtp_rcpt_verified(s->smtp, accept ? SMTP_VERIFY_OK : SMTP_VERIFY_UNAVAILABLE,
+		                   NULL);
+		break;
+	}
+}
+
+/* SMTP_RCPT_VERIFY: from the cache now, else a probe thread answers (session_verified). */
+static void
+verify_begin(struct session *s, const struct smtp_action *a)
+{
+	struct verify_req *r = &s->vreq;
+
+	*r = (struct verify_req){.cfg = s->cfg, .done_cb = verify_done_cb, .arg = s};
+	snprintf(r->addr, sizeof(r->addr), "%.*s", (int)a->len, a->text);
+	if (!s->h->verify || !s->cfg->relay) {
+		smtp_rcpt_verified(s->smtp, SMTP_VERIFY_OK, NULL); /* policy.c prevents it */
+		return;
+	}
+	if (verify_lookup(s->h->verify, r)) {
+		verify_finish(s);
+		return;
+	}
+	s->verify_pending = true;
+	verify_submit(s->h->verify, r);
+}
+
+void
+session_verified(struct session *s)
+{
+	s->verify_pending = false;
+	if (s->zombie) {
+		session_free(s);
+		return;
+	}
+	verify_finish(s);
 	session_run(s);
 }
 
@@ -873,6 +956,9 @@ session_run(struct session *s)
 		case SMTP_MAILCHECK:
 			fcrdns_mail(s);
 			break;
+		case SMTP_RCPT_VERIFY:
+			verify_begin(s, &a);
+			break;
 		case SMTP_CLOSE:
 			s->closing = true;
 			want_read(s, false);
@@ -1182,7 +1268,7 @@ session_release_all(struct session_host *h)
 {
 	while (h->sessions) {
 		struct session *s = h->sessions;
-		s->commit_pending = false;
+		s->commit_pending = s->verify_pending = false;
 		if (s->msg)
 			spool_msg_abort(s->msg);
 		s->msg = NULL;

@@ -24,6 +24,7 @@
 #include "queue/spool.h"
 #include "smtpd/admission.h"
 #include "smtpd/inbox.h"
+#include "smtpd/verify.h"
 
 struct event_base;
 struct dns;
@@ -34,6 +35,7 @@ struct session_host {
 	struct spool *spool;      /* borrowed */
 	struct admission *adm;    /* borrowed: a session releases its admission when freed */
 	struct inbox *inbox;      /* the worker's: the spool's answers come back through it */
+	struct verify *verify;    /* borrowed: recipient verification (verify.h) */
 	struct session *sessions; /* the live ones, doubly linked; only session.c edits it */
 	atomic_long n_sessions;   /* sessions of this host; any thread may read it */
 	atomic_long *handed_off;  /* the pool's count of sessions handed off and not freed */
@@ -54,6 +56,9 @@ void session_start(struct session_host *h, struct inbox_item *it, uint64_t seq);
 /* The spool's answer to an IN_COMMITTED item: err 0 when the message is on stable
  * storage.  May free the session. */
 void session_committed(struct session *s, int err);
+/* A recipient probe's answer (IN_VERIFIED), in the session's verify request.  May free
+ * the session. */
+void session_verified(struct session *s);
 /* The drain (IN_SHUTDOWN): every session ends after its current transaction. */
 void session_shutdown_all(struct session_host *h);
 /* drain-timeout (IN_FORCE): every session closes with 421 now, except one whose message

@@ -67,6 +67,7 @@ enum state {
 	ST_TLS,    /* waiting for smtp_tls_done() */
 	ST_MAIL,   /* waiting for smtp_mail_checked() */
 	ST_CHUNK,  /* reading a BDAT chunk (RFC 3030) */
+	ST_VERIFY, /* waiting for smtp_rcpt_verified() */
 	ST_CLOSED, /* closing: nothing more is read */
 };
 
@@ -96,6 +97,7 @@ struct smtp {
 	uint64_t declared_size;
 	struct smtp_rcpt *rcpts;
 	size_t n_rcpts, cap_rcpts;
+	struct smtp_rcpt verifying; /* ST_VERIFY: the recipient asked about */
 	struct smtp_envelope env;
 
 	/* message text */
@@ -405,6 +407,8 @@ reset_transaction(struct smtp *s)
 	for (size_t i = 0; i < s->n_rcpts; i++)
 		free(s->rcpts[i].addr);
 	s->n_rcpts = 0;
+	free(s->verifying.addr);
+	s->verifying.addr = NULL;
 	free(s->mail_from);
 	s->mail_from = NULL;
 	s->have_mail = s->smtputf8 = s->body_8bit = false;
@@ -852,6 +856,12 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 	char *addr = strdup(buf);
 	if (!addr) {
 		reply(s, "452 4.3.1 Insufficient system resources");
+		return;
+	}
+	if (k->verify_recipients && accepted && strcasecmp(a.local, "postmaster") != 0) {
+		s->verifying = (struct smtp_rcpt){addr, n - strlen(a.domain) - 1};
+		s->st = ST_VERIFY;
+		push(s, SMTP_RCPT_VERIFY, addr, n, 0, 0);
 		return;
 	}
 	s->rcpts[s->n_rcpts++] = (struct smtp_rcpt){addr, n - strlen(a.domain) - 1};
@@ -1619,6 +1629,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		case ST_COMMIT:
 		case ST_TLS:
 		case ST_MAIL:
+		case ST_VERIFY:
 			return SMTP_WAIT;
 		case ST_CLOSED:
 			break;
@@ -1727,6 +1738,42 @@ smtp_mail_checked(struct smtp *s, const char *refusal)
 }
 
 void
+smtp_rcpt_verified(struct smtp *s, enum smtp_verdict v, const char *text)
+{
+	char why[REPLY_LINE - 16];
+	size_t n = 0;
+
+	if (s->st != ST_VERIFY)
+		return;
+	step_begin(s);
+	s->txn_step = true;
+	s->st = ST_CMD;
+	if (v == SMTP_VERIFY_OK) {
+		/* room was made before asking (cmd_rcpt) */
+		s->rcpts[s->n_rcpts++] = s->verifying;
+		s->verifying.addr = NULL;
+		reply(s, "250 2.1.5 Recipient OK");
+	} else {
+		free(s->verifying.addr);
+		s->verifying.addr = NULL;
+		if (text && enhanced_code_len(text) > 0)
+			text += enhanced_code_len(text);
+		for (; v == SMTP_VERIFY_UNKNOWN && text && *text && n + 4 < sizeof(why); text++)
+			why[n++] = (*text >= 0x20 && *text < 0x7f) ? *text : '?';
+		why[n] = '\0';
+		if (v == SMTP_VERIFY_UNKNOWN)
+			reply(s, "550 5.1.1 %s", n ? why : "User unknown");
+		else
+			reply(s, "450 4.4.3 Recipient verification unavailable, try again later");
+	}
+	if (s->timeout_pending) {
+		slog(s, LOG_LVL_INFO, "%s timeout while the recipient was being verified",
+		     s->timeout_which == SMTP_TIMEOUT_IDLE ? "idle" : "session");
+		timeout_goodbye(s, s->timeout_which);
+	}
+}
+
+void
 smtp_tls_done(struct smtp *s, bool ok)
 {
 	if (s->st != ST_TLS)
@@ -1764,7 +1811,7 @@ smtp_timeout(struct smtp *s, enum smtp_timeout which)
 	 * first too: the goodbye then starts a step of its own (see the bounds above). */
 	s->timeout_pending = true;
 	s->timeout_which = which;
-	if (s->st != ST_BEGIN && s->st != ST_COMMIT && s->qlen == 0)
+	if (s->st != ST_BEGIN && s->st != ST_COMMIT && s->st != ST_VERIFY && s->qlen == 0)
 		timeout_now(s);
 }
 

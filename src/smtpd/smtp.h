@@ -61,21 +61,23 @@
 #include <stdint.h>
 
 enum smtp_kind {
-	SMTP_NONE,      /* nothing until more input arrives */
-	SMTP_WAIT,      /* waiting for smtp_msg_begun/committed or smtp_tls_done */
-	SMTP_REPLY,     /* send text (whole CRLF-ended lines); delay_ms > 0: tarpit first */
-	SMTP_STARTTLS,  /* send what is queued, then begin the TLS handshake */
-	SMTP_MSG_BEGIN, /* a message starts: open it in the spool, answer smtp_msg_begun() */
-	SMTP_MSG_DATA,  /* append text/len to the message */
-	SMTP_MSG_END,   /* the message is complete: commit it, answer smtp_msg_committed() */
-	SMTP_MSG_ABORT, /* discard the message begun */
-	SMTP_LOG,       /* a line for the log: text, with level (enum log_level) */
-	SMTP_COMMAND,   /* with policy log_commands: a command line as received, for the
-	                 * protocol log (text, no CRLF; AUTH's arguments replaced by "****") */
-	SMTP_CLOSE,     /* send what is queued and close the connection */
-	SMTP_MAILCHECK, /* with policy mail_check: MAIL passed every check of the core; ask
-	                  * the server's own (forward-confirmed reverse DNS), answer
-	                  * smtp_mail_checked() */
+	SMTP_NONE,        /* nothing until more input arrives */
+	SMTP_WAIT,        /* waiting for smtp_msg_begun/committed or smtp_tls_done */
+	SMTP_REPLY,       /* send text (whole CRLF-ended lines); delay_ms > 0: tarpit first */
+	SMTP_STARTTLS,    /* send what is queued, then begin the TLS handshake */
+	SMTP_MSG_BEGIN,   /* a message starts: open it in the spool, answer smtp_msg_begun() */
+	SMTP_MSG_DATA,    /* append text/len to the message */
+	SMTP_MSG_END,     /* the message is complete: commit it, answer smtp_msg_committed() */
+	SMTP_MSG_ABORT,   /* discard the message begun */
+	SMTP_LOG,         /* a line for the log: text, with level (enum log_level) */
+	SMTP_COMMAND,     /* with policy log_commands: a command line as received, for the
+	                   * protocol log (text, no CRLF; AUTH's arguments replaced by "****") */
+	SMTP_CLOSE,       /* send what is queued and close the connection */
+	SMTP_MAILCHECK,   /* with policy mail_check: MAIL passed every check of the core; ask
+	                   * the server's own (forward-confirmed reverse DNS), answer
+	                   * smtp_mail_checked() */
+	SMTP_RCPT_VERIFY, /* policy verify_recipients: ask whether the recipient text
+	                   * (local@domain) exists, answer smtp_rcpt_verified() */
 };
 
 struct smtp_action {
@@ -142,6 +144,9 @@ struct smtp_policy {
 	bool mail_check;        /* each MAIL that passes waits for SMTP_MAILCHECK's answer */
 	bool chunking;          /* CHUNKING: BDAT (RFC 3030) */
 	bool bare_lf_normalize; /* a bare LF ends a line (stored as CRLF); else it closes */
+	/* RCPT to an accepted domain (but postmaster, RFC 5321 §4.5.1) that passed every
+	 * other check is answered only after SMTP_RCPT_VERIFY's answer */
+	bool verify_recipients;
 
 	/* An accepted domain (any case, no literal): RCPT outside them is relaying. */
 	bool (*domain_accepted)(const void *arg, const char *domain, size_t len);
@@ -188,6 +193,12 @@ void smtp_msg_committed(struct smtp *s, bool ok, const char *queue_id);
  * octets), sent like every failure reply (tarpit included).  A timeout while the check
  * runs ends the session at once: nothing is at stake. */
 void smtp_mail_checked(struct smtp *s, const char *refusal);
+/* The answer to SMTP_RCPT_VERIFY.  OK takes the recipient (250); UNKNOWN refuses it with
+ * "550 5.1.1" and text (the next hop's reply text, borrowed for the call: its own
+ * enhanced code dropped, control characters replaced, cut to fit a reply line);
+ * UNAVAILABLE answers "450 4.4.3".  A timeout that came meanwhile follows the answer. */
+enum smtp_verdict { SMTP_VERIFY_OK, SMTP_VERIFY_UNKNOWN, SMTP_VERIFY_UNAVAILABLE };
+void smtp_rcpt_verified(struct smtp *s, enum smtp_verdict v, const char *text);
 /* After SMTP_STARTTLS: ok when the handshake completed.  A failed handshake closes. */
 void smtp_tls_done(struct smtp *s, bool ok);
 /* After a handshake, for require_client_cert: refusal is the reply every MAIL gets (one

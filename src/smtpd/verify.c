@@ -142,7 +142,8 @@ prober_conn(struct prober *p, const struct config *cfg, bool *reused, char *err,
 	uint64_t now = now_ms();
 
 	snprintf(key, sizeof(key), "%s|%u|%u|%d|%s|%llu", cfg->relay_host, cfg->relay_port,
-	         cfg->relay_tls, cfg->relay_tls_verify, cfg->relay_ca_file ? cfg->relay_ca_file : "",
+	         cfg->relay_tls, cfg->relay_tls_verify,
+	         cfg->relay_ca_file ? cfg->relay_ca_file : "",
 	         (unsigned long long)cfg->verify_timeout_ms);
 	if (p->conn && (strcmp(key, p->key) != 0 || p->probes >= VERIFY_PROBES_PER_CONN ||
 	                now - p->last_ms > VERIFY_IDLE_MS))

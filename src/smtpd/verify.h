@@ -35,10 +35,10 @@
 
 #include "conf/config.h"
 
-#define VERIFY_THREADS        2
+#define VERIFY_THREADS         2
 #define VERIFY_PROBES_PER_CONN 100
-#define VERIFY_IDLE_MS        60000
-#define VERIFY_ADDR_MAX       520
+#define VERIFY_IDLE_MS         60000
+#define VERIFY_ADDR_MAX        520
 
 enum verify_verdict { VERIFY_OK, VERIFY_UNKNOWN, VERIFY_UNAVAILABLE };
 
@@ -50,9 +50,9 @@ struct verify_req {
 	void *arg;
 	/* out */
 	enum verify_verdict verdict;
-	bool cached;    /* answered from the cache */
-	int code;       /* the next hop's reply code, 0 when none */
-	char text[512]; /* UNKNOWN: the next hop's reply text; UNAVAILABLE: why */
+	bool cached;             /* answered from the cache */
+	int code;                /* the next hop's reply code, 0 when none */
+	char text[512];          /* UNKNOWN: the next hop's reply text; UNAVAILABLE: why */
 	struct verify_req *next; /* the verifier's queue */
 };
 

@@ -50,6 +50,10 @@ inbox_cb(evutil_socket_t fd, short what, void *arg)
 			/* embedded in the session, which this may free: never free(it) */
 			session_committed(it->sess, it->err);
 			continue;
+		case IN_VERIFIED:
+			/* embedded in the session too */
+			session_verified(it->sess);
+			continue;
 		case IN_SHUTDOWN:
 			session_shutdown_all(&w->host);
 			break;
@@ -110,7 +114,7 @@ session_seq_seed(void)
 }
 
 struct workers *
-workers_start(size_t n, struct spool *spool, struct admission *adm)
+workers_start(size_t n, struct spool *spool, struct admission *adm, struct verify *verify)
 {
 	struct workers *ws = calloc(1, sizeof(*ws));
 
@@ -129,6 +133,7 @@ workers_start(size_t n, struct spool *spool, struct admission *adm)
 		w->host = (struct session_host){.spool = spool,
 		                                .adm = adm,
 		                                .inbox = &w->inbox,
+		                                .verify = verify,
 		                                .handed_off = &ws->sessions};
 		pthread_mutex_init(&w->inbox.mu, NULL);
 		ws->n = i + 1; /* workers_free releases it */
@@ -156,7 +161,7 @@ worker_release(struct worker *w)
 {
 	for (struct inbox_item *it = inbox_take(&w->inbox), *n; it; it = n) {
 		n = it->next;
-		if (it->kind == IN_COMMITTED)
+		if (it->kind == IN_COMMITTED || it->kind == IN_VERIFIED)
 			continue; /* embedded in its session, freed below */
 		if (it->kind == IN_SESSION) {
 			close(it->fd);

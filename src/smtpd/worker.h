@@ -21,12 +21,15 @@
 #include "net/tls.h"
 #include "queue/spool.h"
 #include "smtpd/admission.h"
+#include "smtpd/verify.h"
 
 struct workers;
 
-/* spool and adm are borrowed for the pool's life.  Starts n threads; NULL after an error
+/* spool, adm and verify (recipient probes) are borrowed for the pool's life; stop verify
+ * after workers_stop() and before workers_free().  Starts n threads; NULL after an error
  * log line (those already started are stopped). */
-struct workers *workers_start(size_t n, struct spool *spool, struct admission *adm);
+struct workers *workers_start(size_t n, struct spool *spool, struct admission *adm,
+                              struct verify *verify);
 /* Stops every thread; the sessions stay for workers_free.  Call before spool_stop(): the
  * syncer's last callbacks only post to the stopped workers' inboxes. */
 void workers_stop(struct workers *ws);

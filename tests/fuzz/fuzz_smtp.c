@@ -348,6 +348,11 @@ drain(struct run *r)
 			     strcasecmp(a.text, "AUTH ****") != 0))
 				abort();
 			break;
+		case SMTP_RCPT_VERIFY: /* an address, answered at once */
+			if (!a.text || a.len == 0 || !memchr(a.text, '@', a.len))
+				abort();
+			smtp_rcpt_verified(r->s, SMTP_VERIFY_OK, NULL);
+			break;
 		case SMTP_CLOSE:
 			if (r->in_msg || r->expect_250)
 				abort(); /* a begun message must be aborted first, a committed one told */

@@ -88,7 +88,8 @@ Test(rcache, randomized_against_a_reference)
 				if (n == CAP) {
 					int old = -1;
 					for (int i = 0; i < KEYS; i++)
-						if (ref[i].in && (old < 0 || ref[i].used < ref[old].used))
+						if (ref[i].in &&
+						    (old < 0 || ref[i].used < ref[old].used))
 							old = i;
 					ref[old].in = false;
 				}
@@ -99,8 +100,8 @@ Test(rcache, randomized_against_a_reference)
 			snprintf(ref[k].text, sizeof(ref[k].text), "%s", t);
 		} else if (what == 1) {
 			int want = ref[k].in && now < ref[k].exp;
-			cr_assert_eq(rcache_get(c, key, now, t, sizeof(t)), want, "op %d key %s", op,
-			             key);
+			cr_assert_eq(rcache_get(c, key, now, t, sizeof(t)), want, "op %d key %s",
+			             op, key);
 			if (want) {
 				cr_assert_str_eq(t, ref[k].text);
 				ref[k].used = ++tick;

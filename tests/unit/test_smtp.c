@@ -1080,3 +1080,114 @@ Test(smtp_api, message_id_for_the_log)
 	snprintf(big, sizeof(big), "Message-ID: <%0300d>\r\n\r\n", 0);
 	cr_expect_eq(strlen(message_id_of(big)), (size_t)SMTP_MSGID_MAX);
 }
+
+/* ---- recipient verification (policy verify_recipients) ------------------------------- */
+
+static struct tx_session *
+verify_session(void)
+{
+	struct tx_session *t = tx_session_new("connector: tarpit-interval = 0s\n");
+
+	cr_assert_not_null(t);
+	t->policy.verify_recipients = true;
+	smtp_free(t->smtp);
+	struct smtp_params prm = {.policy = &t->policy, .client_ip = "192.0.2.1"};
+	cr_assert_not_null(t->smtp = smtp_new(&prm));
+	greet(t->smtp, "HELO c.example\r\nMAIL FROM:<a@c.example>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 ");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.0");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	return t;
+}
+
+/* RCPT waits for the answer; commands pipelined behind it wait too, in order. */
+Test(smtp_verify, known_recipient_waits_for_the_answer)
+{
+	struct tx_session *t = verify_session();
+
+	put(t->smtp, "RCPT TO:<B@Example.COM>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n");
+	struct smtp_action a = expect_action(t->smtp, SMTP_RCPT_VERIFY, "B@example.com");
+	cr_expect_eq(a.len, strlen("B@example.com"));
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	cr_expect(smtp_input_paused(t->smtp));
+	smtp_msg_committed(t->smtp, true, "X"); /* another request's answer: ignored */
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_OK, NULL);
+	a = expect_action(t->smtp, SMTP_REPLY, "250 2.1.5 Recipient OK\r\n");
+	cr_expect(a.transaction);
+	expect_action(t->smtp, SMTP_RCPT_VERIFY, "c@example.com");
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_UNKNOWN,
+	                   "5.1.1 <c@example.com>: Recipient address rejected: User\r\nunknown");
+	a = expect_action(
+	        t->smtp, SMTP_REPLY,
+	        "550 5.1.1 <c@example.com>: Recipient address rejected: User??unknown\r\n");
+	cr_expect(a.transaction);
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_OK, NULL); /* not asked: ignored */
+	expect_action(t->smtp, SMTP_MSG_BEGIN, NULL);
+	cr_expect_eq(smtp_envelope(t->smtp)->n_rcpts, 1u);
+	cr_expect_str_eq(smtp_envelope(t->smtp)->rcpts[0].addr, "B@example.com");
+	tx_session_free(t);
+}
+
+Test(smtp_verify, unavailable_and_unknown_without_text)
+{
+	struct tx_session *t = verify_session();
+
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_RCPT_VERIFY, "b@example.com");
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_UNAVAILABLE, "ignored");
+	expect_action(t->smtp, SMTP_REPLY,
+	              "450 4.4.3 Recipient verification unavailable, try again later\r\n");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_RCPT_VERIFY, "b@example.com");
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_UNKNOWN, "");
+	expect_action(t->smtp, SMTP_REPLY, "550 5.1.1 User unknown\r\n");
+	put(t->smtp, "DATA\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "503 5.5.2 Need rcpt command");
+	tx_session_free(t);
+}
+
+/* Postmaster (RFC 5321 §4.5.1) and refused recipients are never asked about. */
+Test(smtp_verify, postmaster_and_refused_are_not_asked)
+{
+	struct tx_session *t = verify_session();
+
+	put(t->smtp, "RCPT TO:<postmaster@example.com>\r\nRCPT TO:<x@elsewhere.example>\r\n"
+	             "RCPT TO:<postmaster>\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.5");
+	expect_action(t->smtp, SMTP_REPLY, "550 5.7.54");
+	expect_action(t->smtp, SMTP_LOG, "relay denied");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.5");
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	tx_session_free(t);
+}
+
+/* A timeout while the recipient is verified waits for the answer, then ends the session. */
+Test(smtp_verify, timeout_while_verifying)
+{
+	struct tx_session *t = verify_session();
+
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_RCPT_VERIFY, NULL);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_timeout(t->smtp, SMTP_TIMEOUT_SESSION);
+	expect_action(t->smtp, SMTP_WAIT, NULL);
+	smtp_rcpt_verified(t->smtp, SMTP_VERIFY_OK, NULL);
+	expect_action(t->smtp, SMTP_REPLY, "250 2.1.5");
+	expect_action(t->smtp, SMTP_LOG, "session timeout while the recipient was being verified");
+	expect_action(t->smtp, SMTP_REPLY, "421 4.4.1");
+	expect_action(t->smtp, SMTP_CLOSE, NULL);
+	tx_session_free(t);
+}
+
+/* Freed while a recipient is being verified: nothing leaks (ASan). */
+Test(smtp_verify, free_while_verifying)
+{
+	struct tx_session *t = verify_session();
+
+	put(t->smtp, "RCPT TO:<b@example.com>\r\n");
+	expect_action(t->smtp, SMTP_RCPT_VERIFY, NULL);
+	tx_session_free(t);
+}

@@ -1003,6 +1003,10 @@ drain(struct drive *d)
 				buf_adds(d->logs, "\n");
 			}
 			break;
+		case SMTP_RCPT_VERIFY: /* transcripts do not verify: every recipient exists */
+			record(d, "A", "RCPT_VERIFY", 11);
+			smtp_rcpt_verified(d->s, SMTP_VERIFY_OK, NULL);
+			break;
 		case SMTP_CLOSE:
 			if (d->in_msg)
 				violation(d, "SMTP_CLOSE with a message open and not aborted");
