@@ -403,8 +403,6 @@ static const struct option options[] = {
          "(`tls-sender-certificate-name`); read like the key, so it may be readable by root "
          "only, and a reload reads it again. Default: the system's trust store, "
          "`" CONFIG_SYSTEM_CA_FILE "` (providers use public CAs)."},
-        {SEC_CONNECTOR, "verify-recipients", K_BOOL, "false", CONN(verify_recipients), 0, 0,
-         false, NULL, NULL,
         {SEC_CONNECTOR, "verify-recipients", K_BOOL, "false", CONN(verify_recipients), 0, 0, false,
          NULL, NULL,
          "Before RCPT is answered, ask the next hop (`relay`) whether it takes the recipient "

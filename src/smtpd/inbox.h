@@ -41,7 +41,6 @@ struct inbox_item {
 	int connector;        /* IN_SESSION: index into cfg->connectors */
 	bool proxied;         /* IN_SESSION: remote came in a PROXY header from via */
 	struct endpoint via;  /* IN_SESSION, proxied: the balancer */
-	struct session *sess; /* IN_COMMITTED */
 	struct session *sess; /* IN_COMMITTED, IN_VERIFIED */
 	int err;              /* IN_COMMITTED: 0, or the errno of the failed commit */
 	struct inbox_item *next;

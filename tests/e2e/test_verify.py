@@ -192,3 +192,31 @@ def test_check_warns_without_relay(daemon, mxgate):
     r = mxgate("check", "-c", daemon.conf)
     assert r.rc == 0, r.err
     assert "verify-recipients needs deliver { relay = ... }" in r.err + r.out
+
+
+def test_operations_md_example_checks_starts_and_reloads(daemon, postfix, mxgate):
+    """docs/OPERATIONS.md's example, as written but for the two addresses: `check` takes
+    it, a daemon reloads into it from Maildir delivery, and then verifies."""
+    import os
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                            "OPERATIONS.md")).read()
+    section = doc.split("## 14. Recipient verification", 1)[1]
+    snippet = re.search(r"```\n(deliver \{.*?)```", section, re.S).group(1)
+    assert 'relay = "exchange.example.com:25"' in snippet
+    assert 'bindings = { "0.0.0.0:25" }' in snippet
+    snippet = snippet.replace('"exchange.example.com:25"', f'"127.0.0.1:{postfix.port}"')
+    snippet = snippet.replace('"0.0.0.0:25"', f'"127.0.0.1:{daemon.port}"')
+    postfix.start()
+    daemon.configure()  # Maildir delivery, no verification
+    daemon.start()
+    assert rcpts(daemon, "nobody@example.test")[0][0] == 250
+    text = open(daemon.conf).read()
+    text = re.sub(r'deliver \{ maildir = "[^"]*" \}\n', "", text, count=1)
+    text = re.sub(r'(?s)connector "Test" \{.*?\n\}\n', "", text)
+    with open(daemon.conf, "w") as f:
+        f.write(text + snippet)
+    r = mxgate("check", "-c", daemon.conf)
+    assert r.rc == 0, r.err
+    daemon.reload()
+    got = rcpts(daemon, "user@example.test", "nobody@example.test")
+    assert [g[0] for g in got] == [250, 550], got
