@@ -205,7 +205,7 @@ probe(struct prober *p, struct verify_req *r)
 			snprintf(r->text, sizeof(r->text), "the next hop answered %d %.400s",
 			         res.code, res.text);
 		else
-			snprintf(r->text, sizeof(r->text), "%s", err);
+			snprintf(r->text, sizeof(r->text), "%.500s", err);
 	}
 }
 
