@@ -531,11 +531,10 @@ server_run(const char *path)
 	rc = 0;
 	log_msg(LOG_LVL_INFO, "stopped");
 	workers_stop(S.workers);
-	/* the probes' last answers only post to the stopped workers' inboxes */
+	/* the probe threads and the syncer finish what waits (their callbacks only post to the
+	 * stopped workers' inboxes), then delivery stops after its batch */
 	verify_stop(S.verify);
 	S.verify = NULL;
-	/* the syncer finishes what waits (its callbacks only post to the stopped workers'
-	 * inboxes), then delivery stops after its batch */
 	spool_stop(S.spool);
 	deliver_free(S.deliver);
 	S.deliver = NULL;
