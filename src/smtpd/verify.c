@@ -21,6 +21,7 @@ struct prober {
 	char key[600];           /* the relay settings conn was opened with */
 	uint64_t last_ms;        /* its last use */
 	unsigned probes;         /* made on it */
+	unsigned refusals;       /* 5xx answers on it */
 	struct tls_ctx *tls;     /* for relay-tls, made with tls_key's settings */
 	char tls_key[1100];
 };
@@ -145,8 +146,9 @@ prober_conn(struct prober *p, const struct config *cfg, bool *reused, char *err,
 	         cfg->relay_tls, cfg->relay_tls_verify,
 	         cfg->relay_ca_file ? cfg->relay_ca_file : "",
 	         (unsigned long long)cfg->verify_timeout_ms);
-	if (p->conn && (strcmp(key, p->key) != 0 || p->probes >= VERIFY_PROBES_PER_CONN ||
-	                now - p->last_ms > VERIFY_IDLE_MS))
+	if (p->conn &&
+	    (strcmp(key, p->key) != 0 || p->probes >= VERIFY_PROBES_PER_CONN ||
+	     p->refusals >= VERIFY_REFUSALS_PER_CONN || now - p->last_ms > VERIFY_IDLE_MS))
 		prober_close(p);
 	*reused = p->conn != NULL;
 	if (p->conn)
@@ -162,7 +164,7 @@ prober_conn(struct prober *p, const struct config *cfg, bool *reused, char *err,
 	                       .timeout_ms = cfg->verify_timeout_ms};
 	if ((p->conn = relay_open(&o, err, errlen))) {
 		snprintf(p->key, sizeof(p->key), "%s", key);
-		p->probes = 0;
+		p->probes = p->refusals = 0;
 	}
 	return p->conn;
 }
@@ -183,6 +185,7 @@ probe(struct prober *p, struct verify_req *r)
 		p->probes++;
 		int rc = relay_probe(c, r->addr, &res, err, sizeof(err));
 		p->last_ms = now_ms();
+		p->refusals += res.code >= 500;
 		if (rc < 0) {
 			relay_abort(c);
 			p->conn = NULL;

@@ -20,7 +20,10 @@
  * session's worker (inbox.h).  A probe connection is reopened when the relay settings of
  * the request's snapshot differ from those it was opened with (a reload), after
  * VERIFY_PROBES_PER_CONN probes (servers limit errors per connection), after
- * VERIFY_IDLE_MS without use, and once more when a kept connection broke (the next hop
+ * VERIFY_REFUSALS_PER_CONN unknown recipients (Postfix sleeps smtpd_error_sleep_time
+ * before each reply once a client made smtpd_soft_error_limit = 10 errors, and RSET does
+ * not forgive them; Exchange tarpits failed RCPTs alike), after VERIFY_IDLE_MS without
+ * use, and once more when a kept connection broke (the next hop
  * closed it while idle).
  *
  * Ownership: the request is the caller's (embedded in its session); from verify_submit()
@@ -35,10 +38,11 @@
 
 #include "conf/config.h"
 
-#define VERIFY_THREADS         2
-#define VERIFY_PROBES_PER_CONN 100
-#define VERIFY_IDLE_MS         60000
-#define VERIFY_ADDR_MAX        520
+#define VERIFY_THREADS           2
+#define VERIFY_PROBES_PER_CONN   100
+#define VERIFY_REFUSALS_PER_CONN 8
+#define VERIFY_IDLE_MS           60000
+#define VERIFY_ADDR_MAX          520
 
 enum verify_verdict { VERIFY_OK, VERIFY_UNKNOWN, VERIFY_UNAVAILABLE };
 
