@@ -174,3 +174,12 @@ rcache_len(const struct rcache *c)
 {
 	return c->len;
 }
+
+void
+rcache_clear(struct rcache *c)
+{
+	while (c->tail) {
+		struct entry *old = c->tail;
+		drop(c, find(c, old->key, old->hash));
+	}
+}

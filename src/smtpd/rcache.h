@@ -27,5 +27,7 @@ int rcache_put(struct rcache *c, const char *key, uint64_t expires_ms, const cha
 /* Drops key if cached. */
 void rcache_remove(struct rcache *c, const char *key);
 size_t rcache_len(const struct rcache *c);
+/* Drops every entry. */
+void rcache_clear(struct rcache *c);
 
 #endif

@@ -500,7 +500,7 @@ static void
 verify_finish(struct session *s)
 {
 	const struct verify_req *r = &s->vreq;
-	const char *cache = r->cached ? "cached" : "probed";
+	const char *cache = r->cached ? "cached" : r->skipped ? "next hop marked down" : "probed";
 	bool accept = s->k->verify_unavailable == VERIFY_UNAVAILABLE_ACCEPT;
 
 	metrics_verification(verify_verdict_name(r->verdict), r->cached);
@@ -519,8 +519,8 @@ verify_finish(struct session *s)
 		break;
 	case VERIFY_UNAVAILABLE:
 		log_session(&s->lc, LOG_LVL_WARNING,
-		            "recipient <%s> not verified, the next hop is unavailable: %s; %s",
-		            r->addr, r->text,
+		            "recipient <%s> not verified, the next hop is unavailable (%s): %s; %s",
+		            r->addr, cache, r->text,
 		            accept ? "accepted unverified (verify-unavailable = accept)"
 		                   : "replied 450 4.4.3 (verify-unavailable = defer); check the "
 		                     "relay host and verify-timeout");

@@ -32,6 +32,9 @@ struct verify {
 	struct verify_req *head, *tail;
 	bool stop;
 	struct rcache *pos, *neg;
+	char relay[300];        /* "host|port" the caches hold answers of */
+	uint64_t down_until_ms; /* see VERIFY_DOWN_MS */
+	char down_why[400];
 	struct prober p[VERIFY_THREADS];
 };
 
@@ -60,6 +63,13 @@ verify_verdict_name(enum verify_verdict v)
 	return v == VERIFY_OK ? "ok" : v == VERIFY_UNKNOWN ? "unknown" : "unavailable";
 }
 
+/* Which next hop the caches speak for. */
+static void
+relay_id(const struct config *cfg, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s|%u", cfg->relay_host ? cfg->relay_host : "", cfg->relay_port);
+}
+
 /* Under v->mu. */
 static bool
 lookup_locked(struct verify *v, struct verify_req *r)
@@ -67,6 +77,15 @@ lookup_locked(struct verify *v, struct verify_req *r)
 	char key[VERIFY_ADDR_MAX];
 	uint64_t now = now_ms();
 
+	char relay[sizeof(v->relay)];
+	relay_id(r->cfg, relay, sizeof(relay));
+	if (strcmp(relay, v->relay) != 0) {
+		/* another next hop: what the last one said is no answer */
+		rcache_clear(v->pos);
+		rcache_clear(v->neg);
+		v->down_until_ms = 0;
+		memcpy(v->relay, relay, sizeof(relay));
+	}
 	cache_key(r->addr, key, sizeof(key));
 	if (rcache_get(v->pos, key, now, NULL, 0)) {
 		r->verdict = VERIFY_OK;
@@ -76,6 +95,14 @@ lookup_locked(struct verify *v, struct verify_req *r)
 		r->verdict = VERIFY_UNKNOWN;
 		r->code = atoi(r->text);
 		memmove(r->text, r->text + 4, strlen(r->text + 4) + 1); /* "550 text" */
+	} else if (now < v->down_until_ms) {
+		r->verdict = VERIFY_UNAVAILABLE;
+		r->code = 0;
+		r->skipped = true;
+		snprintf(r->text, sizeof(r->text), "not probed, the last probe %llus ago: %s",
+		         (unsigned long long)(now + VERIFY_DOWN_MS - v->down_until_ms) / 1000,
+		         v->down_why);
+		return true;
 	} else {
 		return false;
 	}
@@ -212,19 +239,31 @@ probe(struct prober *p, struct verify_req *r)
 	}
 }
 
+/* started: when the probe began (now_ms()).  An answer of a next hop a reload moved away
+ * from is not kept. */
 static void
-remember(struct verify *v, const struct verify_req *r)
+remember(struct verify *v, const struct verify_req *r, uint64_t started)
 {
-	char key[VERIFY_ADDR_MAX], text[sizeof(r->text) + 8];
+	char key[VERIFY_ADDR_MAX], text[sizeof(r->text) + 8], relay[sizeof(v->relay)];
 	uint64_t now = now_ms();
 	const struct config *cfg = r->cfg;
 
-	if (r->verdict == VERIFY_UNAVAILABLE)
-		return;
 	cache_key(r->addr, key, sizeof(key));
+	relay_id(cfg, relay, sizeof(relay));
 	pthread_mutex_lock(&v->mu);
-	rcache_remove(v->pos, key);
-	rcache_remove(v->neg, key);
+	if (strcmp(relay, v->relay) != 0) {
+		pthread_mutex_unlock(&v->mu);
+		return;
+	}
+	if (r->verdict == VERIFY_UNAVAILABLE && now - started >= cfg->verify_timeout_ms) {
+		/* a whole verify-timeout without an answer: see VERIFY_DOWN_MS (a quick
+		 * failure, such as a refused connection, costs the next request nothing) */
+		v->down_until_ms = now + VERIFY_DOWN_MS;
+		snprintf(v->down_why, sizeof(v->down_why), "%.390s", r->text);
+	} else if (r->verdict != VERIFY_UNAVAILABLE) {
+		rcache_remove(v->pos, key);
+		rcache_remove(v->neg, key);
+	}
 	if (r->verdict == VERIFY_OK && cfg->verify_positive_ttl_ms > 0) {
 		rcache_put(v->pos, key, now + cfg->verify_positive_ttl_ms, "");
 	} else if (r->verdict == VERIFY_UNKNOWN && cfg->verify_negative_ttl_ms > 0) {
@@ -254,8 +293,9 @@ prober_main(void *arg)
 		bool hit = lookup_locked(v, r);
 		pthread_mutex_unlock(&v->mu);
 		if (!hit) {
+			uint64_t started = now_ms();
 			probe(p, r);
-			remember(v, r);
+			remember(v, r, started);
 		}
 		r->done_cb(r);
 		pthread_mutex_lock(&v->mu);

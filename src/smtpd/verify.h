@@ -13,6 +13,12 @@
  * verify-negative-ttl, unavailable never; keys are the address in lower case; each cache
  * holds at most verify-cache-size entries (read at start), least recently used out.
  *
+ * A probe that spent a whole verify-timeout and got no answer marks the next hop down for
+ * VERIFY_DOWN_MS: until then every request is answered unavailable without a probe (a
+ * next hop that hangs would otherwise hold each request for a verify-timeout, one after
+ * another on the few probe threads).  A reload that moves relay (host or port) empties
+ * the caches and forgets that mark.
+ *
  * Threads.  Probes block, so they run on VERIFY_THREADS probe threads, each with its own
  * pooled connection, never on a session thread: verify_lookup() answers from the cache
  * at once (any thread); on a miss the session hands its request to verify_submit() and
@@ -42,6 +48,7 @@
 #define VERIFY_PROBES_PER_CONN   100
 #define VERIFY_REFUSALS_PER_CONN 8
 #define VERIFY_IDLE_MS           60000
+#define VERIFY_DOWN_MS           15000
 #define VERIFY_ADDR_MAX          520
 
 enum verify_verdict { VERIFY_OK, VERIFY_UNKNOWN, VERIFY_UNAVAILABLE };
@@ -55,6 +62,7 @@ struct verify_req {
 	/* out */
 	enum verify_verdict verdict;
 	bool cached;             /* answered from the cache */
+	bool skipped;            /* unavailable without a probe: the next hop is marked down */
 	int code;                /* the next hop's reply code, 0 when none */
 	char text[512];          /* UNKNOWN: the next hop's reply text; UNAVAILABLE: why */
 	struct verify_req *next; /* the verifier's queue */
@@ -69,7 +77,8 @@ struct verify *verify_start(size_t cache_size);
  * without done_cb (their sessions are being freed).  NULL is a no-op. */
 void verify_stop(struct verify *v);
 
-/* The cache: true with r's verdict, code and text filled (r->cached set) on a hit. */
+/* The cache: true with r's verdict, code and text filled on a hit (r->cached set), or
+ * while the next hop is marked down (unavailable, r->skipped set). */
 bool verify_lookup(struct verify *v, struct verify_req *r);
 /* Queues r for a probe; done_cb follows on a probe thread. */
 void verify_submit(struct verify *v, struct verify_req *r);

@@ -112,7 +112,7 @@ def test_caches_answer_while_the_backend_is_down_then_450(daemon, postfix):
     assert got[2] == (450, "450 4.4.3 Recipient verification unavailable, try again later")
     daemon.wait_log(r"recipient <Known@example\.test> verified at the next hop \(cached\)")
     daemon.wait_log(r"recipient <new@example\.test> not verified, the next hop is "
-                    r"unavailable: .*Connection refused; replied 450 4\.4\.3 "
+                    r"unavailable \(probed\): .*Connection refused; replied 450 4\.4\.3 "
                     r"\(verify-unavailable = defer\)")
     assert metric(mport, "ok", "hit") == 1
     assert metric(mport, "unknown", "hit") == 1
@@ -129,7 +129,7 @@ def test_backend_down_with_verify_unavailable_accept(daemon):
     daemon.start()
     assert rcpts(daemon, "anyone@example.test") == [(250, "250 2.1.5 Recipient OK")]
     daemon.wait_log(r"recipient <anyone@example\.test> not verified, the next hop is "
-                    r"unavailable: .*; accepted unverified \(verify-unavailable = accept\)")
+                    r"unavailable \(probed\): .*; accepted unverified \(verify-unavailable = accept\)")
     assert metric(mport, "unavailable", "miss") == 1
 
 
@@ -178,7 +178,12 @@ def test_a_slow_backend_is_unavailable_at_verify_timeout(daemon):
     lsock.close()
     assert result["slow"][0][0] == 450, result
     daemon.wait_log(r"recipient <slow@example\.test> not verified, the next hop is "
-                    r"unavailable: .*(timed out|no greeting)")
+                    r"unavailable \(probed\): .*(timed out|no greeting)")
+    # a next hop that let a probe hang is marked down: the next requests are not queued
+    # behind another verify-timeout each
+    assert rcpts(daemon, "next@example.test")[0][0] == 450
+    daemon.wait_log(r"recipient <next@example\.test> not verified, the next hop is "
+                    r"unavailable \(next hop marked down\): not probed, the last probe")
 
 
 def test_check_warns_without_relay(daemon, mxgate):
@@ -220,3 +225,22 @@ def test_operations_md_example_checks_starts_and_reloads(daemon, postfix, mxgate
     daemon.reload()
     got = rcpts(daemon, "user@example.test", "nobody@example.test")
     assert [g[0] for g in got] == [250, 550], got
+
+
+def test_reload_to_another_backend_forgets_the_caches(daemon, postfix):
+    other = Postfix(users=("user", "gone"))
+    try:
+        other.start()
+        postfix.start()
+        verify_conf(daemon, postfix.port)
+        daemon.start()
+        assert rcpts(daemon, "gone@example.test")[0][0] == 550  # cached as unknown
+        text = open(daemon.conf).read().replace(f"127.0.0.1:{postfix.port}",
+                                                 f"127.0.0.1:{other.port}")
+        with open(daemon.conf, "w") as f:
+            f.write(text)
+        daemon.reload()
+        assert rcpts(daemon, "gone@example.test")[0][0] == 250
+        daemon.wait_log(r"recipient <gone@example\.test> verified at the next hop \(probed\)")
+    finally:
+        other.cleanup()

@@ -27,6 +27,13 @@ Test(rcache, get_put_and_text)
 	rcache_remove(c, "a@x");
 	rcache_remove(c, "a@x");
 	cr_assert_eq(rcache_len(c), 0);
+	rcache_put(c, "b@x", 100, "");
+	rcache_put(c, "c@x", 100, "");
+	rcache_clear(c);
+	cr_assert_eq(rcache_len(c), 0);
+	cr_assert_eq(rcache_get(c, "b@x", 0, NULL, 0), 0);
+	rcache_put(c, "b@x", 100, ""); /* usable after */
+	cr_assert_eq(rcache_get(c, "b@x", 0, NULL, 0), 1);
 	rcache_free(c);
 	rcache_free(NULL);
 }
