@@ -361,6 +361,12 @@ known_sequence(void)
 	metrics_config_reload(false);
 	metrics_config_reload(false);
 	metrics_config_loaded(7, 1700000000.5);
+	metrics_verification("ok", false);
+	metrics_verification("ok", true);
+	metrics_verification("ok", true);
+	metrics_verification("unknown", false);
+	metrics_verification("unavailable", false);
+	metrics_verification("bogus", true); /* not a result: not counted */
 }
 
 Test(metrics, a_known_sequence_renders_exactly)
@@ -412,6 +418,12 @@ Test(metrics, a_known_sequence_renders_exactly)
 	expect_value("mxgate_deliveries_total", "result=failed", 0);
 	expect_value("mxgate_protocol_log_dropped_total", "reason=queue_full", 0);
 	expect_value("mxgate_protocol_log_dropped_total", "reason=write_error", 0);
+	expect_value("mxgate_recipient_verifications_total", "result=ok|cache=miss", 1);
+	expect_value("mxgate_recipient_verifications_total", "result=ok|cache=hit", 2);
+	expect_value("mxgate_recipient_verifications_total", "result=unknown|cache=miss", 1);
+	expect_value("mxgate_recipient_verifications_total", "result=unknown|cache=hit", 0);
+	expect_value("mxgate_recipient_verifications_total", "result=unavailable|cache=miss", 1);
+	expect_value("mxgate_recipient_verifications_total", "result=unavailable|cache=hit", 0);
 	cr_expect_gt(value(&PG, "process_open_fds", ""), 2);
 	cr_expect_gt(value(&PG, "process_max_fds", ""), 2);
 	cr_expect_gt(value(&PG, "process_resident_memory_bytes", ""), 0);
