@@ -13,7 +13,8 @@
  *      says how many arrived; smtp_eof() says the client closed.
  *   2. smtp_next() returns the next action until it returns SMTP_NONE (needs more input)
  *      or SMTP_WAIT (needs the answer to a request it made).  Execute each in order.
- *   3. Answer requests with smtp_msg_begun(), smtp_msg_committed() and smtp_tls_done().
+ *   3. Answer requests with smtp_msg_begun(), smtp_msg_committed(), smtp_tls_done() and
+ *      smtp_rcpt_verified().
  *      smtp_timeout() and smtp_shutdown() inject the server's own events.
  * Pointers in an action stay valid until the next call into this module.
  *
@@ -62,7 +63,8 @@
 
 enum smtp_kind {
 	SMTP_NONE,        /* nothing until more input arrives */
-	SMTP_WAIT,        /* waiting for smtp_msg_begun/committed or smtp_tls_done */
+	SMTP_WAIT,        /* waiting for smtp_msg_begun/committed, smtp_tls_done or
+	                   * smtp_rcpt_verified */
 	SMTP_REPLY,       /* send text (whole CRLF-ended lines); delay_ms > 0: tarpit first */
 	SMTP_STARTTLS,    /* send what is queued, then begin the TLS handshake */
 	SMTP_MSG_BEGIN,   /* a message starts: open it in the spool, answer smtp_msg_begun() */

@@ -244,3 +244,30 @@ def test_reload_to_another_backend_forgets_the_caches(daemon, postfix):
         daemon.wait_log(r"recipient <gone@example\.test> verified at the next hop \(probed\)")
     finally:
         other.cleanup()
+
+
+def test_probes_use_starttls_as_relay_tls_says(daemon):
+    """relay-tls = required: the probe connection is TLS too, and a backend without
+    STARTTLS makes the recipient unavailable, never probed in clear."""
+    backend = Postfix(users=("user",), tls=(daemon.cert, daemon.key))
+    try:
+        backend.start()
+        verify_conf(daemon, backend.port, deliver={"relay-tls": "required"})
+        daemon.start()
+        assert [r[0] for r in rcpts(daemon, "user@example.test", "nobody@example.test")] == \
+            [250, 550]
+    finally:
+        backend.cleanup()
+    plain = Postfix(users=("user",))
+    try:
+        plain.start()
+        text = open(daemon.conf).read().replace(f"127.0.0.1:{backend.port}",
+                                                 f"127.0.0.1:{plain.port}")
+        with open(daemon.conf, "w") as f:
+            f.write(text)
+        daemon.reload()
+        assert rcpts(daemon, "user@example.test")[0][0] == 450
+        daemon.wait_log(r"recipient <user@example\.test> not verified, the next hop is "
+                        r"unavailable \(probed\): .*does not offer STARTTLS")
+    finally:
+        plain.cleanup()
