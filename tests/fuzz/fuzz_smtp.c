@@ -1,7 +1,8 @@
 /* libFuzzer target: the sans-I/O SMTP session.
  *
  * Input: 4 bytes of set-up (connector settings, a seed; b3 & 128 bare_lf_normalize,
- * b2 & 128 turns CHUNKING off, b2 & 64 makes each MAIL wait for a reverse DNS verdict), then
+ * b2 & 128 turns CHUNKING off, b2 & 64 makes each MAIL wait for a reverse DNS verdict, b2 & 32 each RCPT for a
+ * verification), then
  * the client's byte stream.
  * The seed cuts the stream into turns (the client waits for replies after each), places
  * events (EOF, timeouts, shutdown) between turns, or timeouts while the next message is
@@ -348,10 +349,12 @@ drain(struct run *r)
 			     strcasecmp(a.text, "AUTH ****") != 0))
 				abort();
 			break;
-		case SMTP_RCPT_VERIFY: /* an address, answered at once */
+		case SMTP_RCPT_VERIFY: /* an address; the verdict from its length (the same in
+		                        * both runs), with a hostile text for the 550 */
 			if (!a.text || a.len == 0 || !memchr(a.text, '@', a.len))
 				abort();
-			smtp_rcpt_verified(r->s, SMTP_VERIFY_OK, NULL);
+			smtp_rcpt_verified(r->s, (enum smtp_verdict)(a.len % 3),
+			                   "5.1.1 <x@y>: no\r\n421 injected\x01");
 			break;
 		case SMTP_CLOSE:
 			if (r->in_msg || r->expect_250)
@@ -476,6 +479,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	k.mail_check = b2 & 64; /* remote-hostname-suffixes: each MAIL waits for a verdict */
 	k.bare_lf_normalize = b3 & 128;
 	k.chunking = !(b2 & 128);
+	k.verify_recipients = b2 & 32;
 	pl.rate = b3 & 2 ? (b3 >> 2) & 3 : -1;
 	k.rate_ok = pl.rate >= 0 ? rate_cb : NULL;
 	const char *client = clients[(b3 >> 4) & 3];
