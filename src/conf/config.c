@@ -262,7 +262,8 @@ static const struct option options[] = {
         {SEC_DELIVER, "verify-timeout", K_DURATION, "10s", ROOT(verify_timeout_ms), 1000, 300000,
          false, NULL, NULL,
          "Recipient verification (`verify-recipients`): longest wait for the next hop at any "
-         "step of a probe; past it the recipient is unavailable (`verify-unavailable`)."},
+         "step of a probe; past it the recipient is unavailable (`verify-unavailable`) and, for "
+         "15 seconds, so is every recipient not cached, without a probe."},
         {SEC_DELIVER, "verify-positive-ttl", K_DURATION, "1h", ROOT(verify_positive_ttl_ms), 0,
          604800000, false, NULL, NULL,
          "How long a recipient the next hop took is remembered (no probe); `0s`: not "
