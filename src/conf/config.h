@@ -147,7 +147,7 @@ struct config {
 	char *relay_ca_file; /* NULL: the system's trust store */
 	uint64_t relay_connections;
 	uint64_t relay_timeout_ms;
-	uint64_t relay_idle_timeout_ms; /* 0: no connection kept between batches */
+	uint64_t relay_idle_timeout_ms;  /* 0: no connection kept between batches */
 	uint64_t verify_timeout_ms;      /* recipient verification (smtpd/verify.h) */
 	uint64_t verify_positive_ttl_ms; /* how long a known recipient is remembered */
 	uint64_t verify_negative_ttl_ms; /* how long an unknown one is */

@@ -1,9 +1,8 @@
 /* libFuzzer target: the sans-I/O SMTP session.
  *
  * Input: 4 bytes of set-up (connector settings, a seed; b3 & 128 bare_lf_normalize,
- * b2 & 128 turns CHUNKING off, b2 & 64 makes each MAIL wait for a reverse DNS verdict, b2 & 32 each RCPT for a
- * verification), then
- * the client's byte stream.
+ * b2 & 128 turns CHUNKING off, b2 & 64 makes each MAIL wait for a reverse DNS verdict,
+ * b2 & 32 each RCPT for a verification), then the client's byte stream.
  * The seed cuts the stream into turns (the client waits for replies after each), places
  * events (EOF, timeouts, shutdown) between turns, or timeouts while the next message is
  * being opened or committed, and scripts every answer (message begun or not, committed
