@@ -905,10 +905,16 @@ writer_main(void *arg)
 		P.next_set = false;
 		pthread_mutex_unlock(&P.mu);
 
-		/* rows queued before a reload that moved the directory go to the new one */
+		/* rows queued before a reload go to the directory the log had then (a session
+		 * that ended before a reload is in the old files, whole); when the reload turns
+		 * the log on there is no old one, and they go to the new */
+		if (change && !w->set) {
+			apply(w, s);
+			change = false;
+		}
+		write_batch(w, batch, len);
 		if (change)
 			apply(w, s);
-		write_batch(w, batch, len);
 		if (w->set && w->lost_full && !len) {
 			/* drops and nothing else to write: say so now */
 			struct timespec ts;

@@ -80,7 +80,8 @@ rec_add(struct rec *r, char tag, const void *p, size_t n)
 	r->p[r->len++] = tag;
 	memcpy(r->p + r->len, &n, sizeof(n));
 	r->len += sizeof(n);
-	memcpy(r->p + r->len, p, n);
+	if (n) /* actions without text (SMTP_MAILCHECK, ...) have p NULL */
+		memcpy(r->p + r->len, p, n);
 	r->len += n;
 }
 
