@@ -129,7 +129,7 @@ struct smtp {
 	/* queued actions and the text they point into */
 	struct smtp_action q[MAX_ACTIONS];
 	size_t qhead, qlen;
-	char arena[TEXT_ARENA];
+	char *arena; /* TEXT_ARENA bytes while actions are queued, else NULL: arena_release() */
 	size_t arena_len;
 	/* a bound above was broken: what, and its size; the session ends (see above) */
 	const char *failed;
@@ -181,6 +181,32 @@ push(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, unsigned
 	s->qlen++;
 }
 
+/* Room for len bytes of text in the arena, which is taken at the first text of a step:
+ * NULL (and fail()) when the step's text would not fit or there is no memory. */
+static char *
+arena_room(struct smtp *s, size_t len)
+{
+	if (len > TEXT_ARENA - s->arena_len) {
+		fail(s, "the text arena is full", s->arena_len + len);
+		return NULL;
+	}
+	if (!s->arena && !(s->arena = malloc(TEXT_ARENA))) {
+		fail(s, "no memory for the text arena", TEXT_ARENA);
+		return NULL;
+	}
+	return s->arena + s->arena_len;
+}
+
+/* An idle session gives its arena back, as its input buffer (input_release()): once the
+ * queue is empty no action points into it.  About 4 KiB a connection. */
+static void
+arena_release(struct smtp *s)
+{
+	free(s->arena);
+	s->arena = NULL;
+	s->arena_len = 0;
+}
+
 /* Queues a reply: text (whole lines, the last without its CRLF) is copied to the arena
  * and ended with CRLF. */
 static void
@@ -192,11 +218,9 @@ reply_text(struct smtp *s, const char *text, size_t len, unsigned delay)
 		fail(s, "a reply is longer than its bound", len + 2);
 		return;
 	}
-	if (len + 3 > TEXT_ARENA - s->arena_len) {
-		fail(s, "the text arena is full", s->arena_len + len + 3);
+	char *p = arena_room(s, len + 3);
+	if (!p)
 		return;
-	}
-	char *p = s->arena + s->arena_len;
 	memcpy(p, text, len);
 	memcpy(p + len, "\r\n", 3);
 	s->arena_len += len + 3;
@@ -310,11 +334,9 @@ push_text(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, int
 {
 	if (s->failed)
 		return;
-	if (len + 1 > TEXT_ARENA - s->arena_len) {
-		fail(s, "the text arena is full", s->arena_len + len + 1);
+	char *p = arena_room(s, len + 1);
+	if (!p)
 		return;
-	}
-	char *p = s->arena + s->arena_len;
 	memcpy(p, text, len);
 	p[len] = '\0';
 	s->arena_len += len + 1;
@@ -366,6 +388,17 @@ end_failed(struct smtp *s)
 	s->failed = NULL;
 	if (s->close_queued)
 		return; /* what was refused came after the end: nothing to tell */
+	if (!s->arena && !(s->arena = malloc(TEXT_ARENA))) {
+		/* no memory for text: fixed words, and the session still ends */
+		static const char bye[] =
+		        "421 4.3.0 Out of memory, closing transmission channel\r\n";
+		push(s, SMTP_REPLY, bye, sizeof(bye) - 1, 0, 0);
+		static const char line[] = "out of memory for a session's replies: the session is "
+		                           "closed with 421 4.3.0";
+		push(s, SMTP_LOG, line, sizeof(line) - 1, 0, LOG_LVL_ERROR);
+		close_session(s);
+		return;
+	}
 	goodbye(s, "421 4.3.0 Internal server limit reached, closing transmission channel");
 	slog(s, LOG_LVL_ERROR,
 	     "internal limit: %s (%zu); the session is closed with 421 4.3.0 in place of "
@@ -428,6 +461,7 @@ smtp_free(struct smtp *s)
 	free(s->rcpts);
 	if (s->in != no_input)
 		free(s->in);
+	free(s->arena);
 	free(s);
 }
 
@@ -1642,6 +1676,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 		if (s->st == ST_CLOSED)
 			return SMTP_WAIT;
 		input_release(s); /* waiting for input: no action points into the buffer */
+		arena_release(s); /* nor into the arena */
 		return SMTP_NONE;
 	}
 	*a = s->q[s->qhead];

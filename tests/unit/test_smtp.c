@@ -3,6 +3,7 @@
  * tables of hostile input. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,13 @@
 #include "base/log.h"
 #include "smtpd/smtp.h"
 #include "transcript.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/allocator_interface.h>
+#define heap_in_use() __sanitizer_get_current_allocated_bytes()
+#else
+#define heap_in_use() mallinfo2().uordblks
+#endif
 
 static void
 check_file(const char *file)
@@ -468,6 +476,25 @@ Test(smtp_api, free_null_and_first_action)
 	cr_expect(strstr(a.text, "[203.0.113.9]") != NULL);
 	cr_expect_str_eq(smtp_helo(t->smtp), "c.example");
 	cr_expect(smtp_esmtp(t->smtp));
+	tx_session_free(t);
+}
+
+/* An idle session holds neither its input buffer nor its text arena (4 KiB): both are
+ * given back once the queue is empty, and taken again by the next command. */
+Test(smtp_api, idle_session_gives_its_buffers_back)
+{
+	struct tx_session *t = tx_session_new("client: 203.0.113.9\n");
+
+	cr_assert_not_null(t);
+	greet(t->smtp, "EHLO c.example\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250-");
+	size_t busy = heap_in_use();
+	expect_action(t->smtp, SMTP_NONE, NULL);
+	size_t idle = heap_in_use();
+	cr_expect_geq(busy - idle, 2048 + 4096, "idle gave back %zu bytes", busy - idle);
+	put(t->smtp, "NOOP\r\n");
+	expect_action(t->smtp, SMTP_REPLY, "250 2.0.0");
+	expect_action(t->smtp, SMTP_NONE, NULL);
 	tx_session_free(t);
 }
 
