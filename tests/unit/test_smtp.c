@@ -14,7 +14,8 @@
 #include "transcript.h"
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+/* ASan's allocator (libasan; its header is not always installed) */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #define heap_in_use() __sanitizer_get_current_allocated_bytes()
 #else
 #define heap_in_use() mallinfo2().uordblks
