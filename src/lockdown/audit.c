@@ -786,6 +786,51 @@ check_presets(const struct audit_host *h, struct audit_report *r)
 	return 0;
 }
 
+/* the preset NAME a range of k comes from (its file is providers_dir()/NAME.conf), or false */
+static bool
+range_preset(const struct connector *k, char *name, size_t size)
+{
+	const char *dir = providers_dir();
+	size_t dlen = strlen(dir);
+
+	for (size_t j = 0; j < k->n_ranges; j++) {
+		const char *f = k->ranges[j].at.file, *dot;
+		if (!f || strncmp(f, dir, dlen) != 0 || f[dlen] != '/' || strchr(f + dlen + 1, '/'))
+			continue;
+		dot = strrchr(f + dlen + 1, '.');
+		if (!dot || strcmp(dot, ".conf") != 0)
+			continue;
+		snprintf(name, size, "%.*s", (int)(dot - (f + dlen + 1)), f + dlen + 1);
+		return true;
+	}
+	return false;
+}
+
+/* A provider's ranges are shared by all its customers: without a tenant proof (client
+ * certificate name, or forward-confirmed host name suffixes) any other tenant of the
+ * provider passes the connector's address check. */
+static int
+check_tenant_proof(const struct config *c, struct audit_report *r)
+{
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		const struct connector *k = &c->connectors[i];
+		char preset[128];
+		if (!k->enabled || k->tls_sender_certificate_name || k->n_hostname_suffixes ||
+		    (k->usage != USAGE_INTERNET &&
+		     !(k->permission_groups & PERM_ANONYMOUS_USERS)) ||
+		    !range_preset(k, preset, sizeof(preset)))
+			continue;
+		if (add(r, AUDIT_INFO, "tenant-proof-missing",
+		        "tls-sender-certificate-name or remote-hostname-suffixes (docs/LOCKDOWN.md "
+		        "section 5)",
+		        "connector \"%s\" (%s:%d) takes its clients from preset %s with no tenant "
+		        "proof: another tenant of %s can relay through it",
+		        k->name, k->at.file, k->at.line, preset, preset) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 check_daemon(const char *path, const struct audit_host *h, struct audit_report *r)
 {
@@ -840,7 +885,7 @@ audit_check(const struct config *c, const char *path, const struct audit_host *h
 {
 	if (check_daemon(path, h, r) < 0 || check_firewall(c, path, h, r) < 0 ||
 	    check_listeners(c, path, h, r) < 0 || check_open_connectors(c, r) < 0 ||
-	    check_presets(h, r) < 0)
+	    check_presets(h, r) < 0 || check_tenant_proof(c, r) < 0)
 		return -1;
 	return 0;
 }

@@ -812,3 +812,40 @@ Test(audit, json_output)
 	free(js);
 	teardown(&f, out);
 }
+
+/* one connector on a shared preset with no proof, one with a proof, one on its own ranges,
+ * one for partners only */
+static const char tenant_conf[] = CONNECTOR("Shared", "\"0.0.0.0:25\"",
+                                            "\"@proofpoint-essentials-us\"")
+        CONNECTOR("Proven", "\"0.0.0.0:26\"",
+                  "\"@proofpoint-essentials-us\" }\n"
+                  "  remote-hostname-suffixes = { \"outbound.pphosted.example\"")
+                CONNECTOR("Own ranges", "\"0.0.0.0:27\"",
+                          "\"67.231.144.0/20\"") "connector \"Partners\" {\n  usage = custom\n  "
+                                                 "permission-groups = { partners }\n"
+                                                 "  auth-mechanism = { none }\n  bindings = { "
+                                                 "\"0.0.0.0:28\" }\n"
+                                                 "  remote-ip-ranges = { "
+                                                 "\"@proofpoint-essentials-us\" }\n}\n";
+
+Test(audit, tenant_proof_missing_on_a_shared_preset)
+{
+	struct fixture f;
+	setup(&f, tenant_conf, NULL);
+	char *out = run(&f);
+	cr_expect(strstr(out, "info tenant-proof-missing: connector \"Shared\" (") != NULL, "%s",
+	          out);
+	cr_expect(strstr(out, "takes its clients from preset proofpoint-essentials-us with no "
+	                      "tenant proof: another tenant of proofpoint-essentials-us can relay "
+	                      "through it; fix: tls-sender-certificate-name or "
+	                      "remote-hostname-suffixes (docs/LOCKDOWN.md section 5)") != NULL,
+	          "%s", out);
+	/* one finding only, and info: it does not change the exit status */
+	cr_expect(strstr(strstr(out, "tenant-proof-missing") + 1, "tenant-proof-missing") == NULL,
+	          "%s", out);
+	for (size_t i = 0; i < f.r.n; i++)
+		cr_expect(strcmp(f.r.v[i].check, "tenant-proof-missing") != 0 ||
+		                  f.r.v[i].severity == AUDIT_INFO,
+		          "%s", out);
+	teardown(&f, out);
+}
