@@ -339,7 +339,7 @@ def test_firewall_from_another_configuration(daemon, tmp_path):
     # once the rules come from the running file, nothing is left
     load_firewall(ns, conf, tmp_path)
     r = audit(ns, conf)
-    assert (r.rc, findings(r)) == (0, []), r.out
+    assert r.rc == 0 and [f for f in findings(r) if not f.startswith("info ")] == [], r.out
 
 
 def test_legacy_iptables_rules_are_counted_not_read(daemon, tmp_path):
