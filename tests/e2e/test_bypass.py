@@ -384,3 +384,209 @@ def test_audit_usage_and_configuration_errors(tmp_path):
     assert r.rc == 2 and "usage: mxgate audit" in r.err, r.err
     r = mxgate(None, "audit", "-c", str(bad), "extra")
     assert r.rc == 2, r.err
+
+
+# ---- the tenant paths: another tenant of the provider, from inside its ranges --------------
+# The provider's ranges are shared by all its customers: 67.231.152.x passes the address
+# check whoever's mail it carries.  The tenant proof (a client certificate name, a
+# forward-confirmed host name) is what stops another tenant; a forged PROXY header is
+# what an attacker would try to look like someone else.
+
+from test_tenant_cert import PKI, mail_reply, self_signed  # noqa: E402
+
+TENANT = "mta1.tenant-1234.pphosted.example"
+OTHER_TENANT = "mta1.tenant-9999.pphosted.example"
+SUFFIX = "outbound.pphosted.example"
+SPOOFED = "67.231.152.11"  # PTR under the suffix, whose A record is another address
+WRONG = "67.231.152.12"    # forward-confirmed, but not under the suffix
+
+# A DNS server for the namespace (python3-dnslib), on its 127.0.0.1:53
+DNS_SERVER = r"""
+import ipaddress, socket, sys
+from dnslib import A, PTR, QTYPE, RCODE, RR, DNSRecord
+zone = {"67.231.152.10": ("mx1.%(s)s", "67.231.152.10"),
+        "67.231.152.11": ("mx2.%(s)s", "67.231.152.99"),
+        "67.231.152.12": ("mail.attacker.example", "67.231.152.12")}
+ptrs = {ipaddress.ip_address(ip).reverse_pointer + ".": v for ip, v in zone.items()}
+addrs = {v[0] + ".": v[1] for v in zone.values()}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    q = DNSRecord.parse(data)
+    name, qtype = str(q.q.qname), QTYPE[q.q.qtype]
+    print("query", name, qtype, flush=True)
+    r = q.reply()
+    if qtype == "PTR" and name in ptrs:
+        r.add_answer(RR(name, QTYPE.PTR, rdata=PTR(ptrs[name][0] + "."), ttl=60))
+    elif qtype == "A" and name in addrs:
+        r.add_answer(RR(name, QTYPE.A, rdata=A(addrs[name]), ttl=60))
+    elif name not in addrs:
+        r.header.rcode = RCODE.NXDOMAIN
+    s.sendto(r.pack(), peer)
+""" % {"s": SUFFIX}
+
+# A plain SMTP client: connects from argv[1] to argv[2]:25, sends each later argument as a
+# line, and prints the last line of each reply (the greeting first)
+SMTP_CLIENT = r"""
+import socket, sys
+c = socket.create_connection((sys.argv[2], 25), timeout=10, source_address=(sys.argv[1], 0))
+f = c.makefile("rb")
+def reply():
+    while True:
+        line = f.readline().decode()
+        if len(line) < 4 or line[3] != "-":
+            print(line.rstrip("\r\n"), flush=True)
+            return
+reply()
+for cmd in sys.argv[3:]:
+    c.sendall(cmd.encode() + b"\r\n")
+    reply()
+"""
+
+
+def add_addresses(ns, *addrs):
+    for a in addrs:
+        run(["ip", "-n", ns, "addr", "add", f"{a}/32", "dev", "lo"], check=True)
+
+
+def tenant_lockdown(d, connector="", top=""):
+    """The shipped lockdown with more lines in its connector and at its top."""
+    text = lockdown(d)
+    old = "  max-inbound-connection-per-source = 20\n"
+    assert old in text
+    text = text.replace(old, old + connector)
+    old = 'accepted-domains = { "example.com" }\n'
+    assert old in text
+    return text.replace(old, old + top)
+
+
+def smtp(ns, source, *cmds):
+    r = run(["/usr/bin/python3", "-c", SMTP_CLIENT, source, SERVER, *cmds], ns=ns)
+    assert r.rc == 0, r.out + r.err
+    return r.out.splitlines()
+
+
+@pytest.fixture
+def tenant_pki():
+    d = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                     f"mxgate-bypass-pki-{os.getpid()}-{time.monotonic_ns() % 1000000}")
+    os.makedirs(d)
+    os.chmod(d, 0o755)
+    try:
+        ca = PKI(d, "tenant")
+        certs = {"ca": ca.cert,
+                 "right": ca.leaf("right", TENANT, [TENANT]),
+                 "other": ca.leaf("other", OTHER_TENANT, [OTHER_TENANT]),
+                 "self": self_signed(d, TENANT)}
+        for v in certs.values():
+            for p in (v if isinstance(v, tuple) else (v,)):
+                os.chmod(p, 0o644)
+        yield certs
+    finally:
+        subprocess.run(["rm", "-rf", d])
+
+
+def swaks_in(ns, pair=None):
+    args = ["swaks", "--server", f"{SERVER}:25", "--local-interface", INSIDE, "--to",
+            "user@example.com", "--from", "tenant@remote.example", "--timeout", "10", "--tls"]
+    if pair:
+        args += ["--tls-cert", pair[0], "--tls-key", pair[1]]
+    r = run(args, ns=ns)
+    return r.out + r.err
+
+
+def test_another_tenant_without_the_certificate_is_refused(daemon, tenant_pki, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(tenant_lockdown(
+        d, connector=f'  tls-sender-certificate-name = "{TENANT}"\n').replace(
+        f'key = "{d.key}"\n', f'key = "{d.key}"\n  client-ca-file = "{tenant_pki["ca"]}"\n'))
+    assert "client-ca-file" in open(conf).read()
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    # another tenant: the right address, no certificate, or one for another name
+    assert mail_reply(swaks_in(ns)).startswith("530 5.7.1 "), d.log()
+    assert mail_reply(swaks_in(ns, tenant_pki["other"])) == (
+        f"550 5.7.1 Client certificate name mismatch: presented {OTHER_TENANT}")
+    assert mail_reply(swaks_in(ns, tenant_pki["self"])) == (
+        "550 5.7.1 Client certificate not trusted: self-signed certificate")
+    assert not d.messages(domain="example.com")
+    # the tenant: accepted (the test can pass)
+    out = swaks_in(ns, tenant_pki["right"])
+    assert "250 2.6.0 <" in out, out
+    d.wait_messages(1, domain="example.com")
+    # and the proof is on: audit has nothing to say, not even the info line
+    r = audit(ns, conf)
+    assert (r.rc, findings(r)) == (0, []), r.out + r.err
+
+
+def test_another_tenant_without_a_confirmed_host_name_is_refused(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    add_addresses(ns, SPOOFED, WRONG)
+    dns = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", DNS_SERVER],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert dns.stdout.readline().strip() == "ready", dns.stderr.read()
+        conf = d.write(tenant_lockdown(
+            d, connector=f'  remote-hostname-suffixes = {{ "{SUFFIX}" }}\n',
+            top='resolvers = { "127.0.0.1:53" }\n'))
+        d.start()
+        load_firewall(ns, conf, tmp_path)
+        mail = ("EHLO client.example", "MAIL FROM:<a@remote.example>", "QUIT")
+        # a spoofed PTR: a name under the suffix whose A record is not the client
+        replies = smtp(ns, SPOOFED, *mail)
+        assert replies[2].startswith(f"550 5.7.1 Reverse DNS name mx2.{SUFFIX}"), replies
+        assert "not forward-confirmed" in replies[2], replies
+        # forward-confirmed, but not under the suffix
+        replies = smtp(ns, WRONG, *mail)
+        assert replies[2].startswith(
+            "550 5.7.1 Forward-confirmed name mail.attacker.example"), replies
+        # the confirmed name under the suffix: accepted
+        replies = smtp(ns, INSIDE, *mail)
+        assert replies[2] == "250 2.1.0 Sender OK", replies
+        d.wait_log(rf"forward-confirmed reverse DNS: {re.escape(INSIDE)} is mx1\.")
+        r = audit(ns, conf)
+        assert (r.rc, findings(r)) == (0, []), r.out + r.err
+    finally:
+        dns.kill()
+        dns.wait()
+
+
+def test_a_forged_proxy_header_is_never_believed(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    # a balancer is configured, but the client is not it
+    conf = d.write(tenant_lockdown(d, top='proxy-protocol-from = { "203.0.113.80" }\n'))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    forged = f"PROXY TCP4 67.231.152.99 {SERVER} 40000 25"
+    replies = smtp(ns, INSIDE, forged, "EHLO client.example", "MAIL FROM:<a@remote.example>",
+                   "RCPT TO:<user@example.com>", "DATA",
+                   "Subject: forged\r\n\r\nhello\r\n.", "QUIT")
+    assert replies[1].startswith("500 "), replies  # the header is SMTP input, unknown
+    assert replies[2].startswith("250"), replies
+    assert replies[6].startswith("250 2.6.0"), replies
+    msg = d.wait_messages(1, domain="example.com")[0]
+    assert f"[{INSIDE}]".encode() in msg and b"67.231.152.99" not in msg.split(b"\r\n\r\n")[0]
+    # the session's log lines name the real peer, never the header's address
+    assert [l for l in d.lines if f"[{INSIDE}]:" in l], d.log()
+    assert not [l for l in d.lines if "67.231.152.99" in l and "PROXY" not in l], d.log()
+
+
+def test_audit_names_a_missing_tenant_proof(daemon, tmp_path):
+    ns, d = daemon.ns, daemon
+    conf = d.write(lockdown(d))
+    d.start()
+    load_firewall(ns, conf, tmp_path)
+    r = audit(ns, conf)
+    assert r.rc == 0, r.out + r.err  # info: the exit status is not changed
+    assert findings(r) == [
+        f'info tenant-proof-missing: connector "From Proofpoint Essentials US" ({conf}:'
+        + findings(r)[0].split(f"({conf}:")[1].split(")")[0]
+        + ") takes its clients from preset proofpoint-essentials-us with no tenant proof: "
+        "another tenant of proofpoint-essentials-us can relay through it; fix: "
+        "tls-sender-certificate-name or remote-hostname-suffixes (docs/LOCKDOWN.md section 5)"
+    ], r.out
+    r = audit(ns, conf, "--json")
+    f = json.loads(r.out)["findings"]
+    assert [(x["severity"], x["check"]) for x in f] == [("info", "tenant-proof-missing")]
