@@ -14,7 +14,8 @@ The story's addresses sit on the namespace's lo: 67.231.152.10 inside Proofpoint
 Essentials US, 198.51.100.10 outside it, 203.0.113.25 the server, and over IPv6
 2001:db8:bad::10 a client and 2001:db8:25::25 the server.  The other MTA is a small
 Python SMTP responder that reports the peer address it sees.  The certificate, FCrDNS and
-PROXY paths have their own suites.  Namespaces and processes are removed whatever happens.
+PROXY paths have their own suites; at the end they are tried again here, behind the same
+firewall, the way another tenant of the provider would (the tenant paths).  Namespaces and processes are removed whatever happens.
 """
 import hashlib
 import json
