@@ -73,6 +73,7 @@ static struct {
 	uint64_t full_unnoted; /* dropped for a full queue, not yet told */
 	struct settings *next; /* new settings for the writer, or NULL */
 	bool next_set;
+	size_t next_at; /* with next_set: the queued bytes written before it took effect */
 	pthread_t thread;
 	_Atomic uint64_t dropped[2];
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -901,20 +902,18 @@ writer_main(void *arg)
 		P.full_unnoted = 0;
 		struct settings *s = P.next;
 		bool change = P.next_set, stop = P.stopping;
+		size_t before = change ? P.next_at : len;
 		P.next = NULL;
 		P.next_set = false;
 		pthread_mutex_unlock(&P.mu);
 
-		/* rows queued before a reload go to the directory the log had then (a session
-		 * that ended before a reload is in the old files, whole); when the reload turns
-		 * the log on there is no old one, and they go to the new */
-		if (change && !w->set) {
-			apply(w, s);
-			change = false;
-		}
-		write_batch(w, batch, len);
+		/* rows queued before a reload go to the directory the log had then, rows queued
+		 * after it to the new one: a session that ended before a reload is whole in the
+		 * old files */
+		write_batch(w, batch, before);
 		if (change)
 			apply(w, s);
+		write_batch(w, batch + before, len - before);
 		if (w->set && w->lost_full && !len) {
 			/* drops and nothing else to write: say so now */
 			struct timespec ts;
@@ -1028,6 +1027,8 @@ protolog_configure(const struct protolog_params *p, char *err, size_t errlen)
 	pthread_mutex_lock(&P.mu);
 	settings_free(P.next);
 	P.next = s;
+	if (!P.next_set)
+		P.next_at = P.in_len; /* what is queued now was written under the old settings */
 	P.next_set = true;
 	P.on = on;
 	atomic_store(&P.enabled, on);
