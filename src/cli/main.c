@@ -173,6 +173,51 @@ load(const char *path, struct diag *d)
 	return c;
 }
 
+/* load(), and when the configuration is refused, the count of its errors (check, config) */
+static struct config *
+load_or_refuse(const char *path, struct diag *d)
+{
+	struct config *c = load(path, d);
+
+	if (!c)
+		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
+		        d->errors, d->errors == 1 ? "" : "s");
+	return c;
+}
+
+/* For the commands that read the configuration only to find the spool or the bindings:
+ * its errors are printed when it cannot be loaded, its warnings are check's job. */
+static struct config *
+load_quietly(const char *path)
+{
+	struct diag d;
+	struct config *c;
+
+	diag_init(&d);
+	if (!(c = config_load(path, &d)))
+		diag_print(&d, stderr);
+	diag_release(&d);
+	return c;
+}
+
+/* Takes every flag out of argv (it may stand anywhere, as postqueue's -j does) and says
+ * whether it was there; *argc is what is left. */
+static bool
+take_flag(int *argc, char **argv, const char *flag)
+{
+	bool seen = false;
+	int kept = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], flag) == 0)
+			seen = true;
+		else
+			argv[kept++] = argv[i];
+	}
+	*argc = kept;
+	return seen;
+}
+
 static int
 cmd_run(int argc, char **argv)
 {
@@ -194,27 +239,17 @@ static int
 cmd_config(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
-	bool all = false;
-	int kept = 1;
+	bool all = take_flag(&argc, argv, "--all");
 	struct config *c;
 	struct diag d;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--all") == 0)
-			all = true;
-		else
-			argv[kept++] = argv[i];
-	}
-	argc = kept;
 	if (parse_opts("config", argc, argv, &path, NULL) < 0)
 		return EXIT_USAGE;
 	if (optind != argc)
 		return usage_error("config", "unexpected argument '%s'", argv[optind]);
 	diag_init(&d);
-	c = load(path, &d);
+	c = load_or_refuse(path, &d);
 	if (!c) {
-		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
-		        d.errors, d.errors == 1 ? "" : "s");
 		diag_release(&d);
 		return EXIT_FAILURE;
 	}
@@ -236,10 +271,8 @@ cmd_check(int argc, char **argv)
 	if (optind != argc)
 		return usage_error("check", "unexpected argument '%s'", argv[optind]);
 	diag_init(&d);
-	c = load(path, &d);
+	c = load_or_refuse(path, &d);
 	if (!c) {
-		fprintf(stderr, "%s: %zu error%s; the configuration was not accepted\n", path,
-		        d.errors, d.errors == 1 ? "" : "s");
 		diag_release(&d);
 		return EXIT_FAILURE;
 	}
@@ -312,19 +345,10 @@ cmd_queue(int argc, char **argv)
 	const char *path = CONFIG_DEFAULT_PATH;
 	char command[64];
 	struct config *c;
-	struct diag d;
 	int rc;
 
 	/* --json anywhere (Postfix's postqueue -j, OpenSMTPD's smtpctl show queue) */
-	bool json = false;
-	int kept = 1;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
-			json = true;
-		else
-			argv[kept++] = argv[i];
-	}
-	argc = kept;
+	bool json = take_flag(&argc, argv, "--json");
 	if (parse_opts("queue", argc, argv, &path, NULL) < 0)
 		return EXIT_USAGE;
 	const char *verb = optind < argc ? argv[optind] : "list";
@@ -346,13 +370,8 @@ cmd_queue(int argc, char **argv)
 		        "expects list [--json], flush, or remove, hold or release with an "
 		        "ID or all");
 	}
-	/* the spool's location comes from the configuration; its warnings are check's job */
-	diag_init(&d);
-	c = config_load(path, &d);
-	if (!c)
-		diag_print(&d, stderr);
-	diag_release(&d);
-	if (!c)
+	/* the spool's location (its control socket) comes from the configuration */
+	if (!(c = load_quietly(path)))
 		return EXIT_FAILURE;
 	rc = queue_command(c->spool, command, stdout, stderr);
 	config_unref(c);
@@ -364,7 +383,6 @@ cmd_status(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
 	struct config *c;
-	struct diag d;
 	int rc;
 
 	if (parse_opts("status", argc, argv, &path, NULL) < 0)
@@ -372,12 +390,7 @@ cmd_status(int argc, char **argv)
 	if (optind < argc)
 		return usage_error("status", "unexpected argument '%s'", argv[optind]);
 	/* the spool's location (its control socket) comes from the configuration */
-	diag_init(&d);
-	c = config_load(path, &d);
-	if (!c)
-		diag_print(&d, stderr);
-	diag_release(&d);
-	if (!c)
+	if (!(c = load_quietly(path)))
 		return EXIT_FAILURE;
 	rc = queue_status(c->spool, stdout, stderr);
 	config_unref(c);
@@ -396,7 +409,6 @@ cmd_audit(int argc, char **argv)
 	struct audit_report r = {0};
 	struct audit_host h;
 	struct config *c;
-	struct diag d;
 	bool json = false;
 	int ch, rc;
 
@@ -413,12 +425,7 @@ cmd_audit(int argc, char **argv)
 	}
 	if (optind != argc)
 		return usage_error("audit", "unexpected argument '%s'", argv[optind]);
-	diag_init(&d);
-	c = config_load(path, &d);
-	if (!c)
-		diag_print(&d, stderr);
-	diag_release(&d);
-	if (!c)
+	if (!(c = load_quietly(path)))
 		return EXIT_USAGE;
 	if (audit_host_read(c, path, &h) < 0 || audit_check(c, path, &h, &r) < 0) {
 		fprintf(stderr, "mxgate audit: out of memory\n");
