@@ -1791,6 +1791,18 @@ connector_rules(struct loader *L, const struct givens *G, struct connector *k)
 		           k->name);
 }
 
+/* Whom connector k lets in when it takes a whole address family, for the warnings; NULL
+ * when it does not.  The first such range listed is noted by add_range(): a million
+ * ranges are not walked again. */
+static const char *
+open_to(const struct connector *k)
+{
+	return k->all_remote                ? "every IPv4 and IPv6 address"
+	       : k->open_family == AF_INET  ? "every IPv4 address"
+	       : k->open_family == AF_INET6 ? "every IPv6 address"
+	                                    : NULL;
+}
+
 /* What is allowed but most likely a mistake. */
 static void
 connector_warnings(struct loader *L, const struct givens *G, const struct connector *k)
@@ -1801,10 +1813,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 		          "gets 530 5.7.1)",
 		          k->name);
 	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
-		const char *open = k->all_remote                ? "every IPv4 and IPv6 address"
-		                   : k->open_family == AF_INET  ? "every IPv4 address"
-		                   : k->open_family == AF_INET6 ? "every IPv6 address"
-		                                                : NULL;
+		const char *open = open_to(k);
 		if (open)
 			diag_warn(
 			        L->d, L->file,
@@ -1818,11 +1827,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 	}
 	if (k->enabled && L->c->n_proxy_from && k->n_bindings) {
 		/* behind balancers, a connector anyone may reach directly bypasses them */
-		const char *open = k->all_remote ? "every IPv4 and IPv6 address" : NULL;
-		for (size_t i = 0; !open && i < k->n_ranges; i++)
-			if (range_is_all(&k->ranges[i].r))
-				open = k->ranges[i].r.family == AF_INET ? "every IPv4 address"
-				                                        : "every IPv6 address";
+		const char *open = open_to(k);
 		if (open)
 			diag_warn(
 			        L->d, L->file,
@@ -1950,6 +1955,17 @@ build_proxy_set(struct config *c)
 	c->proxy_set = rangeset_build(e, c->n_proxy_from, NULL, NULL);
 	free(e);
 	return c->proxy_set ? 0 : -1;
+}
+
+bool
+connector_takes_all(const struct connector *k, int family)
+{
+	if (k->all_remote)
+		return true;
+	for (size_t i = 0; i < k->n_ranges; i++)
+		if (k->ranges[i].r.family == family && range_is_all(&k->ranges[i].r))
+			return true;
+	return false;
 }
 
 bool

@@ -193,6 +193,9 @@ void config_unref(struct config *c);
 
 /* True if a is in proxy-protocol-from: a balancer that must send a PROXY header. */
 bool config_proxy_from(const struct config *c, const struct ipaddr *a);
+/* Whether connector k takes every address of family (AF_INET, AF_INET6): neither range key
+ * given (Exchange's default), or a range such as 0.0.0.0/0 listed. */
+bool connector_takes_all(const struct connector *k, int family);
 
 /* The connector by exact name, or NULL. */
 const struct connector *config_connector(const struct config *c, const char *name);

@@ -370,17 +370,6 @@ connector_on(const struct connector *k, uint16_t port, int family)
 }
 
 static bool
-connector_whole(const struct connector *k, int family)
-{
-	if (k->all_remote)
-		return true;
-	for (size_t i = 0; i < k->n_ranges; i++)
-		if (k->ranges[i].r.family == family && range_is_all(&k->ranges[i].r))
-			return true;
-	return false;
-}
-
-static bool
 allowed(const struct config *c, uint16_t port, int family, const struct ipaddr *a)
 {
 	for (size_t i = 0; i < c->n_connectors; i++) {
@@ -473,7 +462,7 @@ fam_state(const struct config *c, const struct audit_host *h, uint16_t port, int
 		if (!connector_on(k, port, family))
 			continue;
 		st->bound = true;
-		st->whole |= connector_whole(k, family);
+		st->whole |= connector_takes_all(k, family);
 		for (size_t b = 0; b < k->n_bindings; b++)
 			if (k->bindings[b].port == port && k->bindings[b].addr.family == family)
 				add_dst(st, &k->bindings[b].addr);
@@ -712,7 +701,7 @@ check_listeners(const struct config *c, const char *path, const struct audit_hos
 static bool
 connector_locked(const struct connector *k, int family)
 {
-	if (!k->enabled || connector_whole(k, family))
+	if (!k->enabled || connector_takes_all(k, family))
 		return false;
 	for (size_t i = 0; i < k->n_ranges; i++)
 		if (k->ranges[i].r.family == family)
@@ -737,7 +726,7 @@ check_open_connectors(const struct config *c, struct audit_report *r)
 			for (size_t j = 0; j < c->n_connectors && !locked; j++)
 				if (connector_locked(&c->connectors[j], fams[f]))
 					locked = c->connectors[j].name;
-			if (!bound || !locked || !connector_whole(k, fams[f]))
+			if (!bound || !locked || !connector_takes_all(k, fams[f]))
 				continue;
 			if (add(r, AUDIT_WARNING, "open-connector",
 			        "give it remote-ip-ranges, bind it to an internal address only, or "

@@ -117,17 +117,6 @@ connector_ranges(const struct connector *k, int family, struct rvec *rv)
 	return 0;
 }
 
-static bool
-connector_open(const struct connector *k, int family)
-{
-	if (k->all_remote)
-		return true;
-	for (size_t i = 0; i < k->n_ranges; i++)
-		if (k->ranges[i].r.family == family && range_is_all(&k->ranges[i].r))
-			return true;
-	return false;
-}
-
 /* ---- the plan ---------------------------------------------------------------------------- */
 
 static int
@@ -198,7 +187,7 @@ warn_open(const struct entry *e, struct diag *d)
 	char where[IPADDR_STRLEN + 32];
 
 	for (size_t i = 0; !k && i < e->n_conns; i++)
-		if (connector_open(e->conns[i], e->family))
+		if (connector_takes_all(e->conns[i], e->family))
 			k = e->conns[i];
 	if (e->any) {
 		snprintf(where, sizeof(where), "any local address");
@@ -925,7 +914,7 @@ write_exchange_connector(const struct connector *k, FILE *out, struct diag *d)
 				}
 			}
 		}
-		if (connector_open(k, fams[f]))
+		if (connector_takes_all(k, fams[f]))
 			diag_warn(d, k->at.file, k->at.line,
 			          "connector '%s' takes every %s address: so will its Exchange "
 			          "receive connector",
