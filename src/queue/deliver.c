@@ -252,6 +252,17 @@ deliver_prepare(struct deliver *d, const struct config *cfg, long uid, long gid)
 
 /* ---- the queue ---------------------------------------------------------------------------- */
 
+/* Appends j (its next NULL) to the jobs ready to be delivered.  Under d->mu. */
+static void
+ready_push(struct deliver *d, struct job *j)
+{
+	if (d->ready_tail)
+		d->ready_tail->next = j;
+	else
+		d->ready = j;
+	d->ready_tail = j;
+}
+
 void
 deliver_submit(struct deliver *d, struct spool_entry *e)
 {
@@ -274,11 +285,7 @@ deliver_submit(struct deliver *d, struct spool_entry *e)
 		pthread_mutex_unlock(&d->mu);
 		return;
 	}
-	if (d->ready_tail)
-		d->ready_tail->next = j;
-	else
-		d->ready = j;
-	d->ready_tail = j;
+	ready_push(d, j);
 	pthread_cond_signal(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 }
@@ -395,11 +402,7 @@ deliver_hold(struct deliver *d, const char *id, bool hold, char *err, size_t err
 		d->held = j;
 	} else {
 		j->due = 0;
-		if (d->ready_tail)
-			d->ready_tail->next = j;
-		else
-			d->ready = j;
-		d->ready_tail = j;
+		ready_push(d, j);
 		pthread_cond_signal(&d->cv);
 	}
 	pthread_mutex_unlock(&d->mu);
@@ -1280,11 +1283,7 @@ deliver_main(void *arg)
 			struct job *j = d->waiting;
 			d->waiting = j->next;
 			j->next = NULL;
-			if (d->ready_tail)
-				d->ready_tail->next = j;
-			else
-				d->ready = j;
-			d->ready_tail = j;
+			ready_push(d, j);
 		}
 		if (d->stop)
 			break;
