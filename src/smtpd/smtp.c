@@ -902,6 +902,21 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 	reply(s, "250 2.1.5 Recipient OK");
 }
 
+/* DATA's 354 or the first BDAT chunk: the envelope is handed over and a message opened
+ * (SMTP_MSG_BEGIN, answered by smtp_msg_begun()). */
+static void
+begin_message(struct smtp *s)
+{
+	s->env = (struct smtp_envelope){.helo = s->helo,
+	                                .mail_from = s->mail_from,
+	                                .rcpts = s->rcpts,
+	                                .n_rcpts = s->n_rcpts,
+	                                .smtputf8 = s->smtputf8,
+	                                .body_8bit = s->body_8bit};
+	s->st = ST_BEGIN;
+	push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+}
+
 static void
 cmd_data(struct smtp *s, bool has_more)
 {
@@ -924,14 +939,7 @@ cmd_data(struct smtp *s, bool has_more)
 		close_session(s);
 		return;
 	}
-	s->env = (struct smtp_envelope){.helo = s->helo,
-	                                .mail_from = s->mail_from,
-	                                .rcpts = s->rcpts,
-	                                .n_rcpts = s->n_rcpts,
-	                                .smtputf8 = s->smtputf8,
-	                                .body_8bit = s->body_8bit};
-	s->st = ST_BEGIN;
-	push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+	begin_message(s);
 }
 
 /* The chunk after a BDAT that is refused is still read, and dropped: then reply. */
@@ -985,14 +993,7 @@ cmd_bdat(struct smtp *s, const char *arg, size_t len)
 	} else if (!s->bdat) {
 		/* the first chunk opens the message, as DATA does, without a 354 */
 		s->bdat = true;
-		s->env = (struct smtp_envelope){.helo = s->helo,
-		                                .mail_from = s->mail_from,
-		                                .rcpts = s->rcpts,
-		                                .n_rcpts = s->n_rcpts,
-		                                .smtputf8 = s->smtputf8,
-		                                .body_8bit = s->body_8bit};
-		s->st = ST_BEGIN;
-		push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+		begin_message(s);
 	} else {
 		s->st = ST_CHUNK;
 	}
