@@ -259,6 +259,23 @@ out:
 	return rc;
 }
 
+/* A recipient's fate from MAIL's reply and its RCPT's reply r: refused by MAIL's refusal
+ * if there was one, else by r's; a refusal goes into res.  Returns 1 when accepted. */
+static int
+rcpt_outcome(const struct smtpc_reply *mail, const struct smtpc_reply *r, bool *accepted,
+             struct relay_result *res)
+{
+	const struct smtpc_reply *d = mail->code / 100 != 2 ? mail : r;
+
+	if (d->code / 100 == 2) {
+		*accepted = true;
+		return 1;
+	}
+	res->code = d->code;
+	snprintf(res->text, sizeof(res->text), "%s", d->text);
+	return 0;
+}
+
 static void
 set_all(const struct spool_entry *e, const bool *pending, struct relay_result *res, int code,
         const char *text, const bool *only)
@@ -324,14 +341,7 @@ envelope(struct relay_conn *c, const struct spool_entry *e, const bool *pending,
 		snprintf(line, sizeof(line), "RCPT TO:<%s>", e->rcpts[i]);
 		if ((!pipe && smtpc_send(s, line) < 0) || smtpc_read_reply(s, &r) < 0)
 			return -1;
-		const struct smtpc_reply *d = mail.code / 100 != 2 ? &mail : &r;
-		if (d->code / 100 == 2) {
-			accepted[i] = true;
-			n_acc++;
-		} else {
-			res[i].code = d->code;
-			snprintf(res[i].text, sizeof(res[i].text), "%s", d->text);
-		}
+		n_acc += rcpt_outcome(&mail, &r, &accepted[i], &res[i]);
 	}
 	if (!pipe && n_acc == 0)
 		return rset(c);
@@ -381,14 +391,7 @@ transaction_bdat(struct relay_conn *c, const struct spool_entry *e, int fd, cons
 			continue;
 		if (smtpc_read_reply(s, &r) < 0)
 			return -1;
-		const struct smtpc_reply *d = mail.code / 100 != 2 ? &mail : &r;
-		if (d->code / 100 == 2) {
-			accepted[i] = true;
-			n_acc++;
-		} else {
-			res[i].code = d->code;
-			snprintf(res[i].text, sizeof(res[i].text), "%s", d->text);
-		}
+		n_acc += rcpt_outcome(&mail, &r, &accepted[i], &res[i]);
 	}
 	if (smtpc_read_reply(s, &r) < 0)
 		return -1;
