@@ -78,11 +78,12 @@ struct smtp {
 	bool tls, esmtp, eof, shutdown, close_queued;
 	bool timeout_pending; /* a timeout came while a message was being opened or committed */
 	enum smtp_timeout timeout_which;
-	unsigned tarpit_ms;      /* delay of failure replies: session_tarpit() */
-	char helo[HELO_MAX + 1]; /* what HELO/EHLO said, when has_helo */
+	unsigned tarpit_ms; /* delay of failure replies: session_tarpit() */
+	char *helo;         /* what HELO/EHLO said, when has_helo (allocated to its length) */
 	bool has_helo;
-	bool cert_ok;           /* smtp_tls_peer() without a refusal */
-	char cert_refusal[401]; /* its refusal */
+	bool cert_ok;       /* smtp_tls_peer() without a refusal */
+	bool cert_checked;  /* smtp_tls_peer() was called */
+	char *cert_refusal; /* its refusal (allocated), or NULL */
 
 	/* input */
 	char *in;
@@ -106,8 +107,8 @@ struct smtp {
 	bool in_header, aborted, too_big, long_line, has_nul, header_too_big;
 	uint64_t msg_size, header_size;
 	unsigned hops;
-	char message_id[SMTP_MSGID_MAX + 1]; /* for the log: see smtp_envelope.message_id */
-	bool msgid_wanted;                   /* in a Message-ID: header with no word yet */
+	struct msg_text *mt; /* from a message's beginning until the session waits for input */
+	bool msgid_wanted;   /* in a Message-ID: header with no word yet */
 
 	/* accounting */
 	uint64_t errors;
@@ -123,20 +124,47 @@ struct smtp {
 	uint64_t chunk_size, chunk_left; /* octets of the chunk, and still to read */
 	size_t bline;                    /* octets of the text line so far, without CR and LF */
 	bool bline_cr;                   /* the last chunk octet was a CR */
-	char bhead[12 + SMTP_MSGID_MAX]; /* the line's first octets ("Received:", "Message-ID:") */
 	struct smtp_stats stats;
 
-	/* queued actions and the text they point into */
-	struct smtp_action q[MAX_ACTIONS];
+	/* queued actions and the text they point into: step_mem while actions are queued,
+	 * else NULL (step_mem_release()): an idle session holds neither */
+	struct step_mem *mem;
 	size_t qhead, qlen;
-	char *arena; /* TEXT_ARENA bytes while actions are queued, else NULL: arena_release() */
 	size_t arena_len;
+	unsigned oom; /* no memory for a step: the goodbye's actions given out so far */
 	/* a bound above was broken: what, and its size; the session ends (see above) */
 	const char *failed;
 	size_t failed_size;
 };
 
 /* ---- action queue ------------------------------------------------------------------- */
+
+/* What the action queue and the text arena need, taken together by the first action of
+ * a step. */
+struct step_mem {
+	struct smtp_action q[MAX_ACTIONS];
+	char arena[TEXT_ARENA];
+};
+
+/* A message's own text state. */
+struct msg_text {
+	char message_id[SMTP_MSGID_MAX + 1]; /* for the log: see smtp_envelope.message_id */
+	char bhead[12 +
+	           SMTP_MSGID_MAX]; /* a BDAT line's first octets ("Received:", "Message-ID:") */
+};
+
+/* The step's memory, taken now if it is not yet: false when there is none (then the
+ * session ends with a goodbye that needs none: smtp_next()). */
+static bool
+step_mem(struct smtp *s)
+{
+	if (!s->mem && !(s->mem = malloc(sizeof(*s->mem)))) {
+		if (!s->oom)
+			s->oom = 1;
+		return false;
+	}
+	return true;
+}
 
 /* A step begins (see the bounds above): text of actions already taken can go. */
 static void
@@ -167,11 +195,13 @@ push(struct smtp *s, enum smtp_kind kind, const char *text, size_t len, unsigned
 		fail(s, "the action queue is full", MAX_ACTIONS);
 		return;
 	}
+	if (!step_mem(s))
+		return;
 	if (kind == SMTP_MSG_END || kind == SMTP_MSG_ABORT)
 		s->msg_open = false;
 	if (kind == SMTP_CLOSE)
 		s->close_queued = true;
-	s->q[(s->qhead + s->qlen) % MAX_ACTIONS] =
+	s->mem->q[(s->qhead + s->qlen) % MAX_ACTIONS] =
 	        (struct smtp_action){.kind = kind,
 	                             .text = text,
 	                             .len = len,
@@ -190,21 +220,27 @@ arena_room(struct smtp *s, size_t len)
 		fail(s, "the text arena is full", s->arena_len + len);
 		return NULL;
 	}
-	if (!s->arena && !(s->arena = malloc(TEXT_ARENA))) {
-		fail(s, "no memory for the text arena", TEXT_ARENA);
+	if (!step_mem(s))
 		return NULL;
-	}
-	return s->arena + s->arena_len;
+	return s->mem->arena + s->arena_len;
 }
 
-/* An idle session gives its arena back, as its input buffer (input_release()): once the
- * queue is empty no action points into it.  About 4 KiB a connection. */
+/* An idle session gives its queue and arena back, as its input buffer (input_release()):
+ * once the queue is empty no action points into them.  About 4.6 KiB a connection; and a
+ * message's text state, once the session waits for a command (the accepted message's
+ * Message-ID has been logged). */
 static void
-arena_release(struct smtp *s)
+step_mem_release(struct smtp *s)
 {
-	free(s->arena);
-	s->arena = NULL;
+	free(s->mem);
+	s->mem = NULL;
 	s->arena_len = 0;
+	s->qhead = 0;
+	if (s->st == ST_CMD && !s->msg_open) {
+		free(s->mt);
+		s->mt = NULL;
+		s->env.message_id = NULL;
+	}
 }
 
 /* Queues a reply: text (whole lines, the last without its CRLF) is copied to the arena
@@ -388,17 +424,8 @@ end_failed(struct smtp *s)
 	s->failed = NULL;
 	if (s->close_queued)
 		return; /* what was refused came after the end: nothing to tell */
-	if (!s->arena && !(s->arena = malloc(TEXT_ARENA))) {
-		/* no memory for text: fixed words, and the session still ends */
-		static const char bye[] =
-		        "421 4.3.0 Out of memory, closing transmission channel\r\n";
-		push(s, SMTP_REPLY, bye, sizeof(bye) - 1, 0, 0);
-		static const char line[] = "out of memory for a session's replies: the session is "
-		                           "closed with 421 4.3.0";
-		push(s, SMTP_LOG, line, sizeof(line) - 1, 0, LOG_LVL_ERROR);
-		close_session(s);
-		return;
-	}
+	if (!step_mem(s))
+		return; /* smtp_next() says goodbye without memory */
 	goodbye(s, "421 4.3.0 Internal server limit reached, closing transmission channel");
 	slog(s, LOG_LVL_ERROR,
 	     "internal limit: %s (%zu); the session is closed with 421 4.3.0 in place of "
@@ -461,7 +488,10 @@ smtp_free(struct smtp *s)
 	free(s->rcpts);
 	if (s->in != no_input)
 		free(s->in);
-	free(s->arena);
+	free(s->mem);
+	free(s->mt);
+	free(s->helo);
+	free(s->cert_refusal);
 	free(s);
 }
 
@@ -580,10 +610,17 @@ cmd_helo(struct smtp *s, const char *arg, size_t len, bool ehlo)
 		protocol_error(s);
 		return;
 	}
+	/* taken before anything changes: no allocation can fail after the 250 */
+	char *helo = malloc(len + 1);
+	if (!helo) {
+		reply(s, "452 4.3.1 Insufficient system resources");
+		return;
+	}
 	reset_transaction(s);
-	/* held in the session: no allocation that could fail after the 250 */
-	memcpy(s->helo, arg, len);
-	s->helo[len] = '\0';
+	memcpy(helo, arg, len);
+	helo[len] = '\0';
+	free(s->helo);
+	s->helo = helo;
 	s->has_helo = true;
 	s->esmtp = ehlo;
 	if (!ehlo) {
@@ -729,9 +766,10 @@ cmd_mail(struct smtp *s, const char *arg, size_t len)
 	}
 	if (k->require_client_cert && !s->cert_ok) {
 		reply(s, "%s",
-		      s->cert_refusal[0] ? s->cert_refusal
-		                         : "530 5.7.1 Client was not authenticated: no client "
-		                           "certificate was checked");
+		      s->cert_refusal   ? s->cert_refusal
+		      : s->cert_checked ? "550 5.7.1 Client certificate not accepted"
+		                        : "530 5.7.1 Client was not authenticated: no client "
+		                          "certificate was checked");
 		return;
 	}
 	if (!k->anonymous_users && !k->partners && !k->exchange_servers) {
@@ -903,10 +941,13 @@ cmd_rcpt(struct smtp *s, const char *arg, size_t len)
 }
 
 /* DATA's 354 or the first BDAT chunk: the envelope is handed over and a message opened
- * (SMTP_MSG_BEGIN, answered by smtp_msg_begun()). */
-static void
+ * (SMTP_MSG_BEGIN, answered by smtp_msg_begun()).  False, with nothing changed, when there
+ * is no memory for the message's text state. */
+static bool
 begin_message(struct smtp *s)
 {
+	if (!s->mt && !(s->mt = malloc(sizeof(*s->mt))))
+		return false;
 	s->env = (struct smtp_envelope){.helo = s->helo,
 	                                .mail_from = s->mail_from,
 	                                .rcpts = s->rcpts,
@@ -915,6 +956,7 @@ begin_message(struct smtp *s)
 	                                .body_8bit = s->body_8bit};
 	s->st = ST_BEGIN;
 	push(s, SMTP_MSG_BEGIN, NULL, 0, 0, 0);
+	return true;
 }
 
 static void
@@ -939,7 +981,8 @@ cmd_data(struct smtp *s, bool has_more)
 		close_session(s);
 		return;
 	}
-	begin_message(s);
+	if (!begin_message(s))
+		reply(s, "452 4.3.1 Insufficient system resources");
 }
 
 /* The chunk after a BDAT that is refused is still read, and dropped: then reply. */
@@ -993,7 +1036,10 @@ cmd_bdat(struct smtp *s, const char *arg, size_t len)
 	} else if (!s->bdat) {
 		/* the first chunk opens the message, as DATA does, without a 354 */
 		s->bdat = true;
-		begin_message(s);
+		if (!begin_message(s)) {
+			reset_transaction(s);
+			refuse_chunk(s, "452 4.3.1 Insufficient system resources", false);
+		}
 	} else {
 		s->st = ST_CHUNK;
 	}
@@ -1250,7 +1296,7 @@ end_of_data(struct smtp *s)
 	s->txn_step = true;
 	s->env.size = s->msg_size;
 	s->env.received_hops = s->hops;
-	s->env.message_id = s->message_id;
+	s->env.message_id = s->mt->message_id;
 	if (s->too_big) {
 		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 	} else if (s->long_line) {
@@ -1283,7 +1329,7 @@ header_message_id(struct smtp *s, const char *line, size_t len)
 {
 	size_t i = 0, n = 0;
 
-	if (!s->message_id[0] && len >= 11 && strncasecmp(line, "Message-ID:", 11) == 0) {
+	if (!s->mt->message_id[0] && len >= 11 && strncasecmp(line, "Message-ID:", 11) == 0) {
 		s->msgid_wanted = true;
 		i = 11;
 	} else if (!s->msgid_wanted || (line[0] != ' ' && line[0] != '\t')) {
@@ -1295,9 +1341,9 @@ header_message_id(struct smtp *s, const char *line, size_t len)
 	while (i < len && n < SMTP_MSGID_MAX && line[i] != ' ' && line[i] != '\t' &&
 	       line[i] != '\r' && line[i] != '\n') {
 		unsigned char c = (unsigned char)line[i++];
-		s->message_id[n++] = c > 0x20 && c < 0x7f ? (char)c : '?';
+		s->mt->message_id[n++] = c > 0x20 && c < 0x7f ? (char)c : '?';
 	}
-	s->message_id[n] = '\0';
+	s->mt->message_id[n] = '\0';
 	if (n)
 		s->msgid_wanted = false;
 }
@@ -1474,8 +1520,8 @@ static bool
 chunk_line_end(struct smtp *s)
 {
 	size_t len = s->bline + 2;
-	size_t seen = s->bline < sizeof(s->bhead) ? s->bline : sizeof(s->bhead);
-	bool received = s->bline >= 9 && strncasecmp(s->bhead, "Received:", 9) == 0;
+	size_t seen = s->bline < sizeof(s->mt->bhead) ? s->bline : sizeof(s->mt->bhead);
+	bool received = s->bline >= 9 && strncasecmp(s->mt->bhead, "Received:", 9) == 0;
 
 	s->bline = 0;
 	s->bline_cr = false;
@@ -1483,7 +1529,7 @@ chunk_line_end(struct smtp *s)
 		s->long_line = true;
 		stop_message(s);
 	}
-	return header_line(s, s->bhead, seen, len, received);
+	return header_line(s, s->mt->bhead, seen, len, received);
 }
 
 /* Chunk octets at p, at most n: checked line by line as DATA's text is (the line carries
@@ -1530,8 +1576,8 @@ chunk_text(struct smtp *s, const char *p, size_t n)
 		}
 		if (c == '\0')
 			s->has_nul = true;
-		if (s->bline < sizeof(s->bhead))
-			s->bhead[s->bline] = c;
+		if (s->bline < sizeof(s->mt->bhead))
+			s->mt->bhead[s->bline] = c;
 		s->bline++;
 	}
 	count_text(s, i - counted);
@@ -1629,6 +1675,45 @@ late_timeout(struct smtp *s, const char *what, const char *answered)
 
 /* ---- the driver ----------------------------------------------------------------------- */
 
+/* No memory for a step's queue (step_mem()): the session ends with fixed words, given out
+ * one by one without the queue, and what was refused is dropped (an open message is
+ * aborted: each begun message gets its SMTP_MSG_ABORT). */
+static enum smtp_kind
+oom_goodbye(struct smtp *s, struct smtp_action *a)
+{
+	static const char bye[] = "421 4.3.0 Out of memory, closing transmission channel\r\n";
+	static const char line[] = "out of memory for a session's replies: the session is "
+	                           "closed with 421 4.3.0";
+
+	switch (s->oom++) {
+	case 1:
+		*a = (struct smtp_action){.kind = SMTP_REPLY, .text = bye, .len = sizeof(bye) - 1};
+		return a->kind;
+	case 2:
+		*a = (struct smtp_action){.kind = SMTP_LOG,
+		                          .text = line,
+		                          .len = sizeof(line) - 1,
+		                          .level = LOG_LVL_ERROR};
+		return a->kind;
+	case 3:
+		if (s->msg_open) {
+			s->msg_open = false;
+			*a = (struct smtp_action){.kind = SMTP_MSG_ABORT};
+			return a->kind;
+		}
+		s->oom++;
+		/* fall through */
+	case 4:
+		s->st = ST_CLOSED;
+		s->close_queued = true;
+		*a = (struct smtp_action){.kind = SMTP_CLOSE};
+		return a->kind;
+	default:
+		s->oom = 5;
+		return SMTP_WAIT;
+	}
+}
+
 enum smtp_kind
 smtp_next(struct smtp *s, struct smtp_action *a)
 {
@@ -1640,7 +1725,7 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 	 * bytes may be buffered already */
 	enum state was = s->st;
 	bool again = s->qlen == 0;
-	while (again) {
+	while (again && !s->oom) {
 		was = s->st;
 		step_begin(s);
 		switch (s->failed ? ST_CLOSED : s->st) {
@@ -1673,14 +1758,16 @@ smtp_next(struct smtp *s, struct smtp_action *a)
 			end_failed(s);
 		again = s->qlen == 0 && s->st != was;
 	}
+	if (s->oom && s->qlen == 0)
+		return oom_goodbye(s, a);
 	if (s->qlen == 0) {
 		if (s->st == ST_CLOSED)
 			return SMTP_WAIT;
-		input_release(s); /* waiting for input: no action points into the buffer */
-		arena_release(s); /* nor into the arena */
+		input_release(s);    /* waiting for input: no action points into the buffer */
+		step_mem_release(s); /* nor into the arena */
 		return SMTP_NONE;
 	}
-	*a = s->q[s->qhead];
+	*a = s->mem->q[s->qhead];
 	s->qhead = (s->qhead + 1) % MAX_ACTIONS;
 	s->qlen--;
 	return a->kind;
@@ -1722,7 +1809,7 @@ smtp_msg_begun(struct smtp *s, bool ok)
 	s->bline = 0;
 	s->bline_cr = false;
 	s->first_line = true;
-	s->message_id[0] = '\0';
+	s->mt->message_id[0] = '\0';
 	s->msgid_wanted = false;
 	s->st = s->bdat ? ST_CHUNK : ST_DATA;
 	if (s->timeout_pending) {
@@ -1834,7 +1921,10 @@ void
 smtp_tls_peer(struct smtp *s, const char *refusal)
 {
 	s->cert_ok = refusal == NULL;
-	snprintf(s->cert_refusal, sizeof(s->cert_refusal), "%s", refusal ? refusal : "");
+	s->cert_checked = true;
+	free(s->cert_refusal);
+	/* without memory for the words the refusal still stands, in general terms (MAIL) */
+	s->cert_refusal = refusal ? strdup(refusal) : NULL;
 }
 
 void
