@@ -1,10 +1,31 @@
 #include "net/conn.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static void __attribute__((format(printf, 2, 3))) conn_fail(struct conn *c, const char *fmt, ...)
+{
+	va_list ap;
+	char *text = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&text, fmt, ap) < 0)
+		text = NULL;
+	va_end(ap);
+	free(c->error);
+	c->error = text;
+}
+
+const char *
+conn_error(const struct conn *c)
+{
+	return c->error ? c->error : "";
+}
 
 static ssize_t
 plain_read(struct conn *c, void *buf, size_t len)
@@ -18,7 +39,7 @@ plain_read(struct conn *c, void *buf, size_t len)
 	if (n < 0 && errno == EAGAIN)
 		c->want = CONN_WANT_READ;
 	else if (n < 0)
-		snprintf(c->error, sizeof(c->error), "read: %s", strerror(errno));
+		conn_fail(c, "read: %s", strerror(errno));
 	return n;
 }
 
@@ -34,7 +55,7 @@ plain_write(struct conn *c, const void *buf, size_t len)
 	if (n < 0 && errno == EAGAIN)
 		c->want = CONN_WANT_WRITE;
 	else if (n < 0)
-		snprintf(c->error, sizeof(c->error), "write: %s", strerror(errno));
+		conn_fail(c, "write: %s", strerror(errno));
 	return n;
 }
 
@@ -58,7 +79,7 @@ tls_io_result(struct conn *c, enum tls_io r, size_t n)
 	case TLS_IO_ERROR:
 		break;
 	}
-	snprintf(c->error, sizeof(c->error), "TLS: %s", tls_error(c->tls));
+	conn_fail(c, "TLS: %s", tls_error(c->tls));
 	errno = EPROTO;
 	return -1;
 }
@@ -93,6 +114,8 @@ conn_release(struct conn *c)
 {
 	tls_conn_free(c->tls);
 	c->tls = NULL;
+	free(c->error);
+	c->error = NULL;
 }
 
 int
@@ -107,7 +130,8 @@ conn_start_tls(struct conn *c, struct tls_ctx *ctx)
 int
 conn_handshake(struct conn *c)
 {
-	enum tls_io r = tls_handshake(c->tls, c->error, sizeof(c->error));
+	char err[160];
+	enum tls_io r = tls_handshake(c->tls, err, sizeof(err));
 
 	c->want = CONN_WANT_NONE;
 	switch (r) {
@@ -123,6 +147,7 @@ conn_handshake(struct conn *c)
 		c->want = CONN_WANT_WRITE;
 		return 0;
 	default:
+		conn_fail(c, "%s", err);
 		return -1;
 	}
 }

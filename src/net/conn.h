@@ -24,14 +24,17 @@ struct conn {
 	struct tls_conn *tls; /* NULL until STARTTLS */
 	bool handshaking;
 	enum conn_want want;
-	char error[160]; /* why the stream failed, for the log */
+	char *error; /* why the stream failed, for the log: conn_error() */
 	ssize_t (*read)(struct conn *c, void *buf, size_t len);
 	ssize_t (*write)(struct conn *c, const void *buf, size_t len);
 };
 
 void conn_init(struct conn *c, int fd);
-/* Frees the TLS state; does not close the fd. */
+/* Frees the TLS state and the error text; does not close the fd. */
 void conn_release(struct conn *c);
+/* Why the stream failed ("" when it has not; allocated only when it does, so an idle
+ * connection holds no room for it). */
+const char *conn_error(const struct conn *c);
 
 /* Begins a server-side handshake on the connection.  Returns -1 without memory. */
 int conn_start_tls(struct conn *c, struct tls_ctx *ctx);

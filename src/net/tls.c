@@ -24,7 +24,7 @@ struct tls_ctx {
 
 struct tls_conn {
 	SSL *ssl;
-	char err[160];
+	char *err;      /* the last error, for the log: allocated when one happens */
 	int verify_err; /* the first error of the client's chain (X509_V_OK: none) */
 };
 
@@ -410,7 +410,26 @@ tls_conn_free(struct tls_conn *c)
 		return;
 	SSL_free(c->ssl);
 	ERR_clear_error();
+	free(c->err);
 	free(c);
+}
+
+/* Keeps text as the connection's error (a connection that never fails holds no room for
+ * one). */
+static void
+set_err(struct tls_conn *c, const char *text)
+{
+	free(c->err);
+	c->err = strdup(text);
+}
+
+static void
+set_err_queue(struct tls_conn *c, const char *fallback)
+{
+	char buf[160];
+
+	take_errors(buf, sizeof(buf), fallback);
+	set_err(c, buf);
 }
 
 static enum tls_io
@@ -425,10 +444,10 @@ result(struct tls_conn *c, int rc)
 		ERR_clear_error();
 		return TLS_IO_CLOSED;
 	case SSL_ERROR_SYSCALL:
-		take_errors(c->err, sizeof(c->err), "connection closed by the peer");
+		set_err_queue(c, "connection closed by the peer");
 		return TLS_IO_ERROR;
 	default:
-		take_errors(c->err, sizeof(c->err), "TLS protocol error");
+		set_err_queue(c, "TLS protocol error");
 		return TLS_IO_ERROR;
 	}
 }
@@ -446,10 +465,14 @@ tls_handshake(struct tls_conn *c, char *err, size_t errlen)
 	r = result(c, rc);
 	if (r == TLS_IO_ERROR || r == TLS_IO_CLOSED) {
 		long v = SSL_get_verify_result(c->ssl);
-		if (v != X509_V_OK && (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER))
-			snprintf(c->err, sizeof(c->err), "certificate verification failed: %s",
+		if (v != X509_V_OK && (SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER)) {
+			char buf[160];
+			snprintf(buf, sizeof(buf), "certificate verification failed: %s",
 			         X509_verify_cert_error_string(v));
-		snprintf(err, errlen, "%s", r == TLS_IO_CLOSED ? "closed by the peer" : c->err);
+			set_err(c, buf);
+		}
+		snprintf(err, errlen, "%s",
+		         r == TLS_IO_CLOSED ? "closed by the peer" : tls_error(c));
 	}
 	return r;
 }
@@ -481,7 +504,7 @@ tls_pending(const struct tls_conn *c)
 const char *
 tls_error(const struct tls_conn *c)
 {
-	return c->err;
+	return c->err ? c->err : "TLS error (no memory to say which)";
 }
 
 const char *

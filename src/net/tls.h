@@ -95,7 +95,8 @@ struct tls_peer {
 enum tls_peer_verdict tls_peer_check(const struct tls_conn *c, const char *expected,
                                      struct tls_peer *p);
 
-/* "TLSv1.3", "TLS_AES_256_GCM_SHA384" and the cipher's secret bits, once handshaken. */
+/* "TLSv1.3", "TLS_AES_256_GCM_SHA384" and the cipher's secret bits, once handshaken.  The
+ * names are libssl's constants: they stay valid after the connection is freed. */
 const char *tls_version(const struct tls_conn *c);
 const char *tls_cipher(const struct tls_conn *c);
 int tls_cipher_bits(const struct tls_conn *c);

@@ -181,7 +181,7 @@ protolog_session_init(struct protolog_session *s, bool verbose, const char *conn
 void
 protolog_connect(struct protolog_session *s)
 {
-	if (s->on)
+	if (s && s->on)
 		push(s, '+', "", 0, "", 0);
 }
 
@@ -199,7 +199,7 @@ chomp(const char *t, size_t len)
 void
 protolog_command(struct protolog_session *s, const char *line, size_t len)
 {
-	if (!s->on)
+	if (!s || !s->on)
 		return;
 	len = chomp(line, len);
 	/* AUTH <mechanism> [initial-response] (RFC 4954 §4): the response is a credential */
@@ -221,7 +221,7 @@ protolog_command(struct protolog_session *s, const char *line, size_t len)
 void
 protolog_reply(struct protolog_session *s, const char *text, size_t len)
 {
-	if (!s->on)
+	if (!s || !s->on)
 		return;
 	while (len > 0) {
 		const char *nl = memchr(text, '\n', len);
@@ -235,7 +235,7 @@ protolog_reply(struct protolog_session *s, const char *text, size_t len)
 void
 protolog_info(struct protolog_session *s, const char *context, const char *data)
 {
-	if (s->on)
+	if (s && s->on)
 		push(s, '*', data ? data : "", data ? strlen(data) : 0, context ? context : "",
 		     context ? strlen(context) : 0);
 }
@@ -247,7 +247,7 @@ protolog_infof(struct protolog_session *s, const char *context, const char *fmt,
 	va_list ap;
 	int n;
 
-	if (!s->on)
+	if (!s || !s->on)
 		return;
 	va_start(ap, fmt);
 	n = vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -271,7 +271,7 @@ protolog_tls(struct protolog_session *s, const char *protocol, const char *ciphe
 void
 protolog_disconnect(struct protolog_session *s, bool by_client)
 {
-	if (s->on)
+	if (s && s->on)
 		push(s, '-', "", 0, by_client ? "Remote" : "Local", by_client ? 6 : 5);
 }
 

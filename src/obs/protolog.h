@@ -151,7 +151,8 @@ struct protolog_session {
 void protolog_session_init(struct protolog_session *s, bool verbose, const char *connector,
                            const char *session_id, const char *local, const char *remote);
 
-/* The rows; each copies what it needs and returns without waiting.  Texts need no NUL
+/* The rows; each copies what it needs and returns without waiting; s may be NULL (a
+ * session whose connector logs nothing keeps no protolog_session at all).  Texts need no NUL
  * when a length is given; a trailing CRLF is not logged. */
 void protolog_connect(struct protolog_session *s);
 void protolog_command(struct protolog_session *s, const char *line, size_t len);

@@ -5,7 +5,8 @@
  * Any thread posts; the worker's loop wakes on ev and takes the whole list at once.  An
  * item belongs to the inbox from inbox_post() until inbox_take(), then to whoever took it,
  * who frees it with free(), except IN_COMMITTED and IN_VERIFIED: those live inside their
- * session (so the answer can always be posted) and are never freed on their own.
+ * session, or its recipient probe (so the answer can always be posted), and are never
+ * freed on their own.
  */
 #ifndef MXGATE_INBOX_H
 #define MXGATE_INBOX_H
@@ -32,18 +33,25 @@ enum inbox_kind {
 
 struct inbox_item {
 	enum inbox_kind kind;
-	int fd; /* IN_SESSION: the connection, transferred */
+	int err;              /* IN_COMMITTED: 0, or the errno of the failed commit */
+	struct session *sess; /* IN_COMMITTED, IN_VERIFIED */
+	struct inbox_item *next;
+};
+
+/* IN_SESSION: a new connection.  The item is its first member, so the one free() of the
+ * item releases it all; the other kinds stay this small because a session embeds its
+ * answers' items. */
+struct inbox_session {
+	struct inbox_item item;
+	int fd; /* the connection, transferred */
 	struct ipaddr remote;
 	uint16_t rport;
 	struct endpoint local;
-	struct config *cfg;   /* IN_SESSION: a reference for the session */
-	struct tls_ctx *tls;  /* IN_SESSION: a reference, or NULL */
-	int connector;        /* IN_SESSION: index into cfg->connectors */
-	bool proxied;         /* IN_SESSION: remote came in a PROXY header from via */
-	struct endpoint via;  /* IN_SESSION, proxied: the balancer */
-	struct session *sess; /* IN_COMMITTED, IN_VERIFIED */
-	int err;              /* IN_COMMITTED: 0, or the errno of the failed commit */
-	struct inbox_item *next;
+	struct config *cfg;  /* a reference for the session */
+	struct tls_ctx *tls; /* a reference, or NULL */
+	int connector;       /* index into cfg->connectors */
+	bool proxied;        /* remote came in a PROXY header from via */
+	struct endpoint via; /* proxied: the balancer */
 };
 
 struct inbox {

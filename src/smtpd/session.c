@@ -34,6 +34,7 @@
 #define OUT_HIGH_WATER (16 * 1024)
 #define OUT_LOW_WATER  (4 * 1024)
 #define OUT_CAP        (64 * 1024)
+#define OUT_FIRST      512 /* the buffer's first size: an EHLO reply fits */
 
 struct session {
 	struct session_host *h;
@@ -42,16 +43,21 @@ struct session {
 	struct tls_ctx *tls;
 	struct conn c;
 	struct smtp *smtp;
-	struct event ev_read, ev_write, ev_idle, ev_life, ev_tarpit, ev_stall;
-	bool read_on, write_on, idle_on, stall_on;
+	struct event ev_read, ev_write;
+	bool read_on, write_on;
+	/* One timer serves four deadlines (CLOCK_MONOTONIC ms, 0: off): connection-timeout
+	 * (life), connection-inactivity-timeout while waiting for a command (idle) or for the
+	 * client to read (stall), and a tarpitted reply.  timer_arm() keeps ev_timer at the
+	 * earliest; a deadline moved later or taken off is found at the next expiry (armed_at),
+	 * so reading a command costs no event_del/event_add. */
+	struct event ev_timer;
+	uint64_t armed_at, life_at, idle_at, stall_at, tarpit_at;
 	char id[20];
-	char client[IPADDR_STRLEN + ENDPOINT_STRLEN + 16]; /* "[ip]:port", " via=[b]:port" */
-	char client_ip[IPADDR_STRLEN];
-	char local_text[ENDPOINT_STRLEN];
 	struct ipaddr remote;
 	struct endpoint local;
 	struct log_ctx lc;
-	struct protolog_session pl; /* the protocol log's rows of this session */
+	struct protolog_session
+	        *pl; /* the protocol log's rows; NULL when the connector logs none */
 
 	char *out;
 	size_t out_len, out_cap, out_off;
@@ -59,13 +65,15 @@ struct session {
 	char *tarpit_text;           /* a delayed reply: one reply, at most the core's arena */
 	size_t tarpit_len;
 	bool tarpit_wait, closing, closed, handshake, commit_pending, zombie, eof;
-	bool verify_pending; /* a probe thread holds vreq: free on its answer */
+	bool verify_pending; /* a probe thread holds verify: free on its answer */
 
 	struct spool_msg *msg;
 	char msg_id[SPOOL_ID_LEN + 1];
 	bool maildir_prefix;
-	uint64_t added;     /* bytes mxgate put before the client's text: its Received: header */
-	char tls_info[128]; /* "PROTOCOL CIPHER" once STARTTLS completed, for the log */
+	uint64_t added; /* bytes mxgate put before the client's text: its Received: header */
+	/* once STARTTLS completed, for the log: libssl's own constant names, which outlive the
+	 * connection (a client may be gone before its message is committed) */
+	const char *tls_protocol, *tls_cipher;
 	struct timespec data_end; /* CLOCK_MONOTONIC at the end of data */
 	unsigned messages;
 	struct session *prev, *next;
@@ -77,10 +85,20 @@ struct session {
 	struct dns_check *dns_pending; /* under way */
 	struct dns_fcrdns *fcrdns;     /* its result once fcrdns_known */
 	bool fcrdns_known, fcrdns_waiting, fcrdns_counted;
-	char fcrdns_name[DNS_NAME_MAX + 1]; /* the confirmed name, for Received: */
-	/* a recipient probe (verify.h) and the item its answer comes back in */
-	struct verify_req vreq;
-	struct inbox_item verify_it;
+	const char *fcrdns_name; /* the confirmed name, for Received: (in fcrdns), or NULL */
+	/* a recipient probe (verify.h), from the RCPT that asks until its verdict is taken */
+	struct session_verify *verify;
+	/* allocated with the session, to their length: "ip", then "[ip]:port" and for a
+	 * balancer's client " via=[b]:port" (the log's client=) */
+	char *client_ip, *client;
+	char names[];
+};
+
+/* A probe's request and the item its answer comes back in (allocated for the probe: an
+ * idle session holds none of its 1 KiB). */
+struct session_verify {
+	struct verify_req req;
+	struct inbox_item it;
 };
 
 static void session_run(struct session *s);
@@ -109,7 +127,9 @@ out_append(struct session *s, const char *text, size_t len, bool force)
 		s->out_len -= s->out_off;
 		s->out_off = 0;
 	}
-	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
+	/* taken for a whole step's replies at once, given back once they are sent */
+	size_t need = s->out_len + len < OUT_FIRST ? OUT_FIRST : s->out_len + len;
+	if (VEC_RESERVE(s->out, s->out_cap, need) < 0)
 		return -1;
 	memcpy(s->out + s->out_len, text, len);
 	s->out_len += len;
@@ -136,19 +156,49 @@ want_read(struct session *s, bool on)
 	s->read_on = on;
 }
 
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Arms ev_timer at the earliest deadline when it is not armed at or before it already. */
+static void
+timer_arm(struct session *s)
+{
+	uint64_t next = 0;
+	const uint64_t at[] = {s->life_at, s->idle_at, s->stall_at, s->tarpit_at};
+
+	if (s->closed)
+		return;
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+		if (at[i] && (!next || at[i] < next))
+			next = at[i];
+	if (!next || (s->armed_at && s->armed_at <= next))
+		return;
+	uint64_t now = now_ms(), ms = next > now ? next - now : 0;
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+	                     .tv_usec = (suseconds_t)(ms % 1000 * 1000)};
+	event_add(&s->ev_timer, &tv);
+	s->armed_at = next;
+}
+
+/* Sets one deadline ms from now (on), or takes it off. */
+static void
+deadline(struct session *s, uint64_t *at, bool on, uint64_t ms)
+{
+	*at = on ? now_ms() + ms : 0;
+	if (on)
+		timer_arm(s);
+}
+
 static void
 idle_timer(struct session *s, bool on)
 {
-	if (on) {
-		struct timeval tv = {
-		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
-		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
-		                                 1000)};
-		event_add(&s->ev_idle, &tv);
-	} else if (s->idle_on) {
-		event_del(&s->ev_idle);
-	}
-	s->idle_on = on;
+	deadline(s, &s->idle_at, on, s->k->connection_inactivity_timeout_ms);
 }
 
 /* Armed while replies wait for a client that does not read them, and restarted by every
@@ -157,16 +207,7 @@ idle_timer(struct session *s, bool on)
 static void
 stall_timer(struct session *s, bool on)
 {
-	if (on) {
-		struct timeval tv = {
-		        .tv_sec = (time_t)(s->k->connection_inactivity_timeout_ms / 1000),
-		        .tv_usec = (suseconds_t)(s->k->connection_inactivity_timeout_ms % 1000 *
-		                                 1000)};
-		event_add(&s->ev_stall, &tv);
-	} else if (s->stall_on) {
-		event_del(&s->ev_stall);
-	}
-	s->stall_on = on;
+	deadline(s, &s->stall_at, on, s->k->connection_inactivity_timeout_ms);
 }
 
 /* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
@@ -183,7 +224,7 @@ flush_out(struct session *s)
 			want_write(s, s->c.want == CONN_WANT_WRITE);
 			if (s->c.want == CONN_WANT_READ)
 				want_read(s, true);
-			if (moved || !s->stall_on)
+			if (moved || !s->stall_at)
 				stall_timer(s, true);
 			return 0;
 		}
@@ -192,12 +233,11 @@ flush_out(struct session *s)
 		s->out_off += (size_t)n;
 		moved = true;
 	}
+	/* an idle session holds no output buffer */
 	s->out_off = s->out_len = 0;
-	if (s->out_cap > 4096) {
-		free(s->out);
-		s->out = NULL;
-		s->out_cap = 0;
-	}
+	free(s->out);
+	s->out = NULL;
+	s->out_cap = 0;
 	want_write(s, false);
 	stall_timer(s, false);
 	return 1;
@@ -242,17 +282,15 @@ session_close(struct session *s, const char *why)
 	if (why)
 		log_session(&s->lc, LOG_LVL_INFO, "closed: %s (%u message%s)", why, s->messages,
 		            s->messages == 1 ? "" : "s");
-	protolog_disconnect(&s->pl, s->eof);
+	protolog_disconnect(s->pl, s->eof);
 	if (s->msg && !s->commit_pending) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
 	}
 	want_read(s, false);
 	want_write(s, false);
-	idle_timer(s, false);
-	stall_timer(s, false);
-	event_del(&s->ev_life);
-	event_del(&s->ev_tarpit);
+	event_del(&s->ev_timer);
+	s->armed_at = s->life_at = s->idle_at = s->stall_at = s->tarpit_at = 0;
 	conn_release(&s->c);
 	if (s->c.fd >= 0)
 		close(s->c.fd);
@@ -284,7 +322,7 @@ out_failed(struct session *s)
 	            out_pending(s), (unsigned)OUT_CAP);
 	snprintf(why, sizeof(why), "%u bytes of unread replies", (unsigned)OUT_CAP);
 	if (out_append(s, bye, sizeof(bye) - 1, true) == 0) {
-		protolog_reply(&s->pl, bye, sizeof(bye) - 1);
+		protolog_reply(s->pl, bye, sizeof(bye) - 1);
 		(void)flush_out(s);
 	}
 	session_close(s, why);
@@ -320,6 +358,8 @@ session_free(struct session *s)
 	config_unref(s->cfg);
 	free(s->out);
 	free(s->tarpit_text);
+	free(s->pl);
+	free(s->verify);
 	free(s);
 	atomic_fetch_sub(&h->n_sessions, 1);
 	atomic_fetch_sub(h->handed_off, 1);
@@ -369,14 +409,15 @@ begin_message(struct session *s)
 			prefix = (size_t)n;
 		}
 	}
-	n = snprintf(
-	        hdr, sizeof(hdr),
-	        "Received: from %s (%s%s[%s])\r\n\tby %s (mxgate, connector \"%s\") with %s "
-	        "id %s%s%s%s%s;"
-	        "\r\n\t%s\r\n",
-	        env->helo, s->fcrdns_name, s->fcrdns_name[0] ? " " : "", s->client_ip, s->k->fqdn,
-	        s->k->name, proto, s->msg_id, tlsinfo, env->n_rcpts == 1 ? "\r\n\tfor <" : "",
-	        env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "", date);
+	n = snprintf(hdr, sizeof(hdr),
+	             "Received: from %s (%s%s[%s])\r\n\tby %s (mxgate, connector \"%s\") with %s "
+	             "id %s%s%s%s%s;"
+	             "\r\n\t%s\r\n",
+	             env->helo, s->fcrdns_name ? s->fcrdns_name : "", s->fcrdns_name ? " " : "",
+	             s->client_ip, s->k->fqdn, s->k->name, proto, s->msg_id, tlsinfo,
+	             env->n_rcpts == 1 ? "\r\n\tfor <" : "",
+	             env->n_rcpts == 1 ? env->rcpts[0].addr : "", env->n_rcpts == 1 ? ">" : "",
+	             date);
 	s->added = 0;
 	if (n > 0 && (size_t)n < sizeof(hdr)) {
 		spool_msg_write(s->msg, hdr, (size_t)n);
@@ -435,14 +476,13 @@ log_accepted(struct session *s, uint64_t size)
 {
 	const struct smtp_envelope *env = smtp_envelope(s->smtp);
 
-	/* the TLS details were kept at the handshake: a client gone before the commit's end
-	 * has released its connection */
 	log_session(&s->lc, LOG_LVL_INFO,
 	            "message %s queued: from=<%s>, size=%llu, nrcpt=%zu, message-id=%s, "
-	            "helo=%s, tls=%s",
+	            "helo=%s, tls=%s%s%s",
 	            s->msg_id, env->mail_from, (unsigned long long)size, env->n_rcpts,
 	            env->message_id && env->message_id[0] ? env->message_id : "none", env->helo,
-	            s->tls_info[0] ? s->tls_info : "no");
+	            s->tls_protocol ? s->tls_protocol : "no", s->tls_protocol ? " " : "",
+	            s->tls_protocol ? s->tls_cipher : "");
 }
 
 void
@@ -463,7 +503,7 @@ session_committed(struct session *s, int err)
 		log_session(&s->lc, LOG_LVL_ERROR,
 		            "message %s from <%s> not queued: %s; replied 452 4.3.1", s->msg_id,
 		            env->mail_from, strerror(err));
-		protolog_infof(&s->pl, "not queued", "%s %s", s->msg_id, strerror(err));
+		protolog_infof(s->pl, "not queued", "%s %s", s->msg_id, strerror(err));
 	} else {
 		struct timespec now;
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -477,7 +517,7 @@ session_committed(struct session *s, int err)
 		metrics_message_queued(s->k->metrics, size);
 		s->messages++;
 		log_accepted(s, size);
-		protolog_infof(&s->pl, "queued", "%s %llu", s->msg_id, (unsigned long long)size);
+		protolog_infof(s->pl, "queued", "%s %llu", s->msg_id, (unsigned long long)size);
 	}
 	smtp_msg_committed(s->smtp, err == 0, s->msg_id);
 	session_run(s);
@@ -491,20 +531,20 @@ verify_done_cb(struct verify_req *r)
 {
 	struct session *s = r->arg;
 
-	s->verify_it = (struct inbox_item){.kind = IN_VERIFIED, .sess = s};
-	inbox_post(s->h->inbox, &s->verify_it);
+	s->verify->it = (struct inbox_item){.kind = IN_VERIFIED, .sess = s};
+	inbox_post(s->h->inbox, &s->verify->it);
 }
 
-/* The verdict in s->vreq: logged, counted and given to the core. */
+/* The verdict in s->verify: logged, counted and given to the core; then the request goes. */
 static void
 verify_finish(struct session *s)
 {
-	const struct verify_req *r = &s->vreq;
+	const struct verify_req *r = &s->verify->req;
 	const char *cache = r->cached ? "cached" : r->skipped ? "next hop marked down" : "probed";
 	bool accept = s->k->verify_unavailable == VERIFY_UNAVAILABLE_ACCEPT;
 
 	metrics_verification(verify_verdict_name(r->verdict), r->cached);
-	protolog_infof(&s->pl, "verify", "<%s> %s", r->addr, verify_verdict_name(r->verdict));
+	protolog_infof(s->pl, "verify", "<%s> %s", r->addr, verify_verdict_name(r->verdict));
 	switch (r->verdict) {
 	case VERIFY_OK:
 		log_session(&s->lc, LOG_LVL_INFO, "recipient <%s> verified at the next hop (%s)",
@@ -528,20 +568,28 @@ verify_finish(struct session *s)
 		                   NULL);
 		break;
 	}
+	free(s->verify);
+	s->verify = NULL;
 }
 
 /* SMTP_RCPT_VERIFY: from the cache now, else a probe thread answers (session_verified). */
 static void
 verify_begin(struct session *s, const struct smtp_action *a)
 {
-	struct verify_req *r = &s->vreq;
-
-	*r = (struct verify_req){.cfg = s->cfg, .done_cb = verify_done_cb, .arg = s};
-	snprintf(r->addr, sizeof(r->addr), "%.*s", (int)a->len, a->text);
 	if (!s->h->verify || !s->cfg->relay) {
 		smtp_rcpt_verified(s->smtp, SMTP_VERIFY_OK, NULL); /* policy.c prevents it */
 		return;
 	}
+	if (!s->verify && !(s->verify = malloc(sizeof(*s->verify)))) {
+		log_session(&s->lc, LOG_LVL_WARNING,
+		            "recipient <%.*s> not verified: out of memory; replied 450 4.4.3",
+		            (int)a->len, a->text);
+		smtp_rcpt_verified(s->smtp, SMTP_VERIFY_UNAVAILABLE, NULL);
+		return;
+	}
+	struct verify_req *r = &s->verify->req;
+	*r = (struct verify_req){.cfg = s->cfg, .done_cb = verify_done_cb, .arg = s};
+	snprintf(r->addr, sizeof(r->addr), "%.*s", (int)a->len, a->text);
 	if (verify_lookup(s->h->verify, r)) {
 		verify_finish(s);
 		return;
@@ -603,7 +651,7 @@ judge_client_cert(struct session *s)
 		            "client certificate: none presented, tls-sender-certificate-name %s "
 		            "wants one: %s",
 		            want, cert_advice[v]);
-		protolog_infof(&s->pl, "TLS", "client certificate: none; verdict=none");
+		protolog_infof(s->pl, "TLS", "client certificate: none; verdict=none");
 		return;
 	}
 	log_session(&s->lc, v == TLS_PEER_OK ? LOG_LVL_INFO : LOG_LVL_WARNING,
@@ -611,7 +659,7 @@ judge_client_cert(struct session *s)
 	            "verdict %s%s%s%s for tls-sender-certificate-name %s: %s",
 	            p.subject, p.issuer, p.sha256, p.names, cert_word[v], p.reason[0] ? " (" : "",
 	            p.reason, p.reason[0] ? ")" : "", want, cert_advice[v]);
-	protolog_infof(&s->pl, "TLS",
+	protolog_infof(s->pl, "TLS",
 	               "client certificate: subject=%s; issuer=%s; sha256=%s; names=%s; "
 	               "verdict=%s%s%s",
 	               p.subject, p.issuer, p.sha256, p.names, cert_word[v],
@@ -631,16 +679,16 @@ drive_handshake(struct session *s)
 	s->handshake = false;
 	want_write(s, false);
 	if (r < 0) {
-		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", s->c.error);
-		protolog_infof(&s->pl, "TLS", "handshake failed: %s", s->c.error);
+		log_session(&s->lc, LOG_LVL_INFO, "TLS handshake failed: %s", conn_error(&s->c));
+		protolog_infof(s->pl, "TLS", "handshake failed: %s", conn_error(&s->c));
 		metrics_tls_failed();
 		smtp_tls_done(s->smtp, false);
 	} else {
 		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
 		            tls_cipher(s->c.tls));
-		snprintf(s->tls_info, sizeof(s->tls_info), "%s %s", tls_version(s->c.tls),
-		         tls_cipher(s->c.tls));
-		protolog_tls(&s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
+		s->tls_protocol = tls_version(s->c.tls);
+		s->tls_cipher = tls_cipher(s->c.tls);
+		protolog_tls(s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
 		metrics_tls_session(tls_version(s->c.tls));
 		judge_client_cert(s);
 		smtp_tls_done(s->smtp, true);
@@ -752,7 +800,7 @@ fcrdns_verdict(struct session *s, char *buf, size_t size, enum metrics_fcrdns *m
 	name = dns_pick(r, s->k->hostname_suffixes, s->k->n_hostname_suffixes, &unconf);
 	if (name) {
 		*m = METRICS_FCRDNS_PASS;
-		snprintf(s->fcrdns_name, sizeof(s->fcrdns_name), "%s", name);
+		s->fcrdns_name = name; /* in s->fcrdns, which stays until the session ends */
 		return NULL;
 	}
 	for (unsigned i = 0; i < r->n_names && !confirmed; i++)
@@ -798,7 +846,7 @@ fcrdns_answer(struct session *s)
 			            "forward-confirmed reverse DNS: %s is %s%s", s->client_ip,
 			            s->fcrdns_name,
 			            s->fcrdns && s->fcrdns->cached ? " (cached)" : "");
-		protolog_infof(&s->pl, "FCrDNS", "%s %s", label[m],
+		protolog_infof(s->pl, "FCrDNS", "%s %s", label[m],
 		               refusal ? refusal : s->fcrdns_name);
 	}
 	smtp_mail_checked(s->smtp, refusal);
@@ -853,14 +901,13 @@ tarpit_hold(struct session *s, const struct smtp_action *a)
 	memcpy(s->tarpit_text, a->text, a->len);
 	s->tarpit_len = a->len;
 	s->tarpit_wait = true;
-	struct timeval tv = {.tv_sec = a->delay_ms / 1000, .tv_usec = (a->delay_ms % 1000) * 1000};
 	if (flush_out(s) < 0) {
 		session_close(s, "write failed");
 		return true;
 	}
 	idle_timer(s, false);
 	want_read(s, false);
-	event_add(&s->ev_tarpit, &tv);
+	deadline(s, &s->tarpit_at, true, a->delay_ms);
 	return true;
 }
 
@@ -911,7 +958,7 @@ session_run(struct session *s)
 				out_failed(s);
 				return;
 			}
-			protolog_reply(&s->pl, a.text, a.len);
+			protolog_reply(s->pl, a.text, a.len);
 			break;
 		case SMTP_STARTTLS:
 			if (flush_out(s) != 1) {
@@ -951,7 +998,7 @@ session_run(struct session *s)
 		case SMTP_COMMAND: /* only for verbose connectors (policy log_commands) */
 			log_session(&s->lc, LOG_LVL_INFO, "< %.*s",
 			            (int)(a.len < 200 ? a.len : 200), a.text);
-			protolog_command(&s->pl, a.text, a.len);
+			protolog_command(s->pl, a.text, a.len);
 			break;
 		case SMTP_MAILCHECK:
 			fcrdns_mail(s);
@@ -1028,7 +1075,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 		/* a reset is the client's doing too: the protocol log says "Remote" */
 		if (rerr == ECONNRESET || rerr == EPIPE || rerr == ETIMEDOUT)
 			s->eof = true;
-		session_close(s, s->c.error[0] ? s->c.error : "read failed");
+		session_close(s, conn_error(&s->c)[0] ? conn_error(&s->c) : "read failed");
 		return;
 	}
 	if (got)
@@ -1061,12 +1108,8 @@ write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-idle_cb(evutil_socket_t fd, short what, void *arg)
+idle_fire(struct session *s)
 {
-	struct session *s = arg;
-
-	(void)fd, (void)what;
-	s->idle_on = false;
 	if (s->handshake) {
 		session_close(s, "TLS handshake timed out");
 		return;
@@ -1078,11 +1121,8 @@ idle_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-life_cb(evutil_socket_t fd, short what, void *arg)
+life_fire(struct session *s)
 {
-	struct session *s = arg;
-
-	(void)fd, (void)what;
 	log_session(&s->lc, LOG_LVL_INFO, "connection-timeout (%llus) reached",
 	            (unsigned long long)s->k->connection_timeout_ms / 1000);
 	if (s->handshake || s->tarpit_wait || s->closing) {
@@ -1094,11 +1134,8 @@ life_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-tarpit_cb(evutil_socket_t fd, short what, void *arg)
+tarpit_fire(struct session *s)
 {
-	struct session *s = arg;
-
-	(void)fd, (void)what;
 	s->tarpit_wait = false;
 	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE)
 		log_session(&s->lc, LOG_LVL_INFO, "> %.*s (after tarpit)", (int)(s->tarpit_len - 2),
@@ -1107,25 +1144,48 @@ tarpit_cb(evutil_socket_t fd, short what, void *arg)
 		out_failed(s);
 		return;
 	}
-	protolog_reply(&s->pl, s->tarpit_text, s->tarpit_len);
+	protolog_reply(s->pl, s->tarpit_text, s->tarpit_len);
 	free(s->tarpit_text);
 	s->tarpit_text = NULL;
 	session_run(s);
 }
 
 static void
-stall_cb(evutil_socket_t fd, short what, void *arg)
+stall_fire(struct session *s)
 {
-	struct session *s = arg;
 	char why[160];
 
-	(void)fd, (void)what;
-	s->stall_on = false;
 	snprintf(why, sizeof(why),
 	         "client read none of its replies for %llus (connection-inactivity-timeout); "
 	         "%zu bytes unsent",
 	         (unsigned long long)s->k->connection_inactivity_timeout_ms / 1000, out_pending(s));
 	session_close(s, why);
+}
+
+/* ev_timer: the earliest deadline that has passed is taken off, the timer is armed for the
+ * rest, and only then is it acted on (which may free the session).  A deadline moved or
+ * taken off since the timer was armed is not acted on. */
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	uint64_t now = now_ms(), *due = NULL;
+	uint64_t *at[] = {&s->life_at, &s->idle_at, &s->stall_at, &s->tarpit_at};
+	void (*const fire[])(struct session *) = {life_fire, idle_fire, stall_fire, tarpit_fire};
+	size_t which = 0;
+
+	(void)fd, (void)what;
+	s->armed_at = 0;
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
+		if (*at[i] && *at[i] <= now && (!due || *at[i] < *due)) {
+			due = at[i];
+			which = i;
+		}
+	if (due)
+		*due = 0;
+	timer_arm(s);
+	if (due)
+		fire[which](s);
 }
 
 static bool
@@ -1135,13 +1195,13 @@ rate_cb(void *arg)
 	return admission_rate_allows(s->h->adm, s->k, &s->remote);
 }
 
-/* Everything but the events and the core: names, addresses, the log context. */
-static void
-session_init(struct session *s, struct session_host *h, struct inbox_item *it, uint64_t seq)
+/* Everything but the events and the core: names, addresses, the log context.  -1 when
+ * out of memory. */
+static int
+session_init(struct session *s, struct session_host *h, struct inbox_session *it, uint64_t seq)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char ip[IPADDR_STRLEN];
 
 	s->h = h;
 	s->cfg = it->cfg;
@@ -1152,33 +1212,52 @@ session_init(struct session *s, struct session_host *h, struct inbox_item *it, u
 	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
 		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
 	conn_init(&s->c, it->fd);
-	ipaddr_format(&s->remote, ip, sizeof(ip));
-	snprintf(s->client_ip, sizeof(s->client_ip), "%s", ip);
-	snprintf(s->client, sizeof(s->client), "[%s]:%u", ip, it->rport);
-	if (it->proxied) { /* the log lines name the balancer too: "client=[c]:p via=[b]:p" */
-		char via[IPADDR_STRLEN];
-		ipaddr_format(&it->via.addr, via, sizeof(via));
-		snprintf(s->client + strlen(s->client), sizeof(s->client) - strlen(s->client),
-		         " via=[%s]:%u", via, it->via.port);
-	}
-	endpoint_format(&s->local, s->local_text, sizeof(s->local_text));
 	snprintf(s->id, sizeof(s->id), "%016llX", (unsigned long long)seq);
 	s->lc = (struct log_ctx){.session = s->id, .client = s->client, .connector = s->k->name};
 	char remote[ENDPOINT_STRLEN];
 	struct endpoint rep = {.addr = s->remote, .port = it->rport};
 	endpoint_format(&rep, remote, sizeof(remote));
-	protolog_session_init(&s->pl, s->k->protocol_logging_level == PROTOLOG_VERBOSE, s->k->name,
-	                      s->id, s->local_text, remote);
+	/* most connectors log no protocol: their sessions keep no row state at all */
+	if (s->k->protocol_logging_level == PROTOLOG_VERBOSE) {
+		if (!(s->pl = malloc(sizeof(*s->pl))))
+			return -1;
+		char local[ENDPOINT_STRLEN];
+		endpoint_format(&s->local, local, sizeof(local));
+		protolog_session_init(s->pl, true, s->k->name, s->id, local, remote);
+	}
+	return 0;
+}
+
+/* A session with room for its client's names (see struct session), or NULL. */
+static struct session *
+session_alloc(const struct inbox_session *it)
+{
+	char ip[IPADDR_STRLEN], client[IPADDR_STRLEN * 2 + 32];
+	struct session *s;
+
+	ipaddr_format(&it->remote, ip, sizeof(ip));
+	int n = snprintf(client, sizeof(client), "[%s]:%u", ip, it->rport);
+	if (it->proxied) { /* the log lines name the balancer too: "client=[c]:p via=[b]:p" */
+		char via[IPADDR_STRLEN];
+		ipaddr_format(&it->via.addr, via, sizeof(via));
+		n += snprintf(client + n, sizeof(client) - (size_t)n, " via=[%s]:%u", via,
+		              it->via.port);
+	}
+	size_t iplen = strlen(ip) + 1, clen = (size_t)n + 1;
+	if (!(s = calloc(1, sizeof(*s) + iplen + clen)))
+		return NULL;
+	s->client_ip = memcpy(s->names, ip, iplen);
+	s->client = memcpy(s->names + iplen, client, clen);
+	return s;
 }
 
 void
-session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
+session_start(struct session_host *h, struct inbox_session *it, uint64_t seq)
 {
-	struct session *s = calloc(1, sizeof(*s));
+	struct session *s = session_alloc(it);
 
-	if (!s)
+	if (!s || session_init(s, h, it, seq) < 0)
 		goto fail;
-	session_init(s, h, it, seq);
 	struct smtp_policy pol;
 	policy_from_config(&pol, s->cfg, s->k);
 	pol.rate_ok = rate_cb;
@@ -1189,22 +1268,19 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 		goto fail;
 	event_assign(&s->ev_read, h->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
 	event_assign(&s->ev_write, h->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
-	evtimer_assign(&s->ev_idle, h->base, idle_cb, s);
-	evtimer_assign(&s->ev_life, h->base, life_cb, s);
-	evtimer_assign(&s->ev_tarpit, h->base, tarpit_cb, s);
-	evtimer_assign(&s->ev_stall, h->base, stall_cb, s);
-	struct timeval life = {.tv_sec = (time_t)(s->k->connection_timeout_ms / 1000),
-	                       .tv_usec = (suseconds_t)(s->k->connection_timeout_ms % 1000 * 1000)};
-	event_add(&s->ev_life, &life);
+	evtimer_assign(&s->ev_timer, h->base, timer_cb, s);
+	deadline(s, &s->life_at, true, s->k->connection_timeout_ms);
 	s->next = h->sessions;
 	if (h->sessions)
 		h->sessions->prev = s;
 	h->sessions = s;
 	atomic_fetch_add(&h->n_sessions, 1);
 	metrics_session_opened(s->k->metrics);
-	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", s->local_text);
-	protolog_connect(&s->pl);
-	protolog_info(&s->pl, "connector", s->k->name);
+	char local[ENDPOINT_STRLEN];
+	endpoint_format(&s->local, local, sizeof(local));
+	log_session(&s->lc, LOG_LVL_INFO, "accepted on %s", local);
+	protolog_connect(s->pl);
+	protolog_info(s->pl, "connector", s->k->name);
 	if (s->k->n_hostname_suffixes > 0)
 		fcrdns_start(s);
 	if (h->shutting_down)
@@ -1212,6 +1288,8 @@ session_start(struct session_host *h, struct inbox_item *it, uint64_t seq)
 	session_run(s);
 	return;
 fail:
+	if (s)
+		free(s->pl);
 	free(s);
 	const char *name = it->cfg->connectors[it->connector].name;
 	char ip[IPADDR_STRLEN];
@@ -1277,11 +1355,8 @@ session_release_all(struct session_host *h)
 			close(s->c.fd);
 		event_del(&s->ev_read);
 		event_del(&s->ev_write);
-		event_del(&s->ev_idle);
-		event_del(&s->ev_life);
-		event_del(&s->ev_tarpit);
-		event_del(&s->ev_stall);
-		protolog_disconnect(&s->pl, false);
+		event_del(&s->ev_timer);
+		protolog_disconnect(s->pl, false);
 		session_free(s);
 	}
 	dns_free(h->dns);

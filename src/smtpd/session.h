@@ -52,7 +52,7 @@ struct session_host {
  * thread.  Without memory it closes the connection and releases all the item held (its
  * admission and its place in handed_off too), after an error log line.  seq names the
  * session in the log.  The item itself stays the caller's. */
-void session_start(struct session_host *h, struct inbox_item *it, uint64_t seq);
+void session_start(struct session_host *h, struct inbox_session *it, uint64_t seq);
 /* The spool's answer to an IN_COMMITTED item: err 0 when the message is on stable
  * storage.  May free the session. */
 void session_committed(struct session *s, int err);

@@ -44,7 +44,8 @@ inbox_cb(evutil_socket_t fd, short what, void *arg)
 		next = it->next;
 		switch (it->kind) {
 		case IN_SESSION:
-			session_start(&w->host, it, atomic_fetch_add(&w->pool->session_seq, 1));
+			session_start(&w->host, (struct inbox_session *)it,
+			              atomic_fetch_add(&w->pool->session_seq, 1));
 			break;
 		case IN_COMMITTED:
 			/* embedded in the session, which this may free: never free(it) */
@@ -164,11 +165,12 @@ worker_release(struct worker *w)
 		if (it->kind == IN_COMMITTED || it->kind == IN_VERIFIED)
 			continue; /* embedded in its session, freed below */
 		if (it->kind == IN_SESSION) {
-			close(it->fd);
-			admission_release(w->pool->adm, it->cfg->connectors[it->connector].name,
-			                  &it->remote);
-			config_unref(it->cfg);
-			tls_ctx_unref(it->tls);
+			struct inbox_session *is = (struct inbox_session *)it;
+			close(is->fd);
+			admission_release(w->pool->adm, is->cfg->connectors[is->connector].name,
+			                  &is->remote);
+			config_unref(is->cfg);
+			tls_ctx_unref(is->tls);
 			atomic_fetch_sub(&w->pool->sessions, 1);
 		}
 		free(it);
@@ -197,18 +199,18 @@ workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_
                 const struct endpoint *local, struct config *cfg, struct tls_ctx *tls, int k,
                 const struct endpoint *via)
 {
-	struct inbox_item *it = calloc(1, sizeof(*it));
+	struct inbox_session *it = calloc(1, sizeof(*it));
 
 	if (!it)
 		return -1;
-	*it = (struct inbox_item){.kind = IN_SESSION,
-	                          .fd = fd,
-	                          .remote = *remote,
-	                          .rport = rport,
-	                          .local = *local,
-	                          .cfg = cfg,
-	                          .tls = tls,
-	                          .connector = k};
+	*it = (struct inbox_session){.item.kind = IN_SESSION,
+	                             .fd = fd,
+	                             .remote = *remote,
+	                             .rport = rport,
+	                             .local = *local,
+	                             .cfg = cfg,
+	                             .tls = tls,
+	                             .connector = k};
 	if (via) {
 		it->proxied = true;
 		it->via = *via;
@@ -222,7 +224,7 @@ workers_handoff(struct workers *ws, int fd, const struct ipaddr *remote, uint16_
 			best = c;
 	}
 	ws->next = (best + 1) % ws->n;
-	inbox_post(&ws->w[best].inbox, it);
+	inbox_post(&ws->w[best].inbox, &it->item);
 	return 0;
 }
 
