@@ -34,7 +34,6 @@
 #define OUT_HIGH_WATER (16 * 1024)
 #define OUT_LOW_WATER  (4 * 1024)
 #define OUT_CAP        (64 * 1024)
-#define OUT_FIRST      512 /* the buffer's first size: an EHLO reply fits */
 
 struct session {
 	struct session_host *h;
@@ -127,9 +126,15 @@ out_append(struct session *s, const char *text, size_t len, bool force)
 		s->out_len -= s->out_off;
 		s->out_off = 0;
 	}
-	/* taken for a whole step's replies at once, given back once they are sent */
-	size_t need = s->out_len + len < OUT_FIRST ? OUT_FIRST : s->out_len + len;
-	if (VEC_RESERVE(s->out, s->out_cap, need) < 0)
+	if (!s->out && s->out_len + len <= SESSION_OUT_BUF) {
+		/* the usual case: a buffer from the worker's pool, given back once sent */
+		struct session_host *h = s->h;
+		s->out = h->n_out_pool ? h->out_pool[--h->n_out_pool] : malloc(SESSION_OUT_BUF);
+		if (!s->out)
+			return -1;
+		s->out_cap = SESSION_OUT_BUF;
+	}
+	if (VEC_RESERVE(s->out, s->out_cap, s->out_len + len) < 0)
 		return -1;
 	memcpy(s->out + s->out_len, text, len);
 	s->out_len += len;
@@ -210,6 +215,21 @@ stall_timer(struct session *s, bool on)
 	deadline(s, &s->stall_at, on, s->k->connection_inactivity_timeout_ms);
 }
 
+/* The output buffer, all sent, goes back to the worker's pool (or to malloc when it grew
+ * or the pool is full): an idle session holds none. */
+static void
+out_give_back(struct session *s)
+{
+	struct session_host *h = s->h;
+
+	if (s->out && s->out_cap == SESSION_OUT_BUF && h->n_out_pool < SESSION_OUT_POOL)
+		h->out_pool[h->n_out_pool++] = s->out;
+	else
+		free(s->out);
+	s->out = NULL;
+	s->out_cap = 0;
+}
+
 /* Sends what is buffered.  Returns 1 when all is sent, 0 when the socket is full, -1 on
  * a broken connection. */
 static int
@@ -233,11 +253,8 @@ flush_out(struct session *s)
 		s->out_off += (size_t)n;
 		moved = true;
 	}
-	/* an idle session holds no output buffer */
 	s->out_off = s->out_len = 0;
-	free(s->out);
-	s->out = NULL;
-	s->out_cap = 0;
+	out_give_back(s);
 	want_write(s, false);
 	stall_timer(s, false);
 	return 1;
@@ -356,7 +373,7 @@ session_free(struct session *s)
 	smtp_free(s->smtp);
 	tls_ctx_unref(s->tls);
 	config_unref(s->cfg);
-	free(s->out);
+	out_give_back(s);
 	free(s->tarpit_text);
 	free(s->pl);
 	free(s->verify);
@@ -1359,6 +1376,8 @@ session_release_all(struct session_host *h)
 		protolog_disconnect(s->pl, false);
 		session_free(s);
 	}
+	while (h->n_out_pool)
+		free(h->out_pool[--h->n_out_pool]);
 	dns_free(h->dns);
 	h->dns = NULL;
 	for (size_t i = 0; i < sizeof(h->dns_retired) / sizeof(h->dns_retired[0]); i++) {

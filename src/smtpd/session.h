@@ -30,6 +30,9 @@ struct event_base;
 struct dns;
 
 /* What a worker lends its sessions. */
+#define SESSION_OUT_BUF  4096
+#define SESSION_OUT_POOL 64 /* at most 256 KiB kept per worker */
+
 struct session_host {
 	struct event_base *base;
 	struct spool *spool;      /* borrowed */
@@ -46,6 +49,11 @@ struct session_host {
 	struct dns *dns;
 	char dns_sig[1100];         /* the settings it was made with */
 	struct dns *dns_retired[4]; /* replaced ones with lookups still under way */
+	/* output buffers of SESSION_OUT_BUF bytes that sessions gave back once their replies
+	 * were sent, for the next to take: an idle session holds none, and a busy one does
+	 * not go to malloc for each batch of replies; owned, freed by session_release_all() */
+	char *out_pool[SESSION_OUT_POOL];
+	size_t n_out_pool;
 };
 
 /* Starts a session for an IN_SESSION item, taking its fd and references, on host's
