@@ -42,8 +42,10 @@ struct session {
 	struct tls_ctx *tls;
 	struct conn c;
 	struct smtp *smtp;
-	struct event ev_read, ev_write;
+	/* the socket: one event, registered for what read_on and write_on ask (io_flags) */
+	struct event ev_io;
 	bool read_on, write_on;
+	short io_flags;
 	/* One timer serves four deadlines (CLOCK_MONOTONIC ms, 0: off): connection-timeout
 	 * (life), connection-inactivity-timeout while waiting for a command (idle) or for the
 	 * client to read (stall), and a tarpitted reply.  timer_arm() keeps ev_timer at the
@@ -141,24 +143,36 @@ out_append(struct session *s, const char *text, size_t len, bool force)
 	return 0;
 }
 
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Registers ev_io for what read_on and write_on ask, when that changed. */
+static void
+io_update(struct session *s)
+{
+	short want = (short)((s->read_on ? EV_READ : 0) | (s->write_on ? EV_WRITE : 0));
+
+	if (want == s->io_flags)
+		return;
+	event_del(&s->ev_io); /* registered, or made active by hand (session_run) */
+	s->io_flags = want;
+	if (!want)
+		return;
+	event_assign(&s->ev_io, s->h->base, s->c.fd, want | EV_PERSIST, io_cb, s);
+	event_add(&s->ev_io, NULL);
+}
+
 static void
 want_write(struct session *s, bool on)
 {
-	if (on && !s->write_on)
-		event_add(&s->ev_write, NULL);
-	else if (!on && s->write_on)
-		event_del(&s->ev_write);
 	s->write_on = on;
+	io_update(s);
 }
 
 static void
 want_read(struct session *s, bool on)
 {
-	if (on && !s->read_on)
-		event_add(&s->ev_read, NULL);
-	else if (!on && s->read_on)
-		event_del(&s->ev_read);
 	s->read_on = on;
+	io_update(s);
 }
 
 static uint64_t
@@ -953,7 +967,7 @@ session_run(struct session *s)
 			want_read(s, !s->eof && !smtp_input_paused(s->smtp));
 			/* decrypted bytes already inside TLS raise no socket event */
 			if (conn_pending(&s->c) && !smtp_input_paused(s->smtp)) {
-				event_active(&s->ev_read, EV_READ, 0);
+				event_active(&s->ev_io, EV_READ, 0);
 			}
 			return;
 		case SMTP_WAIT:
@@ -1124,6 +1138,18 @@ write_cb(evutil_socket_t fd, short what, void *arg)
 		session_run(s);
 }
 
+/* The socket is ready: a write that waited goes first; a read ready too is reported
+ * again by the next loop (the event is level-triggered), as the write may have ended the
+ * session. */
+static void
+io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (what & EV_WRITE)
+		write_cb(fd, what, arg);
+	else
+		read_cb(fd, what, arg);
+}
+
 static void
 idle_fire(struct session *s)
 {
@@ -1283,8 +1309,7 @@ session_start(struct session_host *h, struct inbox_session *it, uint64_t seq)
 	        .policy = &pol, .client_ip = s->client_ip, .tls_available = s->tls != NULL};
 	if (!(s->smtp = smtp_new(&p)))
 		goto fail;
-	event_assign(&s->ev_read, h->base, it->fd, EV_READ | EV_PERSIST, read_cb, s);
-	event_assign(&s->ev_write, h->base, it->fd, EV_WRITE | EV_PERSIST, write_cb, s);
+	event_assign(&s->ev_io, h->base, it->fd, EV_READ | EV_PERSIST, io_cb, s);
 	evtimer_assign(&s->ev_timer, h->base, timer_cb, s);
 	deadline(s, &s->life_at, true, s->k->connection_timeout_ms);
 	s->next = h->sessions;
@@ -1370,8 +1395,7 @@ session_release_all(struct session_host *h)
 		conn_release(&s->c);
 		if (s->c.fd >= 0)
 			close(s->c.fd);
-		event_del(&s->ev_read);
-		event_del(&s->ev_write);
+		event_del(&s->ev_io);
 		event_del(&s->ev_timer);
 		protolog_disconnect(s->pl, false);
 		session_free(s);
