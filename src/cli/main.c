@@ -22,6 +22,7 @@
 #include "lockdown/firewall.h"
 #include "lockdown/probe.h"
 #include "net/tls.h"
+#include "net/tlsmem.h"
 #include "queue/queue.h"
 #include "smtpd/server.h"
 
@@ -766,6 +767,9 @@ cmd_help(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
+	/* before anything can make OpenSSL allocate (net/tlsmem.h); without it OpenSSL keeps
+	 * malloc, which costs memory, not correctness */
+	(void)tlsmem_install();
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;

@@ -19,6 +19,7 @@
 
 #include "base/vec.h"
 #include "net/tls.h"
+#include "net/tlsmem.h"
 #include "obs/protolog.h"
 #include "obs/utf8.h"
 
@@ -639,6 +640,18 @@ render_global(struct out *o)
 	            tls_label, R.tls, TLS_N);
 	single_u64(o, "mxgate_tls_handshake_failures_total", "counter",
 	           "TLS handshakes that failed.", get(&R.tls_failed));
+	struct tlsmem_stats tm = tlsmem_stats();
+	if (tm.installed) {
+		family(o, "mxgate_tls_buffer_slots", "gauge",
+		       "OpenSSL's record and handshake buffers (net/tlsmem): slots in use, and "
+		       "free "
+		       "ones kept resident for the next handshakes.");
+		put(o, "mxgate_tls_buffer_slots{state=\"used\"} %" PRIu64 "\n", tm.used);
+		put(o, "mxgate_tls_buffer_slots{state=\"hot\"} %" PRIu64 "\n", tm.hot);
+		single_u64(o, "mxgate_tls_buffer_fallbacks_total", "counter",
+		           "Buffer requests that found every slot taken and went to malloc.",
+		           tm.fallbacks);
+	}
 	single_u64(o, "mxgate_spool_sync_failures_total", "counter",
 	           "Spool commits whose sync failed (the sessions were answered 452).",
 	           get(&R.spool_sync_failures));

@@ -32,6 +32,8 @@
  *   mxgate_privileged_reader_up                        gauge, metrics_privileged_reader()
  *   mxgate_tls_sessions_total{version}                 counter, handshakes completed
  *   mxgate_tls_handshake_failures_total                counter
+ *   mxgate_tls_buffer_slots{state=used|hot}            gauge, net/tlsmem (when installed)
+ *   mxgate_tls_buffer_fallbacks_total                  counter, net/tlsmem
  *   mxgate_messages_queued_total{connector}            counter
  *   mxgate_messages_queued_bytes_total{connector}      counter
  *   mxgate_messages_rejected_total{connector,code}     counter (a series per code seen)
