@@ -1702,7 +1702,7 @@ oom_goodbye(struct smtp *s, struct smtp_action *a)
 			return a->kind;
 		}
 		s->oom++;
-		/* fall through */
+		return oom_goodbye(s, a);
 	case 4:
 		s->st = ST_CLOSED;
 		s->close_queued = true;
