@@ -239,9 +239,13 @@ make_ctx(const char *cert, const char *key, char *err, size_t errlen)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 	                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
-	/* idle sessions give their record buffers back (about 34 KiB each) */
+	/* idle sessions give their record buffers back (about 34 KiB each); the chain sent is
+	 * the file's as loaded: without NO_AUTO_CHAIN, a file without intermediates (a
+	 * self-signed certificate, a leaf alone) has OpenSSL build a chain from the context's
+	 * store, which is empty, on every handshake (an X509_STORE_CTX and a verification),
+	 * for the same leaf alone on the wire */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_NO_AUTO_CHAIN);
 	if (use_chain(ctx, cert, err, errlen) < 0 || use_key(ctx, key, err, errlen) < 0)
 		goto fail;
 	if (SSL_CTX_check_private_key(ctx) != 1) {
