@@ -415,6 +415,18 @@ static const struct option options[] = {
          false, verifyunavail_words, NULL,
          "The answer when `verify-recipients` cannot reach the next hop, it times out "
          "(`verify-timeout`) or it answers 4xx."},
+        {SEC_TLS, "session-tickets", K_COUNT, "1", ROOT(tls_session_tickets), 0, 8, false, NULL,
+         NULL,
+         "TLS 1.3 session tickets sent after each full handshake: a client that keeps one "
+         "may resume its next connection without a full handshake (no certificate "
+         "signature, less CPU on both sides). `1` serves a sending MTA, which resumes one "
+         "connection with one ticket; OpenSSL's own default, `2`, suits browsers that open "
+         "connections in parallel, and each ticket costs the server an encryption and a "
+         "record on every full handshake. `0` sends none: every TLS 1.3 connection pays a "
+         "full handshake. Tickets are sealed with keys made at each start and reload, so "
+         "one issued before either leads to a full handshake. Connections asked for a "
+         "client certificate (`tls-sender-certificate-name`) get none. TLS 1.2 clients are "
+         "not affected (RFC 5077 tickets)."},
 };
 
 #define N_OPTIONS     (sizeof(options) / sizeof(options[0]))

@@ -137,6 +137,8 @@ struct config {
 	/* CAs that verify client certificates: set when a connector has a
 	 * tls-sender-certificate-name (CONFIG_SYSTEM_CA_FILE unless given), else NULL */
 	char *tls_client_ca_file;
+	/* TLS 1.3 session tickets sent after each full handshake (tls { session-tickets }) */
+	uint64_t tls_session_tickets;
 	int tls_client_ca_line; /* where it is set; 0: not given */
 	char *maildir;          /* template with %d and %u */
 	char *relay;            /* "HOST:PORT" of the next hop, or NULL: Maildir delivery */

@@ -294,6 +294,12 @@ tls_ctx_unref(struct tls_ctx *t)
 	}
 }
 
+void
+tls_ctx_set_tickets(struct tls_ctx *t, unsigned n)
+{
+	(void)SSL_CTX_set_num_tickets(t->ctx, n); /* cannot fail for a server context */
+}
+
 int
 tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)
 {
@@ -509,6 +515,12 @@ const char *
 tls_error(const struct tls_conn *c)
 {
 	return c->err ? c->err : "TLS error (no memory to say which)";
+}
+
+bool
+tls_resumed(const struct tls_conn *c)
+{
+	return SSL_session_reused(c->ssl) == 1;
 }
 
 const char *

@@ -20,6 +20,13 @@ struct tls_conn;
  * a reason in err. */
 struct tls_ctx *tls_ctx_new(const char *cert, const char *key, char *err, size_t errlen);
 struct tls_ctx *tls_ctx_ref(struct tls_ctx *t);
+/* TLS 1.3 session tickets sent after each full handshake (tls { session-tickets }): with n
+ * of them a client may resume n connections without a full handshake; 0 sends none.
+ * OpenSSL's default, 2, is a browser's (parallel connections); each ticket costs an
+ * encryption and a record on every handshake.  Tickets are sealed with keys of this
+ * context, so a reload or a restart ends them (the client falls back to a full handshake).
+ * TLS 1.2's tickets (RFC 5077) are not counted here. */
+void tls_ctx_set_tickets(struct tls_ctx *t, unsigned n);
 void tls_ctx_unref(struct tls_ctx *t); /* NULL is a no-op */
 
 /* For `mxgate check`: 0 if the pair loads and matches, else -1 with a reason. */
@@ -94,6 +101,9 @@ struct tls_peer {
  * chain verified. */
 enum tls_peer_verdict tls_peer_check(const struct tls_conn *c, const char *expected,
                                      struct tls_peer *p);
+
+/* Whether the handshake resumed an earlier session (a ticket) instead of a full one. */
+bool tls_resumed(const struct tls_conn *c);
 
 /* "TLSv1.3", "TLS_AES_256_GCM_SHA384" and the cipher's secret bits, once handshaken.  The
  * names are libssl's constants: they stay valid after the connection is freed. */

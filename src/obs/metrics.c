@@ -66,6 +66,7 @@ static struct {
 	_Atomic int64_t privileged_reader;
 	counter tls[TLS_N];
 	counter tls_failed;
+	counter tls_resumed;
 	/* per bucket, not cumulative: one add per observation; rendering sums them */
 	counter commit_bucket[METRICS_COMMIT_BUCKETS_N + 1];
 	counter commit_sum_ns;
@@ -293,6 +294,12 @@ void
 metrics_tls_failed(void)
 {
 	inc(&R.tls_failed, 1);
+}
+
+void
+metrics_tls_resumed(void)
+{
+	inc(&R.tls_resumed, 1);
 }
 
 void
@@ -644,14 +651,17 @@ render_global(struct out *o)
 	if (tm.installed) {
 		family(o, "mxgate_tls_buffer_slots", "gauge",
 		       "OpenSSL's record and handshake buffers (net/tlsmem): slots in use, and "
-		       "free "
-		       "ones kept resident for the next handshakes.");
+		       "free ones kept resident for the next handshakes.");
 		put(o, "mxgate_tls_buffer_slots{state=\"used\"} %" PRIu64 "\n", tm.used);
 		put(o, "mxgate_tls_buffer_slots{state=\"hot\"} %" PRIu64 "\n", tm.hot);
 		single_u64(o, "mxgate_tls_buffer_fallbacks_total", "counter",
 		           "Buffer requests that found every slot taken and went to malloc.",
 		           tm.fallbacks);
 	}
+	single_u64(o, "mxgate_tls_sessions_resumed_total", "counter",
+	           "TLS handshakes completed by resuming a session (a ticket: tls { "
+	           "session-tickets }), counted in mxgate_tls_sessions_total too.",
+	           get(&R.tls_resumed));
 	single_u64(o, "mxgate_spool_sync_failures_total", "counter",
 	           "Spool commits whose sync failed (the sessions were answered 452).",
 	           get(&R.spool_sync_failures));

@@ -34,6 +34,7 @@
  *   mxgate_tls_handshake_failures_total                counter
  *   mxgate_tls_buffer_slots{state=used|hot}            gauge, net/tlsmem (when installed)
  *   mxgate_tls_buffer_fallbacks_total                  counter, net/tlsmem
+ *   mxgate_tls_sessions_resumed_total                  counter, of those completed: resumed
  *   mxgate_messages_queued_total{connector}            counter
  *   mxgate_messages_queued_bytes_total{connector}      counter
  *   mxgate_messages_rejected_total{connector,code}     counter (a series per code seen)
@@ -188,6 +189,8 @@ void metrics_privileged_reader(bool up);
  * "TLSv1.1" are counted too); anything else counts as "other". */
 void metrics_tls_session(const char *version);
 void metrics_tls_failed(void);
+/* A completed handshake resumed a session (a ticket of tls { session-tickets }). */
+void metrics_tls_resumed(void);
 /* At session end, what the SMTP core counted (smtp_stats()). */
 void metrics_bdat(uint64_t chunks, uint64_t bytes);
 void metrics_bare_line_ends(uint64_t refused, uint64_t normalized);

@@ -62,6 +62,8 @@ reload_read_tls(const struct config *c, struct tls_ctx **t)
 	if (!c->tls_certificate)
 		return 0;
 	*t = tls_ctx_new(c->tls_certificate, c->tls_key, err, sizeof(err));
+	if (*t)
+		tls_ctx_set_tickets(*t, (unsigned)c->tls_session_tickets);
 	if (*t && c->tls_client_ca_file &&
 	    tls_ctx_set_client_ca(*t, c->tls_client_ca_file, err, sizeof(err)) < 0) {
 		tls_ctx_unref(*t);

@@ -715,12 +715,15 @@ drive_handshake(struct session *s)
 		metrics_tls_failed();
 		smtp_tls_done(s->smtp, false);
 	} else {
-		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s", tls_version(s->c.tls),
-		            tls_cipher(s->c.tls));
+		bool resumed = tls_resumed(s->c.tls);
+		log_session(&s->lc, LOG_LVL_INFO, "TLS established: %s %s%s", tls_version(s->c.tls),
+		            tls_cipher(s->c.tls), resumed ? " (resumed session)" : "");
 		s->tls_protocol = tls_version(s->c.tls);
 		s->tls_cipher = tls_cipher(s->c.tls);
 		protolog_tls(s->pl, tls_version(s->c.tls), tls_cipher(s->c.tls), NULL);
 		metrics_tls_session(tls_version(s->c.tls));
+		if (resumed)
+			metrics_tls_resumed();
 		judge_client_cert(s);
 		smtp_tls_done(s->smtp, true);
 	}

@@ -126,6 +126,7 @@ def test_metrics_after_a_known_sequence(started):
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.3") == 1
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.2") == 0
     assert value(v, "mxgate_tls_handshake_failures_total") == 0
+    assert value(v, "mxgate_tls_sessions_resumed_total") == 0
     assert value(v, "mxgate_commit_seconds_count") == 2
     assert value(v, "mxgate_commit_seconds_bucket", le="+Inf") == 2
     assert value(v, "mxgate_spool_sync_failures_total") == 0

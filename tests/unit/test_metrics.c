@@ -345,6 +345,7 @@ known_sequence(void)
 	metrics_tls_session("SSLv3");
 	metrics_tls_session(NULL);
 	metrics_tls_failed();
+	metrics_tls_resumed();
 	metrics_commit_observe(500000);      /* 0.0005 s: le 0.001 */
 	metrics_commit_observe(1000000);     /* 0.001 s exactly: le 0.001 */
 	metrics_commit_observe(3000000);     /* le 0.005 */
@@ -401,6 +402,7 @@ Test(metrics, a_known_sequence_renders_exactly)
 	expect_value("mxgate_tls_sessions_total", "version=TLSv1", 0);
 	expect_value("mxgate_tls_sessions_total", "version=other", 2);
 	expect_value("mxgate_tls_handshake_failures_total", "", 1);
+	expect_value("mxgate_tls_sessions_resumed_total", "", 1);
 	expect_value("mxgate_commit_seconds_bucket", "le=0.001", 2);
 	expect_value("mxgate_commit_seconds_bucket", "le=0.0025", 2);
 	expect_value("mxgate_commit_seconds_bucket", "le=0.005", 3);
