@@ -26,6 +26,7 @@ struct tls_conn {
 	SSL *ssl;
 	char *err;      /* the last error, for the log: allocated when one happens */
 	int verify_err; /* the first error of the client's chain (X509_V_OK: none) */
+	bool starved;   /* the last read wanted more from the socket */
 };
 
 /* The error queue as one line, emptied. */
@@ -246,6 +247,9 @@ make_ctx(const char *cert, const char *key, char *err, size_t errlen)
 	 * for the same leaf alone on the wire */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_NO_AUTO_CHAIN);
+	/* each read takes what the socket holds, not a record's 5-byte header and then its
+	 * body: half the read(2) calls of a session (tls_pending() sees the bytes kept) */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	if (use_chain(ctx, cert, err, errlen) < 0 || use_key(ctx, key, err, errlen) < 0)
 		goto fail;
 	if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -490,10 +494,13 @@ tls_handshake(struct tls_conn *c, char *err, size_t errlen)
 enum tls_io
 tls_read(struct tls_conn *c, void *buf, size_t len, size_t *n)
 {
+	enum tls_io r = TLS_IO_OK;
+
 	ERR_clear_error();
-	if (SSL_read_ex(c->ssl, buf, len, n) == 1)
-		return TLS_IO_OK;
-	return result(c, 0);
+	if (SSL_read_ex(c->ssl, buf, len, n) != 1)
+		r = result(c, 0);
+	c->starved = r == TLS_IO_WANT_READ;
+	return r;
 }
 
 enum tls_io
@@ -508,7 +515,9 @@ tls_write(struct tls_conn *c, const void *buf, size_t len, size_t *n)
 bool
 tls_pending(const struct tls_conn *c)
 {
-	return SSL_pending(c->ssl) > 0;
+	/* what is left after a read that wanted more is part of a record: the socket's next
+	 * bytes, which raise an event, complete it */
+	return !c->starved && SSL_has_pending(c->ssl) == 1;
 }
 
 const char *

@@ -52,7 +52,10 @@ enum tls_io tls_handshake(struct tls_conn *c, char *err, size_t errlen);
 /* Reads up to len bytes; *n is set on TLS_IO_OK. */
 enum tls_io tls_read(struct tls_conn *c, void *buf, size_t len, size_t *n);
 enum tls_io tls_write(struct tls_conn *c, const void *buf, size_t len, size_t *n);
-/* Bytes decrypted and waiting inside OpenSSL (no socket event will announce them). */
+/* Bytes waiting inside OpenSSL that no socket event will announce: decrypted, or read
+ * ahead from the socket (a server context reads all the socket holds, records after the
+ * one asked for).  False after a read that wanted more, until the next read: what is
+ * kept then is part of a record, and the socket's next bytes raise the event. */
 bool tls_pending(const struct tls_conn *c);
 /* The last error as text (after TLS_IO_ERROR). */
 const char *tls_error(const struct tls_conn *c);

@@ -1,13 +1,16 @@
-"""tls { session-tickets }: how many TLS 1.3 session tickets follow a full handshake, and
-that a client resumes with one; also that the certificate chain sent is the file's.
+"""The server's TLS context: tls { session-tickets } (how many TLS 1.3 session tickets
+follow a full handshake, and that a client resumes with one), the certificate chain sent
+(the file's), and reading ahead (several records in one segment, a record cut in two).
 
 Real peers: openssl s_client (counts the NewSessionTicket messages it receives, shows the
-chain) and Python's ssl module (resumes a session with the ticket it kept)."""
+chain) and Python's ssl module (resumes a session with the ticket it kept; its SSLObject
+makes records that the test sends in the segments it chooses)."""
 import os
 import re
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 
 from daemon import ALLOWED, free_port
@@ -174,3 +177,91 @@ def test_the_chain_sent_is_the_files(daemon):
         chain = out.split("Certificate chain", 1)[1].split("\n---\n", 1)[0]
         assert re.findall(r"^ *\d+ s:.*CN ?= ?([^,\n]+)", chain, re.M) == subjects, chain
         daemon.stop()
+
+
+def tls_over_memory(daemon):
+    """A session after STARTTLS and EHLO with the TLS records in the test's hands: (sock,
+    SSLObject, its incoming and outgoing BIOs)."""
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=10,
+                                    source_address=(ALLOWED, 0))
+    f = sock.makefile("rb")
+    for line in (None, b"EHLO client.example\r\n", b"STARTTLS\r\n"):
+        if line:
+            sock.sendall(line)
+        while f.readline()[3:4] == b"-":
+            pass
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_ctx().wrap_bio(inc, out, server_hostname="mx.example.test")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            inc.write(sock.recv(65536))
+    sock.sendall(out.read())
+    return sock, obj, inc, out
+
+
+def read_replies(sock, obj, inc, n):
+    """n whole replies (multi-line ones count once), as text."""
+    text = b""
+    while len(re.findall(rb"^\d{3} .*\r\n", text, re.M)) < n:
+        try:
+            text += obj.read(65536)
+        except ssl.SSLWantReadError:
+            data = sock.recv(65536)
+            assert data, text
+            inc.write(data)
+    return text.decode()
+
+
+def test_records_in_one_segment_are_all_answered(daemon):
+    """Three commands in three TLS records that reach the server in one segment, then the
+    client waits: the records read ahead behind the first are answered without another
+    byte from the client (no socket event announces them)."""
+    daemon.configure()
+    daemon.start()
+    sock, obj, inc, out = tls_over_memory(daemon)
+    obj.write(b"EHLO client.example\r\n")
+    obj.write(b"MAIL FROM:<sender@remote.example>\r\n")
+    obj.write(b"RCPT TO:<user@example.test>\r\n")
+    sock.sendall(out.read())  # one send: the three records together
+    text = read_replies(sock, obj, inc, 3)
+    assert "250 2.1.0" in text and "250 2.1.5" in text, text
+    obj.write(b"DATA\r\n")
+    sock.sendall(out.read())
+    assert read_replies(sock, obj, inc, 1).startswith("354")
+    for line in (b"Subject: ahead\r\n", b"\r\n", b"one\r\n", b".\r\n", b"QUIT\r\n"):
+        obj.write(line)
+    sock.sendall(out.read())
+    text = read_replies(sock, obj, inc, 2)
+    assert "250 2.6.0" in text and "221" in text, text
+    daemon.wait_messages(1)
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_record_cut_in_two_is_answered_when_its_rest_comes(daemon):
+    """The part kept after a read that wanted more is not taken for input waiting to be
+    read: the session waits for the socket (it does not spin; the daemon's CPU time stays
+    near zero meanwhile, about 2 s of it when it spins) and answers when the rest comes."""
+    daemon.configure()
+    daemon.start()
+    sock, obj, inc, out = tls_over_memory(daemon)
+    obj.write(b"EHLO client.example\r\n")
+    rec = out.read()
+    sock.sendall(rec[:7])  # the header and two bytes
+    time.sleep(0.2)
+    before = cpu_seconds(daemon.proc.pid)
+    time.sleep(2)
+    assert cpu_seconds(daemon.proc.pid) - before < 0.3
+    sock.sendall(rec[7:])
+    assert "250" in read_replies(sock, obj, inc, 1)
+    obj.write(b"QUIT\r\n")
+    sock.sendall(out.read())
+    assert read_replies(sock, obj, inc, 1).startswith("221")
