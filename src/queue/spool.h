@@ -39,8 +39,8 @@
  *   REMOVAL: when every recipient is delivered, spool_remove() moves <id>.env to free/
  *   (or unlinks it), then unlinks <id>.state, and moves <id> to free/ too when no other
  *   name links it (else unlinks it).  spool_msg_new() renames a free/ file to queue/<id>
- *   and empties it before it creates one; like a new one, it is no message without its
- *   envelope.  (Delivery must be idempotent: a
+ *   (rewritten from its start, cut to the message at the commit) before it creates one;
+ *   like a new one, it is no message without its envelope.  (Delivery must be idempotent: a
  *   crash before the removal is durable delivers again; see deliver.h.)
  *
  * FAILED SYNCS

@@ -269,6 +269,54 @@ Test(spool, data_files_are_recycled_and_hold_only_their_message, .init = make_ro
 		spool_entry_free(got.e[i]);
 }
 
+/* A recycled data file is rewritten from its start, not emptied when it is taken: emptying
+ * it freed its block only for the message to allocate one again, and ext4 without a
+ * journal mounted with `discard` discards a freed block inside the call, on the session's
+ * thread (issue 15, target 1).  Until the commit the file keeps its old length and block;
+ * the commit cuts it to the message, and a bounce (spool_inject) is cut the same way. */
+Test(spool, a_recycled_data_file_keeps_its_block_until_the_commit_cuts_it, .init = make_root,
+     .fini = remove_root)
+{
+	char err[256], id[SPOOL_ID_LEN + 1], path[512];
+	char sender[] = "", rcpt[] = "c@example.com", *rcpts[] = {rcpt};
+	struct collected got = {0};
+	struct spool *sp = spool_open(root, -1, -1, collect, &got, err, sizeof(err));
+	cr_assert_not_null(sp, "%s", err);
+	char longbody[3000];
+	memset(longbody, 'x', sizeof(longbody) - 1);
+	longbody[sizeof(longbody) - 1] = '\0';
+	struct stat st;
+
+	commit_one(sp, "a@example.com", longbody, id);
+	cr_assert_eq(remove_id(sp, id), 0); /* its data and envelope go to free/ */
+	struct spool_msg *m = spool_msg_new(sp);
+	cr_assert_not_null(m, "spool_msg_new: %s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/queue/%s", root, spool_msg_id(m));
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_gt(st.st_size, 0, "the recycled file was emptied when taken");
+	cr_assert_gt(st.st_blocks, 0, "the recycled file's block was freed when taken");
+	spool_msg_abort(m);
+
+	/* the other recycled file carries a bounce: cut to it alone */
+	struct spool_entry e = {
+	        .received = 1700000000, .sender = sender, .rcpts = rcpts, .n_rcpts = 1};
+	const char bounce[] = "Subject: bounce\r\n\r\nshort\r\n";
+	cr_assert_eq(spool_inject(sp, &e, bounce, sizeof(bounce) - 1), 0);
+	cr_assert_str_eq(slurp("queue", e.id), bounce, "old bytes left behind a bounce");
+	cr_assert_eq(remove_id(sp, e.id), 0);
+
+	/* and a message through the session path: cut to it alone */
+	commit_one(sp, "b@example.com", "Subject: short\r\n\r\nbody\r\n", id);
+	cr_assert_str_eq(slurp("queue", id), "Subject: short\r\n\r\nbody\r\n",
+	                 "old bytes left behind a message");
+	snprintf(path, sizeof(path), "%s/queue/%s", root, id);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_size, (off_t)strlen("Subject: short\r\n\r\nbody\r\n"));
+	spool_close(sp);
+	for (size_t i = 0; i < got.n; i++)
+		spool_entry_free(got.e[i]);
+}
+
 /* A data file with another link (a Maildir delivery's hard link) is never recycled: it is
  * somebody's delivered mail.  And a recycled data file left in queue/ without its envelope
  * (a crash before the commit) is not a message: recovery removes it. */
