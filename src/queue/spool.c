@@ -33,12 +33,17 @@ struct spool {
 	uid_t run_uid; /* who must own every file recovery trusts */
 	spool_committed_hook hook;
 	void *hook_arg;
-	pthread_t syncer;
+	pthread_t syncer, dirsyncer;
 	bool started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct spool_msg *head, *tail;
 	bool stop;
+	/* groups synced and renamed, waiting for the directory fsync (the pipeline below);
+	 * under mu */
+	pthread_cond_t dircv;
+	struct spool_msg *dhead, *dtail;
+	bool dirstop;
 	atomic_uint_fast32_t seq;
 	bool use_syncfs; /* one syncfs() per group instead of an fsync per file */
 	struct spool_stats stats;
@@ -592,6 +597,18 @@ load_free_pool(struct spool *sp)
 }
 
 static void *syncer_main(void *arg);
+static void *dirsyncer_main(void *arg);
+
+/* Stops the directory syncer after it has answered every group handed to it. */
+static void
+stop_dirsyncer(struct spool *sp)
+{
+	pthread_mutex_lock(&sp->mu);
+	sp->dirstop = true;
+	pthread_cond_signal(&sp->dircv);
+	pthread_mutex_unlock(&sp->mu);
+	pthread_join(sp->dirsyncer, NULL);
+}
 
 struct spool *
 spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void *hook_arg,
@@ -610,6 +627,7 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 	sp->hook_arg = hook_arg;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
+	pthread_cond_init(&sp->dircv, NULL);
 	pthread_mutex_init(&sp->freemu, NULL);
 	if (!(sp->path = strdup(path)) ||
 	    !(sp->free_names = calloc(FREE_POOL_MAX, sizeof(*sp->free_names))))
@@ -636,7 +654,12 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 		goto fail;
 	}
 	load_free_pool(sp);
+	if (pthread_create(&sp->dirsyncer, NULL, dirsyncer_main, sp) != 0) {
+		snprintf(err, errlen, "cannot start the spool syncer thread");
+		goto fail;
+	}
 	if (pthread_create(&sp->syncer, NULL, syncer_main, sp) != 0) {
+		stop_dirsyncer(sp);
 		snprintf(err, errlen, "cannot start the spool syncer thread");
 		goto fail;
 	}
@@ -659,6 +682,7 @@ spool_stop(struct spool *sp)
 	pthread_cond_signal(&sp->cv);
 	pthread_mutex_unlock(&sp->mu);
 	pthread_join(sp->syncer, NULL);
+	stop_dirsyncer(sp); /* after the syncer: it hands the last groups over first */
 	sp->started = false;
 }
 
@@ -698,6 +722,7 @@ spool_close(struct spool *sp)
 		close(sp->dirfd);
 	pthread_mutex_destroy(&sp->mu);
 	pthread_cond_destroy(&sp->cv);
+	pthread_cond_destroy(&sp->dircv);
 	free(sp->path);
 	free(sp);
 }
@@ -1021,12 +1046,14 @@ fail_group(struct spool_msg *group, int err)
 			m->err = err;
 }
 
+/* Steps 1 and 2 of a group commit, on the syncer thread: the group's files made durable
+ * and its envelopes renamed into queue/.  A message that failed here has m->err set;
+ * every other message (not a barrier) has its envelope in queue/, not yet durable. */
 static void
-commit_group(struct spool *sp, struct spool_msg *group)
+sync_group(struct spool *sp, struct spool_msg *group)
 {
 	char name[SPOOL_ID_LEN + 8];
-	bool any = false;
-	int direrr = 0, failed;
+	int failed;
 
 	/* 1. data and envelope of every message on disk: one syncfs() for the whole
 	 * group where the kernel has it (per-file fsyncs cost a journal wait each) */
@@ -1070,9 +1097,21 @@ commit_group(struct spool *sp, struct spool_msg *group)
 			continue;
 		}
 		m->envname[0] = '\0';
-		any = true;
 	}
-	/* 3. one directory sync makes the whole group durable */
+	sp->stats.groups++;
+}
+
+/* Step 3, on the directory syncer's thread: one fsync of queue/ makes the renames of
+ * every group handed over so far durable (one or several: see the pipeline below), and
+ * only then does each message's session learn that it is committed. */
+static void
+finish_groups(struct spool *sp, struct spool_msg *group)
+{
+	bool any = false;
+	int direrr = 0, failed;
+
+	for (struct spool_msg *m = group; m && !any; m = m->next)
+		any = !m->err && !m->barrier;
 	if (any && fsync(sp->queuefd) < 0) {
 		direrr = errno;
 		sync_failed(sp, "fsync", direrr);
@@ -1081,7 +1120,6 @@ commit_group(struct spool *sp, struct spool_msg *group)
 	if ((failed = spool_failed(sp)))
 		fail_group(group, failed);
 
-	sp->stats.groups++;
 	for (struct spool_msg *m = group; m;) {
 		struct spool_msg *next = m->next;
 		if (m->barrier) {
@@ -1114,6 +1152,33 @@ commit_group(struct spool *sp, struct spool_msg *group)
 	}
 }
 
+/*
+ * The pipeline.  A group commit needs two device flushes in order: the syncfs() that makes
+ * the group's files durable, then, after the renames, the fsync() of queue/ that makes the
+ * envelopes' names durable.  One thread doing both made the next group wait for the
+ * directory fsync too: a message that arrived during it waited for it, then for its own
+ * group's two flushes.  So the syncer thread does steps 1 and 2 and hands the group to the
+ * directory syncer, which does step 3 and answers, while the syncer already takes the next
+ * group and starts its syncfs().  The order each message needs is unchanged — its data
+ * durable (its group's syncfs) before its envelope's rename, the rename before the fsync
+ * of queue/, that fsync before its 250 —, and groups that finish step 2 while the
+ * directory syncer is busy share its next fsync.
+ */
+static void
+handoff_locked(struct spool *sp, struct spool_msg *group)
+{
+	struct spool_msg *last = group;
+
+	while (last->next)
+		last = last->next;
+	if (sp->dtail)
+		sp->dtail->next = group;
+	else
+		sp->dhead = group;
+	sp->dtail = last;
+	pthread_cond_signal(&sp->dircv);
+}
+
 static void *
 syncer_main(void *arg)
 {
@@ -1130,8 +1195,35 @@ syncer_main(void *arg)
 		sp->head = sp->tail = NULL;
 		bool stop = sp->stop;
 		pthread_mutex_unlock(&sp->mu);
-		if (group)
-			commit_group(sp, group);
+		if (group) {
+			sync_group(sp, group);
+			pthread_mutex_lock(&sp->mu);
+			handoff_locked(sp, group);
+			pthread_mutex_unlock(&sp->mu);
+		} else if (stop) {
+			return NULL;
+		}
+	}
+}
+
+static void *
+dirsyncer_main(void *arg)
+{
+	struct spool *sp = arg;
+	pthread_setname_np(pthread_self(), "mxgate-dirsync");
+
+	for (;;) {
+		struct spool_msg *groups;
+
+		pthread_mutex_lock(&sp->mu);
+		while (!sp->dhead && !sp->dirstop)
+			pthread_cond_wait(&sp->dircv, &sp->mu);
+		groups = sp->dhead;
+		sp->dhead = sp->dtail = NULL;
+		bool stop = sp->dirstop;
+		pthread_mutex_unlock(&sp->mu);
+		if (groups)
+			finish_groups(sp, groups);
 		else if (stop)
 			return NULL;
 	}

@@ -24,7 +24,9 @@
  *      file and envelope of the group durable with one syncfs(), renames each envelope to queue/<id>.env — the
  *      commit record —, then fsync()s queue/ once for the whole group.  Only after that
  *      fsync returns does any of those sessions learn its message is committed — and
- *      only then does it reply 250.
+ *      only then does it reply 250.  Pipelined: the syncer thread does the syncfs() and
+ *      the renames, then hands the group to the directory syncer thread for the fsync of
+ *      queue/ and the answers, and takes the next group at once (spool.c says why).
  *   4. A failure at any step (ENOSPC, EIO, ...) fails that message alone: its files are
  *      removed and its session replies 452 4.3.1.  Nothing answered 250 depends on it.
  *      A failed sync is worse (FAILED SYNCS below): it fails the whole group, and the
@@ -57,8 +59,9 @@
  *   on (a Maildir delivery needs the spool's sync, so it waits for the restart).
  *
  * Threads: the session thread owns a spool_msg until spool_msg_commit() or
- * spool_msg_abort(); the syncer thread owns it afterwards and frees it after calling the
- * done callback.  The done callback and the committed hook run on the syncer thread and
+ * spool_msg_abort(); the syncer threads own it afterwards and free it after calling the
+ * done callback.  The done callback and the committed hook run on the directory syncer's
+ * thread (step 3 above; the syncer does steps 1 and 2 of the next group meanwhile) and
  * must only post work elsewhere.
  */
 #ifndef MXGATE_SPOOL_H
@@ -104,9 +107,11 @@ void spool_entry_free(struct spool_entry *e); /* NULL is a no-op */
 struct spool;
 struct spool_msg;
 
-/* Called once per committed message on the syncer thread; takes ownership of e. */
+/* Called once per committed message on the directory syncer's thread; takes ownership of
+ * e. */
 typedef void (*spool_committed_hook)(struct spool_entry *e, void *arg);
-/* Called once per spool_msg_commit() on the syncer thread: err 0 or an errno. */
+/* Called once per spool_msg_commit() on the directory syncer's thread: err 0 or an
+ * errno. */
 typedef void (*spool_done_cb)(void *arg, int err);
 
 /*
@@ -124,7 +129,7 @@ typedef void (*spool_done_cb)(void *arg, int err);
  */
 
 /* Opens (creating as needed) the spool at path for a daemon that runs as uid/gid (-1: as
- * this process), checking its directories (TRUST above).  Starts the syncer thread.  NULL
+ * this process), checking its directories (TRUST above).  Starts the syncer threads.  NULL
  * with a reason in err. */
 struct spool *spool_open(const char *path, long uid, long gid, spool_committed_hook hook,
                          void *hook_arg, char *err, size_t errlen);

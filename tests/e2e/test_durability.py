@@ -9,6 +9,7 @@ delivery repeated after a crash does not duplicate mail.
 import os
 import random
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -18,9 +19,9 @@ import pytest
 
 from daemon import BIN, Client
 from helpers_ops import (IS_ROOT, banner, block_delivery, body_for, chown_nobody, envelope_size,
-                         free_bytes, maildir_files, nobody, queue_id, queued_ids, restart,
-                         restore_queue, send_one, session, settle, snapshot_queue, spool_dir,
-                         tmpfs, token_counts, transaction, unblock_delivery)
+                         expect, free_bytes, maildir_files, nobody, queue_id, queued_ids,
+                         restart, restore_queue, send_one, session, settle, snapshot_queue,
+                         spool_dir, tmpfs, token_counts, transaction, unblock_delivery)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fault"))
 import failsync as fault  # noqa: E402  (tests/fault/failsync.py, the shim's driver)
@@ -577,3 +578,74 @@ def test_a_failed_maildir_sync_holds_deliveries_until_restart(daemon, failsync, 
             if daemon.proc and daemon.proc.poll() is None:
                 daemon.proc.kill()
                 daemon.proc.wait()
+
+
+def wait_fault_lines(flog, pred, what, timeout=30):
+    """Waits until the shim's log has a line for which pred(lines, i) holds; returns the
+    lines."""
+    deadline = time.time() + timeout
+    while True:
+        lines = fault.fired(flog)
+        if any(pred(lines, i) for i in range(len(lines))):
+            return lines
+        assert time.time() < deadline, f"{what}: the shim logged {lines}"
+        time.sleep(0.02)
+
+
+def send_to_the_dot(daemon, token):
+    """A session that has sent a whole message and not read the reply to its dot."""
+    c = session(daemon)
+    for cmd, want in (("MAIL FROM:<sender@remote.example>", 250),
+                      ("RCPT TO:<user@example.test>", 250), ("DATA", 354)):
+        code, text = c.cmd(cmd)
+        assert code == want, f"{cmd}: {text}\n{daemon.log()}"
+    c.send(body_for(token) + ".\r\n")
+    return c
+
+
+def no_reply_yet(c):
+    """True when nothing came back within a moment (the reply to the dot is owed)."""
+    c.sock.settimeout(0.3)
+    try:
+        c.sock.recv(1, socket.MSG_PEEK)
+        return False   # a reply, or the connection closed
+    except socket.timeout:
+        return True
+    finally:
+        c.sock.settimeout(10)
+
+
+def test_the_next_group_syncs_while_the_last_groups_directory_fsync_hangs(daemon, failsync,
+                                                                         monkeypatch):
+    """The spool's pipeline (spool.c): a group's envelopes are renamed after its syncfs(),
+    and the fsync() of queue/ that makes the renames durable runs on a thread of its own,
+    so the next group's syncfs() does not wait for it. Here the disk hangs every directory
+    fsync: message A's group reaches its fsync of queue/ and waits there; message B, sent
+    meanwhile, gets its own syncfs() (the old single syncer thread sat in A's fsync). And
+    the order each message needs holds: neither is answered while the fsync of queue/
+    after its rename hangs; both get 250 once it returns, and both are delivered once."""
+    daemon.configure(connectors=CONCURRENT)
+    trigger, flog = fault.start(daemon, failsync, monkeypatch, stall="1", calls="fsync",
+                                dirs_only="1", trace="1")
+    send_one(daemon, "tok-pipe-warm")
+    settle(daemon, n_expected=1)
+    open(trigger, "w").close()
+    try:
+        a = send_to_the_dot(daemon, "tok-pipe-a")
+        lines = wait_fault_lines(flog, lambda ls, i: ls[i].startswith("stall fsync "),
+                                 "message A's fsync of queue/ never started")
+        n_before = len(lines)
+        b = send_to_the_dot(daemon, "tok-pipe-b")
+        wait_fault_lines(flog, lambda ls, i: i >= n_before and ls[i].startswith("pass syncfs "),
+                         "message B's group had no syncfs() while A's fsync of queue/ hung")
+        assert no_reply_yet(a), "message A answered before the fsync of queue/ returned"
+        assert no_reply_yet(b), "message B answered before an fsync of queue/ returned"
+    finally:
+        os.unlink(trigger)
+    for c in (a, b):
+        code, text = c.reply()
+        assert code == 250, f"{text}\n{daemon.log()}"
+        expect(c, 221, "QUIT")
+        c.close()
+    counts = settle(daemon, n_expected=3)
+    assert_exactly_once(counts, ["tok-pipe-warm", "tok-pipe-a", "tok-pipe-b"], daemon.log())

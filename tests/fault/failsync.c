@@ -11,7 +11,10 @@
  * path's file system fail; with $MXGATE_FAULT_DIRS_ONLY=1, only descriptors of
  * directories.  With $MXGATE_FAULT_STALL=1 the calls do not fail but wait while the
  * trigger exists (a slow disk: the test can kill the process in the middle of a sync),
- * logging "stall <call> <fd>" as they start waiting.
+ * logging "stall <call> <fd>" as they start waiting.  With $MXGATE_FAULT_CALLS set to a
+ * comma-separated list (e.g. "fsync"), only those calls are faulted.  With
+ * $MXGATE_FAULT_TRACE=1, every call let through while the trigger exists is logged as
+ * "pass <call> <fd>" (what else ran meanwhile: the spool's pipeline test).
  *
  * Built by the test: cc -shared -fPIC -o failsync.so failsync.c -ldl.  With an ASan
  * build, run with ASAN_OPTIONS=verify_asan_link_order=0 (the shim comes before ASan's
@@ -41,38 +44,69 @@ failsync_init(void)
 	real_syncfs = (int (*)(int))dlsym(RTLD_NEXT, "syncfs");
 }
 
+/* Whether call is in the comma-separated list (NULL or empty: every call). */
+static bool
+listed(const char *list, const char *call)
+{
+	size_t n = strlen(call);
+
+	if (!list || !*list)
+		return true;
+	for (const char *p = list; p; p = strchr(p, ',')) {
+		if (*p == ',')
+			p++;
+		if (strncmp(p, call, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return true;
+	}
+	return false;
+}
+
+/* Appends "<what><call> <fd>" to $MXGATE_FAULT_LOG, when it is set. */
+static void
+log_call(const char *what, const char *call, int fd)
+{
+	const char *logpath = getenv("MXGATE_FAULT_LOG");
+	if (!logpath)
+		return;
+	int lfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	if (lfd >= 0) {
+		char line[64];
+		int n = snprintf(line, sizeof(line), "%s%s %d\n", what, call, fd);
+		if (n > 0 && write(lfd, line, (size_t)n) < 0)
+			n = 0;
+		close(lfd);
+	}
+}
+
 /* True (and the failure logged) when the trigger file exists. */
 static int
 tripped(const char *call, int fd)
 {
 	const char *trigger = getenv("MXGATE_FAULT_TRIGGER");
-	const char *logpath = getenv("MXGATE_FAULT_LOG");
 	struct stat st;
 	int saved = errno;
 
 	const char *dev_of = getenv("MXGATE_FAULT_DEV_OF");
 	const char *dirs_only = getenv("MXGATE_FAULT_DIRS_ONLY");
+	const char *trace = getenv("MXGATE_FAULT_TRACE");
 	struct stat fst, dst;
 
-	if (!trigger || stat(trigger, &st) < 0 || fstat(fd, &fst) < 0 ||
+	if (!trigger || stat(trigger, &st) < 0) {
+		errno = saved;
+		return 0;
+	}
+	if (fstat(fd, &fst) < 0 ||
 	    (dev_of && (stat(dev_of, &dst) < 0 || dst.st_dev != fst.st_dev)) ||
-	    (dirs_only && strcmp(dirs_only, "1") == 0 && !S_ISDIR(fst.st_mode))) {
+	    (dirs_only && strcmp(dirs_only, "1") == 0 && !S_ISDIR(fst.st_mode)) ||
+	    !listed(getenv("MXGATE_FAULT_CALLS"), call)) {
+		if (trace && strcmp(trace, "1") == 0)
+			log_call("pass ", call, fd);
 		errno = saved;
 		return 0;
 	}
 	const char *stall = getenv("MXGATE_FAULT_STALL");
 	bool stalling = stall && strcmp(stall, "1") == 0;
-	if (logpath) {
-		int lfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
-		if (lfd >= 0) {
-			char line[64];
-			int n = snprintf(line, sizeof(line), "%s%s %d\n", stalling ? "stall " : "",
-			                 call, fd);
-			if (n > 0 && write(lfd, line, (size_t)n) < 0)
-				n = 0;
-			close(lfd);
-		}
-	}
+	log_call(stalling ? "stall " : "", call, fd);
 	if (stalling) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		while (stat(trigger, &st) == 0)
