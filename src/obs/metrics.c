@@ -47,6 +47,7 @@ static const char *const proxy_label[METRICS_PROXY_N] = {"ok", "local", "invalid
 static const char *const delivery_label[METRICS_DELIVERY_N] = {"delivered", "deferred", "failed"};
 static const char *const relay_conn_label[METRICS_RELAY_CONN_N] = {"opened", "reused", "stale",
                                                                    "failed"};
+static const char *const spool_sync_label[METRICS_SYNC_N] = {"data", "directory", "barrier"};
 /* OpenSSL's SSL_get_version() names; the last slot counts the rest */
 static const char *const tls_label[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "other"};
 #define TLS_N (sizeof(tls_label) / sizeof(tls_label[0]))
@@ -80,6 +81,7 @@ static struct {
 	counter proxy[METRICS_PROXY_N];
 	counter relay_conns[METRICS_RELAY_CONN_N];
 	counter verifications[3][2]; /* result (verify_label), miss/hit */
+	counter spool_syncs[METRICS_SYNC_N];
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void
@@ -356,6 +358,13 @@ metrics_relay_connection(enum metrics_relay_conn result)
 {
 	if ((unsigned)result < METRICS_RELAY_CONN_N)
 		inc(&R.relay_conns[result], 1);
+}
+
+void
+metrics_spool_sync(enum metrics_spool_sync step)
+{
+	if ((unsigned)step < METRICS_SYNC_N)
+		inc(&R.spool_syncs[step], 1);
 }
 
 void
@@ -698,6 +707,11 @@ render_global(struct out *o)
 	            "Connections to the next hop: opened, reused for another batch, found broken "
 	            "at reuse (stale), or failed to open.",
 	            "result", relay_conn_label, R.relay_conns, METRICS_RELAY_CONN_N);
+	enum_family(o, "mxgate_spool_syncs_total",
+	            "Syncs of the spool: a group commit's syncfs (data), its fsync of queue/ "
+	            "(directory), a syncfs for delivery's Maildir links alone (barrier). Messages "
+	            "queued per data sync is the group commit's size.",
+	            "step", spool_sync_label, R.spool_syncs, METRICS_SYNC_N);
 	family(o, "mxgate_recipient_verifications_total", "counter",
 	       "Recipients verified at the next hop (verify-recipients), by verdict and whether "
 	       "the cache answered.");

@@ -54,6 +54,10 @@
  *       metrics_proxy: one per connection from a proxy-protocol-from peer
  *   mxgate_relay_connections_total{result=opened|reused|stale|failed}  counter,
  *       metrics_relay_connection() from the relay delivery threads
+ *   mxgate_spool_syncs_total{step=data|directory|barrier}  counter,
+ *       metrics_spool_sync() from the spool's syncer threads: a group commit's syncfs()
+ *       (data), its fsync of queue/ (directory, one for every group handed over
+ *       meanwhile), a syncfs() for delivery's spool_barrier() alone (barrier)
  *   mxgate_protocol_log_dropped_total{reason=queue_full|write_error}  counter, read
  *       from protolog at each rendering (nothing to wire)
  *   process_cpu_seconds_total, process_open_fds, process_max_fds,
@@ -139,6 +143,14 @@ enum metrics_relay_conn {
 	METRICS_RELAY_CONN_N
 };
 
+/* A sync the spool did (mxgate_spool_syncs_total{step}); spool.c's pipeline says which. */
+enum metrics_spool_sync {
+	METRICS_SYNC_DATA,      /* "data": a group's syncfs() (or per-file syncs) */
+	METRICS_SYNC_DIRECTORY, /* "directory": an fsync of queue/ for the groups handed over */
+	METRICS_SYNC_BARRIER,   /* "barrier": a syncfs() for spool_barrier() requests alone */
+	METRICS_SYNC_N
+};
+
 /* The upper bounds (seconds) of mxgate_commit_seconds's buckets, then +Inf. */
 #define METRICS_COMMIT_BUCKETS                                                                     \
 	{                                                                                          \
@@ -215,6 +227,7 @@ enum metrics_fcrdns {
 };
 void metrics_fcrdns(enum metrics_fcrdns result);
 void metrics_relay_connection(enum metrics_relay_conn result);
+void metrics_spool_sync(enum metrics_spool_sync step);
 /* A recipient verification's verdict (smtpd/verify.h): result "ok", "unknown" or
  * "unavailable"; cache_hit when the cache answered (the label cache="hit"|"miss"). */
 void metrics_verification(const char *result, bool cache_hit);

@@ -1048,6 +1048,16 @@ fail_group(struct spool_msg *group, int err)
 			m->err = err;
 }
 
+/* Whether a group holds a message (else only spool_barrier() requests). */
+static bool
+group_has_messages(const struct spool_msg *group)
+{
+	for (const struct spool_msg *m = group; m; m = m->next)
+		if (!m->barrier)
+			return true;
+	return false;
+}
+
 /* Steps 1 and 2 of a group commit, on the syncer thread: the group's files made durable
  * and its envelopes renamed into queue/.  A message that failed here has m->err set;
  * every other message (not a barrier) has its envelope in queue/, not yet durable. */
@@ -1077,6 +1087,9 @@ sync_group(struct spool *sp, struct spool_msg *group)
 		if (!m->err && !spool_failed(sp))
 			m->err = write_envelope(sp, m, per_file);
 	}
+	if (!spool_failed(sp))
+		metrics_spool_sync(group_has_messages(group) ? METRICS_SYNC_DATA
+		                                             : METRICS_SYNC_BARRIER);
 	if (spool_failed(sp)) {
 		/* nothing synced now proves anything */
 	} else if (!per_file && syncfs(sp->dirfd) < 0) {
@@ -1114,6 +1127,8 @@ finish_groups(struct spool *sp, struct spool_msg *group)
 
 	for (struct spool_msg *m = group; m && !any; m = m->next)
 		any = !m->err && !m->barrier;
+	if (any)
+		metrics_spool_sync(METRICS_SYNC_DIRECTORY);
 	if (any && fsync(sp->queuefd) < 0) {
 		direrr = errno;
 		sync_failed(sp, "fsync", direrr);
@@ -1181,16 +1196,6 @@ handoff_locked(struct spool *sp, struct spool_msg *group)
 	pthread_cond_signal(&sp->dircv);
 }
 
-/* Whether the waiting list holds only spool_barrier() requests; sp->mu is held. */
-static bool
-only_barriers_locked(const struct spool *sp)
-{
-	for (const struct spool_msg *m = sp->head; m; m = m->next)
-		if (!m->barrier)
-			return false;
-	return true;
-}
-
 static void *
 syncer_main(void *arg)
 {
@@ -1203,7 +1208,7 @@ syncer_main(void *arg)
 		pthread_mutex_lock(&sp->mu);
 		while (!sp->head && !sp->stop)
 			pthread_cond_wait(&sp->cv, &sp->mu);
-		if (sp->head && !sp->stop && only_barriers_locked(sp)) {
+		if (sp->head && !sp->stop && !group_has_messages(sp->head)) {
 			/* Delivery asks for a sync after each batch of links, often just after a
 			 * group ended: a syncfs() for the barrier alone was a fifth of them under
 			 * steady traffic, each one a wait for the messages that came meanwhile.

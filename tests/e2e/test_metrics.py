@@ -140,6 +140,11 @@ def test_metrics_after_a_known_sequence(started):
         assert value(v, "mxgate_tls_buffer_slots", state="used") == 0  # the session ended
         assert value(v, "mxgate_tls_buffer_slots", state="hot") >= 2   # its buffers, kept
         assert value(v, "mxgate_tls_buffer_fallbacks_total") == 0
+    # each message was its own group commit (the second sent after the first's 250): one
+    # syncfs and one fsync of queue/ each; a delivery's sync shared one or went alone
+    assert value(v, "mxgate_spool_syncs_total", step="data") == 2
+    assert value(v, "mxgate_spool_syncs_total", step="directory") == 2
+    assert value(v, "mxgate_spool_syncs_total", step="barrier") <= 2
 
 
 def test_metrics_other_path_is_404(started):

@@ -352,6 +352,10 @@ known_sequence(void)
 	metrics_commit_observe(200000000);   /* le 0.25 */
 	metrics_commit_observe(20000000000); /* 20 s: +Inf only */
 	metrics_spool_sync_failure();
+	metrics_spool_sync(METRICS_SYNC_DATA);
+	metrics_spool_sync(METRICS_SYNC_DATA);
+	metrics_spool_sync(METRICS_SYNC_DIRECTORY);
+	metrics_spool_sync(METRICS_SYNC_N); /* out of range: ignored */
 	metrics_queue_set(5);
 	metrics_queue_add(-2);
 	metrics_queue_oldest(1700000000.25);
@@ -413,6 +417,9 @@ Test(metrics, a_known_sequence_renders_exactly)
 	expect_value("mxgate_commit_seconds_count", "", 5);
 	expect_value("mxgate_commit_seconds_sum", "", 20.2045);
 	expect_value("mxgate_spool_sync_failures_total", "", 1);
+	expect_value("mxgate_spool_syncs_total", "step=data", 2);
+	expect_value("mxgate_spool_syncs_total", "step=directory", 1);
+	expect_value("mxgate_spool_syncs_total", "step=barrier", 0);
 	expect_value("mxgate_queue_messages", "", 3);
 	expect_value("mxgate_queue_oldest_message_timestamp_seconds", "", 1700000000.25);
 	expect_value("mxgate_deliveries_total", "result=delivered", 2);
