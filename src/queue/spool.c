@@ -71,8 +71,9 @@ struct spool_msg {
 	uint64_t written, prefix;
 	int err;
 	bool recycled; /* fd is a free/ file, rewritten from its start: cut at the commit */
-	bool barrier;  /* spool_barrier(): no files, only wants the group's sync */
-	bool prepared; /* data closed and envelope written by spool_msg_commit() */
+	uint64_t recycled_size; /* its length when taken */
+	bool barrier;           /* spool_barrier(): no files, only wants the group's sync */
+	bool prepared;          /* data closed and envelope written by spool_msg_commit() */
 	struct spool_entry *env;
 	spool_done_cb done;
 	void *arg;
@@ -755,7 +756,7 @@ static bool take_free(struct spool *sp, uint64_t *n);
  * message.  -1 when there is none or it failed (the caller creates a file); a file taken
  * and found unusable is unlinked. */
 static int
-reuse_free(struct spool *sp, const char *id)
+reuse_free(struct spool *sp, const char *id, uint64_t *size)
 {
 	char fname[24];
 	struct stat st;
@@ -779,6 +780,8 @@ reuse_free(struct spool *sp, const char *id)
 	}
 	if (fd < 0)
 		unlinkat(sp->queuefd, id, 0);
+	else
+		*size = (uint64_t)st.st_size;
 	return fd;
 }
 
@@ -799,7 +802,7 @@ spool_msg_new(struct spool *sp)
 	m->fd = -1;
 	for (int tries = 0; tries < 8; tries++) {
 		make_id(sp, m->id);
-		if ((m->fd = reuse_free(sp, m->id)) >= 0) {
+		if ((m->fd = reuse_free(sp, m->id, &m->recycled_size)) >= 0) {
 			m->recycled = true;
 			break;
 		}
@@ -872,11 +875,13 @@ spool_msg_write(struct spool_msg *m, const void *data, size_t len)
 
 /* A recycled data file keeps what it held past this message until it is cut here
  * (reuse_free), before its sync: the sync makes the cut durable with the data, before
- * the envelope exists. */
+ * the envelope exists.  A message as long as the old file or longer has overwritten it
+ * all: nothing to cut. */
 static void
 cut_recycled(struct spool_msg *m)
 {
-	if (!m->err && m->recycled && ftruncate(m->fd, (off_t)m->written) < 0)
+	if (!m->err && m->recycled && m->written < m->recycled_size &&
+	    ftruncate(m->fd, (off_t)m->written) < 0)
 		m->err = errno;
 }
 

@@ -312,6 +312,12 @@ Test(spool, a_recycled_data_file_keeps_its_block_until_the_commit_cuts_it, .init
 	snprintf(path, sizeof(path), "%s/queue/%s", root, id);
 	cr_assert_eq(stat(path, &st), 0);
 	cr_assert_eq(st.st_size, (off_t)strlen("Subject: short\r\n\r\nbody\r\n"));
+
+	/* a message longer than the file it takes overwrites all of it: exact too */
+	cr_assert_eq(remove_id(sp, id), 0);
+	longbody[0] = 'L';
+	commit_one(sp, "d@example.com", longbody, id);
+	cr_assert_str_eq(slurp("queue", id), longbody);
 	spool_close(sp);
 	for (size_t i = 0; i < got.n; i++)
 		spool_entry_free(got.e[i]);
