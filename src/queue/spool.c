@@ -629,7 +629,13 @@ spool_open(const char *path, long uid, long gid, spool_committed_hook hook, void
 	sp->hook = hook;
 	sp->hook_arg = hook_arg;
 	pthread_mutex_init(&sp->mu, NULL);
-	pthread_cond_init(&sp->cv, NULL);
+	/* the barrier's short wait (syncer_main) is timed on the monotonic clock: a clock set
+	 * back must not hold delivery */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&sp->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&sp->dircv, NULL);
 	pthread_mutex_init(&sp->freemu, NULL);
 	if (!(sp->path = strdup(path)) ||
@@ -1220,7 +1226,7 @@ syncer_main(void *arg)
 			 * The barrier waits up to BARRIER_WAIT_MS for one to come and share it
 			 * (the first enqueue ends the wait); a message never waits here. */
 			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
+			clock_gettime(CLOCK_MONOTONIC, &until);
 			until.tv_nsec += BARRIER_WAIT_MS * 1000000L;
 			if (until.tv_nsec >= 1000000000L) {
 				until.tv_sec++;
