@@ -43,40 +43,137 @@ to_v6_bytes(u128 v, uint8_t b[16])
 	}
 }
 
+/* Hand-written for speed (a 1M-line ranges file is parsed at every reload), accepting
+ * exactly what inet_pton() accepts, and for IPv4 refusing leading zeros as well, which
+ * other stacks read as octal: tests/unit/test_range.c checks it against inet_pton(). */
+static int
+parse_v4(const char *s, const char *e, uint32_t *out)
+{
+	uint32_t v = 0;
+
+	for (int octets = 1;; octets++) {
+		unsigned o;
+
+		if (s == e || *s < '0' || *s > '9')
+			return -1;
+		o = (unsigned)(*s++ - '0');
+		if (o == 0 && s < e && *s >= '0' && *s <= '9')
+			return -1;
+		while (s < e && *s >= '0' && *s <= '9') {
+			o = o * 10 + (unsigned)(*s++ - '0');
+			if (o > 255)
+				return -1;
+		}
+		v = v << 8 | o;
+		if (octets == 4) {
+			if (s != e)
+				return -1;
+			*out = v;
+			return 0;
+		}
+		if (s == e || *s != '.')
+			return -1;
+		s++;
+	}
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* RFC 4291 section 2.2 text forms, as glibc's inet_pton6() reads them: groups of at most
+ * four hex digits, one "::" standing for at least one zero group, a dotted IPv4 tail. */
+static int
+parse_v6(const char *s, const char *e, uint8_t out[16])
+{
+	uint8_t b[16] = {0};
+	const char *tok;
+	unsigned val = 0, tp = 0, digits = 0;
+	int gap = -1;
+
+	if (*s == ':' && (++s == e || *s != ':'))
+		return -1;
+	tok = s;
+	while (s < e) {
+		char ch = *s++;
+		int d = hex_value(ch);
+		uint32_t v4;
+
+		if (d >= 0) {
+			if (digits == 4)
+				return -1;
+			val = val << 4 | (unsigned)d;
+			digits++;
+		} else if (ch == ':') {
+			tok = s;
+			if (digits == 0) {
+				if (gap >= 0)
+					return -1;
+				gap = (int)tp;
+				continue;
+			}
+			if (s == e || tp + 2 > 16)
+				return -1;
+			b[tp++] = (uint8_t)(val >> 8);
+			b[tp++] = (uint8_t)val;
+			digits = 0;
+			val = 0;
+		} else if (ch == '.' && tp + 4 <= 16 && parse_v4(tok, e, &v4) == 0) {
+			b[tp++] = (uint8_t)(v4 >> 24);
+			b[tp++] = (uint8_t)(v4 >> 16);
+			b[tp++] = (uint8_t)(v4 >> 8);
+			b[tp++] = (uint8_t)v4;
+			digits = 0;
+			break;
+		} else {
+			return -1;
+		}
+	}
+	if (digits > 0) {
+		if (tp + 2 > 16)
+			return -1;
+		b[tp++] = (uint8_t)(val >> 8);
+		b[tp++] = (uint8_t)val;
+	}
+	if (gap >= 0) {
+		unsigned n = tp - (unsigned)gap;
+		if (tp == 16)
+			return -1; /* "::" would stand for no group at all */
+		memmove(b + 16 - n, b + gap, n);
+		memset(b + gap, 0, 16 - n - (unsigned)gap);
+		tp = 16;
+	}
+	if (tp != 16)
+		return -1;
+	memcpy(out, b, 16);
+	return 0;
+}
+
 int
 ipaddr_parse(const char *s, size_t len, struct ipaddr *out)
 {
-	char buf[INET6_ADDRSTRLEN + 1];
+	const char *e = s + len;
 	uint8_t b[16];
-	bool colon = false;
+	uint32_t v4;
 
-	if (len == 0 || len >= sizeof(buf))
+	if (len == 0 || len > INET6_ADDRSTRLEN)
 		return -1;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (c == ':')
-			colon = true;
-		else if (!((c >= '0' && c <= '9') || c == '.' || (c >= 'a' && c <= 'f') ||
-		           (c >= 'A' && c <= 'F')))
-			return -1;
-	}
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	if (!colon) {
-		struct in_addr in;
-		/* inet_pton() takes only the four-part dotted decimal form; refuse leading
-		 * zeros too, which other stacks read as octal. */
-		for (size_t i = 0; i < len; i++)
-			if (buf[i] == '0' && (i == 0 || buf[i - 1] == '.') && i + 1 < len &&
-			    buf[i + 1] != '.')
-				return -1;
-		if (inet_pton(AF_INET, buf, &in) != 1)
+	if (!memchr(s, ':', len)) {
+		if (parse_v4(s, e, &v4) < 0)
 			return -1;
 		out->family = AF_INET;
-		out->v = ntohl(in.s_addr);
+		out->v = v4;
 		return 0;
 	}
-	if (inet_pton(AF_INET6, buf, b) != 1)
+	if (parse_v6(s, e, b) < 0)
 		return -1;
 	from_v6_bytes(b, out);
 	return 0;

@@ -1,5 +1,7 @@
 /* Unit tests: ipaddr and range parsing, every Exchange form, valid and invalid. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/range.h"
@@ -204,5 +206,183 @@ Test(ipaddr, endpoints)
 			cr_expect(strstr(err, cases[i].err) != NULL, "%s: '%s' lacks '%s'",
 			          cases[i].text, err, cases[i].err);
 		}
+	}
+}
+
+/* ---- ipaddr_parse against inet_pton() ---------------------------------------------- */
+
+/* The parser as it was before it was written by hand: inet_pton(), with leading zeros of
+ * IPv4 refused.  The hand-written one must accept exactly the same texts, with the same
+ * value. */
+static int
+ref_parse(const char *s, size_t len, struct ipaddr *out)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	uint8_t b[16];
+	bool colon = false;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == ':')
+			colon = true;
+		else if (!((c >= '0' && c <= '9') || c == '.' || (c >= 'a' && c <= 'f') ||
+		           (c >= 'A' && c <= 'F')))
+			return -1;
+	}
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (!colon) {
+		struct in_addr in;
+		for (size_t i = 0; i < len; i++)
+			if (buf[i] == '0' && (i == 0 || buf[i - 1] == '.') && i + 1 < len &&
+			    buf[i + 1] != '.')
+				return -1;
+		if (inet_pton(AF_INET, buf, &in) != 1)
+			return -1;
+		out->family = AF_INET;
+		out->v = ntohl(in.s_addr);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, buf, b) != 1)
+		return -1;
+	out->v = 0;
+	for (int i = 0; i < 16; i++)
+		out->v = (out->v << 8) | b[i];
+	out->family = AF_INET6;
+	if (out->v >> 32 == 0xffff) {
+		out->family = AF_INET;
+		out->v &= 0xffffffffu;
+	}
+	return 0;
+}
+
+static void
+same_as_inet_pton(const char *s, size_t len)
+{
+	struct ipaddr a = {0}, b = {0};
+	int got = ipaddr_parse(s, len, &a), want = ref_parse(s, len, &b);
+
+	cr_assert_eq(got, want, "'%.*s': ipaddr_parse %d, inet_pton %d", (int)len, s, got, want);
+	if (got == 0)
+		cr_assert(a.family == b.family && a.v == b.v, "'%.*s': values differ", (int)len, s);
+}
+
+Test(ipaddr, parse_edges_as_inet_pton)
+{
+	static const char *cases[] = {
+	        "0.0.0.0",
+	        "255.255.255.255",
+	        "256.0.0.0",
+	        "1.2.3",
+	        "1.2.3.4.5",
+	        "1.2.3.4.",
+	        ".1.2.3.4",
+	        "1..2.3",
+	        "01.2.3.4",
+	        "1.2.3.04",
+	        "1.2.3.0",
+	        "0.0.0.00",
+	        "1.2.3.4a",
+	        "1.2.3.-4",
+	        "999.1.1.1",
+	        "1.2.3.2555",
+	        "10.1",
+	        "1",
+	        "",
+	        "a.b.c.d",
+	        "1 .2.3.4",
+	        "::",
+	        ":::",
+	        "::1",
+	        "1::",
+	        ":1",
+	        "1:",
+	        "1:::2",
+	        "::1::",
+	        "1:2:3:4:5:6:7:8",
+	        "1:2:3:4:5:6:7:8:9",
+	        "1:2:3:4:5:6:7::",
+	        "::2:3:4:5:6:7:8",
+	        "1::3:4:5:6:7:8",
+	        "1:2:3:4:5:6:7:8::",
+	        "::1:2:3:4:5:6:7:8",
+	        "1:2:3:4::5:6:7:8",
+	        "12345::",
+	        "1234::",
+	        "01234::",
+	        "0000:0000:0000:0000:0000:0000:0000:0000",
+	        "ABCD:ef01::",
+	        "g::",
+	        "::ffff:1.2.3.4",
+	        "::ffff:01.2.3.4",
+	        "::ffff:1.2.3",
+	        "::ffff:1.2.3.4.5",
+	        "::1.2.3.4",
+	        "1.2.3.4::",
+	        "::1.2.3.4:1",
+	        "1:2:3:4:5:6:1.2.3.4",
+	        "1:2:3:4:5:6:7:1.2.3.4",
+	        "1:2:3:4:5::1.2.3.4",
+	        "::abc.1.2.3",
+	        "::1234.1.2.3",
+	        "::ffff:255.255.255.256",
+	        "::ffff:0.0.0.0",
+	        "fe80::1%eth0",
+	        "::ffff:1.2.3.4:",
+	        "2001:db8::/32",
+	        "2001:db8:::1",
+	        "0:0:0:0:0:ffff:c000:0207",
+	        "::0.0.0.1",
+	        "0000:0000:0000:0000:0000:0000:255.255.255.255",
+	        "1.2.3.4:",
+	        ":1.2.3.4",
+	        "::.",
+	        "::1.",
+	        ":.",
+	        ".",
+	        "..",
+	        "::ffff:1.2.3.4 ",
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		same_as_inet_pton(cases[i], strlen(cases[i]));
+	/* a length shorter than the text: the parser reads no further */
+	same_as_inet_pton("1.2.3.45", 7);
+	same_as_inet_pton("::1:2", 3);
+}
+
+Test(ipaddr, parse_random_texts_as_inet_pton)
+{
+	/* texts of the address alphabet, most of them near-addresses */
+	static const char alpha[] = "0123456789abcdefABCDEF.:::....0019fF";
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	char s[64];
+
+	for (int k = 0; k < 400000; k++) {
+		size_t len;
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		len = (size_t)(x % 48);
+		for (size_t i = 0; i < len; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			s[i] = alpha[x % (sizeof(alpha) - 1)];
+		}
+		same_as_inet_pton(s, len);
+		/* and a valid address, mutated at one place */
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (x % 2)
+			len = (size_t)snprintf(s, sizeof(s), "%u.%u.%u.%u",
+			                       (unsigned)(x >> 8) & 255, (unsigned)(x >> 16) & 255,
+			                       (unsigned)(x >> 24) & 255,
+			                       (unsigned)(x >> 32) & 511);
+		else
+			len = (size_t)snprintf(
+			        s, sizeof(s), "%x:%x::%x:%u.%u.%u.%u", (unsigned)(x >> 8) & 0xffff,
+			        (unsigned)(x >> 24) & 0x1ffff, (unsigned)(x >> 40) & 0xff,
+			        (unsigned)(x >> 48) & 255, (unsigned)(x >> 52) & 255,
+			        (unsigned)(x >> 56) & 255, (unsigned)(x >> 3) & 255);
+		same_as_inet_pton(s, len);
+		s[(x >> 5) % len] = alpha[(x >> 11) % (sizeof(alpha) - 1)];
+		same_as_inet_pton(s, len);
 	}
 }
