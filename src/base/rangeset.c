@@ -183,6 +183,76 @@ u128_less(const u128 *a, const u128 *b)
 DEFINE_SORT(sort_items, struct item, item_less)
 DEFINE_SORT(sort_u128, u128, u128_less)
 
+static unsigned
+top_bit(u128 x)
+{
+	uint64_t h = (uint64_t)(x >> 64), l = (uint64_t)x;
+
+	return h ? 127u - (unsigned)__builtin_clzll(h) : 63u - (unsigned)__builtin_clzll(l);
+}
+
+/*
+ * Sorts items in item_less order: first an in-place radix pass (American flag sort) on
+ * up to 16 of the leading bits in which their lo differ, into buckets of ~4 items, then
+ * each bucket by comparison.  lo is the first key of item_less, so the buckets are in
+ * order.  At 1M ranges this is a third of the time of the comparison sort alone (whose
+ * 48-byte swaps run across the whole array); without memory for the counts it is that.
+ */
+static void
+sort_items_bucketed(struct item *it, size_t n)
+{
+	unsigned nbits = 0, shift;
+	size_t nb, *start = NULL, *next = NULL;
+	u128 mn, mx;
+
+	if (n < 16) {
+		sort_items(it, n);
+		return;
+	}
+	mn = mx = it[0].lo;
+	for (size_t i = 1; i < n; i++) {
+		mn = it[i].lo < mn ? it[i].lo : mn;
+		mx = it[i].lo > mx ? it[i].lo : mx;
+	}
+	while (nbits < 16 && ((size_t)4 << (nbits + 1)) <= n)
+		nbits++;
+	if (mn != mx && top_bit(mn ^ mx) + 1 < nbits)
+		nbits = top_bit(mn ^ mx) + 1;
+	nb = (size_t)1 << nbits;
+	if (mn == mx || !(start = calloc(nb + 1, sizeof(*start))) ||
+	    !(next = malloc(nb * sizeof(*next)))) {
+		free(start);
+		sort_items(it, n);
+		return;
+	}
+	shift = top_bit(mn ^ mx) + 1 - nbits;
+#define DIGIT(x) ((size_t)((x).lo >> shift) & (nb - 1))
+	for (size_t i = 0; i < n; i++)
+		start[DIGIT(it[i]) + 1]++;
+	for (size_t b = 0; b < nb; b++) {
+		start[b + 1] += start[b];
+		next[b] = start[b];
+	}
+	for (size_t b = 0; b < nb; b++) {
+		while (next[b] < start[b + 1]) {
+			struct item t = it[next[b]];
+			size_t d = DIGIT(t);
+			while (d != b) {
+				struct item u = it[next[d]];
+				it[next[d]++] = t;
+				t = u;
+				d = DIGIT(t);
+			}
+			it[next[b]++] = t;
+		}
+	}
+#undef DIGIT
+	for (size_t b = 0; b < nb; b++)
+		sort_items(it + start[b], start[b + 1] - start[b]);
+	free(start);
+	free(next);
+}
+
 /* ---- conflict checks -------------------------------------------------------------- */
 
 static void
@@ -366,9 +436,25 @@ low_mask(unsigned k)
 	return k >= 128 ? ~(u128)0 : (((u128)1 << k) - 1);
 }
 
-/* Builds the radix index over keys[0..n). */
+/* The segment list being built: starts ascending, each with its owner; adjacent
+ * segments of one owner are merged as they come.  IPv4 starts are kept in 32 bits from
+ * the start (a 1M-range table would touch 16 MiB of u128 keys to keep 4 of them). */
+struct segs {
+	u128 *keys;      /* IPv6, or */
+	uint32_t *keys4; /* IPv4 */
+	uint16_t *vals;
+	size_t n;
+};
+
+static inline u128
+seg_key(const struct segs *o, size_t i)
+{
+	return o->keys4 ? (u128)o->keys4[i] : o->keys[i];
+}
+
+/* Builds the radix index over the segment starts. */
 static int
-build_index(struct table *t, const u128 *keys)
+build_index(struct table *t, const struct segs *o)
 {
 	unsigned want = 0, freebits;
 	size_t nb, i = 0;
@@ -376,10 +462,10 @@ build_index(struct table *t, const u128 *keys)
 	t->cpl = 0;
 	t->prefix = 0;
 	if (t->n >= 2) {
-		t->cpl = clz128(keys[1] ^ keys[t->n - 1], t->width);
+		t->cpl = clz128(seg_key(o, 1) ^ seg_key(o, t->n - 1), t->width);
 		if (t->cpl > t->width)
 			t->cpl = t->width;
-		t->prefix = t->cpl == 0 ? 0 : keys[1] >> (t->width - t->cpl);
+		t->prefix = t->cpl == 0 ? 0 : seg_key(o, 1) >> (t->width - t->cpl);
 	}
 	while (want < MAX_BITS && ((size_t)KEYS_PER_BUCKET << (want + 1)) <= t->n)
 		want++;
@@ -393,7 +479,7 @@ build_index(struct table *t, const u128 *keys)
 	unsigned shift = t->width - t->cpl - t->bits;
 	for (size_t b = 0; b < nb; b++) {
 		u128 start = base | (shift >= 128 ? 0 : ((u128)b << shift));
-		while (i < t->n && keys[i] < start)
+		while (i < t->n && seg_key(o, i) < start)
 			i++;
 		t->idx[b] = (uint32_t)i;
 	}
@@ -401,18 +487,10 @@ build_index(struct table *t, const u128 *keys)
 	return 0;
 }
 
-/* The segment list being built: starts ascending, each with its owner; adjacent
- * segments of one owner are merged as they come. */
-struct segs {
-	u128 *keys;
-	uint16_t *vals;
-	size_t n;
-};
-
 static void
 emit(struct segs *o, u128 pos, uint16_t owner)
 {
-	if (o->n > 0 && o->keys[o->n - 1] == pos) {
+	if (o->n > 0 && seg_key(o, o->n - 1) == pos) {
 		o->vals[o->n - 1] = owner;
 		if (o->n > 1 && o->vals[o->n - 2] == owner)
 			o->n--;
@@ -420,7 +498,10 @@ emit(struct segs *o, u128 pos, uint16_t owner)
 	}
 	if (o->n > 0 && o->vals[o->n - 1] == owner)
 		return;
-	o->keys[o->n] = pos;
+	if (o->keys4)
+		o->keys4[o->n] = (uint32_t)pos;
+	else
+		o->keys[o->n] = pos;
 	o->vals[o->n++] = owner;
 }
 
@@ -510,48 +591,89 @@ noop_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
 	(void)kind, (void)a, (void)b, (void)arg;
 }
 
-static int
-build_family(struct table *t, const struct rangeset_entry *e, size_t n, int family,
-             rangeset_conflict_cb cb, void *arg)
+/* What a table is built from: the caller's entries, or its runs. */
+struct source {
+	const struct rangeset_entry *e;
+	const struct rangeset_run *runs;
+	size_t n_runs;
+	size_t n;   /* ranges in all */
+	int family; /* the only one compiled, or 0: both */
+};
+
+static void
+add_item(struct build *b, const struct range *r, size_t entry, uint16_t owner, uint8_t prio)
 {
-	struct build b = {.cb = cb ? cb : noop_cb, .arg = arg};
+	b->it[b->n++] = (struct item){
+	        .lo = r->lo, .hi = r->hi, .entry = (uint32_t)entry, .owner = owner, .prio = prio};
+}
+
+/* Puts each range of src into b[0] (IPv4) or b[1] (IPv6), in entry order: one pass over
+ * the caller's ranges for both families. */
+static void
+fill_items(struct build b[2], const struct source *src)
+{
+	size_t entry = 0;
+
+	for (size_t i = 0; src->e && i < src->n; i++) {
+		const struct range *r = &src->e[i].r;
+		if (r->family == AF_INET || r->family == AF_INET6)
+			add_item(&b[r->family == AF_INET6], r, i, src->e[i].owner, src->e[i].prio);
+	}
+	for (size_t k = 0; k < src->n_runs; k++) {
+		const struct rangeset_run *run = &src->runs[k];
+		const char *p = (const char *)run->first;
+		for (size_t i = 0; i < run->n; i++, p += run->stride) {
+			const struct range *r = (const struct range *)(const void *)p;
+			if ((r->family == AF_INET || r->family == AF_INET6) &&
+			    (!src->family || r->family == src->family))
+				add_item(&b[r->family == AF_INET6], r, entry + i, run->owner,
+				         run->prio);
+		}
+		entry += run->n;
+	}
+}
+
+static bool
+has_many_owners(const struct build *b)
+{
+	for (size_t i = 1; i < b->n; i++)
+		if (b->it[i].owner != b->it[0].owner)
+			return true;
+	return false;
+}
+
+/* Compiles the items of one family (b->it, sorted here; the caller frees it). */
+static int
+build_family(struct table *t, struct build *b, int family)
+{
 	struct segs o = {0};
 	u128 max = ipaddr_max(family);
-	bool many_owners = false;
+	size_t n = b->n;
+	bool many_owners = has_many_owners(b);
 	int rc = -1, lam;
 
 	t->width = (unsigned)ipaddr_bits(family);
-	b.it = alloc_array(n + 1, sizeof(*b.it));
-	o.keys = alloc_array(2 * n + 1, sizeof(*o.keys));
+	if (family == AF_INET)
+		o.keys4 = alloc_array(2 * n + 1, sizeof(*o.keys4));
+	else
+		o.keys = alloc_array(2 * n + 1, sizeof(*o.keys));
 	o.vals = alloc_array(2 * n + 1, sizeof(*o.vals));
-	if (!b.it || !o.keys || !o.vals)
+	if (!(o.keys || o.keys4) || !o.vals)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		if (e[i].r.family != family)
-			continue;
-		b.it[b.n] = (struct item){.lo = e[i].r.lo,
-		                          .hi = e[i].r.hi,
-		                          .entry = (uint32_t)i,
-		                          .owner = e[i].owner,
-		                          .prio = e[i].prio};
-		if (b.n > 0 && b.it[b.n].owner != b.it[0].owner)
-			many_owners = true;
-		b.n++;
-	}
-	sort_items(b.it, b.n);
+	sort_items_bucketed(b->it, b->n);
 	if (many_owners)
-		check_identical(&b);
-	if ((lam = sweep_laminar(&b, &o, max)) < 0)
+		check_identical(b);
+	if ((lam = sweep_laminar(b, &o, max)) < 0)
 		goto out;
 	if (lam == 1) {
 		/* some ranges overlap partly: find those between owners, then flatten */
-		if (many_owners && check_partial(&b) < 0)
+		if (many_owners && check_partial(b) < 0)
 			goto out;
-		if (sweep_heap(&b, &o, max) < 0)
+		if (sweep_heap(b, &o, max) < 0)
 			goto out;
 	}
 	t->n = o.n;
-	if (build_index(t, o.keys) < 0)
+	if (build_index(t, &o) < 0)
 		goto out;
 	t->vals = shrink_array(o.vals, o.n, sizeof(*o.vals));
 	if (!t->vals) {
@@ -561,11 +683,10 @@ build_family(struct table *t, const struct rangeset_entry *e, size_t n, int fami
 	}
 	o.vals = NULL;
 	if (family == AF_INET) {
-		t->keys4 = alloc_array(o.n, sizeof(*t->keys4));
+		t->keys4 = shrink_array(o.keys4, o.n, sizeof(*o.keys4));
 		if (!t->keys4)
 			goto out;
-		for (size_t i = 0; i < o.n; i++)
-			t->keys4[i] = (uint32_t)o.keys[i];
+		o.keys4 = NULL;
 	} else {
 		t->keys6 = shrink_array(o.keys, o.n, sizeof(*o.keys));
 		if (!t->keys6)
@@ -574,25 +695,60 @@ build_family(struct table *t, const struct rangeset_entry *e, size_t n, int fami
 	}
 	rc = 0;
 out:
-	free(b.it);
 	free(o.keys);
+	free(o.keys4);
 	free(o.vals);
 	return rc;
+}
+
+static struct rangeset *
+build_source(const struct source *src, rangeset_conflict_cb cb, void *arg)
+{
+	struct rangeset *rs;
+
+	struct build b[2] = {{.cb = cb ? cb : noop_cb, .arg = arg},
+	                     {.cb = cb ? cb : noop_cb, .arg = arg}};
+
+	if (src->n > UINT32_MAX)
+		return NULL;
+	if (!(rs = calloc(1, sizeof(*rs))))
+		return NULL;
+	/* room for every range in each family: only the pages filled are touched */
+	b[0].it = alloc_array(src->n + 1, sizeof(*b[0].it));
+	b[1].it = alloc_array(src->n + 1, sizeof(*b[1].it));
+	if (!b[0].it || !b[1].it)
+		goto fail;
+	fill_items(b, src);
+	if (build_family(&rs->t4, &b[0], AF_INET) < 0 || build_family(&rs->t6, &b[1], AF_INET6) < 0)
+		goto fail;
+	free(b[0].it);
+	free(b[1].it);
+	return rs;
+fail:
+	free(b[0].it);
+	free(b[1].it);
+	rangeset_free(rs);
+	return NULL;
 }
 
 struct rangeset *
 rangeset_build(const struct rangeset_entry *entries, size_t n, rangeset_conflict_cb cb, void *arg)
 {
-	struct rangeset *rs = calloc(1, sizeof(*rs));
+	struct source src = {.e = entries, .n = n};
 
-	if (!rs)
-		return NULL;
-	if (build_family(&rs->t4, entries, n, AF_INET, cb, arg) < 0 ||
-	    build_family(&rs->t6, entries, n, AF_INET6, cb, arg) < 0) {
-		rangeset_free(rs);
-		return NULL;
-	}
-	return rs;
+	return build_source(&src, cb, arg);
+}
+
+struct rangeset *
+rangeset_build_runs(const struct rangeset_run *runs, size_t n_runs, int family,
+                    rangeset_conflict_cb cb, void *arg)
+{
+	struct source src = {.runs = runs, .n_runs = n_runs, .family = family};
+
+	for (size_t k = 0; k < n_runs; k++)
+		if (__builtin_add_overflow(src.n, runs[k].n, &src.n))
+			return NULL;
+	return build_source(&src, cb, arg);
 }
 
 static void

@@ -42,6 +42,23 @@ struct rangeset;
 struct rangeset *rangeset_build(const struct rangeset_entry *entries, size_t n,
                                 rangeset_conflict_cb conflict_cb, void *arg);
 
+/* A run of ranges of one owner and priority, read where the caller keeps them: n ranges,
+ * the first at first and each stride bytes after the one before (e.g. the range member of
+ * the caller's own records), so a million ranges are not copied into entries first.  */
+struct rangeset_run {
+	const struct range *first; /* borrowed for the call */
+	size_t n, stride;
+	uint16_t owner; /* < RANGESET_MAX_OWNERS */
+	uint8_t prio;
+};
+
+/* As rangeset_build(), from runs[0..n_runs), compiling only the ranges of family
+ * (AF_INET or AF_INET6; 0: both); the others are skipped, and the conflict callback's a and
+ * b still number the ranges of all runs in order, counting from 0 at runs[0].first.
+ * Returns NULL only when out of memory (or past 2^32 - 1 ranges in all). */
+struct rangeset *rangeset_build_runs(const struct rangeset_run *runs, size_t n_runs, int family,
+                                     rangeset_conflict_cb conflict_cb, void *arg);
+
 void rangeset_free(struct rangeset *rs);
 
 /* The owner of the most specific range containing a, or RANGESET_NONE. */

@@ -19,26 +19,43 @@ struct selector {
 	struct endpoint *eps; /* the same endpoints, as a plain array for listeners */
 };
 
-/* Where each rangeset entry came from. */
-struct src {
-	uint16_t conn;
-	int32_t range; /* index into the connector's ranges; -1: "every address" */
-};
-
 struct pairkey {
 	uint16_t ca, cb;
 	int32_t ra, rb;
 };
 
+/* A table's rangeset is built from runs read in place (no copy of a million ranges): one
+ * per candidate connector, its ranges, or for a connector without ranges its family's
+ * whole space. */
 struct conflicts {
 	const struct selector *s;
 	const struct selector_table *t;
-	const struct src *src;
-	const struct rangeset_entry *e;
+	const struct rangeset_run *runs;
+	const uint16_t *run_conn; /* the connector of each run */
+	size_t n_runs;
 	struct diag *d;
 	struct pairkey *seen;
 	size_t n_seen, seen_cap;
 };
+
+/* Where rangeset entry i came from: its connector, and its index in the connector's ranges
+ * or -1 for "every address". */
+struct src {
+	uint16_t conn;
+	int32_t range;
+};
+
+static struct src
+entry_src(const struct conflicts *cf, size_t i)
+{
+	for (size_t k = 0; k < cf->n_runs; k++) {
+		const struct selector_input *in = &cf->s->conns[cf->run_conn[k]];
+		if (i < cf->runs[k].n)
+			return (struct src){cf->run_conn[k], in->all_remote ? -1 : (int32_t)i};
+		i -= cf->runs[k].n;
+	}
+	return (struct src){0, -1}; /* not reached: the rangeset numbers only run entries */
+}
 
 static bool
 ep_equal(const struct endpoint *a, const struct endpoint *b)
@@ -67,36 +84,37 @@ candidate_prio(const struct selector_input *k, const struct endpoint *ep)
 }
 
 static void
-describe_entry(const struct conflicts *cf, size_t i, char *buf, size_t size)
+describe_entry(const struct conflicts *cf, struct src e, char *buf, size_t size)
 {
-	const struct selector_input *k = &cf->s->conns[cf->src[i].conn];
+	const struct selector_input *k = &cf->s->conns[e.conn];
 	char r[128];
 
-	if (cf->src[i].range < 0) {
+	if (e.range < 0) {
 		snprintf(buf, size, "every %s address (connector '%s' lists no remote ranges)",
-		         cf->e[i].r.family == AF_INET ? "IPv4" : "IPv6", k->name);
+		         cf->t->ep.addr.family == AF_INET ? "IPv4" : "IPv6", k->name);
 		return;
 	}
-	const struct conf_range *cr = &k->ranges[cf->src[i].range];
+	const struct conf_range *cr = &k->ranges[e.range];
 	range_format(&cr->r, r, sizeof(r));
 	snprintf(buf, size, "%s of connector '%s' (%s:%d)", r, k->name, cr->at.file, cr->at.line);
 }
 
 static struct origin
-entry_origin(const struct conflicts *cf, size_t i)
+entry_origin(const struct conflicts *cf, struct src e)
 {
-	const struct selector_input *k = &cf->s->conns[cf->src[i].conn];
+	const struct selector_input *k = &cf->s->conns[e.conn];
 
-	if (cf->src[i].range < 0)
+	if (e.range < 0)
 		return k->at;
-	return k->ranges[cf->src[i].range].at;
+	return k->ranges[e.range].at;
 }
 
 static void
-conflict_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
+conflict_cb(enum rangeset_conflict kind, size_t ia, size_t ib, void *arg)
 {
 	struct conflicts *cf = arg;
-	struct pairkey key = {cf->src[a].conn, cf->src[b].conn, cf->src[a].range, cf->src[b].range};
+	struct src a = entry_src(cf, ia), b = entry_src(cf, ib);
+	struct pairkey key = {a.conn, b.conn, a.range, b.range};
 	char da[256], db[256], ep[ENDPOINT_STRLEN];
 	struct origin at = entry_origin(cf, b);
 
@@ -120,52 +138,45 @@ conflict_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
 		diag_error(cf->d, at.file, at.line,
 		           "connectors '%s' and '%s' both take binding %s with the same remote "
 		           "range (%s): no connector is more specific",
-		           cf->s->conns[cf->src[a].conn].name, cf->s->conns[cf->src[b].conn].name,
-		           ep, db);
+		           cf->s->conns[a.conn].name, cf->s->conns[b.conn].name, ep, db);
 }
 
 static int
 build_table(struct selector *s, struct selector_table *t, struct diag *d)
 {
-	struct rangeset_entry *e = NULL;
-	struct src *src = NULL;
-	size_t n = 0, e_cap = 0, src_cap = 0;
+	struct rangeset_run *runs = calloc(s->n_conns ? s->n_conns : 1, sizeof(*runs));
+	uint16_t *run_conn = calloc(s->n_conns ? s->n_conns : 1, sizeof(*run_conn));
 	int family = t->ep.addr.family;
+	const struct range all = {.family = (uint8_t)family, .lo = 0, .hi = ipaddr_max(family)};
+	size_t n = 0;
 	int rc = -1;
 
+	if (!runs || !run_conn)
+		goto out;
+	/* the binding's family decides which clients can arrive ([::] is IPv6-only): the
+	 * rangeset skips the ranges of the other family */
 	for (size_t c = 0; c < s->n_conns; c++) {
 		const struct selector_input *k = &s->conns[c];
 		int prio = candidate_prio(k, &t->ep);
-		size_t need;
 		if (prio < 0)
 			continue;
-		if (__builtin_add_overflow(n, k->all_remote ? 1 : k->n_ranges, &need) ||
-		    VEC_RESERVE(e, e_cap, need) < 0 || VEC_RESERVE(src, src_cap, need) < 0)
-			goto out;
-		if (k->all_remote) {
-			e[n] = (struct rangeset_entry){
-			        .r = {.family = (uint8_t)family, .lo = 0, .hi = ipaddr_max(family)},
-			        .owner = (uint16_t)c,
-			        .prio = (uint8_t)prio};
-			src[n++] = (struct src){(uint16_t)c, -1};
-			continue;
-		}
-		/* the binding's family decides which clients can arrive ([::] is IPv6-only) */
-		for (size_t i = 0; i < k->n_ranges; i++) {
-			if (k->ranges[i].r.family != family)
-				continue;
-			e[n] = (struct rangeset_entry){
-			        .r = k->ranges[i].r, .owner = (uint16_t)c, .prio = (uint8_t)prio};
-			src[n++] = (struct src){(uint16_t)c, (int32_t)i};
-		}
+		run_conn[n] = (uint16_t)c;
+		if (k->all_remote)
+			runs[n++] = (struct rangeset_run){&all, 1, sizeof(all), (uint16_t)c,
+			                                  (uint8_t)prio};
+		else
+			runs[n++] = (struct rangeset_run){k->n_ranges ? &k->ranges[0].r : &all,
+			                                  k->n_ranges, sizeof(struct conf_range),
+			                                  (uint16_t)c, (uint8_t)prio};
 	}
-	struct conflicts cf = {.s = s, .t = t, .src = src, .e = e, .d = d};
-	t->rs = rangeset_build(e, n, conflict_cb, &cf);
+	struct conflicts cf = {
+	        .s = s, .t = t, .runs = runs, .run_conn = run_conn, .n_runs = n, .d = d};
+	t->rs = rangeset_build_runs(runs, n, family, conflict_cb, &cf);
 	free(cf.seen);
 	rc = t->rs ? 0 : -1;
 out:
-	free(e);
-	free(src);
+	free(runs);
+	free(run_conn);
 	return rc;
 }
 

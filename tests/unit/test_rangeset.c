@@ -368,3 +368,168 @@ Test(rangeset, large_sets_against_brute_force_samples)
 	rangeset_free(rs);
 	free(e);
 }
+
+/* ---- the build's order: the same table and conflict reports as before ------------- */
+
+struct trace {
+	uint64_t h; /* FNV-1a over every report (kind, a, b) in order */
+	size_t reports;
+};
+
+static void
+fnv(uint64_t *h, const void *p, size_t len)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		*h = (*h ^ b[i]) * 1099511628211ull;
+}
+
+static void
+trace_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
+{
+	struct trace *t = arg;
+	uint64_t v[3] = {(uint64_t)kind, (uint64_t)a, (uint64_t)b};
+
+	fnv(&t->h, v, sizeof(v));
+	t->reports++;
+}
+
+/* The segments of both families, hashed. */
+static uint64_t
+table_hash(const struct rangeset *rs)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (int f = 0; f < 2; f++) {
+		int family = f ? AF_INET6 : AF_INET;
+		size_t n = rangeset_export(rs, family, NULL, NULL, 0);
+		u128 *k = calloc(n + 1, sizeof(*k));
+		uint16_t *v = calloc(n + 1, sizeof(*v));
+		cr_assert(k && v);
+		rangeset_export(rs, family, k, v, n);
+		fnv(&h, k, n * sizeof(*k));
+		fnv(&h, v, n * sizeof(*v));
+		free(k);
+		free(v);
+	}
+	return h;
+}
+
+/* Dense, clustered ranges of both families: partial overlaps, duplicates, equal ranges of
+ * several owners and priorities, so that every key of the build's sort decides. */
+static struct rangeset_entry *
+dense_entries(size_t n, uint64_t seed)
+{
+	struct rangeset_entry *e = calloc(n, sizeof(*e));
+
+	cr_assert_not_null(e);
+	rng_state = seed;
+	for (size_t i = 0; i < n; i++) {
+		int family = rng() % 3 ? AF_INET : AF_INET6;
+		u128 base = family == AF_INET ? (u128)0xc0000000u : ((u128)0x2a00u << 112);
+		u128 a = rand_addr(family, base, 1 + (unsigned)(rng() % 20)), b;
+		if (rng() % 2) {
+			unsigned host = (unsigned)(rng() % 12);
+			a &= ~(((u128)1 << host) - 1);
+			b = a + (((u128)1 << host) - 1);
+		} else {
+			b = a + rng() % 3000;
+		}
+		e[i] = (struct rangeset_entry){.r = {.family = (uint8_t)family, .lo = a, .hi = b},
+		                               .owner = (uint16_t)(rng() % 5),
+		                               .prio = (uint8_t)(rng() % 2)};
+		if (i > 0 && rng() % 6 == 0)
+			e[i].r = e[rng() % i].r;
+	}
+	return e;
+}
+
+/* The figures were taken with the comparison sort alone (before the radix pass): the
+ * build must give the same segments and report the same conflicts, in the same order. */
+Test(rangeset, same_table_and_reports_as_the_comparison_sort)
+{
+	enum { N = 60000 };
+	struct rangeset_entry *e = dense_entries(N, 4242);
+	struct trace t = {.h = 14695981039346656037ull};
+	struct rangeset *rs = rangeset_build(e, N, trace_cb, &t);
+
+	cr_assert_not_null(rs);
+	uint64_t th = table_hash(rs);
+	cr_expect_eq(th, 0x951e2febce772621ull, "table hash %#llx", (unsigned long long)th);
+	cr_expect_eq(t.h, 0x44f65a8ba3893d0aull, "reports hash %#llx (%zu reports)",
+	             (unsigned long long)t.h, t.reports);
+	rangeset_free(rs);
+	free(e);
+}
+
+/* Runs read in place (a stride over larger records) build what entries build, and number
+ * the ranges across the runs in order. */
+struct rec {
+	char pad[24];
+	struct range r;
+	int line;
+};
+
+Test(rangeset, runs_build_what_entries_build)
+{
+	enum { N = 30000, RUNS = 4 };
+	struct rangeset_entry *e = dense_entries(N, 99);
+	struct rec *recs = calloc(N, sizeof(*recs));
+	struct rangeset_run runs[RUNS];
+	struct trace te = {.h = 1}, tr = {.h = 1};
+
+	cr_assert_not_null(recs);
+	/* runs of one owner and priority each: give the entries those */
+	for (size_t i = 0; i < N; i++) {
+		e[i].owner = (uint16_t)(i * RUNS / N);
+		e[i].prio = (uint8_t)(e[i].owner % 2);
+		recs[i].r = e[i].r;
+	}
+	for (size_t k = 0; k < RUNS; k++)
+		runs[k] = (struct rangeset_run){&recs[k * N / RUNS].r, N / RUNS, sizeof(struct rec),
+		                                (uint16_t)k, (uint8_t)(k % 2)};
+	struct rangeset *a = rangeset_build(e, N, trace_cb, &te);
+	struct rangeset *b = rangeset_build_runs(runs, RUNS, 0, trace_cb, &tr);
+	cr_assert(a && b);
+	cr_expect_eq(table_hash(a), table_hash(b));
+	cr_expect_gt(te.reports, 0);
+	cr_expect_eq(te.reports, tr.reports);
+	cr_expect_eq(te.h, tr.h);
+	rangeset_free(a);
+	rangeset_free(b);
+	free(recs);
+	free(e);
+}
+
+/* A family given: only its ranges are compiled (conflicts too), numbered as before. */
+Test(rangeset, runs_of_one_family)
+{
+	struct rangeset_entry e[] = {
+	        ent("10.0.0.0/8", 0, 0),           ent("2001:db8::/32", 0, 0),
+	        ent("10.0.0.0/16", 0, 0),          ent("2001:db8::/48", 0, 0),
+	        ent("10.0.0.0/12", 1, 0),          ent("2001:db8:0:8000::-2001:db8:1::", 1, 0),
+	        ent("10.0.128.0-10.1.0.255", 1, 0)};
+	struct rangeset_run runs[] = {{&e[0].r, 4, sizeof(e[0]), 0, 0},
+	                              {&e[4].r, 3, sizeof(e[0]), 1, 0}};
+	struct seen s = {0};
+	struct rangeset *rs = rangeset_build_runs(runs, 2, AF_INET, record_cb, &s);
+
+	cr_assert_not_null(rs);
+	cr_expect_eq(look(rs, "10.0.0.1"), 0);
+	cr_expect_eq(look(rs, "10.0.200.1"), 1);
+	cr_expect_eq(look(rs, "10.1.1.0"), 1);
+	cr_expect_eq(look(rs, "10.200.0.0"), 0);
+	cr_expect_eq(look(rs, "2001:db8::1"), RANGESET_NONE);
+	/* 10.0.0.0/16 (entry 2) and 10.0.128.0-10.1.0.255 (entry 6); not the IPv6 pair */
+	cr_expect_eq(s.partial, 1);
+	cr_expect_eq(s.identical, 0);
+	cr_expect(s.n == 1 && ((s.a[0] == 2 && s.b[0] == 6) || (s.a[0] == 6 && s.b[0] == 2)));
+	rangeset_free(rs);
+	s = (struct seen){0};
+	rs = rangeset_build_runs(runs, 2, 0, record_cb, &s);
+	cr_assert_not_null(rs);
+	cr_expect_eq(look(rs, "2001:db8::1"), 0);
+	cr_expect_eq(s.partial, 2);
+	rangeset_free(rs);
+}
