@@ -1,6 +1,7 @@
 #include "base/ipaddr.h"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,18 +21,19 @@ ipaddr_bits(int family)
 static void
 from_v6_bytes(const uint8_t b[16], struct ipaddr *out)
 {
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	u128 v = 0;
+	uint64_t hi, lo;
 
-	if (memcmp(b, mapped, sizeof(mapped)) == 0) {
+	memcpy(&hi, b, 8);
+	memcpy(&lo, b + 8, 8);
+	hi = be64toh(hi);
+	lo = be64toh(lo);
+	if (hi == 0 && lo >> 32 == 0xffff) { /* ::ffff:a.b.c.d */
 		out->family = AF_INET;
-		out->v = ((u128)b[12] << 24) | ((u128)b[13] << 16) | ((u128)b[14] << 8) | b[15];
+		out->v = lo & 0xffffffffu;
 		return;
 	}
-	for (int i = 0; i < 16; i++)
-		v = (v << 8) | b[i];
 	out->family = AF_INET6;
-	out->v = v;
+	out->v = (u128)hi << 64 | lo;
 }
 
 static void
@@ -77,16 +79,17 @@ parse_v4(const char *s, const char *e, uint32_t *out)
 	}
 }
 
+/* hex digit values plus one; 0 for every other byte */
+static const uint8_t hex1[256] = {
+        ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+        ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+        ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
+        ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
+
 static int
 hex_value(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return (int)hex1[(unsigned char)c] - 1;
 }
 
 /* RFC 4291 section 2.2 text forms, as glibc's inet_pton6() reads them: groups of at most

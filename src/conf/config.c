@@ -1221,12 +1221,14 @@ static int
 range_line_cb(char *line, size_t len, int lineno, void *arg)
 {
 	struct ranges_read *R = arg;
-	char *s = line, *hash;
+	char *s = line, *cut;
 
-	(void)len;
-	if ((hash = strchr(s, '#')))
-		*hash = '\0';
-	s[strcspn(s, "\r")] = '\0';
+	/* len is the line's length: no scan for its end */
+	if ((cut = memchr(s, '#', len)))
+		len = (size_t)(cut - s);
+	if ((cut = memchr(s, '\r', len)))
+		len = (size_t)(cut - s);
+	s[len] = '\0';
 	while (*s == ' ' || *s == '\t')
 		s++;
 	if (!*s)
