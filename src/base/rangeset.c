@@ -183,6 +183,10 @@ u128_less(const u128 *a, const u128 *b)
 DEFINE_SORT(sort_items, struct item, item_less)
 DEFINE_SORT(sort_u128, u128, u128_less)
 
+#ifndef MAX_SORT_BITS
+#define MAX_SORT_BITS 8
+#endif
+
 static unsigned
 top_bit(u128 x)
 {
@@ -214,7 +218,7 @@ sort_items_bucketed(struct item *it, size_t n)
 		mn = it[i].lo < mn ? it[i].lo : mn;
 		mx = it[i].lo > mx ? it[i].lo : mx;
 	}
-	while (nbits < 16 && ((size_t)4 << (nbits + 1)) <= n)
+	while (nbits < MAX_SORT_BITS && ((size_t)4 << (nbits + 1)) <= n)
 		nbits++;
 	if (mn != mx && top_bit(mn ^ mx) + 1 < nbits)
 		nbits = top_bit(mn ^ mx) + 1;
