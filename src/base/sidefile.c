@@ -175,7 +175,8 @@ raise_hint(const char *option, char *buf, size_t size)
 
 /* Opens path for reading if it is a regular file within the size limit: an fd, or -1. */
 static int
-open_checked(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err)
+open_checked(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err,
+             uint64_t *size)
 {
 	char limit[32], hint[96];
 	struct stat st;
@@ -201,6 +202,8 @@ open_checked(const char *path, const struct sidefile_limits *lim, struct sidefil
 		          (unsigned long long)st.st_size, limit, hint);
 		goto fail;
 	}
+	if (size)
+		*size = (uint64_t)st.st_size;
 	return fd;
 fail:
 	close(fd);
@@ -210,7 +213,7 @@ fail:
 int
 sidefile_check(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err)
 {
-	int fd = open_checked(path, lim, err);
+	int fd = open_checked(path, lim, err, NULL);
 
 	if (fd < 0)
 		return -1;
@@ -222,6 +225,13 @@ int
 sidefile_read(const char *path, const struct sidefile_limits *lim, sidefile_line_cb cb, void *arg,
               struct sidefile_error *err)
 {
+	return sidefile_read_sized(path, lim, NULL, cb, arg, err);
+}
+
+int
+sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefile_size_cb size_cb,
+                    sidefile_line_cb cb, void *arg, struct sidefile_error *err)
+{
 	char *chunk = NULL, *line = NULL, limit[32], hint[96];
 	size_t cap = 0, len = 0;
 	uint64_t total = 0;
@@ -229,12 +239,16 @@ sidefile_read(const char *path, const struct sidefile_limits *lim, sidefile_line
 
 	err->line = 0;
 	err->text[0] = '\0';
-	if ((fd = open_checked(path, lim, err)) < 0)
+	uint64_t size = 0;
+
+	if ((fd = open_checked(path, lim, err, &size)) < 0)
 		return -1;
 	if (record_set) { /* the recorder wants the descriptor, not the lines */
 		close(fd);
 		return 0;
 	}
+	if (size_cb)
+		size_cb(size, arg);
 	if (!(chunk = malloc(CHUNK))) {
 		set_error(err, 0, "out of memory");
 		goto out;
@@ -323,7 +337,7 @@ sidefile_slurp(const char *path, const struct sidefile_limits *lim, char **text,
 	*len = 0;
 	err->line = 0;
 	err->text[0] = '\0';
-	if ((fd = open_checked(path, lim, err)) < 0)
+	if ((fd = open_checked(path, lim, err, NULL)) < 0)
 		return -1;
 	for (;;) {
 		if (VEC_RESERVE(buf, cap, n + CHUNK + 1) < 0) {

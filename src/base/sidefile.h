@@ -49,6 +49,16 @@ typedef int (*sidefile_line_cb)(char *line, size_t len, int lineno, void *arg);
 int sidefile_read(const char *path, const struct sidefile_limits *lim, sidefile_line_cb cb,
                   void *arg, struct sidefile_error *err);
 
+/* Told the file's size (fstat) before its first line, so the reader can size its arrays
+ * once: a ranges file's million records then land in one block the kernel can back with
+ * huge pages, not in a chain of doublings.  A hint only: the file may change as it is read. */
+typedef void (*sidefile_size_cb)(uint64_t size, void *arg);
+
+/* As sidefile_read(), calling size_cb (with arg) first. */
+int sidefile_read_sized(const char *path, const struct sidefile_limits *lim,
+                        sidefile_size_cb size_cb, sidefile_line_cb cb, void *arg,
+                        struct sidefile_error *err);
+
 /* Only the checks made before reading (opens, a regular file, not too big): 0, or -1 with
  * *err filled.  For files read by another parser (the main config file). */
 int sidefile_check(const char *path, const struct sidefile_limits *lim, struct sidefile_error *err);

@@ -32,22 +32,12 @@ vec_hint_huge(void *p, size_t len)
 	(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 }
 
-int
-vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem)
+static int
+grow_to(void *arrp, size_t *cap, size_t nc, size_t elem)
 {
 	void *arr, *grown;
-	size_t nc, bytes;
+	size_t bytes;
 
-	if (need <= *cap)
-		return 0;
-	nc = *cap < 8 ? 8 : *cap;
-	while (nc < need) {
-		if (nc > SIZE_MAX / 2) {
-			nc = need;
-			break;
-		}
-		nc *= 2;
-	}
 	if (vec_bytes(nc, elem, &bytes) < 0)
 		return -1;
 	/* the holder's pointer may be any object pointer type: copy its representation */
@@ -61,4 +51,28 @@ vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem)
 	*cap = nc;
 	vec_hint_huge(grown, bytes);
 	return 0;
+}
+
+int
+vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	size_t nc;
+
+	if (need <= *cap)
+		return 0;
+	nc = *cap < 8 ? 8 : *cap;
+	while (nc < need) {
+		if (nc > SIZE_MAX / 2) {
+			nc = need;
+			break;
+		}
+		nc *= 2;
+	}
+	return grow_to(arrp, cap, nc, elem);
+}
+
+int
+vec_reserve_exact(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+	return need <= *cap ? 0 : grow_to(arrp, cap, need, elem);
 }

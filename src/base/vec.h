@@ -23,6 +23,10 @@ int vec_reserve(void *arrp, size_t *cap, size_t need, size_t elem);
 /* arr: an lvalue of pointer type; cap: an lvalue of type size_t. */
 #define VEC_RESERVE(arr, cap, need) vec_reserve(&(arr), &(cap), (need), sizeof(*(arr)))
 
+/* As vec_reserve(), but to exactly need elements when it grows (for a holder that knows
+ * its final size, e.g. from a file's size). */
+int vec_reserve_exact(void *arrp, size_t *cap, size_t need, size_t elem);
+
 /* n * elem, or -1 with errno EOVERFLOW when the product does not fit (for one-off
  * allocations: calloc checks its own product, malloc and realloc do not). */
 int vec_bytes(size_t n, size_t elem, size_t *out);

@@ -1177,7 +1177,7 @@ side_limits(const struct config *c)
  * when cb ran out of memory. */
 static int
 read_side_file(struct loader *L, const char *what, const char *path, int cfgline,
-               sidefile_line_cb cb, void *arg)
+               sidefile_size_cb size_cb, sidefile_line_cb cb, void *arg)
 {
 	struct sidefile_limits lim = side_limits(L->c);
 	struct sidefile_error err;
@@ -1185,7 +1185,7 @@ read_side_file(struct loader *L, const char *what, const char *path, int cfgline
 
 	if (!file)
 		return -1;
-	if (sidefile_read(path, &lim, cb, arg, &err) == 0)
+	if (sidefile_read_sized(path, &lim, size_cb, cb, arg, &err) == 0)
 		return 0;
 	if (!err.text[0])
 		return -1;
@@ -1236,16 +1236,39 @@ range_line_cb(char *line, size_t len, int lineno, void *arg)
 	return add_range(R->L, R->k, s, R->file, lineno);
 }
 
+/* Room for the file's ranges at once, counting 12 bytes a line ("192.0.2.0/24" and its
+ * newline are 13; IPv6 lines are longer): one block, backed by huge pages (vec.h), instead
+ * of doublings whose edges fault page by page.  Without memory, the lines grow it as
+ * before. */
+static void
+range_size_cb(uint64_t size, void *arg)
+{
+	struct ranges_read *R = arg;
+	struct connector *k = R->k;
+	size_t want = k->n_ranges + (size_t)(size / 12) + 1;
+
+	(void)vec_reserve_exact(&k->ranges, &R->L->ranges_cap, want, sizeof(*k->ranges));
+}
+
 /* what: the option that names the file, for messages */
 static int
 load_ranges_file(struct loader *L, struct connector *k, const char *what, const char *path,
                  int cfgline)
 {
 	struct ranges_read R = {L, k, intern_file(L, path)};
+	struct conf_range *fit;
+	int rc;
 
 	if (!R.file)
 		return -1;
-	return read_side_file(L, what, path, cfgline, range_line_cb, &R);
+	rc = read_side_file(L, what, path, cfgline, range_size_cb, range_line_cb, &R);
+	/* give back what the size hint reserved beyond the ranges read (comments, long lines) */
+	if (L->ranges_cap > k->n_ranges + k->n_ranges / 4 + 8 &&
+	    (fit = realloc(k->ranges, (k->n_ranges + 1) * sizeof(*k->ranges)))) {
+		k->ranges = fit;
+		L->ranges_cap = k->n_ranges + 1;
+	}
+	return rc;
 }
 
 /*
@@ -1673,8 +1696,8 @@ load_recipients(struct loader *L, struct domain_conf *dc, int cfgline)
 	/* non-NULL even when empty: the domain has a recipients-file */
 	if (!R.file || VEC_RESERVE(dc->recipients, R.cap, 1) < 0)
 		return -1;
-	if (read_side_file(L, "recipients-file", dc->recipients_file, cfgline, recipient_line_cb,
-	                   &R) < 0)
+	if (read_side_file(L, "recipients-file", dc->recipients_file, cfgline, NULL,
+	                   recipient_line_cb, &R) < 0)
 		return -1;
 	qsort(dc->recipients, dc->n_recipients, sizeof(*dc->recipients), str_cmp);
 	return 0;
