@@ -236,3 +236,35 @@ Test(sidefile, slurp_refuses_what_read_refuses_and_keeps_nul_bytes_out_of_the_le
 	free(text);
 	free(p);
 }
+
+struct sized {
+	struct collect c;
+	uint64_t size;
+	int calls;
+};
+
+static void
+size_cb(uint64_t size, void *arg)
+{
+	struct sized *s = arg;
+
+	cr_assert_eq(s->c.n, 0, "the size comes before the first line");
+	s->size = size;
+	s->calls++;
+}
+
+/* The reader is told the file's size once, before the lines (to size its arrays). */
+Test(sidefile, the_size_comes_first)
+{
+	char *path = helper_write_temp("sized.txt", "10.0.0.0/8\n192.0.2.0/24\n");
+	struct sized s = {0};
+	struct sidefile_error err;
+
+	cr_assert_eq(sidefile_read_sized(path, &big, size_cb, collect_cb, &s, &err), 0, "%s",
+	             err.text);
+	cr_expect_eq(s.calls, 1);
+	cr_expect_eq(s.size, strlen("10.0.0.0/8\n192.0.2.0/24\n"));
+	cr_expect_eq(s.c.n, 2);
+	free(s.c.text);
+	free(path);
+}

@@ -47,3 +47,24 @@ Test(vec, overflowing_sizes_fail_and_leave_the_array_alone)
 	cr_expect_eq(bytes, 3000);
 	free(a);
 }
+
+Test(vec, exact_reserve_takes_no_more_than_asked)
+{
+	int *a = NULL;
+	size_t cap = 0;
+
+	cr_assert_eq(vec_reserve_exact(&a, &cap, 1000, sizeof(*a)), 0);
+	cr_expect_eq(cap, 1000);
+	a[999] = 7;
+	/* less than the capacity changes nothing; more grows to exactly that */
+	cr_expect_eq(vec_reserve_exact(&a, &cap, 10, sizeof(*a)), 0);
+	cr_expect_eq(cap, 1000);
+	cr_assert_eq(vec_reserve_exact(&a, &cap, 1001, sizeof(*a)), 0);
+	cr_expect_eq(cap, 1001);
+	cr_expect_eq(a[999], 7);
+	errno = 0;
+	cr_expect_eq(vec_reserve_exact(&a, &cap, SIZE_MAX / 2, sizeof(*a)), -1);
+	cr_expect_eq(errno, EOVERFLOW);
+	cr_expect_eq(cap, 1001);
+	free(a);
+}
