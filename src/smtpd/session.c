@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/vec.h"
 #include "conf/config.h"
@@ -175,15 +176,6 @@ want_read(struct session *s, bool on)
 	io_update(s);
 }
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Arms ev_timer at the earliest deadline when it is not armed at or before it already. */
 static void
 timer_arm(struct session *s)
@@ -198,7 +190,7 @@ timer_arm(struct session *s)
 			next = at[i];
 	if (!next || (s->armed_at && s->armed_at <= next))
 		return;
-	uint64_t now = now_ms(), ms = next > now ? next - now : 0;
+	uint64_t now = clock_mono_ms(), ms = next > now ? next - now : 0;
 	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
 	                     .tv_usec = (suseconds_t)(ms % 1000 * 1000)};
 	event_add(&s->ev_timer, &tv);
@@ -209,7 +201,7 @@ timer_arm(struct session *s)
 static void
 deadline(struct session *s, uint64_t *at, bool on, uint64_t ms)
 {
-	*at = on ? now_ms() + ms : 0;
+	*at = on ? clock_mono_ms() + ms : 0;
 	if (on)
 		timer_arm(s);
 }
@@ -1215,7 +1207,7 @@ static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct session *s = arg;
-	uint64_t now = now_ms(), *due = NULL;
+	uint64_t now = clock_mono_ms(), *due = NULL;
 	uint64_t *at[] = {&s->life_at, &s->idle_at, &s->stall_at, &s->tarpit_at};
 	void (*const fire[])(struct session *) = {life_fire, idle_fire, stall_fire, tarpit_fire};
 	size_t which = 0;

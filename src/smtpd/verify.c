@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/tls.h"
 #include "queue/relay.h"
@@ -38,15 +39,6 @@ struct verify {
 	struct prober p[VERIFY_THREADS];
 };
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void
 cache_key(const char *addr, char *key, size_t size)
 {
@@ -75,7 +67,7 @@ static bool
 lookup_locked(struct verify *v, struct verify_req *r)
 {
 	char key[VERIFY_ADDR_MAX];
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 
 	char relay[sizeof(v->relay)];
 	relay_id(r->cfg, relay, sizeof(relay));
@@ -167,7 +159,7 @@ static struct relay_conn *
 prober_conn(struct prober *p, const struct config *cfg, bool *reused, char *err, size_t errlen)
 {
 	char key[600];
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 
 	snprintf(key, sizeof(key), "%s|%u|%u|%d|%s|%llu", cfg->relay_host, cfg->relay_port,
 	         cfg->relay_tls, cfg->relay_tls_verify,
@@ -211,7 +203,7 @@ probe(struct prober *p, struct verify_req *r)
 			break;
 		p->probes++;
 		int rc = relay_probe(c, r->addr, &res, err, sizeof(err));
-		p->last_ms = now_ms();
+		p->last_ms = clock_mono_ms();
 		p->refusals += res.code >= 500;
 		if (rc < 0) {
 			relay_abort(c);
@@ -239,13 +231,13 @@ probe(struct prober *p, struct verify_req *r)
 	}
 }
 
-/* started: when the probe began (now_ms()).  An answer of a next hop a reload moved away
+/* started: when the probe began (clock_mono_ms()).  An answer of a next hop a reload moved away
  * from is not kept. */
 static void
 remember(struct verify *v, const struct verify_req *r, uint64_t started)
 {
 	char key[VERIFY_ADDR_MAX], text[sizeof(r->text) + 8], relay[sizeof(v->relay)];
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 	const struct config *cfg = r->cfg;
 
 	cache_key(r->addr, key, sizeof(key));
@@ -293,7 +285,7 @@ prober_main(void *arg)
 		bool hit = lookup_locked(v, r);
 		pthread_mutex_unlock(&v->mu);
 		if (!hit) {
-			uint64_t started = now_ms();
+			uint64_t started = clock_mono_ms();
 			probe(p, r);
 			remember(v, r, started);
 		}

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../unit/ipaddr_ref.h"
 #include "base/range.h"
 
 struct tile {
@@ -24,40 +25,6 @@ tile_cb(const struct range *c, void *arg)
 	if (c->lo != t->next || c->hi < c->lo || c->hi > t->r->hi || range_prefix_len(c) < 0)
 		t->ok = 0;
 	t->next = c->hi + 1;
-	return 0;
-}
-
-/* inet_pton() with IPv4 leading zeros refused: the parser before it was hand-written */
-static int
-ref_parse(const char *s, size_t len, struct ipaddr *out)
-{
-	uint8_t b[16];
-
-	if (len == 0 || len > INET6_ADDRSTRLEN || strlen(s) != len ||
-	    strspn(s, "0123456789abcdefABCDEF.:") != len)
-		return -1;
-	if (!strchr(s, ':')) {
-		struct in_addr in;
-		for (size_t i = 0; i < len; i++)
-			if (s[i] == '0' && (i == 0 || s[i - 1] == '.') && i + 1 < len &&
-			    s[i + 1] != '.')
-				return -1;
-		if (inet_pton(AF_INET, s, &in) != 1)
-			return -1;
-		out->family = AF_INET;
-		out->v = ntohl(in.s_addr);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, s, b) != 1)
-		return -1;
-	out->v = 0;
-	for (int i = 0; i < 16; i++)
-		out->v = (out->v << 8) | b[i];
-	out->family = AF_INET6;
-	if (out->v >> 32 == 0xffff) {
-		out->family = AF_INET;
-		out->v &= 0xffffffffu;
-	}
 	return 0;
 }
 

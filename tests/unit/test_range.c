@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/range.h"
+#include "ipaddr_ref.h"
 
 static struct range
 must_parse(const char *text, unsigned *flags)
@@ -209,54 +210,7 @@ Test(ipaddr, endpoints)
 	}
 }
 
-/* ---- ipaddr_parse against inet_pton() ---------------------------------------------- */
-
-/* The parser as it was before it was written by hand: inet_pton(), with leading zeros of
- * IPv4 refused.  The hand-written one must accept exactly the same texts, with the same
- * value. */
-static int
-ref_parse(const char *s, size_t len, struct ipaddr *out)
-{
-	char buf[INET6_ADDRSTRLEN + 1];
-	uint8_t b[16];
-	bool colon = false;
-
-	if (len == 0 || len >= sizeof(buf))
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-		if (c == ':')
-			colon = true;
-		else if (!((c >= '0' && c <= '9') || c == '.' || (c >= 'a' && c <= 'f') ||
-		           (c >= 'A' && c <= 'F')))
-			return -1;
-	}
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	if (!colon) {
-		struct in_addr in;
-		for (size_t i = 0; i < len; i++)
-			if (buf[i] == '0' && (i == 0 || buf[i - 1] == '.') && i + 1 < len &&
-			    buf[i + 1] != '.')
-				return -1;
-		if (inet_pton(AF_INET, buf, &in) != 1)
-			return -1;
-		out->family = AF_INET;
-		out->v = ntohl(in.s_addr);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, buf, b) != 1)
-		return -1;
-	out->v = 0;
-	for (int i = 0; i < 16; i++)
-		out->v = (out->v << 8) | b[i];
-	out->family = AF_INET6;
-	if (out->v >> 32 == 0xffff) {
-		out->family = AF_INET;
-		out->v &= 0xffffffffu;
-	}
-	return 0;
-}
+/* ---- ipaddr_parse against inet_pton() (ipaddr_ref.h) ------------------------------- */
 
 static void
 same_as_inet_pton(const char *s, size_t len)

@@ -1,0 +1,20 @@
+/*
+ * clock — the monotonic clock in milliseconds, for deadlines and cache expiry (never for
+ * what a log line or a message header shows: those want wall time).
+ */
+#ifndef MXGATE_CLOCK_H
+#define MXGATE_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t
+clock_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#endif
