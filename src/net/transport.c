@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 void
 transport_init(struct transport *t, uint64_t timeout_ms)
 {
@@ -27,13 +28,7 @@ transport_close(struct transport *t)
 void
 transport_arm(struct transport *t)
 {
-	clock_gettime(CLOCK_MONOTONIC, &t->deadline);
-	t->deadline.tv_sec += (time_t)(t->timeout_ms / 1000);
-	t->deadline.tv_nsec += (long)(t->timeout_ms % 1000) * 1000000L;
-	if (t->deadline.tv_nsec >= 1000000000L) {
-		t->deadline.tv_sec++;
-		t->deadline.tv_nsec -= 1000000000L;
-	}
+	t->deadline = clock_deadline(CLOCK_MONOTONIC, t->timeout_ms);
 }
 
 /* Waits for events on the socket until the deadline.  0, or -1 with errno (ETIMEDOUT). */

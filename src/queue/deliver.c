@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mailpath.h"
 #include "base/vec.h"
@@ -1107,13 +1108,7 @@ keep_put(struct keep *k, const struct config *cfg, struct relay_conn *c)
 	}
 	k->c = c;
 	keep_key(cfg, k->key, sizeof(k->key));
-	clock_gettime(CLOCK_REALTIME, &k->until);
-	k->until.tv_sec += (time_t)(cfg->relay_idle_timeout_ms / 1000);
-	k->until.tv_nsec += (long)(cfg->relay_idle_timeout_ms % 1000) * 1000000L;
-	if (k->until.tv_nsec >= 1000000000L) {
-		k->until.tv_sec++;
-		k->until.tv_nsec -= 1000000000L;
-	}
+	k->until = clock_deadline(CLOCK_REALTIME, cfg->relay_idle_timeout_ms);
 }
 
 static struct relay_conn *

@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/vec.h"
 #include "obs/metrics.h"
@@ -1225,13 +1226,7 @@ syncer_main(void *arg)
 			 * steady traffic, each one a wait for the messages that came meanwhile.
 			 * The barrier waits up to BARRIER_WAIT_MS for one to come and share it
 			 * (the first enqueue ends the wait); a message never waits here. */
-			struct timespec until;
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += BARRIER_WAIT_MS * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
+			struct timespec until = clock_deadline(CLOCK_MONOTONIC, BARRIER_WAIT_MS);
 			pthread_cond_timedwait(&sp->cv, &sp->mu, &until);
 		}
 		group = sp->head;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "conf/config.h"
 #include "net/tls.h"
@@ -302,13 +303,7 @@ start_drain(void)
 	notify_stopping(status);
 	listeners_close(S.ls);
 	workers_shutdown(S.workers);
-	clock_gettime(CLOCK_MONOTONIC, &S.drain_deadline);
-	S.drain_deadline.tv_sec += (time_t)(c->drain_timeout_ms / 1000);
-	S.drain_deadline.tv_nsec += (long)(c->drain_timeout_ms % 1000) * 1000000;
-	if (S.drain_deadline.tv_nsec >= 1000000000) {
-		S.drain_deadline.tv_sec++;
-		S.drain_deadline.tv_nsec -= 1000000000;
-	}
+	S.drain_deadline = clock_deadline(CLOCK_MONOTONIC, c->drain_timeout_ms);
 	S.drain_timer = event_new(S.base, -1, EV_PERSIST, drain_check, NULL);
 	event_add(S.drain_timer, &tick);
 }
