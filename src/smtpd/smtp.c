@@ -158,6 +158,10 @@ struct msg_text {
 static bool
 step_mem(struct smtp *s)
 {
+	/* once it failed, nothing more is queued, even if memory is back: an action after
+	 * a dropped one (a MSG_END after a lost MSG_DATA) would be wrong */
+	if (s->oom)
+		return false;
 	if (!s->mem && !(s->mem = malloc(sizeof(*s->mem)))) {
 		if (!s->oom)
 			s->oom = 1;
@@ -1701,8 +1705,7 @@ oom_goodbye(struct smtp *s, struct smtp_action *a)
 			*a = (struct smtp_action){.kind = SMTP_MSG_ABORT};
 			return a->kind;
 		}
-		s->oom++;
-		return oom_goodbye(s, a);
+		return oom_goodbye(s, a); /* s->oom is 4 already: the close */
 	case 4:
 		s->st = ST_CLOSED;
 		s->close_queued = true;

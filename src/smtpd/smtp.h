@@ -173,7 +173,8 @@ struct smtp;
 struct smtp *smtp_new(const struct smtp_params *p);
 void smtp_free(struct smtp *s); /* NULL is a no-op */
 
-/* Where to read client bytes into; *space is never 0 while the session reads. */
+/* Where to read client bytes into; *space is never 0 while the session reads, but when
+ * there is no memory for the buffer: then smtp_next() ends the session. */
 char *smtp_input_space(struct smtp *s, size_t *space);
 void smtp_input_commit(struct smtp *s, size_t n);
 /* True when the session wants no more input (waiting, closing, or buffer full of
