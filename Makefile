@@ -44,6 +44,8 @@ tsan_CFLAGS    := $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=thread
 release_LDFLAGS :=
 asan_LDFLAGS    := -fsanitize=address,undefined
 tsan_LDFLAGS    := -fsanitize=thread
+# the unit tests fail the library's allocations on purpose (tests/unit/allocfail.h)
+UNIT_WRAP       := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
 
 SRCS      := $(sort $(wildcard src/*/*.c))
 LIB_SRCS  := $(filter-out src/cli/%,$(SRCS))
@@ -76,7 +78,7 @@ build/$(1)/mxgate: $(patsubst %.c,build/$(1)/obj/%.o,$(CLI_SRCS)) build/$(1)/lib
 
 build/$(1)/unit-tests: $(patsubst %.c,build/$(1)/obj/%.o,$(UNIT_SRCS)) build/$(1)/libmxgate.a
 	@echo "  LD [$(1)] $$@"
-	@$$(CC) $$($(1)_LDFLAGS) -o $$@ $$^ $$(PKG_LIBS) -lcriterion
+	@$$(CC) $$($(1)_LDFLAGS) $$(UNIT_WRAP) -o $$@ $$^ $$(PKG_LIBS) -lcriterion
 
 build/$(1)/bench/%: bench/%.c build/$(1)/libmxgate.a
 	@mkdir -p $$(dir $$@)

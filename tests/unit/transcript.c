@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "allocfail.h"
 #include "base/diag.h"
 #include "base/vec.h"
 #include "conf/config.h"
@@ -19,6 +20,22 @@
 #define MAX_ACTIONS_PER_FEED 2000000
 #define RANDOM_FEEDS         16
 #define MAX_KEYED            64
+#define MAX_ALLOC_FAILURES   100000 /* a bound on the allocations of one feed (allocfail) */
+
+/* A call into the core: only its own allocations may be failed (allocfail.h). */
+#define CORE(call)                                                                                 \
+	({                                                                                         \
+		allocfail_enter();                                                                 \
+		__typeof__(call) core_r_ = (call);                                                 \
+		allocfail_leave();                                                                 \
+		core_r_;                                                                           \
+	})
+#define CORE_V(call)                                                                               \
+	do {                                                                                       \
+		allocfail_enter();                                                                 \
+		call;                                                                              \
+		allocfail_leave();                                                                 \
+	} while (0)
 
 /* ---- growable byte buffers ---------------------------------------------------------- */
 
@@ -724,7 +741,8 @@ struct drive {
 	struct answer pending_answer;
 	bool pending_event_done; /* its +EVENT was injected */
 	bool in_msg, closed, dead, drop_turn;
-	long mails; /* rate_ok() calls */
+	bool oom_run; /* allocations fail (allocfail.h): the record may leave the script */
+	long mails;   /* rate_ok() calls */
 	unsigned long actions;
 };
 
@@ -763,6 +781,8 @@ take_answer(struct drive *d, enum smtp_kind kind)
 	if (d->next_answer < d->sc->n_answers && d->sc->answers[d->next_answer].kind == kind)
 		return d->sc->answers[d->next_answer++];
 	snprintf(a.id, sizeof(a.id), "UNSCRIPTED");
+	if (d->oom_run) /* an allocation failed: the session may ask what the script did not */
+		return a;
 	violation(d, "a request the transcript does not answer (kind %d)", (int)kind);
 	return a;
 }
@@ -831,16 +851,16 @@ inject(struct drive *d, enum item_kind kind)
 	case IT_BYTES:
 		break;
 	case IT_EOF:
-		smtp_eof(d->s);
+		CORE_V(smtp_eof(d->s));
 		break;
 	case IT_IDLE:
-		smtp_timeout(d->s, SMTP_TIMEOUT_IDLE);
+		CORE_V(smtp_timeout(d->s, SMTP_TIMEOUT_IDLE));
 		break;
 	case IT_SESSION:
-		smtp_timeout(d->s, SMTP_TIMEOUT_SESSION);
+		CORE_V(smtp_timeout(d->s, SMTP_TIMEOUT_SESSION));
 		break;
 	case IT_SHUTDOWN:
-		smtp_shutdown(d->s);
+		CORE_V(smtp_shutdown(d->s));
 		break;
 	}
 }
@@ -867,9 +887,9 @@ answer_pending(struct drive *d)
 
 	d->pending = SMTP_NONE;
 	if (k == SMTP_MSG_END) {
-		smtp_msg_committed(d->s, a.ok, a.id);
+		CORE_V(smtp_msg_committed(d->s, a.ok, a.id));
 	} else {
-		smtp_tls_done(d->s, a.ok);
+		CORE_V(smtp_tls_done(d->s, a.ok));
 		if (a.ok && (!smtp_in_tls(d->s) || smtp_helo(d->s) || smtp_esmtp(d->s)))
 			violation(d, "state kept across STARTTLS");
 	}
@@ -889,7 +909,7 @@ drain(struct drive *d)
 			return;
 		}
 		a = (struct smtp_action){0};
-		enum smtp_kind k = smtp_next(d->s, &a);
+		enum smtp_kind k = CORE(smtp_next(d->s, &a));
 		if (k != SMTP_NONE && k != SMTP_WAIT && k != a.kind)
 			violation(d, "smtp_next returned %d for an action of kind %d", (int)k,
 			          (int)a.kind);
@@ -902,7 +922,7 @@ drain(struct drive *d)
 		case SMTP_NONE:
 			/* "needs more input": asked again with none, it must say so again
 			 * (a daemon would wait for bytes that are already buffered) */
-			if (smtp_next(d->s, &a) != SMTP_NONE) {
+			if (CORE(smtp_next(d->s, &a)) != SMTP_NONE) {
 				violation(d, "SMTP_NONE, then an action with no new input (stall)");
 				d->dead = true;
 			}
@@ -949,7 +969,7 @@ drain(struct drive *d)
 			d->body.len = 0;
 			d->in_msg = ans.ok;
 			inject(d, ans.event); /* the event comes while the message opens */
-			smtp_msg_begun(d->s, ans.ok);
+			CORE_V(smtp_msg_begun(d->s, ans.ok));
 			break;
 		case SMTP_MSG_DATA:
 			if (!d->in_msg)
@@ -1005,7 +1025,7 @@ drain(struct drive *d)
 			break;
 		case SMTP_RCPT_VERIFY: /* transcripts do not verify: every recipient exists */
 			record(d, "A", "RCPT_VERIFY", 11);
-			smtp_rcpt_verified(d->s, SMTP_VERIFY_OK, NULL);
+			CORE_V(smtp_rcpt_verified(d->s, SMTP_VERIFY_OK, NULL));
 			break;
 		case SMTP_CLOSE:
 			if (d->in_msg)
@@ -1027,7 +1047,15 @@ feed(struct drive *d, const char *p, size_t n)
 			d->dead = true;
 			return;
 		}
-		char *in = smtp_input_space(d->s, &space);
+		char *in = CORE(smtp_input_space(d->s, &space));
+		if (space == 0 && d->oom_run) {
+			/* no memory for the buffer: the next step ends the session */
+			drain(d);
+			if (!d->closed)
+				violation(d, "no input space, and the session goes on");
+			d->dead = true;
+			return;
+		}
 		if (space == 0) {
 			violation(d, "no input space");
 			d->dead = true;
@@ -1035,7 +1063,7 @@ feed(struct drive *d, const char *p, size_t n)
 		}
 		size_t k = n < space ? n : space;
 		memcpy(in, p, k);
-		smtp_input_commit(d->s, k);
+		CORE_V(smtp_input_commit(d->s, k));
 		p += k;
 		n -= k;
 		drain(d);
@@ -1045,9 +1073,10 @@ feed(struct drive *d, const char *p, size_t n)
 /* Runs the script with extra chunk boundaries at cuts[] (sorted offsets into the stream). */
 static void
 run_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts, size_t n_cuts,
-         struct lines *rec, struct buf *logs)
+         struct lines *rec, struct buf *logs, bool oom_run)
 {
-	struct drive d = {.sc = sc, .rec = rec, .logs = logs, .pending = SMTP_NONE};
+	struct drive d = {
+	        .sc = sc, .rec = rec, .logs = logs, .pending = SMTP_NONE, .oom_run = oom_run};
 	struct smtp_policy pol;
 	policy_from_config(&pol, su->cfg, su->conn);
 	pol.rate_ok = sc->rate >= 0 ? rate_cb : NULL;
@@ -1056,9 +1085,10 @@ run_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
 	        .policy = &pol, .client_ip = sc->client, .tls_available = sc->tls};
 	size_t ci = 0;
 
-	d.s = smtp_new(&prm);
+	d.s = CORE(smtp_new(&prm));
 	if (!d.s) {
-		violation(&d, "smtp_new failed");
+		if (!oom_run)
+			violation(&d, "smtp_new failed");
 		return;
 	}
 	drain(&d);
@@ -1083,7 +1113,7 @@ run_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
 		}
 		drain(&d);
 	}
-	smtp_free(d.s);
+	CORE_V(smtp_free(d.s));
 	buf_release(&d.body);
 }
 
@@ -1109,7 +1139,7 @@ try_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
 	bool whole = n_cuts == 0, ok;
 	size_t i;
 
-	run_feed(sc, su, cuts, n_cuts, &rec, whole ? &logs : NULL);
+	run_feed(sc, su, cuts, n_cuts, &rec, whole ? &logs : NULL, false);
 	for (i = 0; i < rec.n && i < sc->expect.n; i++)
 		if (!line_eq(&rec.v[i], &sc->expect.v[i]))
 			break;
@@ -1139,6 +1169,114 @@ try_feed(const struct tx_script *sc, const struct setup *su, const size_t *cuts,
 	}
 	lines_release(&rec);
 	buf_release(&logs);
+	return ok;
+}
+
+/* The text of the message whose envelope is rec->v[i] (an E: line after A: MSG_BEGIN):
+ * the A: MSG_DATA line that follows it before the next envelope, or NULL. */
+static const struct line *
+message_text(const struct lines *rec, size_t i)
+{
+	for (size_t j = i + 1; j < rec->n; j++) {
+		const struct line *x = &rec->v[j];
+		if (strcmp(x->tag, "A") != 0 || !x->text.p)
+			continue;
+		if (strncmp(x->text.p, "MSG_DATA", 8) == 0)
+			return x;
+		if (strncmp(x->text.p, "MSG_BEGIN", 9) == 0)
+			return NULL;
+	}
+	return NULL;
+}
+
+static bool
+is_envelope(const struct line *x)
+{
+	return strcmp(x->tag, "E") == 0 && x->text.p && strncmp(x->text.p, "helo=", 5) == 0;
+}
+
+/* A feed (whole turns) in which allocation number at of the core fails, and with
+ * persistent every one after it.  What must hold: the action invariants (no "!" line in
+ * the record: replies well formed, one answer per request, nothing after SMTP_CLOSE, an
+ * open message aborted before the close, a committed size that is the text's...), an end
+ * (no stall, no runaway), and every message committed with an envelope the script knows
+ * has the script's text: running out of memory may refuse or end, never alter.  Leaks show under ASan.  *done when no
+ * allocation failed (at is past the feed's last one): then the record is the script's. */
+static bool
+try_oom(const struct tx_script *sc, const struct setup *su, unsigned long at, bool persistent,
+        bool *done)
+{
+	struct lines rec = {0};
+	bool ok = true;
+	size_t bad = 0;
+	const char *why = NULL;
+
+	allocfail_arm(at, persistent);
+	run_feed(sc, su, NULL, 0, &rec, NULL, true);
+	unsigned long failed = allocfail_failed();
+	allocfail_disarm();
+	*done = failed == 0;
+	for (size_t i = 0; ok && i < rec.n; i++) {
+		if (strcmp(rec.v[i].tag, "!") == 0) {
+			ok = false, bad = i, why = "an invariant broke";
+			break;
+		}
+		if (*done) {
+			if (i >= sc->expect.n || !line_eq(&rec.v[i], &sc->expect.v[i]))
+				ok = false, bad = i,
+				why = "no allocation failed, yet the record differs";
+			continue;
+		}
+		if (!is_envelope(&rec.v[i]))
+			continue;
+		/* a committed message: the script may send several with one envelope, and
+		 * one of them must have its text */
+		const struct line *mine = message_text(&rec, i);
+		if (mine && (mine + 1 >= rec.v + rec.n || !mine[1].text.p ||
+		             strncmp(mine[1].text.p, "MSG_END ok", 10) != 0))
+			continue;
+		bool known = false, same = false;
+		for (size_t j = 0; mine && j < sc->expect.n; j++) {
+			if (!is_envelope(&sc->expect.v[j]) || !line_eq(&rec.v[i], &sc->expect.v[j]))
+				continue;
+			const struct line *theirs = message_text(&sc->expect, j);
+			known = known || theirs;
+			same = same || (theirs && line_eq(mine, theirs));
+		}
+		if (known && !same)
+			ok = false, bad = i, why = "a message's text differs from the script's";
+	}
+	if (ok && *done && rec.n != sc->expect.n)
+		ok = false, bad = rec.n, why = "no allocation failed, yet the record differs";
+	if (!ok) {
+		fprintf(stderr,
+		        "\n%s: with allocation %lu of the core failing%s: %s (line %zu of the "
+		        "record):\n",
+		        sc->name, at, persistent ? " and every one after it" : "", why, bad + 1);
+		for (size_t j = 0; j < rec.n; j++)
+			print_line(stderr, j == bad ? "!> " : "   ", &rec.v[j]);
+	}
+	lines_release(&rec);
+	return ok;
+}
+
+/* try_oom() at every allocation of the core, once and from there on. */
+static bool
+try_oom_all(const struct tx_script *sc, const struct setup *su)
+{
+	bool done = false, ok = true;
+
+	for (int persistent = 0; ok && persistent < 2; persistent++) {
+		done = false;
+		for (unsigned long at = 0; ok && !done; at++) {
+			ok = try_oom(sc, su, at, persistent, &done);
+			if (ok && at > MAX_ALLOC_FAILURES) {
+				fprintf(stderr, "%s: over %d allocations in one feed\n", sc->name,
+				        MAX_ALLOC_FAILURES);
+				ok = false;
+			}
+		}
+	}
 	return ok;
 }
 
@@ -1215,6 +1353,8 @@ tx_check(const struct tx_script *sc)
 		snprintf(what, sizeof(what), "random cuts (seed %u)", i + 1);
 		ok = try_feed(sc, &su, cuts, n, what);
 	}
+	if (ok && allocfail_linked())
+		ok = try_oom_all(sc, &su);
 	free(cuts);
 	config_unref(su.cfg);
 	return ok;

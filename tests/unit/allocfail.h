@@ -1,0 +1,35 @@
+/*
+ * allocfail — making the code under test run out of memory on purpose (unit tests only).
+ *
+ * The unit-test binary is linked with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,
+ * --wrap=strdup (Makefile): every call to them from the library's objects and from the
+ * tests comes to allocfail.c first.  Libraries linked as shared objects (libc's own calls,
+ * OpenSSL, Criterion) are not wrapped and never fail here.
+ *
+ * Nothing fails until a plan is armed, and then only inside a scope: the driver of the
+ * code under test opens one around each call into it (allocfail_enter/leave), so that
+ * its own bookkeeping between calls never fails.  The allocations inside scopes are
+ * numbered from 0 since allocfail_arm(); the one numbered at fails, and with persistent
+ * every one after it too (a machine that stays out of memory).
+ *
+ * One test at a time (Criterion runs each test in a process of its own): plain globals.
+ */
+#ifndef MXGATE_TEST_ALLOCFAIL_H
+#define MXGATE_TEST_ALLOCFAIL_H
+
+#include <stdbool.h>
+
+void allocfail_arm(unsigned long at, bool persistent);
+void allocfail_disarm(void);
+
+void allocfail_enter(void);
+void allocfail_leave(void);
+
+/* Since allocfail_arm(): allocations counted inside scopes, and how many were failed. */
+unsigned long allocfail_seen(void);
+unsigned long allocfail_failed(void);
+
+/* True when the binary was linked with the wraps (else arming fails nothing). */
+bool allocfail_linked(void);
+
+#endif
