@@ -1247,7 +1247,9 @@ session_init(struct session *s, struct session_host *h, struct inbox_session *it
 	s->k = &s->cfg->connectors[it->connector];
 	s->remote = it->remote;
 	s->local = it->local;
-	if (getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
+	/* a listener on one address knows it; on a wildcard the socket says which (the logs
+	 * and the Received: line name it) */
+	if (ipaddr_is_any(&s->local.addr) && getsockname(it->fd, (struct sockaddr *)&ss, &sl) == 0)
 		ipaddr_from_sockaddr((struct sockaddr *)&ss, &s->local.addr, &s->local.port);
 	conn_init(&s->c, it->fd);
 	snprintf(s->id, sizeof(s->id), "%016llX", (unsigned long long)seq);
