@@ -2384,8 +2384,10 @@ config_load(const char *path, struct diag *d)
 	char *text = NULL;
 	int rc = -1;
 
-	if (!c)
+	if (!c) { /* counted even when the message finds no memory either (diag.c) */
+		diag_error(d, path, 0, "out of memory while loading the configuration");
 		return NULL;
+	}
 	atomic_init(&c->refs, 1);
 	L.c = c;
 	if (!(c->path = strdup(path)) || !(L.file = intern_file(&L, path)) || set_dir(&L, path) < 0)
