@@ -1070,3 +1070,79 @@ Test(config, certificate_name_from_a_preset_is_refused_in_words)
 	ERR(8, "unknown provider preset '@no-such-preset'");
 	diag_release(&d);
 }
+
+/* ---- out of memory ---------------------------------------------------------------- */
+
+#include "allocfail.h"
+
+/* A configuration that takes most of the loader's paths: sections, presets, a ranges
+ * file, a recipients file, several connectors and their selection tables. */
+static const char oom_conf[] =
+        "hostname = \"mx.example.com\"\n"
+        "spool = \"/var/spool/mxgate\"\n"
+        "accepted-domains = { \"example.com\", \"corp.example\" }\n"
+        "domain \"corp.example\" { recipients-file = \"users.txt\" }\n"
+        "deliver { maildir = \"/var/mail/%d/%u\" }\n"
+        "tls {\n  certificate = \"cert.pem\"\n  key = \"key.pem\"\n}\n"
+        "proxy-protocol-from = { \"10.9.0.0/16\" }\n"
+        "connector \"Filter\" {\n"
+        "  usage = internet\n"
+        "  bindings = { \"0.0.0.0:2525\", \"[::]:2525\" }\n"
+        "  remote-ip-ranges = { \"67.231.152.0/24\", \"192.0.2.0/24\" }\n"
+        "  remote-ip-ranges-file = \"ranges.txt\"\n"
+        "}\n"
+        "connector \"Partners\" {\n"
+        "  usage = partner\n"
+        "  bindings = { \"0.0.0.0:2525\" }\n"
+        "  remote-ip-ranges = { \"198.51.100.7\", \"203.0.113.0-203.0.113.9\" }\n"
+        "}\n"
+        "connector \"Local\" {\n"
+        "  usage = custom\n"
+        "  permission-groups = { anonymous-users }\n"
+        "  bindings = { \"127.0.0.1:2526\" }\n"
+        "  remote-ip-ranges = { \"127.0.0.0/8\" }\n"
+        "}\n";
+
+/* Each allocation of a load fails in turn (once, then from there on): the load gives a
+ * snapshot, or NULL with an error said; it never crashes, and ASan sees no leak. */
+Test(config, every_allocation_failing)
+{
+	cr_assert(allocfail_linked(), "the unit tests are linked without the allocation wraps");
+	free(helper_write_temp("ranges.txt", "# ranges\n192.0.2.128/25\n2001:db8::/32\n"
+	                                     "198.18.0.0/15\n"));
+	free(helper_write_temp("users.txt", "alice\nbob@corp.example\n"));
+	tls_files();
+	char *path = helper_write_temp("mxgate.conf", oom_conf);
+	unsigned long refused = 0, loaded = 0;
+
+	for (int persistent = 0; persistent < 2; persistent++) {
+		for (unsigned long at = 0;; at++) {
+			struct diag d;
+			diag_init(&d);
+			allocfail_arm(at, persistent);
+			allocfail_enter();
+			struct config *c = config_load(path, &d);
+			allocfail_leave();
+			unsigned long failed = allocfail_failed();
+			allocfail_disarm();
+			if (c) {
+				cr_expect_eq(d.errors, 0,
+				             "allocation %lu failing: a snapshot and errors", at);
+				config_unref(c);
+				loaded++;
+			} else {
+				cr_expect_gt(d.errors, 0,
+				             "allocation %lu failing: NULL without an error", at);
+				refused++;
+			}
+			diag_release(&d);
+			if (failed == 0) {
+				cr_expect_not_null(c, "no allocation failed, yet no snapshot");
+				break;
+			}
+			cr_assert_lt(at, 1000000, "a load of over a million allocations");
+		}
+	}
+	cr_expect_gt(refused, 10, "hardly any allocation failed (%lu)", refused);
+	free(path);
+}
