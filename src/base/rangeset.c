@@ -53,39 +53,27 @@ shrink_array(void *p, size_t n, size_t elem)
 	return realloc(p, bytes ? bytes : 1);
 }
 
-struct item {
-	u128 lo, hi;
-	uint32_t entry; /* index into the caller's entries */
-	uint16_t owner;
-	uint8_t prio;
-};
+/* One of the caller's ranges, as sorted and swept.  Each family has its own: IPv4 items
+ * hold their bounds in 32 bits (16 bytes an item, a third of IPv6's 48), so a million of
+ * them are sorted and swept with a third of the memory traffic. */
+#define DEFINE_ITEM(SFX, KEY)                                                                      \
+	struct item##SFX {                                                                         \
+		KEY lo, hi;                                                                        \
+		uint32_t entry; /* index into the caller's entries */                              \
+		uint16_t owner;                                                                    \
+		uint8_t prio;                                                                      \
+	};                                                                                         \
+	struct build##SFX {                                                                        \
+		struct item##SFX *it;                                                              \
+		size_t n;                                                                          \
+		rangeset_conflict_cb cb;                                                           \
+		void *arg;                                                                         \
+	};
 
-struct build {
-	struct item *it;
-	size_t n;
-	rangeset_conflict_cb cb;
-	void *arg;
-};
+DEFINE_ITEM(4, uint32_t)
+DEFINE_ITEM(6, u128)
 
-static inline bool
-item_less(const struct item *a, const struct item *b)
-{
-	if (a->lo != b->lo)
-		return a->lo < b->lo;
-	if (a->hi != b->hi)
-		return a->hi > b->hi; /* the containing range first */
-	if (a->prio != b->prio)
-		return a->prio < b->prio;
-	if (a->owner != b->owner)
-		return a->owner < b->owner;
-	return a->entry < b->entry;
-}
-
-static inline bool
-u128_less(const u128 *a, const u128 *b)
-{
-	return *a < *b;
-}
+#define KEY_LESS(a, b) (*(a) < *(b))
 
 /*
  * Introsort specialised per element type (qsort's indirect calls and byte copies cost
@@ -180,9 +168,6 @@ u128_less(const u128 *a, const u128 *b)
 		NAME##_rec(a, n, depth);                                                           \
 	}
 
-DEFINE_SORT(sort_items, struct item, item_less)
-DEFINE_SORT(sort_u128, u128, u128_less)
-
 #ifndef MAX_SORT_BITS
 #define MAX_SORT_BITS 8
 #endif
@@ -195,236 +180,10 @@ top_bit(u128 x)
 	return h ? 127u - (unsigned)__builtin_clzll(h) : 63u - (unsigned)__builtin_clzll(l);
 }
 
-/*
- * Sorts items in item_less order: first an in-place radix pass (American flag sort) on
- * up to MAX_SORT_BITS of the leading bits in which their lo differ, then each bucket by
- * comparison.  lo is the first key of item_less, so the buckets are in order.  256
- * buckets keep the pass's 256 write positions in cache (with 65,536 every move missed it)
- * and leave buckets the comparison sort finishes in cache.  Without memory for the counts
- * it is the comparison sort alone.
- */
-static void
-sort_items_bucketed(struct item *it, size_t n)
-{
-	unsigned nbits = 0, shift;
-	size_t nb, *start = NULL, *next = NULL;
-	u128 mn, mx;
-
-	if (n < 16) {
-		sort_items(it, n);
-		return;
-	}
-	mn = mx = it[0].lo;
-	for (size_t i = 1; i < n; i++) {
-		mn = it[i].lo < mn ? it[i].lo : mn;
-		mx = it[i].lo > mx ? it[i].lo : mx;
-	}
-	while (nbits < MAX_SORT_BITS && ((size_t)4 << (nbits + 1)) <= n)
-		nbits++;
-	if (mn != mx && top_bit(mn ^ mx) + 1 < nbits)
-		nbits = top_bit(mn ^ mx) + 1;
-	nb = (size_t)1 << nbits;
-	if (mn == mx || !(start = calloc(nb + 1, sizeof(*start))) ||
-	    !(next = malloc(nb * sizeof(*next)))) {
-		free(start);
-		sort_items(it, n);
-		return;
-	}
-	shift = top_bit(mn ^ mx) + 1 - nbits;
-#define DIGIT(x) ((size_t)((x).lo >> shift) & (nb - 1))
-	for (size_t i = 0; i < n; i++)
-		start[DIGIT(it[i]) + 1]++;
-	for (size_t b = 0; b < nb; b++) {
-		start[b + 1] += start[b];
-		next[b] = start[b];
-	}
-	for (size_t b = 0; b < nb; b++) {
-		while (next[b] < start[b + 1]) {
-			struct item t = it[next[b]];
-			size_t d = DIGIT(t);
-			while (d != b) {
-				struct item u = it[next[d]];
-				it[next[d]++] = t;
-				t = u;
-				d = DIGIT(t);
-			}
-			it[next[b]++] = t;
-		}
-	}
-#undef DIGIT
-	for (size_t b = 0; b < nb; b++)
-		sort_items(it + start[b], start[b + 1] - start[b]);
-	free(start);
-	free(next);
-}
-
-/* ---- conflict checks -------------------------------------------------------------- */
-
-static void
-check_identical(struct build *b)
-{
-	for (size_t i = 0; i < b->n;) {
-		size_t j = i + 1;
-		while (j < b->n && b->it[j].lo == b->it[i].lo && b->it[j].hi == b->it[i].hi)
-			j++;
-		/* sorted by prio: it[i] holds the best priority of the run */
-		for (size_t k = i + 1; k < j && b->it[k].prio == b->it[i].prio; k++) {
-			if (b->it[k].owner != b->it[i].owner) {
-				b->cb(RANGESET_IDENTICAL, b->it[i].entry, b->it[k].entry, b->arg);
-				break;
-			}
-		}
-		i = j;
-	}
-}
-
 /* A segment-tree node: up to two items of distinct owners found in its span. */
 struct pair {
 	int32_t a, b;
 };
-
-static struct pair
-pair_merge(const struct item *it, struct pair x, struct pair y)
-{
-	int32_t c[2] = {y.a, y.b};
-
-	for (int k = 0; k < 2; k++) {
-		if (c[k] < 0)
-			continue;
-		if (x.a < 0)
-			x.a = c[k];
-		else if (x.b < 0 && it[c[k]].owner != it[x.a].owner)
-			x.b = c[k];
-	}
-	return x;
-}
-
-static size_t
-lower_bound(const u128 *v, size_t n, u128 x)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] < x)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/*
- * Items are sorted by (lo asc, hi desc).  Item q partially overlaps an earlier item p
- * exactly when lo_p <= lo_q <= hi_p < hi_q.  Earlier items are kept in a segment tree
- * over their (compressed) hi; q asks for one of another owner with hi in [lo_q, hi_q).
- */
-static int
-check_partial(struct build *b)
-{
-	size_t m = 0, cap = 1;
-	u128 *his;
-	struct pair *tree;
-
-	his = alloc_array(b->n, sizeof(*his));
-	if (!his)
-		return -1;
-	for (size_t i = 0; i < b->n; i++)
-		his[i] = b->it[i].hi;
-	sort_u128(his, b->n);
-	for (size_t i = 0; i < b->n; i++)
-		if (m == 0 || his[m - 1] != his[i])
-			his[m++] = his[i];
-	while (cap < m)
-		cap <<= 1;
-	tree = alloc_array(2 * cap, sizeof(*tree));
-	if (!tree) {
-		free(his);
-		return -1;
-	}
-	for (size_t i = 0; i < 2 * cap; i++)
-		tree[i] = (struct pair){-1, -1};
-
-	for (size_t q = 0; q < b->n; q++) {
-		const struct item *iq = &b->it[q];
-		size_t l = lower_bound(his, m, iq->lo), r = lower_bound(his, m, iq->hi);
-		struct pair res = {-1, -1};
-
-		for (size_t lo = l + cap, hi = r + cap; lo < hi; lo >>= 1, hi >>= 1) {
-			if (lo & 1)
-				res = pair_merge(b->it, res, tree[lo++]);
-			if (hi & 1)
-				res = pair_merge(b->it, res, tree[--hi]);
-		}
-		if (res.a >= 0 && b->it[res.a].owner != iq->owner)
-			b->cb(RANGESET_PARTIAL, b->it[res.a].entry, iq->entry, b->arg);
-		else if (res.b >= 0)
-			b->cb(RANGESET_PARTIAL, b->it[res.b].entry, iq->entry, b->arg);
-
-		size_t i = lower_bound(his, m, iq->hi) + cap;
-		tree[i] = pair_merge(b->it, tree[i], (struct pair){(int32_t)q, -1});
-		for (i >>= 1; i; i >>= 1)
-			tree[i] = pair_merge(b->it, tree[2 * i], tree[2 * i + 1]);
-	}
-	free(tree);
-	free(his);
-	return 0;
-}
-
-/* ---- flattening ------------------------------------------------------------------- */
-
-struct heap {
-	uint32_t *v;
-	size_t n;
-	const struct item *it;
-};
-
-static bool
-heap_less(const struct heap *h, uint32_t a, uint32_t b)
-{
-	const struct item *x = &h->it[a], *y = &h->it[b];
-	u128 sx = x->hi - x->lo, sy = y->hi - y->lo;
-
-	if (sx != sy)
-		return sx < sy;
-	if (x->prio != y->prio)
-		return x->prio < y->prio;
-	return x->owner < y->owner;
-}
-
-static void
-heap_push(struct heap *h, uint32_t x)
-{
-	size_t i = h->n++;
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-		if (!heap_less(h, x, h->v[p]))
-			break;
-		h->v[i] = h->v[p];
-		i = p;
-	}
-	h->v[i] = x;
-}
-
-static void
-heap_pop(struct heap *h)
-{
-	uint32_t x = h->v[--h->n];
-	size_t i = 0;
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= h->n)
-			break;
-		if (c + 1 < h->n && heap_less(h, h->v[c + 1], h->v[c]))
-			c++;
-		if (!heap_less(h, h->v[c], x))
-			break;
-		h->v[i] = h->v[c];
-		i = c;
-	}
-	if (h->n > 0)
-		h->v[i] = x;
-}
 
 static unsigned
 clz128(u128 x, unsigned width)
@@ -509,86 +268,392 @@ emit(struct segs *o, u128 pos, uint16_t owner)
 		o->keys[o->n] = pos;
 	o->vals[o->n++] = owner;
 }
+/* Gives the segments o to t, with their radix index; o's arrays are t's or freed after. */
+static int
+finish_table(struct table *t, struct segs *o)
+{
+	t->n = o->n;
+	if (build_index(t, o) < 0)
+		return -1;
+	t->vals = shrink_array(o->vals, o->n, sizeof(*o->vals));
+	if (!t->vals) {
+		t->vals = o->vals;
+		o->vals = NULL;
+		return -1;
+	}
+	o->vals = NULL;
+	if (o->keys4) {
+		if (!(t->keys4 = shrink_array(o->keys4, o->n, sizeof(*o->keys4))))
+			return -1;
+		o->keys4 = NULL;
+	} else {
+		if (!(t->keys6 = shrink_array(o->keys, o->n, sizeof(*o->keys))))
+			return -1;
+		o->keys = NULL;
+	}
+	return 0;
+}
 
 /*
- * The common case: ranges that are pairwise nested or disjoint (CIDR blocks always are).
- * Then the smallest range containing a point is the innermost one, the top of a stack
- * swept in (lo asc, hi desc) order: O(n).  Returns 0, or 1 when two ranges overlap
- * partly (the caller then takes the general path), -1 without memory.
+ * The build of one family's table, generic over its item (SFX: 4 or 6) and key type.
+ *
+ * Sorting: items in item_less order (lo asc, hi desc: the containing range first, then
+ * prio, owner, entry).  An in-place radix pass (American flag sort) on up to
+ * MAX_SORT_BITS of the leading bits in which their lo differ, then each bucket by
+ * comparison; lo is the first key, so the buckets are in order.  256 buckets keep the
+ * pass's 256 write positions in cache (with 65,536 every move missed it) and leave
+ * buckets the comparison sort finishes in cache.  Without memory for the counts it is
+ * the comparison sort alone.
  */
-static int
-sweep_laminar(const struct build *b, struct segs *o, u128 max)
-{
-	const struct item **st = alloc_array(b->n + 1, sizeof(*st));
-	size_t sp = 0;
+#define DEFINE_SORT_ITEMS(SFX, KEY)                                                                \
+	static inline bool item##SFX##_less(const struct item##SFX *a, const struct item##SFX *b)  \
+	{                                                                                          \
+		if (a->lo != b->lo)                                                                \
+			return a->lo < b->lo;                                                      \
+		if (a->hi != b->hi)                                                                \
+			return a->hi > b->hi;                                                      \
+		if (a->prio != b->prio)                                                            \
+			return a->prio < b->prio;                                                  \
+		if (a->owner != b->owner)                                                          \
+			return a->owner < b->owner;                                                \
+		return a->entry < b->entry;                                                        \
+	}                                                                                          \
+	DEFINE_SORT(sort_items##SFX, struct item##SFX, item##SFX##_less)                           \
+	DEFINE_SORT(sort_keys##SFX, KEY, KEY_LESS)                                                 \
+	static void sort_bucketed##SFX(struct item##SFX *it, size_t n)                             \
+	{                                                                                          \
+		unsigned nbits = 0, shift;                                                         \
+		size_t nb, *start = NULL, *next = NULL;                                            \
+		KEY mn, mx;                                                                        \
+                                                                                                   \
+		if (n < 16) {                                                                      \
+			sort_items##SFX(it, n);                                                    \
+			return;                                                                    \
+		}                                                                                  \
+		mn = mx = it[0].lo;                                                                \
+		for (size_t i = 1; i < n; i++) {                                                   \
+			mn = it[i].lo < mn ? it[i].lo : mn;                                        \
+			mx = it[i].lo > mx ? it[i].lo : mx;                                        \
+		}                                                                                  \
+		while (nbits < MAX_SORT_BITS && ((size_t)4 << (nbits + 1)) <= n)                   \
+			nbits++;                                                                   \
+		if (mn != mx && top_bit(mn ^ mx) + 1 < nbits)                                      \
+			nbits = top_bit(mn ^ mx) + 1;                                              \
+		nb = (size_t)1 << nbits;                                                           \
+		if (mn == mx || !(start = calloc(nb + 1, sizeof(*start))) ||                       \
+		    !(next = malloc(nb * sizeof(*next)))) {                                        \
+			free(start);                                                               \
+			sort_items##SFX(it, n);                                                    \
+			return;                                                                    \
+		}                                                                                  \
+		shift = top_bit(mn ^ mx) + 1 - nbits;                                              \
+		for (size_t i = 0; i < n; i++)                                                     \
+			start[((size_t)(it[i].lo >> shift) & (nb - 1)) + 1]++;                     \
+		for (size_t b = 0; b < nb; b++) {                                                  \
+			start[b + 1] += start[b];                                                  \
+			next[b] = start[b];                                                        \
+		}                                                                                  \
+		for (size_t b = 0; b < nb; b++) {                                                  \
+			while (next[b] < start[b + 1]) {                                           \
+				struct item##SFX t = it[next[b]];                                  \
+				size_t d = (size_t)(t.lo >> shift) & (nb - 1);                     \
+				while (d != b) {                                                   \
+					struct item##SFX u = it[next[d]];                          \
+					it[next[d]++] = t;                                         \
+					t = u;                                                     \
+					d = (size_t)(t.lo >> shift) & (nb - 1);                    \
+				}                                                                  \
+				it[next[b]++] = t;                                                 \
+			}                                                                          \
+		}                                                                                  \
+		for (size_t b = 0; b < nb; b++)                                                    \
+			sort_items##SFX(it + start[b], start[b + 1] - start[b]);                   \
+		free(start);                                                                       \
+		free(next);                                                                        \
+	}
 
-	if (!st)
-		return -1;
-	o->n = 0;
-	emit(o, 0, RANGESET_NONE);
-	for (size_t i = 0; i < b->n; i++) {
-		const struct item *q = &b->it[i];
-		while (sp > 0 && st[sp - 1]->hi < q->lo) {
-			const struct item *p = st[--sp];
-			emit(o, p->hi + 1, sp > 0 ? st[sp - 1]->owner : RANGESET_NONE);
-		}
-		if (sp > 0 && st[sp - 1]->lo == q->lo && st[sp - 1]->hi == q->hi)
-			continue; /* an equal range that lost the tie */
-		if (sp > 0 && q->hi > st[sp - 1]->hi) {
-			free(st);
-			return 1;
-		}
-		emit(o, q->lo, q->owner);
-		st[sp++] = q;
+/*
+ * Conflict checks over the sorted items.  Identical: equal neighbours.  Partial: item q
+ * partially overlaps an earlier item p exactly when lo_p <= lo_q <= hi_p < hi_q.  Earlier
+ * items are kept in a segment tree over their (compressed) hi; q asks for one of another
+ * owner with hi in [lo_q, hi_q).
+ */
+#define DEFINE_CHECKS(SFX, KEY)                                                                    \
+	static void check_identical##SFX(struct build##SFX *b)                                     \
+	{                                                                                          \
+		for (size_t i = 0; i < b->n;) {                                                    \
+			size_t j = i + 1;                                                          \
+			while (j < b->n && b->it[j].lo == b->it[i].lo &&                           \
+			       b->it[j].hi == b->it[i].hi)                                         \
+				j++;                                                               \
+			/* sorted by prio: it[i] holds the best priority of the run */             \
+			for (size_t k = i + 1; k < j && b->it[k].prio == b->it[i].prio; k++) {     \
+				if (b->it[k].owner != b->it[i].owner) {                            \
+					b->cb(RANGESET_IDENTICAL, b->it[i].entry, b->it[k].entry,  \
+					      b->arg);                                             \
+					break;                                                     \
+				}                                                                  \
+			}                                                                          \
+			i = j;                                                                     \
+		}                                                                                  \
+	}                                                                                          \
+	static struct pair pair_merge##SFX(const struct item##SFX *it, struct pair x,              \
+	                                   struct pair y) {                                        \
+		int32_t c[2] = {y.a, y.b};                                                         \
+                                                                                                   \
+		for (int k = 0; k < 2; k++) {                                                      \
+			if (c[k] < 0)                                                              \
+				continue;                                                          \
+			if (x.a < 0)                                                               \
+				x.a = c[k];                                                        \
+			else if (x.b < 0 && it[c[k]].owner != it[x.a].owner)                       \
+				x.b = c[k];                                                        \
+		}                                                                                  \
+		return x;                                                                          \
+	} static size_t lower_bound##SFX(const KEY *v, size_t n, KEY x)                            \
+	{                                                                                          \
+		size_t lo = 0, hi = n;                                                             \
+		while (lo < hi) {                                                                  \
+			size_t mid = lo + (hi - lo) / 2;                                           \
+			if (v[mid] < x)                                                            \
+				lo = mid + 1;                                                      \
+			else                                                                       \
+				hi = mid;                                                          \
+		}                                                                                  \
+		return lo;                                                                         \
+	}                                                                                          \
+	static int check_partial##SFX(struct build##SFX *b)                                        \
+	{                                                                                          \
+		size_t m = 0, cap = 1;                                                             \
+		KEY *his;                                                                          \
+		struct pair *tree;                                                                 \
+                                                                                                   \
+		his = alloc_array(b->n, sizeof(*his));                                             \
+		if (!his)                                                                          \
+			return -1;                                                                 \
+		for (size_t i = 0; i < b->n; i++)                                                  \
+			his[i] = b->it[i].hi;                                                      \
+		sort_keys##SFX(his, b->n);                                                         \
+		for (size_t i = 0; i < b->n; i++)                                                  \
+			if (m == 0 || his[m - 1] != his[i])                                        \
+				his[m++] = his[i];                                                 \
+		while (cap < m)                                                                    \
+			cap <<= 1;                                                                 \
+		tree = alloc_array(2 * cap, sizeof(*tree));                                        \
+		if (!tree) {                                                                       \
+			free(his);                                                                 \
+			return -1;                                                                 \
+		}                                                                                  \
+		for (size_t i = 0; i < 2 * cap; i++)                                               \
+			tree[i] = (struct pair){-1, -1};                                           \
+                                                                                                   \
+		for (size_t q = 0; q < b->n; q++) {                                                \
+			const struct item##SFX *iq = &b->it[q];                                    \
+			size_t l = lower_bound##SFX(his, m, iq->lo),                               \
+			       r = lower_bound##SFX(his, m, iq->hi);                               \
+			struct pair res = {-1, -1};                                                \
+                                                                                                   \
+			for (size_t lo = l + cap, hi = r + cap; lo < hi; lo >>= 1, hi >>= 1) {     \
+				if (lo & 1)                                                        \
+					res = pair_merge##SFX(b->it, res, tree[lo++]);             \
+				if (hi & 1)                                                        \
+					res = pair_merge##SFX(b->it, res, tree[--hi]);             \
+			}                                                                          \
+			if (res.a >= 0 && b->it[res.a].owner != iq->owner)                         \
+				b->cb(RANGESET_PARTIAL, b->it[res.a].entry, iq->entry, b->arg);    \
+			else if (res.b >= 0)                                                       \
+				b->cb(RANGESET_PARTIAL, b->it[res.b].entry, iq->entry, b->arg);    \
+                                                                                                   \
+			size_t i = r + cap;                                                        \
+			tree[i] = pair_merge##SFX(b->it, tree[i], (struct pair){(int32_t)q, -1});  \
+			for (i >>= 1; i; i >>= 1)                                                  \
+				tree[i] = pair_merge##SFX(b->it, tree[2 * i], tree[2 * i + 1]);    \
+		}                                                                                  \
+		free(tree);                                                                        \
+		free(his);                                                                         \
+		return 0;                                                                          \
 	}
-	while (sp > 0) {
-		const struct item *p = st[--sp];
-		if (p->hi != max)
-			emit(o, p->hi + 1, sp > 0 ? st[sp - 1]->owner : RANGESET_NONE);
-	}
-	free(st);
-	return 0;
-}
 
-/* The general case: a sweep over every boundary with a heap of the ranges in force,
- * smallest on top.  O(n log n). */
-static int
-sweep_heap(const struct build *b, struct segs *o, u128 max)
-{
-	u128 *ends = alloc_array(b->n + 1, sizeof(*ends));
-	struct heap h = {.it = b->it, .v = alloc_array(b->n + 1, sizeof(*h.v))};
-	size_t ne = 0, si = 0, ei = 0;
+/*
+ * Flattening into segments.  The common case, sweep_laminar: ranges that are pairwise
+ * nested or disjoint (CIDR blocks always are).  Then the smallest range containing a
+ * point is the innermost one, the top of a stack swept in (lo asc, hi desc) order: O(n).
+ * It returns 0, or 1 when two ranges overlap partly (the caller then takes the general
+ * path), -1 without memory.  The general case, sweep_heap: a sweep over every boundary
+ * with a heap of the ranges in force, smallest on top.  O(n log n).
+ */
+#define DEFINE_SWEEPS(SFX, KEY)                                                                    \
+	struct heap##SFX {                                                                         \
+		uint32_t *v;                                                                       \
+		size_t n;                                                                          \
+		const struct item##SFX *it;                                                        \
+	};                                                                                         \
+	static bool heap_less##SFX(const struct heap##SFX *h, uint32_t a, uint32_t b)              \
+	{                                                                                          \
+		const struct item##SFX *x = &h->it[a], *y = &h->it[b];                             \
+		KEY sx = x->hi - x->lo, sy = y->hi - y->lo;                                        \
+                                                                                                   \
+		if (sx != sy)                                                                      \
+			return sx < sy;                                                            \
+		if (x->prio != y->prio)                                                            \
+			return x->prio < y->prio;                                                  \
+		return x->owner < y->owner;                                                        \
+	}                                                                                          \
+	static void heap_push##SFX(struct heap##SFX *h, uint32_t x)                                \
+	{                                                                                          \
+		size_t i = h->n++;                                                                 \
+		while (i > 0) {                                                                    \
+			size_t p = (i - 1) / 2;                                                    \
+			if (!heap_less##SFX(h, x, h->v[p]))                                        \
+				break;                                                             \
+			h->v[i] = h->v[p];                                                         \
+			i = p;                                                                     \
+		}                                                                                  \
+		h->v[i] = x;                                                                       \
+	}                                                                                          \
+	static void heap_pop##SFX(struct heap##SFX *h)                                             \
+	{                                                                                          \
+		uint32_t x = h->v[--h->n];                                                         \
+		size_t i = 0;                                                                      \
+                                                                                                   \
+		for (;;) {                                                                         \
+			size_t c = 2 * i + 1;                                                      \
+			if (c >= h->n)                                                             \
+				break;                                                             \
+			if (c + 1 < h->n && heap_less##SFX(h, h->v[c + 1], h->v[c]))               \
+				c++;                                                               \
+			if (!heap_less##SFX(h, h->v[c], x))                                        \
+				break;                                                             \
+			h->v[i] = h->v[c];                                                         \
+			i = c;                                                                     \
+		}                                                                                  \
+		if (h->n > 0)                                                                      \
+			h->v[i] = x;                                                               \
+	}                                                                                          \
+	static int sweep_laminar##SFX(const struct build##SFX *b, struct segs *o, KEY max)         \
+	{                                                                                          \
+		const struct item##SFX **st = alloc_array(b->n + 1, sizeof(*st));                  \
+		size_t sp = 0;                                                                     \
+                                                                                                   \
+		if (!st)                                                                           \
+			return -1;                                                                 \
+		o->n = 0;                                                                          \
+		emit(o, 0, RANGESET_NONE);                                                         \
+		for (size_t i = 0; i < b->n; i++) {                                                \
+			const struct item##SFX *q = &b->it[i];                                     \
+			while (sp > 0 && st[sp - 1]->hi < q->lo) {                                 \
+				const struct item##SFX *p = st[--sp];                              \
+				emit(o, (u128)p->hi + 1,                                           \
+				     sp > 0 ? st[sp - 1]->owner : RANGESET_NONE);                  \
+			}                                                                          \
+			if (sp > 0 && st[sp - 1]->lo == q->lo && st[sp - 1]->hi == q->hi)          \
+				continue; /* an equal range that lost the tie */                   \
+			if (sp > 0 && q->hi > st[sp - 1]->hi) {                                    \
+				free(st);                                                          \
+				return 1;                                                          \
+			}                                                                          \
+			emit(o, q->lo, q->owner);                                                  \
+			st[sp++] = q;                                                              \
+		}                                                                                  \
+		while (sp > 0) {                                                                   \
+			const struct item##SFX *p = st[--sp];                                      \
+			if (p->hi != max)                                                          \
+				emit(o, (u128)p->hi + 1,                                           \
+				     sp > 0 ? st[sp - 1]->owner : RANGESET_NONE);                  \
+		}                                                                                  \
+		free(st);                                                                          \
+		return 0;                                                                          \
+	}                                                                                          \
+	static int sweep_heap##SFX(const struct build##SFX *b, struct segs *o, KEY max)            \
+	{                                                                                          \
+		KEY *ends = alloc_array(b->n + 1, sizeof(*ends));                                  \
+		struct heap##SFX h = {.it = b->it, .v = alloc_array(b->n + 1, sizeof(*h.v))};      \
+		size_t ne = 0, si = 0, ei = 0;                                                     \
+                                                                                                   \
+		if (!ends || !h.v) {                                                               \
+			free(ends);                                                                \
+			free(h.v);                                                                 \
+			return -1;                                                                 \
+		}                                                                                  \
+		for (size_t i = 0; i < b->n; i++)                                                  \
+			if (b->it[i].hi < max)                                                     \
+				ends[ne++] = b->it[i].hi + 1;                                      \
+		sort_keys##SFX(ends, ne);                                                          \
+		o->n = 0;                                                                          \
+		for (KEY p = 0;;) {                                                                \
+			while (si < b->n && b->it[si].lo == p)                                     \
+				heap_push##SFX(&h, (uint32_t)si++);                                \
+			while (ei < ne && ends[ei] == p)                                           \
+				ei++;                                                              \
+			while (h.n > 0 && b->it[h.v[0]].hi < p)                                    \
+				heap_pop##SFX(&h);                                                 \
+			emit(o, p, h.n > 0 ? b->it[h.v[0]].owner : RANGESET_NONE);                 \
+			bool more_s = si < b->n, more_e = ei < ne;                                 \
+			if (!more_s && !more_e)                                                    \
+				break;                                                             \
+			if (more_s && (!more_e || b->it[si].lo <= ends[ei]))                       \
+				p = b->it[si].lo;                                                  \
+			else                                                                       \
+				p = ends[ei];                                                      \
+		}                                                                                  \
+		free(ends);                                                                        \
+		free(h.v);                                                                         \
+		return 0;                                                                          \
+	}
 
-	if (!ends || !h.v) {
-		free(ends);
-		free(h.v);
-		return -1;
+/* Compiles the items of one family (b->it, sorted here; the caller frees it). */
+#define DEFINE_BUILD_FAMILY(SFX, KEY, FAMILY)                                                      \
+	static bool has_many_owners##SFX(const struct build##SFX *b)                               \
+	{                                                                                          \
+		for (size_t i = 1; i < b->n; i++)                                                  \
+			if (b->it[i].owner != b->it[0].owner)                                      \
+				return true;                                                       \
+		return false;                                                                      \
+	}                                                                                          \
+	static int build_family##SFX(struct table *t, struct build##SFX *b)                        \
+	{                                                                                          \
+		struct segs o = {0};                                                               \
+		KEY max = (KEY)ipaddr_max(FAMILY);                                                 \
+		size_t n = b->n;                                                                   \
+		bool many_owners = has_many_owners##SFX(b);                                        \
+		int rc = -1, lam;                                                                  \
+                                                                                                   \
+		t->width = (unsigned)ipaddr_bits(FAMILY);                                          \
+		if (FAMILY == AF_INET)                                                             \
+			o.keys4 = alloc_array(2 * n + 1, sizeof(*o.keys4));                        \
+		else                                                                               \
+			o.keys = alloc_array(2 * n + 1, sizeof(*o.keys));                          \
+		o.vals = alloc_array(2 * n + 1, sizeof(*o.vals));                                  \
+		if (!(o.keys || o.keys4) || !o.vals)                                               \
+			goto out;                                                                  \
+		sort_bucketed##SFX(b->it, b->n);                                                   \
+		if (many_owners)                                                                   \
+			check_identical##SFX(b);                                                   \
+		if ((lam = sweep_laminar##SFX(b, &o, max)) < 0)                                    \
+			goto out;                                                                  \
+		if (lam == 1) {                                                                    \
+			/* some ranges overlap partly: find those between owners, then flatten */  \
+			if (many_owners && check_partial##SFX(b) < 0)                              \
+				goto out;                                                          \
+			if (sweep_heap##SFX(b, &o, max) < 0)                                       \
+				goto out;                                                          \
+		}                                                                                  \
+		rc = finish_table(t, &o);                                                          \
+	out:                                                                                       \
+		free(o.keys);                                                                      \
+		free(o.keys4);                                                                     \
+		free(o.vals);                                                                      \
+		return rc;                                                                         \
 	}
-	for (size_t i = 0; i < b->n; i++)
-		if (b->it[i].hi < max)
-			ends[ne++] = b->it[i].hi + 1;
-	sort_u128(ends, ne);
-	o->n = 0;
-	for (u128 p = 0;;) {
-		while (si < b->n && b->it[si].lo == p)
-			heap_push(&h, (uint32_t)si++);
-		while (ei < ne && ends[ei] == p)
-			ei++;
-		while (h.n > 0 && b->it[h.v[0]].hi < p)
-			heap_pop(&h);
-		emit(o, p, h.n > 0 ? b->it[h.v[0]].owner : RANGESET_NONE);
-		bool more_s = si < b->n, more_e = ei < ne;
-		if (!more_s && !more_e)
-			break;
-		if (more_s && (!more_e || b->it[si].lo <= ends[ei]))
-			p = b->it[si].lo;
-		else
-			p = ends[ei];
-	}
-	free(ends);
-	free(h.v);
-	return 0;
-}
+
+DEFINE_SORT_ITEMS(4, uint32_t)
+DEFINE_SORT_ITEMS(6, u128)
+DEFINE_CHECKS(4, uint32_t)
+DEFINE_CHECKS(6, u128)
+DEFINE_SWEEPS(4, uint32_t)
+DEFINE_SWEEPS(6, u128)
+DEFINE_BUILD_FAMILY(4, uint32_t, AF_INET)
+DEFINE_BUILD_FAMILY(6, u128, AF_INET6)
 
 static void
 noop_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
@@ -605,133 +670,89 @@ struct source {
 	int family; /* the only one compiled, or 0: both */
 };
 
-static void
-add_item(struct build *b, const struct range *r, size_t entry, uint16_t owner, uint8_t prio)
+/* The items being filled from a source; with it4/it6 NULL, only counted. */
+struct fill {
+	struct item4 *it4;
+	struct item6 *it6;
+	size_t n4, n6;
+};
+
+static inline void
+fill_one(struct fill *f, const struct range *r, size_t entry, uint16_t owner, uint8_t prio)
 {
-	b->it[b->n++] = (struct item){
-	        .lo = r->lo, .hi = r->hi, .entry = (uint32_t)entry, .owner = owner, .prio = prio};
+	if (r->family == AF_INET) {
+		if (f->it4)
+			f->it4[f->n4] = (struct item4){.lo = (uint32_t)r->lo,
+			                               .hi = (uint32_t)r->hi,
+			                               .entry = (uint32_t)entry,
+			                               .owner = owner,
+			                               .prio = prio};
+		f->n4++;
+	} else if (r->family == AF_INET6) {
+		if (f->it6)
+			f->it6[f->n6] = (struct item6){.lo = r->lo,
+			                               .hi = r->hi,
+			                               .entry = (uint32_t)entry,
+			                               .owner = owner,
+			                               .prio = prio};
+		f->n6++;
+	}
 }
 
-/* Puts each range of src into b[0] (IPv4) or b[1] (IPv6), in entry order: one pass over
- * the caller's ranges for both families. */
+/* Counts (f's arrays NULL) or puts each range of src into f, in entry order: one pass
+ * over the caller's ranges for both families. */
 static void
-fill_items(struct build b[2], const struct source *src)
+fill_items(struct fill *f, const struct source *src)
 {
 	size_t entry = 0;
 
-	for (size_t i = 0; src->e && i < src->n; i++) {
-		const struct range *r = &src->e[i].r;
-		if (r->family == AF_INET || r->family == AF_INET6)
-			add_item(&b[r->family == AF_INET6], r, i, src->e[i].owner, src->e[i].prio);
-	}
+	f->n4 = f->n6 = 0;
+	for (size_t i = 0; src->e && i < src->n; i++)
+		fill_one(f, &src->e[i].r, i, src->e[i].owner, src->e[i].prio);
 	for (size_t k = 0; k < src->n_runs; k++) {
 		const struct rangeset_run *run = &src->runs[k];
 		const char *p = (const char *)run->first;
 		for (size_t i = 0; i < run->n; i++, p += run->stride) {
 			const struct range *r = (const struct range *)(const void *)p;
-			if ((r->family == AF_INET || r->family == AF_INET6) &&
-			    (!src->family || r->family == src->family))
-				add_item(&b[r->family == AF_INET6], r, entry + i, run->owner,
-				         run->prio);
+			if (!src->family || r->family == src->family)
+				fill_one(f, r, entry + i, run->owner, run->prio);
 		}
 		entry += run->n;
 	}
-}
-
-static bool
-has_many_owners(const struct build *b)
-{
-	for (size_t i = 1; i < b->n; i++)
-		if (b->it[i].owner != b->it[0].owner)
-			return true;
-	return false;
-}
-
-/* Compiles the items of one family (b->it, sorted here; the caller frees it). */
-static int
-build_family(struct table *t, struct build *b, int family)
-{
-	struct segs o = {0};
-	u128 max = ipaddr_max(family);
-	size_t n = b->n;
-	bool many_owners = has_many_owners(b);
-	int rc = -1, lam;
-
-	t->width = (unsigned)ipaddr_bits(family);
-	if (family == AF_INET)
-		o.keys4 = alloc_array(2 * n + 1, sizeof(*o.keys4));
-	else
-		o.keys = alloc_array(2 * n + 1, sizeof(*o.keys));
-	o.vals = alloc_array(2 * n + 1, sizeof(*o.vals));
-	if (!(o.keys || o.keys4) || !o.vals)
-		goto out;
-	sort_items_bucketed(b->it, b->n);
-	if (many_owners)
-		check_identical(b);
-	if ((lam = sweep_laminar(b, &o, max)) < 0)
-		goto out;
-	if (lam == 1) {
-		/* some ranges overlap partly: find those between owners, then flatten */
-		if (many_owners && check_partial(b) < 0)
-			goto out;
-		if (sweep_heap(b, &o, max) < 0)
-			goto out;
-	}
-	t->n = o.n;
-	if (build_index(t, &o) < 0)
-		goto out;
-	t->vals = shrink_array(o.vals, o.n, sizeof(*o.vals));
-	if (!t->vals) {
-		t->vals = o.vals;
-		o.vals = NULL;
-		goto out;
-	}
-	o.vals = NULL;
-	if (family == AF_INET) {
-		t->keys4 = shrink_array(o.keys4, o.n, sizeof(*o.keys4));
-		if (!t->keys4)
-			goto out;
-		o.keys4 = NULL;
-	} else {
-		t->keys6 = shrink_array(o.keys, o.n, sizeof(*o.keys));
-		if (!t->keys6)
-			goto out;
-		o.keys = NULL;
-	}
-	rc = 0;
-out:
-	free(o.keys);
-	free(o.keys4);
-	free(o.vals);
-	return rc;
 }
 
 static struct rangeset *
 build_source(const struct source *src, rangeset_conflict_cb cb, void *arg)
 {
 	struct rangeset *rs;
-
-	struct build b[2] = {{.cb = cb ? cb : noop_cb, .arg = arg},
-	                     {.cb = cb ? cb : noop_cb, .arg = arg}};
+	struct fill f = {0};
+	struct build4 b4 = {.cb = cb ? cb : noop_cb, .arg = arg};
+	struct build6 b6 = {.cb = cb ? cb : noop_cb, .arg = arg};
 
 	if (src->n > UINT32_MAX)
 		return NULL;
 	if (!(rs = calloc(1, sizeof(*rs))))
 		return NULL;
-	/* room for every range in each family: only the pages filled are touched */
-	b[0].it = alloc_array(src->n + 1, sizeof(*b[0].it));
-	b[1].it = alloc_array(src->n + 1, sizeof(*b[1].it));
-	if (!b[0].it || !b[1].it)
+	/* counted first, so each family's array is its exact size: no page is zeroed for
+	 * nothing */
+	fill_items(&f, src);
+	f.it4 = alloc_array(f.n4 + 1, sizeof(*f.it4));
+	f.it6 = alloc_array(f.n6 + 1, sizeof(*f.it6));
+	if (!f.it4 || !f.it6)
 		goto fail;
-	fill_items(b, src);
-	if (build_family(&rs->t4, &b[0], AF_INET) < 0 || build_family(&rs->t6, &b[1], AF_INET6) < 0)
+	fill_items(&f, src);
+	b4.it = f.it4;
+	b4.n = f.n4;
+	b6.it = f.it6;
+	b6.n = f.n6;
+	if (build_family4(&rs->t4, &b4) < 0 || build_family6(&rs->t6, &b6) < 0)
 		goto fail;
-	free(b[0].it);
-	free(b[1].it);
+	free(f.it4);
+	free(f.it6);
 	return rs;
 fail:
-	free(b[0].it);
-	free(b[1].it);
+	free(f.it4);
+	free(f.it6);
 	rangeset_free(rs);
 	return NULL;
 }
