@@ -1,5 +1,7 @@
 #include "base/rangeset.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +12,12 @@
  * buckets (16 MiB of index). */
 #define KEYS_PER_BUCKET 2
 #define MAX_BITS        22
+
+/* Both families are built in parallel when each has at least this many ranges (a thread
+ * costs some 50 us; tests lower it to take the threaded path with small sets). */
+#ifndef PARALLEL_MIN
+#define PARALLEL_MIN 4096
+#endif
 
 struct table {
 	size_t n;        /* segments; keys[0] == 0 */
@@ -53,6 +61,32 @@ shrink_array(void *p, size_t n, size_t elem)
 	return realloc(p, bytes ? bytes : 1);
 }
 
+/* The conflicts one family's build found, in the order found: reported to the caller's
+ * callback after the build, from the calling thread (a family may be built on another). */
+struct conflict {
+	uint32_t a, b;
+	enum rangeset_conflict kind;
+};
+
+struct conflicts {
+	struct conflict *v;
+	size_t n, cap;
+	bool wanted; /* the caller has a callback */
+	bool failed; /* out of memory: the build fails */
+};
+
+static void
+conflict_add(struct conflicts *c, enum rangeset_conflict kind, size_t a, size_t b)
+{
+	if (!c->wanted || c->failed)
+		return;
+	if (VEC_RESERVE(c->v, c->cap, c->n + 1) < 0) {
+		c->failed = true;
+		return;
+	}
+	c->v[c->n++] = (struct conflict){.a = (uint32_t)a, .b = (uint32_t)b, .kind = kind};
+}
+
 /* One of the caller's ranges, as sorted and swept.  Each family has its own: IPv4 items
  * hold their bounds in 32 bits (16 bytes an item, a third of IPv6's 48), so a million of
  * them are sorted and swept with a third of the memory traffic. */
@@ -66,8 +100,7 @@ shrink_array(void *p, size_t n, size_t elem)
 	struct build##SFX {                                                                        \
 		struct item##SFX *it;                                                              \
 		size_t n;                                                                          \
-		rangeset_conflict_cb cb;                                                           \
-		void *arg;                                                                         \
+		struct conflicts *cf;                                                              \
 	};
 
 DEFINE_ITEM(4, uint32_t)
@@ -389,8 +422,8 @@ finish_table(struct table *t, struct segs *o)
 			/* sorted by prio: it[i] holds the best priority of the run */             \
 			for (size_t k = i + 1; k < j && b->it[k].prio == b->it[i].prio; k++) {     \
 				if (b->it[k].owner != b->it[i].owner) {                            \
-					b->cb(RANGESET_IDENTICAL, b->it[i].entry, b->it[k].entry,  \
-					      b->arg);                                             \
+					conflict_add(b->cf, RANGESET_IDENTICAL, b->it[i].entry,    \
+					             b->it[k].entry);                              \
 					break;                                                     \
 				}                                                                  \
 			}                                                                          \
@@ -460,9 +493,11 @@ finish_table(struct table *t, struct segs *o)
 					res = pair_merge##SFX(b->it, res, tree[--hi]);             \
 			}                                                                          \
 			if (res.a >= 0 && b->it[res.a].owner != iq->owner)                         \
-				b->cb(RANGESET_PARTIAL, b->it[res.a].entry, iq->entry, b->arg);    \
+				conflict_add(b->cf, RANGESET_PARTIAL, b->it[res.a].entry,          \
+				             iq->entry);                                           \
 			else if (res.b >= 0)                                                       \
-				b->cb(RANGESET_PARTIAL, b->it[res.b].entry, iq->entry, b->arg);    \
+				conflict_add(b->cf, RANGESET_PARTIAL, b->it[res.b].entry,          \
+				             iq->entry);                                           \
                                                                                                    \
 			size_t i = r + cap;                                                        \
 			tree[i] = pair_merge##SFX(b->it, tree[i], (struct pair){(int32_t)q, -1});  \
@@ -638,7 +673,7 @@ finish_table(struct table *t, struct segs *o)
 			if (sweep_heap##SFX(b, &o, max) < 0)                                       \
 				goto out;                                                          \
 		}                                                                                  \
-		rc = finish_table(t, &o);                                                          \
+		rc = b->cf->failed ? -1 : finish_table(t, &o);                                     \
 	out:                                                                                       \
 		free(o.keys);                                                                      \
 		free(o.keys4);                                                                     \
@@ -654,12 +689,6 @@ DEFINE_SWEEPS(4, uint32_t)
 DEFINE_SWEEPS(6, u128)
 DEFINE_BUILD_FAMILY(4, uint32_t, AF_INET)
 DEFINE_BUILD_FAMILY(6, u128, AF_INET6)
-
-static void
-noop_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
-{
-	(void)kind, (void)a, (void)b, (void)arg;
-}
 
 /* What a table is built from: the caller's entries, or its runs. */
 struct source {
@@ -721,13 +750,65 @@ fill_items(struct fill *f, const struct source *src)
 	}
 }
 
+/* The IPv6 table, built on a thread of its own while the caller's builds the IPv4 one. */
+struct job6 {
+	struct table *t;
+	struct build6 *b;
+	int rc;
+};
+
+static void *
+job6_run(void *arg)
+{
+	struct job6 *j = arg;
+
+	j->rc = build_family6(j->t, j->b);
+	return NULL;
+}
+
+/*
+ * Builds both tables: in parallel when both families are large enough to pay for a thread
+ * (they share nothing but the read-only source), serially when there is only one or no
+ * thread can be had.  The worker starts with every signal blocked, as the daemon's
+ * signals are for its own threads.
+ */
+static int
+build_tables(struct rangeset *rs, struct build4 *b4, struct build6 *b6)
+{
+	struct job6 j = {.t = &rs->t6, .b = b6, .rc = -1};
+	sigset_t all, old;
+	pthread_t th;
+	int rc4, started = 0;
+
+	if (b4->n >= PARALLEL_MIN && b6->n >= PARALLEL_MIN) {
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		started = pthread_create(&th, NULL, job6_run, &j) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	rc4 = build_family4(&rs->t4, b4);
+	if (started)
+		pthread_join(th, NULL);
+	else
+		job6_run(&j);
+	return rc4 < 0 || j.rc < 0 ? -1 : 0;
+}
+
+static void
+report_conflicts(const struct conflicts *c, rangeset_conflict_cb cb, void *arg)
+{
+	for (size_t i = 0; i < c->n; i++)
+		cb(c->v[i].kind, c->v[i].a, c->v[i].b, arg);
+}
+
 static struct rangeset *
 build_source(const struct source *src, rangeset_conflict_cb cb, void *arg)
 {
 	struct rangeset *rs;
 	struct fill f = {0};
-	struct build4 b4 = {.cb = cb ? cb : noop_cb, .arg = arg};
-	struct build6 b6 = {.cb = cb ? cb : noop_cb, .arg = arg};
+	struct conflicts cf4 = {.wanted = cb != NULL}, cf6 = {.wanted = cb != NULL};
+	struct build4 b4 = {.cf = &cf4};
+	struct build6 b6 = {.cf = &cf6};
 
 	if (src->n > UINT32_MAX)
 		return NULL;
@@ -745,12 +826,18 @@ build_source(const struct source *src, rangeset_conflict_cb cb, void *arg)
 	b4.n = f.n4;
 	b6.it = f.it6;
 	b6.n = f.n6;
-	if (build_family4(&rs->t4, &b4) < 0 || build_family6(&rs->t6, &b6) < 0)
+	if (build_tables(rs, &b4, &b6) < 0)
 		goto fail;
+	report_conflicts(&cf4, cb, arg);
+	report_conflicts(&cf6, cb, arg);
+	free(cf4.v);
+	free(cf6.v);
 	free(f.it4);
 	free(f.it6);
 	return rs;
 fail:
+	free(cf4.v);
+	free(cf6.v);
 	free(f.it4);
 	free(f.it6);
 	rangeset_free(rs);

@@ -1,6 +1,7 @@
 /* Unit tests: the compiled most-specific-match table and its conflict checks, including a
  * randomized comparison against a brute-force reference (fixed seed, printed on failure). */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "base/rangeset.h"
@@ -532,4 +533,44 @@ Test(rangeset, runs_of_one_family)
 	cr_expect_eq(look(rs, "2001:db8::1"), 0);
 	cr_expect_eq(s.partial, 2);
 	rangeset_free(rs);
+}
+
+/* Both families large enough to be built in parallel: every report still comes from the
+ * calling thread, the IPv4 ones before the IPv6 ones. */
+struct origin {
+	pthread_t self;
+	const struct rangeset_entry *e;
+	size_t reports, other_thread, v4_after_v6;
+	bool seen_v6;
+};
+
+static void
+origin_cb(enum rangeset_conflict kind, size_t a, size_t b, void *arg)
+{
+	struct origin *o = arg;
+	bool v6 = o->e[b].r.family == AF_INET6;
+
+	(void)kind, (void)a;
+	o->reports++;
+	if (!pthread_equal(pthread_self(), o->self))
+		o->other_thread++;
+	if (!v6 && o->seen_v6)
+		o->v4_after_v6++;
+	o->seen_v6 |= v6;
+}
+
+Test(rangeset, reports_come_from_the_calling_thread_ipv4_first)
+{
+	enum { N = 60000 };
+	struct rangeset_entry *e = dense_entries(N, 99);
+	struct origin o = {.self = pthread_self(), .e = e};
+	struct rangeset *rs = rangeset_build(e, N, origin_cb, &o);
+
+	cr_assert_not_null(rs);
+	cr_expect_gt(o.reports, 0);
+	cr_expect_eq(o.other_thread, 0, "%zu reports from another thread", o.other_thread);
+	cr_expect_eq(o.v4_after_v6, 0, "%zu IPv4 reports after an IPv6 one", o.v4_after_v6);
+	cr_expect(o.seen_v6);
+	rangeset_free(rs);
+	free(e);
 }
