@@ -87,6 +87,31 @@ conflict_add(struct conflicts *c, enum rangeset_conflict kind, size_t a, size_t 
 	c->v[c->n++] = (struct conflict){.a = (uint32_t)a, .b = (uint32_t)b, .kind = kind};
 }
 
+/*
+ * Runs fn(a) on a thread of its own and fn(b) on the caller's, then joins; both on the
+ * caller's, one after the other, when parallel is false or no thread can be had.  The
+ * thread starts with every signal blocked: the daemon's signals are for its own threads.
+ */
+static void
+run_pair(void *(*fn)(void *), void *a, void *b, bool parallel)
+{
+	sigset_t all, old;
+	pthread_t th;
+	bool started = false;
+
+	if (parallel) {
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		started = pthread_create(&th, NULL, fn, a) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	fn(b);
+	if (started)
+		pthread_join(th, NULL);
+	else
+		fn(a);
+}
+
 /* One of the caller's ranges, as sorted and swept.  Each family has its own: IPv4 items
  * hold their bounds in 32 bits (16 bytes an item, a third of IPv6's 48), so a million of
  * them are sorted and swept with a third of the memory traffic. */
@@ -101,6 +126,7 @@ conflict_add(struct conflicts *c, enum rangeset_conflict kind, size_t a, size_t 
 		struct item##SFX *it;                                                              \
 		size_t n;                                                                          \
 		struct conflicts *cf;                                                              \
+		bool spawn; /* may start a thread of its own */                                    \
 	};
 
 DEFINE_ITEM(4, uint32_t)
@@ -353,7 +379,19 @@ finish_table(struct table *t, struct segs *o)
 	}                                                                                          \
 	DEFINE_SORT(sort_items##SFX, struct item##SFX, item##SFX##_less)                           \
 	DEFINE_SORT(sort_keys##SFX, KEY, KEY_LESS)                                                 \
-	static void sort_bucketed##SFX(struct item##SFX *it, size_t n)                             \
+	struct bucketjob##SFX {                                                                    \
+		struct item##SFX *it;                                                              \
+		const size_t *start;                                                               \
+		size_t b0, b1; /* buckets [b0, b1) */                                              \
+	};                                                                                         \
+	static void *sort_buckets##SFX(void *arg)                                                  \
+	{                                                                                          \
+		const struct bucketjob##SFX *j = arg;                                              \
+		for (size_t b = j->b0; b < j->b1; b++)                                             \
+			sort_items##SFX(j->it + j->start[b], j->start[b + 1] - j->start[b]);       \
+		return NULL;                                                                       \
+	}                                                                                          \
+	static void sort_bucketed##SFX(struct item##SFX *it, size_t n, bool spawn)                 \
 	{                                                                                          \
 		unsigned nbits = 0, shift;                                                         \
 		size_t nb, *start = NULL, *next = NULL;                                            \
@@ -399,8 +437,12 @@ finish_table(struct table *t, struct segs *o)
 				it[next[b]++] = t;                                                 \
 			}                                                                          \
 		}                                                                                  \
-		for (size_t b = 0; b < nb; b++)                                                    \
-			sort_items##SFX(it + start[b], start[b + 1] - start[b]);                   \
+		/* the buckets are independent: two threads sort about half of the items each */   \
+		size_t half = 0;                                                                   \
+		while (half < nb && start[half] < n / 2)                                           \
+			half++;                                                                    \
+		struct bucketjob##SFX lo = {it, start, 0, half}, hi = {it, start, half, nb};       \
+		run_pair(sort_buckets##SFX, &hi, &lo, spawn &&n >= PARALLEL_MIN);                  \
 		free(start);                                                                       \
 		free(next);                                                                        \
 	}
@@ -661,7 +703,7 @@ finish_table(struct table *t, struct segs *o)
 		o.vals = alloc_array(2 * n + 1, sizeof(*o.vals));                                  \
 		if (!(o.keys || o.keys4) || !o.vals)                                               \
 			goto out;                                                                  \
-		sort_bucketed##SFX(b->it, b->n);                                                   \
+		sort_bucketed##SFX(b->it, b->n, b->spawn);                                         \
 		if (many_owners)                                                                   \
 			check_identical##SFX(b);                                                   \
 		if ((lam = sweep_laminar##SFX(b, &o, max)) < 0)                                    \
@@ -750,48 +792,35 @@ fill_items(struct fill *f, const struct source *src)
 	}
 }
 
-/* The IPv6 table, built on a thread of its own while the caller's builds the IPv4 one. */
-struct job6 {
+/* One family's build, to be run on either thread. */
+struct job {
 	struct table *t;
-	struct build6 *b;
+	void *b; /* struct build4 or build6 */
+	bool v6;
 	int rc;
 };
 
 static void *
-job6_run(void *arg)
+job_run(void *arg)
 {
-	struct job6 *j = arg;
+	struct job *j = arg;
 
-	j->rc = build_family6(j->t, j->b);
+	j->rc = j->v6 ? build_family6(j->t, j->b) : build_family4(j->t, j->b);
 	return NULL;
 }
 
-/*
- * Builds both tables: in parallel when both families are large enough to pay for a thread
- * (they share nothing but the read-only source), serially when there is only one or no
- * thread can be had.  The worker starts with every signal blocked, as the daemon's
- * signals are for its own threads.
- */
+/* Builds both tables: in parallel when both families are large enough to pay for a thread
+ * (they share nothing but the read-only source), else each with its sort split in two. */
 static int
 build_tables(struct rangeset *rs, struct build4 *b4, struct build6 *b6)
 {
-	struct job6 j = {.t = &rs->t6, .b = b6, .rc = -1};
-	sigset_t all, old;
-	pthread_t th;
-	int rc4, started = 0;
+	struct job j4 = {.t = &rs->t4, .b = b4, .rc = -1},
+	           j6 = {.t = &rs->t6, .b = b6, .v6 = true, .rc = -1};
+	bool both = b4->n >= PARALLEL_MIN && b6->n >= PARALLEL_MIN;
 
-	if (b4->n >= PARALLEL_MIN && b6->n >= PARALLEL_MIN) {
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		started = pthread_create(&th, NULL, job6_run, &j) == 0;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-	}
-	rc4 = build_family4(&rs->t4, b4);
-	if (started)
-		pthread_join(th, NULL);
-	else
-		job6_run(&j);
-	return rc4 < 0 || j.rc < 0 ? -1 : 0;
+	b4->spawn = b6->spawn = !both;
+	run_pair(job_run, &j6, &j4, both);
+	return j4.rc < 0 || j6.rc < 0 ? -1 : 0;
 }
 
 static void

@@ -574,3 +574,33 @@ Test(rangeset, reports_come_from_the_calling_thread_ipv4_first)
 	rangeset_free(rs);
 	free(e);
 }
+
+/* One family alone (its sort split between two threads) builds the segments that both
+ * families together (each sorted on a thread of its own) build for it. */
+Test(rangeset, one_family_builds_what_both_build)
+{
+	enum { N = 60000 };
+	struct rangeset_entry *e = dense_entries(N, 4242);
+	struct rangeset_run run = {.first = &e[0].r, .n = N, .stride = sizeof(*e)};
+	struct rangeset *rs = rangeset_build_runs(&run, 1, 0, NULL, NULL);
+
+	cr_assert_not_null(rs);
+	for (int f = 0; f < 2; f++) {
+		int family = f ? AF_INET6 : AF_INET;
+		struct rangeset *one = rangeset_build_runs(&run, 1, family, NULL, NULL);
+		size_t n = rangeset_export(rs, family, NULL, NULL, 0);
+		u128 *k = calloc(n + 1, sizeof(*k)), *k1 = calloc(n + 1, sizeof(*k1));
+		uint16_t *v = calloc(n + 1, sizeof(*v)), *v1 = calloc(n + 1, sizeof(*v1));
+
+		cr_assert(one && k && k1 && v && v1);
+		cr_assert_eq(rangeset_export(one, family, NULL, NULL, 0), n);
+		rangeset_export(rs, family, k, v, n);
+		rangeset_export(one, family, k1, v1, n);
+		cr_expect(memcmp(k, k1, n * sizeof(*k)) == 0 && memcmp(v, v1, n * sizeof(*v)) == 0,
+		          "family %d", family);
+		rangeset_free(one);
+		free(k), free(k1), free(v), free(v1);
+	}
+	rangeset_free(rs);
+	free(e);
+}
