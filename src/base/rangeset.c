@@ -741,7 +741,7 @@ struct source {
 	int family; /* the only one compiled, or 0: both */
 };
 
-/* The items being filled from a source; with it4/it6 NULL, only counted. */
+/* The items being filled from a source. */
 struct fill {
 	struct item4 *it4;
 	struct item6 *it6;
@@ -751,27 +751,22 @@ struct fill {
 static inline void
 fill_one(struct fill *f, const struct range *r, size_t entry, uint16_t owner, uint8_t prio)
 {
-	if (r->family == AF_INET) {
-		if (f->it4)
-			f->it4[f->n4] = (struct item4){.lo = (uint32_t)r->lo,
-			                               .hi = (uint32_t)r->hi,
-			                               .entry = (uint32_t)entry,
-			                               .owner = owner,
-			                               .prio = prio};
-		f->n4++;
-	} else if (r->family == AF_INET6) {
-		if (f->it6)
-			f->it6[f->n6] = (struct item6){.lo = r->lo,
-			                               .hi = r->hi,
-			                               .entry = (uint32_t)entry,
-			                               .owner = owner,
-			                               .prio = prio};
-		f->n6++;
-	}
+	if (r->family == AF_INET)
+		f->it4[f->n4++] = (struct item4){.lo = (uint32_t)r->lo,
+		                                 .hi = (uint32_t)r->hi,
+		                                 .entry = (uint32_t)entry,
+		                                 .owner = owner,
+		                                 .prio = prio};
+	else if (r->family == AF_INET6)
+		f->it6[f->n6++] = (struct item6){.lo = r->lo,
+		                                 .hi = r->hi,
+		                                 .entry = (uint32_t)entry,
+		                                 .owner = owner,
+		                                 .prio = prio};
 }
 
-/* Counts (f's arrays NULL) or puts each range of src into f, in entry order: one pass
- * over the caller's ranges for both families. */
+/* Puts each range of src into f, in entry order: one pass over the caller's ranges for
+ * both families. */
 static void
 fill_items(struct fill *f, const struct source *src)
 {
@@ -843,11 +838,11 @@ build_source(const struct source *src, rangeset_conflict_cb cb, void *arg)
 		return NULL;
 	if (!(rs = calloc(1, sizeof(*rs))))
 		return NULL;
-	/* counted first, so each family's array is its exact size: no page is zeroed for
-	 * nothing */
-	fill_items(&f, src);
-	f.it4 = alloc_array(f.n4 + 1, sizeof(*f.it4));
-	f.it6 = alloc_array(f.n6 + 1, sizeof(*f.it6));
+	/* room for every range in each family compiled: the pages of a large array are
+	 * faulted (and zeroed) only when filled, so the bound costs address space alone,
+	 * and counting first cost one more pass over the caller's records */
+	f.it4 = alloc_array(src->family == AF_INET6 ? 1 : src->n + 1, sizeof(*f.it4));
+	f.it6 = alloc_array(src->family == AF_INET ? 1 : src->n + 1, sizeof(*f.it6));
 	if (!f.it4 || !f.it6)
 		goto fail;
 	fill_items(&f, src);
