@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,7 +256,7 @@ sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefil
 	}
 	for (;;) {
 		ssize_t n = read(fd, chunk, CHUNK);
-		const char *p = chunk, *end;
+		char *p = chunk, *end;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -274,10 +275,12 @@ sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefil
 			          hint);
 			goto out;
 		}
+		/* one scan of the chunk for a NUL; the lines are searched only if it has one */
+		bool nul = memchr(chunk, '\0', (size_t)n) != NULL;
 		for (end = chunk + n; p < end;) {
-			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			char *nl = memchr(p, '\n', (size_t)(end - p)), *whole;
 			size_t seg = (size_t)((nl ? nl : end) - p);
-			if (memchr(p, '\0', seg)) {
+			if (nul && memchr(p, '\0', seg)) {
 				set_error(err, lineno, "a NUL byte: this is not a text file");
 				goto out;
 			}
@@ -287,16 +290,25 @@ sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefil
 				          lim->max_line, hint);
 				goto out;
 			}
-			if (VEC_RESERVE(line, cap, len + seg + 1) < 0) {
-				set_error(err, lineno, "out of memory");
-				goto out;
+			if (len == 0 && nl) {
+				/* the whole line is in the chunk: handed over in place, its newline
+				 * made the NUL after it */
+				whole = p;
+				*nl = '\0';
+			} else {
+				if (VEC_RESERVE(line, cap, len + seg + 1) < 0) {
+					set_error(err, lineno, "out of memory");
+					goto out;
+				}
+				memcpy(line + len, p, seg);
+				len += seg;
+				if (!nl)
+					break;
+				line[len] = '\0';
+				whole = line;
+				seg = len;
 			}
-			memcpy(line + len, p, seg);
-			len += seg;
-			if (!nl)
-				break;
-			line[len] = '\0';
-			if (cb(line, len, lineno, arg) < 0) {
+			if (cb(whole, seg, lineno, arg) < 0) {
 				err->line = lineno;
 				goto out;
 			}
