@@ -268,3 +268,37 @@ Test(sidefile, the_size_comes_first)
 	free(s.c.text);
 	free(path);
 }
+
+/* A NUL byte is found on its own line wherever it falls: in a line inside one read, in a
+ * line across two reads, and only there (the lines before it are read). */
+Test(sidefile, a_nul_byte_names_its_line_across_reads)
+{
+	struct sidefile_limits lim = {.max_size = 1 << 20, .max_line = 64};
+	enum { LINES = 40000 }; /* 3 bytes each: 120,000 bytes, two reads of 64 KiB */
+	/* line 21846 runs across the reads, from byte 65535 to 65537 */
+	size_t at[] = {3 * 100 + 1, 3 * 30000, 65535, 65536};
+
+	for (size_t t = 0; t < sizeof(at) / sizeof(at[0]); t++) {
+		struct sidefile_error err;
+		struct collect c = {0};
+		char *path = helper_write_temp("nul.txt", "");
+		char *text = malloc(3 * LINES);
+		FILE *fp = fopen(path, "wb");
+
+		cr_assert(text && fp);
+		for (size_t i = 0; i < LINES; i++)
+			memcpy(text + 3 * i, "ab\n", 3);
+		text[at[t]] = '\0';
+		cr_assert_eq(fwrite(text, 1, 3 * LINES, fp), 3 * LINES);
+		fclose(fp);
+		cr_expect_eq(sidefile_read(path, &lim, collect_cb, &c, &err), -1);
+		cr_expect_eq(err.line, (int)(at[t] / 3) + 1, "NUL at %zu: line %d", at[t],
+		             err.line);
+		cr_expect_str_eq(err.text, "a NUL byte: this is not a text file");
+		cr_expect_eq(c.n, at[t] / 3, "NUL at %zu: %zu lines read", at[t], c.n);
+		free(c.text);
+		free(text);
+		unlink(path);
+		free(path);
+	}
+}
