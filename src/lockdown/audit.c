@@ -513,10 +513,19 @@ report_family(const char *path, uint16_t port, int family, const struct famstate
 	enum audit_severity sev = st->reachable ? AUDIT_CRITICAL : AUDIT_WARNING;
 	const char *idle = st->reachable ? "" : " (nothing listens there now)";
 
-	snprintf(fix, sizeof(fix),
-	         "load the rules of `mxgate firewall -c %s --format nft` (nft -f FILE) or "
-	         "--format iptables, for both address families (docs/LOCKDOWN.md)",
-	         path);
+	if (st->bound)
+		snprintf(fix, sizeof(fix),
+		         "load the rules of `mxgate firewall -c %s --format nft` (nft -f FILE) or "
+		         "--format iptables, for both address families (docs/LOCKDOWN.md)",
+		         path);
+	else /* the rules cover the families the file binds: binding this one closes it */
+		snprintf(fix, sizeof(fix),
+		         "add \"%s:%u\" to the connector's bindings in %s (it then takes only "
+		         "the %s ranges it lists, if any), then load the rules of `mxgate firewall "
+		         "-c %s --format nft` again: they drop every other %s client of the port "
+		         "(docs/LOCKDOWN.md)",
+		         family == AF_INET6 ? "[::]" : "0.0.0.0", port, path, fam_name(family),
+		         path, fam_name(family));
 	ipaddr_format(&st->outsider, out, sizeof(out));
 	if (st->open && other_locked &&
 	    add(r, sev, family == AF_INET6 ? "ipv6-open" : "ipv4-open", fix,

@@ -574,6 +574,9 @@ Test(audit, second_mta_on_the_ipv6_wildcard)
 	cr_expect(strstr(out, "critical ipv6-open: port 25: IPv6 is left open while IPv4 is "
 	                      "locked: the firewall lets 2001:db8::1") != NULL,
 	          "%s", out);
+	/* the file binds no IPv6: its rules alone cannot close it, binding [::]:25 does */
+	cr_expect(strstr(out, "fix: add \"[::]:25\" to the connector's bindings in ") != NULL, "%s",
+	          out);
 	teardown(&f, out);
 }
 
@@ -588,6 +591,8 @@ Test(audit, ipv6_bound_and_open_while_ipv4_is_locked)
 	add_socket(&f, "[::]:25", true, 0, "");
 	char *out = run(&f);
 	cr_expect(strstr(out, "critical ipv6-open: port 25") != NULL, "%s", out);
+	/* bound: the rules for both families are the fix */
+	cr_expect(strstr(out, "for both address families") != NULL, "%s", out);
 	cr_expect(strstr(out, "firewall-open") == NULL, "%s", out);
 	cr_expect_eq(audit_count(&f.r), 1, "%s", out);
 	teardown(&f, out);
