@@ -50,12 +50,6 @@ allocfail_leave(void)
 }
 
 unsigned long
-allocfail_seen(void)
-{
-	return af.seen;
-}
-
-unsigned long
 allocfail_failed(void)
 {
 	return af.failed;

@@ -25,8 +25,8 @@ void allocfail_disarm(void);
 void allocfail_enter(void);
 void allocfail_leave(void);
 
-/* Since allocfail_arm(): allocations counted inside scopes, and how many were failed. */
-unsigned long allocfail_seen(void);
+/* Since allocfail_arm(): how many allocations inside scopes were failed (0: the plan's
+ * number is past the last one made). */
 unsigned long allocfail_failed(void);
 
 /* True when the binary was linked with the wraps (else arming fails nothing). */
