@@ -2418,6 +2418,21 @@ out:
 }
 
 struct config *
+config_load_compiled(const char *path, struct diag *d)
+{
+	struct config *c = config_load(path, d);
+
+	if (!c)
+		return NULL;
+	selector_forget_ranges(c->selector);
+	for (size_t i = 0; i < c->n_connectors; i++) {
+		free(c->connectors[i].ranges);
+		c->connectors[i].ranges = NULL;
+	}
+	return c;
+}
+
+struct config *
 config_ref(struct config *c)
 {
 	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);

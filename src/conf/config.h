@@ -189,6 +189,13 @@ struct config {
  * any error (all of them in d) or no memory.  Warnings go to d either way. */
 struct config *config_load(const char *path, struct diag *d);
 
+/* config_load() for the daemon, which selects through c->selector alone: each connector's
+ * range records are freed once compiled (ranges NULL; n_ranges, all_remote and open_family
+ * kept), and with them the 64 bytes a range that a 1M-line ranges file would keep for the
+ * snapshot's life.  The commands that read the records (config, audit, firewall, which)
+ * load with config_load(). */
+struct config *config_load_compiled(const char *path, struct diag *d);
+
 struct config *config_ref(struct config *c);
 /* Drops a reference; the last one frees the snapshot.  config_unref(NULL) is a no-op. */
 void config_unref(struct config *c);

@@ -281,6 +281,13 @@ selector_endpoints(const struct selector *s, const struct endpoint **out)
 }
 
 void
+selector_forget_ranges(struct selector *s)
+{
+	for (size_t c = 0; c < s->n_conns; c++)
+		s->conns[c].ranges = NULL;
+}
+
+void
 selector_explain(const struct selector *s, const struct endpoint *local,
                  const struct ipaddr *remote, FILE *fp)
 {
@@ -311,6 +318,11 @@ selector_explain(const struct selector *s, const struct endpoint *local,
 
 		if (prio < 0)
 			continue;
+		if (!k->ranges && k->n_ranges) {
+			fprintf(fp, "candidate \"%s\": its ranges were not kept after compiling\n",
+			        k->name);
+			continue;
+		}
 		for (size_t i = 0; i < k->n_ranges; i++) {
 			const struct conf_range *cr = &k->ranges[i];
 			if (range_contains(&cr->r, remote) &&

@@ -59,6 +59,10 @@ int selector_select(const struct selector *s, const struct endpoint *local,
  * selector_free(). */
 size_t selector_endpoints(const struct selector *s, const struct endpoint **out);
 
+/* Drops the borrowed range records (the config frees them, config_load_compiled()): the
+ * compiled tables go on selecting; selector_explain() then says the ranges were not kept. */
+void selector_forget_ranges(struct selector *s);
+
 /* Writes, for `mxgate which -v`, each candidate with its smallest containing range (or
  * that none contains the client) and which one won. */
 void selector_explain(const struct selector *s, const struct endpoint *local,

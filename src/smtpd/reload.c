@@ -46,7 +46,7 @@ reload_read_config(const char *path, size_t *errors)
 	struct config *c;
 
 	diag_init(&d);
-	c = config_load(path, &d);
+	c = config_load_compiled(path, &d);
 	diag_each(&d, log_diag, NULL);
 	*errors = d.errors;
 	diag_release(&d);

@@ -471,6 +471,63 @@ Test(config, inline_ranges_then_a_ranges_file_past_the_first_allocation)
 	diag_release(&d);
 }
 
+/* The daemon's load: the range records are freed once compiled, the selection they were
+ * compiled into is the same, and `which`'s explanation says they were not kept. */
+Test(config, compiled_load_frees_the_range_records_and_selects_the_same)
+{
+	const char *text = "connector \"narrow\" {\n"
+	                   "  usage = custom\n"
+	                   "  permission-groups = { anonymous-users }\n"
+	                   "  bindings = { \"127.0.0.1:2525\" }\n"
+	                   "  remote-ip-ranges-file = \"narrow.txt\"\n"
+	                   "}\n"
+	                   "connector \"wide\" {\n"
+	                   "  usage = custom\n"
+	                   "  permission-groups = { anonymous-users }\n"
+	                   "  bindings = { \"0.0.0.0:2525\" }\n"
+	                   "  remote-ip-ranges = { \"10.0.0.0/8\", \"0.0.0.0/0\" }\n"
+	                   "}\n";
+	struct endpoint local = {.port = 2525};
+	struct diag d;
+	char *path, *out = NULL;
+	size_t outlen = 0;
+
+	free(helper_write_temp("narrow.txt", "10.1.0.0/16\n10.2.0.0/24\n"));
+	path = helper_write_temp("compiled.conf", text);
+	cr_assert_eq(ipaddr_parse("127.0.0.1", 9, &local.addr), 0);
+	diag_init(&d);
+	struct config *full = config_load(path, &d), *c = config_load_compiled(path, &d);
+	if (!full || !c)
+		helper_dump(&d);
+	cr_assert_not_null(full);
+	cr_assert_not_null(c);
+	cr_expect_null(c->connectors[0].ranges);
+	cr_expect_null(c->connectors[1].ranges);
+	cr_expect_eq(c->connectors[0].n_ranges, 2);
+	cr_expect_eq(c->connectors[1].open_family, AF_INET);
+	cr_expect_not_null(full->connectors[0].ranges);
+	const char *clients[] = {"10.1.2.3", "10.2.0.9", "10.2.1.9", "10.3.0.1", "192.0.2.1"};
+	for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+		struct ipaddr a;
+		cr_assert_eq(ipaddr_parse(clients[i], strlen(clients[i]), &a), 0);
+		cr_expect_eq(selector_select(c->selector, &local, &a),
+		             selector_select(full->selector, &local, &a), "%s", clients[i]);
+	}
+	struct ipaddr a;
+	cr_assert_eq(ipaddr_parse("10.1.2.3", 8, &a), 0);
+	cr_expect_eq(selector_select(c->selector, &local, &a), 0);
+	FILE *fp = open_memstream(&out, &outlen);
+	cr_assert_not_null(fp);
+	selector_explain(c->selector, &local, &a, fp);
+	fclose(fp);
+	cr_expect(strstr(out, "candidate \"narrow\": its ranges were not kept"), "%s", out);
+	free(out);
+	config_unref(c);
+	config_unref(full);
+	free(path);
+	diag_release(&d);
+}
+
 /* ---- issue 16, defect 4: maildir templates certain to fail at delivery ---------------- */
 
 /* What delivery does with tmpl for local@domain, step by step as deliver.c does it:
