@@ -45,7 +45,8 @@ release_LDFLAGS :=
 asan_LDFLAGS    := -fsanitize=address,undefined
 tsan_LDFLAGS    := -fsanitize=thread
 # the unit tests fail the library's allocations on purpose (tests/unit/allocfail.h)
-UNIT_WRAP       := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+UNIT_WRAP       := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup \
+                   -Wl,--wrap=pthread_create
 
 SRCS      := $(sort $(wildcard src/*/*.c))
 LIB_SRCS  := $(filter-out src/cli/%,$(SRCS))

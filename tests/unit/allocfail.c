@@ -1,5 +1,7 @@
 #include "allocfail.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,17 +11,23 @@ void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t n);
 char *__real_strdup(const char *s);
+int __real_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                          void *arg);
 
 void *__wrap_malloc(size_t n);
 void *__wrap_calloc(size_t n, size_t size);
 void *__wrap_realloc(void *p, size_t n);
 char *__wrap_strdup(const char *s);
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *),
+                          void *arg);
 
 static struct {
 	bool armed, persistent;
 	unsigned long at, seen, failed;
 	int depth;
 	bool wrapped; /* some call came through a wrap */
+	bool no_threads;
+	unsigned long threads_refused;
 } af;
 
 void
@@ -47,6 +55,16 @@ void
 allocfail_leave(void)
 {
 	af.depth--;
+}
+
+unsigned long
+allocfail_threads(bool fail)
+{
+	unsigned long n = af.threads_refused;
+
+	af.no_threads = fail;
+	af.threads_refused = 0;
+	return n;
 }
 
 unsigned long
@@ -104,4 +122,14 @@ char *
 __wrap_strdup(const char *s)
 {
 	return fail_now() ? NULL : __real_strdup(s);
+}
+
+int
+__wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	if (af.no_threads) {
+		af.threads_refused++;
+		return EAGAIN;
+	}
+	return __real_pthread_create(th, attr, fn, arg);
 }

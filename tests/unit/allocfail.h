@@ -12,6 +12,9 @@
  * numbered from 0 since allocfail_arm(); the one numbered at fails, and with persistent
  * every one after it too (a machine that stays out of memory).
  *
+ * pthread_create is wrapped too: allocfail_threads(true) makes it fail with EAGAIN, as for
+ * a process at its thread limit, so the code's serial fallbacks run.
+ *
  * One test at a time (Criterion runs each test in a process of its own): plain globals.
  */
 #ifndef MXGATE_TEST_ALLOCFAIL_H
@@ -28,6 +31,10 @@ void allocfail_leave(void);
 /* Since allocfail_arm(): how many allocations inside scopes were failed (0: the plan's
  * number is past the last one made). */
 unsigned long allocfail_failed(void);
+
+/* While fail is true, every pthread_create from the code fails with EAGAIN; returns how
+ * many were refused since the last call (a test shows the fallback was taken). */
+unsigned long allocfail_threads(bool fail);
 
 /* True when the binary was linked with the wraps (else arming fails nothing). */
 bool allocfail_linked(void);

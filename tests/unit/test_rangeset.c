@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "allocfail.h"
 #include "base/rangeset.h"
 
 static struct rangeset_entry
@@ -602,5 +603,37 @@ Test(rangeset, one_family_builds_what_both_build)
 		free(k), free(k1), free(v), free(v1);
 	}
 	rangeset_free(rs);
+	free(e);
+}
+
+/* No thread to be had (a process at its limit): both families, then one family alone, are
+ * built on the calling thread, to the same table and the same reports as with threads. */
+Test(rangeset, without_threads_builds_what_threads_build)
+{
+	enum { N = 60000 };
+	struct rangeset_entry *e = dense_entries(N, 4242);
+	struct rangeset_run run = {.first = &e[0].r, .n = N, .stride = sizeof(*e)};
+	struct trace t[2] = {{.h = 14695981039346656037ull}, {.h = 14695981039346656037ull}};
+	struct rangeset *rs[2], *one[2];
+
+	cr_assert(allocfail_linked(), "unit-tests was linked without the wraps (Makefile)");
+	for (int off = 0; off < 2; off++) {
+		allocfail_threads(off == 1);
+		rs[off] = rangeset_build(e, N, trace_cb, &t[off]);
+		one[off] = rangeset_build_runs(&run, 1, AF_INET, NULL, NULL);
+		unsigned long refused = allocfail_threads(false);
+		cr_assert(rs[off] && one[off]);
+		if (off)
+			cr_expect_geq(refused, 2, "only %lu thread starts refused", refused);
+	}
+	cr_expect_eq(table_hash(rs[1]), table_hash(rs[0]));
+	cr_expect_eq(table_hash(rs[1]), 0x951e2febce772621ull);
+	cr_expect_eq(t[1].h, t[0].h);
+	cr_expect_eq(t[1].reports, t[0].reports);
+	cr_expect_eq(table_hash(one[1]), table_hash(one[0]));
+	for (int i = 0; i < 2; i++) {
+		rangeset_free(rs[i]);
+		rangeset_free(one[i]);
+	}
 	free(e);
 }
