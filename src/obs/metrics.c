@@ -58,7 +58,7 @@ static struct {
 	struct metrics_connector *head, *tail;
 	size_t n_connectors;
 
-	_Atomic double start_time, config_load_time, queue_oldest;
+	_Atomic double start_time, config_load_time, queue_oldest, reload_seconds;
 	counter config_generation;
 	counter reloads[2]; /* ok, error */
 	counter refused[METRICS_REFUSAL_N];
@@ -374,6 +374,12 @@ metrics_config_reload(bool ok)
 }
 
 void
+metrics_config_reload_took(double seconds)
+{
+	atomic_store_explicit(&R.reload_seconds, seconds, memory_order_relaxed);
+}
+
+void
 metrics_config_loaded(uint64_t generation, double unix_time)
 {
 	atomic_store_explicit(&R.config_generation, generation, memory_order_relaxed);
@@ -630,6 +636,10 @@ render_process_info(struct out *o)
 	single(o, "mxgate_config_load_time_seconds", "gauge",
 	       "When the running configuration was loaded, in Unix time.",
 	       atomic_load(&R.config_load_time));
+	single(o, "mxgate_config_reload_duration_seconds", "gauge",
+	       "How long the last reload (accepted or refused) took from SIGHUP to its result; "
+	       "0 before the first.",
+	       atomic_load(&R.reload_seconds));
 	static const char *const ok_error[] = {"ok", "error"};
 	enum_family(o, "mxgate_config_reloads_total",
 	            "Reloads (SIGHUP), by whether the new configuration was accepted.", "result",

@@ -23,6 +23,7 @@
  *   mxgate_start_time_seconds                          gauge, Unix time of metrics_init()
  *   mxgate_config_generation                           gauge, metrics_config_loaded()
  *   mxgate_config_load_time_seconds                    gauge, metrics_config_loaded()
+ *   mxgate_config_reload_duration_seconds              gauge, metrics_config_reload_took()
  *   mxgate_config_reloads_total{result=ok|error}       counter
  *   mxgate_connections_total{connector}                counter, sessions accepted
  *   mxgate_connections_refused_total{reason}           counter, enum metrics_refusal
@@ -233,6 +234,8 @@ void metrics_spool_sync(enum metrics_spool_sync step);
 void metrics_verification(const char *result, bool cache_hit);
 /* A reload was accepted (ok) or refused. */
 void metrics_config_reload(bool ok);
+/* The last reload, accepted or refused, took this long from SIGHUP to its result. */
+void metrics_config_reload_took(double seconds);
 /* A configuration became the running one: its generation and Unix load time. */
 void metrics_config_loaded(uint64_t generation, double unix_time);
 

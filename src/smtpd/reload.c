@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/diag.h"
 #include "base/log.h"
@@ -26,6 +27,8 @@ struct reload {
 	struct tls_ctx *tls;
 	size_t errors;
 	bool tls_failed;
+	struct timespec t0; /* CLOCK_MONOTONIC at SIGHUP */
+	double cpu;         /* the reload thread's CPU seconds */
 };
 
 static void
@@ -106,6 +109,9 @@ reload_main(void *arg)
 	/* parsing a large ranges file leaves its temporaries free inside the heap (the trim
 	 * threshold is raised in main.c): give them back now, once per reload */
 	malloc_trim(0);
+	struct timespec cpu;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+	r->cpu = (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9;
 	event_active(r->done, EV_READ, 0);
 	return NULL;
 }
@@ -123,6 +129,8 @@ reload_start(struct reload *r)
 	r->tls = NULL;
 	r->errors = 0;
 	r->tls_failed = false;
+	r->cpu = 0;
+	clock_gettime(CLOCK_MONOTONIC, &r->t0);
 	err = pthread_create(&r->thread, NULL, reload_main, r);
 	if (err) {
 		log_msg(LOG_LVL_ERROR,
@@ -163,6 +171,15 @@ reload_done_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	if (!reload_join(r, &c, &t))
 		return;
+	/* the time an admin waits for a reload, and how much of it was the reading itself:
+	 * far less CPU than time means the machine was busy */
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double took =
+	        (double)(now.tv_sec - r->t0.tv_sec) + (double)(now.tv_nsec - r->t0.tv_nsec) / 1e9;
+	metrics_config_reload_took(took);
+	log_msg(LOG_LVL_INFO, "reload: read %s in %.3f s (%.3f s of CPU on the reload thread)",
+	        r->path, took, r->cpu);
 	if (r->stopping) {
 		log_msg(LOG_LVL_INFO, "reload discarded: mxgate is stopping");
 		config_unref(c);

@@ -122,6 +122,13 @@ def test_metrics_after_a_known_sequence(started):
     assert value(v, "mxgate_queue_messages") == 0
     assert value(v, "mxgate_config_reloads_total", result="ok") == 1
     assert value(v, "mxgate_config_reloads_total", result="error") == 1
+    # each reload says how long it took, and of that how much CPU its reading took
+    took = [(float(a), float(b)) for a, b in re.findall(
+        r"reload: read \S+ in (\d+\.\d+) s \((\d+\.\d+) s of CPU on the reload thread\)",
+        daemon.log())]
+    assert len(took) == 2, daemon.log()
+    assert all(0 < cpu <= t for t, cpu in took), took
+    assert abs(value(v, "mxgate_config_reload_duration_seconds") - took[-1][0]) < 0.0006
     assert value(v, "mxgate_config_generation") == 2
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.3") == 1
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.2") == 0
@@ -215,3 +222,4 @@ def test_queue_gauges_follow_a_deferred_message(daemon):
     assert value(v, "mxgate_deliveries_total", result="delivered") == 1
     assert value(v, "mxgate_queue_messages") == 0
     assert value(v, "mxgate_queue_oldest_message_timestamp_seconds") == 0
+

@@ -364,6 +364,7 @@ known_sequence(void)
 	metrics_delivery(METRICS_DEFERRED);
 	metrics_config_reload(true);
 	metrics_config_reload(false);
+	metrics_config_reload_took(0.25);
 	metrics_config_reload(false);
 	metrics_config_loaded(7, 1700000000.5);
 	metrics_verification("ok", false);
@@ -384,6 +385,7 @@ Test(metrics, a_known_sequence_renders_exactly)
 	expect_value("mxgate_config_load_time_seconds", "", 1700000000.5);
 	expect_value("mxgate_config_reloads_total", "result=ok", 1);
 	expect_value("mxgate_config_reloads_total", "result=error", 2);
+	expect_value("mxgate_config_reload_duration_seconds", "", 0.25);
 	expect_value("mxgate_connections_total", "connector=edge", 3);
 	expect_value("mxgate_connections_total", "connector=" HOSTILE_PARSED, 1);
 	expect_value("mxgate_connector_sessions_active", "connector=edge", 2);
