@@ -223,3 +223,18 @@ def test_queue_gauges_follow_a_deferred_message(daemon):
     assert value(v, "mxgate_queue_messages") == 0
     assert value(v, "mxgate_queue_oldest_message_timestamp_seconds") == 0
 
+
+def test_every_metric_is_documented(started):
+    """docs/OPERATIONS.md's table names every family the endpoint serves (the admin's
+    reference for alerts), so a new metric cannot ship undocumented."""
+    daemon, mport = started
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    families = {f.name for f in text_string_to_metric_families(text)}
+    import os
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "OPERATIONS.md"),
+               encoding="utf-8").read()
+    missing = sorted(n for n in families
+                     if n.startswith("mxgate_") and not re.search(
+                         rf"`{re.escape(n)}(_total)?[`{{]", doc))
+    assert not missing, f"metrics not in docs/OPERATIONS.md: {missing}"
