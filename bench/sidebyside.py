@@ -127,7 +127,7 @@ def fmt(v, unit):
         return "n/a"
     if isinstance(v, str):
         return v
-    if unit in ("msg/s", "conn/s", "tx"):
+    if unit in ("msg/s", "conn/s", "tx", "tx/s"):
         return f"{v:,.0f}"
     if unit == "sessions":
         return f"{v:d}"
