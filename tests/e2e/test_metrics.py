@@ -1,6 +1,7 @@
 """Prometheus metrics (metrics-listen) on the real daemon: after a known sequence of
 sessions, GET /metrics parsed with prometheus_client's own parser gives the exact count of
 every series issue 11 names; any other path is 404."""
+import os
 import re
 import smtplib
 import subprocess
@@ -18,13 +19,16 @@ from daemon import BIN
 from helpers_ops import block_delivery, expect, unblock_delivery, zero_bytes
 
 
-def scrape(port):
+def exposition(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def scrape(port):
     values = {}
-    for fam in text_string_to_metric_families(text):
+    for fam in text_string_to_metric_families(exposition(port)):
         for s in fam.samples:
             values[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return values
@@ -228,10 +232,7 @@ def test_every_metric_is_documented(started):
     """docs/OPERATIONS.md's table names every family the endpoint serves (the admin's
     reference for alerts), so a new metric cannot ship undocumented."""
     daemon, mport = started
-    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    families = {f.name for f in text_string_to_metric_families(text)}
-    import os
+    families = {f.name for f in text_string_to_metric_families(exposition(mport))}
     doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "OPERATIONS.md"),
                encoding="utf-8").read()
     missing = sorted(n for n in families
