@@ -637,8 +637,8 @@ render_process_info(struct out *o)
 	       "When the running configuration was loaded, in Unix time.",
 	       atomic_load(&R.config_load_time));
 	single(o, "mxgate_config_reload_duration_seconds", "gauge",
-	       "How long the last reload (accepted or refused) took from SIGHUP to its result; "
-	       "0 before the first.",
+	       "How long the last reload (accepted or refused) took from its start (the SIGHUP, "
+	       "or the end of the reload it came during) to its result; 0 before the first.",
 	       atomic_load(&R.reload_seconds));
 	static const char *const ok_error[] = {"ok", "error"};
 	enum_family(o, "mxgate_config_reloads_total",

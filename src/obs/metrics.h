@@ -234,7 +234,7 @@ void metrics_spool_sync(enum metrics_spool_sync step);
 void metrics_verification(const char *result, bool cache_hit);
 /* A reload was accepted (ok) or refused. */
 void metrics_config_reload(bool ok);
-/* The last reload, accepted or refused, took this long from SIGHUP to its result. */
+/* The last reload, accepted or refused, took this long from its start to its result. */
 void metrics_config_reload_took(double seconds);
 /* A configuration became the running one: its generation and Unix load time. */
 void metrics_config_loaded(uint64_t generation, double unix_time);

@@ -27,7 +27,8 @@ struct reload {
 	struct tls_ctx *tls;
 	size_t errors;
 	bool tls_failed;
-	struct timespec t0; /* CLOCK_MONOTONIC at SIGHUP */
+	struct timespec t0; /* CLOCK_MONOTONIC at the start: the SIGHUP, or for one that came
+	                     * during a reload, the end of that reload */
 	double cpu;         /* the reload thread's CPU seconds */
 };
 
