@@ -131,8 +131,10 @@ def test_metrics_after_a_known_sequence(started):
         r"reload: read \S+ in (\d+\.\d+) s \((\d+\.\d+) s of CPU on the reload thread\)",
         daemon.log())]
     assert len(took) == 2, daemon.log()
-    assert all(0 < cpu <= t for t, cpu in took), took
-    assert abs(value(v, "mxgate_config_reload_duration_seconds") - took[-1][0]) < 0.0006
+    # printed to the millisecond: a refused reload may show 0.001 s, and 0.000 s of CPU
+    assert all(0 <= cpu <= t for t, cpu in took), took
+    last = value(v, "mxgate_config_reload_duration_seconds")
+    assert last > 0 and abs(last - took[-1][0]) <= 0.0005 + 1e-9, (last, took)
     assert value(v, "mxgate_config_generation") == 2
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.3") == 1
     assert value(v, "mxgate_tls_sessions_total", version="TLSv1.2") == 0
