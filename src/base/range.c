@@ -194,6 +194,45 @@ range_parse(const char *text, struct range *out, unsigned *flagsp, char *err, si
 	return 0;
 }
 
+bool
+range_parse_cidr(const char *s, size_t len, struct range *out, unsigned *flags)
+{
+	size_t slash = len;
+	unsigned plen = 0;
+	struct ipaddr a;
+
+	/* one to three digits after the '/', as range_parse() allows */
+	while (slash > 0 && len - slash < 3 && s[slash - 1] >= '0' && s[slash - 1] <= '9')
+		slash--;
+	if (slash == len || slash < 2 || s[slash - 1] != '/')
+		return false;
+	for (size_t i = slash; i < len; i++)
+		plen = plen * 10 + (unsigned)(s[i] - '0');
+	/* an address with a '%', a blank or a '(' does not parse: range_parse() explains */
+	if (ipaddr_parse(s, slash - 1, &a) < 0)
+		return false;
+	*flags = 0;
+	out->family = a.family;
+	if (a.family == AF_INET) {
+		uint32_t v = (uint32_t)a.v, m;
+		if (plen > 32)
+			return false;
+		m = plen ? ~0u << (32 - plen) : 0;
+		out->lo = v & m;
+		out->hi = (v & m) | ~m;
+	} else {
+		u128 m;
+		if (plen > 128)
+			return false;
+		m = plen ? ~(u128)0 << (128 - plen) : 0;
+		out->lo = a.v & m;
+		out->hi = (a.v & m) | ~m;
+	}
+	if (out->lo != a.v)
+		*flags |= RANGE_HOST_BITS;
+	return true;
+}
+
 int
 range_prefix_len(const struct range *r)
 {

@@ -30,6 +30,12 @@ enum range_flag {
  * NULL), or -1 with a sentence saying why in err (errlen >= 128 recommended). */
 int range_parse(const char *text, struct range *out, unsigned *flags, char *err, size_t errlen);
 
+/* The form a large ranges file holds line after line, "ADDRESS/PREFIX" and nothing else
+ * (no blank, no comment), read in one pass without range_parse()'s search for the other
+ * forms.  Returns true with *out and *flags set as range_parse() sets them, or false when
+ * s[0..len) is anything else: range_parse() then reads it, or says what is wrong. */
+bool range_parse_cidr(const char *s, size_t len, struct range *out, unsigned *flags);
+
 /* Writes the range canonically: "a.b.c.d/n" when it is a CIDR block, else "lo-hi". */
 size_t range_format(const struct range *r, char *buf, size_t size);
 

@@ -1121,6 +1121,29 @@ resolve_path(struct loader *L, const char *p)
 	return out;
 }
 
+/* Keeps a parsed range, warning about what range_parse() flagged in text. */
+static int
+keep_range(struct loader *L, struct connector *k, const struct range *r, unsigned flags,
+           const char *text, const char *file, int line)
+{
+	if (flags & RANGE_HOST_BITS) {
+		char canon[128];
+		range_format(r, canon, sizeof(canon));
+		diag_warn(L->d, file, line, "range '%s' has host bits set; it means %s", text,
+		          canon);
+	}
+	if (flags & RANGE_ZERO_SINGLE)
+		diag_warn(L->d, file, line,
+		          "'%s' is the single address %s; for every address write %s", text, text,
+		          r->family == AF_INET ? "0.0.0.0/0" : "::/0");
+	if (VEC_RESERVE(k->ranges, L->ranges_cap, k->n_ranges + 1) < 0)
+		return -1;
+	k->ranges[k->n_ranges++] = (struct conf_range){.r = *r, .at = {file, line}};
+	if (!k->open_family && range_is_all(r))
+		k->open_family = r->family; /* noted here: a million ranges are not walked again */
+	return 0;
+}
+
 static int
 add_range(struct loader *L, struct connector *k, const char *text, const char *file, int line)
 {
@@ -1140,22 +1163,7 @@ add_range(struct loader *L, struct connector *k, const char *text, const char *f
 			diag_error(L->d, file, line, "bad remote range: %s", err);
 		return 0;
 	}
-	if (flags & RANGE_HOST_BITS) {
-		char canon[128];
-		range_format(&r, canon, sizeof(canon));
-		diag_warn(L->d, file, line, "range '%s' has host bits set; it means %s", text,
-		          canon);
-	}
-	if (flags & RANGE_ZERO_SINGLE)
-		diag_warn(L->d, file, line,
-		          "'%s' is the single address %s; for every address write %s", text, text,
-		          r.family == AF_INET ? "0.0.0.0/0" : "::/0");
-	if (VEC_RESERVE(k->ranges, L->ranges_cap, k->n_ranges + 1) < 0)
-		return -1;
-	k->ranges[k->n_ranges++] = (struct conf_range){.r = r, .at = {file, line}};
-	if (!k->open_family && range_is_all(&r))
-		k->open_family = r.family; /* noted here: a million ranges are not walked again */
-	return 0;
+	return keep_range(L, k, &r, flags, text, file, line);
 }
 
 /* The bounds of side files: the options (0 only after a bad value, already reported). */
@@ -1222,7 +1230,12 @@ range_line_cb(char *line, size_t len, int lineno, void *arg)
 {
 	struct ranges_read *R = arg;
 	char *s = line, *cut;
+	struct range r;
+	unsigned flags;
 
+	/* most lines of a large file are "ADDRESS/PREFIX" alone: read in one pass */
+	if (range_parse_cidr(line, len, &r, &flags))
+		return keep_range(R->L, R->k, &r, flags, line, R->file, lineno);
 	/* len is the line's length: no scan for its end */
 	if ((cut = memchr(s, '#', len)))
 		len = (size_t)(cut - s);

@@ -2,7 +2,8 @@
  * Invariants: a parsed range is ordered and inside its family; its canonical text parses
  * back to the same range; every CIDR of its cover lies inside it and they tile it; the
  * hand-written address parser accepts exactly what inet_pton() does (IPv4 leading zeros
- * refused), with the same value. */
+ * refused), with the same value; the one-pass CIDR reader reads what it takes as
+ * range_parse() does. */
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -49,8 +50,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (got != want || (got == 0 && (a.family != ra.family || a.v != ra.v)))
 		abort();
 	(void)endpoint_parse(text, &ep, err, sizeof(err));
-	if (range_parse(text, &r, &flags, err, sizeof(err)) != 0)
+	struct range fast;
+	unsigned fast_flags;
+	bool took = range_parse_cidr(text, size, &fast, &fast_flags);
+	if (range_parse(text, &r, &flags, err, sizeof(err)) != 0) {
+		if (took)
+			abort();
 		return 0;
+	}
+	if (took &&
+	    (fast.family != r.family || fast.lo != r.lo || fast.hi != r.hi || fast_flags != flags))
+		abort();
 	if (r.lo > r.hi || r.hi > ipaddr_max(r.family))
 		abort();
 	range_format(&r, canon, sizeof(canon));

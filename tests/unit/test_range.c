@@ -118,6 +118,94 @@ Test(range, every_invalid_form_says_why)
 	}
 }
 
+/* range_parse_cidr() reads text as range_parse() does, or declines it */
+static void
+cidr_agrees(const char *s, size_t len, bool must_take)
+{
+	char text[96], err[256];
+	struct range fast, slow;
+	unsigned ffast = 99, fslow = 99;
+	bool took;
+	int rc;
+
+	memcpy(text, s, len);
+	text[len] = '\0';
+	took = range_parse_cidr(text, len, &fast, &ffast);
+	rc = range_parse(text, &slow, &fslow, err, sizeof(err));
+	if (must_take)
+		cr_assert(took, "'%s' is ADDRESS/PREFIX but range_parse_cidr declined it", text);
+	if (!took)
+		return;
+	cr_assert_eq(rc, 0, "'%s': range_parse_cidr took it, range_parse refused: %s", text, err);
+	cr_assert(fast.family == slow.family && fast.lo == slow.lo && fast.hi == slow.hi &&
+	                  ffast == fslow,
+	          "'%s': range_parse_cidr and range_parse disagree", text);
+}
+
+Test(range, cidr_fast_path_reads_as_range_parse)
+{
+	static const char *const taken[] = {
+	        "0.0.0.0/0",      "192.0.2.0/24",      "192.0.2.7/24", "10.0.0.1/32",
+	        "1.2.3.4/0",      "2001:db8::/32",     "::/0",         "::1/128",
+	        "2001:DB8::7/64", "::ffff:1.2.3.4/24", "fe80::1/10",   "1::/1",
+	};
+	static const char *const other[] = {
+	        "192.0.2.0/33",
+	        "192.0.2.0/024",
+	        "192.0.2.0/",
+	        "/24",
+	        "192.0.2.0 /24",
+	        " 192.0.2.0/24",
+	        "192.0.2.0/24 ",
+	        "192.0.2.0/24#x",
+	        "192.0.2.0/24\r",
+	        "fe80::1%eth0/64",
+	        "::/129",
+	        "::/1280",
+	        "192.0.2.0//24",
+	        "192.0.2.0/2a4",
+	        "10.0.0.0(255.0.0.0)/8",
+	        "10.0.0.1-10.0.0.9/8",
+	        "01.2.3.4/8",
+	        "",
+	        "/",
+	        "1/1",
+	};
+	static const char alpha[] = "0123456789abcdefABCDEF.::./// %(-#\t..0019fF";
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	char s[80];
+
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+		cidr_agrees(taken[i], strlen(taken[i]), true);
+	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		cidr_agrees(other[i], strlen(other[i]), false);
+	for (int k = 0; k < 300000; k++) {
+		size_t len;
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		len = (size_t)(x % 50);
+		for (size_t i = 0; i < len; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			s[i] = alpha[x % (sizeof(alpha) - 1)];
+		}
+		cidr_agrees(s, len, false);
+		/* a valid CIDR block, then mutated at one place */
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (x % 2)
+			len = (size_t)snprintf(s, sizeof(s), "%u.%u.%u.%u/%u",
+			                       (unsigned)(x >> 8) & 255, (unsigned)(x >> 16) & 255,
+			                       (unsigned)(x >> 24) & 255, (unsigned)(x >> 32) & 255,
+			                       (unsigned)(x >> 40) % 33);
+		else
+			len = (size_t)snprintf(
+			        s, sizeof(s), "%x:%x::%x/%u", (unsigned)(x >> 8) & 0xffff,
+			        (unsigned)(x >> 24) & 0xffff, (unsigned)(x >> 40) & 0xff,
+			        (unsigned)(x >> 48) % 129);
+		cidr_agrees(s, len, true);
+		s[(x >> 5) % len] = alpha[(x >> 11) % (sizeof(alpha) - 1)];
+		cidr_agrees(s, len, false);
+	}
+}
+
 Test(range, contains_and_span)
 {
 	struct range r = must_parse("192.168.1.0/24", NULL);
