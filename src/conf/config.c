@@ -1233,7 +1233,10 @@ range_line_cb(char *line, size_t len, int lineno, void *arg)
 	struct range r;
 	unsigned flags;
 
-	/* most lines of a large file are "ADDRESS/PREFIX" alone: read in one pass */
+	/* most lines of a large file are "ADDRESS/PREFIX" alone, some with the CR of a file
+	 * written on Windows: read in one pass */
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
 	if (range_parse_cidr(line, len, &r, &flags))
 		return keep_range(R->L, R->k, &r, flags, line, R->file, lineno);
 	/* len is the line's length: no scan for its end */

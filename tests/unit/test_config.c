@@ -341,6 +341,57 @@ Test(config, ranges_file_errors_name_that_file)
 	diag_release(&d);
 }
 
+/* The lines the one-pass reader takes (ADDRESS/PREFIX alone, or with a Windows CR) and the
+ * ones it leaves to range_parse() give the same records, on their own lines, with the
+ * same warnings. */
+Test(config, ranges_file_lines_in_every_form)
+{
+	struct diag d;
+	char *rf = helper_write_temp("ranges.txt", "67.231.152.0/24\r\n"          /* 1 */
+	                                           "67.231.153.0/24\n"            /* 2 */
+	                                           "  67.231.154.0/24\n"          /* 3 */
+	                                           "67.231.155.0/24 # a note\r\n" /* 4 */
+	                                           "# 10.0.0.0/8\n"               /* 5 */
+	                                           "\r\n"                         /* 6 */
+	                                           "192.0.2.77/24\r\n"            /* 7 */
+	                                           "10.1.0.0 255.255.0.0\n"       /* 8 */
+	                                           "10.2.0.0(255.255.0.0)\r\n"    /* 9 */
+	                                           "10.3.0.1-10.3.0.9\n"          /* 10 */
+	                                           "2001:DB8::/32\r\n"            /* 11 */
+	                                           "198.51.100.7");               /* 12 */
+	static const struct {
+		int line;
+		const char *canon;
+	} want[] = {{1, "67.231.152.0/24"}, {2, "67.231.153.0/24"},    {3, "67.231.154.0/24"},
+	            {4, "67.231.155.0/24"}, {7, "192.0.2.0/24"},       {8, "10.1.0.0/16"},
+	            {9, "10.2.0.0/16"},     {10, "10.3.0.1-10.3.0.9"}, {11, "2001:db8::/32"},
+	            {12, "198.51.100.7/32"}};
+	size_t n = sizeof(want) / sizeof(want[0]);
+
+	free(rf);
+	diag_init(&d);
+	struct config *c = helper_load("connector \"pp\" {\n"
+	                               "  usage = custom\n"
+	                               "  permission-groups = { anonymous-users }\n"
+	                               "  bindings = { \"0.0.0.0:25\" }\n"
+	                               "  remote-ip-ranges-file = \"ranges.txt\"\n"
+	                               "}\n",
+	                               &d);
+	cr_assert_not_null(c);
+	cr_assert_eq(c->connectors[0].n_ranges, n);
+	for (size_t i = 0; i < n; i++) {
+		char buf[128];
+		range_format(&c->connectors[0].ranges[i].r, buf, sizeof(buf));
+		cr_expect_str_eq(buf, want[i].canon, "record %zu", i);
+		cr_expect_eq(c->connectors[0].ranges[i].at.line, want[i].line, "record %zu", i);
+	}
+	cr_expect(helper_has(&d, DIAG_WARNING, "ranges.txt", 7,
+	                     "range '192.0.2.77/24' has host bits set; it means 192.0.2.0/24"));
+	cr_expect_eq(diag_errors(&d), 0);
+	config_unref(c);
+	diag_release(&d);
+}
+
 Test(config, syntax_errors_and_unknown_sections)
 {
 	struct diag d;
