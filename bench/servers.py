@@ -581,6 +581,7 @@ class Sink:
     def __init__(self):
         self.port = free_port()
         self.proc = None
+        self.pin = []            # e.g. ["taskset", "-c", "1"]: where the sink runs
         self.count = 0
         self.when = {}           # count → time.time() it was first seen
         self.lines = []
@@ -634,7 +635,7 @@ class SmtpSink(Sink):
     name = "smtp-sink"
 
     def start(self):
-        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c",
+        self.proc = subprocess.Popen(self.pin + ["smtp-sink", "-u", "nobody", "-c",
                                       f"127.0.0.1:{self.port}", "1024"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         return super().start()
@@ -667,7 +668,7 @@ class TlsSink(Sink):
         self.final = {}
 
     def start(self):
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self.pin + self.cmd, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         if self.proc.stdout.readline().strip() != "listening":
             raise BenchError("tlssink did not start")

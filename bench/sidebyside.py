@@ -17,6 +17,10 @@ Sizes (environment):
                                             the mode bdat sends BDAT n LAST, RFC 3030)
   BENCH_RELAY_MESSAGES=5000 BENCH_RELAY_CONNECTIONS=4                  relay, relaytls
   BENCH_CORES="1 2" BENCH_CORES_MODES="starttls plain" BENCH_CORES_REPEAT=1   cores
+  BENCH_CLIENT_CORE=1   tls, relay, relaytls with the load generator and the next hop
+                        pinned to that core and each server (mxgate with as many workers)
+                        to the others, as where the filtering service's machines are not
+                        the gateway's: the client's TLS no longer takes the server's CPU
   BENCH_FLOOD_SECONDS=10 BENCH_FLOOD_WARMUP=2 BENCH_FLOOD_INFLIGHT=50   shed
   BENCH_IDLE=10000 BENCH_POSTFIX_PROCS=100                             memory
   BENCH_RATE=200 BENCH_LATENCY_SECONDS=20 BENCH_LATENCY_WARMUP=2       latency
@@ -81,6 +85,10 @@ TLS_MODES = (os.environ.get("BENCH_TLS_MODES") or "plain starttls").split()
 RELAY_MESSAGES = env_num("BENCH_RELAY_MESSAGES", 5000)
 RELAY_CONNECTIONS = env_num("BENCH_RELAY_CONNECTIONS", 4)
 CORES = [int(x) for x in (os.environ.get("BENCH_CORES") or "1 2").split()]
+# the client's core (tlsload and the sinks), the servers on the rest; None: nothing pinned
+CLIENT_CORE = os.environ.get("BENCH_CLIENT_CORE") or None
+SERVER_CORES = ",".join(str(c) for c in sorted(os.sched_getaffinity(0))
+                        if str(c) != CLIENT_CORE) if CLIENT_CORE else None
 CORES_MODES = (os.environ.get("BENCH_CORES_MODES") or "starttls plain").split()
 CORES_REPEAT = env_num("BENCH_CORES_REPEAT", 1)
 
@@ -195,6 +203,30 @@ def postfix(label, **conf):
     s = Postfix(ROOT, label)
     s.configure(**conf)
     return s
+
+
+def client_pin():
+    """The taskset prefix of the load generator and the next hop (BENCH_CLIENT_CORE)."""
+    return ["taskset", "-c", CLIENT_CORE] if CLIENT_CORE else []
+
+
+def split_server(kind, label, **conf):
+    """mxgate or Postfix for the tls and relay scenarios: with BENCH_CLIENT_CORE, pinned to
+    the other cores, mxgate with a worker for each."""
+    if kind == "mxgate":
+        if CLIENT_CORE:
+            conf["workers"] = len(SERVER_CORES.split(","))
+        srv = mxgate(f"mxgate-{label}", **conf)
+    else:
+        srv = postfix(f"postfix-{label}", **conf)
+    srv.cpus = SERVER_CORES
+    return srv
+
+
+def pinning():
+    """The words a report's title adds for BENCH_CLIENT_CORE."""
+    return (f"; client and next hop on core {CLIENT_CORE}, the server on {SERVER_CORES} "
+            "(taskset)") if CLIENT_CORE else ""
 
 
 def run_server(server, body, settle=None):
@@ -840,7 +872,7 @@ def tlsload(server, n, tls, sessions=SESSIONS, bdat=False):
     """bench/tlsload: n messages of 1 KiB, one a connection, `sessions` at a time, over
     STARTTLS (TLS 1.3, a full handshake each) when tls, with BDAT instead of DATA when
     bdat.  Returns its figures and the server's CPU seconds before it started."""
-    cmd = [tool("tlsload")] + (["-T"] if tls else []) + (["-B"] if bdat else []) + [
+    cmd = client_pin() + [tool("tlsload")] + (["-T"] if tls else []) + (["-B"] if bdat else []) + [
         "-c", str(sessions), "-m", str(n), "-l", "1024", "-s", CLIENT, "-f", SENDER,
         "-t", RCPT, f"127.0.0.1:{server.port}"]
     c0 = server.cpu_seconds()
@@ -914,8 +946,7 @@ def scenario_tls():
         tls, bdat = mode == "starttls", mode == "bdat"
 
         def make(kind):
-            return mxgate("mxgate-tls", tls=mxtls) if kind == "mxgate" else \
-                postfix("postfix-tls", tls=pftls)
+            return split_server(kind, "tls", tls=mxtls if kind == "mxgate" else pftls)
         res = alternate(f"tls {mode}: tlsload -c {SESSIONS} -m {TLS_MESSAGES}"
                         f"{' -T' if tls else ''}{' -B' if bdat else ''}", make,
                         lambda s: tls_accept(s, TLS_MESSAGES, tls, bdat), REPEAT)
@@ -926,7 +957,7 @@ def scenario_tls():
             note=f"; {TLS_MESSAGES} messages, both offer STARTTLS with the same P-256 "
                  "certificate")
     report(f"6. Accepted mail over STARTTLS: bench/tlsload, {SESSIONS} sessions, 1 KiB, one "
-           f"message a connection, into a Maildir, fsync before 250", rows)
+           f"message a connection, into a Maildir, fsync before 250{pinning()}", rows)
 
 
 # ---- 7. relay end to end (issue 15 b, c) ---------------------------------------------------
@@ -952,14 +983,15 @@ def scenario_relay_common(tls):
     def make(kind):
         sink = TlsSink(tool("tlssink"), pftls[0], pftls[1], RELAY_MESSAGES) if tls else \
             SmtpSink()
+        sink.pin = client_pin()
         if kind == "mxgate":
-            srv = mxgate("mxgate-relay", tls=mxtls, relay=f"127.0.0.1:{sink.port}",
-                         relay_tls="opportunistic" if tls else "none",
-                         relay_connections=conns)
+            srv = split_server(kind, "relay", tls=mxtls, relay=f"127.0.0.1:{sink.port}",
+                               relay_tls="opportunistic" if tls else "none",
+                               relay_connections=conns)
             srv.relaying = True      # relay mode unlinks its spool files: settle after it
         else:
-            srv = postfix("postfix-relay", tls=pftls, relay=f"127.0.0.1:{sink.port}",
-                          relay_tls=tls, relay_connections=conns)
+            srv = split_server(kind, "relay", tls=pftls, relay=f"127.0.0.1:{sink.port}",
+                               relay_tls=tls, relay_connections=conns)
         sinks[id(srv)] = sink
         return srv
 
@@ -996,7 +1028,7 @@ def scenario_relay_common(tls):
         "7. Relay end to end"
     report(f"{title}: bench/tlsload{' -T' if tls else ''}, {SESSIONS} sessions → server "
            f"(250 after fsync) → {'bench/tlssink (STARTTLS)' if tls else 'smtp-sink'}, "
-           f"{conns} connections to it", rows)
+           f"{conns} connections to it{pinning()}", rows)
 
 
 def scenario_relay():
@@ -1070,7 +1102,8 @@ def describe():
         f"BENCH_LATENCY_SECONDS={LATENCY_SECONDS:g} BENCH_RANGES={RANGES} "
         f"BENCH_RELOAD_SESSIONS={RELOAD_SESSIONS} BENCH_RELOADS={RELOADS} "
         f"BENCH_TLS_MESSAGES={TLS_MESSAGES} BENCH_RELAY_MESSAGES={RELAY_MESSAGES} "
-        f"BENCH_RELAY_CONNECTIONS={RELAY_CONNECTIONS} BENCH_CORES_REPEAT={CORES_REPEAT}",
+        f"BENCH_RELAY_CONNECTIONS={RELAY_CONNECTIONS} BENCH_CORES_REPEAT={CORES_REPEAT}"
+        + (f" BENCH_CLIENT_CORE={CLIENT_CORE}" if CLIENT_CORE else ""),
         f"Scenarios: {' '.join(SCENARIOS)}",
     ]
 
