@@ -40,14 +40,21 @@ parse_addr(const char *s, size_t len, struct ipaddr *a, char *err, size_t errlen
 	return 0;
 }
 
+/* The block of plen bits around a: shifts of the family's own width (a million ranges
+ * a reload come through here). */
 static int
-set_masked(const struct ipaddr *a, int plen, struct range *out, unsigned *flags)
+set_masked(const struct ipaddr *a, unsigned plen, struct range *out, unsigned *flags)
 {
-	u128 m = prefix_mask(a->family, plen);
-
 	out->family = a->family;
-	out->lo = a->v & m;
-	out->hi = out->lo | (~m & ipaddr_max(a->family));
+	if (a->family == AF_INET) {
+		uint32_t v = (uint32_t)a->v, m = plen ? ~0u << (32 - plen) : 0;
+		out->lo = v & m;
+		out->hi = (v & m) | ~m;
+	} else {
+		u128 m = plen ? ~(u128)0 << (128 - plen) : 0;
+		out->lo = a->v & m;
+		out->hi = (a->v & m) | ~m;
+	}
 	if (out->lo != a->v)
 		*flags |= RANGE_HOST_BITS;
 	return 0;
@@ -75,7 +82,7 @@ parse_mask(const struct ipaddr *a, const char *ms, size_t mlen, struct range *ou
 		         (int)mlen, ms);
 		return -1;
 	}
-	return set_masked(a, plen, out, flags);
+	return set_masked(a, (unsigned)plen, out, flags);
 }
 
 int
@@ -135,7 +142,7 @@ range_parse(const char *text, struct range *out, unsigned *flagsp, char *err, si
 			         a.family == AF_INET ? "IPv4" : "IPv6");
 			return -1;
 		}
-		set_masked(&a, plen, out, &flags);
+		set_masked(&a, (unsigned)plen, out, &flags);
 	} else if ((p = memchr(s, '-', len)) != NULL) {
 		/* start-end, blanks allowed around the dash */
 		const char *ae = p, *bs = p + 1;
@@ -211,25 +218,10 @@ range_parse_cidr(const char *s, size_t len, struct range *out, unsigned *flags)
 	/* an address with a '%', a blank or a '(' does not parse: range_parse() explains */
 	if (ipaddr_parse(s, slash - 1, &a) < 0)
 		return false;
+	if (plen > (unsigned)ipaddr_bits(a.family))
+		return false;
 	*flags = 0;
-	out->family = a.family;
-	if (a.family == AF_INET) {
-		uint32_t v = (uint32_t)a.v, m;
-		if (plen > 32)
-			return false;
-		m = plen ? ~0u << (32 - plen) : 0;
-		out->lo = v & m;
-		out->hi = (v & m) | ~m;
-	} else {
-		u128 m;
-		if (plen > 128)
-			return false;
-		m = plen ? ~(u128)0 << (128 - plen) : 0;
-		out->lo = a.v & m;
-		out->hi = (a.v & m) | ~m;
-	}
-	if (out->lo != a.v)
-		*flags |= RANGE_HOST_BITS;
+	set_masked(&a, plen, out, flags);
 	return true;
 }
 
