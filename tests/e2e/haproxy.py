@@ -50,6 +50,22 @@ def _listening(port):
     return False
 
 
+def refused_without_a_byte(port, source):
+    """Connects to 127.0.0.1:port from source: True when the connection is closed before
+    any byte arrives. HAProxy's `tcp-request connection reject` resets the connection
+    as soon as it accepts it, and on a loaded machine that reset can land before the
+    blocking connect() returns, which then fails with ECONNRESET: that is the same
+    outcome. A refused connect (nothing listening) is not, and raises."""
+    with socket.socket() as s:
+        s.settimeout(10)
+        s.bind((source, 0))
+        try:
+            s.connect(("127.0.0.1", port))
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+
 def crc32c(data):
     """CRC32c (Castagnoli), as the PROXY v2 CRC32C TLV carries it."""
     crc = 0xFFFFFFFF

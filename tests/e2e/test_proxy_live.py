@@ -9,16 +9,14 @@ believed, and a balancer that sends no header is closed without a byte.
 import glob
 import os
 import re
-import signal
 import smtplib
 import socket
-import subprocess
 import time
 
 import pytest
 
 from daemon import ALLOWED, DENIED, Daemon, message
-from haproxy import HAProxy
+from haproxy import HAProxy, refused_without_a_byte
 
 BALANCER = "127.0.0.10"
 
@@ -87,18 +85,6 @@ def send_via(port, source, n=1, subject="proxied"):
         for i in range(n):
             s.sendmail("a@remote.example", ["user@example.test"],
                        message(f"{subject} {i}").encode())
-
-
-def refused_without_a_byte(port, source):
-    """Connects through HAProxy from source: True when the connection closes before any
-    byte (mxgate closed it, and HAProxy passes the close on)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10,
-                                  source_address=(source, 0)) as s:
-        s.settimeout(10)
-        try:
-            return s.recv(100) == b""
-        except ConnectionResetError:
-            return True
 
 
 @pytest.mark.parametrize("send_proxy", ["v1", "v2"])
