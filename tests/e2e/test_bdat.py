@@ -10,11 +10,9 @@ import threading
 import time
 import urllib.request
 
-import pytest
-
 from daemon import ALLOWED, free_port, message
 from helpers_security import (THIRD, connector, deliver_barrier, expect, expect_close,
-                              queued_lines, session, start)
+                              session, start)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -3,7 +3,6 @@ apply only to global IPv6 sources; link-local and site-local ones cannot come fr
 internet and are exempt.  Run in a namespace of its own with a site-local and a global
 address on lo, so both are real sources of real connections."""
 import os
-import socket
 import subprocess
 import time
 

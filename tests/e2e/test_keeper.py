@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from daemon import free_port
-from helpers_ops import (IS_ROOT, cert_fingerprint, connector, new_cert, presented_fingerprint,
+from helpers_ops import (IS_ROOT, cert_fingerprint, new_cert, presented_fingerprint,
                          session, transaction, zero_bytes)
 
 

@@ -5,7 +5,6 @@ with Postfix's own text, a backend that is down 450 4.4.3 (or 250 with
 verify-unavailable = accept); the caches answer while the backend is down; a backend
 restarted under a kept probe connection is probed again on a fresh one."""
 import re
-import time
 import urllib.request
 
 import pytest
