@@ -658,7 +658,7 @@ record(struct deliver *d, struct spool_entry *e, size_t n_pend, const char *dlin
  */
 static void
 track(const struct spool_entry *e, const struct outcome *o, const bool *tried, const bool *bounced,
-      time_t now)
+      time_t now, const char *relay)
 {
 	for (size_t i = 0; i < e->n_rcpts; i++) {
 		if (!tried[i])
@@ -669,15 +669,26 @@ track(const struct spool_entry *e, const struct outcome *o, const bool *tried, c
 		metrics_delivery(status[0] == 's'   ? METRICS_DELIVERED
 		                 : status[0] == 'b' ? METRICS_FAILED
 		                                    : METRICS_DEFERRED);
-		char dsn[32];
-		dsn_status(o[i].code, o[i].text, dsn, sizeof(dsn));
+		/* code 0: no reply at all (the next hop not reached, the connection lost), which
+		 * is only ever a deferral: a temporary network status, not dsn_status()'s 5.0.0 */
+		char dsn[32], reply[640];
+		if (o[i].code)
+			dsn_status(o[i].code, o[i].text, dsn, sizeof(dsn));
+		else
+			snprintf(dsn, sizeof(dsn), "4.4.0");
+		if (o[i].code)
+			snprintf(reply, sizeof(reply), "%d %s", o[i].code, o[i].text);
+		else
+			snprintf(reply, sizeof(reply), "%s", o[i].text);
 		log_msg(strcmp(status, "sent") == 0 ? LOG_LVL_INFO : LOG_LVL_WARNING,
 		        "message %s: to=<%s>, relay=%s, delay=%llds, attempt=%u, size=%llu, "
-		        "dsn=%s, status=%s (%d %s)",
-		        e->id, e->rcpts[i], o[i].remote ? o[i].remote : "maildir",
+		        "dsn=%s, status=%s (%s)",
+		        e->id, e->rcpts[i],
+		        o[i].remote ? o[i].remote
+		        : relay     ? relay
+		                    : "maildir",
 		        (long long)(now - e->received), e->attempts,
-		        (unsigned long long)(e->size - e->prefix_len), dsn, status, o[i].code,
-		        o[i].text);
+		        (unsigned long long)(e->size - e->prefix_len), dsn, status, reply);
 	}
 }
 
@@ -780,7 +791,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 	/* the record first (the window deliver.h describes), then the log line */
 	bool removed =
 	        record(d, e, n_pend, del_recorded || !dlines || !dlen ? NULL : dlines, lines);
-	track(e, o, tried, nf > 0 ? newly_failed : NULL, now);
+	track(e, o, tried, nf > 0 ? newly_failed : NULL, now, cfg->relay);
 	free(tried);
 
 	if (n_del || nf)
