@@ -113,6 +113,12 @@ parse_error(char *err, size_t errlen, const char *path, const char *text, bool w
 		         "cannot load %s %s: no PEM %s in it (a line -----BEGIN %s-----)", what,
 		         path, want_key ? "private key" : "certificate",
 		         want_key ? "PRIVATE KEY" : "CERTIFICATE");
+	else if (want_key && ERR_GET_LIB(last) == ERR_LIB_X509 &&
+	         ERR_GET_REASON(last) == X509_R_KEY_VALUES_MISMATCH)
+		snprintf(err, errlen,
+		         "cannot load key %s: it does not match the certificate (another "
+		         "certificate's key, or a renewed certificate with the old key?)",
+		         path);
 	else if (want_key && strstr(text, "ENCRYPTED"))
 		snprintf(err, errlen,
 		         "cannot load key %s: it is encrypted with a passphrase; mxgate needs "

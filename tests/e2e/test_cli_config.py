@@ -207,6 +207,14 @@ def test_tls_errors_name_the_real_cause(mxgate, tmp_path):
                         BIN, "check", "-c", str(conf)], capture_output=True, text=True)
     assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
     assert "system lib" not in r.stderr, r.stderr
+    # a key of another certificate: said in words, not OpenSSL's "key values mismatch"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(tmp_path / "k2.pem"), "-out", str(tmp_path / "c2.pem"),
+                    "-subj", "/CN=other.example.test"], check=True, capture_output=True)
+    os.chmod(tmp_path / "k2.pem", 0o600)
+    conf.write_text(base % ("c.pem", "k2.pem"))
+    r = mxgate("check", "-c", str(conf))
+    assert r.rc == 1 and "does not match the certificate" in r.err, r.err
 
 
 def test_reference_man_is_lint_clean_and_has_every_key(mxgate, tmp_path):
