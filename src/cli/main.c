@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf/config.h"
 #include "conf/providers.h"
@@ -289,6 +290,14 @@ cmd_check(int argc, char **argv)
 		diag_release(&d);
 		return EXIT_FAILURE;
 	}
+	/* the one start-up refusal a configuration can cause that only the running user
+	 * decides: as root (mxgate.service's ExecStartPre), say it before `run` does */
+	if (geteuid() == 0 && !c->user)
+		fprintf(stderr,
+		        "%s: warning: no user key: started as root (as mxgate.service does), "
+		        "mxgate run refuses to start; set user = \"mxgate\" (the account it "
+		        "switches to after binding its ports)\n",
+		        path);
 	printf("configuration OK\n");
 	for (size_t i = 0; i < c->n_connectors; i++) {
 		char line[1024];
