@@ -2775,6 +2775,7 @@ config_print_man(FILE *fp)
 	      ".Sh EXAMPLES\nA gateway that takes mail from a filtering service only:\n"
 	      ".Bd -literal -offset indent\n"
 	      "hostname = \"mx.example.com\"\n"
+	      "user = \"mxgate\"\n"
 	      "accepted-domains = { \"example.com\" }\n"
 	      "tls {\n  certificate = \"/etc/mxgate/tls/fullchain.pem\"\n"
 	      "  key = \"/etc/mxgate/tls/key.pem\"\n}\n"
