@@ -2196,6 +2196,14 @@ load_connectors(struct loader *L, const struct sections *S)
 				           k->name, o->at.line);
 		}
 	}
+	size_t enabled = 0;
+	for (size_t i = 0; i < c->n_connectors; i++)
+		enabled += c->connectors[i].enabled;
+	if (c->n_connectors && !enabled)
+		diag_warn(
+		        L->d, L->file, 0,
+		        "every connector is disabled (enabled = false): mxgate would open no port "
+		        "and take no mail");
 	return 0;
 }
 

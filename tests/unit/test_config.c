@@ -993,6 +993,25 @@ Test(config, comment_lines_keep_line_numbers_exact)
 	diag_release(&d);
 }
 
+/* Connectors that are all disabled load (a disabled connector is valid), but the daemon
+ * would open no port: warned, not silently started with 0 listeners. */
+Test(config, every_connector_disabled_is_warned)
+{
+	struct diag d;
+
+	diag_init(&d);
+	struct config *c = helper_load("accepted-domains = { \"example.com\" }\n"
+	                               "connector \"off\" {\n"
+	                               "  usage = internet\n  auth-mechanism = { none }\n"
+	                               "  enabled = false\n  bindings = { \"0.0.0.0:25\" }\n"
+	                               "  remote-ip-ranges = { \"10.0.0.0/8\" }\n}\n",
+	                               &d);
+	cr_assert_not_null(c);
+	WARN(0, "every connector is disabled");
+	config_unref(c);
+	diag_release(&d);
+}
+
 /* With libConfuse, a provider preset (@name) pushed every later line ~34 lines too far
  * (etc/proofpoint-lockdown.conf: `user` on line 21 was reported on line 55). */
 Test(config, a_provider_preset_does_not_shift_later_lines)
