@@ -202,6 +202,24 @@ load_quietly(const char *path)
 	return c;
 }
 
+/* queue and status read the configuration only for the spool's control socket: when it
+ * does not load (an edit under way), say that the daemon is not what failed. */
+static struct config *
+load_for_spool(const char *cmd, const char *path)
+{
+	struct config *c = load_quietly(path);
+
+	if (!c)
+		fprintf(stderr,
+		        "mxgate %s: %s does not load, so its spool (where the daemon's control "
+		        "socket is) is unknown; a running daemon keeps the configuration it "
+		        "loaded: fix the file (mxgate check -c %s), or name the daemon's own with "
+		        "-c "
+		        "FILE\n",
+		        cmd, path, path);
+	return c;
+}
+
 /* Takes every flag out of argv (it may stand anywhere, as postqueue's -j does) and says
  * whether it was there; *argc is what is left. */
 static bool
@@ -381,7 +399,7 @@ cmd_queue(int argc, char **argv)
 		        "ID or all");
 	}
 	/* the spool's location (its control socket) comes from the configuration */
-	if (!(c = load_quietly(path)))
+	if (!(c = load_for_spool("queue", path)))
 		return EXIT_FAILURE;
 	rc = queue_command(c->spool, command, stdout, stderr);
 	config_unref(c);
@@ -400,7 +418,7 @@ cmd_status(int argc, char **argv)
 	if (optind < argc)
 		return usage_error("status", "unexpected argument '%s'", argv[optind]);
 	/* the spool's location (its control socket) comes from the configuration */
-	if (!(c = load_quietly(path)))
+	if (!(c = load_for_spool("status", path)))
 		return EXIT_FAILURE;
 	rc = queue_status(c->spool, stdout, stderr);
 	config_unref(c);
