@@ -687,6 +687,13 @@ providers_show(const char *name)
 	if (providers_find(name, path, sizeof(path)) < 0) {
 		char hint[512];
 		bool near = providers_suggest(name, hint, sizeof(hint)) == 0;
+		/* the suggestions are written for a configuration ('@name'); here a name is
+		 * given bare */
+		size_t k = 0;
+		for (size_t i = 0; hint[i]; i++)
+			if (hint[i] != '@')
+				hint[k++] = hint[i];
+		hint[k] = '\0';
 		fprintf(stderr,
 		        "mxgate providers: no preset '%s' in %s%s%s%s (`mxgate providers` lists "
 		        "them)\n",

@@ -79,6 +79,10 @@ def test_show_unknown_or_bad_names_exit_1():
         assert r.rc == 1, name
         assert r.out == ""
         assert f"no preset '{name}' in " in r.err and "`mxgate providers` lists them" in r.err
+    # the name to type here is bare: no '@' as in a configuration
+    r = run_mxgate("providers", "show", "proofpoint-essentials")
+    assert r.rc == 1 and ("did you mean 'proofpoint-essentials-eu' or "
+                          "'proofpoint-essentials-us'?") in r.err, r.err
 
 
 def test_usage_errors_exit_2():
