@@ -3009,6 +3009,22 @@ config_print_effective(const struct config *c, FILE *fp, bool all)
 	for (size_t i = 0; i < c->n_accepted_domains; i++)
 		fprintf(fp, "%s \"%s\"", i ? "," : "", c->accepted_domains[i]);
 	fputs(" }\n", fp);
+	/* the balancers that may name any client: never left out of what is shown */
+	if (c->n_proxy_from) {
+		enum { SHOWN = 16 };
+		fputs("proxy-protocol-from = {", fp);
+		for (size_t i = 0; i < c->n_proxy_from && i < SHOWN; i++) {
+			char r[128];
+			range_format(&c->proxy_from[i].r, r, sizeof(r));
+			fprintf(fp, "%s \"%s\"", i ? "," : "", r);
+		}
+		fputs(" }", fp);
+		if (c->n_proxy_from > SHOWN)
+			fprintf(fp, "  # and %zu more", c->n_proxy_from - SHOWN);
+		fputs("\n", fp);
+	} else if (all) {
+		fputs("# proxy-protocol-from: not set  # default\n", fp);
+	}
 	for (size_t b = 0; b < 2; b++) {
 		fprintf(fp, "%s {\n", blocks[b].open);
 		put_section(fp, blocks[b].sec, c, c->given, all, "  ");

@@ -349,6 +349,14 @@ def test_config_prints_the_effective_configuration(mxgate, write_conf, tls_pair,
     assert "  max-message-size = 50MB\n" in r.out                 # written: no mark
     assert "  message-rate-limit = unlimited  # default\n" in r.out
     assert "  tarpit-interval = 5s  # default\n" in r.out
+    assert "# proxy-protocol-from: not set  # default\n" in r.out
+
+    # the balancers that may name any client are shown, as every other top-level list is
+    conf = write_conf('proxy-protocol-from = { "10.9.0.10", "10.9.1.0/24" }\n' +
+                      one_connector('"192.0.2.0/24"'))
+    r = mxgate("config", "-c", conf)
+    assert r.rc == 0, r.err
+    assert 'proxy-protocol-from = { "10.9.0.10/32", "10.9.1.0/24" }\n' in r.out, r.out
 
 
 def test_config_refuses_a_bad_file_and_bad_arguments(mxgate, write_conf):
