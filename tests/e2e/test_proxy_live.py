@@ -345,6 +345,9 @@ def test_scaling_md_snippets_work_as_written(pdaemon, tmp_path):
     from conftest import run_mxgate
     conf, backend = doc_blocks()
     assert conf.startswith("# mxgate.conf")
+    # the documented run user, which the install makes; nobody stands in for it here
+    assert 'user = "mxgate"\n' in conf
+    conf = conf.replace('user = "mxgate"\n', 'user = "nobody"\n')
     path = tmp_path / "mxgate.conf"
     path.write_text(conf)
     r = run_mxgate("check", "-c", str(path))
@@ -354,7 +357,7 @@ def test_scaling_md_snippets_work_as_written(pdaemon, tmp_path):
     running = (conf.replace("0.0.0.0:25", f"127.0.0.1:{d.port}")
                .replace('"/var/spool/mxgate"', f'"{d.spool}"')
                .replace('"10.9.0.10"', f'"{BALANCER}"'))
-    running += f'user = "nobody"\ndeliver {{ maildir = "{d.mail}/%d/%u" }}\n'
+    running += f'deliver {{ maildir = "{d.mail}/%d/%u" }}\n'
     with open(d.conf, "w") as f:
         f.write(running)
     os.chmod(d.conf, 0o644)
