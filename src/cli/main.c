@@ -252,7 +252,26 @@ cmd_run(int argc, char **argv)
 	 * (madvise) only to fault it in again.  Keep up to 4 MiB of free heap at its top
 	 * (a reload trims explicitly, see server.c). */
 	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
-	return server_run(path) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	/* The file's directory resolved now, as root, and the file's own name kept (a
+	 * symbolic link swapped for a deploy is followed again at each reload).  The
+	 * configuration names its files relative to the resolved directory (set_dir() in conf/config.c); once
+	 * it is the run user the daemon cannot resolve a directory under one only root may
+	 * search, and its reloads would name the files otherwise than the privileged reader
+	 * does: the key refused ("Permission denied"), relative Maildirs refused. */
+	const char *slash = strrchr(path, '/');
+	char *abs = NULL,
+	     *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	char *rdir = dir ? realpath(dir, NULL) : NULL;
+	if (rdir && asprintf(&abs, "%s/%s", strcmp(rdir, "/") == 0 ? "" : rdir,
+	                     slash ? slash + 1 : path) > 0)
+		path = abs;
+	else
+		abs = NULL;
+	free(dir);
+	free(rdir);
+	int rc = server_run(path);
+	free(abs);
+	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 static int

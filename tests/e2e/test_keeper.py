@@ -95,6 +95,34 @@ def test_reload_reads_root_only_files_and_rotates_the_certificate(daemon):
     daemon.wait_messages(1)
 
 
+def test_a_relative_config_path_into_a_root_only_directory_reloads(daemon):
+    """`mxgate run -c private/etc/mxgate.conf` (a relative path) with relative paths in
+    the file: the run user cannot search private/ (0700, root's), so the daemon must name
+    the files as the keeper does, by absolute path, or the reload refuses the key
+    ("Permission denied") and a relative maildir ("not an absolute path")."""
+    priv, _ = private_setup(daemon)
+    with open(daemon.conf) as f:
+        text = f.read()
+    text = (text.replace(f'"{daemon.cert}"', '"cert.pem"').replace(f'"{daemon.key}"', '"key.pem"')
+            .replace(f'maildir = "{daemon.mail}/%d/%u"',
+                     'maildir = "%s/%%d/%%u"' % os.path.relpath(daemon.mail, priv)))
+    assert '"cert.pem"' in text and '"key.pem"' in text and 'maildir = "../' in text, text
+    # one level below private/: resolving the file's directory needs private/ searched
+    os.remove(daemon.conf)
+    os.mkdir(os.path.join(priv, "etc"), 0o700)
+    text = text.replace('"cert.pem"', '"../cert.pem"').replace('"key.pem"', '"../key.pem"')
+    text = text.replace('maildir = "../', 'maildir = "../../')
+    daemon.conf = os.path.join(priv, "etc", "mxgate.conf")
+    with open(daemon.conf, "w") as f:
+        f.write(text)
+    os.chmod(daemon.conf, 0o600)
+    daemon.conf = os.path.relpath(daemon.conf)
+    assert not os.path.isabs(daemon.conf)
+    daemon.start()
+    daemon.reload()
+    assert "Permission denied" not in daemon.log() and "not an absolute" not in daemon.log()
+
+
 def test_a_bad_key_keeps_the_old_certificate_and_says_why(daemon):
     """A key that does not parse is refused with the file's name and the reason; the
     running certificate stays. A key that is a certificate is called swapped."""
