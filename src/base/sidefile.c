@@ -265,7 +265,12 @@ sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefil
 		}
 		if (n == 0)
 			break;
+		bool first = total == 0;
 		total += (uint64_t)n;
+		/* a UTF-8 byte order mark (Notepad, PowerShell's Out-File -Encoding utf8) is not
+		 * part of the first line */
+		if (first && n >= 3 && memcmp(chunk, "\xef\xbb\xbf", 3) == 0)
+			p += 3;
 		if (total > lim->max_size) {
 			/* it grew since fstat() */
 			size_text(lim->max_size, limit, sizeof(limit));
@@ -281,7 +286,16 @@ sidefile_read_sized(const char *path, const struct sidefile_limits *lim, sidefil
 			char *nl = memchr(p, '\n', (size_t)(end - p)), *whole;
 			size_t seg = (size_t)((nl ? nl : end) - p);
 			if (nul && memchr(p, '\0', seg)) {
-				set_error(err, lineno, "a NUL byte: this is not a text file");
+				if (lineno == 1 && n >= 2 && p == chunk &&
+				    (memcmp(chunk, "\xff\xfe", 2) == 0 ||
+				     memcmp(chunk, "\xfe\xff", 2) == 0))
+					set_error(err, lineno,
+					          "UTF-16 text (as Windows PowerShell's Out-File "
+					          "writes it): save it as UTF-8 or ASCII (Out-File "
+					          "-Encoding ascii)");
+				else
+					set_error(err, lineno,
+					          "a NUL byte: this is not a text file");
 				goto out;
 			}
 			if (len + seg > lim->max_line) {

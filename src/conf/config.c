@@ -2420,7 +2420,16 @@ config_load(const char *path, struct diag *d)
 	if (!(text = read_main_file(&L, &len)))
 		goto out;
 	SHA256((const unsigned char *)text, len, c->sha256);
-	root = conf_parse(text, len, section_syntax,
+	/* a UTF-8 byte order mark (Notepad, PowerShell's Set-Content -Encoding utf8) is not
+	 * part of the first key */
+	size_t bom = len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+	if (len >= 2 && (memcmp(text, "\xff\xfe", 2) == 0 || memcmp(text, "\xfe\xff", 2) == 0)) {
+		diag_error(d, L.file, 1,
+		           "UTF-16 text (as Windows PowerShell's Out-File writes it): save it as "
+		           "UTF-8 or ASCII (Out-File -Encoding ascii)");
+		goto out;
+	}
+	root = conf_parse(text + bom, len - bom, section_syntax,
 	                  sizeof(section_syntax) / sizeof(section_syntax[0]), &serr);
 	if (!root && serr.line == 0)
 		rc = -1;

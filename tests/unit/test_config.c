@@ -993,6 +993,27 @@ Test(config, comment_lines_keep_line_numbers_exact)
 	diag_release(&d);
 }
 
+/* A byte order mark before the first key (Notepad, PowerShell) is not part of it. */
+Test(config, a_utf8_bom_before_the_first_key_is_skipped)
+{
+	struct diag d;
+
+	diag_init(&d);
+	struct config *c = helper_load("\xef\xbb\xbfhostname = \"mx.example.com\"\n"
+	                               "accepted-domains = { \"example.com\" }\n"
+	                               "connector \"c\" {\n"
+	                               "  usage = internet\n  auth-mechanism = { none }\n"
+	                               "  bindings = { \"0.0.0.0:25\" }\n"
+	                               "  remote-ip-ranges = { \"10.0.0.0/8\" }\n}\n",
+	                               &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	cr_expect_str_eq(c->hostname, "mx.example.com");
+	config_unref(c);
+	diag_release(&d);
+}
+
 /* Connectors that are all disabled load (a disabled connector is valid), but the daemon
  * would open no port: warned, not silently started with 0 listeners. */
 Test(config, every_connector_disabled_is_warned)

@@ -302,3 +302,36 @@ Test(sidefile, a_nul_byte_names_its_line_across_reads)
 		free(path);
 	}
 }
+
+/* Windows tools write a byte order mark: UTF-8's is skipped, UTF-16 is named (its NUL
+ * bytes would otherwise say only "not a text file"). */
+Test(sidefile, a_utf8_bom_is_skipped_and_utf16_is_named)
+{
+	char *path = helper_write_temp("bom.txt", "\xef\xbb\xbf"
+	                                          "192.0.2.1\r\n192.0.2.2\n");
+	struct collect c = {0};
+	struct sidefile_error err;
+
+	cr_assert_eq(sidefile_read(path, &big, collect_cb, &c, &err), 0, "%s", err.text);
+	cr_expect_eq(c.n, 2);
+	cr_assert_eq(c.len, strlen("192.0.2.1\r\n192.0.2.2\n"));
+	cr_expect_eq(memcmp(c.text, "192.0.2.1\r\n192.0.2.2\n", c.len), 0);
+	free(c.text);
+	unlink(path);
+	free(path);
+
+	static const char utf16[] = "\xff\xfe"
+	                            "1\0009\0002\000.\000\r\000\n\000";
+	path = helper_write_temp("utf16.txt", "");
+	FILE *fp = fopen(path, "wb");
+	cr_assert_not_null(fp);
+	cr_assert_eq(fwrite(utf16, 1, sizeof(utf16) - 1, fp), sizeof(utf16) - 1);
+	fclose(fp);
+	c = (struct collect){0};
+	cr_expect_eq(sidefile_read(path, &big, collect_cb, &c, &err), -1);
+	cr_expect_eq(err.line, 1);
+	cr_expect(strstr(err.text, "UTF-16 text") != NULL, "%s", err.text);
+	free(c.text);
+	unlink(path);
+	free(path);
+}
