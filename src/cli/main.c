@@ -202,22 +202,37 @@ load_quietly(const char *path)
 	return c;
 }
 
-/* queue and status read the configuration only for the spool's control socket: when it
- * does not load (an edit under way), say that the daemon is not what failed. */
-static struct config *
-load_for_spool(const char *cmd, const char *path)
+/* queue and status read the configuration only for the spool's control socket.  While
+ * the file has errors (an edit under way, a reload just refused) the daemon still runs on
+ * the configuration it loaded: its spool is then taken from the file's statements alone,
+ * so the daemon can still be asked.  Returns the spool (to free), or NULL, said. */
+static char *
+spool_for(const char *cmd, const char *path)
 {
 	struct config *c = load_quietly(path);
+	char *spool;
 
-	if (!c)
+	if (c) {
+		spool = strdup(c->spool);
+		config_unref(c);
+		if (!spool)
+			fprintf(stderr, "mxgate %s: out of memory\n", cmd);
+		return spool;
+	}
+	if ((spool = config_spool_of(path))) {
 		fprintf(stderr,
-		        "mxgate %s: %s does not load, so its spool (where the daemon's control "
-		        "socket is) is unknown; a running daemon keeps the configuration it "
-		        "loaded: fix the file (mxgate check -c %s), or name the daemon's own with "
-		        "-c "
-		        "FILE\n",
-		        cmd, path, path);
-	return c;
+		        "mxgate %s: %s has errors (above); asking the daemon on the spool it "
+		        "names, %s (a running daemon keeps the configuration it loaded)\n",
+		        cmd, path, spool);
+		return spool;
+	}
+	fprintf(stderr,
+	        "mxgate %s: %s cannot be read or parsed, so its spool (where the daemon's control "
+	        "socket "
+	        "is) is unknown; fix the file (mxgate check -c %s), or name the daemon's own "
+	        "with -c FILE\n",
+	        cmd, path, path);
+	return NULL;
 }
 
 /* Takes every flag out of argv (it may stand anywhere, as postqueue's -j does) and says
@@ -390,8 +405,7 @@ static int
 cmd_queue(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
-	char command[64];
-	struct config *c;
+	char command[64], *spool;
 	int rc;
 
 	/* --json anywhere (Postfix's postqueue -j, OpenSMTPD's smtpctl show queue) */
@@ -418,10 +432,10 @@ cmd_queue(int argc, char **argv)
 		        "ID or all");
 	}
 	/* the spool's location (its control socket) comes from the configuration */
-	if (!(c = load_for_spool("queue", path)))
+	if (!(spool = spool_for("queue", path)))
 		return EXIT_FAILURE;
-	rc = queue_command(c->spool, command, stdout, stderr);
-	config_unref(c);
+	rc = queue_command(spool, command, stdout, stderr);
+	free(spool);
 	return rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
@@ -429,7 +443,7 @@ static int
 cmd_status(int argc, char **argv)
 {
 	const char *path = CONFIG_DEFAULT_PATH;
-	struct config *c;
+	char *spool;
 	int rc;
 
 	if (parse_opts("status", argc, argv, &path, NULL) < 0)
@@ -437,10 +451,10 @@ cmd_status(int argc, char **argv)
 	if (optind < argc)
 		return usage_error("status", "unexpected argument '%s'", argv[optind]);
 	/* the spool's location (its control socket) comes from the configuration */
-	if (!(c = load_for_spool("status", path)))
+	if (!(spool = spool_for("status", path)))
 		return EXIT_FAILURE;
-	rc = queue_status(c->spool, stdout, stderr);
-	config_unref(c);
+	rc = queue_status(spool, stdout, stderr);
+	free(spool);
 	return rc;
 }
 

@@ -2450,6 +2450,42 @@ out:
 	return c;
 }
 
+char *
+config_spool_of(const char *path)
+{
+	struct sidefile_limits lim = {.max_size = SIDEFILE_DEFAULT_MAX_SIZE,
+	                              .max_line = SIDEFILE_DEFAULT_MAX_LINE};
+	struct sidefile_error serr;
+	struct conf_syntax_error perr;
+	struct loader L = {0};
+	const char *spool = NULL;
+	char *text, *out = NULL;
+	size_t len;
+
+	if (sidefile_slurp(path, &lim, &text, &len, &serr) < 0)
+		return NULL;
+	size_t bom = len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+	struct conf_node *root =
+	        conf_parse(text + bom, len - bom, section_syntax,
+	                   sizeof(section_syntax) / sizeof(section_syntax[0]), &perr);
+	free(text);
+	if (!root)
+		return NULL;
+	for (size_t i = 0; i < root->n_children && !spool; i++) {
+		const struct conf_node *n = &root->children[i];
+		if (n->kind == CONF_ASSIGN && strcmp(n->name, "spool") == 0 && n->n_values == 1)
+			spool = n->values[0].text;
+	}
+	for (size_t i = 0; i < N_OPTIONS && !spool; i++)
+		if (options[i].sec == SEC_ROOT && strcmp(options[i].name, "spool") == 0)
+			spool = options[i].def;
+	if (spool && set_dir(&L, path) == 0)
+		out = resolve_path(&L, spool);
+	free(L.dir);
+	conf_node_free(root);
+	return out;
+}
+
 struct config *
 config_load_compiled(const char *path, struct diag *d)
 {

@@ -196,6 +196,12 @@ struct config *config_load(const char *path, struct diag *d);
  * load with config_load(). */
 struct config *config_load_compiled(const char *path, struct diag *d);
 
+/* The spool directory a file names (resolved as config_load() resolves it, the default
+ * when it names none), read from its statements alone: for `mxgate queue` and `status`,
+ * which need only the daemon's control socket, while the file has errors that are not
+ * syntax errors (an edit under way).  NULL when the file cannot be read or parsed. */
+char *config_spool_of(const char *path);
+
 struct config *config_ref(struct config *c);
 /* Drops a reference; the last one frees the snapshot.  config_unref(NULL) is a no-op. */
 void config_unref(struct config *c);

@@ -82,3 +82,25 @@ def test_status_when_not_running_exits_3_and_says_so(daemon):
     rc, out, err = status(daemon)
     assert rc == 3, (rc, out, err)
     assert "mxgate is not running (nothing answers on" in err, err
+
+
+def test_status_and_queue_reach_the_daemon_while_the_file_has_errors(daemon):
+    """A typo in the file (an edit under way, the reload refused): the daemon runs on,
+    and status and queue still reach it, through the spool the file's statements name."""
+    daemon.configure()
+    daemon.start()
+    with open(daemon.conf, "a") as f:
+        f.write("tarpit-intervl = 0s\n")
+    daemon.reload(expect_ok=False)
+    rc, out, err = status(daemon)
+    assert rc == 0, err
+    assert "reloads since start: 0 accepted, 1 refused" in out, out
+    assert "unknown key 'tarpit-intervl'" in err and "asking the daemon on the spool" in err
+    r = subprocess.run([BIN, "queue", "-c", daemon.conf], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and "0 messages" in r.stdout, r.stdout + r.stderr
+    # a file that does not parse names no spool: said, exit 1
+    with open(daemon.conf, "a") as f:
+        f.write('connector {\n')
+    rc, out, err = status(daemon)
+    assert rc == 1 and "cannot be read or parsed" in err, err

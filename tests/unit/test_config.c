@@ -993,6 +993,30 @@ Test(config, comment_lines_keep_line_numbers_exact)
 	diag_release(&d);
 }
 
+/* mxgate queue and status find the spool of a file with errors from its statements:
+ * resolved as the loader resolves it, the default when none is written, NULL when the
+ * file does not parse. */
+Test(config, the_spool_of_a_file_with_errors)
+{
+	char *path = helper_write_temp("spool1.conf", "spool = \"q\"\nno-such-key = 1\n");
+	char *spool = config_spool_of(path), *want = NULL;
+
+	cr_assert_not_null(spool);
+	cr_assert(asprintf(&want, "%s/q", helper_tmpdir()) > 0);
+	cr_expect_str_eq(spool, want);
+	free(spool);
+	free(want);
+	free(path);
+	path = helper_write_temp("spool2.conf", "connector \"x\" { bogus = 1 }\n");
+	spool = config_spool_of(path);
+	cr_expect_str_eq(spool, "/var/spool/mxgate");
+	free(spool);
+	free(path);
+	path = helper_write_temp("spool3.conf", "spool = \"/s\"\nconnector {\n");
+	cr_expect_null(config_spool_of(path));
+	free(path);
+}
+
 /* A byte order mark before the first key (Notepad, PowerShell) is not part of it. */
 Test(config, a_utf8_bom_before_the_first_key_is_skipped)
 {
