@@ -65,6 +65,7 @@ static struct {
 	_Atomic int64_t sessions_active;
 	counter accept_paused;
 	_Atomic int64_t privileged_reader;
+	_Atomic int64_t bindings_not_listening;
 	counter tls[TLS_N];
 	counter tls_failed;
 	counter tls_resumed;
@@ -226,6 +227,8 @@ metrics_read(struct metrics_view *v)
 	        .queue_held = atomic_load_explicit(&R.queue_held, memory_order_relaxed),
 	        .privileged_reader =
 	                atomic_load_explicit(&R.privileged_reader, memory_order_relaxed),
+	        .bindings_not_listening =
+	                atomic_load_explicit(&R.bindings_not_listening, memory_order_relaxed),
 	};
 	for (size_t i = 0; i < METRICS_REFUSAL_N; i++)
 		v->refused[i] = get(&R.refused[i]);
@@ -249,6 +252,12 @@ void
 metrics_privileged_reader(bool up)
 {
 	atomic_store_explicit(&R.privileged_reader, up ? 1 : 0, memory_order_relaxed);
+}
+
+void
+metrics_bindings_not_listening(size_t n)
+{
+	atomic_store_explicit(&R.bindings_not_listening, (int64_t)n, memory_order_relaxed);
 }
 
 void
@@ -661,6 +670,10 @@ render_global(struct out *o)
 	           "1 while reloads read root-only files through the privileged reader; 0 when "
 	           "there is none (not started as root) or it is gone (restart to get it back).",
 	           atomic_load_explicit(&R.privileged_reader, memory_order_relaxed));
+	single_i64(o, "mxgate_bindings_not_listening", "gauge",
+	           "Bindings of the running configuration that are not open: a reload that "
+	           "could not open one (address in use, not on this host) applied the rest.",
+	           atomic_load_explicit(&R.bindings_not_listening, memory_order_relaxed));
 	enum_family(o, "mxgate_tls_sessions_total",
 	            "TLS handshakes completed (STARTTLS), by protocol version.", "version",
 	            tls_label, R.tls, TLS_N);

@@ -31,6 +31,7 @@
  *   mxgate_connector_sessions_active{connector}        gauge
  *   mxgate_accept_paused_total                         counter
  *   mxgate_privileged_reader_up                        gauge, metrics_privileged_reader()
+ *   mxgate_bindings_not_listening                      gauge, metrics_bindings_not_listening()
  *   mxgate_tls_sessions_total{version}                 counter, handshakes completed
  *   mxgate_tls_handshake_failures_total                counter
  *   mxgate_tls_buffer_slots{state=used|hot}            gauge, net/tlsmem (when installed)
@@ -198,6 +199,9 @@ void metrics_accept_paused(void);
 /* Whether reloads go through the privileged reader (smtpd/keeper.h): set when it starts and
  * when it is found gone. */
 void metrics_privileged_reader(bool up);
+/* The bindings of the running configuration that are not open: set after each reload
+ * (one that cannot be opened then is logged, and the others serve). */
+void metrics_bindings_not_listening(size_t n);
 /* version: the protocol's name as OpenSSL gives it ("TLSv1.2", "TLSv1.3"; "TLSv1",
  * "TLSv1.1" are counted too); anything else counts as "other". */
 void metrics_tls_session(const char *version);
@@ -252,7 +256,7 @@ struct metrics_connector_view {
 struct metrics_view {
 	double start_time, config_load_time, queue_oldest; /* Unix times; 0: none */
 	uint64_t config_generation, reloads_ok, reloads_error;
-	int64_t sessions_active, queue_messages, privileged_reader;
+	int64_t sessions_active, queue_messages, privileged_reader, bindings_not_listening;
 	int64_t queue_held;
 	uint64_t refused[METRICS_REFUSAL_N];
 	uint64_t deliveries[METRICS_DELIVERY_N];

@@ -228,6 +228,7 @@ apply_snapshot_cb(struct config *c, struct tls_ctx *t, void *arg)
 	log_set_level((enum log_level)c->log_level);
 	size_t failed;
 	size_t n = S.n_ls = listeners_reconcile(S.ls, c, &failed);
+	metrics_bindings_not_listening(failed);
 	if (failed)
 		log_msg(LOG_LVL_ERROR,
 		        "reload: %zu binding%s could not be opened (see above); the "

@@ -71,9 +71,15 @@ write_process(FILE *out, const struct status_info *in, const struct metrics_view
 	for (size_t i = 0; i < sizeof(in->cfg->sha256); i++)
 		fprintf(out, "%02x", in->cfg->sha256[i]);
 	fprintf(out, " (the file as loaded; mxgate audit compares it)\n");
-	fprintf(out, "state: %s, %zu listener%s, %zu worker%s",
-	        in->draining ? "draining" : "serving", in->listeners, plural(in->listeners),
-	        in->workers, plural(in->workers));
+	fprintf(out, "state: %s, %zu listener%s", in->draining ? "draining" : "serving",
+	        in->listeners, plural(in->listeners));
+	if (m->bindings_not_listening > 0)
+		fprintf(out,
+		        " (%" PRId64 " binding%s of the configuration not open: the last "
+		        "reload could not open %s, see the log)",
+		        m->bindings_not_listening, plural((uint64_t)m->bindings_not_listening),
+		        m->bindings_not_listening == 1 ? "it" : "them");
+	fprintf(out, ", %zu worker%s", in->workers, plural(in->workers));
 	if (in->keeper_pid == 0)
 		fprintf(out, ", no privileged reader (not started as root)\n");
 	else if (m->privileged_reader)

@@ -104,3 +104,41 @@ def test_status_and_queue_reach_the_daemon_while_the_file_has_errors(daemon):
         f.write('connector {\n')
     rc, out, err = status(daemon)
     assert rc == 1 and "cannot be read or parsed" in err, err
+
+
+def test_a_binding_a_reload_cannot_open_is_shown_until_one_does(daemon):
+    """A reload whose new binding is taken applies the rest (logged); status and the gauge
+    mxgate_bindings_not_listening show it, and the next reload after the port is freed
+    opens it."""
+    import socket
+    import urllib.request
+    from daemon import free_port
+    mport, other = free_port(), free_port()
+    daemon.configure(top=f'metrics-listen = "127.0.0.1:{mport}"')
+    daemon.start()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", other))
+    holder.listen()
+
+    def gauge():
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            m = re.search(r"^mxgate_bindings_not_listening (\d+)$", r.read().decode(), re.M)
+        assert m, "no mxgate_bindings_not_listening series"
+        return int(m.group(1))
+
+    assert gauge() == 0
+    daemon.configure(top=f'metrics-listen = "127.0.0.1:{mport}"',
+                     connectors=connector("Test", bindings=("127.0.0.1:{port}",
+                                                            f"127.0.0.1:{other}")))
+    daemon.reload()
+    daemon.wait_log(r"reload: 1 binding could not be opened")
+    rc, out, err = status(daemon)
+    assert rc == 0, err
+    assert "1 listener (1 binding of the configuration not open" in line(out, "state:"), out
+    assert gauge() == 1
+    holder.close()
+    daemon.reload()
+    rc, out, err = status(daemon)
+    assert "2 listeners, " in line(out, "state:") and "not open" not in out, out
+    assert gauge() == 0
