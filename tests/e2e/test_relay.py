@@ -190,6 +190,10 @@ def test_queue_list_flush_remove_running_and_stopped(daemon, sink):
     a = send(daemon, ["user@example.test"], subject="a")
     b = send(daemon, ["user@example.test", "other@example.test"], subject="b")
     daemon.wait_log(rf"message {b} deferred")
+    # message tracking for a next hop never reached: the relay as configured, a temporary
+    # network status (not dsn_status()'s 5.0.0 for "no reply"), the error without a code
+    daemon.wait_log(rf"message {b}: to=<other@example\.test>, relay=127\.0\.0\.1:{sink.port}, "
+                    rf".*dsn=4\.4\.0, status=deferred \(cannot connect to ")
     rc, out, err = queue(daemon, "list")
     assert rc == 0, err
     assert a in out and b in out and "<other@example.test>" in out
