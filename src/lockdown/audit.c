@@ -347,6 +347,7 @@ struct famstate {
 	bool reachable; /* a socket takes this family's clients on the port */
 	bool whole;     /* the configuration itself takes every address of the family */
 	bool open;      /* the firewall lets the outsider through */
+	bool exposed;   /* one of the addresses is not loopback: other hosts can reach it */
 	bool assumed;
 	struct ipaddr outsider;
 	struct ipaddr dsts[16];
@@ -428,6 +429,7 @@ add_dst(struct famstate *st, const struct ipaddr *a)
 	struct ipaddr any = {0};
 	const struct ipaddr *d = ipaddr_is_any(a) ? &any : a;
 
+	st->exposed |= !loopback(d);
 	for (size_t i = 0; i < st->n_dsts; i++)
 		if (st->dsts[i].family == d->family && st->dsts[i].v == d->v)
 			return;
@@ -479,7 +481,9 @@ fam_state(const struct config *c, const struct audit_host *h, uint16_t port, int
 			add_dst(st, &(struct ipaddr){0});
 		}
 	}
-	if ((!st->bound && !st->reachable) || st->whole || !h->nft)
+	/* a port only on loopback addresses is out of every other host's reach, whatever the
+	 * firewall says (the kernel drops packets for 127/8 and ::1 from other interfaces) */
+	if ((!st->bound && !st->reachable) || st->whole || !h->nft || !st->exposed)
 		return;
 	pick_outsider(c, port, family, &st->outsider);
 	st->open = accepts(h, st, &st->outsider);
@@ -509,7 +513,8 @@ report_family(const char *path, uint16_t port, int family, const struct famstate
               const struct famstate *other, struct audit_report *r)
 {
 	char fix[1024], out[IPADDR_STRLEN], in[IPADDR_STRLEN];
-	bool other_locked = other->bound && !other->whole && !other->open;
+	/* locked, not merely out of reach: a family only on loopback is neither */
+	bool other_locked = other->bound && other->exposed && !other->whole && !other->open;
 	enum audit_severity sev = st->reachable ? AUDIT_CRITICAL : AUDIT_WARNING;
 	const char *idle = st->reachable ? "" : " (nothing listens there now)";
 

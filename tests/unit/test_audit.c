@@ -550,6 +550,30 @@ Test(audit, no_firewall_at_all)
 	teardown(&f, out);
 }
 
+/* make run's example: listeners on 127.0.0.1 and ::1 only, no firewall at all. No other host
+ * can reach them, so nothing is open; the same connector on 0.0.0.0 is */
+Test(audit, loopback_only_is_not_open_without_a_firewall)
+{
+	struct fixture f;
+	setup(&f,
+	      CONNECTOR("Local", "\"127.0.0.1:2525\", \"[::1]:2525\"", "\"127.0.0.2\", \"::1\""),
+	      "{\"nftables\":[]}");
+	add_socket(&f, "127.0.0.1:2525", true, 0, "");
+	add_socket(&f, "[::1]:2525", true, 0, "");
+	char *out = run(&f);
+	cr_expect(strstr(out, "-open") == NULL, "%s", out);
+	teardown(&f, out);
+
+	setup(&f, CONNECTOR("Local", "\"127.0.0.1:2525\", \"[::]:2525\"", "\"127.0.0.2\", \"::1\""),
+	      "{\"nftables\":[]}");
+	add_socket(&f, "127.0.0.1:2525", true, 0, "");
+	add_socket(&f, "[::]:2525", true, 0, "");
+	out = run(&f);
+	cr_expect(strstr(out, "critical firewall-open: port 2525, IPv6: ") != NULL, "%s", out);
+	cr_expect(strstr(out, "IPv4") == NULL, "%s", out);
+	teardown(&f, out);
+}
+
 /* Postfix on [::]:25 next to mxgate on 0.0.0.0:25: a bypass for IPv6, and for IPv4 too
  * through its dual-stack socket (::ffff:a.b.c.d) */
 Test(audit, second_mta_on_the_ipv6_wildcard)
