@@ -134,7 +134,8 @@ usage_error(const char *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-/* Parses the options common to the config-reading commands.  Returns -1 on a usage error. */
+/* Parses the options common to the config-reading commands, before or after the other
+ * arguments.  Returns -1 on a usage error. */
 static int
 parse_opts(const char *cmd, int argc, char **argv, const char **cfgpath, int *verbose)
 {
@@ -145,9 +146,9 @@ parse_opts(const char *cmd, int argc, char **argv, const char **cfgpath, int *ve
 	};
 	int ch;
 
-	optind = 1;
+	optind = 0; /* 0: GNU getopt starts afresh (options may follow the arguments) */
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, verbose ? "+c:v" : "+c:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, verbose ? "c:v" : "c:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			*cfgpath = optarg;
@@ -473,9 +474,9 @@ cmd_audit(int argc, char **argv)
 	bool json = false;
 	int ch, rc;
 
-	optind = 1;
+	optind = 0; /* 0: GNU getopt starts afresh (options may follow the arguments) */
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+c:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:", longopts, NULL)) != -1) {
 		if (ch == 'c')
 			path = optarg;
 		else if (ch == 'j')
@@ -518,9 +519,9 @@ cmd_firewall(int argc, char **argv)
 	struct diag d;
 	int ch, rc;
 
-	optind = 1;
+	optind = 0; /* 0: GNU getopt starts afresh (options may follow the arguments) */
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+c:f:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:f:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
@@ -580,7 +581,7 @@ cmd_probe(int argc, char **argv)
 	double secs;
 	size_t len;
 
-	optind = 1;
+	optind = 0; /* 0: GNU getopt starts afresh (options may follow the arguments) */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {

@@ -196,8 +196,13 @@ def test_hold_all_and_remove_all_through_the_daemon(daemon):
     ids = [send(daemon, subject=f"m{i}") for i in range(3)]
     for i in ids:
         daemon.wait_log(rf"message {i} deferred \(attempt 1\)")
-    rc, out, err = queue(daemon, "hold", "all")
-    assert rc == 0 and "3 messages held" in out, err
+    # -c after the verb too, as with postqueue and smtpctl: an admin types it either way
+    r = subprocess.run([BIN, "queue", "hold", "all", "-c", daemon.conf], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and "3 messages held" in r.stdout, r.stderr
+    r = subprocess.run([BIN, "queue", "list", "--config", daemon.conf, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and '"count": 3' in r.stdout.replace('":3', '": 3'), r.stderr
     assert {m["state"] for m in listing(daemon)[0]["messages"]} == {"held"}
     rc, out, err = queue(daemon, "remove", "all")
     assert rc == 0 and "3 messages removed" in out, err
