@@ -447,6 +447,16 @@ id_command(const char *command, const char *verb, const char **arg)
 	return true;
 }
 
+/* what to do about an errno from control_connect(): the socket is the daemon's user's alone */
+static const char *
+access_hint(int e)
+{
+	return e == EACCES || e == EPERM
+	               ? " (the control socket is for root and the user mxgate runs as: run this "
+	                 "command as one of them, e.g. with sudo)"
+	               : "";
+}
+
 int
 queue_command(const char *spool, const char *command, FILE *out, FILE *err)
 {
@@ -471,8 +481,8 @@ queue_command(const char *spool, const char *command, FILE *out, FILE *err)
 		return control_exchange(fd, command, "mxgate queue", out, err);
 	int e = errno;
 	if (e != ENOENT && e != ECONNREFUSED) {
-		fprintf(err, "mxgate queue: cannot reach the daemon at %s/%s: %s\n", spool,
-		        QUEUE_CONTROL_NAME, strerror(e));
+		fprintf(err, "mxgate queue: cannot reach the daemon at %s/%s: %s%s\n", spool,
+		        QUEUE_CONTROL_NAME, strerror(e), access_hint(e));
 		return 1;
 	}
 	/* the daemon is not running: work on the files */
@@ -513,8 +523,8 @@ queue_status(const char *spool, FILE *out, FILE *err)
 			        "start it, or see `journalctl -u mxgate` for why it stopped\n",
 			        spool, QUEUE_CONTROL_NAME);
 		else
-			fprintf(err, "mxgate status: cannot reach the daemon at %s/%s: %s\n", spool,
-			        QUEUE_CONTROL_NAME, strerror(e));
+			fprintf(err, "mxgate status: cannot reach the daemon at %s/%s: %s%s\n",
+			        spool, QUEUE_CONTROL_NAME, strerror(e), access_hint(e));
 		return e == ENOENT || e == ECONNREFUSED ? 3 : 1;
 	}
 	return control_exchange(fd, "status", "mxgate status", out, err);

@@ -1,11 +1,16 @@
 """`mxgate status` over the control socket: uptime, the configuration's generation and
 load time, each connector's live sessions and totals, the queue and the delivery state;
 exit 3 when no daemon runs."""
+import os
 import re
+import shutil
 import subprocess
+import tempfile
+
+import pytest
 
 from daemon import BIN
-from helpers_ops import (block_delivery, connector, expect, session, transaction,
+from helpers_ops import (IS_ROOT, block_delivery, connector, expect, session, transaction,
                          unblock_delivery)
 
 
@@ -82,6 +87,32 @@ def test_status_when_not_running_exits_3_and_says_so(daemon):
     rc, out, err = status(daemon)
     assert rc == 3, (rc, out, err)
     assert "mxgate is not running (nothing answers on" in err, err
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to run the command as another user")
+def test_a_user_the_control_socket_refuses_is_told_who_may(daemon):
+    """status and queue run by a user who may not use the control socket: the error says
+    whose it is and what to do, not only "Permission denied"."""
+    daemon.configure()
+    daemon.start()
+    # a user who is neither root nor the daemon's (the harness runs it as nobody), with a
+    # copy of the file it may read (pytest's own directory is root's alone)
+    public = tempfile.mkdtemp(prefix="mxgate-status-")
+    try:
+        os.chmod(public, 0o755)
+        conf = os.path.join(public, "readable.conf")
+        shutil.copy(daemon.conf, conf)
+        os.chmod(conf, 0o644)
+        for args in (["status"], ["queue", "list"]):
+            r = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
+                                BIN, *args, "-c", conf],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1, (args, r)
+            assert "cannot reach the daemon at " in r.stderr, r.stderr
+            assert "Permission denied (the control socket is for root and the user mxgate " \
+                   "runs as: run this command as one of them" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(public)
 
 
 def test_status_and_queue_reach_the_daemon_while_the_file_has_errors(daemon):
