@@ -227,11 +227,20 @@ spool_for(const char *cmd, const char *path)
 		        cmd, path, spool);
 		return spool;
 	}
+	if (access(path, R_OK) != 0 && (errno == EACCES || errno == EPERM)) {
+		fprintf(stderr,
+		        "mxgate %s: this user may not read %s, where the daemon's spool and "
+		        "control "
+		        "socket are named; run the command as root (sudo) or as the user mxgate "
+		        "runs "
+		        "as\n",
+		        cmd, path);
+		return NULL;
+	}
 	fprintf(stderr,
 	        "mxgate %s: %s cannot be read or parsed, so its spool (where the daemon's control "
-	        "socket "
-	        "is) is unknown; fix the file (mxgate check -c %s), or name the daemon's own "
-	        "with -c FILE\n",
+	        "socket is) is unknown; fix the file (mxgate check -c %s), or name the daemon's "
+	        "own with -c FILE\n",
 	        cmd, path, path);
 	return NULL;
 }

@@ -111,6 +111,15 @@ def test_a_user_the_control_socket_refuses_is_told_who_may(daemon):
             assert "cannot reach the daemon at " in r.stderr, r.stderr
             assert "Permission denied (the control socket is for root and the user mxgate " \
                    "runs as: run this command as one of them" in r.stderr, r.stderr
+        # the file itself unreadable (as /etc/mxgate/mxgate.conf is to most users)
+        os.chmod(conf, 0o600)
+        for args in (["status"], ["queue", "list"]):
+            r = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
+                                BIN, *args, "-c", conf],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1, (args, r)
+            assert f"this user may not read {conf}, where the daemon's spool and control " \
+                   "socket are named; run the command as root (sudo)" in r.stderr, r.stderr
     finally:
         shutil.rmtree(public)
 
