@@ -135,6 +135,27 @@ add_value(struct parser *P, struct conf_node *n)
 	n->values[n->n_values++] = (struct conf_value){text, P->tok.line};
 }
 
+/* "max-message-size = 36 MB" or "drain-timeout = 5 min": a word after the value on its line
+ * that starts no setting of its own would be read as a section and swallow the next one.
+ * Another setting on the same line ("a = 1 b = 2") is still allowed. */
+static void
+stray_after_value(struct parser *P, const struct conf_node *n, int line)
+{
+	const struct token *after;
+	char word[64];
+
+	if (P->failed || !is_text(&P->tok) || P->tok.line != line)
+		return;
+	snprintf(word, sizeof(word), "%.*s", (int)(P->tok.len < 60 ? P->tok.len : 60), P->tok.text);
+	after = peek(P);
+	if (P->failed || after->kind == TOK_EQUALS || after->kind == TOK_PLUS_EQUALS)
+		return;
+	fail(P, line,
+	     "syntax error: '%s' follows the value of '%s' on its line; a value with blanks is "
+	     "written in quotes: %s = \"%s %s\"",
+	     word, n->name, n->name, n->values[n->n_values - 1].text, word);
+}
+
 /* After '=' or '+=': one value or a { list }.  Leaves the token after it current. */
 static void
 parse_value(struct parser *P, struct conf_node *n)
@@ -144,6 +165,7 @@ parse_value(struct parser *P, struct conf_node *n)
 	if (is_text(&P->tok)) {
 		add_value(P, n);
 		advance(P);
+		stray_after_value(P, n, open);
 		return;
 	}
 	if (P->tok.kind != TOK_LBRACE) {

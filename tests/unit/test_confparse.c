@@ -210,6 +210,20 @@ Test(parse, tree_with_lines)
 	conf_node_free(root);
 }
 
+/* settings side by side on a line, with or without ';', are still settings */
+Test(parse, settings_side_by_side)
+{
+	struct conf_syntax_error err;
+	struct conf_node *root = parse("a = 1 b = \"2\"; c += x\nd = 4\n", &err);
+
+	cr_assert_not_null(root, "%s", err.text);
+	cr_assert_eq(root->n_children, 4);
+	cr_expect_str_eq(root->children[1].name, "b");
+	cr_expect(root->children[2].append);
+	cr_expect_str_eq(root->children[2].values[0].text, "x");
+	conf_node_free(root);
+}
+
 Test(parse, syntax_errors_with_their_lines)
 {
 	static const struct {
@@ -229,6 +243,13 @@ Test(parse, syntax_errors_with_their_lines)
 	        {"a = f(1)\n", 1, "syntax error"},
 	        {"a { b { c { d { e { f { g { h { i { } } } } } } } } }\n", 1, "nested"},
 	        {"a = \"x\n", 1, "never closed"},
+	        /* a word after a value would start a section swallowing the next one */
+	        {"a = 1\ndrain-timeout = 5 min\ndeliver {\n}\n", 2,
+	         "'min' follows the value of 'drain-timeout' on its line; a value with blanks "
+	         "is written in quotes: drain-timeout = \"5 min\""},
+	        {"max-message-size = 36 MB\n", 1, "max-message-size = \"36 MB\""},
+	        {"max-message-size = 36 MB", 1, "'MB' follows the value"},
+	        {"a = 'x' y {\n}\n", 1, "'y' follows the value of 'a'"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct conf_syntax_error err;
