@@ -31,7 +31,7 @@ enum kind {
 	K_PATH,     /* a file or directory; relative to the config file's directory */
 	K_PATHS,    /* a list of K_PATH */
 	K_BOOL,     /* true/false, yes/no, on/off */
-	K_SIZE,     /* bytes: 36MB, 36 MB, 37748736 */
+	K_SIZE,     /* bytes: 36MB, "36 MB", 37748736 */
 	K_DURATION, /* 5m, 300s, 00:05:00 */
 	K_COUNT,    /* a whole number */
 	K_ENUM,     /* one keyword */
@@ -2672,7 +2672,8 @@ config_print_reference(FILE *fp)
 	            "`section { }`, `connector \"NAME\" { }`; values are words or "
 	            "`\"quoted\"` (with `\\\"`, `\\\\`, `\\n`, `\\t` escapes) or `'literal'`; "
 	            "`#`, `//` and `/* */` comments.\n"
-	            "Sizes: `36MB`, `36 MB`, `37748736` (KB, MB, GB are binary, as in Exchange).\n"
+	            "Sizes: `36MB`, `\"36 MB\"` (quoted: a value with blanks), `37748736`\n"
+	            "(KB, MB, GB are binary, as in Exchange).\n"
 	            "Durations: `5m`, `300s`, `1h30m`, or Exchange's `00:05:00` / `1.00:00:00`.\n"
 	            "Relative paths are relative to the directory of the config file.\n");
 	for (int s = 0; s < SEC_COUNT; s++) {
@@ -2799,9 +2800,12 @@ config_print_man(FILE *fp)
 	      "escapes\n.Sq \\e\\(dq ,\n.Sq \\e\\e ,\n"
 	      ".Sq \\en\nand\n.Sq \\et\nwork; in\n\\(aq...\\(aq\nonly\n.Sq \\e\\(aq\nand\n.Sq "
 	      "\\e\\e\ndo.\n"
-	      "A\n.Sq \\&;\nmay end a setting.\nComments run from\n.Sq #\nor\n.Sq //\n"
+	      "A\n.Sq \\&;\nmay end a setting.\n"
+	      "A value with blanks in it is quoted; a second word after a value on its line\n"
+	      "is an error, unless it starts the next setting.\n"
+	      "Comments run from\n.Sq #\nor\n.Sq //\n"
 	      "to the end of the line, or from\n.Sq /*\nto\n.Sq */ .\n"
-	      ".Pp\nSizes are written\n.Ql 36MB ,\n.Ql 36 MB\nor\n.Ql 37748736\n"
+	      ".Pp\nSizes are written\n.Ql 36MB ,\n.Ql \\(dq36 MB\\(dq\nor\n.Ql 37748736\n"
 	      "(KB, MB and GB are binary, as in Exchange).\nDurations are written\n"
 	      ".Ql 5m ,\n.Ql 300s ,\n.Ql 1h30m\nor as Exchange's\n.Ql 00:05:00\nand\n"
 	      ".Ql 1.00:00:00 .\nRelative paths are relative to the directory of the file.\n",
