@@ -2231,6 +2231,29 @@ load_client_ca(struct loader *L)
 	return 0;
 }
 
+/* The directories run opens or makes, judged by what stat() can see now (a path not there
+ * yet is made by run; one this user may not look into is left to run): the refusals run
+ * would meet at start, said here with their line, by check and at a reload too. */
+static void
+check_directory(struct loader *L, const char *what, const char *path, int line,
+                bool others_may_write)
+{
+	struct stat st;
+
+	if (!path || !*path || stat(path, &st) < 0)
+		return;
+	if (!S_ISDIR(st.st_mode))
+		diag_error(L->d, L->file, line,
+		           "%s %s is not a directory; point %s at a directory (mxgate makes it "
+		           "when it does not exist)",
+		           what, path, what);
+	else if (!others_may_write && (st.st_mode & S_IWOTH))
+		diag_error(L->d, L->file, line,
+		           "%s %s is writable by every user; chmod o-w it (mxgate's files there "
+		           "must be its own)",
+		           what, path);
+}
+
 static int
 load_sections(struct loader *L, const struct sections *S, struct givens *root, struct givens *G)
 {
@@ -2257,6 +2280,9 @@ load_sections(struct loader *L, const struct sections *S, struct givens *root, s
 		          "one");
 	if (load_connectors(L, S) < 0)
 		return -1;
+	check_directory(L, "spool", c->spool, opt_line(root, SEC_ROOT, "spool", 0), true);
+	check_directory(L, "protocol-log-directory", c->protocol_log_directory,
+	                opt_line(root, SEC_ROOT, "protocol-log-directory", 0), false);
 	return load_client_ca(L);
 }
 

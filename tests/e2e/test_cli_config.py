@@ -368,3 +368,32 @@ def test_config_refuses_a_bad_file_and_bad_arguments(mxgate, write_conf):
     assert mxgate("config", "-c", conf, "--bogus").rc == 2
     r = mxgate("config", "-c", conf)
     assert "  remote-ip-ranges: 1 range (1 IPv4, 0 IPv6)\n    1 inline\n" in r.out
+
+
+def test_check_refuses_the_directories_run_would_refuse(mxgate, write_conf, tmp_path):
+    """A spool that is a file and a protocol-log directory every user may write: run
+    refused them at start; check (and a reload) now say so, with the line."""
+    (tmp_path / "spoolfile").write_text("")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.chmod(logs, 0o777)
+    conf = write_conf(f"""
+        user = "nobody"
+        spool = "{tmp_path / 'spoolfile'}"
+        protocol-log-directory = "{logs}"
+    """ + EXCHANGE_EXAMPLE)
+    r = mxgate("check", "-c", conf)
+    assert r.rc == 1, r.out
+    assert (f"mxgate.conf:2: error: spool {tmp_path / 'spoolfile'} is not a directory; "
+            "point spool at a directory (mxgate makes it when it does not exist)") in r.err
+    assert (f"mxgate.conf:3: error: protocol-log-directory {logs} is writable by every "
+            "user; chmod o-w it") in r.err
+    # fixed, and a spool not made yet: OK (run makes it)
+    os.chmod(logs, 0o750)
+    conf = write_conf(f"""
+        user = "nobody"
+        spool = "{tmp_path / 'spool-to-be'}"
+        protocol-log-directory = "{logs}"
+    """ + EXCHANGE_EXAMPLE)
+    r = mxgate("check", "-c", conf)
+    assert r.rc == 0, r.err
