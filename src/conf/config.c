@@ -1868,15 +1868,17 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
 		const char *open = open_to(k);
 		if (open)
-			diag_warn(
-			        L->d, L->file,
-			        k->all_remote ? k->at.line
-			                      : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
-			                                 k->at.line),
-			        "connector '%s' lets anonymous senders in from %s: this opens the "
-			        "server to anyone; list your filtering service's ranges in "
-			        "remote-ip-ranges",
-			        k->name, open);
+			diag_warn(L->d, L->file,
+			          k->all_remote ? k->at.line
+			                        : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
+			                                   k->at.line),
+			          "connector '%s' lets %s senders in from %s: this opens the "
+			          "server to anyone; list your filtering service's ranges in "
+			          "remote-ip-ranges",
+			          k->name,
+			          k->permission_groups & PERM_ANONYMOUS_USERS ? "anonymous"
+			                                                      : "partner",
+			          open);
 	}
 	if (k->enabled && L->c->n_proxy_from && k->n_bindings) {
 		/* behind balancers, a connector anyone may reach directly bypasses them */

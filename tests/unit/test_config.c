@@ -283,13 +283,20 @@ Test(config, warnings_do_not_reject)
 	                               "  bindings = { \"0.0.0.0:26\" }\n"
 	                               "  remote-ip-ranges = { \"0.0.0.0-255.255.255.255\",\n"
 	                               "    \"192.168.1.1/24\", \"0.0.0.0\" }\n"
+	                               "}\n"
+	                               "connector \"partners\" {\n"
+	                               "  usage = partner\n"
+	                               "  bindings = { \"0.0.0.0:27\" }\n"
 	                               "}\n",
 	                               &d);
 	if (!c)
 		helper_dump(&d);
 	cr_assert_not_null(c);
-	WARN(3, "opens the server to anyone");
+	WARN(3, "connector 'open' lets anonymous senders in from every IPv4 and IPv6 address: "
+	        "this opens the server to anyone");
 	WARN(10, "opens the server to anyone");
+	WARN(13, "connector 'partners' lets partner senders in from every IPv4 and IPv6 "
+	         "address: this opens the server to anyone");
 	WARN(11, "host bits set; it means 192.168.1.0/24");
 	WARN(11, "single address 0.0.0.0");
 	cr_expect(c->connectors[0].all_remote);
