@@ -33,13 +33,17 @@ DENIED = "127.0.0.3"
 
 
 _PORT_RNG = random.Random()
+_PORTS_GIVEN = set()
 
 
 def free_port(host="127.0.0.1"):
     """A port for a server the test starts later.  Picked below the kernel's ephemeral
     range: a port the kernel handed out by bind(0) can be taken in the meantime as the
     source port of some client's connection (the next hop's, a probe's), and the server
-    then fails with EADDRINUSE."""
+    then fails with EADDRINUSE.  Never the same port twice in one run: a test often asks
+    for two or three ports before it starts anything on them (the daemon's, its metrics',
+    a next hop's), and the bind() below cannot see a port already promised to another
+    server that has not bound it yet."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -49,12 +53,15 @@ def free_port(host="127.0.0.1"):
     top = min(low, 32768) - 1
     for _ in range(200):
         port = _PORT_RNG.randint(max(1024, top - 12000), top)
+        if port in _PORTS_GIVEN:
+            continue
         with socket.socket(fam, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
                 s.listen(1)
             except OSError:
                 continue
+            _PORTS_GIVEN.add(port)
             return port
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
