@@ -214,8 +214,11 @@ def test_session_ids_do_not_repeat_across_restarts(daemon):
             with daemon.connect() as c:
                 assert c.reply()[0] == 220
                 c.cmd("QUIT")
-        ids = re.findall(r"session=([0-9A-F]+) ", daemon.log())
+        # read once the daemon has exited: stop() has then taken every line it wrote (the
+        # log reaches daemon.lines through a pipe and a reader thread, and the line of a
+        # session can still be on its way when its client has had the 221)
         daemon.stop()
+        ids = re.findall(r"session=([0-9A-F]+) ", daemon.log())
         assert ids, daemon.log()
         seen.append(sorted(set(ids)))
     assert all(len(run) == 2 for run in seen), seen
