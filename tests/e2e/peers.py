@@ -15,6 +15,7 @@ import textwrap
 import time
 
 from daemon import free_port
+from haproxy import _listening
 
 
 def _wait_port(port, timeout=15):
@@ -100,6 +101,15 @@ class Postfix:
         deadline = time.time() + 15
         while pid and os.path.exists(f"/proc/{pid}") and time.time() < deadline:
             time.sleep(0.05)
+        # and for its children: each smtpd holds the listening socket the master passed
+        # it, and they are told to stop (SIGTERM to the process group) as the master
+        # exits, not waited for.  Until the last is gone the port still takes connections
+        # (a client is then reset or left hanging instead of refused), and a new Postfix
+        # on the same port cannot bind it.
+        while _listening(self.port) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _listening(self.port), \
+            f"Postfix stopped, yet 127.0.0.1:{self.port} still listens 15s later"
 
     def cleanup(self):
         self.stop()
