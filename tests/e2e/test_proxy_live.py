@@ -58,6 +58,18 @@ def metric(daemon, name, **labels):
     return 0
 
 
+def protolog_rows(logdir, want, timeout=10):
+    """The protocol log's text once it holds `want` (or after timeout): its writer thread
+    writes the rows the sessions queue a moment later, asynchronously."""
+    deadline = time.time() + timeout
+    while True:
+        rows = "".join(open(p).read() for p in sorted(glob.glob(os.path.join(logdir,
+                                                                             "RECV*.LOG"))))
+        if want in rows or time.time() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def haproxy():
     made = []
@@ -102,7 +114,7 @@ def test_the_header_client_is_the_client_for_everything(pdaemon, haproxy, send_p
     d.wait_log(rf"client=\[{re.escape(ALLOWED)}\]:\d+ via=\[{re.escape(BALANCER)}\]:\d+ "
                r'connector="Public": accepted on')
     # the protocol log's remote-endpoint is the client
-    rows = open(glob.glob(os.path.join(logdir, "RECV*.LOG"))[0]).read()
+    rows = protolog_rows(logdir, f",{ALLOWED}:")
     assert f",{ALLOWED}:" in rows and BALANCER not in rows, rows
     assert metric(d, "mxgate_proxy_headers_total", result="ok") == 1
     # outside the connector's ranges: closed without an SMTP byte, though the balancer is
