@@ -481,12 +481,18 @@ ptr_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 		finish(c, DNS_NO_PTR, NULL);
 	} else {
 		int type = c->addr.family == AF_INET ? T_A : T_AAAA;
+		/* c-ares answers a query it cannot send (send(2) failed) before ares_query()
+		 * returns: this hold keeps such an answer from finishing, and freeing, the
+		 * check while the loop still starts the others */
+		c->pending++;
 		for (unsigned i = 0; i < c->r.n_names; i++) {
 			c->subs[i] = (struct sub){c, i};
 			c->pending++;
 			c->d->queries++;
 			ares_query(c->d->ch, c->r.names[i], C_IN, type, addr_cb, &c->subs[i]);
 		}
+		if (--c->pending == 0)
+			finish(c, DNS_DONE, NULL); /* every lookup was answered already */
 		arm_timer(c->d);
 	}
 	check_free_if_done(c);
