@@ -1036,7 +1036,11 @@ session_run(struct session *s)
 			s->closing = true;
 			want_read(s, false);
 			idle_timer(s, false);
-			int r = s->eof ? 1 : flush_out(s);
+			/* after the client's end of stream too: a client that closed only its
+			 * sending side (TLS 1.3's close_notify, RFC 8446 §6.1) still reads, and
+			 * what is queued may be the 250 of a message it sent last; a connection
+			 * that is gone fails the write */
+			int r = flush_out(s);
 			if (r != 0)
 				session_close(s, s->eof  ? "client disconnected"
 				                 : r < 0 ? "write failed"

@@ -265,3 +265,40 @@ def test_a_record_cut_in_two_is_answered_when_its_rest_comes(daemon):
     obj.write(b"QUIT\r\n")
     sock.sendall(out.read())
     assert read_replies(sock, obj, inc, 1).startswith("221")
+
+
+def test_a_message_sent_with_close_notify_behind_it_is_still_answered(daemon):
+    """A TLS 1.3 client may close its sending side with close_notify and go on reading
+    (RFC 8446 §6.1): the end of its message, QUIT and the close_notify in one segment
+    still get their replies, the 250 first; without it the client never learns that the
+    message was queued, and sends it again."""
+    daemon.configure()
+    daemon.start()
+    sock, obj, inc, out = tls_over_memory(daemon)
+    obj.write(b"EHLO client.example\r\n")
+    obj.write(b"MAIL FROM:<sender@remote.example>\r\n")
+    obj.write(b"RCPT TO:<user@example.test>\r\n")
+    sock.sendall(out.read())
+    read_replies(sock, obj, inc, 3)
+    obj.write(b"DATA\r\n")
+    sock.sendall(out.read())
+    assert read_replies(sock, obj, inc, 1).startswith("354")
+    obj.write(b"Subject: close_notify behind\r\n\r\none\r\n.\r\nQUIT\r\n")
+    try:
+        obj.unwrap()  # close_notify: the client sends nothing more
+    except ssl.SSLWantReadError:
+        pass
+    sock.sendall(out.read())  # the records and the close_notify together
+    text = b""
+    while True:
+        try:
+            text += obj.read(65536)
+        except ssl.SSLWantReadError:
+            data = sock.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    assert b"250 2.6.0 <" in text and b"221 2.0.0" in text, text
+    assert b"Subject: close_notify behind" in daemon.wait_messages(1)[0]
