@@ -523,7 +523,11 @@ read_headers(struct deliver *d, const struct spool_entry *e, size_t *len)
 			return buf;
 		}
 	}
-	*len = n;
+	/* a header longer than the buffer: up to its last whole line (cut between a CR and
+	 * its LF, the bounce held a bare CR) */
+	while (n >= 2 && !(buf[n - 2] == '\r' && buf[n - 1] == '\n'))
+		n--;
+	*len = n < 2 ? 0 : n;
 	return buf;
 }
 

@@ -398,3 +398,89 @@ def test_accepted_recipients_are_recorded_before_the_bounce_is_queued(daemon, fa
         assert hop.copies("sender@example.test", "Undelivered Mail Returned to Sender") == 1
     finally:
         hop.stop()
+
+
+
+class RawNextHop:
+    """A next hop that keeps the raw bytes of each message's DATA (Postfix strips every
+    CR at the end of a line, so it cannot show a bare one) and refuses RCPT for
+    nobody-here@."""
+
+    def __init__(self):
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.data = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn):
+        buf = b""
+        conn.sendall(b"220 raw.example.test\r\n")
+        with conn:
+            while True:
+                while b"\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                line, buf = buf.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb == b"RCPT" and b"nobody-here@" in line:
+                    conn.sendall(b"550 5.1.1 no such user\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while b"\r\n.\r\n" not in buf:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    msg, buf = buf.split(b"\r\n.\r\n", 1)
+                    self.data.append(msg + b"\r\n")
+                    conn.sendall(b"250 2.0.0 kept\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    def close(self):
+        self.srv.close()
+
+
+def test_a_bounce_returns_a_long_header_cut_at_a_line_end(daemon):
+    """The bounce returns at most 64 KiB of the original header (text/rfc822-headers); a
+    header longer than that (max-header-size allows 256 KiB) is cut after its last whole
+    line there, never between a CR and its LF: that left a bare CR in the bounce, which
+    a strict next hop (mxgate itself) refuses.  Three paddings put each octet of a
+    3-octet line at the cut."""
+    hop = RawNextHop()
+    relay_conf(daemon, hop.port)
+    daemon.start()
+    for pad in range(3):
+        c = daemon.connect(source=ALLOWED)
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.example")[0] == 250
+        assert c.cmd("MAIL FROM:<sender@example.test>")[0] == 250
+        assert c.cmd("RCPT TO:<nobody-here@example.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(f"Subject: long header {pad}\r\nX-Pad: {'p' * pad}\r\n" + "a\r\n" * 23000 +
+               "\r\nbody\r\n.\r\n")
+        assert c.reply()[0] == 250
+        c.cmd("QUIT")
+        c.close()
+    deadline = time.time() + 30
+    while len(hop.data) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    hop.close()
+    assert len(hop.data) == 3, "three bounces"
+    for b in hop.data:
+        assert b"Subject: Undelivered Mail Returned to Sender" in b
+        assert re.search(rb"\r(?!\n)", b) is None, "a bare CR in the bounce"
+        assert re.search(rb"(?<!\r)\n", b) is None, "a bare LF in the bounce"
