@@ -569,6 +569,10 @@ bounce(struct deliver *d, const struct config *cfg, struct job *j, const struct 
 	b.connector = (char *)(uintptr_t) "(bounce)";
 	b.client = (char *)(uintptr_t) "127.0.0.1";
 	b.helo = cfg->hostname;
+	/* it goes to the message's sender and returns its header: what needed SMTPUTF8 (a
+	 * sender é@…) needs it again, or the next hop refuses the address (RFC 6531 §3.4) */
+	b.smtputf8 = e->smtputf8;
+	b.body_8bit = e->smtputf8 || e->body_8bit;
 	int rc = spool_inject(d->sp, &b, text, len);
 	free(text);
 	if (rc < 0) {

@@ -406,10 +406,12 @@ class RawNextHop:
     CR at the end of a line, so it cannot show a bare one) and refuses RCPT for
     nobody-here@."""
 
-    def __init__(self):
+    def __init__(self, extensions=()):
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
+        self.extensions = extensions
         self.data = []
+        self.commands = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -431,8 +433,13 @@ class RawNextHop:
                         return
                     buf += chunk
                 line, buf = buf.split(b"\r\n", 1)
+                self.commands.append(line)
                 verb = line[:4].upper()
-                if verb == b"RCPT" and b"nobody-here@" in line:
+                if verb == b"EHLO":
+                    conn.sendall(b"".join(b"250-%s\r\n" % e.encode() for e in
+                                          ("raw.example.test", *self.extensions)) +
+                                 b"250 HELP\r\n")
+                elif verb == b"RCPT" and b"nobody-here@" in line:
                     conn.sendall(b"550 5.1.1 no such user\r\n")
                 elif verb == b"DATA":
                     conn.sendall(b"354 go ahead\r\n")
@@ -484,3 +491,32 @@ def test_a_bounce_returns_a_long_header_cut_at_a_line_end(daemon):
         assert b"Subject: Undelivered Mail Returned to Sender" in b
         assert re.search(rb"\r(?!\n)", b) is None, "a bare CR in the bounce"
         assert re.search(rb"(?<!\r)\n", b) is None, "a bare LF in the bounce"
+
+
+def test_a_bounce_to_an_smtputf8_sender_is_sent_with_smtputf8(daemon):
+    """A message that needed SMTPUTF8 (a sender é@…) bounces with SMTPUTF8 too: its
+    bounce goes to that non-ASCII address, which a next hop takes only in an SMTPUTF8
+    transaction (RFC 6531 §3.4; Postfix and mxgate answer 553 5.6.7 without it), and a
+    refused bounce is dropped (no bounce for the null sender): the sender never learnt."""
+    hop = RawNextHop(extensions=("8BITMIME", "SMTPUTF8"))
+    relay_conf(daemon, hop.port)
+    daemon.start()
+    c = daemon.connect(source=ALLOWED)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.example")[0] == 250
+    assert c.cmd("MAIL FROM:<s\u00e9nder@example.test> SMTPUTF8")[0] == 250
+    assert c.cmd("RCPT TO:<nobody-here@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send("Subject: utf8\r\n\r\nbody\r\n.\r\n")
+    assert c.reply()[0] == 250
+    c.cmd("QUIT")
+    c.close()
+    deadline = time.time() + 30
+    while not hop.data and time.time() < deadline:
+        time.sleep(0.1)
+    hop.close()
+    assert hop.data, "the bounce was not sent"
+    bounce_rcpt = "RCPT TO:<s\u00e9nder@example.test>".encode()
+    i = hop.commands.index(bounce_rcpt)
+    assert hop.commands[i - 1].startswith(b"MAIL FROM:<> ")
+    assert b" SMTPUTF8" in hop.commands[i - 1], hop.commands
