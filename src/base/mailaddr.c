@@ -271,6 +271,7 @@ mailaddr_parse(const char *s, size_t len, bool allow_null, bool utf8, struct mai
 		c.i++;
 		out->routed = true;
 	}
+	size_t mailbox = c.i; /* what is kept: the path without its route */
 	/* Local-part */
 	if (c.i < len && s[c.i] == '"') {
 		out->quoted = true;
@@ -295,7 +296,9 @@ mailaddr_parse(const char *s, size_t len, bool allow_null, bool utf8, struct mai
 	if (c.i >= len || s[c.i] != '>')
 		return MAILADDR_SYNTAX;
 	c.i++;
-	if (c.i > 256 + (out->routed ? MAILADDR_DOMAIN_MAX * 4 : 0))
+	/* §4.5.3.1.3: 256 octets with the brackets for the path as kept, relayed and logged
+	 * (the route dropped); a route may add its own domains (§4.5.3.1.2 each) */
+	if (1 + (c.i - mailbox) > 256 || c.i > 256 + (out->routed ? MAILADDR_DOMAIN_MAX * 4 : 0))
 		return MAILADDR_TOO_LONG;
 	out->utf8 = c.saw_utf8;
 	if (c.saw_utf8 && !utf8)

@@ -317,6 +317,14 @@ Test(mailaddr, length_limits)
 	n = (size_t)snprintf(route, sizeof(route), "<@%s.%s.%s.%.62s.x:a@b>", r63, r63, r63, r63);
 	cr_expect_eq(n, 2 + 256 + 5u);
 	cr_expect_eq(parse(route, n, 0, &a, &used), TOO_LONG, "a route domain of 256");
+	/* the path kept (route dropped) is held to 256 too: a route in front of a mailbox of
+	 * 257 octets with its brackets does not make it fit */
+	n = make_path(buf, sizeof(buf), 64, 'l', 3, 61);
+	n = (size_t)snprintf(route, sizeof(route), "<@b:%s", buf + 1);
+	cr_expect_eq(parse(route, n, 0, &a, &used), OK, "a mailbox of 256 behind a route");
+	n = make_path(buf, sizeof(buf), 64, 'l', 3, 62);
+	n = (size_t)snprintf(route, sizeof(route), "<@b:%s", buf + 1);
+	cr_expect_eq(parse(route, n, 0, &a, &used), TOO_LONG, "a mailbox of 257 behind a route");
 	/* and the domain of the mailbox: 255 is over the path limit already */
 	n = (size_t)snprintf(route, sizeof(route), "<a@%s.%s.%s.%s>", r63, r63, r63, r63);
 	cr_expect_eq(parse(route, n, 0, &a, &used), TOO_LONG);
