@@ -1902,6 +1902,19 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 			                                                      : "partner",
 			          open);
 	}
+	if (k->enabled && (k->permission_groups & PERM_EXCHANGE_SERVERS)) {
+		/* worse than the above: exchange-servers may relay to any domain */
+		const char *open = open_to(k);
+		if (open)
+			diag_warn(L->d, L->file,
+			          k->all_remote ? k->at.line
+			                        : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
+			                                   k->at.line),
+			          "connector '%s' lets %s relay to any domain (exchange-servers): "
+			          "this is an open relay; list the servers it serves in "
+			          "remote-ip-ranges",
+			          k->name, open);
+	}
 	if (k->enabled && L->c->n_proxy_from && k->n_bindings) {
 		/* behind balancers, a connector anyone may reach directly bypasses them */
 		const char *open = open_to(k);

@@ -303,6 +303,37 @@ Test(config, warnings_do_not_reject)
 	cr_expect(c->connectors[0].all_remote);
 	config_unref(c);
 	diag_release(&d);
+
+	/* exchange-servers may relay anywhere: open to every address is an open relay, which
+	 * `mxgate check` passed without a word while it warned about anonymous senders */
+	diag_init(&d);
+	c = helper_load("accepted-domains = { \"example.com\" }\n"
+	                "connector \"office\" {\n"
+	                "  usage = internal\n"
+	                "  auth-mechanism = { none }\n"
+	                "  bindings = { \"0.0.0.0:25\" }\n"
+	                "}\n"
+	                "connector \"v6 open\" {\n"
+	                "  usage = custom\n"
+	                "  permission-groups = { exchange-servers }\n"
+	                "  bindings = { \"0.0.0.0:26\", \"[::]:26\" }\n"
+	                "  remote-ip-ranges = { \"10.1.0.0/16\", \"::/0\" }\n"
+	                "}\n"
+	                "connector \"closed\" {\n"
+	                "  usage = internal\n"
+	                "  auth-mechanism = { none }\n"
+	                "  bindings = { \"0.0.0.0:27\" }\n"
+	                "  remote-ip-ranges = { \"10.1.0.0/16\" }\n"
+	                "}\n",
+	                &d);
+	if (!c)
+		helper_dump(&d);
+	cr_assert_not_null(c);
+	WARN(2, "'office' lets every IPv4 and IPv6 address relay to any domain");
+	WARN(11, "'v6 open' lets every IPv6 address relay to any domain");
+	cr_expect(!helper_has(&d, DIAG_WARNING, NULL, 17, "open relay"));
+	config_unref(c);
+	diag_release(&d);
 }
 
 Test(config, ranges_file_errors_name_that_file)
