@@ -711,7 +711,10 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 {
 	struct spool_entry *e = j->e;
 	time_t now = time(NULL);
-	bool expired = (uint64_t)(now - e->received) * 1000 >= cfg->message_expiration_timeout_ms;
+	/* a clock set back since the message came (an NTP step, a VM restored) makes its age
+	 * negative: not the 584 million years of the same number unsigned */
+	time_t age = now > e->received ? now - e->received : 0;
+	bool expired = (uint64_t)age * 1000 >= cfg->message_expiration_timeout_ms;
 	struct dsn_rcpt *failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*failed));
 	bool *newly_failed = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
 	bool *tried = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(bool));
@@ -747,7 +750,7 @@ settle(struct deliver *d, const struct config *cfg, struct job *j, struct outcom
 		}
 		if (o[i].code >= 500 || expired) {
 			if (o[i].code < 500)
-				expire(&o[i], now - e->received);
+				expire(&o[i], age);
 			failed[nf++] = (struct dsn_rcpt){.addr = e->rcpts[i],
 			                                 .code = o[i].code,
 			                                 .text = o[i].text,

@@ -520,3 +520,28 @@ def test_a_bounce_to_an_smtputf8_sender_is_sent_with_smtputf8(daemon):
     i = hop.commands.index(bounce_rcpt)
     assert hop.commands[i - 1].startswith(b"MAIL FROM:<> ")
     assert b" SMTPUTF8" in hop.commands[i - 1], hop.commands
+
+
+def test_a_clock_set_back_does_not_expire_queued_mail(daemon):
+    """A message received at T, then the clock set back before T (an NTP step at boot, a
+    VM restored from a snapshot): its age was computed as an unsigned number, some 584
+    million years, so its next temporary failure expired it at once and bounced it (every
+    message in the queue received after the new time, whatever message-expiration-timeout
+    says). It must be deferred as before."""
+    closed = free_port()  # the next hop is down: a temporary failure
+    relay_conf(daemon, closed)
+    daemon.start()
+    qid = send(daemon, ["user@example.test"], subject="clock")
+    daemon.wait_log(rf"message {qid} deferred \(attempt 1\)")
+    assert daemon.stop() == 0
+    env = os.path.join(daemon.spool, "queue", qid + ".env")
+    with open(env) as f:
+        text = f.read()
+    text = re.sub(r"(?m)^received \d+$", f"received {int(time.time()) + 3600}", text)
+    with open(env, "r+") as f:  # in place: the owner stays the run user
+        f.write(text)
+        f.truncate()
+    daemon.start()  # its log starts afresh
+    daemon.wait_log(rf"message {qid} deferred \(attempt \d+\)")
+    assert f"message {qid}: bounce" not in daemon.log(), daemon.log()
+    assert "message expired" not in daemon.log(), daemon.log()
