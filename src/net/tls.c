@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/certname.h"
 #include "base/sidefile.h"
@@ -597,15 +598,19 @@ tls_check_cafile(const char *cafile, char *err, size_t errlen)
 	return rc;
 }
 
-/* Never fails the handshake: the first error is kept for tls_peer_check(). */
+/* Never fails the handshake: the first error is kept for tls_peer_check().  The purpose
+ * is overlooked for the client's own certificate only (tls.h): a CA of its chain kept to
+ * other uses (an S/MIME-only sub-CA) is an error like any other. */
 static int
 peer_verify_cb(int ok, X509_STORE_CTX *x)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct tls_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
 	int e = X509_STORE_CTX_get_error(x);
+	bool leaf_purpose =
+	        e == X509_V_ERR_INVALID_PURPOSE && X509_STORE_CTX_get_error_depth(x) == 0;
 
-	if (!ok && c && c->verify_err == X509_V_OK && e != X509_V_ERR_INVALID_PURPOSE)
+	if (!ok && c && c->verify_err == X509_V_OK && !leaf_purpose)
 		c->verify_err = e;
 	return 1;
 }
@@ -613,19 +618,25 @@ peer_verify_cb(int ok, X509_STORE_CTX *x)
 int
 tls_conn_ask_peer_cert(struct tls_conn *c)
 {
-	static const unsigned char sid[] = "mxgate-client-certificate";
+	static atomic_ullong next_sid;
 	SSL_CTX *ctx = SSL_get_SSL_CTX(c->ssl);
 	struct tls_ctx *t = SSL_CTX_get_app_data(ctx);
+	char sid[SSL_MAX_SID_CTX_LENGTH];
 
 	if (!t || !t->client_ca)
 		return -1;
+	/* a context of its own: no TLS 1.2 session id resumes into it either (tickets are off
+	 * below), so every connection shows its certificate again; a resumed session would
+	 * bring back only the last verify error, not at which depth (peer_verify_cb) */
+	int sl = snprintf(sid, sizeof(sid), "mxgate-cc-%ld-%llu", (long)getpid(),
+	                  (unsigned long long)atomic_fetch_add(&next_sid, 1));
 	ERR_clear_error();
 	c->verify_err = X509_V_OK;
 	SSL_set_app_data(c->ssl, c);
 	SSL_set_verify(c->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, peer_verify_cb);
 	SSL_set_options(c->ssl, SSL_OP_NO_TICKET);
 	if (SSL_set_num_tickets(c->ssl, 0) != 1 ||
-	    SSL_set_session_id_context(c->ssl, sid, sizeof(sid) - 1) != 1) {
+	    SSL_set_session_id_context(c->ssl, (const unsigned char *)sid, (unsigned)sl) != 1) {
 		ERR_clear_error();
 		return -1;
 	}
@@ -721,8 +732,8 @@ tls_peer_check(const struct tls_conn *c, const char *expected, struct tls_peer *
 			o += (unsigned)snprintf(p->sha256 + o, sizeof(p->sha256) - o, "%s%02X",
 			                        i ? ":" : "", md[i]);
 	long e = c->verify_err != X509_V_OK ? c->verify_err : SSL_get_verify_result(c->ssl);
-	if (e == X509_V_ERR_INVALID_PURPOSE)
-		e = X509_V_OK;
+	if (c->verify_err == X509_V_OK && e == X509_V_ERR_INVALID_PURPOSE)
+		e = X509_V_OK; /* the client's own certificate's purpose alone (peer_verify_cb) */
 	bool match = names_match(x, expected, p);
 	if (e != X509_V_OK) {
 		snprintf(p->reason, sizeof(p->reason), "%s", X509_verify_cert_error_string(e));

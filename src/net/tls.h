@@ -71,8 +71,10 @@ const char *tls_error(const struct tls_conn *c);
  * included, but finishes the handshake whatever it finds, so that the SMTP reply can say
  * what was wrong: tls_peer_check() gives the verdict afterwards.  A certificate whose
  * extendedKeyUsage lacks clientAuth is not refused for it: public CAs now issue
- * serverAuth-only certificates, and the name is what proves the tenant.  Such
- * connections get no session tickets, so every connection shows its certificate again.
+ * serverAuth-only certificates, and the name is what proves the tenant; a CA of its chain
+ * whose extendedKeyUsage keeps it to other uses (an S/MIME-only sub-CA) is refused.  Such
+ * connections get no session tickets and a session id context of their own, so every
+ * connection shows its certificate again.
  */
 int tls_ctx_set_client_ca(struct tls_ctx *t, const char *cafile, char *err, size_t errlen);
 /* For `mxgate check`: 0 if cafile holds at least one certificate, else -1 with a reason. */

@@ -339,3 +339,54 @@ def test_the_operations_guide_snippet_works_as_written(daemon, pki):
 def daemon_bin():
     from daemon import BIN
     return BIN
+
+
+def sub_ca_leaf(pki, label, ca_eku):
+    """A leaf for a.example.com (serverAuth only, as providers' are) issued by an
+    intermediate CA of the tenant root whose extendedKeyUsage is ca_eku: (cert, key,
+    intermediate)."""
+    d = os.path.join(pki["dir"], label)
+    os.makedirs(d)
+    root_key = os.path.join(os.path.dirname(pki["ca"]), "ca.key")
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("[im]\nbasicConstraints=critical,CA:TRUE\n"
+                "keyUsage=critical,keyCertSign,cRLSign\n"
+                f"extendedKeyUsage={ca_eku}\n"
+                "[leaf]\nsubjectAltName=DNS:a.example.com\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    im, im_key, leaf, key = (os.path.join(d, n) for n in ("im.pem", "im.key", "leaf.pem",
+                                                           "leaf.key"))
+    _run("openssl", "req", "-new", *ec, "-keyout", im_key, "-out", im + ".csr", "-subj",
+         f"/O=Sub/CN={label} CA")
+    _run("openssl", "x509", "-req", "-in", im + ".csr", "-CA", pki["ca"], "-CAkey", root_key,
+         "-set_serial", "7", "-days", "2", "-out", im, "-extfile", ext, "-extensions", "im")
+    _run("openssl", "req", "-new", *ec, "-keyout", key, "-out", leaf + ".csr", "-subj",
+         "/CN=a.example.com")
+    _run("openssl", "x509", "-req", "-in", leaf + ".csr", "-CA", im, "-CAkey", im_key,
+         "-set_serial", "8", "-days", "2", "-out", leaf, "-extfile", ext, "-extensions",
+         "leaf")
+    os.chmod(key, 0o644)
+    return leaf, key, im
+
+
+def test_an_intermediate_not_meant_for_tls_clients_proves_nothing(daemon, pki):
+    """OpenSSL's "unsuitable certificate purpose" is overlooked for the client's own
+    certificate (providers present their serverAuth certificate), but not for a CA in its
+    chain: an intermediate whose extendedKeyUsage keeps it to S/MIME (emailProtection,
+    what enterprises get as a constrained sub-CA under a public root) must not mint
+    certificates that prove a tenant's name.  The intermediates are in client-ca-file
+    (not anchors: the chain still ends at the root), as an administrator adds them."""
+    smime = sub_ca_leaf(pki, "smime-sub", "emailProtection")
+    tls = sub_ca_leaf(pki, "tls-sub", "clientAuth,serverAuth")
+    ca = os.path.join(daemon.dir, "clients-ca.pem")
+    with open(ca, "w") as f:
+        f.write("".join(open(p).read() for p in (pki["ca"], smime[2], tls[2])))
+    start(daemon, pki, ca=ca)
+    out = swaks(daemon, tls[:2])
+    assert "250 2.6.0 <" in out, out
+    out = swaks(daemon, smime[:2])
+    assert mail_reply(out) == ("550 5.7.1 Client certificate not trusted: unsuitable "
+                               "certificate purpose"), out
+    daemon.wait_messages(1)
+
