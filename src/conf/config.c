@@ -469,7 +469,6 @@ struct loader {
 	struct config *c;
 	const char *file; /* the main file's name, owned by c->files */
 	char *dir;        /* its directory, for relative paths */
-	bool dir_real;    /* dir came from realpath(): no symbolic link, '.' or '..' in it */
 	/* capacities of the arrays being filled (each count is in the array's holder) */
 	size_t files_cap;            /* config.files */
 	size_t accepted_domains_cap; /* config.accepted_domains */
@@ -1110,35 +1109,14 @@ intern_file(struct loader *L, const char *path)
 	return L->c->files[L->c->n_files++];
 }
 
-/* A relative path joined to the file's directory.  Its leading "./" and "../" are taken
- * off against that directory when realpath() made it (then each '..' is exactly its
- * parent), so logs and messages say /etc/var/mail, not /etc/mxgate/../var/mail. */
 static char *
 resolve_path(struct loader *L, const char *p)
 {
-	size_t dlen;
 	char *out;
 
 	if (p[0] == '/' || !L->dir)
 		return strdup(p);
-	dlen = strlen(L->dir);
-	while (L->dir_real) {
-		if (p[0] == '.' && (p[1] == '/' || p[1] == '\0')) {
-			p += p[1] ? 2 : 1;
-		} else if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0')) {
-			p += p[2] ? 3 : 2;
-			while (dlen > 1 && L->dir[dlen - 1] != '/')
-				dlen--;
-			if (dlen > 1)
-				dlen--; /* the slash too, unless it is the root's */
-		} else {
-			break;
-		}
-		while (*p == '/')
-			p++;
-	}
-	bool root = dlen == 1 && L->dir[0] == '/';
-	if (asprintf(&out, "%.*s%s%s", (int)dlen, L->dir, root || !*p ? "" : "/", p) < 0)
+	if (asprintf(&out, "%s%s%s", L->dir, strcmp(L->dir, "/") == 0 ? "" : "/", p) < 0)
 		return NULL;
 	return out;
 }
@@ -2456,7 +2434,6 @@ set_dir(struct loader *L, const char *path)
 	if ((abs = realpath(L->dir, NULL))) {
 		free(L->dir);
 		L->dir = abs;
-		L->dir_real = true;
 	}
 	return 0;
 }

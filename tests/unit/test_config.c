@@ -3,7 +3,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -807,48 +806,6 @@ Test(config, maildir_empty_components_warn_and_the_default_keeps_the_spool_as_te
 	cr_expect_null(helper_load(text, &d));
 	ERR(2, "bad spool '/var/%d/..' for the default maildir");
 	diag_release(&d);
-}
-
-/* Relative paths: joined to the file's real directory, their leading ./ and ../ taken
- * off against it; a '..' further in stays (what precedes it may be a symbolic link). */
-Test(config, relative_paths_read_without_dot_dot)
-{
-	struct diag d;
-	char text[1024], dir[PATH_MAX], want[PATH_MAX + 64];
-	const char *conn = "connector \"in\" {\n"
-	                   "  usage = custom\n"
-	                   "  permission-groups = { anonymous-users }\n"
-	                   "  bindings = { \"127.0.0.1:2525\" }\n"
-	                   "  remote-ip-ranges = { \"127.0.0.0/8\" }\n"
-	                   "}\n";
-	static const struct {
-		const char *spool, *tail; /* tail: after the file's directory ("^": its parent) */
-	} cases[] = {
-	        {"../spool-a", "^/spool-a"},   {"./spool-b", "/spool-b"},
-	        {"./../spool-c", "^/spool-c"}, {"spool-d/../e", "/spool-d/../e"},
-	        {".//spool-f", "/spool-f"},    {"..", "^"},
-	};
-
-	free(helper_write_temp("x", ""));
-	cr_assert_not_null(realpath(helper_tmpdir(), dir));
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		diag_init(&d);
-		snprintf(text, sizeof(text),
-		         "accepted-domains = { \"example.com\" }\nspool = \"%s\"\n%s",
-		         cases[i].spool, conn);
-		struct config *c = helper_load(text, &d);
-		if (!c)
-			helper_dump(&d);
-		cr_assert_not_null(c);
-		if (cases[i].tail[0] == '^')
-			snprintf(want, sizeof(want), "%.*s%s", (int)(strrchr(dir, '/') - dir), dir,
-			         cases[i].tail + 1);
-		else
-			snprintf(want, sizeof(want), "%s%s", dir, cases[i].tail);
-		cr_expect_str_eq(c->spool, want, "case %zu", i);
-		config_unref(c);
-		diag_release(&d);
-	}
 }
 
 /* ---- issue 16, defect 5: side files that are not regular, or too big ------------------- */
