@@ -630,6 +630,8 @@ tls_conn_ask_peer_cert(struct tls_conn *c)
 	 * bring back only the last verify error, not at which depth (peer_verify_cb) */
 	int sl = snprintf(sid, sizeof(sid), "mxgate-cc-%ld-%llu", (long)getpid(),
 	                  (unsigned long long)atomic_fetch_add(&next_sid, 1));
+	if (sl < 0 || (size_t)sl >= sizeof(sid))
+		sl = (int)sizeof(sid) - 1; /* as snprintf cut it (not before 10^13 connections) */
 	ERR_clear_error();
 	c->verify_err = X509_V_OK;
 	SSL_set_app_data(c->ssl, c);
