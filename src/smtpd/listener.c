@@ -361,6 +361,58 @@ has_wildcard(const struct endpoint *eps, size_t n, const struct endpoint *ep)
 	return false;
 }
 
+/* The listeners (moved or kept in place) take cfg's tables; returns how many are open. */
+static size_t
+attach(struct listeners *ls, const struct config *cfg, const struct endpoint *eps, size_t n)
+{
+	size_t open = 0;
+
+	for (size_t i = 0; i < ls->n; i++) {
+		struct listener *l = &ls->ls[i];
+		if (l->fd < 0)
+			continue;
+		l->table = selector_table(cfg->selector, &l->ep);
+		l->covers_exact = false;
+		for (size_t j = 0; ipaddr_is_any(&l->ep.addr) && j < n; j++)
+			if (!ipaddr_is_any(&eps[j].addr) && eps[j].port == l->ep.port &&
+			    eps[j].addr.family == l->ep.addr.family)
+				l->covers_exact = true;
+		open++;
+	}
+	ls->cfg = cfg;
+	if (ls->paused)
+		accepting(ls, false); /* the back-off timer turns them on */
+	return open;
+}
+
+/* Out of memory for a new listener array: the sockets stay where they are.  Those cfg
+ * still binds serve it, the others close, and its new bindings count as failed (the next
+ * reload tries them again).  cfg is taken whatever happens: the caller frees the old
+ * snapshot, which the listeners must no longer point into. */
+static size_t
+reconcile_in_place(struct listeners *ls, const struct config *cfg, const struct endpoint *eps,
+                   size_t n, size_t *failed)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->ls[i].fd >= 0 && !selector_table(cfg->selector, &ls->ls[i].ep))
+			close_listener(&ls->ls[i]);
+	for (size_t i = 0; i < n; i++) {
+		bool served = false;
+		if (!ipaddr_is_any(&eps[i].addr) && has_wildcard(eps, n, &eps[i]))
+			continue;
+		for (size_t j = 0; j < ls->n && !served; j++)
+			served = ls->ls[j].fd >= 0 && ls->ls[j].ep.port == eps[i].port &&
+			         ipaddr_equal(&ls->ls[j].ep.addr, &eps[i].addr);
+		if (!served) {
+			char ep[ENDPOINT_STRLEN];
+			endpoint_format(&eps[i], ep, sizeof(ep));
+			log_msg(LOG_LVL_ERROR, "cannot listen on %s: out of memory", ep);
+			(*failed)++;
+		}
+	}
+	return attach(ls, cfg, eps, n);
+}
+
 /* Makes the listener set match cfg: keeps common endpoints, opens new ones, closes the
  * rest.  An exact binding whose family's wildcard is bound on the same port is served by
  * the wildcard socket.  Returns the number of listeners open; *failed counts those that
@@ -369,12 +421,12 @@ size_t
 listeners_reconcile(struct listeners *ls, const struct config *cfg, size_t *failed)
 {
 	const struct endpoint *eps;
-	size_t n = selector_endpoints(cfg->selector, &eps), open = 0, nn = 0;
+	size_t n = selector_endpoints(cfg->selector, &eps), nn = 0;
 	struct listener *nl = calloc(n ? n : 1, sizeof(*nl));
 
 	*failed = 0;
 	if (!nl)
-		return ls->n;
+		return reconcile_in_place(ls, cfg, eps, n, failed);
 	for (size_t i = 0; i < ls->n; i++)
 		ls->ls[i].keep = false;
 	for (size_t i = 0; i < n; i++) {
@@ -411,18 +463,8 @@ listeners_reconcile(struct listeners *ls, const struct config *cfg, size_t *fail
 			event_assign(l->ev, ls->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
 			event_add(l->ev, NULL);
 		}
-		l->table = selector_table(cfg->selector, &l->ep);
-		l->covers_exact = false;
-		for (size_t j = 0; ipaddr_is_any(&l->ep.addr) && j < n; j++)
-			if (!ipaddr_is_any(&eps[j].addr) && eps[j].port == l->ep.port &&
-			    eps[j].addr.family == l->ep.addr.family)
-				l->covers_exact = true;
-		open++;
 	}
-	ls->cfg = cfg;
-	if (ls->paused)
-		accepting(ls, false); /* the back-off timer turns them on */
-	return open;
+	return attach(ls, cfg, eps, n);
 }
 
 void
