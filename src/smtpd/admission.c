@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 #define SRC_BUCKETS 4096
@@ -15,7 +16,7 @@ struct src {
 	char *connector;
 	struct ipaddr addr;
 	uint64_t sessions;
-	time_t rate_window;
+	time_t rate_window; /* start of the message-rate window, monotonic seconds (now_s) */
 	uint64_t rate_count;
 	struct src *next;
 };
@@ -91,13 +92,21 @@ src_get(struct admission *ad, const char *connector, const struct ipaddr *a, boo
 	return s;
 }
 
+/* The rate windows run on the monotonic clock: a wall clock set back (an NTP step) would
+ * otherwise keep a source's window from ever ending, refusing it until the clock caught up. */
+static time_t
+now_s(void)
+{
+	return (time_t)(clock_mono_ms() / 1000);
+}
+
 static void
 src_maybe_free(struct admission *ad, struct src *s)
 {
 	unsigned h;
 	struct src **p;
 
-	if (s->sessions || time(NULL) - s->rate_window < ADMISSION_RATE_WINDOW_S)
+	if (s->sessions || now_s() - s->rate_window < ADMISSION_RATE_WINDOW_S)
 		return;
 	h = src_hash(s->connector, &s->addr);
 	for (p = &ad->srcs[h]; *p; p = &(*p)->next) {
@@ -116,7 +125,7 @@ src_maybe_free(struct admission *ad, struct src *s)
 void
 admission_sweep(struct admission *ad)
 {
-	time_t now = time(NULL);
+	time_t now = now_s();
 	size_t freed = 0, kept = 0;
 
 	pthread_mutex_lock(&ad->mu);
@@ -227,7 +236,7 @@ bool
 admission_rate_allows(struct admission *ad, const struct connector *k, const struct ipaddr *a)
 {
 	bool ok = true;
-	time_t now = time(NULL);
+	time_t now = now_s();
 
 	if (k->message_rate_limit == CONFIG_UNLIMITED)
 		return true;
