@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -845,6 +846,21 @@ struct mdbatch {
 	size_t links; /* hard links, made durable by one syncfs() */
 };
 
+/* True when every name in rel fits a directory entry.  A template with %u and %d in one
+ * name ("/var/mail/%d.%u") can make it too long for one recipient alone: that is for good,
+ * not an error of the file system to retry. */
+static bool
+components_fit(const char *rel)
+{
+	for (const char *p = rel; *p;) {
+		size_t len = strcspn(p, "/");
+		if (len > NAME_MAX)
+			return false;
+		p += len + (p[len] == '/');
+	}
+	return true;
+}
+
 /* Delivers recipient i of e into its Maildir; o says how it went. */
 static void
 maildir_rcpt(struct mdbatch *b, struct spool_entry *e, size_t i, struct outcome *o)
@@ -881,6 +897,13 @@ maildir_rcpt(struct mdbatch *b, struct spool_entry *e, size_t i, struct outcome 
 		o->code = 550;
 		snprintf(o->text, sizeof(o->text),
 		         "5.1.3 Maildir path for the recipient is too long");
+		return;
+	}
+	if (!components_fit(rel)) { /* this recipient's, for good: bounce, do not retry */
+		o->code = 550;
+		snprintf(o->text, sizeof(o->text),
+		         "5.1.3 Maildir path for the recipient has a name longer than %d bytes",
+		         NAME_MAX);
 		return;
 	}
 	newfd = maildir_open(b->bfd, rel, &mdfd);

@@ -23,6 +23,31 @@ def test_smtplib_delivers_into_the_maildir(daemon):
     assert daemon.wait_queue_empty() == []
 
 
+def test_a_maildir_name_too_long_for_one_recipient_bounces_at_once(daemon):
+    """A template with %d and %u in one name: a recipient whose encoded parts make it
+    longer than a directory entry may be fails for good (550, a bounce), not "451" retried
+    until the message expires; a short recipient in the same message is delivered."""
+    domain = "d" * 60 + ".example.test"
+    daemon.configure()
+    text = open(daemon.conf).read()
+    text = text.replace(f'"{daemon.mail}/%d/%u"', f'"{daemon.mail}/%d.%u"')
+    text = text.replace('accepted-domains = { "example.test" }',
+                        f'accepted-domains = {{ "example.test", "{domain}" }}')
+    with open(daemon.conf, "w") as f:
+        f.write(text)
+    daemon.start()
+    long_rcpt = "#" * 64 + "@" + domain  # each '#' is %23: 192 + 1 + 73 bytes in one name
+    with smtplib.SMTP("127.0.0.1", daemon.port, source_address=(ALLOWED, 0), timeout=10) as s:
+        assert s.sendmail("sender@remote.example", [long_rcpt, "user@example.test"],
+                          message("long").encode()) == {}
+    daemon.wait_log(r"to=<#{64}@d{60}\.example\.test>, relay=maildir, .*dsn=5\.1\.3, "
+                    r"status=bounced \(550 5\.1\.3 Maildir path for the recipient has a "
+                    r"name longer than 255 bytes\)")
+    daemon.wait_log(r"to=<user@example\.test>, relay=maildir, .*status=sent")
+    assert "status=deferred" not in daemon.log()
+    assert daemon.wait_queue_empty() == []
+
+
 def test_smtplib_starttls(daemon):
     daemon.configure()
     daemon.start()
