@@ -236,7 +236,8 @@ static const struct option options[] = {
          "encoded so they are always one safe path component), `%%` a percent sign. A "
          "template that delivery would refuse for every recipient is an error: `.` or `..` "
          "from the first `%` on, a name over 255 bytes, a directory part over 1023 bytes or "
-         "a templated part over 2047. Default: `<spool>/maildir/%d/%u`."},
+         "a templated part over 2047; a recipient whose own name would be over 255 bytes "
+         "(`%d.%u` in one name) is bounced with 550 5.1.3. Default: `<spool>/maildir/%d/%u`."},
         {SEC_DELIVER, "relay", K_STR, NULL, ROOT(relay), 0, 0, false, NULL, check_relay,
          "Next hop `HOST:PORT` (an address, `[IPv6]:PORT`, or a name) that every accepted "
          "message is relayed to instead of a Maildir."},
