@@ -320,14 +320,22 @@ def test_connection_timeout_ends_a_busy_session(daemon):
         expect(c, 220)
         noops = 0
         while True:
-            assert time.monotonic() - t0 < 20, "no 421 4.4.1 within 20s"
-            # wait half a second for the server to speak; when it does not, keep the
-            # session busy (well inside the 2s inactivity timeout, even on a loaded host)
-            ready, _, _ = select.select([c.sock], [], [], 0.5)
+            elapsed = time.monotonic() - t0
+            assert elapsed < 20, "no 421 4.4.1 within 20s"
+            # keep the session busy with a NOOP every 0.4s (well inside the 2s inactivity
+            # timeout, even on a loaded host) while under 2.2s have passed, then only wait
+            # for the server.  A NOOP sent near 3s would cross the 421 and get it instead
+            # of its 250 (with 0.5s steps the sixth NOOP was due within a few ms of
+            # connection-timeout, on either side).  The last NOOP goes by about 2.6s and
+            # after 1.8s, so the inactivity deadline it sets is past 3s and
+            # connection-timeout still comes first.
+            busy = elapsed < 2.2
+            ready, _, _ = select.select([c.sock], [], [], 0.4 if busy else 20 - elapsed)
             if ready:
                 break
-            expect(c, 250, "2.0.0 OK", cmd="NOOP")
-            noops += 1
+            if busy:
+                expect(c, 250, "2.0.0 OK", cmd="NOOP")
+                noops += 1
         expect_close(c, 421, "4.4.1 Connection timed out")
         assert time.monotonic() - t0 >= 2.9
         assert noops >= 4           # the NOOPs kept the 2s inactivity timeout away
