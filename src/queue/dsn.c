@@ -1,6 +1,7 @@
 #include "queue/dsn.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,15 @@ put_clean(FILE *fp, const char *s)
 		fputc((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e ? '?' : *s, fp);
 }
 
+static bool
+ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
 char *
 dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
           const char *reporting_host, const char *headers, size_t hlen, time_t now, size_t *len)
@@ -52,6 +62,9 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 	size_t size = 0;
 	struct tm tm;
 	FILE *fp;
+	/* RFC 6533: the bounce of an SMTPUTF8 message carries its UTF-8 addresses as they are,
+	 * in the global report types (it is sent with SMTPUTF8 itself, deliver.c) */
+	bool global = e->smtputf8;
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
@@ -74,7 +87,7 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 	        "This is a MIME-encapsulated message.\r\n"
 	        "\r\n"
 	        "--%s\r\n"
-	        "Content-Type: text/plain; charset=us-ascii\r\n"
+	        "Content-Type: text/plain; charset=%s\r\n"
 	        "\r\n"
 	        "This is the mail gateway at %s.\r\n"
 	        "\r\n"
@@ -82,7 +95,7 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 	        "It was received on %s (queue id %s).\r\n"
 	        "\r\n",
 	        reporting_host, e->sender, date, e->id, reporting_host, boundary, boundary,
-	        reporting_host, n == 1 ? "" : "s", arrival, e->id);
+	        global ? "utf-8" : "us-ascii", reporting_host, n == 1 ? "" : "s", arrival, e->id);
 	for (size_t i = 0; i < n; i++) {
 		fprintf(fp, "<%s>: ", r[i].addr);
 		if (r[i].remote) {
@@ -97,16 +110,16 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 	fprintf(fp,
 	        "\r\n"
 	        "--%s\r\n"
-	        "Content-Type: message/delivery-status\r\n"
+	        "Content-Type: message/%sdelivery-status\r\n"
 	        "\r\n"
 	        "Reporting-MTA: dns; %s\r\n"
 	        "X-Mxgate-Queue-ID: %s\r\n"
 	        "Arrival-Date: %s\r\n",
-	        boundary, reporting_host, e->id, arrival);
+	        boundary, global ? "global-" : "", reporting_host, e->id, arrival);
 	for (size_t i = 0; i < n; i++) {
 		dsn_status(r[i].code, r[i].text, status, sizeof(status));
-		fprintf(fp, "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n",
-		        r[i].addr, status);
+		fprintf(fp, "\r\nFinal-Recipient: %s; %s\r\nAction: failed\r\nStatus: %s\r\n",
+		        global && !ascii(r[i].addr) ? "utf-8" : "rfc822", r[i].addr, status);
 		if (r[i].remote) {
 			fputs("Remote-MTA: dns; ", fp);
 			put_clean(fp, r[i].remote);
@@ -116,7 +129,8 @@ dsn_build(const struct spool_entry *e, const struct dsn_rcpt *r, size_t n,
 		put_clean(fp, r[i].text);
 		fputs("\r\n", fp);
 	}
-	fprintf(fp, "\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
+	fprintf(fp, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
+	        global ? "message/global-headers" : "text/rfc822-headers");
 	if (headers && hlen)
 		fwrite(headers, 1, hlen, fp);
 	fprintf(fp, "\r\n--%s--\r\n", boundary);

@@ -1,7 +1,10 @@
 /*
  * dsn — delivery status notifications: the bounce (RFC 3464 multipart/report,
  * report-type=delivery-status) for recipients that failed for good, addressed to the
- * envelope sender and sent with the null sender <> so it can never bounce itself.
+ * envelope sender and sent with the null sender <> so it can never bounce itself.  For a
+ * message that came with SMTPUTF8 it takes RFC 6533's forms: message/global-delivery-status,
+ * message/global-headers, "utf-8;" for a recipient address that is not ASCII, a UTF-8 text
+ * part.
  */
 #ifndef MXGATE_DSN_H
 #define MXGATE_DSN_H

@@ -506,6 +506,7 @@ def test_a_bounce_to_an_smtputf8_sender_is_sent_with_smtputf8(daemon):
     assert c.cmd("EHLO client.example")[0] == 250
     assert c.cmd("MAIL FROM:<s\u00e9nder@example.test> SMTPUTF8")[0] == 250
     assert c.cmd("RCPT TO:<nobody-here@example.test>")[0] == 250
+    assert c.cmd("RCPT TO:<j\u00f8rn.nobody-here@example.test>")[0] == 250
     assert c.cmd("DATA")[0] == 354
     c.send("Subject: utf8\r\n\r\nbody\r\n.\r\n")
     assert c.reply()[0] == 250
@@ -520,6 +521,12 @@ def test_a_bounce_to_an_smtputf8_sender_is_sent_with_smtputf8(daemon):
     i = hop.commands.index(bounce_rcpt)
     assert hop.commands[i - 1].startswith(b"MAIL FROM:<> ")
     assert b" SMTPUTF8" in hop.commands[i - 1], hop.commands
+    # and in RFC 6533's global types: the UTF-8 address as it is, typed utf-8
+    bounce = hop.data[-1]
+    assert b"Content-Type: message/global-delivery-status\r\n" in bounce, bounce
+    assert "Final-Recipient: utf-8; j\u00f8rn.nobody-here@example.test\r\n".encode() in bounce
+    assert b"Final-Recipient: rfc822; nobody-here@example.test\r\n" in bounce
+    assert b"Content-Type: message/global-headers\r\n" in bounce
 
 
 def test_a_clock_set_back_does_not_expire_queued_mail(daemon):

@@ -10,7 +10,7 @@
 static char sender[] = "s@x.example", id[] = "0123456789abcdef";
 
 static char *
-build(const struct dsn_rcpt *r, size_t n, const char *headers)
+build_as(const struct dsn_rcpt *r, size_t n, const char *headers, bool smtputf8)
 {
 	struct spool_entry e;
 	size_t len = 0;
@@ -20,11 +20,18 @@ build(const struct dsn_rcpt *r, size_t n, const char *headers)
 	snprintf(e.id, sizeof(e.id), "%s", id);
 	e.sender = sender;
 	e.received = 1700000000;
+	e.smtputf8 = smtputf8;
 	out = dsn_build(&e, r, n, "gw.example", headers, headers ? strlen(headers) : 0, 1700000100,
 	                &len);
 	cr_assert_not_null(out);
 	cr_assert_eq(strlen(out), len);
 	return out;
+}
+
+static char *
+build(const struct dsn_rcpt *r, size_t n, const char *headers)
+{
+	return build_as(r, n, headers, false);
 }
 
 Test(dsn, status_from_the_enhanced_code_or_the_class)
@@ -71,5 +78,28 @@ Test(dsn, parts_and_hostile_text)
 	cr_assert(strstr(out, "Remote-MTA: dns; mx\r\n"));
 	cr_assert(strstr(out, "text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
 	cr_assert(strstr(out, "--0123456789abcdef/gw.example--\r\n"));
+	free(out);
+}
+
+/* RFC 6533: an SMTPUTF8 message's bounce in the global types, its UTF-8 address as it is */
+Test(dsn, an_smtputf8_message_bounces_in_the_global_types)
+{
+	struct dsn_rcpt r[] = {{"j\xc3\xb8rn@example.com", 550, "5.1.1 unknown", NULL},
+	                       {"b@example.com", 550, "5.1.1 unknown", NULL}};
+	char *out = build_as(r, 2, "Subject: hi\r\n", true);
+
+	cr_expect(strstr(out, "report-type=delivery-status"), "%s", out);
+	cr_expect(strstr(out, "Content-Type: text/plain; charset=utf-8\r\n"), "%s", out);
+	cr_expect(strstr(out, "Content-Type: message/global-delivery-status\r\n"), "%s", out);
+	cr_expect(strstr(out, "Final-Recipient: utf-8; j\xc3\xb8rn@example.com\r\n"), "%s", out);
+	cr_expect(strstr(out, "Final-Recipient: rfc822; b@example.com\r\n"), "%s", out);
+	cr_expect(strstr(out, "Content-Type: message/global-headers\r\n\r\nSubject: hi\r\n"), "%s",
+	          out);
+	free(out);
+	/* the same recipients of a message without SMTPUTF8: the classic types */
+	out = build_as(r + 1, 1, "Subject: hi\r\n", false);
+	cr_expect(strstr(out, "charset=us-ascii"), "%s", out);
+	cr_expect(strstr(out, "Content-Type: message/delivery-status\r\n"), "%s", out);
+	cr_expect(strstr(out, "text/rfc822-headers"), "%s", out);
 	free(out);
 }
