@@ -58,6 +58,22 @@ rcpt_state(const struct spool_entry *e, size_t i)
 }
 
 /* One message: its line, then a line per recipient with its state. */
+/* Text from clients and next hops for a terminal: a control character, C0 or C1 (UTF-8
+ * C2 80-9F: U+009B is a terminal's CSI), shows as '?' and cannot move the cursor, recolour
+ * or retitle the administrator's terminal.  The rest, UTF-8 included, as it is. */
+static void
+put_safe(FILE *fp, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			fputc('?', fp);
+			p++;
+		} else {
+			fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, fp);
+		}
+	}
+}
+
 static void
 format_entry(FILE *fp, const struct entry_view *v)
 {
@@ -81,20 +97,32 @@ format_entry(FILE *fp, const struct entry_view *v)
 	/* a message being delivered: its delivery thread owns the attempt count, the last
 	 * error and the recipients' states (deliver.h), so only what never changes is read */
 	if (v->busy) {
-		fprintf(fp, "%-16s %7s %9llu %4s  %-9s <%s>\n", e->id, a, entry_size(e), "-", next,
-		        e->sender);
-		for (size_t i = 0; i < e->n_rcpts; i++)
-			fprintf(fp, "    %-9s <%s>\n", "sending", e->rcpts[i]);
+		fprintf(fp, "%-16s %7s %9llu %4s  %-9s <", e->id, a, entry_size(e), "-", next);
+		put_safe(fp, e->sender);
+		fputs(">\n", fp);
+		for (size_t i = 0; i < e->n_rcpts; i++) {
+			fprintf(fp, "    %-9s <", "sending");
+			put_safe(fp, e->rcpts[i]);
+			fputs(">\n", fp);
+		}
 		return;
 	}
-	fprintf(fp, "%-16s %7s %9llu %4u  %-9s <%s>\n", e->id, a, entry_size(e), e->attempts, next,
-	        e->sender);
-	if (e->last_error)
-		fprintf(fp, "    last error: %s\n", e->last_error);
+	fprintf(fp, "%-16s %7s %9llu %4u  %-9s <", e->id, a, entry_size(e), e->attempts, next);
+	put_safe(fp, e->sender);
+	fputs(">\n", fp);
+	if (e->last_error) {
+		fputs("    last error: ", fp);
+		put_safe(fp, e->last_error);
+		fputc('\n', fp);
+	}
 	for (size_t i = 0; i < e->n_rcpts; i++) {
-		fprintf(fp, "    %-9s <%s>", rcpt_state(e, i), e->rcpts[i]);
-		if (e->rcpt_note && e->rcpt_note[i])
-			fprintf(fp, " %s", e->rcpt_note[i]);
+		fprintf(fp, "    %-9s <", rcpt_state(e, i));
+		put_safe(fp, e->rcpts[i]);
+		fputc('>', fp);
+		if (e->rcpt_note && e->rcpt_note[i]) {
+			fputc(' ', fp);
+			put_safe(fp, e->rcpt_note[i]);
+		}
 		fputc('\n', fp);
 	}
 }

@@ -244,3 +244,27 @@ def test_queue_usage_errors(daemon):
                            text=True, timeout=30)
         assert r.returncode in (1, 2), (args, r)
         assert r.stderr, args
+
+
+def test_queue_list_shows_control_characters_of_addresses_as_question_marks(daemon):
+    """A sender's UTF-8 address with U+009B, a terminal's CSI, in it: `mxgate queue` shows
+    it as '?' (the administrator's terminal takes no escape sequence from a client); the
+    rest of the UTF-8 address as it is."""
+    relay_conf(daemon, free_port())          # nothing listens: the message waits
+    daemon.start()
+    c = daemon.connect(source=ALLOWED)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.example")[0] == 250
+    assert c.cmd("MAIL FROM:<s\u00e9\u009b31mx@example.test> SMTPUTF8")[0] == 250
+    assert c.cmd("RCPT TO:<user@example.test>")[0] == 250
+    assert c.cmd("DATA")[0] == 354
+    c.send(message("csi") + ".\r\n")
+    code, text = c.reply()
+    assert code == 250, text
+    c.close()
+    qid = re.search(r"<([0-9A-F]{16})>", text).group(1)
+    daemon.wait_log(rf"message {qid} deferred")
+    r = subprocess.run([BIN, "queue", "-c", daemon.conf], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert b"\xc2\x9b" not in r.stdout and b"\x1b" not in r.stdout, r.stdout
+    assert "<s\u00e9?31mx@example.test>".encode() in r.stdout, r.stdout
