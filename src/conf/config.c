@@ -1857,6 +1857,15 @@ open_to(const struct connector *k)
 	                                    : NULL;
 }
 
+/* Where a connector open to every address is warned: its opening line when it lists no
+ * range, else its remote-ip-ranges. */
+static int
+open_line(const struct givens *G, const struct connector *k)
+{
+	return k->all_remote ? k->at.line
+	                     : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges", k->at.line);
+}
+
 /* What is allowed but most likely a mistake. */
 static void
 connector_warnings(struct loader *L, const struct givens *G, const struct connector *k)
@@ -1869,10 +1878,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
 		const char *open = open_to(k);
 		if (open)
-			diag_warn(L->d, L->file,
-			          k->all_remote ? k->at.line
-			                        : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
-			                                   k->at.line),
+			diag_warn(L->d, L->file, open_line(G, k),
 			          "connector '%s' lets %s senders in from %s: this opens the "
 			          "server to anyone; list your filtering service's ranges in "
 			          "remote-ip-ranges",
@@ -1885,10 +1891,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 		/* worse than the above: exchange-servers may relay to any domain */
 		const char *open = open_to(k);
 		if (open)
-			diag_warn(L->d, L->file,
-			          k->all_remote ? k->at.line
-			                        : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
-			                                   k->at.line),
+			diag_warn(L->d, L->file, open_line(G, k),
 			          "connector '%s' lets %s relay to any domain (exchange-servers): "
 			          "this is an open relay; list the servers it serves in "
 			          "remote-ip-ranges",
@@ -1899,10 +1902,7 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 		const char *open = open_to(k);
 		if (open)
 			diag_warn(
-			        L->d, L->file,
-			        k->all_remote ? k->at.line
-			                      : opt_line(G, SEC_CONNECTOR, "remote-ip-ranges",
-			                                 k->at.line),
+			        L->d, L->file, open_line(G, k),
 			        "proxy-protocol-from is set, yet connector '%s' takes %s: any "
 			        "client may connect to its bindings directly, past the balancers; "
 			        "list the clients it serves in remote-ip-ranges and let only the "

@@ -89,6 +89,17 @@ def test_status_when_not_running_exits_3_and_says_so(daemon):
     assert "mxgate is not running (nothing answers on" in err, err
 
 
+def as_stranger(conf):
+    """status and queue list run as uid 4242, neither root nor the daemon's user (the
+    harness runs it as nobody); each must fail with exit 1."""
+    for args in (["status"], ["queue", "list"]):
+        r = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
+                            BIN, *args, "-c", conf],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (args, r)
+        yield r
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run the command as another user")
 def test_a_user_the_control_socket_refuses_is_told_who_may(daemon):
     """status and queue run by a user who may not use the control socket: the error says
@@ -103,21 +114,13 @@ def test_a_user_the_control_socket_refuses_is_told_who_may(daemon):
         conf = os.path.join(public, "readable.conf")
         shutil.copy(daemon.conf, conf)
         os.chmod(conf, 0o644)
-        for args in (["status"], ["queue", "list"]):
-            r = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
-                                BIN, *args, "-c", conf],
-                               capture_output=True, text=True, timeout=30)
-            assert r.returncode == 1, (args, r)
+        for r in as_stranger(conf):
             assert "cannot reach the daemon at " in r.stderr, r.stderr
             assert "Permission denied (the control socket is for root and the user mxgate " \
                    "runs as: run this command as one of them" in r.stderr, r.stderr
         # the file itself unreadable (as /etc/mxgate/mxgate.conf is to most users)
         os.chmod(conf, 0o600)
-        for args in (["status"], ["queue", "list"]):
-            r = subprocess.run(["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups",
-                                BIN, *args, "-c", conf],
-                               capture_output=True, text=True, timeout=30)
-            assert r.returncode == 1, (args, r)
+        for r in as_stranger(conf):
             assert f"this user may not read {conf}, where the daemon's spool and control " \
                    "socket are named; run the command as root (sudo)" in r.stderr, r.stderr
     finally:
