@@ -338,15 +338,18 @@ INSTALL_SYSTEM = r'''
 # a private /etc (a copy), /var and /opt: what the install writes stays in this namespace
 mount --bind "{tmp}/etc" /etc
 test -e /etc/.mxgate-install-test       # never go on against the machine's own /etc
+# the checkout stays reachable under the tmpfs mounts below, even when it lives in /var or /opt
+mkdir /etc/.mxgate-checkout
+mount --bind "{root}" /etc/.mxgate-checkout
 mount -t tmpfs tmpfs /var
 mount -t tmpfs tmpfs /opt
 for f in passwd group shadow gshadow; do sed -i '/^mxgate:/d' /etc/$f; done
-make --no-print-directory -C "{root}" install PREFIX=/opt/mxgate-sys {extra} >/dev/null
+make --no-print-directory -C /etc/.mxgate-checkout install PREFIX=/opt/mxgate-sys {extra} >/dev/null
 echo "user $(getent passwd mxgate)"
 echo "group $(getent group mxgate)"
 stat -c 'dir %n %a %U %G' /var/spool/mxgate /var/mail/mxgate
 test -x /opt/mxgate-sys/sbin/mxgate && echo "binary ok"
-make --no-print-directory -C "{root}" uninstall PREFIX=/opt/mxgate-sys >/dev/null
+make --no-print-directory -C /etc/.mxgate-checkout uninstall PREFIX=/opt/mxgate-sys >/dev/null
 echo "left $(find /opt -type f | wc -l) files"
 stat -c 'kept %n' /var/spool/mxgate /var/mail/mxgate
 '''
