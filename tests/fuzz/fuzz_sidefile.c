@@ -2,7 +2,8 @@
  * files.  The first input byte sets the line limit (1 to 256), the second the size limit
  * (in 16-byte steps, 0: none), the rest is the file.  Invariants: lines come out in order,
  * without '\n', never longer than the limit and without a NUL; a file read to the end
- * comes out whole (the lines joined by '\n' give it back); a refused one was refused for
+ * comes out whole (the lines joined by '\n' give it back, but for a leading UTF-8 byte
+ * order mark, which is skipped); a refused one was refused for
  * a reason the file really has, at the line that has it, after every line before it. */
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +71,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lim = (struct sidefile_limits){.max_line = (size_t)data[0] + 1,
 	                               .max_size = data[1] ? (uint64_t)data[1] * 16 : UINT64_MAX};
 	s = (struct seen){.file = data + 2, .size = size - 2, .max_line = lim.max_line};
+	if (s.size >= 3 && memcmp(s.file, "\xef\xbb\xbf", 3) == 0)
+		s.pos = 3; /* a UTF-8 byte order mark is not part of the first line */
 	if (!(fp = fopen(path, "w")))
 		return 0;
 	fwrite(s.file, 1, s.size, fp);
