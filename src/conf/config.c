@@ -1875,40 +1875,29 @@ connector_warnings(struct loader *L, const struct givens *G, const struct connec
 		          "connector '%s' has no permission group: it accepts no mail (every MAIL "
 		          "gets 530 5.7.1)",
 		          k->name);
-	if (k->enabled && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS))) {
-		const char *open = open_to(k);
-		if (open)
-			diag_warn(L->d, L->file, open_line(G, k),
-			          "connector '%s' lets %s senders in from %s: this opens the "
-			          "server to anyone; list your filtering service's ranges in "
-			          "remote-ip-ranges",
-			          k->name,
-			          k->permission_groups & PERM_ANONYMOUS_USERS ? "anonymous"
-			                                                      : "partner",
-			          open);
-	}
-	if (k->enabled && (k->permission_groups & PERM_EXCHANGE_SERVERS)) {
-		/* worse than the above: exchange-servers may relay to any domain */
-		const char *open = open_to(k);
-		if (open)
-			diag_warn(L->d, L->file, open_line(G, k),
-			          "connector '%s' lets %s relay to any domain (exchange-servers): "
-			          "this is an open relay; list the servers it serves in "
-			          "remote-ip-ranges",
-			          k->name, open);
-	}
-	if (k->enabled && L->c->n_proxy_from && k->n_bindings) {
-		/* behind balancers, a connector anyone may reach directly bypasses them */
-		const char *open = open_to(k);
-		if (open)
-			diag_warn(
-			        L->d, L->file, open_line(G, k),
-			        "proxy-protocol-from is set, yet connector '%s' takes %s: any "
-			        "client may connect to its bindings directly, past the balancers; "
-			        "list the clients it serves in remote-ip-ranges and let only the "
-			        "balancers reach the port (mxgate firewall)",
-			        k->name, open);
-	}
+	/* the warnings below are for an enabled connector open to every address */
+	const char *open = k->enabled ? open_to(k) : NULL;
+	if (open && (k->permission_groups & (PERM_ANONYMOUS_USERS | PERM_PARTNERS)))
+		diag_warn(L->d, L->file, open_line(G, k),
+		          "connector '%s' lets %s senders in from %s: this opens the server to "
+		          "anyone; list your filtering service's ranges in remote-ip-ranges",
+		          k->name,
+		          k->permission_groups & PERM_ANONYMOUS_USERS ? "anonymous" : "partner",
+		          open);
+	/* worse than the above: exchange-servers may relay to any domain */
+	if (open && (k->permission_groups & PERM_EXCHANGE_SERVERS))
+		diag_warn(L->d, L->file, open_line(G, k),
+		          "connector '%s' lets %s relay to any domain (exchange-servers): this is "
+		          "an open relay; list the servers it serves in remote-ip-ranges",
+		          k->name, open);
+	/* behind balancers, a connector anyone may reach directly bypasses them */
+	if (open && L->c->n_proxy_from && k->n_bindings)
+		diag_warn(L->d, L->file, open_line(G, k),
+		          "proxy-protocol-from is set, yet connector '%s' takes %s: any client may "
+		          "connect to its bindings directly, past the balancers; list the clients "
+		          "it serves in remote-ip-ranges and let only the balancers reach the port "
+		          "(mxgate firewall)",
+		          k->name, open);
 	if (k->enabled && !k->all_remote && k->n_bindings) {
 		bool v4b = false, v6b = false, v4r = false, v6r = false;
 		for (size_t i = 0; i < k->n_bindings; i++) {
