@@ -377,12 +377,14 @@ def test_check_refuses_the_directories_run_would_refuse(mxgate, write_conf, tmp_
     logs = tmp_path / "logs"
     logs.mkdir()
     os.chmod(logs, 0o777)
-    conf = write_conf(f"""
-        user = "nobody"
-        spool = "{tmp_path / 'spoolfile'}"
-        protocol-log-directory = "{logs}"
-    """ + EXCHANGE_EXAMPLE)
-    r = mxgate("check", "-c", conf)
+    def check(spool):
+        return mxgate("check", "-c", write_conf(f"""
+            user = "nobody"
+            spool = "{spool}"
+            protocol-log-directory = "{logs}"
+        """ + EXCHANGE_EXAMPLE))
+
+    r = check(tmp_path / "spoolfile")
     assert r.rc == 1, r.out
     assert (f"mxgate.conf:2: error: spool {tmp_path / 'spoolfile'} is not a directory; "
             "point spool at a directory (mxgate makes it when it does not exist)") in r.err
@@ -390,10 +392,5 @@ def test_check_refuses_the_directories_run_would_refuse(mxgate, write_conf, tmp_
             "user; chmod o-w it") in r.err
     # fixed, and a spool not made yet: OK (run makes it)
     os.chmod(logs, 0o750)
-    conf = write_conf(f"""
-        user = "nobody"
-        spool = "{tmp_path / 'spool-to-be'}"
-        protocol-log-directory = "{logs}"
-    """ + EXCHANGE_EXAMPLE)
-    r = mxgate("check", "-c", conf)
+    r = check(tmp_path / "spool-to-be")
     assert r.rc == 0, r.err

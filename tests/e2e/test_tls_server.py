@@ -216,6 +216,13 @@ def read_replies(sock, obj, inc, n):
     return text.decode()
 
 
+def write_envelope(obj):
+    """EHLO, MAIL and RCPT into the TLS object: three records, not yet sent."""
+    obj.write(b"EHLO client.example\r\n")
+    obj.write(b"MAIL FROM:<sender@remote.example>\r\n")
+    obj.write(b"RCPT TO:<user@example.test>\r\n")
+
+
 def test_records_in_one_segment_are_all_answered(daemon):
     """Three commands in three TLS records that reach the server in one segment, then the
     client waits: the records read ahead behind the first are answered without another
@@ -223,9 +230,7 @@ def test_records_in_one_segment_are_all_answered(daemon):
     daemon.configure()
     daemon.start()
     sock, obj, inc, out = tls_over_memory(daemon)
-    obj.write(b"EHLO client.example\r\n")
-    obj.write(b"MAIL FROM:<sender@remote.example>\r\n")
-    obj.write(b"RCPT TO:<user@example.test>\r\n")
+    write_envelope(obj)
     sock.sendall(out.read())  # one send: the three records together
     text = read_replies(sock, obj, inc, 3)
     assert "250 2.1.0" in text and "250 2.1.5" in text, text
@@ -275,9 +280,7 @@ def test_a_message_sent_with_close_notify_behind_it_is_still_answered(daemon):
     daemon.configure()
     daemon.start()
     sock, obj, inc, out = tls_over_memory(daemon)
-    obj.write(b"EHLO client.example\r\n")
-    obj.write(b"MAIL FROM:<sender@remote.example>\r\n")
-    obj.write(b"RCPT TO:<user@example.test>\r\n")
+    write_envelope(obj)
     sock.sendall(out.read())
     read_replies(sock, obj, inc, 3)
     obj.write(b"DATA\r\n")
